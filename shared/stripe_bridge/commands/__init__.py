@@ -1,0 +1,1 @@
+"""Subcommands of the ``stripe-bridge`` console script, one module each."""

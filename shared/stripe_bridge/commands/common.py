@@ -1,0 +1,34 @@
+"""Pieces several subcommands share: connecting to NATS with the bridge's settings."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..config import Settings, load_settings
+from ..jetstream import connect_options
+
+
+def add_nats_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--nats-url`` and ``--stream`` overriding NATS_URL and NATS_STREAM."""
+    parser.add_argument("--nats-url", help="NATS URL (default: $NATS_URL or nats://127.0.0.1:4222)")
+    parser.add_argument("--stream", help="stream name (default: $NATS_STREAM or STRIPE)")
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Settings from the environment, with the NATS command-line overrides applied."""
+    overrides: dict[str, object] = {}
+    if getattr(args, "nats_url", None):
+        overrides["nats_url"] = args.nats_url
+    if getattr(args, "stream", None):
+        overrides["nats_stream"] = args.stream
+    return load_settings(**overrides)
+
+
+async def connect(settings: Settings) -> Any:
+    """A NATS connection for a command-line tool (reconnects, fails fast when down)."""
+    import nats
+
+    options = connect_options(settings)
+    options["max_reconnect_attempts"] = 3
+    return await nats.connect(**options)

@@ -1,0 +1,109 @@
+"""``stripe-bridge dev``: the whole bridge on one machine, on embedded defaults.
+
+Starts its own JetStream nats-server in a data folder, provisions the stream, and serves
+every function on one port with in-memory idempotency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+from pathlib import Path
+
+from .. import registry
+from ..config import IdempotencyBackend, load_settings
+from ..function import configure_logging
+from ..natsserver import NatsServer
+from ..server import dev_app, run
+from ..stream import StreamSpec, provision
+from ..webhook import Runtime
+from .common import connect
+
+DEFAULT_PORT = 8080
+DEFAULT_DATA_DIR = Path(".stripe-bridge/dev")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``dev`` subcommand."""
+    parser = subparsers.add_parser("dev", help="run the bridge locally with its own nats-server")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--nats-port", type=int, default=4222)
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    parser.set_defaults(func=run_dev)
+
+
+def read_dev_secret(data_dir: Path) -> str:
+    """The webhook secret ``dev`` uses, or "" when dev never ran in ``data_dir``."""
+    path = data_dir / "webhook_secret"
+    return path.read_text().strip() if path.exists() else ""
+
+
+def _dev_secret(data_dir: Path) -> str:
+    secret = read_dev_secret(data_dir)
+    if not secret:
+        secret = "whsec_dev_" + secrets.token_hex(16)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path = data_dir / "webhook_secret"
+        path.write_text(secret + "\n")
+        path.chmod(0o600)
+    return secret
+
+
+def banner(url: str, secret_note: str, nats_url: str) -> str:
+    """What ``dev`` prints once it is serving."""
+    types = "\n".join(f"    {url}{t.name}" for t in registry.EVENT_TYPES)
+    return f"""stripe-bridge dev is serving on {url}
+  NATS (JetStream) : {nats_url}, stream STRIPE
+  webhook secret   : {secret_note}
+  every event type : {url}
+  one event type   :
+{types}
+Forward real Stripe test events (set STRIPE_WEBHOOK_SECRET to the secret it prints):
+    stripe listen --forward-to {url}
+Or send a signed sample, and watch the stream:
+    stripe-bridge send invoice.paid
+    stripe-bridge tail
+Ctrl-C stops the bridge and its nats-server."""
+
+
+def run_dev(args: argparse.Namespace) -> int:
+    """Start nats-server, provision, serve every function until interrupted."""
+    data_dir: Path = args.data_dir
+    if os.environ.get("STRIPE_WEBHOOK_SECRET"):
+        secret_note = "from $STRIPE_WEBHOOK_SECRET"
+        overrides: dict[str, object] = {}
+    else:
+        secret = _dev_secret(data_dir)
+        secret_note = f"{secret}  (saved in {data_dir / 'webhook_secret'})"
+        overrides = {"stripe_webhook_secret": secret}
+    nats = NatsServer(data_dir / "jetstream", port=args.nats_port)
+    try:
+        nats.start()
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"stripe-bridge dev: cannot start nats-server on port {args.nats_port}: {exc}")
+        return 1
+    try:
+        settings = load_settings(
+            nats_url=nats.url,
+            idempotency_backend=IdempotencyBackend.MEMORY,
+            function_name="dev",
+            **overrides,
+        )
+        configure_logging(settings)
+
+        async def setup() -> str:
+            nc = await connect(settings)
+            try:
+                return await provision(nc.jetstream(), StreamSpec.from_settings(settings))
+            finally:
+                await nc.close()
+
+        print(f"stream {settings.nats_stream}: {asyncio.run(setup())}")
+        print(banner(f"http://{args.host}:{args.port}/", secret_note, nats.url), flush=True)
+        run(dev_app(Runtime(settings, "dev")), args.host, args.port)
+    finally:
+        nats.stop()
+    return 0

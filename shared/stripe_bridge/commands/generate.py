@@ -1,0 +1,35 @@
+"""``stripe-bridge generate``: write the files derived from the event-type registry."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..codegen import generated_files
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``generate`` subcommand."""
+    parser = subparsers.add_parser(
+        "generate", help="regenerate functions/ and docs from the registry"
+    )
+    parser.add_argument("--root", type=Path, default=Path("."), help="repository root")
+    parser.add_argument("--check", action="store_true", help="only report drift; exit 1 if any")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write (or with --check, compare) every generated file."""
+    drift = 0
+    for path, content in generated_files(args.root).items():
+        current = path.read_text() if path.exists() else None
+        if current == content:
+            continue
+        drift += 1
+        if args.check:
+            print(f"out of date: {path}")
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content)
+            print(f"wrote {path}")
+    return 1 if args.check and drift else 0

@@ -1,0 +1,50 @@
+"""``stripe-bridge provision``: create or update the bridge's stream idempotently."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from ..config import redact_url
+from ..stream import StreamSpec, provision
+from .common import add_nats_arguments, connect, settings_from
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``provision`` subcommand."""
+    parser = subparsers.add_parser("provision", help="create or update the JetStream stream")
+    add_nats_arguments(parser)
+    parser.add_argument("--replicas", type=int, default=1, choices=(1, 3, 5))
+    parser.add_argument("--max-age-days", type=float, default=30.0)
+    parser.add_argument("--duplicate-window-minutes", type=float, default=120.0)
+    parser.add_argument("--max-bytes", type=int, default=-1, help="-1: unlimited")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Provision the stream and print what happened."""
+    settings = settings_from(args)
+    spec = StreamSpec.from_settings(
+        settings,
+        replicas=args.replicas,
+        max_age_seconds=args.max_age_days * 86400,
+        duplicate_window_seconds=args.duplicate_window_minutes * 60,
+        max_bytes=args.max_bytes,
+    )
+
+    async def go() -> str:
+        nc = await connect(settings)
+        try:
+            return await provision(nc.jetstream(), spec)
+        finally:
+            await nc.close()
+
+    try:
+        result = asyncio.run(go())
+    except Exception as exc:
+        print(
+            f"stripe-bridge provision: {redact_url(settings.nats_url)}: {type(exc).__name__}: {exc}"
+        )
+        return 1
+    print(f"stream {spec.name} ({spec.subject_prefix}.>, R{spec.replicas}): {result}")
+    return 0

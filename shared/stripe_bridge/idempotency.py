@@ -1,0 +1,200 @@
+"""Remember which Stripe events are already stored, so a redelivery is not published again.
+
+The protocol is claim -> publish and await the PubAck -> mark done; a failed publish
+releases the claim so Stripe's retry can try again. A claim is a short lease, so a
+process that dies mid-publish does not block the event for long. Marking an event done
+before its PubAck arrived would lose it if the publish then failed: never do that.
+JetStream's duplicate window (``Nats-Msg-Id``) is the backstop behind this store.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from cachetools import TLRUCache
+
+from .config import IdempotencyBackend, Settings
+
+
+class ClaimState(StrEnum):
+    """What a claim attempt found."""
+
+    CLAIMED = "claimed"  # this caller owns the event until it marks it done or releases it
+    IN_PROGRESS = "in_progress"  # another delivery holds a live lease
+    DONE = "done"  # already stored in JetStream
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The result of ``claim``; ``token`` proves ownership when releasing."""
+
+    state: ClaimState
+    token: str = ""
+
+
+class IdempotencyError(Exception):
+    """The store could not be reached or answered nonsense."""
+
+
+class IdempotencyStore(Protocol):
+    """The operations the webhook handler needs; both backends implement them."""
+
+    backend: str
+
+    async def claim(self, event_id: str) -> Claim:
+        """Try to take the short lease on ``event_id``."""
+        ...
+
+    async def mark_done(self, event_id: str) -> None:
+        """Record ``event_id`` as stored, for longer than Stripe's retry window."""
+        ...
+
+    async def release(self, event_id: str, token: str) -> None:
+        """Give back a lease after a failed publish (only if still ours)."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise IdempotencyError when the store is unreachable."""
+        ...
+
+    async def close(self) -> None:
+        """Free connections."""
+        ...
+
+
+@dataclass(frozen=True)
+class _Entry:
+    done: bool
+    token: str
+    expires: float
+
+
+class MemoryStore:
+    """Per-process store: bounded, entries expire; fine for one replica or for dev.
+
+    When the bound evicts a done entry early, JetStream's duplicate window still
+    catches a redelivery within that window.
+    """
+
+    backend = IdempotencyBackend.MEMORY.value
+
+    def __init__(self, lease_seconds: float, done_ttl_seconds: float, max_entries: int) -> None:
+        self._lease = lease_seconds
+        self._done_ttl = done_ttl_seconds
+        self._entries: TLRUCache[str, _Entry] = TLRUCache(
+            maxsize=max_entries, ttu=lambda _key, entry, _now: entry.expires, timer=time.monotonic
+        )
+
+    async def claim(self, event_id: str) -> Claim:
+        entry = self._entries.get(event_id)
+        if entry is not None:
+            return Claim(ClaimState.DONE if entry.done else ClaimState.IN_PROGRESS)
+        token = secrets.token_hex(8)
+        self._entries[event_id] = _Entry(False, token, time.monotonic() + self._lease)
+        return Claim(ClaimState.CLAIMED, token)
+
+    async def mark_done(self, event_id: str) -> None:
+        self._entries[event_id] = _Entry(True, "", time.monotonic() + self._done_ttl)
+
+    async def release(self, event_id: str, token: str) -> None:
+        entry = self._entries.get(event_id)
+        if entry is not None and not entry.done and entry.token == token:
+            del self._entries[event_id]
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+_RELEASE_IF_OURS = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class RedisStore:
+    """Store shared by every replica of every function: atomic ``SET NX PX`` leases."""
+
+    backend = IdempotencyBackend.REDIS.value
+    _DONE = "done"
+
+    def __init__(
+        self, url: str, lease_seconds: float, done_ttl_seconds: int, key_prefix: str
+    ) -> None:
+        import redis.asyncio as aioredis  # only the redis backend pays for this import
+
+        self._redis = aioredis.Redis.from_url(
+            url,
+            socket_timeout=1.0,
+            socket_connect_timeout=1.0,
+            retry_on_timeout=False,
+            decode_responses=True,
+        )
+        self._errors: tuple[type[Exception], ...] = (aioredis.RedisError, OSError)
+        self._lease_ms = int(lease_seconds * 1000)
+        self._done_ms = done_ttl_seconds * 1000
+        self._prefix = key_prefix
+
+    def _key(self, event_id: str) -> str:
+        return f"{self._prefix}:event:{event_id}"
+
+    async def claim(self, event_id: str) -> Claim:
+        token = "claimed:" + secrets.token_hex(8)
+        key = self._key(event_id)
+        try:
+            # Two rounds: the holder's lease may expire between our SET and GET.
+            for _ in range(2):
+                if await self._redis.set(key, token, nx=True, px=self._lease_ms):
+                    return Claim(ClaimState.CLAIMED, token)
+                current = await self._redis.get(key)
+                if current == self._DONE:
+                    return Claim(ClaimState.DONE)
+                if current is not None:
+                    return Claim(ClaimState.IN_PROGRESS)
+        except self._errors as exc:
+            raise IdempotencyError(f"redis claim failed: {type(exc).__name__}") from exc
+        return Claim(ClaimState.IN_PROGRESS)
+
+    async def mark_done(self, event_id: str) -> None:
+        try:
+            await self._redis.set(self._key(event_id), self._DONE, px=self._done_ms)
+        except self._errors as exc:
+            raise IdempotencyError(f"redis mark_done failed: {type(exc).__name__}") from exc
+
+    async def release(self, event_id: str, token: str) -> None:
+        try:
+            await self._redis.eval(_RELEASE_IF_OURS, 1, self._key(event_id), token)
+        except self._errors as exc:
+            raise IdempotencyError(f"redis release failed: {type(exc).__name__}") from exc
+
+    async def ping(self) -> None:
+        try:
+            await self._redis.ping()
+        except self._errors as exc:
+            raise IdempotencyError(f"redis ping failed: {type(exc).__name__}") from exc
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def make_store(settings: Settings) -> IdempotencyStore:
+    """The store the settings ask for."""
+    if settings.idempotency_backend is IdempotencyBackend.REDIS:
+        assert settings.redis_url is not None  # enforced by Settings
+        return RedisStore(
+            settings.redis_url,
+            settings.idempotency_lease_seconds,
+            settings.idempotency_done_ttl_seconds,
+            key_prefix=f"stripe-bridge:{settings.nats_stream}",
+        )
+    return MemoryStore(
+        settings.idempotency_lease_seconds,
+        settings.idempotency_done_ttl_seconds,
+        settings.idempotency_memory_max_entries,
+    )

@@ -1,0 +1,170 @@
+"""One lazily opened, reused NATS connection per process, and publishing with a PubAck."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from .config import Settings
+
+log = logging.getLogger(__name__)
+
+#: How long a positive "the stream exists" answer is trusted by /readyz.
+_STREAM_CHECK_TTL = 10.0
+
+
+class PublishFailure(StrEnum):
+    """Why a publish did not get a PubAck; also the ``reason`` label of the metrics."""
+
+    UNAVAILABLE = "nats_unavailable"
+    TIMEOUT = "puback_timeout"
+    NO_STREAM = "no_stream"
+    REJECTED = "jetstream_error"
+
+
+class PublishError(Exception):
+    """The message was not durably stored (or we cannot know that it was)."""
+
+    def __init__(self, failure: PublishFailure, detail: str = "") -> None:
+        super().__init__(f"{failure.value}: {detail}" if detail else failure.value)
+        self.failure = failure
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A PubAck: where the message is, and whether JetStream saw it before."""
+
+    stream: str
+    seq: int
+    duplicate: bool
+
+
+def connect_options(settings: Settings) -> dict[str, Any]:
+    """nats-py ``connect`` keyword arguments shared by every client of the bridge."""
+    options: dict[str, Any] = {
+        "servers": [url.strip() for url in settings.nats_url.split(",")],
+        "connect_timeout": settings.nats_connect_timeout,
+        "allow_reconnect": True,
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": 0.5,
+        # No buffering while disconnected: a publish fails at once (503) instead of
+        # sitting in a buffer and landing later, after Stripe was told to retry.
+        "pending_size": 0,
+        "name": f"stripe-bridge/{settings.function_name or 'cli'}",
+    }
+    if settings.nats_creds:
+        options["user_credentials"] = settings.nats_creds
+    if settings.nats_user:
+        options["user"] = settings.nats_user
+    if settings.nats_password:
+        options["password"] = settings.nats_password.get_secret_value()
+    return options
+
+
+class JetStreamPublisher:
+    """Publishes to the bridge's stream over a connection opened on first use."""
+
+    def __init__(
+        self, settings: Settings, on_connection_change: Callable[[bool], None] | None = None
+    ) -> None:
+        self._settings = settings
+        self._nc: Any = None
+        self._js: Any = None
+        self._lock = asyncio.Lock()
+        self._stream_seen_at = 0.0
+        self._on_change = on_connection_change or (lambda _connected: None)
+
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is up right now."""
+        return bool(self._nc is not None and self._nc.is_connected)
+
+    async def _connection(self) -> Any:
+        if self._nc is not None and not self._nc.is_closed:
+            return self._js
+        async with self._lock:
+            if self._nc is not None and not self._nc.is_closed:
+                return self._js
+            import nats  # deferred: keeps module import (and cold start) cheap
+
+            async def disconnected() -> None:
+                log.warning("nats disconnected")
+                self._on_change(False)
+
+            async def reconnected() -> None:
+                log.info("nats reconnected")
+                self._on_change(True)
+
+            async def error(exc: Exception) -> None:
+                log.warning("nats error: %s", type(exc).__name__)
+
+            try:
+                nc = await nats.connect(
+                    disconnected_cb=disconnected,
+                    reconnected_cb=reconnected,
+                    error_cb=error,
+                    **connect_options(self._settings),
+                )
+            except Exception as exc:
+                self._on_change(False)
+                raise PublishError(PublishFailure.UNAVAILABLE, type(exc).__name__) from exc
+            self._nc = nc
+            self._js = nc.jetstream(timeout=self._settings.publish_timeout)
+            self._on_change(True)
+            return self._js
+
+    async def publish(self, subject: str, body: bytes, headers: dict[str, str]) -> Stored:
+        """Publish and wait for the PubAck; raise PublishError unless it is stored."""
+        from nats.js import errors as js_errors
+
+        from nats import errors as nats_errors
+
+        js = await self._connection()
+        try:
+            ack = await js.publish(
+                subject,
+                body,
+                timeout=self._settings.publish_timeout,
+                stream=self._settings.nats_stream,
+                headers=headers,
+            )
+        except js_errors.NoStreamResponseError as exc:
+            raise PublishError(PublishFailure.NO_STREAM, "no stream bound to subject") from exc
+        except (TimeoutError, nats_errors.TimeoutError) as exc:
+            raise PublishError(PublishFailure.TIMEOUT) from exc
+        except js_errors.APIError as exc:
+            raise PublishError(PublishFailure.REJECTED, str(exc.description)) from exc
+        except (nats_errors.Error, OSError) as exc:
+            raise PublishError(PublishFailure.UNAVAILABLE, type(exc).__name__) from exc
+        return Stored(ack.stream, ack.seq, bool(ack.duplicate))
+
+    async def ready(self) -> bool:
+        """Connected, and the stream exists (checked at most every few seconds)."""
+        try:
+            js = await self._connection()
+        except PublishError:
+            return False
+        if not self.connected:
+            return False
+        if time.monotonic() - self._stream_seen_at < _STREAM_CHECK_TTL:
+            return True
+        try:
+            await js.stream_info(self._settings.nats_stream)
+        except Exception:
+            return False
+        self._stream_seen_at = time.monotonic()
+        return True
+
+    async def close(self) -> None:
+        """Drain (flush what is in flight) and close; safe to call twice."""
+        nc, self._nc, self._js = self._nc, None, None
+        if nc is not None and not nc.is_closed:
+            try:
+                await nc.drain()
+            except Exception as exc:
+                log.warning("nats drain failed: %s", type(exc).__name__)

@@ -1,0 +1,161 @@
+"""Local server processes for tests and benchmarks: redis-server and bridge functions.
+
+Every process binds to loopback on a free port, lives in a temporary folder and is
+stopped by its ``stop`` (or the context manager), never left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from .natsserver import free_port
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``predicate`` until true; TimeoutError naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"{what} not ready after {timeout}s")
+
+
+class ManagedProcess:
+    """A child process with a log file, stopped with SIGTERM then SIGKILL."""
+
+    def __init__(self, log_file: Path) -> None:
+        self.log_file = log_file
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def _spawn(self, args: list[str], env: Mapping[str, str] | None = None) -> None:
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as log:
+            self.process = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, env=dict(env) if env else None
+            )
+
+    def alive(self) -> bool:
+        """Whether the process is running."""
+        return self.process is not None and self.process.poll() is None
+
+    def _check_alive(self) -> None:
+        if not self.alive():
+            raise RuntimeError(f"process exited; log:\n{self.log()}")
+
+    def log(self) -> str:
+        """What the process printed so far."""
+        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM, wait up to ``timeout``, then SIGKILL; return the exit code."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout)
+        return self.process.returncode
+
+
+class RedisServer(ManagedProcess):
+    """A throwaway redis-server (Debian's package) without persistence."""
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        super().__init__(workdir / "redis.log")
+        self.workdir = workdir
+        self.port = port or free_port()
+
+    @property
+    def url(self) -> str:
+        """The redis:// URL."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _pong(self) -> bool:
+        self._check_alive()
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        """Start redis-server and wait for PONG."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._spawn(
+            [
+                "redis-server",
+                "--bind", "127.0.0.1",
+                "--port", str(self.port),
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", str(self.workdir),
+            ]
+        )  # fmt: skip
+        wait_until(self._pong, timeout, "redis-server")
+        return self
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class FunctionProcess(ManagedProcess):
+    """One bridge function served exactly as the container does (``stripe-bridge serve``)."""
+
+    def __init__(
+        self,
+        function_name: str,
+        env: Mapping[str, str],
+        workdir: Path,
+        repo_root: Path,
+        port: int | None = None,
+        command: list[str] | None = None,
+    ) -> None:
+        super().__init__(workdir / f"{function_name}-{id(self)}.log")
+        self.function_name = function_name
+        self.port = port or free_port()
+        self.source = repo_root / "functions" / function_name / "main.py"
+        self.env = {**os.environ, **env, "PORT": str(self.port), "HOST": "127.0.0.1"}
+        self.command = command or [
+            sys.executable, "-m", "stripe_bridge.cli", "serve", "--source", str(self.source),
+        ]  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        """Base URL, ending in ``/``."""
+        return f"http://127.0.0.1:{self.port}/"
+
+    def _healthy(self) -> bool:
+        self._check_alive()
+        try:
+            with urllib.request.urlopen(self.url + "healthz", timeout=0.5) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def start(self, timeout: float = 20.0) -> FunctionProcess:
+        """Start the function and wait until /healthz answers."""
+        self._spawn(self.command, self.env)
+        wait_until(self._healthy, timeout, f"function {self.function_name}")
+        return self
+
+    def __enter__(self) -> FunctionProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,93 @@
+"""Serve functions over HTTP with a lifespan, so SIGTERM drains NATS and pushes metrics.
+
+``serve_function`` is the container entrypoint (one function, as Knative runs it: the
+target is loaded by functions-framework in ASGI mode). ``dev_app`` serves every function
+in one process for local development.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp
+
+from . import registry
+from .webhook import Runtime, WebhookHandler
+
+#: Uvicorn waits this long for in-flight webhooks on SIGTERM (Knative's default grace is 30 s).
+GRACEFUL_SHUTDOWN_SECONDS = 20
+_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+def _closing(runtime: Runtime) -> Any:
+    """A lifespan that closes ``runtime`` once the server stopped taking requests."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        yield
+        await runtime.close()
+
+    return lifespan
+
+
+def load_function(source: Path, target: str = "handle") -> tuple[ASGIApp, Runtime]:
+    """Load ``source`` through functions-framework's ASGI loader; return app and runtime."""
+    from functions_framework.aio import create_asgi_app_from_module
+
+    spec = importlib.util.spec_from_file_location(f"function_{source.parent.name}", source)
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(f"cannot load function source {source}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    app: ASGIApp = create_asgi_app_from_module(  # type: ignore[no-untyped-call]
+        target, str(source), "http", module, spec
+    )
+    runtime: Runtime = getattr(module, target).runtime
+    return app, runtime
+
+
+def function_app(source: Path, target: str = "handle") -> Starlette:
+    """One function's ASGI app whose shutdown drains NATS and pushes metrics."""
+    app, runtime = load_function(source, target)
+    return Starlette(routes=[Mount("/", app=app)], lifespan=_closing(runtime))
+
+
+def dev_app(runtime: Runtime) -> Starlette:
+    """Every function in one app: ``/`` accepts all types, ``/<event type>`` just that one."""
+    routes: list[Any] = []
+    for event_type in registry.EVENT_TYPES:
+        handler = WebhookHandler(runtime, frozenset({event_type.name}))
+        routes.append(Route(f"/{event_type.name}", _endpoint(handler), methods=_ALL_METHODS))
+    catch_all = WebhookHandler(runtime, None)
+    routes.append(Route("/{path:path}", _endpoint(catch_all), methods=_ALL_METHODS))
+    return Starlette(routes=routes, lifespan=_closing(runtime))
+
+
+def _endpoint(handler: WebhookHandler) -> Any:
+    async def endpoint(request: Request) -> Response:
+        return await handler(request)
+
+    return endpoint
+
+
+def run(app: ASGIApp, host: str, port: int, log_level: str = "warning") -> None:
+    """Run ``app`` under uvicorn; SIGTERM lets in-flight requests finish, then shuts down."""
+    import uvicorn
+
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        lifespan="on",
+        log_level=log_level,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        access_log=False,
+    )

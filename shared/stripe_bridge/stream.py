@@ -1,0 +1,61 @@
+"""Create or update the bridge's JetStream stream idempotently (``stripe-bridge provision``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .config import Settings
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """The stream's shape; defaults suit one Stripe account's billing traffic."""
+
+    name: str
+    subject_prefix: str
+    replicas: int = 1
+    max_age_seconds: float = 30 * 86400
+    # Far longer than JetStream's 2 min default: Stripe's first retry comes minutes later,
+    # and this window is the backstop when a PubAck was lost after the store happened.
+    duplicate_window_seconds: float = 2 * 3600
+    max_bytes: int = -1
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> StreamSpec:
+        """The spec for the configured stream name and prefix."""
+        return cls(settings.nats_stream, settings.nats_subject_prefix, **overrides)
+
+    def config(self) -> Any:
+        """The nats-py ``StreamConfig`` for this spec."""
+        from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+
+        return StreamConfig(
+            name=self.name,
+            subjects=[f"{self.subject_prefix}.>"],
+            storage=StorageType.FILE,
+            retention=RetentionPolicy.LIMITS,
+            discard=DiscardPolicy.OLD,
+            num_replicas=self.replicas,
+            max_age=self.max_age_seconds,
+            duplicate_window=self.duplicate_window_seconds,
+            max_bytes=self.max_bytes,
+            description="Stripe webhook events as CloudEvents (stripe-bridge)",
+        )
+
+
+async def provision(js: Any, spec: StreamSpec) -> str:
+    """Create the stream, or update it to ``spec``; return "created", "updated" or "unchanged"."""
+    from nats.js.errors import NotFoundError
+
+    wanted = spec.config()
+    try:
+        current = await js.stream_info(spec.name)
+    except NotFoundError:
+        await js.add_stream(wanted)
+        return "created"
+    keys = ("subjects", "num_replicas", "max_age", "duplicate_window", "max_bytes", "storage")
+    if all(getattr(current.config, key) == getattr(wanted, key) for key in keys):
+        return "unchanged"
+    await js.update_stream(wanted)
+    return "updated"

@@ -1,0 +1,248 @@
+"""The HTTP surface of a function: Stripe webhooks, health, readiness and metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from .config import Settings
+from .envelope import StripeEvent
+from .idempotency import ClaimState, IdempotencyError, IdempotencyStore, make_store
+from .jetstream import JetStreamPublisher, PublishError
+from .message import build_message
+from .metrics import BridgeMetrics
+from .push import MetricsPusher
+from .signature import SignatureError, verify
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "stripe-signature"
+UNKNOWN_TYPE = "unknown"
+
+
+class Runtime:
+    """Process-wide parts: settings, metrics, idempotency store, NATS publisher, pusher.
+
+    Nothing connects at construction; the NATS connection opens on first use.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        function_name: str,
+        metrics: BridgeMetrics | None = None,
+        store: IdempotencyStore | None = None,
+    ) -> None:
+        self.settings = settings
+        self.function_name = settings.function_name or function_name
+        self.metrics = metrics or BridgeMetrics()
+        self.store = store or make_store(settings)
+        self.publisher = JetStreamPublisher(settings, self.metrics.set_nats_connected)
+        self.pusher = (
+            MetricsPusher(
+                settings.pushgateway_url,
+                self.metrics.registry,
+                function=self.function_name,
+                instance=settings.instance(),
+                min_interval=settings.pushgateway_min_interval,
+            )
+            if settings.pushgateway_url
+            else None
+        )
+
+    async def close(self) -> None:
+        """Drain NATS, push metrics a last time, close the store (SIGTERM path)."""
+        await self.publisher.close()
+        if self.pusher is not None:
+            await self.pusher.final_push()
+        await self.store.close()
+
+
+@dataclass
+class Outcome:
+    """How one delivery ended: the HTTP answer plus what metrics and logs need."""
+
+    status: int
+    body: dict[str, Any]
+    outcome: str
+    reason: str = ""
+    event_type: str = UNKNOWN_TYPE
+    event_id: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _rejected(reason: str, detail: str, status: int = 400, **kw: Any) -> Outcome:
+    return Outcome(status, {"error": reason, "detail": detail}, "rejected", reason, **kw)
+
+
+class WebhookHandler:
+    """Handles every request of one function; ``serves`` None means every event type."""
+
+    def __init__(self, runtime: Runtime, serves: frozenset[str] | None) -> None:
+        self.runtime = runtime
+        self.serves = serves
+
+    async def __call__(self, request: Request) -> Response:
+        """The functions-framework HTTP target: route by path and method."""
+        path = request.url.path.rstrip("/")
+        if path in ("/healthz", "/readyz", "/metrics"):
+            if request.method not in ("GET", "HEAD"):
+                return _method_not_allowed("GET")
+            return await self._probe(path)
+        if request.method != "POST":
+            return _method_not_allowed("POST")
+        return await self._deliver(request)
+
+    async def _probe(self, path: str) -> Response:
+        if path == "/healthz":
+            return JSONResponse({"status": "alive"})
+        if path == "/metrics":
+            return Response(
+                generate_latest(self.runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST
+            )
+        if await self.runtime.publisher.ready():
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "not_ready", "error": "nats_or_stream_unavailable"}, 503)
+
+    async def _deliver(self, request: Request) -> Response:
+        metrics = self.runtime.metrics
+        started = time.perf_counter()
+        metrics.inflight.inc()
+        try:
+            result = await self._handle(request)
+        finally:
+            metrics.inflight.dec()
+        elapsed = time.perf_counter() - started
+        metrics.webhooks.labels(result.event_type, result.outcome, result.reason).inc()
+        metrics.request_seconds.labels(result.outcome).observe(elapsed)
+        log.log(
+            logging.WARNING if result.status >= 500 else logging.INFO,
+            "webhook status=%d outcome=%s reason=%s event_id=%s type=%s ms=%.1f",
+            result.status,
+            result.outcome,
+            result.reason or "-",
+            result.event_id or "-",
+            result.event_type,
+            elapsed * 1000,
+        )
+        if self.runtime.pusher is not None:
+            self.runtime.pusher.request_done()
+        return JSONResponse(result.body, result.status, headers=result.headers)
+
+    async def _handle(self, request: Request) -> Outcome:
+        settings = self.runtime.settings
+        body = await _read_limited(request, settings.max_body_bytes)
+        if body is None:
+            return _rejected("body_too_large", f"limit is {settings.max_body_bytes} bytes", 413)
+        try:
+            verify(
+                request.headers.get(SIGNATURE_HEADER),
+                body,
+                settings.secrets(),
+                settings.stripe_signature_tolerance,
+            )
+        except SignatureError as exc:
+            self.runtime.metrics.signature_failures.labels(exc.failure.value).inc()
+            return _rejected(exc.failure.value, "Stripe-Signature did not verify")
+        try:
+            raw = json.loads(body)
+        except json.JSONDecodeError as exc:
+            return _rejected("malformed_json", f"body is not JSON: {exc.msg}")
+        except UnicodeDecodeError:
+            return _rejected("malformed_json", "body is not UTF-8")
+        try:
+            event = StripeEvent.model_validate(raw)
+        except ValidationError as exc:
+            fields = (
+                ",".join(sorted({str(e["loc"][0]) for e in exc.errors() if e["loc"]})) or "body"
+            )
+            return _rejected("not_a_stripe_event", f"invalid or missing: {fields}")
+        if self.serves is not None and event.type not in self.serves:
+            return _rejected(
+                "unsupported_event_type",
+                f"this function serves {', '.join(sorted(self.serves))}",
+                event_type=event.type,
+                event_id=event.id,
+            )
+        return await self._store(event, raw)
+
+    async def _store(self, event: StripeEvent, raw: dict[str, Any]) -> Outcome:
+        runtime, metrics = self.runtime, self.runtime.metrics
+        retry = {"Retry-After": str(runtime.settings.retry_after_seconds)}
+
+        def outcome(status: int, body: dict[str, Any], name: str, reason: str = "") -> Outcome:
+            headers = retry if status in (409, 503) else {}
+            return Outcome(status, body, name, reason, event.type, event.id, headers)
+
+        try:
+            claim = await runtime.store.claim(event.id)
+        except IdempotencyError:
+            metrics.idempotency_errors.labels(runtime.store.backend, "claim").inc()
+            reason = "idempotency_unavailable"
+            return outcome(503, {"error": reason}, "failed", reason)
+        if claim.state is ClaimState.DONE:
+            return outcome(200, {"status": "duplicate", "id": event.id}, "duplicate")
+        if claim.state is ClaimState.IN_PROGRESS:
+            detail = "another delivery of this event is being stored; retry later"
+            return outcome(409, {"error": "in_progress", "detail": detail}, "in_progress")
+
+        message = build_message(event, raw, runtime.settings.nats_subject_prefix)
+        if message.translation_error:
+            metrics.translation_failures.labels(event.type).inc()
+        started = time.perf_counter()
+        try:
+            stored = await runtime.publisher.publish(message.subject, message.body, message.headers)
+        except Exception as exc:  # whatever happened, the event is not known to be stored
+            reason = exc.failure.value if isinstance(exc, PublishError) else "internal_error"
+            if not isinstance(exc, PublishError):
+                log.exception("unexpected publish error event_id=%s", event.id)
+            metrics.publish_failures.labels(reason).inc()
+            await self._release(event.id, claim.token)
+            return outcome(503, {"error": reason}, "failed", reason)
+        metrics.publish_seconds.observe(time.perf_counter() - started)
+        metrics.first_ack()
+        try:
+            await runtime.store.mark_done(event.id)
+        except IdempotencyError:
+            # Stored already: answer 200. A redelivery is caught by JetStream's window.
+            metrics.idempotency_errors.labels(runtime.store.backend, "mark_done").inc()
+        if stored.duplicate:
+            return outcome(200, {"status": "duplicate", "id": event.id}, "duplicate")
+        body = {"status": "published", "id": event.id, "stream": stored.stream, "seq": stored.seq}
+        return outcome(200, body, "published")
+
+    async def _release(self, event_id: str, token: str) -> None:
+        try:
+            await self.runtime.store.release(event_id, token)
+        except IdempotencyError:
+            # The lease expires by itself; Stripe's retry waits at most that long.
+            self.runtime.metrics.idempotency_errors.labels(
+                self.runtime.store.backend, "release"
+            ).inc()
+
+
+def _method_not_allowed(allow: str) -> Response:
+    return JSONResponse({"error": "method_not_allowed"}, 405, headers={"Allow": allow})
+
+
+async def _read_limited(request: Request, limit: int) -> bytes | None:
+    """The body, or None as soon as it is known to exceed ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,78 @@
+"""Fixtures that start real servers (nats-server, redis-server, bridge functions) on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from stripe_bridge.natsserver import NatsServer
+from stripe_bridge.processes import FunctionProcess, RedisServer
+from stripe_bridge.stream import StreamSpec, provision
+
+from .helpers import REPO_ROOT, SECRET
+
+
+def provision_stream(url: str, **spec: object) -> None:
+    """Create the bridge's STRIPE stream on the server at ``url``."""
+    import nats
+
+    async def go() -> None:
+        nc = await nats.connect(url)
+        try:
+            await provision(nc.jetstream(), StreamSpec("STRIPE", "stripe", **spec))  # type: ignore[arg-type]
+        finally:
+            await nc.close()
+
+    asyncio.run(go())
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A JetStream nats-server with file storage in a temporary folder."""
+    server = NatsServer(tmp_path / "nats")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def stream(nats_server: NatsServer) -> NatsServer:
+    """``nats_server`` with the STRIPE stream provisioned."""
+    provision_stream(nats_server.url)
+    return nats_server
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server without persistence."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+FunctionFactory = Callable[..., FunctionProcess]
+
+
+@pytest.fixture
+def start_function(tmp_path: Path) -> Iterator[FunctionFactory]:
+    """Start bridge functions as separate processes; all are stopped at teardown."""
+    started: list[FunctionProcess] = []
+
+    def start(function_name: str = "stripe_event", **env: str) -> FunctionProcess:
+        base = {"STRIPE_WEBHOOK_SECRET": SECRET, "LOG_LEVEL": "INFO"}
+        process = FunctionProcess(function_name, {**base, **env}, tmp_path / "functions", REPO_ROOT)
+        started.append(process)
+        return process.start()
+
+    try:
+        yield start
+    finally:
+        for process in started:
+            process.stop()
