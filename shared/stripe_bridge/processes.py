@@ -159,3 +159,90 @@ class FunctionProcess(ManagedProcess):
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class PushgatewayServer(ManagedProcess):
+    """A Prometheus Pushgateway (Debian's ``prometheus-pushgateway``) without persistence."""
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        super().__init__(workdir / "pushgateway.log")
+        self.workdir = workdir
+        self.port = port or free_port()
+
+    @property
+    def url(self) -> str:
+        """Base URL without a trailing slash."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def _ready(self) -> bool:
+        self._check_alive()
+        try:
+            with urllib.request.urlopen(self.url + "/-/ready", timeout=0.5) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def start(self, timeout: float = 10.0) -> PushgatewayServer:
+        """Start the Pushgateway and wait for /-/ready."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._spawn(
+            [
+                "prometheus-pushgateway",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--web.enable-admin-api",
+            ]
+        )
+        wait_until(self._ready, timeout, "pushgateway")
+        return self
+
+    def __enter__(self) -> PushgatewayServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class PrometheusServer(ManagedProcess):
+    """A Prometheus server (Debian's ``prometheus``) with the given config, in a temp dir."""
+
+    def __init__(self, workdir: Path, config: str, port: int | None = None) -> None:
+        super().__init__(workdir / "prometheus.log")
+        self.workdir = workdir
+        self.config = config
+        self.port = port or free_port()
+
+    @property
+    def url(self) -> str:
+        """Base URL without a trailing slash."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def _ready(self) -> bool:
+        self._check_alive()
+        try:
+            with urllib.request.urlopen(self.url + "/-/ready", timeout=0.5) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def start(self, timeout: float = 20.0) -> PrometheusServer:
+        """Write the config, start Prometheus and wait for /-/ready."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config_file = self.workdir / "prometheus.yml"
+        config_file.write_text(self.config)
+        self._spawn(
+            [
+                "prometheus",
+                f"--config.file={config_file}",
+                f"--storage.tsdb.path={self.workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--web.enable-lifecycle",
+            ]
+        )
+        wait_until(self._ready, timeout, "prometheus")
+        return self
+
+    def __enter__(self) -> PrometheusServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

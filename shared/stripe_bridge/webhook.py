@@ -172,61 +172,66 @@ class WebhookHandler:
                 event_type=event.type,
                 event_id=event.id,
             )
-        return await self._store(event, raw)
+        return await ingest(self.runtime, event, raw)
 
-    async def _store(self, event: StripeEvent, raw: dict[str, Any]) -> Outcome:
-        runtime, metrics = self.runtime, self.runtime.metrics
-        retry = {"Retry-After": str(runtime.settings.retry_after_seconds)}
 
-        def outcome(status: int, body: dict[str, Any], name: str, reason: str = "") -> Outcome:
-            headers = retry if status in (409, 503) else {}
-            return Outcome(status, body, name, reason, event.type, event.id, headers)
+async def ingest(runtime: Runtime, event: StripeEvent, raw: dict[str, Any]) -> Outcome:
+    """Store one already-trusted event exactly once: claim, publish, await PubAck, mark done.
 
-        try:
-            claim = await runtime.store.claim(event.id)
-        except IdempotencyError:
-            metrics.idempotency_errors.labels(runtime.store.backend, "claim").inc()
-            reason = "idempotency_unavailable"
-            return outcome(503, {"error": reason}, "failed", reason)
-        if claim.state is ClaimState.DONE:
-            return outcome(200, {"status": "duplicate", "id": event.id}, "duplicate")
-        if claim.state is ClaimState.IN_PROGRESS:
-            detail = "another delivery of this event is being stored; retry later"
-            return outcome(409, {"error": "in_progress", "detail": detail}, "in_progress")
+    The webhook path calls this after verifying the signature; replay and import call it
+    directly for events fetched from Stripe's API or an export.
+    """
+    metrics = runtime.metrics
+    retry = {"Retry-After": str(runtime.settings.retry_after_seconds)}
 
-        message = build_message(event, raw, runtime.settings.nats_subject_prefix)
-        if message.translation_error:
-            metrics.translation_failures.labels(event.type).inc()
-        started = time.perf_counter()
-        try:
-            stored = await runtime.publisher.publish(message.subject, message.body, message.headers)
-        except Exception as exc:  # whatever happened, the event is not known to be stored
-            reason = exc.failure.value if isinstance(exc, PublishError) else "internal_error"
-            if not isinstance(exc, PublishError):
-                log.exception("unexpected publish error event_id=%s", event.id)
-            metrics.publish_failures.labels(reason).inc()
-            await self._release(event.id, claim.token)
-            return outcome(503, {"error": reason}, "failed", reason)
-        metrics.publish_seconds.observe(time.perf_counter() - started)
-        metrics.first_ack()
-        try:
-            await runtime.store.mark_done(event.id)
-        except IdempotencyError:
-            # Stored already: answer 200. A redelivery is caught by JetStream's window.
-            metrics.idempotency_errors.labels(runtime.store.backend, "mark_done").inc()
-        if stored.duplicate:
-            return outcome(200, {"status": "duplicate", "id": event.id}, "duplicate")
-        body = {"status": "published", "id": event.id, "stream": stored.stream, "seq": stored.seq}
-        return outcome(200, body, "published")
+    def outcome(status: int, body: dict[str, Any], name: str, reason: str = "") -> Outcome:
+        headers = retry if status in (409, 503) else {}
+        return Outcome(status, body, name, reason, event.type, event.id, headers)
 
-    async def _release(self, event_id: str, token: str) -> None:
-        try:
-            await self.runtime.store.release(event_id, token)
-        except IdempotencyError:
-            # The lease expires by itself; Stripe's retry waits at most that long.
-            self.runtime.metrics.idempotency_errors.labels(
-                self.runtime.store.backend, "release"
-            ).inc()
+    try:
+        claim = await runtime.store.claim(event.id)
+    except IdempotencyError:
+        metrics.idempotency_errors.labels(runtime.store.backend, "claim").inc()
+        reason = "idempotency_unavailable"
+        return outcome(503, {"error": reason}, "failed", reason)
+    if claim.state is ClaimState.DONE:
+        return outcome(200, {"status": "duplicate", "id": event.id}, "duplicate")
+    if claim.state is ClaimState.IN_PROGRESS:
+        detail = "another delivery of this event is being stored; retry later"
+        return outcome(409, {"error": "in_progress", "detail": detail}, "in_progress")
+
+    message = build_message(event, raw, runtime.settings.nats_subject_prefix)
+    if message.translation_error:
+        metrics.translation_failures.labels(event.type).inc()
+    started = time.perf_counter()
+    try:
+        stored = await runtime.publisher.publish(message.subject, message.body, message.headers)
+    except Exception as exc:  # whatever happened, the event is not known to be stored
+        reason = exc.failure.value if isinstance(exc, PublishError) else "internal_error"
+        if not isinstance(exc, PublishError):
+            log.exception("unexpected publish error event_id=%s", event.id)
+        metrics.publish_failures.labels(reason).inc()
+        await _release(runtime, event.id, claim.token)
+        return outcome(503, {"error": reason}, "failed", reason)
+    metrics.publish_seconds.observe(time.perf_counter() - started)
+    metrics.first_ack()
+    try:
+        await runtime.store.mark_done(event.id)
+    except IdempotencyError:
+        # Stored already: answer 200. A redelivery is caught by JetStream's window.
+        metrics.idempotency_errors.labels(runtime.store.backend, "mark_done").inc()
+    if stored.duplicate:
+        return outcome(200, {"status": "duplicate", "id": event.id}, "duplicate")
+    body = {"status": "published", "id": event.id, "stream": stored.stream, "seq": stored.seq}
+    return outcome(200, body, "published")
+
+
+async def _release(runtime: Runtime, event_id: str, token: str) -> None:
+    try:
+        await runtime.store.release(event_id, token)
+    except IdempotencyError:
+        # The lease expires by itself; Stripe's retry waits at most that long.
+        runtime.metrics.idempotency_errors.labels(runtime.store.backend, "release").inc()
 
 
 def _method_not_allowed(allow: str) -> Response:
