@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from . import registry
+from .config import Settings
 
 GENERATED_NOTE = "Generated from stripe_bridge.registry by `stripe-bridge generate`; do not edit."
 
@@ -58,6 +60,27 @@ type (translated ones are translated there too). Subjects are
 {event_type_table()}"""
 
 
+def settings_table() -> str:
+    """The Markdown table of environment variables, from the Settings model."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        if field.default_factory is not None or field.default is None:
+            default = "unset"
+        else:
+            default = f"`{getattr(field.default, 'value', field.default)}`"
+        rows.append(f"| `{name.upper()}` | {default} | {field.description} |")
+    return "\n".join(rows) + "\n"
+
+
+def replace_section(text: str, name: str, content: str) -> str:
+    """``text`` with the block between ``<!-- generated:NAME -->`` markers set to ``content``."""
+    begin, end = f"<!-- generated:{name} -->", f"<!-- /generated:{name} -->"
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.DOTALL)
+    if not pattern.search(text):
+        raise ValueError(f"markers for section {name!r} not found")
+    return pattern.sub(lambda _m: f"{begin}\n{content}{end}", text)
+
+
 def generated_files(root: Path) -> dict[Path, str]:
     """Every file ``generate`` writes, by path under the repository ``root``."""
     files = {
@@ -65,4 +88,6 @@ def generated_files(root: Path) -> dict[Path, str]:
         for name in registry.function_names()
     }
     files[root / "docs" / "event-types.md"] = event_types_doc()
+    configuration = root / "docs" / "configuration.md"
+    files[configuration] = replace_section(configuration.read_text(), "env", settings_table())
     return files

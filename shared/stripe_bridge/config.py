@@ -41,30 +41,58 @@ class Settings(BaseSettings):
     nats_creds: str | None = Field(default=None, description="Path to a NATS .creds file.")
     nats_user: str | None = Field(default=None, description="NATS user (user/password auth).")
     nats_password: SecretStr | None = Field(default=None, description="NATS password.")
-    nats_stream: str = Field(default="STRIPE", pattern=r"^[A-Za-z0-9_-]+$")
-    nats_subject_prefix: str = Field(
-        default="stripe", pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
+    nats_stream: str = Field(
+        default="STRIPE", pattern=r"^[A-Za-z0-9_-]+$", description="JetStream stream name."
     )
-    nats_connect_timeout: float = Field(default=2.0, gt=0, le=30)
+    nats_subject_prefix: str = Field(
+        default="stripe",
+        pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$",
+        description="Subjects are `<prefix>.<live|test>.<event type>`.",
+    )
+    nats_connect_timeout: float = Field(
+        default=2.0, gt=0, le=30, description="Max wait for one NATS connect attempt, s."
+    )
     publish_timeout: float = Field(
         default=5.0, gt=0, le=20, description="Max wait for a JetStream PubAck, s."
     )
-    idempotency_backend: IdempotencyBackend = IdempotencyBackend.MEMORY
+    idempotency_backend: IdempotencyBackend = Field(
+        default=IdempotencyBackend.MEMORY,
+        description="`memory` (one process) or `redis` (shared by all replicas).",
+    )
     redis_url: str | None = Field(default=None, description="Redis URL for the redis backend.")
-    idempotency_lease_seconds: float = Field(default=30.0, gt=0, le=600)
-    idempotency_done_ttl_seconds: int = Field(default=4 * 86400, ge=3 * 86400)
-    idempotency_memory_max_entries: int = Field(default=100_000, ge=100)
+    idempotency_lease_seconds: float = Field(
+        default=30.0, gt=0, le=600, description="How long a claim blocks other deliveries, s."
+    )
+    idempotency_done_ttl_seconds: int = Field(
+        default=4 * 86400,
+        ge=3 * 86400,
+        description="How long a stored event is remembered (over Stripe's 3-day retries), s.",
+    )
+    idempotency_memory_max_entries: int = Field(
+        default=100_000, ge=100, description="Bound of the memory backend (LRU beyond it)."
+    )
     pushgateway_url: str | None = Field(default=None, description="Unset: metrics are not pushed.")
-    pushgateway_min_interval: float = Field(default=5.0, ge=0, le=300)
-    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
-    retry_after_seconds: int = Field(default=30, ge=1, le=3600)
+    pushgateway_min_interval: float = Field(
+        default=5.0, ge=0, le=300, description="At most one push per this many seconds."
+    )
+    max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="Larger request bodies get 413.",
+    )
+    retry_after_seconds: int = Field(
+        default=30, ge=1, le=3600, description="`Retry-After` sent with 409 and 503 answers."
+    )
     function_name: str | None = Field(
         default=None, description="Name of this function in metrics; derived when unset."
     )
     instance_id: str | None = Field(
         default=None, description="Pushgateway instance label; HOSTNAME-pid when unset."
     )
-    log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    log_level: str = Field(
+        default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="Log level."
+    )
 
     @field_validator("stripe_webhook_secret", mode="before")
     @classmethod

@@ -103,16 +103,22 @@ class JetStreamPublisher:
             async def error(exc: Exception) -> None:
                 log.warning("nats error: %s", type(exc).__name__)
 
+            options = connect_options(self._settings)
+            # With max_reconnect_attempts=-1 nats-py retries the *first* connect forever;
+            # a webhook must get its 503 instead, so try each server once, then switch to
+            # reconnecting forever once connected (the client reads this option on reconnect).
+            options["max_reconnect_attempts"] = 1
             try:
                 nc = await nats.connect(
                     disconnected_cb=disconnected,
                     reconnected_cb=reconnected,
                     error_cb=error,
-                    **connect_options(self._settings),
+                    **options,
                 )
             except Exception as exc:
                 self._on_change(False)
                 raise PublishError(PublishFailure.UNAVAILABLE, type(exc).__name__) from exc
+            nc.options["max_reconnect_attempts"] = -1
             self._nc = nc
             self._js = nc.jetstream(timeout=self._settings.publish_timeout)
             self._on_change(True)
