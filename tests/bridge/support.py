@@ -1,0 +1,51 @@
+"""Helpers of the bridge tests: reading the stream back and the functions' /metrics."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from ..helpers import stream_messages
+
+
+async def last_seq(nats_url: str, stream: str = "STRIPE") -> int:
+    """The stream's last sequence number (0 when empty): a cheap "did anything land?"."""
+    import nats
+
+    nc = await nats.connect(nats_url)
+    try:
+        info = await nc.jetstream().stream_info(stream)
+        last: int = info.state.last_seq
+        return last
+    finally:
+        await nc.close()
+
+
+async def stored_ids(nats_url: str) -> list[str]:
+    """The ``Nats-Msg-Id`` of every stored message, in stream order (repeats kept)."""
+    return [msg.headers["Nats-Msg-Id"] for msg in await stream_messages(nats_url)]
+
+
+async def stored_event(nats_url: str, event_id: str) -> dict[str, Any]:
+    """The one CloudEvent stored for ``event_id``; fails if there is not exactly one."""
+    found = [
+        json.loads(msg.data)
+        for msg in await stream_messages(nats_url)
+        if msg.headers["Nats-Msg-Id"] == event_id
+    ]
+    assert len(found) == 1, f"{len(found)} messages for {event_id}"
+    return found[0]
+
+
+def metric(base_url: str, name: str, **labels: str) -> float:
+    """The value of sample ``name`` with ``labels`` on a function's /metrics (0 if absent)."""
+    text = httpx.get(base_url + "metrics", timeout=5).text
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
