@@ -5,12 +5,14 @@ Used by ``stripe-bridge dev``, the test fixtures and the benchmarks.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
 
@@ -44,8 +46,11 @@ class NatsServer:
         host: str = "127.0.0.1",
         config_file: Path | None = None,
         log_file: Path | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.store_dir = store_dir
+        # Extra environment for the process: nats.conf reads credentials as $VARIABLES.
+        self.env = dict(env or {})
         self.host = host
         self.port = port or free_port(host)
         self.monitor_port = monitor_port or free_port(host)
@@ -72,7 +77,12 @@ class NatsServer:
         """Start the process and wait until JetStream answers its health check."""
         self.store_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_file.open("ab")
-        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            self.command(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env} if self.env else None,
+        )
         log.close()
         self.wait_healthy(timeout)
         return self
