@@ -1,13 +1,18 @@
 """The bridge's Prometheus metrics, kept in a registry per runtime (tests make their own).
 
 Names follow Prometheus' rules: ``stripe_bridge_`` namespace, base units (seconds),
-``_total`` on counters. The list is rendered into docs/observability.md by a test.
+``_total`` on counters, labels with small, known value sets. Every series whose labels are
+known in advance is created at zero when the runtime starts (``preinitialise``): a counter
+that first appears at 1 hides that first increment from ``rate()``/``increase()``, and a
+series that does not exist yet leaves dashboards and alerts with "no data" instead of 0.
+The list is rendered into docs/observability.md (``metrics_table``), which a test keeps in step.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -16,12 +21,33 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
 )
+from prometheus_client.metrics import MetricWrapperBase
+
+from . import registry as event_registry
+from .jetstream import PublishFailure
+from .signature import SignatureFailure
 
 # ``*_created`` series double every counter on the Pushgateway and no query here uses them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 #: Latency buckets around Stripe's ~30 s delivery timeout and a PubAck's milliseconds.
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+#: ``event_type`` label of deliveries refused before their type was known.
+UNKNOWN_TYPE = "unknown"
+#: Outcomes of a delivery (the ``outcome`` label) that carry no reason.
+PLAIN_OUTCOMES = ("published", "duplicate", "in_progress")
+#: Reasons of ``outcome="rejected"`` known before the body is parsed (plus signature failures).
+REJECTED_REASONS = ("body_too_large", "malformed_json", "not_a_stripe_event")
+#: Reasons of ``outcome="failed"``: dependency outages, answered 503 so Stripe retries.
+FAILED_REASONS = (
+    "idempotency_unavailable",
+    *(failure.value for failure in PublishFailure),
+    "internal_error",
+)
+IDEMPOTENCY_OPERATIONS = ("claim", "mark_done", "release")
+#: Reasons of a failed metrics push (the ``reason`` label of push failures).
+PUSH_FAILURE_REASONS = ("unreachable", "timeout", "rejected")
 
 
 def process_start_time() -> float:
@@ -36,6 +62,12 @@ def process_start_time() -> float:
         return time.time()
 
 
+def served_event_types(function_name: str) -> list[str]:
+    """The registered event types ``function_name`` serves; all of them for the catch-all/dev."""
+    served = [t.name for t in event_registry.EVENT_TYPES if t.function_name == function_name]
+    return served or [t.name for t in event_registry.EVENT_TYPES]
+
+
 class BridgeMetrics:
     """Every metric a bridge process exposes (on /metrics and to the Pushgateway)."""
 
@@ -44,7 +76,7 @@ class BridgeMetrics:
         r = self.registry
         self.webhooks = Counter(
             "stripe_bridge_webhooks",
-            "Webhook deliveries handled, by Stripe event type, outcome and reason.",
+            "Webhook deliveries answered, by Stripe event type, outcome and reason.",
             ["event_type", "outcome", "reason"],
             registry=r,
         )
@@ -72,6 +104,12 @@ class BridgeMetrics:
             ["backend", "operation"],
             registry=r,
         )
+        self.push_failures = Counter(
+            "stripe_bridge_push_failures",
+            "Metrics pushes to the Pushgateway that failed (seen at the next successful push).",
+            ["reason"],
+            registry=r,
+        )
         self.publish_seconds = Histogram(
             "stripe_bridge_publish_duration_seconds",
             "Time from JetStream publish to PubAck.",
@@ -97,17 +135,39 @@ class BridgeMetrics:
         )
         self.start_time = Gauge(
             "stripe_bridge_process_start_time_seconds",
-            "Unix time the bridge process started (a new value is a cold start).",
+            "Unix time the bridge process started (a new series is a cold start).",
             registry=r,
         )
         self.cold_start_seconds = Gauge(
             "stripe_bridge_cold_start_seconds",
-            "Time from process start to its first acknowledged event.",
+            "Time from process start to its first acknowledged event (0 until then).",
             registry=r,
         )
         self._started = process_start_time()
         self.start_time.set(self._started)
         self._first_ack_seen = False
+
+    def preinitialise(self, event_types: Iterable[str], backend: str) -> None:
+        """Create at zero every series whose labels are known before the first delivery."""
+        for event_type in event_types:
+            for outcome in PLAIN_OUTCOMES:
+                self.webhooks.labels(event_type, outcome, "")
+            for reason in FAILED_REASONS:
+                self.webhooks.labels(event_type, "failed", reason)
+            self.translation_failures.labels(event_type)
+        for reason in (*REJECTED_REASONS, *(f.value for f in SignatureFailure)):
+            self.webhooks.labels(UNKNOWN_TYPE, "rejected", reason)
+        for failure in SignatureFailure:
+            self.signature_failures.labels(failure.value)
+        for reason in FAILED_REASONS:
+            if reason != "idempotency_unavailable":
+                self.publish_failures.labels(reason)
+        for operation in IDEMPOTENCY_OPERATIONS:
+            self.idempotency_errors.labels(backend, operation)
+        for reason in PUSH_FAILURE_REASONS:
+            self.push_failures.labels(reason)
+        for outcome in (*PLAIN_OUTCOMES, "rejected", "failed"):
+            self.request_seconds.labels(outcome)
 
     def first_ack(self) -> None:
         """Record the cold start the first time this process stores an event."""
@@ -118,3 +178,24 @@ class BridgeMetrics:
     def set_nats_connected(self, connected: bool) -> None:
         """Callback for the publisher's connection changes."""
         self.nats_connected.set(1 if connected else 0)
+
+    def collectors(self) -> list[MetricWrapperBase]:
+        """Every metric object, in declaration order."""
+        return [m for m in vars(self).values() if isinstance(m, MetricWrapperBase)]
+
+
+def _exposed_name(metric: MetricWrapperBase) -> str:
+    # prometheus_client keeps counters' names without ``_total`` and appends it on exposition.
+    name: str = metric._name
+    return f"{name}_total" if metric._type == "counter" else name
+
+
+def metrics_table() -> str:
+    """The Markdown table of every metric (name, type, labels, help) for docs/observability.md."""
+    rows = ["| metric | type | labels | meaning |", "| --- | --- | --- | --- |"]
+    for metric in BridgeMetrics().collectors():
+        labels = ", ".join(f"`{label}`" for label in metric._labelnames) or "-"
+        rows.append(
+            f"| `{_exposed_name(metric)}` | {metric._type} | {labels} | {metric._documentation} |"
+        )
+    return "\n".join(rows) + "\n"

@@ -1,26 +1,61 @@
 """Push metrics to a Prometheus Pushgateway: scale-to-zero pods cannot be scraped reliably.
 
-Grouping key: ``job="stripe-bridge"``, ``function``, ``instance`` (pod name + pid), so
-replicas never overwrite each other's counters and ``sum by (function)`` stays correct.
-Pushes are rate-limited, run in a worker thread off the response path, and never raise
-into a webhook. See docs/observability.md for how stale groups are cleaned up.
+Grouping key: ``job="stripe-bridge"``, ``function`` and ``instance`` (pod name + pid). Each
+process owns its group and replaces it whole (HTTP PUT) with its full registry, so replicas
+never overwrite each other's counters and ``sum by (function) (rate(...))`` adds them up the
+way it would for scraped pods. Groups are kept when a process exits (its final values stay,
+so no increment is lost and ``rate()`` sees a flat counter) and removed later by
+``stripe-bridge pushgateway-gc`` once their ``push_time_seconds`` is old. docs/observability.md
+argues the choice.
+
+Pushing never touches a webhook's response: ``request_done`` only wakes a background task;
+the HTTP call runs in a worker thread with a timeout, at most once per ``min_interval``, and
+every failure is counted and logged, never raised.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import logging
+import threading
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import quote
 
-from prometheus_client import CollectorRegistry, pushadd_to_gateway
+import httpx
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+
+from .config import redact_url
 
 log = logging.getLogger(__name__)
 
 JOB = "stripe-bridge"
+#: Per-phase timeout (connect, send, answer) of one push.
+PUSH_TIMEOUT_SECONDS = 2.0
+#: A live but idle process still pushes this often, so that a fresh ``push_time_seconds``
+#: means "alive" and the garbage collector never removes a running instance's group.
+HEARTBEAT_SECONDS = 60.0
+
+
+def group_path(labels: Mapping[str, str]) -> str:
+    """The Pushgateway URL path of the group with these labels (``job`` first)."""
+    parts = ["metrics", "job", quote(labels["job"], safe="")]
+    for name, value in labels.items():
+        if name == "job":
+            continue
+        if value and "/" not in value:
+            parts += [name, quote(value, safe="")]
+        else:
+            # The Pushgateway's escape for values a path segment cannot carry.
+            parts += [f"{name}@base64", base64.urlsafe_b64encode(value.encode()).decode() or "="]
+    return "/".join(parts)
 
 
 class MetricsPusher:
-    """Pushes one registry to one Pushgateway group, at most every ``min_interval`` s."""
+    """Pushes one registry to its own Pushgateway group, at most every ``min_interval`` s."""
 
     def __init__(
         self,
@@ -29,51 +64,115 @@ class MetricsPusher:
         function: str,
         instance: str,
         min_interval: float = 5.0,
-        timeout: float = 2.0,
+        timeout: float = PUSH_TIMEOUT_SECONDS,
+        failures: Counter | None = None,
     ) -> None:
-        self.url = url
+        self.url = url.rstrip("/")
         self.registry = registry
-        self.grouping_key = {"function": function, "instance": instance}
+        self.grouping_key = {"job": JOB, "function": function, "instance": instance}
+        self.endpoint = f"{self.url}/{group_path(self.grouping_key)}"
         self.min_interval = min_interval
         self.timeout = timeout
+        self.heartbeat = max(HEARTBEAT_SECONDS, min_interval)
+        self.failures = failures
         self.pushes = 0
-        self.failures = 0
-        self._last = float("-inf")
+        self.failed = 0
+        # The zero state, taken before any delivery: pushed first, so that Prometheus can see
+        # every counter at 0 before its first increment (see docs/observability.md).
+        self._initial: bytes | None = generate_latest(registry)
+        self._lock = threading.Lock()
+        self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._dirty = False
 
-    def _push_now(self) -> None:
-        try:
-            pushadd_to_gateway(
-                self.url,
-                job=JOB,
-                registry=self.registry,
-                grouping_key=self.grouping_key,
-                timeout=self.timeout,
-            )
-            self.pushes += 1
-        except Exception as exc:  # a Pushgateway outage must never fail a webhook
-            self.failures += 1
-            log.warning("metrics push failed: %s", type(exc).__name__)
+    def _push(self, body: bytes | None) -> None:
+        # The lock orders pushes, so the one that runs last carries the newest values.
+        with self._lock:
+            payload = generate_latest(self.registry) if body is None else body
+            try:
+                response = httpx.put(
+                    self.endpoint,
+                    content=payload,
+                    headers={"Content-Type": CONTENT_TYPE_LATEST},
+                    timeout=self.timeout,
+                )
+                response.raise_for_status()
+                self.pushes += 1
+                return
+            except httpx.TimeoutException:
+                reason = "timeout"
+            except httpx.HTTPStatusError:
+                reason = "rejected"
+            except Exception:  # a Pushgateway outage must never fail a webhook
+                reason = "unreachable"
+            self.failed += 1
+            if self.failures is not None:
+                self.failures.labels(reason).inc()
+            log.warning("metrics push failed reason=%s url=%s", reason, redact_url(self.url))
 
     async def _run(self) -> None:
-        # Loop so that requests handled while a push was running are pushed too.
-        while self._dirty:
-            self._dirty = False
-            wait = self._last + self.min_interval - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            self._last = time.monotonic()
-            await asyncio.to_thread(self._push_now)
+        body, self._initial = self._initial, None
+        await asyncio.to_thread(self._push, body)
+        while True:
+            # Sleeping first bounds the rate; the wake-up (or heartbeat) then triggers a push.
+            await asyncio.sleep(self.min_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.heartbeat - self.min_interval)
+            self._wake.clear()
+            await asyncio.to_thread(self._push, None)
 
     def request_done(self) -> None:
-        """Note that metrics changed; schedule a push unless one is pending."""
-        self._dirty = True
+        """Note that metrics changed; the background task pushes them soon. Never blocks."""
+        self._wake.set()
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def final_push(self) -> None:
-        """Push once more, now, on shutdown (after waiting for a running push)."""
-        if self._task is not None and not self._task.done():
+        """Push the final values now (SIGTERM path); waits at most for one running push."""
+        if self._task is not None:
             self._task.cancel()
-        await asyncio.to_thread(self._push_now)
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await asyncio.to_thread(self._push, None)
+
+
+@dataclass(frozen=True)
+class Group:
+    """One Pushgateway group: its labels (``job`` and grouping key) and last push time."""
+
+    labels: dict[str, str]
+    push_time: float
+
+
+class PushgatewayError(Exception):
+    """The Pushgateway could not be reached or answered with an error."""
+
+
+def list_groups(url: str, timeout: float = 10.0) -> list[Group]:
+    """Every group on the Pushgateway at ``url`` (its ``/api/v1/metrics``)."""
+    try:
+        response = httpx.get(f"{url.rstrip('/')}/api/v1/metrics", timeout=timeout)
+        response.raise_for_status()
+        data = response.json()["data"]
+    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        raise PushgatewayError(f"cannot list groups: {type(exc).__name__}") from None
+    groups = []
+    for entry in data:
+        samples = entry.get("push_time_seconds", {}).get("metrics", [])
+        push_time = float(samples[0]["value"]) if samples else 0.0
+        groups.append(Group(dict(entry["labels"]), push_time))
+    return groups
+
+
+def stale_groups(url: str, older_than: float, now: float | None = None) -> list[Group]:
+    """This bridge's groups whose last successful push is more than ``older_than`` s old."""
+    cutoff = (time.time() if now is None else now) - older_than
+    return [g for g in list_groups(url) if g.labels.get("job") == JOB and g.push_time < cutoff]
+
+
+def delete_group(url: str, group: Group, timeout: float = 10.0) -> None:
+    """Delete one group from the Pushgateway."""
+    try:
+        response = httpx.delete(f"{url.rstrip('/')}/{group_path(group.labels)}", timeout=timeout)
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise PushgatewayError(f"cannot delete group: {type(exc).__name__}") from None

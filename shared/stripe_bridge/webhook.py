@@ -18,7 +18,7 @@ from .envelope import StripeEvent
 from .idempotency import ClaimState, IdempotencyError, IdempotencyStore, make_store
 from .jetstream import JetStreamPublisher, PublishError
 from .message import build_message
-from .metrics import BridgeMetrics
+from .metrics import BridgeMetrics, served_event_types
 from .push import MetricsPusher
 from .signature import SignatureError, verify
 
@@ -46,6 +46,7 @@ class Runtime:
         self.metrics = metrics or BridgeMetrics()
         self.store = store or make_store(settings)
         self.publisher = JetStreamPublisher(settings, self.metrics.set_nats_connected)
+        self.metrics.preinitialise(served_event_types(function_name), self.store.backend)
         self.pusher = (
             MetricsPusher(
                 settings.pushgateway_url,
@@ -53,6 +54,7 @@ class Runtime:
                 function=self.function_name,
                 instance=settings.instance(),
                 min_interval=settings.pushgateway_min_interval,
+                failures=self.metrics.push_failures,
             )
             if settings.pushgateway_url
             else None
