@@ -148,9 +148,14 @@ class FunctionProcess(ManagedProcess):
         except OSError:
             return False
 
+    def spawn(self) -> FunctionProcess:
+        """Start the function without waiting (cold-start measurements poll it themselves)."""
+        self._spawn(self.command, self.env)
+        return self
+
     def start(self, timeout: float = 20.0) -> FunctionProcess:
         """Start the function and wait until /healthz answers."""
-        self._spawn(self.command, self.env)
+        self.spawn()
         wait_until(self._healthy, timeout, f"function {self.function_name}")
         return self
 

@@ -1,0 +1,542 @@
+"""Benchmark one bridge function against the ceiling of a plain JetStream publish loop.
+
+Run: ``.venv/bin/python bench/bench_bridge.py [--quick] [--no-redis] [--json out.json]``.
+
+In one run, on loopback only, it starts its own nats-server (and redis-server), then
+measures, side by side:
+
+* the ceiling: a plain nats-py ``js.publish`` loop of the same webhook payloads;
+* one function process started as the container does (``stripe-bridge serve --source
+  functions/invoice_paid/main.py``) receiving correctly signed, distinct ``invoice.paid``
+  events, with the memory and the redis idempotency backend;
+
+each at concurrency 1 and 32 (events/s, p50/p99 latency, CPU of client, function and
+nats-server), then cold start (process start -> first acknowledged event, several runs),
+the function's RSS, and a phase-by-phase cold-start breakdown with the heaviest imports.
+Every loop is bounded; every process it starts is stopped at the end. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from stripe_bridge.envelope import StripeEvent
+from stripe_bridge.message import CONTENT_TYPE, MSG_ID_HEADER, subject_for
+from stripe_bridge.natsserver import NatsServer
+from stripe_bridge.processes import FunctionProcess, RedisServer
+from stripe_bridge.samples import sample_event
+from stripe_bridge.signature import sign_header
+from stripe_bridge.stream import StreamSpec, provision
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CHILD = Path(__file__).resolve().parent / "cold_start_child.py"
+SECRET = "whsec_bench_" + "b" * 32
+FUNCTION = "invoice_paid"
+EVENT_TYPE = "invoice.paid"
+STREAM = "STRIPE"
+PREFIX = "stripe"
+CONCURRENCIES = (1, 32)
+#: The issue's targets, printed beside the figures (never asserted: this is not a test).
+TARGET_RATIO = 0.40
+TARGET_COLD_START = 1.0
+
+Payload = tuple[bytes, dict[str, str]]
+Sender = Callable[[Payload], Awaitable[None]]
+
+
+@dataclass
+class Load:
+    """One load phase: who, how concurrent, how fast, and what it cost in CPU."""
+
+    name: str
+    concurrency: int
+    events: int
+    seconds: float
+    latencies: list[float] = field(repr=False)
+    cpu: dict[str, float]  # share of one core used during the phase, per process
+
+    @property
+    def rate(self) -> float:
+        """Acknowledged events per second."""
+        return self.events / self.seconds
+
+    def percentile(self, q: float) -> float:
+        """Latency percentile ``q`` (0-100) in milliseconds."""
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] * 1000
+
+
+@dataclass
+class ColdStart:
+    """Process start -> first acknowledged event, seen from outside and by the function."""
+
+    outside: list[float]
+    metric: list[float]
+    rss_idle_mib: list[float]
+
+
+# -- payloads -----------------------------------------------------------------------------
+
+
+def _bodies(count: int) -> Iterator[tuple[str, bytes]]:
+    """``count`` distinct ``invoice.paid`` events (a real Stripe payload): id and JSON body."""
+    for _ in range(count):
+        event = sample_event(EVENT_TYPE)
+        yield event["id"], json.dumps(event).encode()
+
+
+def payloads(count: int) -> list[Payload]:
+    """Webhook deliveries: distinct events, each freshly signed as Stripe signs them."""
+    return [
+        (body, {"Stripe-Signature": sign_header(SECRET.encode(), body)})
+        for _, body in _bodies(count)
+    ]
+
+
+def baseline_payloads(count: int) -> list[Payload]:
+    """The same bodies for the baseline, with the headers the bridge sets on its messages."""
+    return [
+        (body, {"Content-Type": CONTENT_TYPE, MSG_ID_HEADER: id_}) for id_, body in _bodies(count)
+    ]
+
+
+def subject() -> str:
+    """The subject the bridge publishes these events to (the baseline uses it too)."""
+    return subject_for(PREFIX, StripeEvent.model_validate(sample_event(EVENT_TYPE)))
+
+
+# -- measuring ----------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid: int) -> float:
+    """Resident set size of process ``pid`` in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+async def drive(
+    name: str,
+    make_sender: Callable[[], Awaitable[Sender]],
+    items: Sequence[Payload],
+    concurrency: int,
+    pids: dict[str, int],
+) -> Load:
+    """Send every item with ``concurrency`` workers (each its own sender); time each one."""
+    senders = [await make_sender() for _ in range(concurrency)]
+    work: Iterator[Payload] = iter(items)
+    latencies: list[float] = []
+
+    async def worker(send: Sender) -> None:
+        for item in work:  # shared iterator: each item is taken by exactly one worker
+            started = time.perf_counter()
+            await send(item)
+            latencies.append(time.perf_counter() - started)
+
+    cpu_before = {who: cpu_seconds(pid) for who, pid in pids.items()}
+    client_before = time.process_time()
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(send) for send in senders))
+    seconds = time.perf_counter() - started
+    cpu = {who: (cpu_seconds(pid) - cpu_before[who]) / seconds for who, pid in pids.items()}
+    cpu["client"] = (time.process_time() - client_before) / seconds
+    return Load(name, concurrency, len(items), seconds, latencies, cpu)
+
+
+# -- baseline: plain nats-py publishes --------------------------------------------------
+
+
+async def baseline(nats_url: str, items: Sequence[Payload], concurrency: int, pid: int) -> Load:
+    """The ceiling: ``js.publish`` of the same bodies, awaiting each PubAck."""
+    import nats
+
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream(timeout=10)
+    to = subject()
+
+    async def make_sender() -> Sender:
+        async def send(item: Payload) -> None:
+            await js.publish(to, item[0], stream=STREAM, headers=item[1])
+
+        return send
+
+    try:
+        return await drive("baseline js.publish", make_sender, items, concurrency, {"nats": pid})
+    finally:
+        await nc.close()
+
+
+# -- the function under test --------------------------------------------------------------
+
+
+class HttpConnection:
+    """A minimal HTTP/1.1 keep-alive client.
+
+    On 2 cores every CPU cycle the load generator spends is taken from the function under
+    test; a raw request/response over one asyncio stream costs a fraction of a full client
+    library's per-request work (the CPU columns show what the client used).
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, port: int) -> HttpConnection:
+        """Connect to the function on loopback."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    async def post(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        """POST ``body`` to ``/``; return status and response body."""
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self.writer.write(
+            b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            + f"{head}Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        response = await self.reader.readuntil(b"\r\n\r\n")
+        lines = response.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        length = 0
+        for line in lines[1:]:
+            key, _, value = line.partition(":")
+            if key.strip().lower() == "content-length":
+                length = int(value)
+        return status, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.writer.close()
+
+
+async def http_load(
+    name: str,
+    function: FunctionProcess,
+    items: Sequence[Payload],
+    concurrency: int,
+    pids: dict[str, int],
+) -> Load:
+    """POST every item to ``function`` over ``concurrency`` keep-alive connections."""
+    assert function.process is not None
+    connections: list[HttpConnection] = []
+
+    async def make_sender() -> Sender:
+        connection = await HttpConnection.open(function.port)
+        connections.append(connection)
+
+        async def send(item: Payload) -> None:
+            status, answer = await connection.post(*item)
+            if status != 200 or b'"published"' not in answer:
+                raise RuntimeError(f"{name}: HTTP {status} {answer[:200]!r}")
+
+        return send
+
+    try:
+        return await drive(name, make_sender, items, concurrency, pids)
+    finally:
+        for connection in connections:
+            connection.close()
+
+
+def function_env(nats_url: str, **extra: str) -> dict[str, str]:
+    """The function's environment: the bench's NATS and secret, quiet logs."""
+    return {"NATS_URL": nats_url, "STRIPE_WEBHOOK_SECRET": SECRET, "LOG_LEVEL": "WARNING", **extra}
+
+
+async def first_ack(port: int, deadline: float) -> None:
+    """POST one event until the function acknowledges it (it may not listen yet)."""
+    body, headers = payloads(1)[0]
+    while time.perf_counter() < deadline:
+        try:
+            connection = await HttpConnection.open(port)
+        except OSError:
+            await asyncio.sleep(0.002)  # not listening yet: poll again
+            continue
+        try:
+            status, answer = await connection.post(body, headers)
+        finally:
+            connection.close()
+        if status != 200:
+            raise RuntimeError(f"cold start: HTTP {status} {answer[:200]!r}")
+        return
+    raise TimeoutError("cold start: no acknowledged event before the deadline")
+
+
+def cold_metric(function: FunctionProcess) -> float:
+    """The function's own ``stripe_bridge_cold_start_seconds`` from /metrics."""
+    import httpx
+
+    text = httpx.get(function.url + "metrics", timeout=5).text
+    for line in text.splitlines():
+        if line.startswith("stripe_bridge_cold_start_seconds "):
+            return float(line.split()[1])
+    raise RuntimeError("stripe_bridge_cold_start_seconds missing from /metrics")
+
+
+def cold_starts(nats_url: str, workdir: Path, runs: int) -> ColdStart:
+    """Start a fresh function ``runs`` times; time process start -> first 200."""
+    result = ColdStart([], [], [])
+    for _ in range(runs):
+        function = FunctionProcess(FUNCTION, function_env(nats_url), workdir, REPO_ROOT)
+        try:
+            started = time.perf_counter()
+            function.spawn()
+            asyncio.run(first_ack(function.port, started + 30))
+            result.outside.append(time.perf_counter() - started)
+            assert function.process is not None
+            result.rss_idle_mib.append(rss_mib(function.process.pid))
+            result.metric.append(cold_metric(function))
+        finally:
+            function.stop()
+    return result
+
+
+def function_loads(
+    name: str, function: FunctionProcess, counts: dict[int, int], warmup: int, nats_pid: int
+) -> tuple[list[Load], float]:
+    """Warm the started ``function`` up, load it at each concurrency; return loads and RSS."""
+    assert function.process is not None
+    pids = {"function": function.process.pid, "nats": nats_pid}
+    asyncio.run(http_load(name, function, payloads(warmup), 8, pids))
+    loads = [
+        asyncio.run(http_load(name, function, payloads(count), concurrency, pids))
+        for concurrency, count in counts.items()
+    ]
+    return loads, rss_mib(function.process.pid)
+
+
+# -- cold-start breakdown ----------------------------------------------------------------
+
+
+def interpreter_start(runs: int) -> float:
+    """Median wall time of ``python -c pass`` (with site): the floor of any cold start."""
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def breakdown(nats_url: str, runs: int) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+    """Median time per cold-start phase, and import self-time per top-level package."""
+    env = {
+        **os.environ,
+        **function_env(nats_url),
+        "BENCH_FUNCTION_SOURCE": str(REPO_ROOT / "functions" / FUNCTION / "main.py"),
+    }
+    samples: list[list[tuple[str, float]]] = []
+    for _ in range(runs):
+        out = subprocess.run(
+            [sys.executable, str(CHILD)], env=env, capture_output=True, text=True, check=True
+        )
+        report = json.loads(out.stdout)
+        if report["statuses"] != [200, 200, 200]:
+            raise RuntimeError(f"cold-start child got {report['statuses']}: {out.stderr[-500:]}")
+        samples.append([(name, seconds) for name, seconds in report["phases"]])
+    phases = [
+        (name, statistics.median(sample[i][1] for sample in samples))
+        for i, (name, _) in enumerate(samples[0])
+    ]
+    traced = subprocess.run(
+        [sys.executable, "-X", "importtime", str(CHILD)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return phases, import_self_times(traced.stderr)
+
+
+def import_self_times(importtime: str) -> list[tuple[str, float]]:
+    """Seconds of import self-time per top-level package, from ``-X importtime`` output."""
+    totals: dict[str, float] = {}
+    for line in importtime.splitlines():
+        if not line.startswith("import time:") or "self [us]" in line:
+            continue
+        self_us, _cumulative, module = line[len("import time:") :].split("|")
+        top = module.strip().split(".")[0]
+        totals[top] = totals.get(top, 0.0) + int(self_us) / 1e6
+    return sorted(totals.items(), key=lambda item: item[1], reverse=True)
+
+
+# -- report ---------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    """One line naming what the figures were measured on."""
+    from importlib.metadata import version
+
+    return (
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"nats-py {version('nats-py')}, uvicorn {version('uvicorn')}, "
+        f"payload {len(payloads(1)[0][0])} bytes ({EVENT_TYPE})"
+    )
+
+
+def print_report(
+    loads: list[Load],
+    cold: ColdStart,
+    rss: dict[str, float],
+    interpreter: float,
+    phases: list[tuple[str, float]],
+    imports: list[tuple[str, float]],
+) -> None:
+    """The table, the ratios against the ceiling, cold start and its breakdown."""
+    ceiling = {load.concurrency: load.rate for load in loads if load.name.startswith("baseline")}
+    print(f"stripe-bridge benchmark: {machine()}")
+    print()
+    header = (
+        f"{'':28} {'conc':>4} {'events':>6} {'events/s':>9} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'% ceiling':>9}   CPU (cores): client function nats"
+    )
+    print(header)
+    print("-" * len(header))
+    for load in sorted(loads, key=lambda item: item.concurrency):
+        share = load.rate / ceiling[load.concurrency]
+        cpu = "  ".join(
+            f"{load.cpu[who]:.2f}" if who in load.cpu else "  -  "
+            for who in ("client", "function", "nats")
+        )
+        print(
+            f"{load.name:28} {load.concurrency:>4} {load.events:>6} {load.rate:>9.0f} "
+            f"{load.percentile(50):>7.2f} {load.percentile(99):>7.2f} {share:>9.0%}   "
+            f"{cpu:>29}"
+        )
+    print()
+    for load in loads:
+        if load.concurrency == max(CONCURRENCIES) and not load.name.startswith("baseline"):
+            share = load.rate / ceiling[load.concurrency]
+            verdict = "meets" if share >= TARGET_RATIO else "MISSES"
+            print(
+                f"{load.name} at concurrency {load.concurrency}: {share:.0%} of the ceiling "
+                f"({verdict} the {TARGET_RATIO:.0%} target)"
+            )
+    median = statistics.median(cold.outside)
+    verdict = "meets" if median < TARGET_COLD_START else "MISSES"
+    print(
+        f"cold start, process start -> first acknowledged event: median {median:.3f} s over "
+        f"{len(cold.outside)} runs ({verdict} the {TARGET_COLD_START:.0f} s target); "
+        f"runs: {', '.join(f'{t:.3f}' for t in cold.outside)}"
+    )
+    print(
+        f"  the function's own stripe_bridge_cold_start_seconds: median "
+        f"{statistics.median(cold.metric):.3f} s (from the kernel's process start time)"
+    )
+    print(
+        f"RSS of the function: {statistics.median(cold.rss_idle_mib):.1f} MiB after its first "
+        "event; after the load: "
+        + ", ".join(f"{backend} {mib:.1f} MiB" for backend, mib in rss.items())
+    )
+    print()
+    print("cold-start breakdown (median of fresh interpreters, ASGI app driven in-process):")
+    print(f"  {'python -c pass (interpreter + site)':58} {interpreter * 1000:7.1f} ms")
+    for name, seconds in phases:
+        print(f"  {name:58} {seconds * 1000:7.1f} ms")
+    total = interpreter + sum(seconds for name, seconds in phases if not name.startswith("second"))
+    print(f"  {'sum up to the first acknowledged event':58} {total * 1000:7.1f} ms")
+    print("heaviest imports on that path (self time per top-level package, -X importtime):")
+    shown = imports[:12]
+    print("  " + ", ".join(f"{name} {seconds * 1000:.0f} ms" for name, seconds in shown))
+    print(f"  all imports: {sum(seconds for _, seconds in imports) * 1000:.0f} ms")
+
+
+# -- main ---------------------------------------------------------------------------------
+
+
+async def provision_stream(nats_url: str) -> None:
+    """Create the bridge's stream, as ``stripe-bridge provision`` does."""
+    import nats
+
+    nc = await nats.connect(nats_url)
+    try:
+        await provision(nc.jetstream(), StreamSpec(STREAM, PREFIX))
+    finally:
+        await nc.close()
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Command-line options; the defaults take a minute or two on 2 cores."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--quick", action="store_true", help="fewer events and runs (smoke run)")
+    parser.add_argument("--no-redis", action="store_true", help="skip the redis backend")
+    parser.add_argument("--events", type=int, help="events per concurrency-32 phase")
+    parser.add_argument("--cold-runs", type=int, help="cold starts to take the median of")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run every measurement, print the report; the exit code is 0 unless something broke."""
+    args = parse_args(argv)
+    events = args.events or (1000 if args.quick else 5000)
+    counts = {1: max(100, events // 5), 32: events}
+    warmup = 100 if args.quick else 300
+    cold_runs = args.cold_runs or (3 if args.quick else 7)
+    loads: list[Load] = []
+    rss: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="stripe-bridge-bench-") as tmp, ExitStack() as stack:
+        workdir = Path(tmp)
+        nats_server = stack.enter_context(NatsServer(workdir / "nats"))
+        assert nats_server.process is not None
+        nats_pid = nats_server.process.pid
+        asyncio.run(provision_stream(nats_server.url))
+        for concurrency, count in counts.items():
+            items = baseline_payloads(count)
+            loads.append(asyncio.run(baseline(nats_server.url, items, concurrency, nats_pid)))
+        cold = cold_starts(nats_server.url, workdir / "cold", cold_runs)
+        backends: dict[str, dict[str, str]] = {"memory": {}}
+        if not args.no_redis:
+            redis = stack.enter_context(RedisServer(workdir / "redis"))
+            backends["redis"] = {"IDEMPOTENCY_BACKEND": "redis", "REDIS_URL": redis.url}
+        for backend, extra in backends.items():
+            env = function_env(nats_server.url, **extra)
+            with FunctionProcess(FUNCTION, env, workdir / "functions", REPO_ROOT) as function:
+                done, rss[backend] = function_loads(
+                    f"bridge ({backend} idempotency)", function, counts, warmup, nats_pid
+                )
+            loads += done
+        interpreter = interpreter_start(cold_runs)
+        phases, imports = breakdown(nats_server.url, cold_runs)
+    print_report(loads, cold, rss, interpreter, phases, imports)
+    if args.json:
+        figures = {
+            "machine": machine(),
+            "loads": [
+                {**asdict(load), "latencies": None, "rate": load.rate,
+                 "p50_ms": load.percentile(50), "p99_ms": load.percentile(99)}
+                for load in loads
+            ],
+            "cold_start": asdict(cold),
+            "rss_after_load_mib": rss,
+            "interpreter_seconds": interpreter,
+            "phases": phases,
+            "imports": imports,
+        }  # fmt: skip
+        args.json.write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
