@@ -1,0 +1,1 @@
+"""Billing consumers of the event stream: usage metering to OpenMeter, tiers, checkout."""

@@ -1,0 +1,76 @@
+"""Run a long-lived billing consumer: settings, NATS, metrics endpoint, SIGTERM drain."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from prometheus_client import CollectorRegistry, start_http_server
+from pydantic import BaseModel, ValidationError
+
+from ..config import ConfigError, Settings, redact_url
+from ..jetstream import connect_options
+
+log = logging.getLogger(__name__)
+
+#: Exit codes of the consumers (documented in docs/billing.md).
+EXIT_OK = 0
+EXIT_NATS = 1
+EXIT_CONFIG = 2
+EXIT_AUTH = 3
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def load_model(model: type[ModelT], **overrides: Any) -> ModelT:
+    """Build settings ``model`` from the environment; ConfigError with one line if invalid."""
+    try:
+        return model(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid {model.__name__}: {problems}") from None
+
+
+def configure_logging(level: str) -> None:
+    """One line per record on stderr."""
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+
+
+def serve_metrics(registry: CollectorRegistry, port: int | None) -> None:
+    """Expose ``registry`` on http://127.0.0.1-or-all:port/metrics when ``port`` is set."""
+    if port is not None:
+        start_http_server(port, registry=registry)
+        log.info("metrics on :%d/metrics", port)
+
+
+async def run_until_stopped(
+    settings: Settings, worker: Callable[[Any, asyncio.Event], Awaitable[None]], name: str
+) -> int:
+    """Connect to NATS and run ``worker(nc, stop)`` until SIGTERM/SIGINT; return exit code."""
+    import nats
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    options = connect_options(settings)
+    options["name"] = f"stripe-bridge/{name}"
+    try:
+        nc = await nats.connect(**options)
+    except Exception as exc:
+        log.error("nats unreachable at %s: %s", redact_url(settings.nats_url), type(exc).__name__)
+        return EXIT_NATS
+    try:
+        await worker(nc, stop)
+    finally:
+        await nc.drain()
+    return EXIT_OK

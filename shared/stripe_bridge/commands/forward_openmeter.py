@@ -1,0 +1,58 @@
+"""``stripe-bridge forward-openmeter``: deliver usage events from JetStream to OpenMeter."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+from ..billing.openmeter import Forwarder, ForwarderSettings, OpenMeterAuthError
+from ..billing.runner import (
+    EXIT_AUTH,
+    configure_logging,
+    load_model,
+    run_until_stopped,
+    serve_metrics,
+)
+from ..billing.usage import provision_usage_streams
+from .common import add_nats_arguments, settings_from
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``forward-openmeter`` subcommand."""
+    parser = subparsers.add_parser(
+        "forward-openmeter",
+        help="send usage events (USAGE stream) to OpenMeter's ingest API, at least once",
+    )
+    add_nats_arguments(parser)
+    parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    parser.add_argument("--batch-size", type=int, help="events per request ($OPENMETER_BATCH_SIZE)")
+    parser.add_argument("--durable", help="consumer name ($OPENMETER_DURABLE, default openmeter)")
+    parser.add_argument(
+        "--no-provision", action="store_true", help="do not create the USAGE/USAGE_DLQ streams"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Forward until SIGTERM; exit 1 if NATS is unreachable, 2 on bad config, 3 on 401/403."""
+    settings = settings_from(args)
+    overrides: dict[str, Any] = {}
+    if args.batch_size is not None:
+        overrides["batch_size"] = args.batch_size
+    if args.durable:
+        overrides["durable"] = args.durable
+    forwarder_settings = load_model(ForwarderSettings, **overrides)
+    configure_logging(settings.log_level)
+
+    async def work(nc: Any, stop: asyncio.Event) -> None:
+        if not args.no_provision:
+            await provision_usage_streams(nc.jetstream())
+        forwarder = Forwarder(nc, forwarder_settings)
+        serve_metrics(forwarder.metrics.registry, args.metrics_port)
+        await forwarder.run(stop)
+
+    try:
+        return asyncio.run(run_until_stopped(settings, work, "forward-openmeter"))
+    except OpenMeterAuthError:
+        return EXIT_AUTH

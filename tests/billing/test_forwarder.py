@@ -1,0 +1,121 @@
+"""The OpenMeter forwarder against real nats-server and the ingest stand-in."""
+
+from __future__ import annotations
+
+import pytest
+from stripe_bridge.billing.breaker import BreakerState
+from stripe_bridge.billing.ingest_standin import IngestStandIn
+from stripe_bridge.billing.openmeter import OpenMeterAuthError
+from stripe_bridge.billing.usage import DEAD_LETTER_REASON_HEADER, DEAD_LETTER_STREAM
+from stripe_bridge.natsserver import NatsServer
+
+from ..helpers import stream_messages
+from .conftest import forwarder_settings, publish, records, running_forwarder, wait_for
+
+
+def sample(forwarder_metrics: object, name: str, labels: dict[str, str] | None = None) -> float:
+    """A sample's value from the forwarder's registry (0 when absent)."""
+    value = forwarder_metrics.registry.get_sample_value(name, labels or {})  # type: ignore[attr-defined]
+    return float(value or 0.0)
+
+
+async def test_every_event_is_delivered_once_and_acked(
+    usage_nats: NatsServer, ingest: IngestStandIn
+) -> None:
+    await publish(usage_nats.url, records(45))
+    async with running_forwarder(usage_nats.url, forwarder_settings(ingest)) as forwarder:
+        await wait_for(lambda: len(ingest.accepted) >= 45, 20, "45 events accepted")
+        await wait_for(
+            lambda: sample(forwarder.metrics, "stripe_bridge_openmeter_events_sent_total") == 45,
+            5,
+            "45 acked",
+        )
+    counts = ingest.counts()
+    assert len(counts) == 45
+    assert set(counts.values()) == {1}
+    assert {source for _, source in counts} == {"stripe-bridge"}
+    assert max(r.events for r in ingest.requests) == 10
+    assert sample(forwarder.metrics, "stripe_bridge_openmeter_consumer_lag") == 0
+    assert sample(forwarder.metrics, "stripe_bridge_openmeter_ack_pending") == 0
+
+
+async def test_429_storm_honours_retry_after(usage_nats: NatsServer, ingest: IngestStandIn) -> None:
+    ingest.fail_next(3, 429, retry_after="1")
+    await publish(usage_nats.url, records(20))
+    settings = forwarder_settings(ingest, batch_size=20)
+    async with running_forwarder(usage_nats.url, settings) as forwarder:
+        await wait_for(lambda: len(ingest.accepted) >= 20, 20, "20 events accepted")
+    statuses = [r.status for r in ingest.requests]
+    assert statuses[:4] == [429, 429, 429, 204]
+    gaps = [b.at - a.at for a, b in zip(ingest.requests, ingest.requests[1:], strict=False)][:3]
+    assert all(gap >= 0.95 for gap in gaps), gaps
+    assert set(ingest.counts().values()) == {1}
+    retried = {"reason": "rate_limited"}
+    assert sample(forwarder.metrics, "stripe_bridge_openmeter_events_retried_total", retried) == 60
+    # Rate limiting is the service working as designed, not failing: the breaker stays shut.
+    transitions = "stripe_bridge_openmeter_breaker_transitions_total"
+    assert sample(forwarder.metrics, transitions, {"state": "open"}) == 0
+
+
+async def test_outage_longer_than_breaker_timeout(
+    usage_nats: NatsServer, ingest: IngestStandIn
+) -> None:
+    ingest.outage(3.0)
+    await publish(usage_nats.url, records(30))
+    settings = forwarder_settings(ingest, breaker_failures=3, breaker_reset=1.0)
+    async with running_forwarder(usage_nats.url, settings) as forwarder:
+        await wait_for(lambda: len(ingest.accepted) >= 30, 30, "30 events accepted after outage")
+        assert forwarder.breaker.state is BreakerState.CLOSED
+    metrics = forwarder.metrics
+    transitions = "stripe_bridge_openmeter_breaker_transitions_total"
+    assert sample(metrics, transitions, {"state": "open"}) >= 2  # opened, half-open trial failed
+    assert sample(metrics, transitions, {"state": "half_open"}) >= 2
+    assert sample(metrics, transitions, {"state": "closed"}) == 1
+    assert sample(metrics, "stripe_bridge_openmeter_breaker_state") == 0
+    failed = [r for r in ingest.requests if r.status == 503]
+    # While open, the breaker lets one trial through per reset timeout instead of hammering.
+    assert 3 <= len(failed) <= 3 + 3 / settings.breaker_reset + 1
+    assert set(ingest.counts().values()) == {1}
+    assert len(ingest.counts()) == 30
+
+
+async def test_invalid_event_is_isolated_and_dead_lettered(
+    usage_nats: NatsServer, ingest: IngestStandIn
+) -> None:
+    import nats
+
+    await publish(usage_nats.url, records(7))
+    nc = await nats.connect(usage_nats.url)
+    bad = b'{"specversion":"1.0","id":"bad-1","source":"x","type":"tokens","subject":""}'
+    await nc.jetstream().publish("usage.tokens", bad, headers={"Nats-Msg-Id": "bad-1"})
+    await nc.close()
+    await publish(usage_nats.url, records(2, prefix="after"))
+    async with running_forwarder(usage_nats.url, forwarder_settings(ingest)) as forwarder:
+        await wait_for(lambda: len(ingest.accepted) >= 9, 20, "the 9 valid events accepted")
+        await wait_for(
+            lambda: (
+                sample(forwarder.metrics, "stripe_bridge_openmeter_events_dead_lettered_total") == 1
+            ),
+            5,
+            "one dead letter",
+        )
+    assert len(ingest.counts()) == 9
+    assert ("bad-1", "x") not in ingest.counts()
+    (dead,) = await stream_messages(usage_nats.url, DEAD_LETTER_STREAM)
+    assert dead.subject == "usage_dlq.tokens"
+    assert dead.data == bad
+    assert "subject must be a non-empty string" in dead.headers[DEAD_LETTER_REASON_HEADER]
+    assert dead.headers[DEAD_LETTER_REASON_HEADER].startswith("400")
+
+
+async def test_refused_api_key_stops_without_acking(
+    usage_nats: NatsServer, ingest: IngestStandIn
+) -> None:
+    await publish(usage_nats.url, records(5))
+    settings = forwarder_settings(ingest, api_key="wrong")
+    with pytest.raises(OpenMeterAuthError):
+        async with running_forwarder(usage_nats.url, settings) as forwarder:
+            await wait_for(lambda: bool(ingest.requests), 10, "a request")
+    assert ingest.accepted == []
+    assert sample(forwarder.metrics, "stripe_bridge_openmeter_requests_total",
+                  {"verdict": "unauthorized"}) == 1  # fmt: skip
