@@ -17,6 +17,7 @@ COMMANDS = (
     "provision",
     "serve",
     "generate",
+    "knative",
     "nats",
 )
 

@@ -1,0 +1,112 @@
+"""``stripe-bridge knative render|apply|lock``: the Knative deployment of the functions."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .. import knative, kubeapply
+from ..lockfile import LOCK_FILE, LockError, lock_text
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``knative`` with its ``render``, ``apply`` and ``lock`` subcommands."""
+    parser = subparsers.add_parser("knative", help="render, apply and pin the Knative deployment")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    render = actions.add_parser("render", help="write knative/ manifests from the registry")
+    render.add_argument(
+        "--env", choices=list(knative.PROFILES), help="one environment (default: all)"
+    )
+    render.add_argument("--out", type=Path, default=Path("knative"), help="output folder")
+    render.add_argument("--check", action="store_true", help="only report drift; exit 1 if any")
+    render.set_defaults(func=run_render)
+
+    apply = actions.add_parser(
+        "apply", help="create or update the Services (server-side apply), report URLs and Ready"
+    )
+    apply.add_argument("--env", choices=list(knative.PROFILES), default="staging")
+    apply.add_argument("--namespace", help="target namespace (default: the environment's)")
+    apply.add_argument("--image", help="container image (default: the environment's)")
+    apply.add_argument(
+        "--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)"
+    )
+    apply.add_argument("--context", help="kubeconfig context (default: the current one)")
+    apply.add_argument(
+        "--dry-run", action="store_true", help="server-side dry run: validate, change nothing"
+    )
+    apply.add_argument(
+        "--wait", type=float, default=180.0, help="seconds to wait for Ready (0: do not wait)"
+    )
+    apply.set_defaults(func=run_apply)
+
+    lock = actions.add_parser("lock", help=f"pin runtime dependencies into {LOCK_FILE}")
+    lock.add_argument("--root", type=Path, default=Path("."), help="repository root")
+    lock.add_argument("--check", action="store_true", help=f"exit 1 if {LOCK_FILE} is stale")
+    lock.set_defaults(func=run_lock)
+
+
+def _write_or_check(path: Path, content: str, check: bool) -> bool:
+    """Write ``content`` to ``path`` (or only compare with --check); True if it differed."""
+    current = path.read_text() if path.exists() else None
+    if current == content:
+        return False
+    if check:
+        print(f"out of date: {path}")
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+        print(f"wrote {path}")
+    return True
+
+
+def run_render(args: argparse.Namespace) -> int:
+    """Write every manifest (or with --check, compare)."""
+    envs = [args.env] if args.env else None
+    drift = [
+        _write_or_check(args.out / relative, content, args.check)
+        for relative, content in knative.render(envs).items()
+    ]
+    return 1 if args.check and any(drift) else 0
+
+
+def run_lock(args: argparse.Namespace) -> int:
+    """Write requirements.lock from the installed environment (or with --check, compare)."""
+    try:
+        content = lock_text(args.root)
+    except LockError as exc:
+        print(f"stripe-bridge knative lock: {exc}", file=sys.stderr)
+        return 2
+    stale = _write_or_check(args.root / LOCK_FILE, content, args.check)
+    return 1 if args.check and stale else 0
+
+
+def run_apply(args: argparse.Namespace) -> int:
+    """Apply every Service, wait for Ready, print URLs and the webhook registration steps."""
+    profile = knative.PROFILES[args.env]
+    namespace = args.namespace or profile.namespace
+    try:
+        client = kubeapply.api_client(args.kubeconfig, args.context)
+        deployer = kubeapply.Deployer(client, namespace, args.env, args.dry_run)
+        deployer.check_knative()
+        states = [deployer.apply(m) for m in knative.services(profile, args.image)]
+        for state in states:
+            print(f"{state.name}: {state.action}")
+        if args.dry_run:
+            return 0
+        if args.wait > 0:
+            deployer.wait_ready(states, args.wait)
+    except kubeapply.DeployError as exc:
+        print(f"stripe-bridge knative apply: {exc}", file=sys.stderr)
+        return exc.exit_code
+    for state in states:
+        detail = f" ({state.reason})" if state.reason and state.ready != "True" else ""
+        print(f"{state.name}: Ready={state.ready} {state.url or '-'}{detail}")
+    print()
+    print(kubeapply.registration_steps(knative.function_specs(), states, namespace), end="")
+    not_ready = [state.name for state in states if state.ready != "True"]
+    if not_ready and args.wait > 0:
+        print(f"stripe-bridge knative apply: not Ready: {', '.join(not_ready)}", file=sys.stderr)
+        return kubeapply.EXIT_NOT_READY
+    return 0

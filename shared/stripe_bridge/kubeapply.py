@@ -1,0 +1,278 @@
+"""Create or update the Knative Services with server-side apply, then wait for Ready.
+
+Uses the ``kubernetes`` client (the optional ``deploy`` extra), imported lazily so the
+functions never load it. Every failure becomes a ``DeployError`` whose message is one
+line for an operator (no tokens, no kubeconfig contents) and whose ``exit_code`` says
+what kind of failure it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .knative import (
+    ALL_EVENTS,
+    DEPLOYER_GROUP,
+    FIELD_MANAGER,
+    SERVICES_PLURAL,
+    SERVING_GROUP,
+    SERVING_VERSION,
+    WEBHOOK_SECRET,
+    FunctionSpec,
+)
+
+#: Exit codes of ``knative apply``.
+EXIT_NOT_READY = 1
+EXIT_CONFIG = 2
+EXIT_API = 3
+
+APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
+_RESOURCE = f"{SERVICES_PLURAL}.{SERVING_GROUP}"
+
+
+class DeployError(Exception):
+    """Deploying cannot go on; the message is one line, ``exit_code`` the process exit code."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_API) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass
+class ServiceState:
+    """What ``apply`` did to one Service and how it is doing."""
+
+    name: str
+    action: str
+    url: str = ""
+    ready: str = "Unknown"
+    reason: str = ""
+
+
+def _first_line(text: object) -> str:
+    return str(text).strip().splitlines()[0] if str(text).strip() else ""
+
+
+def api_client(kubeconfig: str | None = None, context: str | None = None) -> Any:
+    """An ApiClient from ``kubeconfig``, else $KUBECONFIG or ~/.kube/config, else in-cluster."""
+    try:
+        from kubernetes import client, config
+        from kubernetes.config.config_exception import ConfigException
+    except ImportError:
+        raise DeployError(
+            "the kubernetes client is not installed: pip install 'stripe-bridge[deploy]'",
+            EXIT_CONFIG,
+        ) from None
+    default = Path.home() / ".kube" / "config"
+    try:
+        if kubeconfig is not None:
+            if not Path(kubeconfig).is_file():
+                raise DeployError(f"no kubeconfig at {kubeconfig}", EXIT_CONFIG)
+            return config.new_client_from_config(  # type: ignore[no-untyped-call]
+                config_file=kubeconfig, context=context
+            )
+        if os.environ.get("KUBECONFIG") or default.is_file():
+            return config.new_client_from_config(context=context)  # type: ignore[no-untyped-call]
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            configuration = client.Configuration()
+            config.load_incluster_config(  # type: ignore[no-untyped-call]
+                client_configuration=configuration
+            )
+            return client.ApiClient(configuration)
+    except ConfigException as exc:
+        raise DeployError(f"invalid kubeconfig: {_first_line(exc)}", EXIT_CONFIG) from None
+    raise DeployError(
+        f"no kubeconfig: pass --kubeconfig, set KUBECONFIG or create {default} "
+        "(for kind: kind export kubeconfig)",
+        EXIT_CONFIG,
+    )
+
+
+def _status_message(exc: Any) -> str:
+    """The ``message`` of a Kubernetes Status body, else the HTTP reason."""
+    try:
+        message = json.loads(exc.body).get("message", "")
+    except (TypeError, ValueError, AttributeError):
+        message = ""
+    return _first_line(message or exc.reason or "")
+
+
+class Deployer:
+    """Applies Services into one namespace through the CustomObjectsApi."""
+
+    def __init__(self, client: Any, namespace: str, env: str, dry_run: bool = False) -> None:
+        from kubernetes import client as k8s
+
+        self.api = k8s.CustomObjectsApi(client)
+        self.host = str(client.configuration.host)
+        self.namespace = namespace
+        self.env = env
+        self.dry_run = dry_run
+
+    def _call(self, verb: str, name: str, call: Any, not_found: DeployError | None = None) -> Any:
+        """Run one API call; translate its failures into a DeployError."""
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            return call()
+        except ApiException as exc:
+            if exc.status == 404 and not_found is not None:
+                raise not_found from None
+            raise self._api_error(exc, verb, name) from None
+        except HTTPError as exc:
+            raise DeployError(
+                f"cannot reach the Kubernetes API at {self.host}: {type(exc).__name__}"
+            ) from None
+
+    def _api_error(self, exc: Any, verb: str, name: str) -> DeployError:
+        status = exc.status
+        if status == 401:
+            return DeployError("unauthorized: the API server rejected the kubeconfig's credentials")
+        if status == 403:
+            return DeployError(
+                f"forbidden: you may not {verb} {_RESOURCE} in namespace {self.namespace}; "
+                f"a cluster admin must apply knative/{self.env}/rbac.yaml and add you to "
+                f"group {DEPLOYER_GROUP}"
+            )
+        target = name or _RESOURCE
+        return DeployError(f"{verb} {target} failed: HTTP {status} {_status_message(exc)}")
+
+    def check_knative(self) -> None:
+        """DeployError unless the API server serves Knative Serving's ``services``."""
+        missing = DeployError(
+            f"Knative Serving is not installed: {self.host} does not serve "
+            f"{SERVING_GROUP}/{SERVING_VERSION} {SERVICES_PLURAL} "
+            "(install Knative Serving first, see knative/README.md)"
+        )
+        resources = self._call(
+            "discover",
+            "",
+            lambda: self.api.get_api_resources(SERVING_GROUP, SERVING_VERSION),
+            not_found=missing,
+        )
+        names = {resource.name for resource in resources.resources or []}
+        if SERVICES_PLURAL not in names:
+            raise missing
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        """The Service called ``name``, or None if there is none."""
+        from kubernetes.client.exceptions import ApiException
+
+        def call() -> dict[str, Any] | None:
+            try:
+                found: Any = self.api.get_namespaced_custom_object(
+                    SERVING_GROUP, SERVING_VERSION, self.namespace, SERVICES_PLURAL, name
+                )
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+            return dict(found)
+
+        result: dict[str, Any] | None = self._call("get", name, call)
+        return result
+
+    def apply(self, manifest: dict[str, Any]) -> ServiceState:
+        """Server-side apply ``manifest``; say whether it was created, updated or unchanged."""
+        name = manifest["metadata"]["name"]
+        body = {**manifest, "metadata": {**manifest["metadata"], "namespace": self.namespace}}
+        before = self.get(name)
+        # force: this tool owns these fields; a hand edit (kubectl edit) must not block a deploy.
+        data, status, _headers = self._call(
+            "patch",
+            name,
+            lambda: self.api.patch_namespaced_custom_object_with_http_info(
+                SERVING_GROUP,
+                SERVING_VERSION,
+                self.namespace,
+                SERVICES_PLURAL,
+                name,
+                body,
+                field_manager=FIELD_MANAGER,
+                force=True,
+                dry_run="All" if self.dry_run else None,
+                _content_type=APPLY_CONTENT_TYPE,
+            ),
+        )
+        if before is None or status == 201:
+            action = "created"
+        else:
+            after = data if isinstance(data, dict) else self.get(name) or {}
+            changed = _generation(after) != _generation(before)
+            action = "updated" if changed else "unchanged"
+        return ServiceState(name, f"{action} (dry run)" if self.dry_run else action)
+
+    def wait_ready(
+        self, states: list[ServiceState], timeout: float, poll: float = 2.0
+    ) -> list[ServiceState]:
+        """Poll until every Service reports Ready True/False for its latest generation."""
+        deadline = time.monotonic() + timeout
+        pending = {state.name: state for state in states}
+        while True:
+            for name in list(pending):
+                service = self.get(name)
+                if service is None:
+                    continue
+                state = pending[name]
+                _read_status(service, state)
+                if state.ready in ("True", "False"):
+                    del pending[name]
+            remaining = deadline - time.monotonic()
+            if not pending or remaining <= 0:
+                return states
+            time.sleep(min(poll, remaining))
+
+
+def _generation(service: dict[str, Any]) -> int:
+    return int(service.get("metadata", {}).get("generation") or 0)
+
+
+def _read_status(service: dict[str, Any], state: ServiceState) -> None:
+    """Copy URL and the Ready condition into ``state`` once they describe this generation."""
+    status = service.get("status") or {}
+    state.url = str(status.get("url") or "")
+    if int(status.get("observedGeneration") or 0) < _generation(service):
+        state.ready, state.reason = "Unknown", "not yet reconciled"
+        return
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "Ready":
+            state.ready = str(condition.get("status") or "Unknown")
+            state.reason = _first_line(condition.get("message") or condition.get("reason") or "")
+
+
+def registration_steps(
+    specs: list[FunctionSpec], states: list[ServiceState], namespace: str
+) -> str:
+    """How to register each Service's URL as a Stripe webhook endpoint and store its secret."""
+    urls = {state.name: state.url for state in states}
+    lines = [
+        "Register each URL as a Stripe webhook endpoint for its event type (Dashboard:",
+        "Developers > Webhooks > Add endpoint, or the stripe CLI below). Stripe shows the",
+        "endpoint's signing secret (whsec_...) once: store it under the function's key in",
+        f"Secret {WEBHOOK_SECRET}, then roll the Service so new pods read it (docs/deploy.md).",
+        "",
+    ]
+    for spec in specs:
+        url = urls.get(spec.service_name) or f"<URL of {spec.service_name}>"
+        patch = json.dumps({"stringData": {spec.function_name: "whsec_..."}})
+        note = "  (optional: every event type, deduplicated against the others)"
+        lines += [
+            f"# {spec.event_type} -> {spec.service_name}"
+            + (note if spec.event_type == ALL_EVENTS else ""),
+            f'stripe webhook_endpoints create --url "{url}" '
+            f'-d "enabled_events[]={spec.event_type}"',
+            f"kubectl -n {namespace} patch secret {WEBHOOK_SECRET} --type merge -p '{patch}'",
+            "",
+        ]
+    if any(state.url.startswith("http://") for state in states):
+        lines.append(
+            "Note: Stripe needs https:// URLs in live mode; enable TLS for Knative's external "
+            "domain (or put a TLS ingress in front) before registering live endpoints."
+        )
+    return "\n".join(lines).rstrip() + "\n"
