@@ -18,25 +18,40 @@ COMMANDS = (
     "serve",
     "generate",
     "knative",
+    "pushgateway_gc",
     "nats",
+    "backup",
+    "replay",
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser (also used to document the commands)."""
+def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
+    """The argument parser with ``commands`` (all by default; also used to document them)."""
     parser = argparse.ArgumentParser(
         prog="stripe-bridge",
         description="Stripe webhooks in, one durable CloudEvent per event out on NATS JetStream.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMANDS:
+    for name in commands:
         importlib.import_module(f"stripe_bridge.commands.{name}").register(subparsers)
     return parser
 
 
+def parser_for(argv: Sequence[str]) -> argparse.ArgumentParser:
+    """The parser ``main`` uses for ``argv``: just the subcommand named first, if any.
+
+    `serve` is a scale-to-zero cold start and must not pay for importing every other
+    command's dependencies (YAML, Kubernetes, OpenMeter...). A subcommand's module is its
+    name with underscores; anything else (``--help``, a typo) gets the full parser.
+    """
+    module = argv[0].replace("-", "_") if argv else ""
+    return build_parser((module,) if module in COMMANDS else COMMANDS)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser_for(argv).parse_args(argv)
     try:
         code: int = args.func(args)
     except ConfigError as exc:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from . import registry
 from .config import Settings
+from .dashboards import dashboard_files
+from .metrics import metrics_table
 
 GENERATED_NOTE = "Generated from stripe_bridge.registry by `stripe-bridge generate`; do not edit."
 
@@ -90,4 +92,7 @@ def generated_files(root: Path) -> dict[Path, str]:
     files[root / "docs" / "event-types.md"] = event_types_doc()
     configuration = root / "docs" / "configuration.md"
     files[configuration] = replace_section(configuration.read_text(), "env", settings_table())
+    observability = root / "docs" / "observability.md"
+    files[observability] = replace_section(observability.read_text(), "metrics", metrics_table())
+    files.update(dashboard_files(root))
     return files

@@ -1,0 +1,56 @@
+"""``stripe-bridge pushgateway-gc``: delete Pushgateway groups of instances that are gone.
+
+Every bridge process keeps its group when it exits (see docs/observability.md); a live one
+re-pushes at least every minute. Run this from a CronJob with ``--older-than`` well above
+that heartbeat and the Prometheus scrape interval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+
+from ..config import redact_url
+from ..push import PushgatewayError, delete_group, stale_groups
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(text: str) -> float:
+    """Seconds in ``90s``, ``15m``, ``1h`` or ``2d``; argparse error otherwise."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"not a duration like 90s, 15m, 1h, 2d: {text!r}")
+    return float(match[1]) * _UNITS[match[2]]
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``pushgateway-gc`` subcommand."""
+    parser = subparsers.add_parser(
+        "pushgateway-gc", help="delete the bridge's Pushgateway groups not pushed for a while"
+    )
+    parser.add_argument("--url", default=os.environ.get("PUSHGATEWAY_URL"), help="Pushgateway")
+    parser.add_argument(
+        "--older-than", type=duration, default=duration("1h"), help="age of last push (1h)"
+    )
+    parser.add_argument("--dry-run", action="store_true", help="only list what would go")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Delete (or list) stale groups; exit 2 without a URL, 1 if the Pushgateway fails."""
+    if not args.url:
+        print("stripe-bridge pushgateway-gc: set --url or PUSHGATEWAY_URL")
+        return 2
+    try:
+        groups = stale_groups(args.url, args.older_than)
+        for group in groups:
+            labels = " ".join(f"{k}={v}" for k, v in sorted(group.labels.items()))
+            if not args.dry_run:
+                delete_group(args.url, group)
+            print(f"{'would delete' if args.dry_run else 'deleted'} {labels}")
+    except PushgatewayError as exc:
+        print(f"stripe-bridge pushgateway-gc: {redact_url(args.url)}: {exc}")
+        return 1
+    return 0

@@ -1,0 +1,667 @@
+"""Grafana dashboards and Prometheus alert rules for the bridge, generated from code.
+
+``stripe-bridge generate`` writes them under ``dashboards/``; per-event-type panels and
+variables come from ``stripe_bridge.registry``. Every bridge panel's query is proven to
+return data from a real Prometheus fed by a real Pushgateway (tests/observability), and the
+rules are checked and unit-tested with ``promtool``.
+
+Queries assume Prometheus scrapes the Pushgateway with ``honor_labels: true`` (so ``job``,
+``function`` and ``instance`` are the pushing process's) and the NATS servers through
+prometheus-nats-exporter (``-varz -routez -jsz=all``) in a scrape job called ``nats``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import registry
+from .push import JOB
+
+#: Where the alerts' ``runbook_url`` points; the anchors are checked against docs/runbook.md.
+RUNBOOK_URL = "https://github.com/stripe-bridge/stripe-bridge/blob/main/docs/runbook.md"
+#: The Prometheus scrape job of prometheus-nats-exporter.
+NATS_JOB = "nats"
+#: How long Stripe may stay silent before "no events" fires (live accounts send daily).
+NO_EVENTS_WINDOW = "6h"
+
+_BRIDGE = '{function=~"$function"}'
+_TYPED = '{event_type=~"$event_type",function=~"$function"}'
+
+
+def _webhooks(matchers: str = "") -> str:
+    extra = f",{matchers}" if matchers else ""
+    return f'stripe_bridge_webhooks_total{{event_type=~"$event_type",function=~"$function"{extra}}}'
+
+
+def _rate(selector: str) -> str:
+    return f"rate({selector}[$__rate_interval])"
+
+
+def _quantiles(histogram: str) -> list[tuple[str, str]]:
+    bucket = _rate(f"{histogram}_bucket{_BRIDGE}")
+    return [
+        (f"p{int(q * 100)}", f"histogram_quantile({q}, sum by (le) ({bucket}))")
+        for q in (0.5, 0.9, 0.99)
+    ]
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One Grafana panel: a title, its queries (legend, PromQL) and a unit."""
+
+    title: str
+    targets: Sequence[tuple[str, str]]
+    unit: str = "short"
+    description: str = ""
+    kind: str = "timeseries"
+    width: int = 12
+
+
+@dataclass(frozen=True)
+class Row:
+    """A titled row of panels."""
+
+    title: str
+    panels: Sequence[Panel]
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    """A dashboard: uid, title, variables and rows."""
+
+    uid: str
+    title: str
+    description: str
+    rows: Sequence[Row]
+    variables: Sequence[dict[str, Any]] = field(default_factory=list)
+
+    def panels(self) -> Iterator[Panel]:
+        """Every panel, in order."""
+        for row in self.rows:
+            yield from row.panels
+
+
+def _custom_variable(name: str, label: str, values: Sequence[str]) -> dict[str, Any]:
+    """A multi-value variable over ``values`` whose "All" is the regex ``.*``."""
+    return {
+        "type": "custom",
+        "name": name,
+        "label": label,
+        "query": ",".join(values),
+        "multi": True,
+        "includeAll": True,
+        "allValue": ".*",
+        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+        "options": [],
+    }
+
+
+def bridge_dashboard() -> Dashboard:
+    """The bridge: traffic, errors, latency, NATS publishing, functions and push health."""
+    per_type = [
+        Panel(
+            f"{t.name}",
+            [("stored/s", f"sum({_rate(_webhooks_for(t.name))})")],
+            unit="reqps",
+            description=t.summary,
+            kind="stat",
+            width=6,
+        )
+        for t in registry.EVENT_TYPES
+    ]
+    failed = _rate(_webhooks('outcome="failed"'))
+    rejected = _rate(_webhooks('outcome="rejected"'))
+    repeated = _rate(_webhooks('outcome=~"duplicate|in_progress"'))
+    return Dashboard(
+        uid="stripe-bridge",
+        title="Stripe bridge",
+        description="Stripe webhooks to JetStream, pushed by every function instance to the "
+        "Pushgateway; see docs/observability.md.",
+        variables=[
+            _custom_variable("event_type", "Event type", [t.name for t in registry.EVENT_TYPES]),
+            _custom_variable("function", "Function", registry.function_names()),
+        ],
+        rows=[
+            Row(
+                "Traffic",
+                [
+                    Panel(
+                        "Deliveries by event type and outcome",
+                        [
+                            (
+                                "{{event_type}} {{outcome}}",
+                                f"sum by (event_type, outcome) ({_rate(_webhooks())})",
+                            )
+                        ],
+                        unit="reqps",
+                    ),
+                    Panel(
+                        "Error ratio (answered 5xx, Stripe retries)",
+                        [("failed", f"sum({failed}) / sum({_rate(_webhooks())})")],
+                        unit="percentunit",
+                    ),
+                    Panel(
+                        "Rejections by reason (4xx)",
+                        [
+                            (
+                                "{{reason}}",
+                                f"sum by (reason) ({rejected})",
+                            )
+                        ],
+                        unit="reqps",
+                    ),
+                    Panel(
+                        "Signature failures by reason",
+                        [
+                            (
+                                "{{reason}}",
+                                "sum by (reason) "
+                                f"({_rate('stripe_bridge_signature_failures_total' + _BRIDGE)})",
+                            )
+                        ],
+                        unit="reqps",
+                        description="A jump in signature_mismatch right after a secret "
+                        "rotation means the functions run with the wrong secret.",
+                    ),
+                    Panel(
+                        "Duplicates and concurrent deliveries",
+                        [
+                            (
+                                "{{outcome}}",
+                                f"sum by (outcome) ({repeated})",
+                            )
+                        ],
+                        unit="reqps",
+                    ),
+                    Panel(
+                        "Translation failures (published untranslated)",
+                        [
+                            (
+                                "{{event_type}}",
+                                "sum by (event_type) "
+                                f"({_rate('stripe_bridge_translation_failures_total' + _TYPED)})",
+                            )
+                        ],
+                        unit="reqps",
+                    ),
+                ],
+            ),
+            Row(
+                "Latency",
+                [
+                    Panel(
+                        "Webhook answer latency",
+                        _quantiles("stripe_bridge_request_duration_seconds"),
+                        unit="s",
+                    ),
+                    Panel(
+                        "JetStream PubAck latency",
+                        _quantiles("stripe_bridge_publish_duration_seconds"),
+                        unit="s",
+                    ),
+                ],
+            ),
+            Row(
+                "NATS and idempotency",
+                [
+                    Panel(
+                        "Publish failures by reason",
+                        [
+                            (
+                                "{{reason}}",
+                                "sum by (reason) "
+                                f"({_rate('stripe_bridge_publish_failures_total' + _BRIDGE)})",
+                            )
+                        ],
+                        unit="reqps",
+                    ),
+                    Panel(
+                        "Instances connected to NATS",
+                        [
+                            (
+                                "{{function}}",
+                                f"sum by (function) (stripe_bridge_nats_connected{_BRIDGE})",
+                            )
+                        ],
+                        description="Counts kept groups of exited instances as 0.",
+                    ),
+                    Panel(
+                        "Idempotency store errors",
+                        [
+                            (
+                                "{{backend}} {{operation}}",
+                                "sum by (backend, operation) "
+                                f"({_rate('stripe_bridge_idempotency_errors_total' + _BRIDGE)})",
+                            )
+                        ],
+                        unit="reqps",
+                    ),
+                    Panel(
+                        "In-flight deliveries",
+                        [
+                            (
+                                "{{function}}",
+                                f"sum by (function) (stripe_bridge_inflight_requests{_BRIDGE})",
+                            )
+                        ],
+                    ),
+                ],
+            ),
+            Row(
+                "Functions (scale to zero)",
+                [
+                    Panel(
+                        "Cold starts (instances started in the last 15 minutes)",
+                        [
+                            (
+                                "{{function}}",
+                                "count by (function) (time() - "
+                                f"stripe_bridge_process_start_time_seconds{_BRIDGE} < 900)",
+                            )
+                        ],
+                    ),
+                    Panel(
+                        "Cold start to first stored event (slowest instance)",
+                        [
+                            (
+                                "{{function}}",
+                                f"max by (function) (stripe_bridge_cold_start_seconds{_BRIDGE})",
+                            )
+                        ],
+                        unit="s",
+                    ),
+                    Panel(
+                        "Pushgateway freshness (seconds since the newest push)",
+                        [
+                            (
+                                "{{function}}",
+                                "time() - max by (function) "
+                                f'(push_time_seconds{{job="{JOB}",function=~"$function"}})',
+                            )
+                        ],
+                        unit="s",
+                        description="Grows while a function is scaled to zero; "
+                        "instances re-push at least every minute while alive.",
+                    ),
+                    Panel(
+                        "Metrics push failures",
+                        [
+                            (
+                                "{{reason}}",
+                                "sum by (reason) "
+                                f"({_rate('stripe_bridge_push_failures_total' + _BRIDGE)})",
+                            )
+                        ],
+                        unit="reqps",
+                    ),
+                ],
+            ),
+            Row("Stored events per type", per_type),
+        ],
+    )
+
+
+def _webhooks_for(event_type: str) -> str:
+    return (
+        f'stripe_bridge_webhooks_total{{event_type="{event_type}",'
+        'outcome=~"published|duplicate",function=~"$function"}'
+    )
+
+
+def nats_dashboard() -> Dashboard:
+    """The NATS JetStream cluster, from prometheus-nats-exporter's metric names."""
+    job = f'{{job="{NATS_JOB}"}}'
+    leader = '{is_stream_leader="true",stream_name=~"$stream"}'
+    consumer = '{is_consumer_leader="true",stream_name=~"$stream"}'
+    return Dashboard(
+        uid="stripe-bridge-nats",
+        title="Stripe bridge: NATS JetStream cluster",
+        description="prometheus-nats-exporter (-varz -routez -jsz=all) on every NATS server.",
+        variables=[_custom_variable("stream", "Stream", ["STRIPE"])],
+        rows=[
+            Row(
+                "Cluster health",
+                [
+                    Panel("Servers up", [("up", f"sum(up{job})")], kind="stat", width=6),
+                    Panel(
+                        "JetStream cluster size",
+                        [("peers", "max(gnatsd_varz_jetstream_meta_cluster_size)")],
+                        kind="stat",
+                        width=6,
+                    ),
+                    Panel(
+                        "Servers that see a meta leader",
+                        [
+                            (
+                                "{{meta_leader}}",
+                                "count by (meta_leader) (jetstream_server_total_streams"
+                                '{meta_leader!=""})',
+                            )
+                        ],
+                        kind="stat",
+                        width=6,
+                    ),
+                    Panel(
+                        "Routes per server",
+                        [("{{server_id}}", "sum by (server_id) (gnatsd_varz_routes)")],
+                        width=6,
+                    ),
+                    Panel(
+                        "Client connections",
+                        [("{{server_id}}", "sum by (server_id) (gnatsd_varz_connections)")],
+                    ),
+                    Panel(
+                        "Slow consumers",
+                        [
+                            (
+                                "{{server_id}}",
+                                "sum by (server_id) "
+                                "(rate(gnatsd_varz_slow_consumers[$__rate_interval]))",
+                            )
+                        ],
+                    ),
+                ],
+            ),
+            Row(
+                "JetStream storage",
+                [
+                    Panel(
+                        "File storage used, reserved and max",
+                        [
+                            ("used {{server_id}}", "gnatsd_varz_jetstream_stats_storage"),
+                            (
+                                "reserved {{server_id}}",
+                                "gnatsd_varz_jetstream_stats_reserved_storage",
+                            ),
+                            ("max {{server_id}}", "gnatsd_varz_jetstream_config_max_storage"),
+                        ],
+                        unit="bytes",
+                    ),
+                    Panel(
+                        "File storage used (share of max)",
+                        [("{{server_id}}", _STORAGE_RATIO)],
+                        unit="percentunit",
+                    ),
+                ],
+            ),
+            Row(
+                "Streams and consumers",
+                [
+                    Panel(
+                        "Stream messages",
+                        [
+                            (
+                                "{{stream_name}}",
+                                f"max by (stream_name) (jetstream_stream_total_messages{leader})",
+                            )
+                        ],
+                    ),
+                    Panel(
+                        "Stream bytes",
+                        [
+                            (
+                                "{{stream_name}}",
+                                f"max by (stream_name) (jetstream_stream_total_bytes{leader})",
+                            )
+                        ],
+                        unit="bytes",
+                    ),
+                    Panel(
+                        "Consumer lag (messages not yet delivered)",
+                        [
+                            (
+                                "{{stream_name}}/{{consumer_name}}",
+                                "max by (stream_name, consumer_name) "
+                                f"(jetstream_consumer_num_pending{consumer})",
+                            )
+                        ],
+                    ),
+                    Panel(
+                        "Consumer acks pending and redeliveries",
+                        [
+                            (
+                                "ack pending {{consumer_name}}",
+                                "max by (stream_name, consumer_name) "
+                                f"(jetstream_consumer_num_ack_pending{consumer})",
+                            ),
+                            (
+                                "redelivered {{consumer_name}}",
+                                "max by (stream_name, consumer_name) "
+                                f"(jetstream_consumer_num_redelivered{consumer})",
+                            ),
+                        ],
+                    ),
+                ],
+            ),
+        ],
+    )
+
+
+_STORAGE_RATIO = (
+    "gnatsd_varz_jetstream_stats_storage / (gnatsd_varz_jetstream_config_max_storage > 0)"
+)
+
+
+def dashboard_json(dashboard: Dashboard) -> str:
+    """The Grafana dashboard JSON model (import it, or provision it from a ConfigMap)."""
+    panels: list[dict[str, Any]] = []
+    y = 0
+    panel_id = 1
+    datasource = {"type": "prometheus", "uid": "${datasource}"}
+    for row in dashboard.rows:
+        panels.append(
+            {
+                "id": panel_id,
+                "type": "row",
+                "title": row.title,
+                "collapsed": False,
+                "gridPos": {"h": 1, "w": 24, "x": 0, "y": y},
+                "panels": [],
+            }
+        )
+        panel_id += 1
+        y += 1
+        x = 0
+        for panel in row.panels:
+            height = 4 if panel.kind == "stat" else 8
+            if x + panel.width > 24:
+                x, y = 0, y + height
+            panels.append(
+                {
+                    "id": panel_id,
+                    "type": panel.kind,
+                    "title": panel.title,
+                    "description": panel.description,
+                    "datasource": datasource,
+                    "gridPos": {"h": height, "w": panel.width, "x": x, "y": y},
+                    "fieldConfig": {"defaults": {"unit": panel.unit}, "overrides": []},
+                    "targets": [
+                        {
+                            "refId": chr(ord("A") + i),
+                            "datasource": datasource,
+                            "expr": expr,
+                            "legendFormat": legend,
+                        }
+                        for i, (legend, expr) in enumerate(panel.targets)
+                    ],
+                }
+            )
+            panel_id += 1
+            x += panel.width
+        y += 8
+    model = {
+        "uid": dashboard.uid,
+        "title": dashboard.title,
+        "description": dashboard.description,
+        "tags": ["stripe-bridge"],
+        "timezone": "utc",
+        "schemaVersion": 39,
+        "editable": True,
+        "graphTooltip": 1,
+        "refresh": "30s",
+        "time": {"from": "now-6h", "to": "now"},
+        "templating": {
+            "list": [
+                {
+                    "type": "datasource",
+                    "name": "datasource",
+                    "label": "Data source",
+                    "query": "prometheus",
+                },
+                *dashboard.variables,
+            ]
+        },
+        "annotations": {"list": []},
+        "panels": panels,
+    }
+    return json.dumps(model, indent=2, sort_keys=True) + "\n"
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One alerting rule; ``anchor`` names its section in docs/runbook.md."""
+
+    name: str
+    expr: str
+    duration: str
+    severity: str
+    summary: str
+    description: str
+    anchor: str
+
+
+def alerts() -> list[Alert]:
+    """Every alerting rule, bridge first, then the NATS cluster."""
+    total = "sum(rate(stripe_bridge_webhooks_total[5m]))"
+    stored = 'stripe_bridge_webhooks_total{outcome=~"published|duplicate"}'
+    up = f'up{{job="{NATS_JOB}"}}'
+    return [
+        Alert(
+            "StripeBridgeWebhookErrorRatio",
+            f'sum(rate(stripe_bridge_webhooks_total{{outcome="failed"}}[5m])) / {total} > 0.05',
+            "5m",
+            "critical",
+            "More than 5% of Stripe deliveries are answered 5xx",
+            "{{ $value | humanizePercentage }} of deliveries failed over 5m; Stripe retries "
+            "them for up to 3 days, then gives up.",
+            "webhook-error-ratio",
+        ),
+        Alert(
+            "StripeBridgeSignatureFailureSpike",
+            "sum(rate(stripe_bridge_signature_failures_total[5m])) "
+            f"/ {total} > 0.5 and sum(rate(stripe_bridge_signature_failures_total[5m])) > 0.01",
+            "5m",
+            "critical",
+            "Most deliveries fail signature verification (wrong secret after rotation?)",
+            "{{ $value | humanizePercentage }} of deliveries were refused with 400; Stripe "
+            "retries them, so nothing is lost yet.",
+            "signature-failure-spike",
+        ),
+        Alert(
+            "StripeBridgePublishFailures",
+            "sum by (reason) (rate(stripe_bridge_publish_failures_total[5m])) > 0",
+            "5m",
+            "critical",
+            "JetStream publishes fail ({{ $labels.reason }})",
+            "Events are answered 503 and retried by Stripe; NATS or the stream is unavailable.",
+            "publish-failures",
+        ),
+        Alert(
+            "StripeBridgeNoEvents",
+            f"(sum(increase({stored}[{NO_EVENTS_WINDOW}])) or vector(0)) == 0",
+            "30m",
+            "warning",
+            f"No Stripe event stored for {NO_EVENTS_WINDOW}",
+            "Stripe normally sends events every few hours; check the webhook endpoint in "
+            "the Stripe dashboard and the ingress.",
+            "no-events",
+        ),
+        Alert(
+            "NatsJetStreamStorageNearlyFull",
+            f"{_STORAGE_RATIO} > 0.8",
+            "10m",
+            "warning",
+            "JetStream file storage on {{ $labels.server_id }} is over 80% full",
+            "At 100% publishes fail and the bridge answers 503.",
+            "jetstream-storage",
+        ),
+        Alert(
+            "NatsServerDown",
+            f"{up} == 0",
+            "2m",
+            "warning",
+            "NATS server {{ $labels.instance }} is not scraped",
+            "One server down keeps quorum in a 3-node cluster, a second one loses it.",
+            "nats-server-down",
+        ),
+        Alert(
+            "NatsClusterNoQuorum",
+            f"(count({up} == 1) or vector(0)) < "
+            "floor(max(max_over_time(gnatsd_varz_jetstream_meta_cluster_size[1h])) / 2) + 1",
+            "1m",
+            "critical",
+            "The JetStream cluster lost quorum",
+            "Fewer than a majority of JetStream servers are up: no stream accepts writes, "
+            "every delivery is answered 503.",
+            "nats-no-quorum",
+        ),
+        Alert(
+            "NatsServerWithoutRoutes",
+            "gnatsd_varz_routes == 0 and on (server_id) "
+            "gnatsd_varz_jetstream_meta_cluster_size > 1",
+            "5m",
+            "warning",
+            "NATS server {{ $labels.server_id }} has no route to its cluster",
+            "It is partitioned from its peers; its streams lose replicas.",
+            "nats-routes",
+        ),
+        Alert(
+            "NatsConsumerLag",
+            "max by (stream_name, consumer_name) "
+            '(jetstream_consumer_num_pending{is_consumer_leader="true"}) > 1000',
+            "15m",
+            "warning",
+            "Consumer {{ $labels.consumer_name }} on {{ $labels.stream_name }} lags",
+            "{{ $value }} messages not yet delivered; downstream billing state is stale.",
+            "consumer-lag",
+        ),
+    ]
+
+
+def alerts_yaml() -> str:
+    """The Prometheus rule file with every alert."""
+    rules = [
+        {
+            "alert": a.name,
+            "expr": a.expr,
+            "for": a.duration,
+            "labels": {"severity": a.severity, "service": "stripe-bridge"},
+            "annotations": {
+                "summary": a.summary,
+                "description": a.description,
+                "runbook_url": f"{RUNBOOK_URL}#{a.anchor}",
+            },
+        }
+        for a in alerts()
+    ]
+    header = "# Generated by `stripe-bridge generate` from stripe_bridge.dashboards; do not edit.\n"
+    body = yaml.safe_dump(
+        {"groups": [{"name": "stripe-bridge", "rules": rules}]}, sort_keys=False, width=100
+    )
+    return header + body
+
+
+def dashboard_files(root: Path) -> dict[Path, str]:
+    """Every file under ``dashboards/`` that ``generate`` writes."""
+    folder = root / "dashboards"
+    return {
+        folder / "stripe-bridge.json": dashboard_json(bridge_dashboard()),
+        folder / "nats-cluster.json": dashboard_json(nats_dashboard()),
+        folder / "alerts.yml": alerts_yaml(),
+    }
