@@ -9,7 +9,7 @@ committed files equal to a fresh render. Applying them is ``stripe_bridge.kubeap
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -29,14 +29,22 @@ REQUEST_TIMEOUT_SECONDS = 25
 WEBHOOK_SECRET = "stripe-bridge-webhook-secrets"
 REDIS_SECRET = "stripe-bridge-redis"
 REDIS_SECRET_KEY = "url"
+#: nats/ deploys NATS with password users: the functions log in as ``publisher`` with the
+#: password from nats/'s ``nats-auth`` Secret.
+NATS_USER = "publisher"
+NATS_AUTH_SECRET = "nats-auth"
+NATS_PASSWORD_KEY = "publisher-password"
+#: For a NATS with decentralized (JWT) auth instead: a .creds file mounted from a Secret.
 NATS_CREDS_SECRET = "stripe-bridge-nats-creds"
 NATS_CREDS_KEY = "stripe-bridge.creds"
 NATS_CREDS_DIR = "/var/run/secrets/stripe-bridge/nats"
 
-#: Label and annotation keys the dashboards and alerts select on.
-LABEL_FUNCTION = "stripe-bridge/function"
-LABEL_ENVIRONMENT = "stripe-bridge/environment"
-ANNOTATION_EVENT_TYPE = "stripe-bridge/event-type"
+#: Label and annotation keys (the ``stripe-bridge.io/`` prefix nats/ uses too).
+LABEL_FUNCTION = "stripe-bridge.io/function"
+LABEL_ENVIRONMENT = "stripe-bridge.io/environment"
+#: nats/'s NetworkPolicy admits client connections only from pods with this label.
+LABEL_NATS_CLIENT = "stripe-bridge.io/nats-client"
+ANNOTATION_EVENT_TYPE = "stripe-bridge.io/event-type"
 #: The catch-all endpoint subscribes to every event type.
 ALL_EVENTS = "*"
 
@@ -68,11 +76,16 @@ class Profile:
     nats_url: str
     pushgateway_url: str
     log_level: str = "INFO"
+    #: "password" (nats/'s NATS) or "creds" (a mounted .creds file, for JWT-based NATS).
+    nats_auth: Literal["password", "creds"] = "password"
     #: Scale to zero when idle; every environment does (the point of one function per type).
     min_scale: int = 0
 
 
 _IMAGE = f"registry.example.com/stripe-bridge:{__version__}"
+#: nats/ runs NATS in the functions' namespace, behind the Service ``nats``.
+_NATS_URL = "nats://nats:4222"
+_PUSHGATEWAY_URL = "http://prometheus-pushgateway.monitoring.svc.cluster.local:9091"
 
 PROFILES: dict[str, Profile] = {
     "staging": Profile(
@@ -87,8 +100,8 @@ PROFILES: dict[str, Profile] = {
         memory_request="96Mi",
         cpu_limit="500m",
         memory_limit="256Mi",
-        nats_url="nats://nats.nats.svc.cluster.local:4222",
-        pushgateway_url="http://prometheus-pushgateway.monitoring.svc.cluster.local:9091",
+        nats_url=_NATS_URL,
+        pushgateway_url=_PUSHGATEWAY_URL,
         log_level="DEBUG",
     ),
     "production": Profile(
@@ -104,8 +117,8 @@ PROFILES: dict[str, Profile] = {
         memory_request="128Mi",
         cpu_limit="1",
         memory_limit="256Mi",
-        nats_url="nats://nats.nats.svc.cluster.local:4222",
-        pushgateway_url="http://prometheus-pushgateway.monitoring.svc.cluster.local:9091",
+        nats_url=_NATS_URL,
+        pushgateway_url=_PUSHGATEWAY_URL,
     ),
 }
 
@@ -144,6 +157,13 @@ def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
 
 def _env(profile: Profile, fn: FunctionSpec) -> list[dict[str, Any]]:
     # PORT is not here: Knative sets it and rejects a user-defined PORT.
+    if profile.nats_auth == "creds":
+        nats_auth = [{"name": "NATS_CREDS", "value": f"{NATS_CREDS_DIR}/{NATS_CREDS_KEY}"}]
+    else:
+        nats_auth = [
+            {"name": "NATS_USER", "value": NATS_USER},
+            _secret_env("NATS_PASSWORD", NATS_AUTH_SECRET, NATS_PASSWORD_KEY),
+        ]
     return [
         {"name": "FUNCTION_SOURCE", "value": f"{FUNCTIONS_DIR}/{fn.function_name}/main.py"},
         {"name": "FUNCTION_TARGET", "value": "handle"},
@@ -151,7 +171,7 @@ def _env(profile: Profile, fn: FunctionSpec) -> list[dict[str, Any]]:
         _secret_env("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET, fn.function_name),
         {"name": "NATS_URL", "value": profile.nats_url},
         {"name": "NATS_STREAM", "value": "STRIPE"},
-        {"name": "NATS_CREDS", "value": f"{NATS_CREDS_DIR}/{NATS_CREDS_KEY}"},
+        *nats_auth,
         {"name": "IDEMPOTENCY_BACKEND", "value": "redis"},
         _secret_env("REDIS_URL", REDIS_SECRET, REDIS_SECRET_KEY),
         {"name": "PUSHGATEWAY_URL", "value": profile.pushgateway_url},
@@ -166,6 +186,7 @@ def service(profile: Profile, fn: FunctionSpec, image: str | None = None) -> dic
         "app.kubernetes.io/component": "webhook-function",
         "app.kubernetes.io/instance": fn.service_name,
         LABEL_FUNCTION: fn.function_name,
+        LABEL_NATS_CLIENT: "true",
     }
     # Event types contain dots and ``*``: an annotation, not a label value.
     annotations = {ANNOTATION_EVENT_TYPE: fn.event_type}
@@ -207,8 +228,30 @@ def service(profile: Profile, fn: FunctionSpec, image: str | None = None) -> dic
             "capabilities": {"drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "volumeMounts": [{"name": "nats-creds", "mountPath": NATS_CREDS_DIR, "readOnly": True}],
     }
+    pod_spec: dict[str, Any] = {
+        "containerConcurrency": profile.container_concurrency,
+        "timeoutSeconds": REQUEST_TIMEOUT_SECONDS,
+        # The functions never call the Kubernetes API.
+        "automountServiceAccountToken": False,
+        "containers": [container],
+    }
+    if profile.nats_auth == "creds":
+        container["volumeMounts"] = [
+            {"name": "nats-creds", "mountPath": NATS_CREDS_DIR, "readOnly": True}
+        ]
+        pod_spec["volumes"] = [
+            {
+                "name": "nats-creds",
+                "secret": {
+                    "secretName": NATS_CREDS_SECRET,
+                    "items": [{"key": NATS_CREDS_KEY, "path": NATS_CREDS_KEY}],
+                    # Readable by the non-root user: a pod-level fsGroup is behind a
+                    # Knative feature flag.
+                    "defaultMode": 0o444,
+                },
+            }
+        ]
     return {
         "apiVersion": f"{SERVING_GROUP}/{SERVING_VERSION}",
         "kind": "Service",
@@ -224,25 +267,7 @@ def service(profile: Profile, fn: FunctionSpec, image: str | None = None) -> dic
                     "labels": labels,
                     "annotations": {**annotations, **autoscaling},
                 },
-                "spec": {
-                    "containerConcurrency": profile.container_concurrency,
-                    "timeoutSeconds": REQUEST_TIMEOUT_SECONDS,
-                    # The functions never call the Kubernetes API.
-                    "automountServiceAccountToken": False,
-                    "containers": [container],
-                    "volumes": [
-                        {
-                            "name": "nats-creds",
-                            "secret": {
-                                "secretName": NATS_CREDS_SECRET,
-                                "items": [{"key": NATS_CREDS_KEY, "path": NATS_CREDS_KEY}],
-                                # Readable by the non-root user: a pod-level fsGroup
-                                # is behind a Knative feature flag.
-                                "defaultMode": 0o444,
-                            },
-                        }
-                    ],
-                },
+                "spec": pod_spec,
             }
         },
     }
@@ -271,7 +296,7 @@ def rbac(profile: Profile) -> list[dict[str, Any]]:
                 # Rotating a webhook secret patches these; creating them is an admin's job.
                 "apiGroups": [""],
                 "resources": ["secrets"],
-                "resourceNames": [WEBHOOK_SECRET, REDIS_SECRET, NATS_CREDS_SECRET],
+                "resourceNames": [WEBHOOK_SECRET, REDIS_SECRET],
                 "verbs": ["get", "patch", "update"],
             },
         ],
@@ -293,7 +318,10 @@ def rbac(profile: Profile) -> list[dict[str, Any]]:
 
 
 def secrets_template() -> list[dict[str, Any]]:
-    """The Secrets the Services read, with placeholder values (the shape, not secrets)."""
+    """The Secrets the Services read, with placeholder values (the shape, not secrets).
+
+    NATS' ``nats-auth`` Secret is nats/'s (see nats/secret.example.yaml).
+    """
     labels = {
         "app.kubernetes.io/name": "stripe-bridge",
         "app.kubernetes.io/part-of": "stripe-bridge",
@@ -315,7 +343,6 @@ def secrets_template() -> list[dict[str, Any]]:
     return [
         secret(WEBHOOK_SECRET, webhook),
         secret(REDIS_SECRET, {REDIS_SECRET_KEY: "redis://:REPLACE_password@redis:6379/0"}),
-        secret(NATS_CREDS_SECRET, {NATS_CREDS_KEY: "REPLACE with the user's .creds file\n"}),
     ]
 
 
