@@ -195,6 +195,9 @@ class PushgatewayServer(ManagedProcess):
                 "prometheus-pushgateway",
                 f"--web.listen-address=127.0.0.1:{self.port}",
                 "--web.enable-admin-api",
+                # Debian's build defaults to /var/lib/prometheus/pushgateway.data, which
+                # every instance would share; empty keeps metrics in memory only.
+                "--persistence.file=",
             ]
         )
         wait_until(self._ready, timeout, "pushgateway")

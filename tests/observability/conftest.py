@@ -1,0 +1,44 @@
+"""Fixtures of the observability tests: a real Pushgateway and helpers to read it back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from stripe_bridge.processes import PushgatewayServer
+
+
+@pytest.fixture
+def pushgateway(tmp_path: Path) -> Iterator[PushgatewayServer]:
+    """A Pushgateway (Debian's prometheus-pushgateway) with its admin API, on loopback."""
+    server = PushgatewayServer(tmp_path / "pushgateway")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def pushed_value(url: str, metric: str, **labels: str) -> float | None:
+    """The value of ``metric`` with ``labels`` as the Pushgateway exposes it, or None."""
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    for line in text.splitlines():
+        if not line.startswith(metric + "{"):
+            continue
+        name_labels, _, value = line.rpartition(" ")
+        if all(f'{k}="{v}"' in name_labels for k, v in labels.items()):
+            return float(value)
+    return None
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``predicate`` while the event loop keeps running; TimeoutError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not true after {timeout}s")
+        await asyncio.sleep(0.02)

@@ -1,0 +1,145 @@
+"""MetricsPusher and pushgateway-gc against a real Pushgateway."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+from stripe_bridge.cli import main
+from stripe_bridge.metrics import BridgeMetrics
+from stripe_bridge.natsserver import free_port
+from stripe_bridge.processes import PushgatewayServer
+from stripe_bridge.push import JOB, MetricsPusher, group_path, list_groups, stale_groups
+
+from .conftest import eventually, pushed_value
+
+PUBLISHED = {"event_type": "invoice.paid", "outcome": "published", "reason": ""}
+
+
+def make_pusher(
+    url: str, instance: str, min_interval: float
+) -> tuple[BridgeMetrics, MetricsPusher]:
+    metrics = BridgeMetrics()
+    metrics.preinitialise(["invoice.paid"], "memory")
+    pusher = MetricsPusher(
+        url,
+        metrics.registry,
+        "invoice_paid",
+        instance,
+        min_interval,
+        failures=metrics.push_failures,
+    )
+    return metrics, pusher
+
+
+def published(url: str, instance: str) -> float | None:
+    return pushed_value(url, "stripe_bridge_webhooks_total", instance=instance, **PUBLISHED)
+
+
+async def test_zero_snapshot_first_then_current_values(pushgateway: PushgatewayServer) -> None:
+    metrics, pusher = make_pusher(pushgateway.url, "pod-a-1", min_interval=2.0)
+    metrics.webhooks.labels(*PUBLISHED.values()).inc()
+    pusher.request_done()
+    # The zero snapshot stays up for min_interval, so Prometheus can scrape the 0.
+    await eventually(lambda: published(pushgateway.url, "pod-a-1") == 0, 1.5, "zero pushed")
+    await eventually(lambda: published(pushgateway.url, "pod-a-1") == 1, 10, "value pushed")
+    await pusher.final_push()
+    assert pusher.pushes == 3
+    assert pusher.failed == 0
+
+
+async def test_pushes_are_rate_limited(pushgateway: PushgatewayServer) -> None:
+    metrics, pusher = make_pusher(pushgateway.url, "pod-b-1", min_interval=0.25)
+    counter = metrics.webhooks.labels(*PUBLISHED.values())
+    started = time.monotonic()
+    deliveries = 0
+    while time.monotonic() - started < 1.5:
+        counter.inc()
+        deliveries += 1
+        pusher.request_done()
+        await asyncio.sleep(0.005)  # deliveries arriving, not synchronisation
+    await pusher.final_push()
+    elapsed = time.monotonic() - started
+    # zero snapshot + one per interval + the final push
+    assert 3 <= pusher.pushes <= 1 + elapsed / 0.25 + 1, (pusher.pushes, deliveries)
+    assert published(pushgateway.url, "pod-b-1") == deliveries
+
+
+async def test_final_push_carries_latest_values(pushgateway: PushgatewayServer) -> None:
+    metrics, pusher = make_pusher(pushgateway.url, "pod-c-1", min_interval=60)
+    counter = metrics.webhooks.labels(*PUBLISHED.values())
+    counter.inc()
+    pusher.request_done()
+    await eventually(lambda: pusher.pushes == 1, 5, "zero snapshot pushed")
+    counter.inc(4)
+    await pusher.final_push()
+    assert published(pushgateway.url, "pod-c-1") == 5
+
+
+async def test_instances_keep_their_own_counters(pushgateway: PushgatewayServer) -> None:
+    first, first_pusher = make_pusher(pushgateway.url, "pod-d-1", min_interval=60)
+    second, second_pusher = make_pusher(pushgateway.url, "pod-d-2", min_interval=60)
+    first.webhooks.labels(*PUBLISHED.values()).inc(2)
+    second.webhooks.labels(*PUBLISHED.values()).inc(3)
+    await first_pusher.final_push()
+    await second_pusher.final_push()
+    assert published(pushgateway.url, "pod-d-1") == 2
+    assert published(pushgateway.url, "pod-d-2") == 3
+
+
+async def test_instance_with_slash_is_escaped(pushgateway: PushgatewayServer) -> None:
+    assert (
+        group_path({"job": JOB, "instance": "a/b"})
+        == "metrics/job/stripe-bridge/instance@base64/YS9i"
+    )
+    _, pusher = make_pusher(pushgateway.url, "node/7", min_interval=60)
+    await pusher.final_push()
+    assert pusher.pushes == 1
+    assert published(pushgateway.url, "node/7") == 0
+
+
+async def test_unreachable_pushgateway_is_counted_not_raised() -> None:
+    metrics, pusher = make_pusher(f"http://127.0.0.1:{free_port()}", "pod-e-1", min_interval=60)
+    await pusher.final_push()
+    assert pusher.failed == 1
+    assert metrics.push_failures.labels("unreachable")._value.get() == 1
+
+
+async def test_gc_deletes_only_old_groups_of_the_bridge(
+    pushgateway: PushgatewayServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, old = make_pusher(pushgateway.url, "pod-old", min_interval=60)
+    await old.final_push()
+    _, new = make_pusher(pushgateway.url, "pod-new", min_interval=60)
+    await new.final_push()
+    other = httpx.put(f"{pushgateway.url}/metrics/job/nightly-backup", content=b"x 1\n")
+    other.raise_for_status()
+    times = {g.labels.get("instance"): g.push_time for g in list_groups(pushgateway.url)}
+    assert times["pod-old"] < times["pod-new"]
+    between = (times["pod-old"] + times["pod-new"]) / 2
+    stale = stale_groups(pushgateway.url, older_than=600, now=between + 600)
+    assert [g.labels["instance"] for g in stale] == ["pod-old"]
+
+    assert (
+        main(["pushgateway-gc", "--url", pushgateway.url, "--older-than", "0s", "--dry-run"]) == 0
+    )
+    assert "would delete" in capsys.readouterr().out
+    assert len(list_groups(pushgateway.url)) == 3
+
+    assert main(["pushgateway-gc", "--url", pushgateway.url, "--older-than", "0s"]) == 0
+    out = capsys.readouterr().out
+    assert "deleted function=invoice_paid instance=pod-new job=stripe-bridge" in out
+    remaining = [g.labels for g in list_groups(pushgateway.url)]
+    assert remaining == [{"job": "nightly-backup"}]
+
+
+def test_gc_exit_codes(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("PUSHGATEWAY_URL", raising=False)
+    assert main(["pushgateway-gc"]) == 2
+    down = f"http://127.0.0.1:{free_port()}"
+    assert main(["pushgateway-gc", "--url", down, "--older-than", "1h"]) == 1
+    assert "cannot list groups: ConnectError" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["pushgateway-gc", "--url", down, "--older-than", "soon"])
