@@ -22,6 +22,9 @@ COMMANDS = (
     "nats",
     "backup",
     "replay",
+    "forward_openmeter",
+    "project_tiers",
+    "tier",
 )
 
 

@@ -1,0 +1,195 @@
+"""``project-tiers``: a durable JetStream consumer keeping customers' tiers in a KV bucket."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from pydantic import ValidationError
+
+from ..envelope import StripeEvent
+from ..message import parse_message
+from .tiers import (
+    PROJECTED_EVENTS,
+    TIERS_BUCKET,
+    CustomerState,
+    TierConfig,
+    Update,
+    apply,
+    update_from_event,
+)
+
+log = logging.getLogger(__name__)
+
+#: Compare-and-set attempts per event before the message is handed back for later.
+CAS_ATTEMPTS = 25
+
+
+class ProjectionConflict(Exception):
+    """Other writers kept changing the customer's entry; try the event again later."""
+
+
+class ProjectorMetrics:
+    """The projector's metrics, in their own registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events = Counter(
+            "stripe_bridge_tiers_events",
+            "Stripe events seen by the tier projector, by type and outcome.",
+            ["event_type", "outcome"],
+            registry=r,
+        )
+        self.cas_conflicts = Counter(
+            "stripe_bridge_tiers_cas_conflicts",
+            "KV compare-and-set attempts that lost to another writer and were retried.",
+            registry=r,
+        )
+        self.lag = Gauge(
+            "stripe_bridge_tiers_consumer_lag",
+            "Stripe events in the stream not yet delivered to the projector.",
+            registry=r,
+        )
+
+
+async def tiers_bucket(js: Any, replicas: int = 1) -> Any:
+    """The KV bucket of customer states, created if missing (history 5 for forensics)."""
+    from nats.js.api import KeyValueConfig
+    from nats.js.errors import BucketNotFoundError
+
+    try:
+        return await js.key_value(TIERS_BUCKET)
+    except BucketNotFoundError:
+        return await js.create_key_value(
+            KeyValueConfig(bucket=TIERS_BUCKET, history=5, replicas=replicas)
+        )
+
+
+async def read_state(kv: Any, customer_id: str) -> tuple[CustomerState | None, int | None]:
+    """A customer's stored state and its KV revision (None, None if never seen)."""
+    from nats.js.errors import KeyDeletedError, KeyNotFoundError
+
+    try:
+        entry = await kv.get(customer_id)
+    except (KeyNotFoundError, KeyDeletedError):
+        return None, None
+    return CustomerState.model_validate_json(entry.value), entry.revision
+
+
+async def project(
+    kv: Any, update: Update, config: TierConfig, metrics: ProjectorMetrics | None = None
+) -> bool:
+    """Apply ``update`` with compare-and-set; True if the stored state changed."""
+    from nats.js.errors import KeyWrongLastSequenceError
+
+    for _ in range(CAS_ATTEMPTS):
+        current, revision = await read_state(kv, update.customer_id)
+        new = apply(current, update, config)
+        if new == current:
+            return False
+        value = new.model_dump_json().encode()
+        try:
+            if revision is None:
+                await kv.create(update.customer_id, value)
+            else:
+                await kv.update(update.customer_id, value, last=revision)
+            return True
+        except KeyWrongLastSequenceError:
+            if metrics is not None:
+                metrics.cas_conflicts.inc()
+    raise ProjectionConflict(update.customer_id)
+
+
+class TierProjector:
+    """Reads Stripe events from the STRIPE stream and projects them into the tiers bucket."""
+
+    def __init__(
+        self,
+        nc: Any,
+        config: TierConfig,
+        stream: str = "STRIPE",
+        subject_prefix: str = "stripe",
+        durable: str = "tiers",
+        batch_size: int = 100,
+        metrics: ProjectorMetrics | None = None,
+    ) -> None:
+        self.js = nc.jetstream()
+        self.config = config
+        self.stream = stream
+        self.subject = f"{subject_prefix}.>"
+        self.durable = durable
+        self.batch_size = batch_size
+        self.metrics = metrics or ProjectorMetrics()
+        self.kv: Any = None
+
+    async def handle(self, msg: Any) -> None:
+        """Project one stream message and ack it (term it if it can never be projected)."""
+        try:
+            cloudevent = parse_message(msg.data)
+            event = StripeEvent.model_validate(cloudevent["data"]["stripe"])
+        except (ValueError, KeyError, TypeError, ValidationError) as exc:
+            log.warning("unreadable message seq=%s: %s", msg.metadata.sequence.stream, exc)
+            self.metrics.events.labels("unknown", "invalid").inc()
+            await msg.term()
+            return
+        if event.type not in PROJECTED_EVENTS:
+            await msg.ack()
+            return
+        try:
+            update = update_from_event(event, self.config)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("event %s (%s) not projectable: %s", event.id, event.type, exc)
+            self.metrics.events.labels(event.type, "invalid").inc()
+            await msg.term()
+            return
+        if update is None:
+            self.metrics.events.labels(event.type, "ignored").inc()
+            await msg.ack()
+            return
+        try:
+            changed = await project(self.kv, update, self.config, self.metrics)
+        except ProjectionConflict:
+            log.warning("kv contention on %s; event %s retried later", update.customer_id, event.id)
+            self.metrics.events.labels(event.type, "conflict").inc()
+            await msg.nak(delay=1)
+            return
+        self.metrics.events.labels(event.type, "updated" if changed else "unchanged").inc()
+        await msg.ack()
+
+    async def subscribe(self) -> Any:
+        """Bind the durable pull consumer and open the bucket."""
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+        self.kv = await tiers_bucket(self.js)
+        config = ConsumerConfig(
+            durable_name=self.durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=30,
+            max_deliver=-1,
+        )
+        return await self.js.pull_subscribe(
+            self.subject, durable=self.durable, stream=self.stream, config=config
+        )
+
+    async def run(self, stop: asyncio.Event, fetch_wait: float = 1.0) -> None:
+        """Project until ``stop`` is set."""
+        from nats import errors as nats_errors
+
+        sub = await self.subscribe()
+        checked = 0.0
+        while not stop.is_set():
+            try:
+                msgs = await sub.fetch(self.batch_size, timeout=fetch_wait)
+            except nats_errors.TimeoutError:
+                msgs = []
+            for msg in msgs:
+                await self.handle(msg)
+            if not msgs or time.monotonic() - checked > 1.0:
+                checked = time.monotonic()
+                info = await sub.consumer_info()
+                self.metrics.lag.set(info.num_pending)
