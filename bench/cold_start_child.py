@@ -77,8 +77,8 @@ def main() -> None:
 
     from stripe_bridge import cli
 
-    cli.build_parser()
-    done("import stripe_bridge.cli + build parser")
+    cli.parser_for(["serve"]).parse_args(["serve"])
+    done("import stripe_bridge.cli + parse `serve` arguments")
 
     from stripe_bridge.server import function_app
 

@@ -40,15 +40,31 @@ def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
     return parser
 
 
+def subcommand_names(parser: argparse.ArgumentParser) -> set[str]:
+    """The subcommands ``parser`` knows."""
+    return {
+        name
+        for action in parser._actions
+        if isinstance(action, argparse._SubParsersAction)
+        for name in action.choices
+    }
+
+
 def parser_for(argv: Sequence[str]) -> argparse.ArgumentParser:
-    """The parser ``main`` uses for ``argv``: just the subcommand named first, if any.
+    """The parser ``main`` uses for ``argv``: only the subcommand named first, if it can.
 
     `serve` is a scale-to-zero cold start and must not pay for importing every other
-    command's dependencies (YAML, Kubernetes, OpenMeter...). A subcommand's module is its
-    name with underscores; anything else (``--help``, a typo) gets the full parser.
+    command's dependencies (YAML, Kubernetes, OpenMeter...). A subcommand usually lives in
+    the module of its name with underscores; anything else (``--help``, a typo, a module
+    registering other names) gets the full parser.
     """
-    module = argv[0].replace("-", "_") if argv else ""
-    return build_parser((module,) if module in COMMANDS else COMMANDS)
+    command = argv[0] if argv else ""
+    module = command.replace("-", "_")
+    if module in COMMANDS:
+        parser = build_parser((module,))
+        if command in subcommand_names(parser):
+            return parser
+    return build_parser()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,6 +67,28 @@ def connect_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
+def import_nats(settings: Settings) -> Any:
+    """``import nats``, skipping nats-py's optional aiohttp import unless a URL needs it.
+
+    nats-py imports aiohttp (its WebSocket transport) whenever aiohttp is installed (the
+    Kubernetes client pulls it in): the heaviest import of a function's cold start, and
+    useless for ``nats://``/``tls://`` URLs. The block lasts only for this first import, so
+    aiohttp stays importable by everything else (but a process that imported nats this way
+    cannot later open a ``ws://`` connection: settings are per process, so none does).
+    """
+    urls = [url.strip() for url in settings.nats_url.split(",")]
+    websocket = any(url.startswith(("ws://", "wss://")) for url in urls)
+    block = not websocket and "nats" not in sys.modules and "aiohttp" not in sys.modules
+    if block:
+        sys.modules["aiohttp"] = None  # type: ignore[assignment]  # `import aiohttp` fails
+    try:
+        import nats
+    finally:
+        if block:
+            del sys.modules["aiohttp"]
+    return nats
+
+
 class JetStreamPublisher:
     """Publishes to the bridge's stream over a connection opened on first use."""
 
@@ -90,7 +113,7 @@ class JetStreamPublisher:
         async with self._lock:
             if self._nc is not None and not self._nc.is_closed:
                 return self._js
-            import nats  # deferred: keeps module import (and cold start) cheap
+            nats = import_nats(self._settings)  # deferred: keeps module import cheap
 
             async def disconnected() -> None:
                 log.warning("nats disconnected")
@@ -126,11 +149,11 @@ class JetStreamPublisher:
 
     async def publish(self, subject: str, body: bytes, headers: dict[str, str]) -> Stored:
         """Publish and wait for the PubAck; raise PublishError unless it is stored."""
+        js = await self._connection()  # first: it imports nats the cheap way (import_nats)
         from nats.js import errors as js_errors
 
         from nats import errors as nats_errors
 
-        js = await self._connection()
         try:
             ack = await js.publish(
                 subject,

@@ -1,0 +1,92 @@
+"""What a function's cold start imports: only what ``stripe-bridge serve`` needs.
+
+Each check runs in a fresh interpreter, since ``sys.modules`` of the test process already
+holds everything. bench/bench_bridge.py measures what these imports cost.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+from stripe_bridge import cli
+from stripe_bridge.natsserver import NatsServer
+
+
+def fresh_python(code: str, env: dict[str, str] | None = None) -> object:
+    """Run ``code`` in a new interpreter; return the JSON it printed last."""
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def test_serve_imports_no_other_subcommand() -> None:
+    loaded = fresh_python(
+        """
+        import json, sys
+        from stripe_bridge import cli
+        argv = ["serve", "--source", "x.py"]
+        args = cli.parser_for(argv).parse_args(argv)
+        print(json.dumps([args.source, sorted(m for m in sys.modules if ".commands." in m)]))
+        """
+    )
+    assert loaded == ["x.py", ["stripe_bridge.commands.serve"]]
+
+
+def test_help_and_unknown_words_get_every_subcommand() -> None:
+    every = cli.subcommand_names(cli.build_parser())
+    assert {"serve", "dev", "send"} <= every
+    for argv in ([], ["--help"], ["no-such-command"], ["-h", "serve"]):
+        assert cli.subcommand_names(cli.parser_for(argv)) == every, argv
+
+
+def test_every_subcommand_gets_a_parser_that_knows_it() -> None:
+    for command in cli.subcommand_names(cli.build_parser()):
+        assert command in cli.subcommand_names(cli.parser_for([command, "--help"])), command
+    assert cli.subcommand_names(cli.parser_for(["serve"])) == {"serve"}
+
+
+def test_nats_import_skips_aiohttp_for_nats_urls(stream: NatsServer) -> None:
+    # A real publish, the first thing a function does with NATS: aiohttp (installed here,
+    # by the Kubernetes client) must not be imported on the way, yet stay importable.
+    loaded = fresh_python(
+        f"""
+        import asyncio, json, sys
+        from stripe_bridge.config import load_settings
+        from stripe_bridge.jetstream import JetStreamPublisher
+
+        async def main():
+            publisher = JetStreamPublisher(load_settings(nats_url="{stream.url}"))
+            stored = await publisher.publish("stripe.test.invoice.paid", b"{{}}", {{}})
+            await publisher.close()
+            return stored.seq
+
+        seq = asyncio.run(main())
+        skipped = "aiohttp" not in sys.modules
+        import aiohttp
+        print(json.dumps([seq, skipped, aiohttp.__name__]))
+        """
+    )
+    assert loaded == [1, True, "aiohttp"]
+
+
+def test_nats_import_keeps_aiohttp_for_websocket_urls() -> None:
+    loaded = fresh_python(
+        """
+        import json, sys
+        from stripe_bridge.config import load_settings
+        from stripe_bridge.jetstream import import_nats
+        import_nats(load_settings(nats_url="nats://127.0.0.1:1,ws://127.0.0.1:2"))
+        from nats.aio import transport
+        print(json.dumps(["aiohttp" in sys.modules, transport.aiohttp is not None]))
+        """
+    )
+    assert loaded == [True, True]
