@@ -104,7 +104,8 @@ async def test_unreachable_pushgateway_is_counted_not_raised() -> None:
     metrics, pusher = make_pusher(f"http://127.0.0.1:{free_port()}", "pod-e-1", min_interval=60)
     await pusher.final_push()
     assert pusher.failed == 1
-    assert metrics.push_failures.labels("unreachable")._value.get() == 1
+    failures = {"reason": "unreachable"}
+    assert metrics.registry.get_sample_value("stripe_bridge_push_failures_total", failures) == 1
 
 
 async def test_gc_deletes_only_old_groups_of_the_bridge(
