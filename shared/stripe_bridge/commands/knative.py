@@ -39,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     apply.add_argument(
         "--wait", type=float, default=180.0, help="seconds to wait for Ready (0: do not wait)"
     )
+    apply.add_argument(
+        "--poll-interval", type=float, default=2.0, help="seconds between status checks"
+    )
     apply.set_defaults(func=run_apply)
 
     lock = actions.add_parser("lock", help=f"pin runtime dependencies into {LOCK_FILE}")
@@ -96,7 +99,7 @@ def run_apply(args: argparse.Namespace) -> int:
         if args.dry_run:
             return 0
         if args.wait > 0:
-            deployer.wait_ready(states, args.wait)
+            deployer.wait_ready(states, args.wait, args.poll_interval)
     except kubeapply.DeployError as exc:
         print(f"stripe-bridge knative apply: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -1,0 +1,242 @@
+"""A loopback stand-in for the few Kubernetes API calls ``stripe-bridge knative apply`` makes.
+
+No Kubernetes cluster can run here, so this server follows the documented contract of
+those calls instead: discovery of ``serving.knative.dev/v1`` (a plain-text 404 when the
+CRDs are not installed, as the API server answers for unknown groups), GET of a Service
+(a ``Status`` 404 when absent), and server-side apply (PATCH with
+``application/apply-patch+yaml``, a required ``fieldManager``, 201 on create, 200
+otherwise; ``metadata.generation`` bumps only when the spec changes; ``dryRun=All``
+stores nothing). Knative's controller is simulated by marking a Service Ready after it
+has been read a few times since its last change.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import yaml
+from stripe_bridge.natsserver import free_port
+
+TOKEN = "test-token-not-a-secret"
+GROUP_PATH = "/apis/serving.knative.dev/v1"
+
+
+@dataclass
+class Call:
+    """One request the server received."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    content_type: str
+
+
+@dataclass
+class FakeKubeAPI:
+    """The server's behaviour, its stored Services and the requests it saw."""
+
+    crds_installed: bool = True
+    forbid_patch: bool = False
+    #: GETs after a change before the simulated controller reports a final Ready status.
+    reads_until_ready: int = 2
+    ready_status: str = "True"
+    objects: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    reads: dict[tuple[str, str], int] = field(default_factory=dict)
+    calls: list[Call] = field(default_factory=list)
+    port: int = field(default_factory=free_port)
+
+    def __post_init__(self) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), _handler(self))
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> FakeKubeAPI:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def kubeconfig(self, path: Path) -> Path:
+        """Write a kubeconfig pointing at this server with a bearer token."""
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+            "users": [{"name": "deployer", "user": {"token": TOKEN}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "deployer"}}],
+            "current-context": "fake",
+        }
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    # --- the simulated API
+
+    def status_view(self, key: tuple[str, str]) -> dict[str, Any]:
+        obj = self.objects[key]
+        self.reads[key] = self.reads.get(key, 0) + 1
+        generation = obj["metadata"]["generation"]
+        if self.reads[key] >= self.reads_until_ready:
+            namespace, name = key
+            obj["status"] = {
+                "observedGeneration": generation,
+                "url": f"http://{name}.{namespace}.example.com",
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": self.ready_status,
+                        **(
+                            {"reason": "RevisionFailed", "message": "Container failed to start"}
+                            if self.ready_status == "False"
+                            else {}
+                        ),
+                    }
+                ],
+            }
+        return obj
+
+    def apply(self, key: tuple[str, str], body: dict[str, Any], dry_run: bool) -> tuple[int, Any]:
+        namespace, name = key
+        current = self.objects.get(key)
+        generation = 1
+        if current is not None:
+            generation = current["metadata"]["generation"]
+            if current["spec"] != body["spec"]:
+                generation += 1
+        stored = {
+            "apiVersion": body["apiVersion"],
+            "kind": body["kind"],
+            "metadata": {
+                **body["metadata"],
+                "namespace": namespace,
+                "name": name,
+                "generation": generation,
+            },
+            "spec": body["spec"],
+            "status": (current or {}).get("status", {}),
+        }
+        if not dry_run:
+            if current is None or current["metadata"]["generation"] != generation:
+                self.reads[key] = 0
+            self.objects[key] = stored
+        return (201 if current is None else 200), stored
+
+
+def _status(code: int, reason: str, message: str) -> dict[str, Any]:
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+
+
+def _handler(api: FakeKubeAPI) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            """Quiet: the tests assert on ``api.calls``."""
+
+        def _send(self, code: int, body: Any, content_type: str = "application/json") -> None:
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _route(self, method: str) -> None:
+            url = urlsplit(self.path)
+            query = parse_qs(url.query)
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            api.calls.append(Call(method, url.path, query, self.headers.get("Content-Type", "")))
+            if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+                self._send(401, _status(401, "Unauthorized", "Unauthorized"))
+                return
+            if not api.crds_installed and url.path.startswith(GROUP_PATH):
+                self._send(404, b"404 page not found\n", "text/plain; charset=utf-8")
+                return
+            if url.path == GROUP_PATH and method == "GET":
+                self._send(200, _resource_list())
+                return
+            parts = url.path[len(GROUP_PATH) :].strip("/").split("/")
+            if len(parts) != 4 or parts[0] != "namespaces" or parts[2] != "services":
+                self._send(404, _status(404, "NotFound", "the server could not find the resource"))
+                return
+            key = (parts[1], parts[3])
+            if method == "GET":
+                if key not in api.objects:
+                    message = f'services.serving.knative.dev "{key[1]}" not found'
+                    self._send(404, _status(404, "NotFound", message))
+                    return
+                self._send(200, api.status_view(key))
+                return
+            self._patch(key, query, raw)
+
+        def _patch(self, key: tuple[str, str], query: dict[str, list[str]], raw: bytes) -> None:
+            if self.headers.get("Content-Type") != "application/apply-patch+yaml":
+                self._send(415, _status(415, "UnsupportedMediaType", "not an apply patch"))
+                return
+            if not query.get("fieldManager"):
+                message = "PatchOptions.meta.k8s.io is invalid: fieldManager: Required value"
+                self._send(422, _status(422, "Invalid", message))
+                return
+            if api.forbid_patch:
+                message = (
+                    f'services.serving.knative.dev "{key[1]}" is forbidden: User "deployer" '
+                    f'cannot patch resource "services" in API group "serving.knative.dev" '
+                    f'in the namespace "{key[0]}"'
+                )
+                self._send(403, _status(403, "Forbidden", message))
+                return
+            body = yaml.safe_load(raw)
+            code, stored = api.apply(key, body, query.get("dryRun") == ["All"])
+            self._send(code, stored)
+
+        def do_GET(self) -> None:
+            self._route("GET")
+
+        def do_PATCH(self) -> None:
+            self._route("PATCH")
+
+    return Handler
+
+
+def _resource_list() -> dict[str, Any]:
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": "serving.knative.dev/v1",
+        "resources": [
+            {
+                "name": "services",
+                "singularName": "service",
+                "namespaced": True,
+                "kind": "Service",
+                "verbs": ["delete", "get", "list", "patch", "create", "update", "watch"],
+                "shortNames": ["ksvc", "kservice"],
+                "categories": ["all", "knative", "serving"],
+            },
+            {
+                "name": "services/status",
+                "singularName": "",
+                "namespaced": True,
+                "kind": "Service",
+                "verbs": ["get", "patch", "update"],
+            },
+        ],
+    }

@@ -1,0 +1,167 @@
+"""``stripe-bridge knative apply`` against a local stand-in for the Kubernetes API.
+
+No Kubernetes cluster (kind, k3d, ...) can run in this environment, so the API server is
+``kubeapi.FakeKubeAPI``: a loopback HTTP server implementing the few calls apply makes,
+following their documented contract (see its docstring). The real ``kubernetes`` client
+talks to it through a real kubeconfig, exactly as it would to a cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from stripe_bridge import knative
+from stripe_bridge.cli import main
+
+from .kubeapi import FakeKubeAPI
+
+NAMESPACE = "stripe-test"
+SERVICES = [fn.service_name for fn in knative.function_specs()]
+
+
+@pytest.fixture
+def kube() -> Iterator[FakeKubeAPI]:
+    api = FakeKubeAPI().start()
+    try:
+        yield api
+    finally:
+        api.stop()
+
+
+def apply(kubeconfig: Path, *extra: str) -> int:
+    return main(
+        [
+            "knative", "apply", "--env", "staging", "--namespace", NAMESPACE,
+            "--kubeconfig", str(kubeconfig), "--wait", "20", "--poll-interval", "0.02",
+            *extra,
+        ]
+    )  # fmt: skip
+
+
+def test_creates_then_unchanged_then_updates_and_reports_ready(
+    kube: FakeKubeAPI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = kube.kubeconfig(tmp_path / "kubeconfig")
+
+    assert apply(config) == 0
+    out = capsys.readouterr().out
+    for name in SERVICES:
+        assert f"{name}: created" in out
+        assert f"{name}: Ready=True http://{name}.{NAMESPACE}.example.com" in out
+    assert set(kube.objects) == {(NAMESPACE, name) for name in SERVICES}
+    patches = [c for c in kube.calls if c.method == "PATCH"]
+    assert len(patches) == len(SERVICES)
+    assert all(c.content_type == "application/apply-patch+yaml" for c in patches)
+    assert all(c.query["fieldManager"] == ["stripe-bridge"] for c in patches)
+    assert all(c.query["force"] == ["true"] for c in patches)
+    stored = kube.objects[(NAMESPACE, "stripe-invoice-paid")]
+    rendered = knative.service(knative.PROFILES["staging"], knative.function_specs()[5])
+    assert rendered["metadata"]["name"] == "stripe-invoice-paid"
+    assert stored["spec"] == rendered["spec"]
+    # The webhook registration steps name each URL and its event type.
+    url = f"http://stripe-invoice-paid.{NAMESPACE}.example.com"
+    assert f'--url "{url}" -d "enabled_events[]=invoice.paid"' in out
+    assert '"stringData": {"invoice_paid": "whsec_..."}' in out
+    assert 'enabled_events[]=*"' in out
+    assert "https:// URLs in live mode" in out
+
+    assert apply(config) == 0
+    out = capsys.readouterr().out
+    assert all(f"{name}: unchanged" in out for name in SERVICES), out
+    assert {obj["metadata"]["generation"] for obj in kube.objects.values()} == {1}
+
+    assert apply(config, "--image", "registry.example.com/stripe-bridge:0.1.1") == 0
+    out = capsys.readouterr().out
+    assert all(f"{name}: updated" in out for name in SERVICES), out
+    assert {obj["metadata"]["generation"] for obj in kube.objects.values()} == {2}
+    pod = kube.objects[(NAMESPACE, "stripe-event")]["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == "registry.example.com/stripe-bridge:0.1.1"
+
+
+def test_dry_run_changes_nothing(
+    kube: FakeKubeAPI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert apply(kube.kubeconfig(tmp_path / "kubeconfig"), "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert all(f"{name}: created (dry run)" in out for name in SERVICES)
+    assert kube.objects == {}
+    assert all(c.query.get("dryRun") == ["All"] for c in kube.calls if c.method == "PATCH")
+
+
+def test_not_ready_exits_1_with_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api = FakeKubeAPI(ready_status="False").start()
+    try:
+        assert apply(api.kubeconfig(tmp_path / "kubeconfig")) == 1
+    finally:
+        api.stop()
+    captured = capsys.readouterr()
+    assert "stripe-event: Ready=False" in captured.out
+    assert "Container failed to start" in captured.out
+    assert "not Ready: " in captured.err
+
+
+def test_forbidden_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    api = FakeKubeAPI(forbid_patch=True).start()
+    try:
+        assert apply(api.kubeconfig(tmp_path / "kubeconfig")) == 3
+    finally:
+        api.stop()
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "forbidden: you may not patch services.serving.knative.dev" in err
+    assert f"namespace {NAMESPACE}" in err
+    assert "knative/staging/rbac.yaml" in err
+    assert "test-token" not in err
+
+
+def test_missing_knative_crds_is_one_clear_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api = FakeKubeAPI(crds_installed=False).start()
+    try:
+        assert apply(api.kubeconfig(tmp_path / "kubeconfig")) == 3
+    finally:
+        api.stop()
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "Knative Serving is not installed" in err
+    assert not [c for c in api.calls if c.method == "PATCH"], "must stop before applying"
+
+
+def test_no_kubeconfig(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    assert main(["knative", "apply"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("stripe-bridge knative apply: no kubeconfig")
+    assert len(err.splitlines()) == 1
+
+    assert main(["knative", "apply", "--kubeconfig", str(tmp_path / "missing")]) == 2
+    assert "no kubeconfig at" in capsys.readouterr().err
+
+
+def test_invalid_kubeconfig(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    broken = tmp_path / "kubeconfig"
+    broken.write_text("apiVersion: v1\nkind: Config\nclusters: []\n")
+    assert main(["knative", "apply", "--kubeconfig", str(broken)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "invalid kubeconfig" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_unreachable_api_server(
+    kube: FakeKubeAPI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = kube.kubeconfig(tmp_path / "kubeconfig")
+    kube.stop()
+    assert apply(config) == 3
+    err = capsys.readouterr().err.strip()
+    assert f"cannot reach the Kubernetes API at {kube.url}" in err
+    assert len(err.splitlines()) == 1
