@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -49,3 +52,23 @@ def metric(base_url: str, name: str, **labels: str) -> float:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 total += sample.value
     return total
+
+
+def cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run ``stripe-bridge <args>`` to completion, capturing its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "stripe_bridge.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def cli_process(*args: str, stdout: Path) -> subprocess.Popen[bytes]:
+    """Start ``stripe-bridge <args>`` in the background, its output going to ``stdout``."""
+    with stdout.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "stripe_bridge.cli", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
