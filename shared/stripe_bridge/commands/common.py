@@ -31,4 +31,10 @@ async def connect(settings: Settings) -> Any:
 
     options = connect_options(settings)
     options["max_reconnect_attempts"] = 3
-    return await nats.connect(**options)
+
+    async def quiet(_exc: Exception) -> None:
+        # nats-py's default prints a traceback per failed attempt; the command reports the
+        # failure itself, in one line, when connect or a request raises.
+        return None
+
+    return await nats.connect(error_cb=quiet, **options)

@@ -1,0 +1,120 @@
+"""``stripe-bridge export`` and ``stripe-bridge import``: back up and restore the stream."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from ..backup import ExportedMessage, ImportCounts, export_stream, import_messages, since_time
+from ..config import ConfigError, redact_url
+from .common import add_nats_arguments, connect, settings_from
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``export`` and ``import`` subcommands."""
+    export = subparsers.add_parser("export", help="write the stream to a JSON Lines file")
+    add_nats_arguments(export)
+    export.add_argument("--out", type=Path, required=True, help="file to write ('-': stdout)")
+    export.add_argument("--since", help="only messages stored in the last DURATION (e.g. 24h)")
+    export.set_defaults(func=run_export)
+
+    restore = subparsers.add_parser(
+        "import", help="publish an export back into the stream (idempotent)"
+    )
+    add_nats_arguments(restore)
+    restore.add_argument("file", type=Path, help="a file written by `stripe-bridge export`")
+    restore.set_defaults(func=run_import)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Export the stream; print how many messages were written."""
+    settings = settings_from(args)
+    try:
+        since = since_time(args.since)
+    except ValueError as exc:
+        raise ConfigError(f"--since: {exc}") from None
+
+    async def go() -> int:
+        nc = await connect(settings)
+        try:
+            js = nc.jetstream()
+            if str(args.out) == "-":
+                return await export_stream(js, settings.nats_stream, sys.stdout.write, since)
+            with args.out.open("w") as out:
+                return await export_stream(js, settings.nats_stream, out.write, since)
+        finally:
+            await nc.close()
+
+    try:
+        count = asyncio.run(go())
+    except Exception as exc:
+        where = redact_url(settings.nats_url)
+        print(f"stripe-bridge export: {where}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"exported {count} messages from stream {settings.nats_stream} to {args.out}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _read(path: Path) -> list[ExportedMessage]:
+    messages = []
+    with path.open() as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                messages.append(ExportedMessage.model_validate_json(line))
+            except ValidationError as exc:
+                problem = exc.errors()[0]["msg"]
+                raise ConfigError(f"{path}:{number}: not an export line: {problem}") from None
+    return messages
+
+
+def run_import(args: argparse.Namespace) -> int:
+    """Import an export file with a progress line; exit 1 if a publish fails (re-run it)."""
+    settings = settings_from(args)
+    try:
+        messages = _read(args.file)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {args.file}: {exc.strerror}") from None
+    total = len(messages)
+
+    def progress(counts: ImportCounts) -> None:
+        done = counts.published + counts.duplicate
+        if done == total or done % 100 == 0:
+            print(
+                f"\rimported {done}/{total} (published {counts.published}, "
+                f"duplicate {counts.duplicate})",
+                end="\n" if done == total else "",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    async def go() -> ImportCounts:
+        nc = await connect(settings)
+        try:
+            return await import_messages(nc.jetstream(), settings.nats_stream, messages, progress)
+        finally:
+            await nc.close()
+
+    try:
+        counts = asyncio.run(go())
+    except Exception as exc:
+        where = redact_url(settings.nats_url)
+        print(
+            f"stripe-bridge import: {where}: {type(exc).__name__}: {exc} "
+            "(importing again is safe: stored messages come back as duplicates)",
+            file=sys.stderr,
+        )
+        return 1
+    print(
+        f"import {args.file}: {total} messages, published {counts.published}, "
+        f"duplicate {counts.duplicate}"
+    )
+    return 0

@@ -1,0 +1,53 @@
+"""Fixtures of the NATS cluster tests: a real 3-node JetStream cluster on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from stripe_bridge.natscluster import LocalNatsCluster
+from stripe_bridge.stream import StreamSpec, provision
+
+STREAM = "STRIPE"
+
+
+async def connect(cluster: LocalNatsCluster, user: str = "admin", **options: Any) -> Any:
+    """A nats-py connection to every node of ``cluster`` as ``user``."""
+    import nats
+
+    return await nats.connect(
+        servers=cluster.servers(),
+        user=user,
+        password=cluster.passwords[user],
+        max_reconnect_attempts=5,
+        reconnect_time_wait=0.2,
+        **options,
+    )
+
+
+def provision_r3(cluster: LocalNatsCluster) -> None:
+    """Create the bridge's stream with 3 replicas (as the admin user)."""
+
+    async def go() -> None:
+        nc = await connect(cluster)
+        try:
+            await provision(nc.jetstream(), StreamSpec(STREAM, "stripe", replicas=3))
+        finally:
+            await nc.close()
+
+    asyncio.run(go())
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[LocalNatsCluster]:
+    """Three clustered nats-servers rendered from the shared nats.conf template, R3 stream."""
+    nodes = LocalNatsCluster(tmp_path / "cluster")
+    try:
+        nodes.start()
+        provision_r3(nodes)
+        yield nodes
+    finally:
+        nodes.stop()
