@@ -40,7 +40,8 @@ async def stored_event(nats_url: str, event_id: str) -> dict[str, Any]:
         if msg.headers["Nats-Msg-Id"] == event_id
     ]
     assert len(found) == 1, f"{len(found)} messages for {event_id}"
-    return found[0]
+    event: dict[str, Any] = found[0]
+    return event
 
 
 def metric(base_url: str, name: str, **labels: str) -> float:

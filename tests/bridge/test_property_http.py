@@ -55,7 +55,7 @@ class Bridge:
     cursor: int = 0
 
     def call(
-        self, method: str, path: str, body: bytes, headers: dict[str, bytes]
+        self, method: str, path: str, body: bytes, headers: dict[bytes, bytes]
     ) -> httpx.Response:
         request = self.client.request(method, path, content=body, headers=headers)
         return self.runner.run(request)
@@ -149,7 +149,7 @@ def deliveries(draw: st.DrawFn) -> tuple[str, str, bytes, str, dict[str, Any] | 
     return method, path, body, signature, event, valid
 
 
-def signature_header(kind: str, body: bytes, garbage: str) -> dict[str, bytes]:
+def signature_header(kind: str, body: bytes, garbage: str) -> dict[bytes, bytes]:
     ts = now()
     secret = SECRET.encode()
     if kind == "missing":
@@ -164,7 +164,7 @@ def signature_header(kind: str, body: bytes, garbage: str) -> dict[str, bytes]:
         "garbage": garbage,
     }[kind]
     # Bytes, so that any octet a client may send (obs-text) reaches the server.
-    return {"Stripe-Signature": value.encode("latin-1")}
+    return {b"Stripe-Signature": value.encode("latin-1")}
 
 
 def serves(path: str, event_type: str) -> bool:
@@ -188,7 +188,7 @@ def test_no_2xx_without_a_stored_event(
 ) -> None:
     method, path, body, kind, event, valid = delivery
     before = bridge.refresh()
-    headers = {"Content-Type": b"application/json", **signature_header(kind, body, garbage)}
+    headers = {b"Content-Type": b"application/json", **signature_header(kind, body, garbage)}
     response = bridge.call(method, path, body, headers)
     after = bridge.refresh()
     hypothesis.event(
