@@ -99,8 +99,6 @@ class WebhookHandler:
             if request.method not in ("GET", "HEAD"):
                 return _method_not_allowed("GET")
             return await self._probe(path)
-        if request.method != "POST":
-            return _method_not_allowed("POST")
         return await self._deliver(request)
 
     async def _probe(self, path: str) -> Response:
@@ -141,6 +139,9 @@ class WebhookHandler:
 
     async def _handle(self, request: Request) -> Outcome:
         settings = self.runtime.settings
+        if request.method != "POST":
+            # Through _deliver like any refusal, so that it is counted and logged.
+            return _rejected("method_not_allowed", "POST webhooks here", 405, headers=_ALLOW_POST)
         body = await _read_limited(request, settings.max_body_bytes)
         if body is None:
             return _rejected("body_too_large", f"limit is {settings.max_body_bytes} bytes", 413)
@@ -234,6 +235,9 @@ async def _release(runtime: Runtime, event_id: str, token: str) -> None:
     except IdempotencyError:
         # The lease expires by itself; Stripe's retry waits at most that long.
         runtime.metrics.idempotency_errors.labels(runtime.store.backend, "release").inc()
+
+
+_ALLOW_POST = {"Allow": "POST"}
 
 
 def _method_not_allowed(allow: str) -> Response:

@@ -166,25 +166,35 @@ async def test_body_over_the_limit_gets_413(
     body = encode(event)
     headers = signed_headers(body)
     seq, count = await last_seq(shared_stream.url), rejected_count(fn, "body_too_large")
+    log_at = len(fn.log())
     content: bytes | Iterator[bytes] = chunks(body) if chunked else body
     response = httpx.post(fn.url, content=content, headers=headers, timeout=10)
     assert response.status_code == 413
     assert response.json()["error"] == "body_too_large"
     assert await last_seq(shared_stream.url) == seq
     assert rejected_count(fn, "body_too_large") == count + 1
+    logged = new_log(fn, log_at)
+    assert "status=413 outcome=rejected reason=body_too_large" in logged
+    assert_log_clean(logged, headers["Stripe-Signature"])
 
 
-@pytest.mark.parametrize(
-    ("method", "path", "allow"),
-    [("GET", "", "POST"), ("PUT", "", "POST"), ("DELETE", "", "POST"), ("POST", "healthz", "GET")],
-)
-def test_other_methods_get_405_with_allow(
-    invoice_paid_fn: FunctionProcess, method: str, path: str, allow: str
-) -> None:
-    response = httpx.request(method, invoice_paid_fn.url + path, timeout=10)
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
+def test_other_methods_get_405_with_allow(invoice_paid_fn: FunctionProcess, method: str) -> None:
+    fn = invoice_paid_fn
+    count, log_at = rejected_count(fn, "method_not_allowed"), len(fn.log())
+    response = httpx.request(method, fn.url, timeout=10)
     assert response.status_code == 405
-    assert response.headers["Allow"] == allow
+    assert response.headers["Allow"] == "POST"
     assert response.json()["error"] == "method_not_allowed"
+    assert rejected_count(fn, "method_not_allowed") == count + 1
+    assert "status=405 outcome=rejected reason=method_not_allowed" in new_log(fn, log_at)
+
+
+@pytest.mark.parametrize("path", ["healthz", "readyz", "metrics"])
+def test_probes_only_answer_get(invoice_paid_fn: FunctionProcess, path: str) -> None:
+    response = httpx.post(invoice_paid_fn.url + path, timeout=10)
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "GET"
 
 
 def test_health_readiness_and_metrics(invoice_paid_fn: FunctionProcess) -> None:
