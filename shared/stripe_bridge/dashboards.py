@@ -18,17 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from . import registry
+from .alerts import NATS_JOB, STORAGE_RATIO, alerts_test_yaml, alerts_yaml
 from .push import JOB
-
-#: Where the alerts' ``runbook_url`` points; the anchors are checked against docs/runbook.md.
-RUNBOOK_URL = "https://github.com/stripe-bridge/stripe-bridge/blob/main/docs/runbook.md"
-#: The Prometheus scrape job of prometheus-nats-exporter.
-NATS_JOB = "nats"
-#: How long Stripe may stay silent before "no events" fires (live accounts send daily).
-NO_EVENTS_WINDOW = "6h"
 
 _BRIDGE = '{function=~"$function"}'
 _TYPED = '{event_type=~"$event_type",function=~"$function"}'
@@ -385,7 +377,7 @@ def nats_dashboard() -> Dashboard:
                     ),
                     Panel(
                         "File storage used (share of max)",
-                        [("{{server_id}}", _STORAGE_RATIO)],
+                        [("{{server_id}}", STORAGE_RATIO)],
                         unit="percentunit",
                     ),
                 ],
@@ -441,11 +433,6 @@ def nats_dashboard() -> Dashboard:
             ),
         ],
     )
-
-
-_STORAGE_RATIO = (
-    "gnatsd_varz_jetstream_stats_storage / (gnatsd_varz_jetstream_config_max_storage > 0)"
-)
 
 
 def dashboard_json(dashboard: Dashboard) -> str:
@@ -523,140 +510,6 @@ def dashboard_json(dashboard: Dashboard) -> str:
     return json.dumps(model, indent=2, sort_keys=True) + "\n"
 
 
-@dataclass(frozen=True)
-class Alert:
-    """One alerting rule; ``anchor`` names its section in docs/runbook.md."""
-
-    name: str
-    expr: str
-    duration: str
-    severity: str
-    summary: str
-    description: str
-    anchor: str
-
-
-def alerts() -> list[Alert]:
-    """Every alerting rule, bridge first, then the NATS cluster."""
-    total = "sum(rate(stripe_bridge_webhooks_total[5m]))"
-    stored = 'stripe_bridge_webhooks_total{outcome=~"published|duplicate"}'
-    up = f'up{{job="{NATS_JOB}"}}'
-    return [
-        Alert(
-            "StripeBridgeWebhookErrorRatio",
-            f'sum(rate(stripe_bridge_webhooks_total{{outcome="failed"}}[5m])) / {total} > 0.05',
-            "5m",
-            "critical",
-            "More than 5% of Stripe deliveries are answered 5xx",
-            "{{ $value | humanizePercentage }} of deliveries failed over 5m; Stripe retries "
-            "them for up to 3 days, then gives up.",
-            "webhook-error-ratio",
-        ),
-        Alert(
-            "StripeBridgeSignatureFailureSpike",
-            "sum(rate(stripe_bridge_signature_failures_total[5m])) "
-            f"/ {total} > 0.5 and sum(rate(stripe_bridge_signature_failures_total[5m])) > 0.01",
-            "5m",
-            "critical",
-            "Most deliveries fail signature verification (wrong secret after rotation?)",
-            "{{ $value | humanizePercentage }} of deliveries were refused with 400; Stripe "
-            "retries them, so nothing is lost yet.",
-            "signature-failure-spike",
-        ),
-        Alert(
-            "StripeBridgePublishFailures",
-            "sum by (reason) (rate(stripe_bridge_publish_failures_total[5m])) > 0",
-            "5m",
-            "critical",
-            "JetStream publishes fail ({{ $labels.reason }})",
-            "Events are answered 503 and retried by Stripe; NATS or the stream is unavailable.",
-            "publish-failures",
-        ),
-        Alert(
-            "StripeBridgeNoEvents",
-            f"(sum(increase({stored}[{NO_EVENTS_WINDOW}])) or vector(0)) == 0",
-            "30m",
-            "warning",
-            f"No Stripe event stored for {NO_EVENTS_WINDOW}",
-            "Stripe normally sends events every few hours; check the webhook endpoint in "
-            "the Stripe dashboard and the ingress.",
-            "no-events",
-        ),
-        Alert(
-            "NatsJetStreamStorageNearlyFull",
-            f"{_STORAGE_RATIO} > 0.8",
-            "10m",
-            "warning",
-            "JetStream file storage on {{ $labels.server_id }} is over 80% full",
-            "At 100% publishes fail and the bridge answers 503.",
-            "jetstream-storage",
-        ),
-        Alert(
-            "NatsServerDown",
-            f"{up} == 0",
-            "2m",
-            "warning",
-            "NATS server {{ $labels.instance }} is not scraped",
-            "One server down keeps quorum in a 3-node cluster, a second one loses it.",
-            "nats-server-down",
-        ),
-        Alert(
-            "NatsClusterNoQuorum",
-            f"(count({up} == 1) or vector(0)) < "
-            "floor(max(max_over_time(gnatsd_varz_jetstream_meta_cluster_size[1h])) / 2) + 1",
-            "1m",
-            "critical",
-            "The JetStream cluster lost quorum",
-            "Fewer than a majority of JetStream servers are up: no stream accepts writes, "
-            "every delivery is answered 503.",
-            "nats-no-quorum",
-        ),
-        Alert(
-            "NatsServerWithoutRoutes",
-            "gnatsd_varz_routes == 0 and on (server_id) "
-            "gnatsd_varz_jetstream_meta_cluster_size > 1",
-            "5m",
-            "warning",
-            "NATS server {{ $labels.server_id }} has no route to its cluster",
-            "It is partitioned from its peers; its streams lose replicas.",
-            "nats-routes",
-        ),
-        Alert(
-            "NatsConsumerLag",
-            "max by (stream_name, consumer_name) "
-            '(jetstream_consumer_num_pending{is_consumer_leader="true"}) > 1000',
-            "15m",
-            "warning",
-            "Consumer {{ $labels.consumer_name }} on {{ $labels.stream_name }} lags",
-            "{{ $value }} messages not yet delivered; downstream billing state is stale.",
-            "consumer-lag",
-        ),
-    ]
-
-
-def alerts_yaml() -> str:
-    """The Prometheus rule file with every alert."""
-    rules = [
-        {
-            "alert": a.name,
-            "expr": a.expr,
-            "for": a.duration,
-            "labels": {"severity": a.severity, "service": "stripe-bridge"},
-            "annotations": {
-                "summary": a.summary,
-                "description": a.description,
-                "runbook_url": f"{RUNBOOK_URL}#{a.anchor}",
-            },
-        }
-        for a in alerts()
-    ]
-    header = "# Generated by `stripe-bridge generate` from stripe_bridge.dashboards; do not edit.\n"
-    body = yaml.safe_dump(
-        {"groups": [{"name": "stripe-bridge", "rules": rules}]}, sort_keys=False, width=100
-    )
-    return header + body
-
-
 def dashboard_files(root: Path) -> dict[Path, str]:
     """Every file under ``dashboards/`` that ``generate`` writes."""
     folder = root / "dashboards"
@@ -664,4 +517,5 @@ def dashboard_files(root: Path) -> dict[Path, str]:
         folder / "stripe-bridge.json": dashboard_json(bridge_dashboard()),
         folder / "nats-cluster.json": dashboard_json(nats_dashboard()),
         folder / "alerts.yml": alerts_yaml(),
+        folder / "alerts_test.yml": alerts_test_yaml(),
     }
