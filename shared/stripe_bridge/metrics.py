@@ -38,7 +38,12 @@ UNKNOWN_TYPE = "unknown"
 #: Outcomes of a delivery (the ``outcome`` label) that carry no reason.
 PLAIN_OUTCOMES = ("published", "duplicate", "in_progress")
 #: Reasons of ``outcome="rejected"`` known before the body is parsed (plus signature failures).
-REJECTED_REASONS = ("body_too_large", "malformed_json", "not_a_stripe_event")
+REJECTED_REASONS = (
+    "method_not_allowed",
+    "body_too_large",
+    "malformed_json",
+    "not_a_stripe_event",
+)
 #: Reasons of ``outcome="failed"``: dependency outages, answered 503 so Stripe retries.
 FAILED_REASONS = (
     "idempotency_unavailable",

@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 
+from ..backup import parse_duration
 from ..config import redact_url
 from ..push import PushgatewayError, delete_group, stale_groups
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def duration(text: str) -> float:
     """Seconds in ``90s``, ``15m``, ``1h`` or ``2d``; argparse error otherwise."""
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
-    if match is None:
-        raise argparse.ArgumentTypeError(f"not a duration like 90s, 15m, 1h, 2d: {text!r}")
-    return float(match[1]) * _UNITS[match[2]]
+    try:
+        return parse_duration(text).total_seconds()
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
