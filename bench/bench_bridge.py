@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from stripe_bridge.envelope import StripeEvent
 from stripe_bridge.message import CONTENT_TYPE, MSG_ID_HEADER, subject_for
@@ -294,11 +295,12 @@ def cold_metric(function: FunctionProcess) -> float:
     raise RuntimeError("stripe_bridge_cold_start_seconds missing from /metrics")
 
 
-def cold_starts(nats_url: str, workdir: Path, runs: int) -> ColdStart:
+def cold_starts(nats_url: str, workdir: Path, runs: int, **extra: str) -> ColdStart:
     """Start a fresh function ``runs`` times; time process start -> first 200."""
     result = ColdStart([], [], [])
     for _ in range(runs):
-        function = FunctionProcess(FUNCTION, function_env(nats_url), workdir, REPO_ROOT)
+        env = function_env(nats_url, **extra)
+        function = FunctionProcess(FUNCTION, env, workdir, REPO_ROOT)
         try:
             started = time.perf_counter()
             function.spawn()
@@ -395,71 +397,105 @@ def machine() -> str:
     )
 
 
-def print_report(
-    loads: list[Load],
-    cold: ColdStart,
-    rss: dict[str, float],
-    interpreter: float,
-    phases: list[tuple[str, float]],
-    imports: list[tuple[str, float]],
-) -> None:
-    """The table, the ratios against the ceiling, cold start and its breakdown."""
-    ceiling = {load.concurrency: load.rate for load in loads if load.name.startswith("baseline")}
-    print(f"stripe-bridge benchmark: {machine()}")
-    print()
-    header = (
-        f"{'':28} {'conc':>4} {'events':>6} {'events/s':>9} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'% ceiling':>9}   CPU (cores): client function nats"
-    )
-    print(header)
-    print("-" * len(header))
-    for load in sorted(loads, key=lambda item: item.concurrency):
-        share = load.rate / ceiling[load.concurrency]
-        cpu = "  ".join(
-            f"{load.cpu[who]:.2f}" if who in load.cpu else "  -  "
-            for who in ("client", "function", "nats")
+@dataclass
+class Report:
+    """Every figure of one run."""
+
+    loads: list[Load] = field(default_factory=list)
+    cold: ColdStart = field(default_factory=lambda: ColdStart([], [], []))
+    cold_without_pyc: ColdStart = field(default_factory=lambda: ColdStart([], [], []))
+    rss_after_load_mib: dict[str, float] = field(default_factory=dict)
+    interpreter_seconds: float = 0.0
+    phases: list[tuple[str, float]] = field(default_factory=list)
+    imports: list[tuple[str, float]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        """The figures for ``--json`` (latencies as percentiles, not every sample)."""
+        figures = asdict(self)
+        figures["machine"] = machine()
+        figures["loads"] = [
+            {**asdict(load), "latencies": None, "rate": load.rate,
+             "p50_ms": load.percentile(50), "p99_ms": load.percentile(99)}
+            for load in self.loads
+        ]  # fmt: skip
+        return figures
+
+    def print(self) -> None:
+        """The table, the ratios against the ceiling, cold start and its breakdown."""
+        print(f"stripe-bridge benchmark: {machine()}")
+        print()
+        self._print_loads()
+        print()
+        self._print_cold_start()
+        print()
+        self._print_breakdown()
+
+    def _print_loads(self) -> None:
+        ceiling = {
+            load.concurrency: load.rate for load in self.loads if load.name.startswith("baseline")
+        }
+        header = (
+            f"{'':28} {'conc':>4} {'events':>6} {'events/s':>9} {'p50 ms':>7} {'p99 ms':>7} "
+            f"{'% ceiling':>9}   CPU (cores): client function nats"
+        )
+        print(header)
+        print("-" * len(header))
+        for load in sorted(self.loads, key=lambda item: item.concurrency):
+            share = load.rate / ceiling[load.concurrency]
+            cpu = "  ".join(
+                f"{load.cpu[who]:.2f}" if who in load.cpu else "  -  "
+                for who in ("client", "function", "nats")
+            )
+            print(
+                f"{load.name:28} {load.concurrency:>4} {load.events:>6} {load.rate:>9.0f} "
+                f"{load.percentile(50):>7.2f} {load.percentile(99):>7.2f} {share:>9.0%}   "
+                f"{cpu:>29}"
+            )
+        print()
+        for load in self.loads:
+            if load.concurrency == max(CONCURRENCIES) and not load.name.startswith("baseline"):
+                share = load.rate / ceiling[load.concurrency]
+                verdict = "meets" if share >= TARGET_RATIO else "MISSES"
+                print(
+                    f"{load.name} at concurrency {load.concurrency}: {share:.0%} of the ceiling "
+                    f"({verdict} the {TARGET_RATIO:.0%} target)"
+                )
+
+    def _print_cold_start(self) -> None:
+        cold = self.cold
+        median = statistics.median(cold.outside)
+        verdict = "meets" if median < TARGET_COLD_START else "MISSES"
+        print(
+            f"cold start, process start -> first acknowledged event: median {median:.3f} s over "
+            f"{len(cold.outside)} runs ({verdict} the {TARGET_COLD_START:.0f} s target); "
+            f"runs: {', '.join(f'{t:.3f}' for t in cold.outside)}"
         )
         print(
-            f"{load.name:28} {load.concurrency:>4} {load.events:>6} {load.rate:>9.0f} "
-            f"{load.percentile(50):>7.2f} {load.percentile(99):>7.2f} {share:>9.0%}   "
-            f"{cpu:>29}"
+            f"  the function's own stripe_bridge_cold_start_seconds: median "
+            f"{statistics.median(cold.metric):.3f} s (from the kernel's process start time)"
         )
-    print()
-    for load in loads:
-        if load.concurrency == max(CONCURRENCIES) and not load.name.startswith("baseline"):
-            share = load.rate / ceiling[load.concurrency]
-            verdict = "meets" if share >= TARGET_RATIO else "MISSES"
-            print(
-                f"{load.name} at concurrency {load.concurrency}: {share:.0%} of the ceiling "
-                f"({verdict} the {TARGET_RATIO:.0%} target)"
-            )
-    median = statistics.median(cold.outside)
-    verdict = "meets" if median < TARGET_COLD_START else "MISSES"
-    print(
-        f"cold start, process start -> first acknowledged event: median {median:.3f} s over "
-        f"{len(cold.outside)} runs ({verdict} the {TARGET_COLD_START:.0f} s target); "
-        f"runs: {', '.join(f'{t:.3f}' for t in cold.outside)}"
-    )
-    print(
-        f"  the function's own stripe_bridge_cold_start_seconds: median "
-        f"{statistics.median(cold.metric):.3f} s (from the kernel's process start time)"
-    )
-    print(
-        f"RSS of the function: {statistics.median(cold.rss_idle_mib):.1f} MiB after its first "
-        "event; after the load: "
-        + ", ".join(f"{backend} {mib:.1f} MiB" for backend, mib in rss.items())
-    )
-    print()
-    print("cold-start breakdown (median of fresh interpreters, ASGI app driven in-process):")
-    print(f"  {'python -c pass (interpreter + site)':58} {interpreter * 1000:7.1f} ms")
-    for name, seconds in phases:
-        print(f"  {name:58} {seconds * 1000:7.1f} ms")
-    total = interpreter + sum(seconds for name, seconds in phases if not name.startswith("second"))
-    print(f"  {'sum up to the first acknowledged event':58} {total * 1000:7.1f} ms")
-    print("heaviest imports on that path (self time per top-level package, -X importtime):")
-    shown = imports[:12]
-    print("  " + ", ".join(f"{name} {seconds * 1000:.0f} ms" for name, seconds in shown))
-    print(f"  all imports: {sum(seconds for _, seconds in imports) * 1000:.0f} ms")
+        print(
+            f"  without compiled bytecode (no .pyc, every import compiles): median "
+            f"{statistics.median(self.cold_without_pyc.outside):.3f} s over "
+            f"{len(self.cold_without_pyc.outside)} runs"
+        )
+        print(
+            f"RSS of the function: {statistics.median(cold.rss_idle_mib):.1f} MiB after its "
+            "first event; after the load: "
+            + ", ".join(f"{name} {mib:.1f} MiB" for name, mib in self.rss_after_load_mib.items())
+        )
+
+    def _print_breakdown(self) -> None:
+        print("cold-start breakdown (median of fresh interpreters, ASGI app driven in-process):")
+        rows = [("python -c pass (interpreter + site)", self.interpreter_seconds), *self.phases]
+        for name, seconds in rows:
+            print(f"  {name:58} {seconds * 1000:7.1f} ms")
+        total = sum(seconds for name, seconds in rows if not name.startswith("second"))
+        print(f"  {'sum up to the first acknowledged event':58} {total * 1000:7.1f} ms")
+        print("heaviest imports on that path (self time per top-level package, -X importtime):")
+        shown = ", ".join(f"{name} {seconds * 1000:.0f} ms" for name, seconds in self.imports[:12])
+        print(f"  {shown}")
+        print(f"  all imports: {sum(seconds for _, seconds in self.imports) * 1000:.0f} ms")
 
 
 # -- main ---------------------------------------------------------------------------------
@@ -494,8 +530,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     counts = {1: max(100, events // 5), 32: events}
     warmup = 100 if args.quick else 300
     cold_runs = args.cold_runs or (3 if args.quick else 7)
-    loads: list[Load] = []
-    rss: dict[str, float] = {}
+    report = Report()
     with tempfile.TemporaryDirectory(prefix="stripe-bridge-bench-") as tmp, ExitStack() as stack:
         workdir = Path(tmp)
         nats_server = stack.enter_context(NatsServer(workdir / "nats"))
@@ -504,8 +539,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(provision_stream(nats_server.url))
         for concurrency, count in counts.items():
             items = baseline_payloads(count)
-            loads.append(asyncio.run(baseline(nats_server.url, items, concurrency, nats_pid)))
-        cold = cold_starts(nats_server.url, workdir / "cold", cold_runs)
+            report.loads.append(
+                asyncio.run(baseline(nats_server.url, items, concurrency, nats_pid))
+            )
+        report.cold = cold_starts(nats_server.url, workdir / "cold", cold_runs)
+        # An empty cache prefix and no writes: every module compiles from source, as in an
+        # image whose build did not precompile its bytecode (and cannot write __pycache__).
+        report.cold_without_pyc = cold_starts(
+            nats_server.url,
+            workdir / "cold",
+            max(2, cold_runs // 2),
+            PYTHONPYCACHEPREFIX=str(workdir / "empty-pycache"),
+            PYTHONDONTWRITEBYTECODE="1",
+        )
         backends: dict[str, dict[str, str]] = {"memory": {}}
         if not args.no_redis:
             redis = stack.enter_context(RedisServer(workdir / "redis"))
@@ -513,28 +559,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         for backend, extra in backends.items():
             env = function_env(nats_server.url, **extra)
             with FunctionProcess(FUNCTION, env, workdir / "functions", REPO_ROOT) as function:
-                done, rss[backend] = function_loads(
+                loads, report.rss_after_load_mib[backend] = function_loads(
                     f"bridge ({backend} idempotency)", function, counts, warmup, nats_pid
                 )
-            loads += done
-        interpreter = interpreter_start(cold_runs)
-        phases, imports = breakdown(nats_server.url, cold_runs)
-    print_report(loads, cold, rss, interpreter, phases, imports)
+            report.loads += loads
+        report.interpreter_seconds = interpreter_start(cold_runs)
+        report.phases, report.imports = breakdown(nats_server.url, cold_runs)
+    report.print()
     if args.json:
-        figures = {
-            "machine": machine(),
-            "loads": [
-                {**asdict(load), "latencies": None, "rate": load.rate,
-                 "p50_ms": load.percentile(50), "p99_ms": load.percentile(99)}
-                for load in loads
-            ],
-            "cold_start": asdict(cold),
-            "rss_after_load_mib": rss,
-            "interpreter_seconds": interpreter,
-            "phases": phases,
-            "imports": imports,
-        }  # fmt: skip
-        args.json.write_text(json.dumps(figures, indent=2))
+        args.json.write_text(json.dumps(report.as_json(), indent=2))
     return 0
 
 
