@@ -45,7 +45,9 @@ class Runtime:
         self.function_name = settings.function_name or function_name
         self.metrics = metrics or BridgeMetrics()
         self.store = store or make_store(settings)
-        self.publisher = JetStreamPublisher(settings, self.metrics.set_nats_connected)
+        # Named after the function, so that the server's connz tells the functions apart.
+        named = settings.model_copy(update={"function_name": self.function_name})
+        self.publisher = JetStreamPublisher(named, self.metrics.set_nats_connected)
         self.metrics.preinitialise(served_event_types(function_name), self.store.backend)
         self.pusher = (
             MetricsPusher(

@@ -1,0 +1,130 @@
+"""Dependencies that come late, stall, or leave: the bridge answers 503 and loses nothing.
+
+nats-server is paused with SIGSTOP to stand for a server (or network) that accepts a
+publish but answers too late: the real process, frozen, not a mock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+from stripe_bridge.natsserver import NatsServer, free_port
+from stripe_bridge.processes import FunctionProcess, wait_until
+
+from ..conftest import FunctionFactory, provision_stream
+from ..helpers import fixture_event, post_event, signed_headers
+from .support import metric, stored_ids
+
+
+@contextmanager
+def paused(server: NatsServer) -> Iterator[None]:
+    """nats-server frozen (SIGSTOP) inside the block, and always thawed after it."""
+    assert server.process is not None
+    os.kill(server.process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+
+
+def connections(server: NatsServer) -> list[dict[str, object]]:
+    """The server's client connections, from its monitoring endpoint."""
+    url = f"http://127.0.0.1:{server.monitor_port}/connz"
+    found: list[dict[str, object]] = httpx.get(url, timeout=5).json()["connections"] or []
+    return found
+
+
+def ready(fn: FunctionProcess) -> bool:
+    return httpx.get(fn.url + "readyz", timeout=10).status_code == 200
+
+
+def test_cold_start_before_nats_then_one_reused_connection(
+    tmp_path: Path, start_function: FunctionFactory
+) -> None:
+    port = free_port()
+    fn = start_function("invoice_paid", NATS_URL=f"nats://127.0.0.1:{port}")
+    assert not ready(fn)
+    early = post_event(fn.url, fixture_event("invoice_paid", fresh_id=True), timeout=10)
+    assert early.status_code == 503  # within the timeout: the first connect is bounded
+    assert early.json() == {"error": "nats_unavailable"}
+    assert int(early.headers["Retry-After"]) > 0
+
+    server = NatsServer(tmp_path / "late-nats", port=port)
+    server.start()
+    try:
+        provision_stream(server.url)
+        wait_until(lambda: ready(fn), 15, "ready once NATS is up")
+        events = [fixture_event("invoice_paid", fresh_id=True) for _ in range(5)]
+        for event in events:
+            assert post_event(fn.url, event).json()["status"] == "published"
+        assert asyncio.run(stored_ids(server.url)) == [event["id"] for event in events]
+        # One connection per process, opened once and reused by every delivery.
+        (connection,) = connections(server)
+        assert connection["name"] == "stripe-bridge/invoice_paid"
+    finally:
+        server.stop()
+
+
+async def test_a_lost_puback_is_caught_by_the_duplicate_window(
+    stream: NatsServer, start_function: FunctionFactory
+) -> None:
+    fn = start_function("invoice_paid", NATS_URL=stream.url, PUBLISH_TIMEOUT="1")
+    assert post_event(fn.url, fixture_event("invoice_paid", fresh_id=True)).status_code == 200
+    event = fixture_event("invoice_paid", fresh_id=True)
+    body = json.dumps(event).encode()
+    headers = signed_headers(body)
+    with paused(stream):
+        stalled = httpx.post(fn.url, content=body, headers=headers, timeout=10)
+    assert stalled.status_code == 503
+    assert stalled.json() == {"error": "puback_timeout"}
+    assert metric(fn.url, "stripe_bridge_publish_failures_total", reason="puback_timeout") == 1
+    # The frozen server had the message in its socket: thawed, it stores it after all.
+    # The bridge cannot know that, so it must not have marked the event done...
+    wait_until(lambda: ready(fn), 10, "thawed")
+    retried = httpx.post(fn.url, content=body, headers=headers, timeout=10)
+    assert retried.status_code == 200, retried.text
+    # ...and JetStream's duplicate window (Nats-Msg-Id) keeps the retry from a second copy.
+    assert retried.json()["status"] == "duplicate"
+    assert (await stored_ids(stream.url)).count(event["id"]) == 1
+
+
+async def test_sigterm_lets_the_inflight_delivery_finish(
+    stream: NatsServer, start_function: FunctionFactory
+) -> None:
+    fn = start_function("invoice_paid", NATS_URL=stream.url, PUBLISH_TIMEOUT="15")
+    assert post_event(fn.url, fixture_event("invoice_paid", fresh_id=True)).status_code == 200
+    event = fixture_event("invoice_paid", fresh_id=True)
+    answers: list[httpx.Response] = []
+
+    def deliver() -> None:
+        answers.append(post_event(fn.url, event, timeout=30))
+
+    with paused(stream):
+        sender = threading.Thread(target=deliver)
+        sender.start()
+        wait_until(lambda: metric(fn.url, "stripe_bridge_inflight_requests") == 1, 10, "in flight")
+        assert fn.process is not None
+        fn.process.send_signal(signal.SIGTERM)  # Knative scaling to zero
+
+        def refusing() -> bool:
+            try:
+                httpx.get(fn.url + "healthz", timeout=1)
+            except httpx.ConnectError:
+                return True
+            return False
+
+        wait_until(refusing, 10, "function stopped accepting connections")
+    sender.join(30)
+    assert [a.status_code for a in answers] == [200]
+    assert answers[0].json()["status"] == "published"
+    fn.process.wait(30)
+    assert (await stored_ids(stream.url)).count(event["id"]) == 1
+    assert "Traceback" not in fn.log()
