@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from stripe_bridge.billing.ingest_standin import IngestStandIn
 from stripe_bridge.billing.openmeter import Forwarder, ForwarderSettings
 from stripe_bridge.billing.usage import (
@@ -15,7 +20,8 @@ from stripe_bridge.billing.usage import (
     encode,
     provision_usage_streams,
 )
-from stripe_bridge.natsserver import NatsServer
+from stripe_bridge.natsserver import NatsServer, free_port
+from stripe_bridge.processes import ManagedProcess, wait_until
 
 API_KEY = "om_test_key"
 
@@ -106,3 +112,74 @@ async def running_forwarder(url: str, settings: ForwarderSettings) -> AsyncItera
             await asyncio.wait_for(task, 10)
         finally:
             await nc.close()
+
+
+class ForwarderProcess(ManagedProcess):
+    """``stripe-bridge forward-openmeter`` as its own process, serving /metrics."""
+
+    def __init__(self, nats_url: str, ingest: IngestStandIn, workdir: Path, **env: str) -> None:
+        super().__init__(workdir / f"forwarder-{id(self)}.log")
+        self.metrics_port = free_port()
+        self.args = [
+            sys.executable, "-m", "stripe_bridge.cli", "forward-openmeter",
+            "--nats-url", nats_url, "--metrics-port", str(self.metrics_port),
+        ]  # fmt: skip
+        self.env = {
+            **os.environ,
+            "OPENMETER_URL": ingest.url,
+            "OPENMETER_API_KEY": ingest.api_key,
+            "OPENMETER_BATCH_SIZE": "20",
+            "OPENMETER_ACK_WAIT": "1",
+            "OPENMETER_FETCH_WAIT": "0.2",
+            "OPENMETER_MAX_REQUESTS_PER_SECOND": "1000",
+            **env,
+        }
+
+    def metric(self, name: str) -> float | None:
+        """A sample from the process's /metrics (None if absent or not serving)."""
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=1
+            ) as response:
+                text = response.read().decode()
+        except OSError:
+            return None
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and not sample.labels:
+                    return float(sample.value)
+        return None
+
+    def start(self, timeout: float = 20.0) -> ForwarderProcess:
+        """Start and wait until its metrics endpoint answers."""
+        self._spawn(self.args, self.env)
+
+        def serving() -> bool:
+            self._check_alive()
+            return self.metric("stripe_bridge_openmeter_breaker_state") is not None
+
+        wait_until(serving, timeout, "forward-openmeter")
+        return self
+
+    def crash(self) -> None:
+        """SIGKILL: no drain, no acks, nothing flushed."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(10)
+
+
+@pytest.fixture
+def start_forwarder(tmp_path: Path) -> Iterator[Callable[..., ForwarderProcess]]:
+    """Start forwarder processes; all are stopped at teardown."""
+    started: list[ForwarderProcess] = []
+
+    def start(nats_url: str, ingest: IngestStandIn, **env: str) -> ForwarderProcess:
+        process = ForwarderProcess(nats_url, ingest, tmp_path / "forwarders", **env)
+        started.append(process)
+        return process.start()
+
+    try:
+        yield start
+    finally:
+        for process in started:
+            process.stop()

@@ -77,11 +77,14 @@ class IngestStandIn:
         self.accepted: list[tuple[str, str]] = []
         self.requests: list[RequestLog] = []
         self.held = threading.Event()
+        #: The events of the request ``hold_next`` stalled (accepted, not yet answered).
+        self.held_events: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         self._faults: deque[Fault] = deque()
         self._outage_until = 0.0
         self._outage_status = 503
         self._hold_armed = False
+        self._hold_skip = 0
         self._release = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
         self._server.daemon_threads = True
@@ -103,10 +106,14 @@ class IngestStandIn:
             self._outage_until = time.monotonic() + seconds
             self._outage_status = status
 
-    def hold_next(self) -> None:
-        """Accept the next valid batch, then stall until ``release`` (at most 60 s)."""
+    def hold_next(self, skip: int = 0) -> None:
+        """After ``skip`` accepted requests, accept one more, then stall until ``release``.
+
+        The stall lasts at most 60 s.
+        """
         with self._lock:
             self._hold_armed = True
+            self._hold_skip = skip
             self._release.clear()
             self.held.clear()
 
@@ -146,8 +153,12 @@ class IngestStandIn:
         hold = False
         with self._lock:
             self.accepted.extend((e["id"], e["source"]) for e in events)
-            hold, self._hold_armed = self._hold_armed, False
+            if self._hold_armed and self._hold_skip > 0:
+                self._hold_skip -= 1
+            elif self._hold_armed:
+                hold, self._hold_armed = True, False
         if hold:
+            self.held_events = [(e["id"], e["source"]) for e in events]
             self.held.set()
             self._release.wait(60)
         return 204, "", len(events)

@@ -285,6 +285,8 @@ class Forwarder:
                     await self.deliver(msgs, stop)
                 await self._update_lag(sub, force=not msgs)
         finally:
+            # A bound pull subscription makes a later drain() wait its whole timeout.
+            await sub.unsubscribe()
             await self.client.close()
 
     async def _update_lag(self, sub: Any, force: bool) -> None:

@@ -182,14 +182,18 @@ class TierProjector:
 
         sub = await self.subscribe()
         checked = 0.0
-        while not stop.is_set():
-            try:
-                msgs = await sub.fetch(self.batch_size, timeout=fetch_wait)
-            except nats_errors.TimeoutError:
-                msgs = []
-            for msg in msgs:
-                await self.handle(msg)
-            if not msgs or time.monotonic() - checked > 1.0:
-                checked = time.monotonic()
-                info = await sub.consumer_info()
-                self.metrics.lag.set(info.num_pending)
+        try:
+            while not stop.is_set():
+                try:
+                    msgs = await sub.fetch(self.batch_size, timeout=fetch_wait)
+                except nats_errors.TimeoutError:
+                    msgs = []
+                for msg in msgs:
+                    await self.handle(msg)
+                if not msgs or time.monotonic() - checked > 1.0:
+                    checked = time.monotonic()
+                    info = await sub.consumer_info()
+                    self.metrics.lag.set(info.num_pending)
+        finally:
+            # A bound pull subscription makes a later drain() wait its whole timeout.
+            await sub.unsubscribe()

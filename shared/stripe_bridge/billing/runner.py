@@ -73,4 +73,5 @@ async def run_until_stopped(
         await worker(nc, stop)
     finally:
         await nc.drain()
+    log.info("%s stopped", name)
     return EXIT_OK
