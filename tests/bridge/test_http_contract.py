@@ -309,7 +309,11 @@ async def test_redis_down_gives_503_idempotency_unavailable(
     assert post_event(fn.url, fresh_invoice()).json()["status"] == "published"
     seq = await last_seq(stream.url)
     redis_server.stop()
-    down = post_event(fn.url, fresh_invoice())
+    event = fresh_invoice()
+    body = encode(event)
+    headers = signed_headers(body)
+    log_at = len(fn.log())
+    down = httpx.post(fn.url, content=body, headers=headers, timeout=10)
     assert down.status_code == 503
     assert down.json()["error"] == "idempotency_unavailable"
     assert int(down.headers["Retry-After"]) > 0
@@ -318,7 +322,14 @@ async def test_redis_down_gives_503_idempotency_unavailable(
         metric(fn.url, "stripe_bridge_idempotency_errors_total", backend="redis", operation="claim")
         == 1
     )
-    assert "reason=idempotency_unavailable" in fn.log()
+    assert "status=503 outcome=failed reason=idempotency_unavailable" in new_log(fn, log_at)
+    assert_log_clean(new_log(fn, log_at), headers["Stripe-Signature"])
+    # Redis is back (empty: it kept nothing): Stripe's retry of the same delivery is stored.
+    redis_server.start()
+    retried = httpx.post(fn.url, content=body, headers=headers, timeout=10)
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["status"] == "published"
+    assert (await stored_ids(stream.url)).count(event["id"]) == 1
 
 
 @pytest.mark.parametrize(
