@@ -14,6 +14,7 @@ import httpx
 import pytest
 from stripe_bridge import registry
 from stripe_bridge.codegen import generated_files
+from stripe_bridge.natscluster import LocalNatsCluster
 from stripe_bridge.natsserver import NatsServer, free_port
 from stripe_bridge.processes import FunctionProcess, wait_until
 
@@ -156,6 +157,26 @@ async def test_provision_is_idempotent(nats_server: NatsServer) -> None:
     assert config.max_age == 7 * 86400
     assert config.duplicate_window == 30 * 60
     assert config.storage == "file"
+
+
+def test_provision_updates_replicas_on_a_cluster(tmp_path: Path) -> None:
+    with LocalNatsCluster(tmp_path / "cluster") as cluster:
+        url = cluster.url()
+
+        def provision(*args: str) -> str:
+            result = cli("provision", "--nats-url", url, *args)
+            assert result.returncode == 0, result.stdout
+            assert cluster.passwords["admin"] not in result.stdout
+            return result.stdout.strip()
+
+        assert provision() == "stream STRIPE (stripe.>, R1): created"
+        assert provision("--replicas", "3") == "stream STRIPE (stripe.>, R3): updated"
+        assert provision("--replicas", "3") == "stream STRIPE (stripe.>, R3): unchanged"
+        wait_until(
+            lambda: all(cluster.local_stream_state(i, "STRIPE") is not None for i in range(3)),
+            15,
+            "a replica on every node",
+        )
 
 
 def test_provision_replicas_beyond_the_cluster_fails_clearly(nats_server: NatsServer) -> None:
