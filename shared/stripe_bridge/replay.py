@@ -65,7 +65,10 @@ def fetch_events(api_key: str, api_base: str, since: datetime) -> list[dict[str,
         # into Decimal, and the stream keeps the event exactly as Stripe sent it.
         events: list[dict[str, Any]] = []
         while True:
-            events += json.loads(page.last_response.body)["data"]
+            response = page.last_response
+            if response is None:  # stripe-python sets it on every fetched page
+                raise ReplayError(f"Stripe at {api_base} sent no response body")
+            events += json.loads(response.body)["data"]
             if not page.has_more:
                 break
             page = page.next_page()

@@ -18,6 +18,11 @@ async def connect(cluster: LocalNatsCluster, user: str = "admin", **options: Any
     """A nats-py connection to every node of ``cluster`` as ``user``."""
     import nats
 
+    async def quiet(_exc: Exception) -> None:
+        # Nodes are stopped on purpose here; nats-py would print a traceback per attempt.
+        return None
+
+    options.setdefault("error_cb", quiet)
     return await nats.connect(
         servers=cluster.servers(),
         user=user,

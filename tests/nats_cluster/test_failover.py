@@ -1,0 +1,199 @@
+"""The bridge loses nothing when cluster nodes die: real function, real 3-node R3 cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from stripe_bridge.natscluster import LocalNatsCluster
+from stripe_bridge.processes import FunctionProcess, wait_until
+
+from ..conftest import FunctionFactory
+from ..helpers import fixture_event, post_event
+from .conftest import STREAM, connect
+
+KINDS = ("invoice_paid", "subscription_updated", "charge_succeeded", "customer_updated")
+
+
+def bridge(cluster: LocalNatsCluster, start_function: FunctionFactory) -> FunctionProcess:
+    """The catch-all function, as the publisher user, knowing every server."""
+    return start_function(
+        NATS_URL=cluster.url(user=None),
+        NATS_USER="publisher",
+        NATS_PASSWORD=cluster.passwords["publisher"],
+        PUBLISH_TIMEOUT="2",
+    )
+
+
+def fresh_events(count: int) -> list[dict[str, Any]]:
+    """``count`` real payloads of several types, each with a new event id."""
+    return [fixture_event(KINDS[i % len(KINDS)], fresh_id=True) for i in range(count)]
+
+
+async def stream_info(cluster: LocalNatsCluster, timeout: float = 30.0) -> Any:
+    """Stream info from the current leader, waiting out a leader election."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    nc = await connect(cluster)
+    try:
+        while True:
+            try:
+                info = await nc.jetstream(timeout=1).stream_info(STREAM)
+                if info.cluster and info.cluster.leader:
+                    return info
+            except Exception:
+                if loop.time() > deadline:
+                    raise
+            if loop.time() > deadline:
+                raise TimeoutError("the stream has no leader")
+            await asyncio.sleep(0.1)  # poll interval of the deadline loop, not a sync point
+    finally:
+        await nc.close()
+
+
+async def stream_leader(cluster: LocalNatsCluster) -> int:
+    """The index of the node leading the stream's Raft group."""
+    return cluster.index_of((await stream_info(cluster)).cluster.leader)
+
+
+async def stored_ids(cluster: LocalNatsCluster) -> Counter[str]:
+    """How often each Nats-Msg-Id is in the stream (read by sequence from the leader)."""
+    nc = await connect(cluster)
+    try:
+        js = nc.jetstream(timeout=5)
+        state = (await js.stream_info(STREAM)).state
+        ids: Counter[str] = Counter()
+        for seq in range(state.first_seq, state.last_seq + 1 if state.messages else 0):
+            ids[(await js.get_msg(STREAM, seq)).headers["Nats-Msg-Id"]] += 1
+        return ids
+    finally:
+        await nc.close()
+
+
+def redeliver_until_stored(url: str, event: dict[str, Any], timeout: float = 60.0) -> None:
+    """Stripe's retry: deliver again until the bridge answers 2xx."""
+    wait_until(lambda: post_event(url, event).is_success, timeout, f"redelivery of {event['id']}")
+
+
+def replicas_converged(cluster: LocalNatsCluster, expected: int) -> bool:
+    """Every node's own replica of the stream holds ``expected`` messages, same last seq."""
+    states = [cluster.local_stream_state(i, STREAM) for i in range(len(cluster.nodes))]
+    if any(state is None or state["messages"] != expected for state in states):
+        return False
+    return len({state["last_seq"] for state in states if state}) == 1
+
+
+class SteadyTraffic:
+    """Four senders delivering fresh events back to back until stopped (at most ``limit``)."""
+
+    def __init__(self, url: str, workers: int = 4, limit: int = 3000) -> None:
+        self.url = url
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._answers: list[tuple[dict[str, Any], int]] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run) for _ in range(workers)]
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and self.answered() < self.limit:
+            (event,) = fresh_events(1)
+            status = post_event(self.url, event).status_code
+            with self._lock:
+                self._answers.append((event, status))
+
+    def answered(self) -> int:
+        """How many deliveries got an answer so far."""
+        with self._lock:
+            return len(self._answers)
+
+    def stored_since(self, index: int) -> int:
+        """2xx answers after the first ``index`` answers."""
+        with self._lock:
+            return sum(status == 200 for _event, status in self._answers[index:])
+
+    def results(self) -> tuple[list[dict[str, Any]], list[int]]:
+        """Every event sent and its answer, in answer order."""
+        with self._lock:
+            return [e for e, _s in self._answers], [s for _e, s in self._answers]
+
+    def __enter__(self) -> SteadyTraffic:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(60)
+
+
+def send_all(url: str, events: list[dict[str, Any]], workers: int = 4) -> list[Future[int]]:
+    """Start delivering ``events`` with ``workers`` concurrent senders; answers as futures."""
+    pool = ThreadPoolExecutor(workers)
+    futures = [pool.submit(lambda e: post_event(url, e).status_code, e) for e in events]
+    pool.shutdown(wait=False)
+    return futures
+
+
+async def test_stream_leader_crash_mid_traffic(
+    cluster: LocalNatsCluster, start_function: FunctionFactory
+) -> None:
+    fn = bridge(cluster, start_function)
+    with SteadyTraffic(fn.url) as traffic:
+        wait_until(lambda: traffic.answered() >= 60, 60, "60 answers before the crash")
+        old_leader = await stream_leader(cluster)
+        cluster.kill_node(old_leader)
+        crashed_at = traffic.answered()
+        # Go on until the bridge has stored 60 more events: the failover happened under load.
+        wait_until(lambda: traffic.stored_since(crashed_at) >= 60, 90, "60 stored after crash")
+    events, statuses = traffic.results()
+    assert set(statuses) <= {200, 503}, Counter(statuses)
+    new_leader = await stream_leader(cluster)
+    assert new_leader != old_leader
+    failed = [e for e, status in zip(events, statuses, strict=True) if status == 503]
+    for event in failed:
+        redeliver_until_stored(fn.url, event)
+
+    ids = await stored_ids(cluster)
+    assert ids == Counter(e["id"] for e in events)  # every event exactly once
+
+    cluster.start_node(old_leader)
+    wait_until(lambda: replicas_converged(cluster, len(events)), 60, "replicas converge")
+    info = await stream_info(cluster)
+    assert info.cluster.replicas is not None and len(info.cluster.replicas) == 2
+    assert all(peer.current and not peer.offline for peer in info.cluster.replicas)
+
+
+async def test_whole_cluster_outage_and_restart(
+    cluster: LocalNatsCluster, start_function: FunctionFactory
+) -> None:
+    fn = bridge(cluster, start_function)
+    before, during = fresh_events(30), fresh_events(10)
+    assert [f.result(timeout=60) for f in send_all(fn.url, before)] == [200] * len(before)
+
+    cluster.stop()
+    statuses = [post_event(fn.url, event).status_code for event in during]
+    assert statuses == [503] * len(during)
+    wait_until(lambda: post_event(fn.url + "readyz", {}).status_code != 200, 5, "not ready")
+
+    for index in range(len(cluster.nodes)):
+        cluster.start_node(index)
+    cluster.wait_healthy(60)
+    for event in during:
+        redeliver_until_stored(fn.url, event)
+
+    ids = await stored_ids(cluster)  # file storage kept everything stored before the outage
+    assert ids == Counter(e["id"] for e in before + during)
+    wait_until(lambda: replicas_converged(cluster, len(before) + len(during)), 60, "converge")
+
+
+def test_cluster_is_rendered_from_the_shared_template(cluster: LocalNatsCluster) -> None:
+    for index, node in enumerate(cluster.nodes):
+        assert node.config_file is not None
+        text = node.config_file.read_text()
+        assert f"server_name: n{index}" in text
+        assert "user: publisher" in text and "$NATS_PUBLISHER_PASSWORD" in text
+    assert asyncio.run(stream_leader(cluster)) in range(3)
