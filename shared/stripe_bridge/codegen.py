@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from . import registry
+from .billing.functions import billing_function_files
 from .config import Settings
 from .dashboards import dashboard_files
 from .metrics import metrics_table
@@ -95,4 +96,5 @@ def generated_files(root: Path) -> dict[Path, str]:
     observability = root / "docs" / "observability.md"
     files[observability] = replace_section(observability.read_text(), "metrics", metrics_table())
     files.update(dashboard_files(root))
+    files.update(billing_function_files(root))
     return files

@@ -1,0 +1,85 @@
+"""The usage function served as a process (``stripe-bridge serve``) with real nats-server."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+from stripe_bridge.billing.usage import USAGE_STREAM
+from stripe_bridge.natsserver import NatsServer
+
+from ..conftest import FunctionFactory
+from ..helpers import stream_messages
+
+TOKEN = "usage-token-1234567890"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+RECORD = {
+    "meter": "tokens",
+    "customer_id": "cus_Abc123",
+    "value": 1234,
+    "id": "agent-run-42-step-7",
+    "time": "2026-01-01T10:00:00Z",
+    "session_id": "sess_9",
+    "properties": {"model": "small"},
+}
+
+
+async def test_record_usage_once_per_id(
+    usage_nats: NatsServer, start_function: FunctionFactory
+) -> None:
+    fn = start_function("billing_usage", NATS_URL=usage_nats.url, USAGE_API_TOKEN=TOKEN)
+    async with httpx.AsyncClient(base_url=fn.url, headers=AUTH, timeout=10) as client:
+        first = await client.post("/", json=RECORD)
+        again = await client.post("/", json=[RECORD, {**RECORD, "id": "agent-run-42-step-8"}])
+    assert first.status_code == 202, first.text
+    assert first.json() == {"stored": 1, "duplicates": 0, "ids": [RECORD["id"]]}
+    assert again.json()["stored"] == 1
+    assert again.json()["duplicates"] == 1
+    messages = await stream_messages(usage_nats.url, USAGE_STREAM)
+    assert [m.headers["Nats-Msg-Id"] for m in messages] == [RECORD["id"], "agent-run-42-step-8"]
+    event = json.loads(messages[0].data)
+    assert messages[0].subject == "usage.tokens"
+    assert {k: event[k] for k in ("specversion", "id", "type", "subject", "source")} == {
+        "specversion": "1.0",
+        "id": RECORD["id"],
+        "type": "tokens",
+        "subject": "cus_Abc123",
+        "source": "stripe-bridge",
+    }
+    assert event["data"] == {"value": 1234.0, "model": "small", "session_id": "sess_9"}
+    assert event["time"].startswith("2026-01-01T10:00:00")
+
+
+async def test_usage_refusals(usage_nats: NatsServer, start_function: FunctionFactory) -> None:
+    fn = start_function("billing_usage", NATS_URL=usage_nats.url, USAGE_API_TOKEN=TOKEN)
+    async with httpx.AsyncClient(base_url=fn.url, timeout=10) as client:
+        no_token = await client.post("/", json=RECORD)
+        negative = await client.post("/", json={**RECORD, "value": -1}, headers=AUTH)
+        unknown_field = await client.post("/", json={**RECORD, "tokens": 3}, headers=AUTH)
+        bad_meter = await client.post("/", json={**RECORD, "meter": "a.b"}, headers=AUTH)
+        not_json = await client.post("/", content=b"tokens=5", headers=AUTH)
+        metrics = (await client.get("/metrics")).text
+    assert no_token.status_code == 401
+    assert negative.status_code == 422
+    assert negative.json()["error"] == "value: Input should be greater than or equal to 0"
+    assert unknown_field.status_code == 422
+    assert bad_meter.status_code == 422
+    assert "meter" in bad_meter.json()["error"]
+    assert not_json.status_code == 400
+    assert await stream_messages(usage_nats.url, USAGE_STREAM) == []
+    assert 'outcome="invalid"} 3.0' in metrics
+    assert 'outcome="unauthorized"} 1.0' in metrics
+
+
+async def test_nats_down_is_503_with_retry_after(
+    usage_nats: NatsServer, start_function: FunctionFactory
+) -> None:
+    fn = start_function(
+        "billing_usage", NATS_URL=usage_nats.url, PUBLISH_TIMEOUT="1", RETRY_AFTER_SECONDS="7"
+    )
+    usage_nats.stop()
+    async with httpx.AsyncClient(base_url=fn.url, timeout=15) as client:
+        response = await client.post("/", json=RECORD)
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "7"
+    assert response.json()["error"] == "usage not stored, retry with the same ids"
