@@ -31,8 +31,9 @@ def test_generated_files_match_the_registry() -> None:
         assert f"| `{event_type.name}` | `functions/{event_type.function_name}` |" in table
         source = (REPO_ROOT / "functions" / event_type.function_name / "main.py").read_text()
         assert f'handle = make_function("{event_type.function_name}")' in source
+    # Other functions (billing) live beside them; every webhook function must be there.
     folders = {p.name for p in (REPO_ROOT / "functions").iterdir() if (p / "main.py").exists()}
-    assert folders == set(registry.function_names())
+    assert folders >= set(registry.function_names())
 
 
 def test_generate_check_reports_drift(tmp_path: Path) -> None:
@@ -261,7 +262,9 @@ def test_dev_serves_then_stops_with_its_nats_server(
         assert "unsupported_event_type" in wrong.stdout
 
         dev.send_signal(stop_signal)
-        assert dev.wait(30) == 0, output.read_text()
+        # Ctrl-C may end as the conventional 130; Kubernetes' SIGTERM is a clean exit.
+        clean = {0, 130} if stop_signal is signal.SIGINT else {0}
+        assert dev.wait(30) in clean, output.read_text()
     finally:
         if dev.poll() is None:
             dev.kill()
