@@ -7,7 +7,8 @@ rules are checked and unit-tested with ``promtool``.
 
 Queries assume Prometheus scrapes the Pushgateway with ``honor_labels: true`` (so ``job``,
 ``function`` and ``instance`` are the pushing process's) and the NATS servers through
-prometheus-nats-exporter (``-varz -routez -jsz=all``) in a scrape job called ``nats``.
+prometheus-nats-exporter (``-varz -routez -jsz=all -prefix=nats``, as nats/base deploys
+it) in a scrape job called ``nats``.
 """
 
 from __future__ import annotations
@@ -314,7 +315,8 @@ def nats_dashboard() -> Dashboard:
     return Dashboard(
         uid="stripe-bridge-nats",
         title="Stripe bridge: NATS JetStream cluster",
-        description="prometheus-nats-exporter (-varz -routez -jsz=all) on every NATS server.",
+        description="prometheus-nats-exporter (-varz -routez -jsz=all -prefix=nats) beside "
+        "every NATS server.",
         variables=[_custom_variable("stream", "Stream", ["STRIPE"])],
         rows=[
             Row(
@@ -323,7 +325,7 @@ def nats_dashboard() -> Dashboard:
                     Panel("Servers up", [("up", f"sum(up{job})")], kind="stat", width=6),
                     Panel(
                         "JetStream cluster size",
-                        [("peers", "max(gnatsd_varz_jetstream_meta_cluster_size)")],
+                        [("peers", "max(nats_varz_jetstream_meta_cluster_size)")],
                         kind="stat",
                         width=6,
                     ),
@@ -332,7 +334,7 @@ def nats_dashboard() -> Dashboard:
                         [
                             (
                                 "{{meta_leader}}",
-                                "count by (meta_leader) (jetstream_server_total_streams"
+                                "count by (meta_leader) (nats_server_total_streams"
                                 '{meta_leader!=""})',
                             )
                         ],
@@ -341,12 +343,12 @@ def nats_dashboard() -> Dashboard:
                     ),
                     Panel(
                         "Routes per server",
-                        [("{{server_id}}", "sum by (server_id) (gnatsd_varz_routes)")],
+                        [("{{server_id}}", "sum by (server_id) (nats_varz_routes)")],
                         width=6,
                     ),
                     Panel(
                         "Client connections",
-                        [("{{server_id}}", "sum by (server_id) (gnatsd_varz_connections)")],
+                        [("{{server_id}}", "sum by (server_id) (nats_varz_connections)")],
                     ),
                     Panel(
                         "Slow consumers",
@@ -354,7 +356,7 @@ def nats_dashboard() -> Dashboard:
                             (
                                 "{{server_id}}",
                                 "sum by (server_id) "
-                                "(rate(gnatsd_varz_slow_consumers[$__rate_interval]))",
+                                "(rate(nats_varz_slow_consumers[$__rate_interval]))",
                             )
                         ],
                     ),
@@ -366,12 +368,12 @@ def nats_dashboard() -> Dashboard:
                     Panel(
                         "File storage used, reserved and max",
                         [
-                            ("used {{server_id}}", "gnatsd_varz_jetstream_stats_storage"),
+                            ("used {{server_id}}", "nats_varz_jetstream_stats_storage"),
                             (
                                 "reserved {{server_id}}",
-                                "gnatsd_varz_jetstream_stats_reserved_storage",
+                                "nats_varz_jetstream_stats_reserved_storage",
                             ),
-                            ("max {{server_id}}", "gnatsd_varz_jetstream_config_max_storage"),
+                            ("max {{server_id}}", "nats_varz_jetstream_config_max_storage"),
                         ],
                         unit="bytes",
                     ),
@@ -390,7 +392,7 @@ def nats_dashboard() -> Dashboard:
                         [
                             (
                                 "{{stream_name}}",
-                                f"max by (stream_name) (jetstream_stream_total_messages{leader})",
+                                f"max by (stream_name) (nats_stream_total_messages{leader})",
                             )
                         ],
                     ),
@@ -399,7 +401,7 @@ def nats_dashboard() -> Dashboard:
                         [
                             (
                                 "{{stream_name}}",
-                                f"max by (stream_name) (jetstream_stream_total_bytes{leader})",
+                                f"max by (stream_name) (nats_stream_total_bytes{leader})",
                             )
                         ],
                         unit="bytes",
@@ -410,7 +412,7 @@ def nats_dashboard() -> Dashboard:
                             (
                                 "{{stream_name}}/{{consumer_name}}",
                                 "max by (stream_name, consumer_name) "
-                                f"(jetstream_consumer_num_pending{consumer})",
+                                f"(nats_consumer_num_pending{consumer})",
                             )
                         ],
                     ),
@@ -420,12 +422,12 @@ def nats_dashboard() -> Dashboard:
                             (
                                 "ack pending {{consumer_name}}",
                                 "max by (stream_name, consumer_name) "
-                                f"(jetstream_consumer_num_ack_pending{consumer})",
+                                f"(nats_consumer_num_ack_pending{consumer})",
                             ),
                             (
                                 "redelivered {{consumer_name}}",
                                 "max by (stream_name, consumer_name) "
-                                f"(jetstream_consumer_num_redelivered{consumer})",
+                                f"(nats_consumer_num_redelivered{consumer})",
                             ),
                         ],
                     ),

@@ -152,7 +152,7 @@ def test_nats_dashboard_queries_parse(prometheus: PrometheusServer) -> None:
     for key, expr in queries.items():
         answer = query(prometheus, expr)
         assert answer["status"] == "success", (key, answer)
-    assert query(prometheus, "sum(rate(jetstream_stream_total_bytes[1m])")["status"] == "error"
+    assert query(prometheus, "sum(rate(nats_stream_total_bytes[1m])")["status"] == "error"
 
 
 def test_alert_rules_load_and_evaluate(prometheus: PrometheusServer) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 from stripe_bridge import registry
-from stripe_bridge.alerts import RUNBOOK_URL, alerts
+from stripe_bridge.alerts import EXPORTER_PREFIX, RUNBOOK_URL, alerts
 from stripe_bridge.codegen import replace_section
 from stripe_bridge.dashboards import bridge_dashboard, dashboard_files
 from stripe_bridge.metrics import metrics_table
@@ -115,3 +115,20 @@ def test_bridge_dashboard_follows_the_registry() -> None:
     for panel in model["panels"]:
         for target in panel.get("targets", []):
             assert re.search(r"stripe_bridge_|push_time_seconds", target["expr"])
+
+
+def test_nats_queries_match_the_deployed_exporter() -> None:
+    statefulset = (REPO_ROOT / "nats" / "base" / "statefulset.yaml").read_text()
+    docs = list(yaml.safe_load_all(statefulset))
+    containers = [c for d in docs if d for c in d["spec"]["template"]["spec"]["containers"]]
+    (exporter,) = [c for c in containers if "prometheus-nats-exporter" in c["image"]]
+    assert {f"-prefix={EXPORTER_PREFIX}", "-varz", "-routez", "-jsz=all"} <= set(exporter["args"])
+    model = _model("nats-cluster.json")
+    names = {
+        name
+        for panel in model["panels"]
+        for target in panel.get("targets", [])
+        for name in re.findall(r"\b[a-z_]+(?=\{|\)|\s|$)", target["expr"])
+        if name.startswith(("nats_", "gnatsd_", "jetstream_"))
+    }
+    assert names and all(n.startswith(f"{EXPORTER_PREFIX}_") for n in names), names
