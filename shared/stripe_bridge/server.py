@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from .webhook import Runtime, WebhookHandler
 
 #: Uvicorn waits this long for in-flight webhooks on SIGTERM (Knative's default grace is 30 s).
 GRACEFUL_SHUTDOWN_SECONDS = 20
+#: Exit code when the server could not start (e.g. the port is taken), as uvicorn.run uses.
+STARTUP_FAILURE_EXIT = 3
 _ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
@@ -79,15 +82,32 @@ def _endpoint(handler: WebhookHandler) -> Any:
 
 
 def run(app: ASGIApp, host: str, port: int, log_level: str = "warning") -> None:
-    """Run ``app`` under uvicorn; SIGTERM lets in-flight requests finish, then shuts down."""
+    """Run ``app`` under uvicorn; SIGTERM lets in-flight requests finish, then exits 0."""
     import uvicorn
 
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        lifespan="on",
-        log_level=log_level,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-        access_log=False,
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            lifespan="on",
+            log_level=log_level,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+            access_log=False,
+        )
     )
+
+    def after_graceful_shutdown(_signum: int, _frame: object) -> None:
+        # Uvicorn handles SIGTERM itself while serving, then restores this handler and
+        # raises the signal again: with the default handler a clean drain would end as
+        # "killed by SIGTERM" (exit 143). Before uvicorn took over nothing is in flight.
+        if not server.started:
+            raise SystemExit(0)
+
+    previous = signal.signal(signal.SIGTERM, after_graceful_shutdown)
+    try:
+        server.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if not server.started:
+        raise SystemExit(STARTUP_FAILURE_EXIT)
