@@ -10,9 +10,7 @@ import argparse
 import asyncio
 import os
 import secrets
-import signal
 from pathlib import Path
-from types import FrameType
 
 from .. import registry
 from ..config import IdempotencyBackend, load_settings
@@ -71,12 +69,6 @@ Or send a signed sample, and watch the stream:
 Ctrl-C stops the bridge and its nats-server."""
 
 
-def _exit_cleanly(_signum: int, _frame: FrameType | None) -> None:
-    # uvicorn re-raises the SIGTERM it handled once it has shut down; the default action
-    # would kill this process before it stops its nats-server child.
-    raise SystemExit(0)
-
-
 def run_dev(args: argparse.Namespace) -> int:
     """Start nats-server, provision, serve every function until interrupted."""
     data_dir: Path = args.data_dir
@@ -111,7 +103,6 @@ def run_dev(args: argparse.Namespace) -> int:
 
         print(f"stream {settings.nats_stream}: {asyncio.run(setup())}")
         print(banner(f"http://{args.host}:{args.port}/", secret_note, nats.url), flush=True)
-        signal.signal(signal.SIGTERM, _exit_cleanly)
         run(dev_app(Runtime(settings, "dev")), args.host, args.port)
     finally:
         nats.stop()
