@@ -253,7 +253,7 @@ def registration_steps(
     urls = {state.name: state.url for state in states}
     lines = [
         "Register each URL as a Stripe webhook endpoint for its event type (Dashboard:",
-        "Developers > Webhooks > Add endpoint, or the stripe CLI below). Stripe shows the",
+        "Workbench > Webhooks > add a destination, or the stripe CLI below). Stripe shows the",
         "endpoint's signing secret (whsec_...) once: store it under the function's key in",
         f"Secret {WEBHOOK_SECRET}, then roll the Service so new pods read it (docs/deploy.md).",
         "",

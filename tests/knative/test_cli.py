@@ -1,0 +1,72 @@
+"""``stripe-bridge knative render|lock --check`` and ``serve``'s start-up failures."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from stripe_bridge.cli import main
+from stripe_bridge.natsserver import free_port
+
+from ..helpers import REPO_ROOT
+
+
+def test_render_writes_then_check_passes_then_detects_drift(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "knative"
+    assert main(["knative", "render", "--check", "--out", str(out)]) == 1
+    assert main(["knative", "render", "--env", "staging", "--out", str(out)]) == 0
+    assert not (out / "production").exists()
+    assert main(["knative", "render", "--out", str(out)]) == 0
+    assert main(["knative", "render", "--check", "--out", str(out)]) == 0
+    (out / "staging" / "stripe-invoice-paid.yaml").write_text("edited by hand\n")
+    capsys.readouterr()
+    assert main(["knative", "render", "--check", "--out", str(out)]) == 1
+    assert "out of date: " in capsys.readouterr().out
+
+
+def test_lock_check_on_the_repository_and_on_a_stale_copy(tmp_path: Path) -> None:
+    assert main(["knative", "lock", "--check", "--root", str(REPO_ROOT)]) == 0
+    (tmp_path / "pyproject.toml").write_text((REPO_ROOT / "pyproject.toml").read_text())
+    (tmp_path / "requirements.lock").write_text("nats-py==0.0.1\n")
+    assert main(["knative", "lock", "--check", "--root", str(tmp_path)]) == 1
+    assert main(["knative", "lock", "--root", str(tmp_path)]) == 0
+    assert main(["knative", "lock", "--check", "--root", str(tmp_path)]) == 0
+
+
+def test_lock_refuses_a_dependency_that_is_not_installed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pyproject = '[project]\nname = "x"\ndependencies = ["surely-not-installed-pkg>=1"]\n'
+    (tmp_path / "pyproject.toml").write_text(pyproject)
+    assert main(["knative", "lock", "--root", str(tmp_path)]) == 2
+    assert "surely-not-installed-pkg is required but not installed" in capsys.readouterr().err
+
+
+def test_serve_exits_3_when_its_port_is_taken(tmp_path: Path) -> None:
+    port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        result = subprocess.run(
+            [str(Path(sys.executable).parent / "stripe-bridge"), "serve"],
+            env={
+                "PATH": str(Path(sys.executable).parent),
+                "HOST": "127.0.0.1",
+                "PORT": str(port),
+                "FUNCTION_SOURCE": str(REPO_ROOT / "functions" / "stripe_event" / "main.py"),
+                "FUNCTION_TARGET": "handle",
+            },
+            capture_output=True,
+            timeout=60,
+        )
+    assert result.returncode == 3, result.stderr
+
+
+def test_serve_without_a_function_source_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--source", "/nonexistent/main.py"]) == 2
+    assert "no function source at /nonexistent/main.py" in capsys.readouterr().out
