@@ -88,9 +88,7 @@ def _apply_patch(directory: Path, patch: dict[str, Any], objects: list[dict[str,
 def json_patch(document: dict[str, Any], operation: dict[str, Any]) -> None:
     """Apply one RFC 6902 ``add``/``replace``/``remove`` operation in place."""
     op = operation["op"]
-    keys = [
-        part.replace("~1", "/").replace("~0", "~") for part in operation["path"].split("/")[1:]
-    ]
+    keys = [part.replace("~1", "/").replace("~0", "~") for part in operation["path"].split("/")[1:]]
     parent: Any = document
     for key in keys[:-1]:
         parent = parent[int(key)] if isinstance(parent, list) else parent[key]

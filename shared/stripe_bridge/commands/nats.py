@@ -67,7 +67,7 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def _overlay_dir(args: argparse.Namespace) -> Path:
-    nats_dir = args.root / "nats"
+    nats_dir: Path = args.root / "nats"
     return nats_dir / "base" if args.overlay == "base" else nats_dir / "overlays" / args.overlay
 
 
