@@ -1,4 +1,4 @@
-"""Local server processes for tests and benchmarks: redis-server and bridge functions.
+"""Local server processes for tests and benchmarks: redis-server, bridge functions, Prometheus.
 
 Every process binds to loopback on a free port, lives in a temporary folder and is
 stopped by its ``stop`` (or the context manager), never left behind.
@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Mapping
@@ -254,3 +255,48 @@ class PrometheusServer(ManagedProcess):
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class BlackHoleServer:
+    """A loopback TCP server that accepts connections and never answers (a hung dependency).
+
+    Runs in a daemon thread; ``accepted`` counts the connections, so a test can tell that
+    the client under test did try.
+    """
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.port: int = self.sock.getsockname()[1]
+        self.connections: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def url(self) -> str:
+        """An http:// URL pointing at it."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def accepted(self) -> int:
+        """How many connections were accepted so far."""
+        return len(self.connections)
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            self.connections.append(conn)
+
+    def __enter__(self) -> BlackHoleServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for conn in self.connections:
+            conn.close()
+        self.sock.close()

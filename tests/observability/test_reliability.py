@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import signal
-import socket
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 from stripe_bridge.natsserver import NatsServer, free_port
-from stripe_bridge.processes import wait_until
+from stripe_bridge.processes import BlackHoleServer, wait_until
 from stripe_bridge.push import PUSH_TIMEOUT_SECONDS
 
 from ..conftest import FunctionFactory
@@ -21,41 +19,10 @@ DELIVERIES = 12
 GRACEFUL = (0, -signal.SIGTERM)
 
 
-class BlackHole:
-    """A TCP server that accepts connections and never answers (a hung Pushgateway)."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(0.1)
-        self.port: int = self.sock.getsockname()[1]
-        self.accepted: list[socket.socket] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            self.accepted.append(conn)
-
-    def __enter__(self) -> BlackHole:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        for conn in self.accepted:
-            conn.close()
-        self.sock.close()
-
-
 @pytest.fixture
-def black_hole() -> Iterator[BlackHole]:
+def black_hole() -> Iterator[BlackHoleServer]:
     """A listening socket that never answers."""
-    with BlackHole() as server:
+    with BlackHoleServer() as server:
         yield server
 
 
@@ -96,12 +63,12 @@ def test_pushgateway_down(stream: NatsServer, start_function: FunctionFactory) -
 
 
 def test_pushgateway_never_answers(
-    stream: NatsServer, start_function: FunctionFactory, black_hole: BlackHole
+    stream: NatsServer, start_function: FunctionFactory, black_hole: BlackHoleServer
 ) -> None:
     fn = start_function(
         "invoice_paid",
         NATS_URL=stream.url,
-        PUSHGATEWAY_URL=f"http://127.0.0.1:{black_hole.port}",
+        PUSHGATEWAY_URL=black_hole.url,
         PUSHGATEWAY_MIN_INTERVAL="0",
     )
     latencies = deliver(fn.url)

@@ -93,7 +93,7 @@ def test_dashboard_layout_is_valid(name: str) -> None:
         if panel["type"] != "row":
             assert panel["targets"] and all(t["expr"] for t in panel["targets"])
     # Panels must not overlap.
-    cells = set()
+    cells: set[tuple[int, int]] = set()
     for panel in panels:
         g = panel["gridPos"]
         area = {
