@@ -44,6 +44,7 @@ from stripe_bridge.stream import StreamSpec, provision
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHILD = Path(__file__).resolve().parent / "cold_start_child.py"
+BARE = Path(__file__).resolve().parent / "bare_publisher.py"
 SECRET = "whsec_bench_" + "b" * 32
 FUNCTION = "invoice_paid"
 EVENT_TYPE = "invoice.paid"
@@ -552,6 +553,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             PYTHONPYCACHEPREFIX=str(workdir / "empty-pycache"),
             PYTHONDONTWRITEBYTECODE="1",
         )
+        bare = [sys.executable, str(BARE)]
+        env = function_env(nats_server.url)
+        with FunctionProcess("bare", env, workdir / "functions", REPO_ROOT, command=bare) as server:
+            loads, report.rss_after_load_mib["bare"] = function_loads(
+                "bare HTTP -> js.publish", server, counts, warmup, nats_pid
+            )
+        report.loads += loads
         backends: dict[str, dict[str, str]] = {"memory": {}}
         if not args.no_redis:
             redis = stack.enter_context(RedisServer(workdir / "redis"))
