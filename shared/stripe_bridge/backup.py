@@ -2,8 +2,9 @@
 
 Each line is one stored message: subject, headers (``Nats-Msg-Id`` among them), data,
 the original sequence and store time. Import publishes every message again with its
-original headers, so JetStream's duplicate window turns a repeated import (or an import
-into a stream that still holds some of the messages) into duplicates, not copies.
+original headers, skipping ids the stream already holds; JetStream's duplicate window on
+``Nats-Msg-Id`` covers what the skip cannot see (two imports running at once). So a
+repeated or interrupted import adds duplicates to the count, never copies to the stream.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel
+
+from .message import MSG_ID_HEADER
 
 #: Headers that are publish preconditions, not data: never replayed on import.
 _PRECONDITION_PREFIX = "Nats-Expected-"
@@ -111,6 +114,15 @@ async def iter_stream(js: Any, stream: str, since: datetime | None = None) -> As
             await js.delete_consumer(stream, name)
 
 
+async def stored_ids(js: Any, stream: str, since: datetime | None = None) -> set[str]:
+    """``Nats-Msg-Id`` of every message stored in ``stream`` (since ``since``)."""
+    ids = set()
+    async for msg in iter_stream(js, stream, since):
+        if msg.headers and MSG_ID_HEADER in msg.headers:
+            ids.add(msg.headers[MSG_ID_HEADER])
+    return ids
+
+
 async def export_stream(
     js: Any,
     stream: str,
@@ -139,9 +151,18 @@ async def import_messages(
     messages: Iterable[ExportedMessage],
     on_message: Callable[[ImportCounts], None] = lambda _counts: None,
 ) -> ImportCounts:
-    """Publish ``messages`` into ``stream`` with their original headers, awaiting each PubAck."""
+    """Publish ``messages`` into ``stream`` with their original headers, awaiting each PubAck.
+
+    Messages whose ``Nats-Msg-Id`` the stream already holds are skipped (counted as
+    duplicates), so importing twice adds nothing even after the duplicate window.
+    """
     counts = ImportCounts()
+    present = await stored_ids(js, stream)
     for message in messages:
+        if message.headers.get(MSG_ID_HEADER) in present:
+            counts.duplicate += 1
+            on_message(counts)
+            continue
         ack = await js.publish(
             message.subject, message.payload(), stream=stream, headers=message.publish_headers()
         )

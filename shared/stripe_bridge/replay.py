@@ -1,6 +1,6 @@
 """Recover events missed during an outage from Stripe's Events API (``stripe-bridge replay``).
 
-Events are fetched with stripe-python (auto-paging ``GET /v1/events?created[gte]=``),
+Events are fetched with stripe-python (``GET /v1/events?created[gte]=``, page by page),
 sorted oldest first, and stored through ``webhook.ingest``: the same claim/publish/mark-done
 path as a webhook, minus the signature check (the API call itself is authenticated).
 Events whose type no function serves are stored too, as the catch-all function would.
@@ -21,9 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .backup import iter_stream
 from .envelope import StripeEvent
-from .message import MSG_ID_HEADER
 from .webhook import Outcome, Runtime, ingest
 
 #: Page size of the Events API (its maximum).
@@ -82,15 +80,6 @@ def fetch_events(api_key: str, api_base: str, since: datetime) -> list[dict[str,
         raise ReplayError(f"Stripe at {api_base} answered HTTP {status}: {detail}") from None
     # The API lists newest first; consumers expect the order things happened in.
     return sorted(events, key=lambda event: (event.get("created", 0), event.get("id", "")))
-
-
-async def stored_ids(js: Any, stream: str, since: datetime) -> set[str]:
-    """``Nats-Msg-Id`` of every message stored in ``stream`` since ``since``."""
-    ids = set()
-    async for msg in iter_stream(js, stream, since):
-        if msg.headers and MSG_ID_HEADER in msg.headers:
-            ids.add(msg.headers[MSG_ID_HEADER])
-    return ids
 
 
 async def replay_events(

@@ -86,6 +86,37 @@ async def test_export_wipe_import_restores_exactly_and_again_adds_nothing(
     assert snapshot(await stream_messages(stream.url)) == before
 
 
+async def test_import_adds_nothing_even_after_the_duplicate_window(
+    nats_server: NatsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import nats
+
+    url = nats_server.url
+    await asyncio.to_thread(provision_stream, url, duplicate_window_seconds=0.2)
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        for i in range(3):
+            await js.publish(f"stripe.test.e{i}", b"{}", headers={"Nats-Msg-Id": f"evt_{i}"})
+        backup = tmp_path / "backup.jsonl"
+        assert (
+            await asyncio.to_thread(main, ["export", "--nats-url", url, "--out", str(backup)]) == 0
+        )
+        # Until JetStream forgets a published id, publishing it again is a duplicate.
+        await js.publish("stripe.test.probe", b"", headers={"Nats-Msg-Id": "p"})
+        deadline = asyncio.get_running_loop().time() + 10
+        while (await js.publish("stripe.test.probe", b"", headers={"Nats-Msg-Id": "p"})).duplicate:
+            assert asyncio.get_running_loop().time() < deadline, "duplicate window never ended"
+            await asyncio.sleep(0.05)  # poll interval of the deadline loop
+    finally:
+        await nc.close()
+
+    assert await asyncio.to_thread(main, ["import", "--nats-url", url, str(backup)]) == 0
+    assert "published 0, duplicate 3" in capsys.readouterr().out
+    ids = Counter(m.headers["Nats-Msg-Id"] for m in await stream_messages(url))
+    assert ids == Counter({"evt_0": 1, "evt_1": 1, "evt_2": 1, "p": 2})
+
+
 async def test_export_since_starts_at_the_store_time(stream: NatsServer) -> None:
     import nats
 

@@ -8,9 +8,9 @@ import logging
 import os
 import sys
 
-from ..backup import since_time
+from ..backup import since_time, stored_ids
 from ..config import ConfigError, redact_url
-from ..replay import ReplayCounts, ReplayError, fetch_events, replay_events, stored_ids
+from ..replay import ReplayCounts, ReplayError, fetch_events, replay_events
 from ..webhook import Outcome, Runtime
 from .common import add_nats_arguments, connect, settings_from
 
