@@ -30,6 +30,7 @@ VARIABLES = {
     "$function": ".*",
     "$stream": ".*",
 }
+FN = {"function": "invoice_paid"}
 PUBLISH = ["invoice_paid", "checkout_session_completed", "subscription_created", "invoice_paid"]
 
 
@@ -177,7 +178,7 @@ def test_final_push_on_sigterm(
         PUSHGATEWAY_MIN_INTERVAL="300",  # no regular push would come before the SIGTERM
     )
     assert post_event(fn.url, fixture_event("invoice_paid", fresh_id=True)).status_code == 200
-    published = {"outcome": "published", "event_type": "invoice.paid", "function": "invoice_paid"}
+    published = {"outcome": "published", "event_type": "invoice.paid", **FN}
     wait_until(
         lambda: pushed_value(pushgateway.url, "stripe_bridge_webhooks_total", **published) == 0,
         10,
@@ -185,4 +186,8 @@ def test_final_push_on_sigterm(
     )
     fn.stop()
     assert pushed_value(pushgateway.url, "stripe_bridge_webhooks_total", **published) == 1
+    # Gauges of an exited instance must not count it as busy or connected.
     assert pushed_value(pushgateway.url, "stripe_bridge_inflight_requests") == 0
+    assert pushed_value(pushgateway.url, "stripe_bridge_nats_connected") == 0
+    cold_start = pushed_value(pushgateway.url, "stripe_bridge_cold_start_seconds", **FN)
+    assert cold_start is not None and cold_start > 0
