@@ -204,8 +204,7 @@ class Deployer:
             action = "created"
         else:
             after = data if isinstance(data, dict) else self.get(name) or {}
-            changed = _generation(after) != _generation(before)
-            action = "updated" if changed else "unchanged"
+            action = "updated" if _changed(before, after) else "unchanged"
         return ServiceState(name, f"{action} (dry run)" if self.dry_run else action)
 
     def wait_ready(
@@ -231,6 +230,17 @@ class Deployer:
 
 def _generation(service: dict[str, Any]) -> int:
     return int(service.get("metadata", {}).get("generation") or 0)
+
+
+def _changed(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """Whether an apply changed the spec (a new generation) or the labels/annotations.
+
+    Not resourceVersion: Knative's controller rewrites the status all the time.
+    """
+    if _generation(after) != _generation(before):
+        return True
+    meta_before, meta_after = before.get("metadata", {}), after.get("metadata", {})
+    return any(meta_before.get(key) != meta_after.get(key) for key in ("labels", "annotations"))
 
 
 def _read_status(service: dict[str, Any], state: ServiceState) -> None:

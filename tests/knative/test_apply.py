@@ -80,6 +80,20 @@ def test_creates_then_unchanged_then_updates_and_reports_ready(
     assert pod["containers"][0]["image"] == "registry.example.com/stripe-bridge:0.1.1"
 
 
+def test_a_label_only_change_is_reported_as_updated(
+    kube: FakeKubeAPI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = kube.kubeconfig(tmp_path / "kubeconfig")
+    assert apply(config) == 0
+    for obj in kube.objects.values():
+        obj["metadata"]["labels"]["app.kubernetes.io/version"] = "0.0.9"  # an older deploy
+    capsys.readouterr()
+    assert apply(config) == 0
+    out = capsys.readouterr().out
+    assert all(f"{name}: updated" in out for name in SERVICES), out
+    assert {obj["metadata"]["generation"] for obj in kube.objects.values()} == {1}
+
+
 def test_dry_run_changes_nothing(
     kube: FakeKubeAPI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
