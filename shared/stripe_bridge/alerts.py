@@ -19,6 +19,8 @@ import yaml
 RUNBOOK_URL = "https://github.com/stripe-bridge/stripe-bridge/blob/main/docs/runbook.md"
 #: The Prometheus scrape job of prometheus-nats-exporter.
 NATS_JOB = "nats"
+#: The Prometheus scrape job of the Pushgateway (scraped with ``honor_labels: true``).
+PUSHGATEWAY_JOB = "pushgateway"
 #: The exporter's ``-prefix`` in nats/base/statefulset.yaml: it names the core metrics
 #: ``nats_varz_*`` (default ``gnatsd_varz_*``) and the JetStream ones ``nats_server_*``,
 #: ``nats_stream_*``, ``nats_consumer_*`` (default ``jetstream_*``).
@@ -175,6 +177,24 @@ def alerts() -> list[Alert]:
             "no-events",
             firing=Scenario({f'{webhooks}{{outcome="published",reason=""}}': "5x480"}, "7h", ({},)),
             quiet=Scenario({f'{webhooks}{{outcome="published",reason=""}}': "0+1x480"}, "7h"),
+        ),
+        Alert(
+            "StripeBridgePushgatewayDown",
+            f'up{{job="{PUSHGATEWAY_JOB}"}} == 0',
+            "5m",
+            "warning",
+            "The Pushgateway is not scraped: the bridge's metrics and alerts are blind",
+            "Webhooks are unaffected (pushes never block them), but no bridge metric reaches "
+            "Prometheus, so the other bridge alerts cannot fire.",
+            "pushgateway-down",
+            firing=Scenario(
+                {f'up{{job="{PUSHGATEWAY_JOB}",instance="pushgateway:9091"}}': "0x10"},
+                "8m",
+                ({"job": PUSHGATEWAY_JOB, "instance": "pushgateway:9091"},),
+            ),
+            quiet=Scenario(
+                {f'up{{job="{PUSHGATEWAY_JOB}",instance="pushgateway:9091"}}': "1x10"}, "8m"
+            ),
         ),
         Alert(
             "NatsJetStreamStorageNearlyFull",

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from stripe_bridge import registry
+from stripe_bridge.alerts import alerts
 from stripe_bridge.natsserver import NatsServer
 from stripe_bridge.processes import PrometheusServer, PushgatewayServer, wait_until
 from stripe_bridge.push import JOB
@@ -162,7 +163,7 @@ def test_alert_rules_load_and_evaluate(prometheus: PrometheusServer) -> None:
         return [rule for group in groups for rule in group["rules"]]
 
     wait_until(
-        lambda: len(rules()) == 9 and all(r["health"] == "ok" for r in rules()),
+        lambda: len(rules()) == len(alerts()) and all(r["health"] == "ok" for r in rules()),
         30,
         "every alert rule evaluated without error",
     )
