@@ -13,6 +13,7 @@ import tomllib
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from stripe_bridge import knative
 from stripe_bridge.lockfile import LOCK_FILE, lock_text, parse_lock, resolve
 
 from ..helpers import REPO_ROOT
@@ -51,7 +52,8 @@ def test_entrypoint_is_stripe_bridge_serve_in_exec_form() -> None:
 
 
 def test_port_and_function_defaults() -> None:
-    assert instructions("EXPOSE") == ["8080"]
+    assert instructions("EXPOSE") == [str(knative.CONTAINER_PORT)]
+    assert f"functions {knative.FUNCTIONS_DIR}" in instructions("COPY")
     env = " ".join(instructions("ENV"))
     assert "PORT=8080" in env
     assert "FUNCTION_TARGET=handle" in env
