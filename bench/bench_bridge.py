@@ -75,6 +75,14 @@ class Load:
         """Acknowledged events per second."""
         return self.events / self.seconds
 
+    @property
+    def cpu_per_event(self) -> float:
+        """CPU seconds per event of the process under test (the client for the baseline).
+
+        Steadier than events/s when other work shares the machine's cores.
+        """
+        return self.cpu.get("function", self.cpu["client"]) / self.rate
+
     def percentile(self, q: float) -> float:
         """Latency percentile ``q`` (0-100) in milliseconds."""
         ordered = sorted(self.latencies)
@@ -416,6 +424,7 @@ class Report:
         figures["machine"] = machine()
         figures["loads"] = [
             {**asdict(load), "latencies": None, "rate": load.rate,
+             "cpu_per_event": load.cpu_per_event,
              "p50_ms": load.percentile(50), "p99_ms": load.percentile(99)}
             for load in self.loads
         ]  # fmt: skip
@@ -437,7 +446,7 @@ class Report:
         }
         header = (
             f"{'':28} {'conc':>4} {'events':>6} {'events/s':>9} {'p50 ms':>7} {'p99 ms':>7} "
-            f"{'% ceiling':>9}   CPU (cores): client function nats"
+            f"{'% ceiling':>9} {'CPU us/ev':>9}   CPU (cores): client function nats"
         )
         print(header)
         print("-" * len(header))
@@ -449,8 +458,8 @@ class Report:
             )
             print(
                 f"{load.name:28} {load.concurrency:>4} {load.events:>6} {load.rate:>9.0f} "
-                f"{load.percentile(50):>7.2f} {load.percentile(99):>7.2f} {share:>9.0%}   "
-                f"{cpu:>29}"
+                f"{load.percentile(50):>7.2f} {load.percentile(99):>7.2f} {share:>9.0%} "
+                f"{load.cpu_per_event * 1e6:>9.0f}   {cpu:>29}"
             )
         print()
         for load in self.loads:
