@@ -204,13 +204,9 @@ def service(profile: Profile, fn: FunctionSpec, image: str | None = None) -> dic
         "ports": [{"name": "http1", "containerPort": CONTAINER_PORT}],
         "env": _env(profile, fn),
         # /readyz answers 200 only with NATS connected and the stream present, so a
-        # cold pod takes traffic only once it can store events.
-        "readinessProbe": {
-            "httpGet": {"path": "/readyz"},
-            "periodSeconds": 2,
-            "failureThreshold": 3,
-            "timeoutSeconds": 2,
-        },
+        # cold pod takes traffic only once it can store events. No periodSeconds: Knative's
+        # queue-proxy then probes aggressively (milliseconds apart) during a cold start.
+        "readinessProbe": {"httpGet": {"path": "/readyz"}, "timeoutSeconds": 2},
         "livenessProbe": {
             "httpGet": {"path": "/healthz"},
             "periodSeconds": 10,
