@@ -357,9 +357,15 @@ def to_yaml(*documents: dict[str, Any]) -> str:
     return GENERATED_HEADER + body
 
 
+_TEMPLATE_WARNING = (
+    "# PLACEHOLDERS ONLY: never apply this file (it would overwrite real secrets). Create\n"
+    "# the Secrets with real values as docs/deploy.md shows; this is their shape.\n"
+)
+
+
 def render(envs: list[str] | None = None) -> dict[str, str]:
     """Every manifest file by path relative to ``knative/``, for ``envs`` (default: all)."""
-    files: dict[str, str] = {"secrets.template.yaml": to_yaml(*secrets_template())}
+    files = {"secrets.template.yaml": _TEMPLATE_WARNING + to_yaml(*secrets_template())}
     for env in envs or list(PROFILES):
         profile = PROFILES[env]
         for manifest in services(profile):
