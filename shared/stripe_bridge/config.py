@@ -73,7 +73,11 @@ class Settings(BaseSettings):
     )
     pushgateway_url: str | None = Field(default=None, description="Unset: metrics are not pushed.")
     pushgateway_min_interval: float = Field(
-        default=5.0, ge=0, le=300, description="At most one push per this many seconds."
+        default=5.0,
+        ge=0,
+        le=300,
+        description="At most one push per this many seconds; keep it at or above the "
+        "Pushgateway's scrape interval (docs/observability.md).",
     )
     max_body_bytes: int = Field(
         default=1024 * 1024,
