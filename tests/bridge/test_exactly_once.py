@@ -9,7 +9,7 @@ from itertools import cycle
 
 import httpx
 from stripe_bridge.natsserver import NatsServer
-from stripe_bridge.processes import RedisServer, wait_until
+from stripe_bridge.processes import FunctionProcess, RedisServer, wait_until
 
 from ..conftest import FunctionFactory
 from ..helpers import fixture_event, signed_headers
@@ -49,6 +49,24 @@ async def test_concurrent_deliveries_across_two_processes_store_one_message(
     assert sum(outcomes.values()) == DELIVERIES
     assert [r.json()["status"] for r in later] == ["duplicate", "duplicate"]
     assert await stored_ids(stream.url) == [event["id"]]
+
+
+async def test_concurrent_deliveries_to_one_process_with_the_memory_store(
+    shared_stream: NatsServer, catch_all: FunctionProcess
+) -> None:
+    event = fixture_event("subscription_updated_basil", fresh_id=True)
+    body = json.dumps(event).encode()
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=100)) as client:
+        responses = await asyncio.gather(
+            *(
+                client.post(catch_all.url, content=body, headers=signed_headers(body))
+                for _ in range(DELIVERIES)
+            )
+        )
+    statuses = Counter(r.json().get("status") or r.json()["error"] for r in responses)
+    assert set(statuses) <= {"published", "duplicate", "in_progress"}, statuses
+    assert statuses["published"] == 1, statuses
+    assert (await stored_ids(shared_stream.url)).count(event["id"]) == 1
 
 
 EVENTS = 60

@@ -28,11 +28,19 @@ from .support import metric, stored_ids
 def paused(server: NatsServer) -> Iterator[None]:
     """nats-server frozen (SIGSTOP) inside the block, and always thawed after it."""
     assert server.process is not None
-    os.kill(server.process.pid, signal.SIGSTOP)
+    pid = server.process.pid
+    os.kill(pid, signal.SIGSTOP)
     try:
+        # kill() returns before every thread of the Go runtime has actually stopped.
+        wait_until(lambda: process_state(pid) == "T", 5, "nats-server stopped")
         yield
     finally:
-        os.kill(server.process.pid, signal.SIGCONT)
+        os.kill(pid, signal.SIGCONT)
+
+
+def process_state(pid: int) -> str:
+    """The one-letter state of process ``pid`` (``T``: stopped by a signal)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
 
 def connections(server: NatsServer) -> list[dict[str, object]]:

@@ -1,0 +1,76 @@
+"""Each generated function under functions/ serves exactly its own event type.
+
+The function modules are loaded in-process through functions-framework's ASGI loader
+(what ``stripe-bridge serve`` runs in the container) and publish to a real nats-server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+import pytest
+from stripe_bridge import registry
+from stripe_bridge.natsserver import NatsServer
+from stripe_bridge.server import load_function
+
+from ..helpers import REPO_ROOT, SECRET, fixture_event, signed_headers
+from .support import stored_event
+from .test_translations import EXPECTED
+
+#: One real payload per registered type (the first fixture of that type).
+FIXTURE_OF = {event_type: name for name, (event_type, _) in sorted(EXPECTED.items(), reverse=True)}
+
+
+async def post(client: httpx.AsyncClient, event: dict[str, Any]) -> httpx.Response:
+    body = json.dumps(event).encode()
+    return await client.post("/", content=body, headers=signed_headers(body))
+
+
+@pytest.mark.parametrize("event_type", [t.name for t in registry.EVENT_TYPES])
+async def test_function_serves_its_own_type_only(
+    shared_stream: NatsServer, monkeypatch: pytest.MonkeyPatch, event_type: str
+) -> None:
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("NATS_URL", shared_stream.url)
+    spec = registry.lookup(event_type)
+    assert spec is not None
+    app, runtime = load_function(REPO_ROOT / "functions" / spec.function_name / "main.py")
+    assert runtime.function_name == spec.function_name
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://fn") as client:
+            own = fixture_event(FIXTURE_OF[event_type], fresh_id=True)
+            accepted = await post(client, own)
+            assert accepted.status_code == 200, accepted.text
+            assert accepted.json()["status"] == "published"
+            others = [t for t in FIXTURE_OF if t != event_type]
+            foreign = fixture_event(FIXTURE_OF[others[0]], fresh_id=True)
+            refused = await post(client, foreign)
+            assert refused.status_code == 400
+            assert refused.json()["error"] == "unsupported_event_type"
+    finally:
+        await runtime.close()
+    stored = await stored_event(shared_stream.url, own["id"])
+    assert stored["type"] == f"com.stripe.{event_type}"
+    assert stored["data"]["translation"] is not None
+
+
+async def test_catch_all_function_serves_every_type(
+    shared_stream: NatsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("NATS_URL", shared_stream.url)
+    app, runtime = load_function(REPO_ROOT / "functions" / registry.CATCH_ALL / "main.py")
+    events = [
+        fixture_event(name, fresh_id=True) for name in [*FIXTURE_OF.values(), "customer_updated"]
+    ]
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://fn") as client:
+            answers = await asyncio.gather(*(post(client, event) for event in events))
+    finally:
+        await runtime.close()
+    assert [a.json().get("status") for a in answers] == ["published"] * len(events)
