@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     )
     pushgateway_url: str | None = Field(default=None, description="Unset: metrics are not pushed.")
     pushgateway_min_interval: float = Field(
-        default=5.0,
+        default=15.0,
         ge=0,
         le=300,
         description="At most one push per this many seconds; keep it at or above the "

@@ -63,7 +63,7 @@ class MetricsPusher:
         registry: CollectorRegistry,
         function: str,
         instance: str,
-        min_interval: float = 5.0,
+        min_interval: float = 15.0,
         timeout: float = PUSH_TIMEOUT_SECONDS,
         failures: Counter | None = None,
     ) -> None:
