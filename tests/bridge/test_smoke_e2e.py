@@ -6,8 +6,8 @@ import json
 
 from stripe_bridge.natsserver import NatsServer
 
-from .conftest import FunctionFactory
-from .helpers import fixture_event, post_event, stream_messages
+from ..conftest import FunctionFactory
+from ..helpers import fixture_event, post_event, stream_messages
 
 
 async def test_invoice_paid_lands_once_as_cloudevent(
