@@ -99,7 +99,7 @@ def bridge_dashboard() -> Dashboard:
     """The bridge: traffic, errors, latency, NATS publishing, functions and push health."""
     per_type = [
         Panel(
-            f"{t.name}",
+            t.name,
             [("stored/s", f"sum({_rate(_webhooks_for(t.name))})")],
             unit="reqps",
             description=t.summary,
