@@ -32,15 +32,18 @@ async def stored_ids(nats_url: str) -> list[str]:
     return [msg.headers["Nats-Msg-Id"] for msg in await stream_messages(nats_url)]
 
 
-async def stored_event(nats_url: str, event_id: str) -> dict[str, Any]:
-    """The one CloudEvent stored for ``event_id``; fails if there is not exactly one."""
+async def stored_message(nats_url: str, event_id: str) -> Any:
+    """The one stream message stored for ``event_id``; fails if there is not exactly one."""
     found = [
-        json.loads(msg.data)
-        for msg in await stream_messages(nats_url)
-        if msg.headers["Nats-Msg-Id"] == event_id
+        msg for msg in await stream_messages(nats_url) if msg.headers["Nats-Msg-Id"] == event_id
     ]
     assert len(found) == 1, f"{len(found)} messages for {event_id}"
-    event: dict[str, Any] = found[0]
+    return found[0]
+
+
+async def stored_event(nats_url: str, event_id: str) -> dict[str, Any]:
+    """The CloudEvent of the one stream message stored for ``event_id``."""
+    event: dict[str, Any] = json.loads((await stored_message(nats_url, event_id)).data)
     return event
 
 

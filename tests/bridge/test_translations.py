@@ -7,6 +7,8 @@ a real function process into a real stream and is read back as a CloudEvent.
 from __future__ import annotations
 
 import copy
+import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -17,7 +19,7 @@ from stripe_bridge.natsserver import NatsServer
 from stripe_bridge.processes import FunctionProcess
 
 from ..helpers import fixture_event, post_event
-from .support import last_seq, metric, stored_event
+from .support import last_seq, metric, stored_event, stored_message
 
 #: Fixture name -> (event type, fields the typed translation must have).
 EXPECTED: dict[str, tuple[str, dict[str, Any]]] = {
@@ -227,9 +229,18 @@ async def test_every_fixture_lands_translated_in_the_stream(
         response = post_event(catch_all.url, event)
         assert response.status_code == 200, response.text
         assert response.json()["status"] == "published"
-        stored = await stored_event(shared_stream.url, event["id"])
+        msg = await stored_message(shared_stream.url, event["id"])
+        mode = "live" if event["livemode"] else "test"
+        assert msg.subject == f"stripe.{mode}.{event_type}"
+        assert msg.headers["Content-Type"] == "application/cloudevents+json"
+        stored = json.loads(msg.data)
         spec = registry.lookup(event_type)
         assert spec is not None
+        assert stored["specversion"] == "1.0"
+        assert stored["id"] == event["id"]
+        assert stored["source"] == f"urn:stripe:{mode}"
+        assert stored["time"] == datetime.fromtimestamp(event["created"], UTC).isoformat()
+        assert stored["stripelivemode"] is event["livemode"]
         assert stored["type"] == f"com.stripe.{event_type}"
         assert stored["dataschema"] == f"urn:stripe-bridge:schema:{spec.model.SCHEMA}"
         assert stored["subject"] == (event["data"]["object"].get("id") or fields["customer_id"])
