@@ -323,6 +323,23 @@ def cold_starts(nats_url: str, workdir: Path, runs: int, **extra: str) -> ColdSt
     return result
 
 
+def interleaved_cold_starts(
+    nats_url: str, workdir: Path, runs: int, variants: dict[str, dict[str, str]]
+) -> dict[str, ColdStart]:
+    """``runs`` cold starts of each variant (extra environment), taken in turns.
+
+    Turns spread a burst of other work on the machine over every variant alike.
+    """
+    results = {name: ColdStart([], [], []) for name in variants}
+    for _ in range(runs):
+        for name, extra in variants.items():
+            one = cold_starts(nats_url, workdir, 1, **extra)
+            results[name].outside += one.outside
+            results[name].metric += one.metric
+            results[name].rss_idle_mib += one.rss_idle_mib
+    return results
+
+
 def function_loads(
     name: str, function: FunctionProcess, counts: dict[int, int], warmup: int, nats_pid: int
 ) -> tuple[list[Load], float]:
@@ -350,11 +367,19 @@ def interpreter_start(runs: int) -> float:
     return statistics.median(times)
 
 
-def breakdown(nats_url: str, runs: int) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
-    """Median time per cold-start phase, and import self-time per top-level package."""
+@dataclass
+class Breakdown:
+    """Median time per cold-start phase, and import self time per top-level package."""
+
+    phases: list[tuple[str, float]]
+    imports: list[tuple[str, float]]
+
+
+def breakdown(nats_url: str, runs: int, **extra: str) -> Breakdown:
+    """Run cold_start_child.py ``runs`` times (and once under ``-X importtime``)."""
     env = {
         **os.environ,
-        **function_env(nats_url),
+        **function_env(nats_url, **extra),
         "BENCH_FUNCTION_SOURCE": str(REPO_ROOT / "functions" / FUNCTION / "main.py"),
     }
     samples: list[list[tuple[str, float]]] = []
@@ -377,7 +402,7 @@ def breakdown(nats_url: str, runs: int) -> tuple[list[tuple[str, float]], list[t
         text=True,
         check=True,
     )
-    return phases, import_self_times(traced.stderr)
+    return Breakdown(phases, import_self_times(traced.stderr))
 
 
 def import_self_times(importtime: str) -> list[tuple[str, float]]:
@@ -406,17 +431,21 @@ def machine() -> str:
     )
 
 
+#: Name of the cold-start variant measured with this checkout's library as it is.
+THIS = "this checkout"
+
+
 @dataclass
 class Report:
     """Every figure of one run."""
 
     loads: list[Load] = field(default_factory=list)
-    cold: ColdStart = field(default_factory=lambda: ColdStart([], [], []))
-    cold_without_pyc: ColdStart = field(default_factory=lambda: ColdStart([], [], []))
+    #: Cold starts per variant: THIS, "without bytecode", and "against DIR" if asked for.
+    cold: dict[str, ColdStart] = field(default_factory=dict)
     rss_after_load_mib: dict[str, float] = field(default_factory=dict)
     interpreter_seconds: float = 0.0
-    phases: list[tuple[str, float]] = field(default_factory=list)
-    imports: list[tuple[str, float]] = field(default_factory=list)
+    #: Phase breakdown per library: THIS, and "against DIR" if asked for.
+    breakdowns: dict[str, Breakdown] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         """The figures for ``--json`` (latencies as percentiles, not every sample)."""
@@ -434,8 +463,9 @@ class Report:
         """The table, the ratios against the ceiling, cold start and its breakdown."""
         print(f"stripe-bridge benchmark: {machine()}")
         print()
-        self._print_loads()
-        print()
+        if self.loads:
+            self._print_loads()
+            print()
         self._print_cold_start()
         print()
         self._print_breakdown()
@@ -472,40 +502,52 @@ class Report:
                 )
 
     def _print_cold_start(self) -> None:
-        cold = self.cold
-        median = statistics.median(cold.outside)
-        verdict = "meets" if median < TARGET_COLD_START else "MISSES"
+        print("cold start, process start -> first acknowledged event (median, then every run):")
+        for name, cold in self.cold.items():
+            median = statistics.median(cold.outside)
+            verdict = "meets" if median < TARGET_COLD_START else "MISSES"
+            print(
+                f"  {name:30} {median:.3f} s  ({verdict} the {TARGET_COLD_START:.0f} s target; "
+                f"own metric {statistics.median(cold.metric):.3f} s)  "
+                + " ".join(f"{t:.3f}" for t in cold.outside)
+            )
         print(
-            f"cold start, process start -> first acknowledged event: median {median:.3f} s over "
-            f"{len(cold.outside)} runs ({verdict} the {TARGET_COLD_START:.0f} s target); "
-            f"runs: {', '.join(f'{t:.3f}' for t in cold.outside)}"
+            "  (own metric: the function's stripe_bridge_cold_start_seconds, from the kernel's "
+            "process start time)"
         )
-        print(
-            f"  the function's own stripe_bridge_cold_start_seconds: median "
-            f"{statistics.median(cold.metric):.3f} s (from the kernel's process start time)"
-        )
-        print(
-            f"  without compiled bytecode (no .pyc, every import compiles): median "
-            f"{statistics.median(self.cold_without_pyc.outside):.3f} s over "
-            f"{len(self.cold_without_pyc.outside)} runs"
-        )
-        print(
-            f"RSS of the function: {statistics.median(cold.rss_idle_mib):.1f} MiB after its "
-            "first event; after the load: "
-            + ", ".join(f"{name} {mib:.1f} MiB" for name, mib in self.rss_after_load_mib.items())
-        )
+        rss = statistics.median(self.cold[THIS].rss_idle_mib)
+        print(f"RSS of the function after its first event: {rss:.1f} MiB")
+        for name, mib in self.rss_after_load_mib.items():
+            print(f"RSS of {name} after its load: {mib:.1f} MiB")
 
     def _print_breakdown(self) -> None:
-        print("cold-start breakdown (median of fresh interpreters, ASGI app driven in-process):")
-        rows = [("python -c pass (interpreter + site)", self.interpreter_seconds), *self.phases]
-        for name, seconds in rows:
-            print(f"  {name:58} {seconds * 1000:7.1f} ms")
-        total = sum(seconds for name, seconds in rows if not name.startswith("second"))
-        print(f"  {'sum up to the first acknowledged event':58} {total * 1000:7.1f} ms")
-        print("heaviest imports on that path (self time per top-level package, -X importtime):")
-        shown = ", ".join(f"{name} {seconds * 1000:.0f} ms" for name, seconds in self.imports[:12])
-        print(f"  {shown}")
-        print(f"  all imports: {sum(seconds for _, seconds in self.imports) * 1000:.0f} ms")
+        names = list(self.breakdowns)
+        print(
+            "cold-start breakdown, ms (median of fresh interpreters, ASGI app driven in-process):"
+        )
+        print(f"  {'':58}" + "".join(f" {name[:24]:>24}" for name in names))
+        rows: list[tuple[str, list[float]]] = [
+            ("python -c pass (interpreter + site)", [self.interpreter_seconds] * len(names))
+        ]
+        for i, (phase, _) in enumerate(self.breakdowns[THIS].phases):
+            rows.append((phase, [b.phases[i][1] for b in self.breakdowns.values()]))
+        rows.append(
+            (
+                "sum up to the first acknowledged event",
+                [
+                    sum(seconds[k] for phase, seconds in rows if not phase.startswith("second"))
+                    for k in range(len(names))
+                ],
+            )
+        )
+        for phase, seconds in rows:
+            print(f"  {phase:58}" + "".join(f" {value * 1000:24.1f}" for value in seconds))
+        for name, found in self.breakdowns.items():
+            total = sum(seconds for _, seconds in found.imports) * 1000
+            print(
+                f"imports, {name} (self time per top-level package, -X importtime): {total:.0f} ms"
+            )
+            print("  " + ", ".join(f"{pkg} {sec * 1000:.0f}" for pkg, sec in found.imports[:12]))
 
 
 # -- main ---------------------------------------------------------------------------------
@@ -530,6 +572,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--events", type=int, help="events per concurrency-32 phase")
     parser.add_argument("--cold-runs", type=int, help="cold starts to take the median of")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--cold-only", action="store_true", help="skip the load phases")
+    parser.add_argument(
+        "--against",
+        type=Path,
+        metavar="DIR",
+        help="another checkout's shared/ folder (e.g. a git worktree of an older commit): "
+        "its cold start and breakdown are measured too, in turns with this checkout's",
+    )
     return parser.parse_args(argv)
 
 
@@ -544,48 +594,68 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="stripe-bridge-bench-") as tmp, ExitStack() as stack:
         workdir = Path(tmp)
         nats_server = stack.enter_context(NatsServer(workdir / "nats"))
-        assert nats_server.process is not None
-        nats_pid = nats_server.process.pid
         asyncio.run(provision_stream(nats_server.url))
-        for concurrency, count in counts.items():
-            items = baseline_payloads(count)
-            report.loads.append(
-                asyncio.run(baseline(nats_server.url, items, concurrency, nats_pid))
-            )
-        report.cold = cold_starts(nats_server.url, workdir / "cold", cold_runs)
-        # An empty cache prefix and no writes: every module compiles from source, as in an
-        # image whose build did not precompile its bytecode (and cannot write __pycache__).
-        report.cold_without_pyc = cold_starts(
-            nats_server.url,
-            workdir / "cold",
-            max(2, cold_runs // 2),
-            PYTHONPYCACHEPREFIX=str(workdir / "empty-pycache"),
-            PYTHONDONTWRITEBYTECODE="1",
+        libraries: dict[str, dict[str, str]] = {THIS: {}}
+        if args.against:
+            libraries[f"against {args.against}"] = {"PYTHONPATH": str(args.against.resolve())}
+        variants = {
+            **libraries,
+            # An empty cache prefix and no writes: every module compiles from source, as in
+            # an image whose build did not precompile its bytecode (and cannot write it).
+            "without bytecode (no .pyc)": {
+                "PYTHONPYCACHEPREFIX": str(workdir / "empty-pycache"),
+                "PYTHONDONTWRITEBYTECODE": "1",
+            },
+        }
+        report.cold = interleaved_cold_starts(
+            nats_server.url, workdir / "cold", cold_runs, variants
         )
-        bare = [sys.executable, str(BARE)]
-        env = function_env(nats_server.url)
-        with FunctionProcess("bare", env, workdir / "functions", REPO_ROOT, command=bare) as server:
-            loads, report.rss_after_load_mib["bare"] = function_loads(
-                "bare HTTP -> js.publish", server, counts, warmup, nats_pid
-            )
-        report.loads += loads
-        backends: dict[str, dict[str, str]] = {"memory": {}}
-        if not args.no_redis:
-            redis = stack.enter_context(RedisServer(workdir / "redis"))
-            backends["redis"] = {"IDEMPOTENCY_BACKEND": "redis", "REDIS_URL": redis.url}
-        for backend, extra in backends.items():
-            env = function_env(nats_server.url, **extra)
-            with FunctionProcess(FUNCTION, env, workdir / "functions", REPO_ROOT) as function:
-                loads, report.rss_after_load_mib[backend] = function_loads(
-                    f"bridge ({backend} idempotency)", function, counts, warmup, nats_pid
-                )
-            report.loads += loads
         report.interpreter_seconds = interpreter_start(cold_runs)
-        report.phases, report.imports = breakdown(nats_server.url, cold_runs)
+        report.breakdowns = {
+            name: breakdown(nats_server.url, cold_runs, **extra)
+            for name, extra in libraries.items()
+        }
+        if not args.cold_only:
+            report.loads, report.rss_after_load_mib = run_loads(
+                nats_server, counts, warmup, workdir, stack, redis=not args.no_redis
+            )
     report.print()
     if args.json:
         args.json.write_text(json.dumps(report.as_json(), indent=2))
     return 0
+
+
+def run_loads(
+    nats_server: NatsServer,
+    counts: dict[int, int],
+    warmup: int,
+    workdir: Path,
+    stack: ExitStack,
+    redis: bool,
+) -> tuple[list[Load], dict[str, float]]:
+    """Baseline, bare server and bridge loads at each concurrency; RSS after each server's."""
+    assert nats_server.process is not None
+    nats_pid = nats_server.process.pid
+    done = [
+        asyncio.run(baseline(nats_server.url, baseline_payloads(count), concurrency, nats_pid))
+        for concurrency, count in counts.items()
+    ]
+    rss: dict[str, float] = {}
+    servers: dict[str, tuple[dict[str, str], list[str] | None]] = {
+        "bare HTTP -> js.publish": ({}, [sys.executable, str(BARE)]),
+        "bridge (memory idempotency)": ({}, None),
+    }
+    if redis:
+        redis_server = stack.enter_context(RedisServer(workdir / "redis"))
+        extra = {"IDEMPOTENCY_BACKEND": "redis", "REDIS_URL": redis_server.url}
+        servers["bridge (redis idempotency)"] = (extra, None)
+    for name, (extra, command) in servers.items():
+        env = function_env(nats_server.url, **extra)
+        server = FunctionProcess(FUNCTION, env, workdir / "functions", REPO_ROOT, command=command)
+        with server:
+            measured, rss[name] = function_loads(name, server, counts, warmup, nats_pid)
+        done += measured
+    return done, rss
 
 
 if __name__ == "__main__":

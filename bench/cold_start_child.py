@@ -77,7 +77,9 @@ def main() -> None:
 
     from stripe_bridge import cli
 
-    cli.parser_for(["serve"]).parse_args(["serve"])
+    # Checkouts older than parser_for built every subcommand (bench_bridge.py --against).
+    parser = cli.parser_for(["serve"]) if hasattr(cli, "parser_for") else cli.build_parser()
+    parser.parse_args(["serve"])
     done("import stripe_bridge.cli + parse `serve` arguments")
 
     from stripe_bridge.server import function_app
