@@ -270,3 +270,36 @@ def test_dev_serves_then_stops_with_its_nats_server(
             dev.kill()
             dev.wait()
     assert nats_children(data_dir) == []
+
+
+def test_dev_with_its_nats_port_taken_fails_clearly(
+    tmp_path: Path, shared_stream: NatsServer
+) -> None:
+    data_dir = tmp_path / "dev"
+    result = cli(
+        "dev", "--port", str(free_port()), "--nats-port", str(shared_stream.port),
+        "--data-dir", str(data_dir),
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stdout.startswith(
+        f"stripe-bridge dev: cannot start nats-server on port {shared_stream.port}"
+    )
+    assert len(result.stdout.strip().splitlines()) == 1
+    assert nats_children(data_dir) == []
+
+
+def test_dev_with_invalid_configuration_stops_its_nats_server(tmp_path: Path) -> None:
+    data_dir = tmp_path / "dev"
+    env = {**os.environ, "STRIPE_SIGNATURE_TOLERANCE": "abc"}
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "stripe_bridge.cli", "dev",
+            "--port", str(free_port()), "--nats-port", str(free_port()),
+            "--data-dir", str(data_dir),
+        ],
+        env=env, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("stripe-bridge: invalid configuration: STRIPE_SIGNATURE_TOLERANCE: ")
+    assert nats_children(data_dir) == []
