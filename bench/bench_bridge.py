@@ -1,19 +1,24 @@
 """Benchmark one bridge function against the ceiling of a plain JetStream publish loop.
 
-Run: ``.venv/bin/python bench/bench_bridge.py [--quick] [--no-redis] [--json out.json]``.
+Run: ``.venv/bin/python bench/bench_bridge.py [--quick] [--no-redis] [--cold-only]
+[--against DIR] [--json out.json]``.
 
 In one run, on loopback only, it starts its own nats-server (and redis-server), then
-measures, side by side:
+measures, side by side, at concurrency 1 and 32 (events/s, p50/p99 latency, CPU of the
+client, the server under test and nats-server):
 
 * the ceiling: a plain nats-py ``js.publish`` loop of the same webhook payloads;
+* a bare HTTP -> ``js.publish`` server on the same uvicorn stack (bare_publisher.py), which
+  splits the gap into the HTTP server's share and the bridge's own work;
 * one function process started as the container does (``stripe-bridge serve --source
   functions/invoice_paid/main.py``) receiving correctly signed, distinct ``invoice.paid``
   events, with the memory and the redis idempotency backend;
 
-each at concurrency 1 and 32 (events/s, p50/p99 latency, CPU of client, function and
-nats-server), then cold start (process start -> first acknowledged event, several runs),
-the function's RSS, and a phase-by-phase cold-start breakdown with the heaviest imports.
-Every loop is bounded; every process it starts is stopped at the end. See bench/README.md.
+then cold start (process start -> first acknowledged event, several runs; also without
+compiled bytecode, and for another checkout's library with ``--against``), the function's
+RSS, and a phase-by-phase cold-start breakdown with the heaviest imports
+(cold_start_child.py). Every loop is bounded; every process it starts is stopped at the
+end. See bench/README.md.
 """
 
 from __future__ import annotations
