@@ -9,13 +9,12 @@ environment, as the Secrets do in the pods.
 from __future__ import annotations
 
 import json
-import secrets
 import urllib.request
 from pathlib import Path
 from typing import Any
 from urllib.error import URLError
 
-from .natsconf import PASSWORD_ENV, NatsConfParams, render_nats_conf
+from .natsconf import PASSWORD_ENV, NatsConfParams, new_password, render_nats_conf
 from .natsserver import NatsServer, free_port
 from .processes import wait_until
 
@@ -23,9 +22,14 @@ from .processes import wait_until
 class LocalNatsCluster:
     """``size`` clustered nats-servers on 127.0.0.1, each with file storage in ``workdir``."""
 
-    def __init__(self, workdir: Path, size: int = 3, max_file_store: str = "256M") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        size: int = 3,
+        max_file_store: str = "256M",
+    ) -> None:
         self.workdir = workdir
-        self.passwords = {user: secrets.token_urlsafe(18) for user in PASSWORD_ENV}
+        self.passwords = {user: new_password() for user in PASSWORD_ENV}
         env = {PASSWORD_ENV[user]: password for user, password in self.passwords.items()}
         cluster_ports = [free_port() for _ in range(size)]
         routes = tuple(f"nats://127.0.0.1:{port}" for port in cluster_ports)
@@ -42,8 +46,10 @@ class LocalNatsCluster:
                 monitor_port=server.monitor_port,
                 routes=routes,
                 store_dir=str(server.store_dir),
-                pid_file=str(folder / "nats.pid"),
+                pid_file=str(self.pid_file(index)),
                 max_file_store=max_file_store,
+                # Short: tests wait for a lame-duck server to hand its clients over.
+                lame_duck_grace_period="1s",
             )
             (folder / "nats.conf").write_text(render_nats_conf(params))
             server.log_file = folder / "nats-server.log"
@@ -77,6 +83,10 @@ class LocalNatsCluster:
     def stop_node(self, index: int) -> None:
         """Stop one node (SIGTERM, as Kubernetes does when a pod is deleted)."""
         self.nodes[index].stop()
+
+    def pid_file(self, index: int) -> Path:
+        """Where node ``index`` writes its pid (what the preStop hook signals)."""
+        return self.workdir / f"n{index}" / "nats.pid"
 
     def kill_node(self, index: int) -> None:
         """SIGKILL one node: a crash, no chance to flush or step down."""

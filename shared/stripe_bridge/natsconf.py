@@ -8,6 +8,7 @@ what the tests prove about accounts, permissions and clustering holds for the Co
 from __future__ import annotations
 
 import hashlib
+import secrets
 import string
 from dataclasses import dataclass
 from importlib import resources
@@ -33,6 +34,16 @@ HEADLESS_SERVICE = "nats-headless"
 CONFIGMAP = "nats-config"
 
 
+def new_password() -> str:
+    """A random password nats.conf can read from the environment.
+
+    nats-server parses an environment variable's value as a config value: one that starts
+    with '-', or looks like a number, a date or a size (``1-R...``, ``1.5x``, ``1K``), stops
+    the server. A letter followed by hex digits is always read as a plain string.
+    """
+    return "p" + secrets.token_hex(24)
+
+
 class _Template(string.Template):
     # '$' belongs to nats.conf (environment variables) and '{' to its blocks.
     delimiter = "@"
@@ -54,6 +65,8 @@ class NatsConfParams:
     #: JetStream file store limit, e.g. "1G"; None: 75% of the volume (the server default).
     max_file_store: str | None = None
     publish_subjects: tuple[str, ...] = PUBLISH_SUBJECTS
+    #: Lame duck: how long a server waits before it starts closing clients (over 30s).
+    lame_duck_grace_period: str = "10s"
 
 
 def template_text() -> str:
@@ -76,6 +89,7 @@ def render_nats_conf(params: NatsConfParams) -> str:
         cluster_name=params.cluster_name,
         routes="\n".join(f"    {route}" for route in params.routes),
         publish_subjects=", ".join(f'"{subject}"' for subject in params.publish_subjects),
+        lame_duck_grace_period=params.lame_duck_grace_period,
     )
 
 

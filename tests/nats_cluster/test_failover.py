@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 import threading
+import urllib.request
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from stripe_bridge.kustomize import build
 from stripe_bridge.natscluster import LocalNatsCluster
+from stripe_bridge.natsserver import nats_server_binary
 from stripe_bridge.processes import FunctionProcess, wait_until
 
 from ..conftest import FunctionFactory
-from ..helpers import fixture_event, post_event
+from ..helpers import REPO_ROOT, fixture_event, post_event
 from .conftest import STREAM, connect
+from .test_manifests import by_kind
 
 KINDS = ("invoice_paid", "subscription_updated", "charge_succeeded", "customer_updated")
 
@@ -188,6 +194,54 @@ async def test_whole_cluster_outage_and_restart(
     ids = await stored_ids(cluster)  # file storage kept everything stored before the outage
     assert ids == Counter(e["id"] for e in before + during)
     wait_until(lambda: replicas_converged(cluster, len(before) + len(during)), 60, "converge")
+
+
+def client_node(cluster: LocalNatsCluster, name: str) -> int | None:
+    """The node a client connection named ``name`` is attached to (from each /connz)."""
+    for index in cluster.running():
+        node = cluster.nodes[index]
+        url = f"http://{node.host}:{node.monitor_port}/connz"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                connections = json.loads(response.read()).get("connections") or []
+        except OSError:  # a server on its way out: it holds no client any more
+            continue
+        if any(connection.get("name") == name for connection in connections):
+            return index
+    return None
+
+
+async def test_lame_duck_prestop_moves_the_bridge_without_losing_events(
+    cluster: LocalNatsCluster, start_function: FunctionFactory
+) -> None:
+    fn = bridge(cluster, start_function)
+    # The exact preStop command of the StatefulSet, pointed at this node's pid file.
+    sts = by_kind(build(REPO_ROOT / "nats" / "base"))[("StatefulSet", "nats")]
+    pre_stop = sts["spec"]["template"]["spec"]["containers"][0]["lifecycle"]["preStop"]
+    binary, *args = pre_stop["exec"]["command"]
+    assert binary == "nats-server"
+    with SteadyTraffic(fn.url) as traffic:
+        wait_until(lambda: traffic.answered() >= 30, 60, "30 answers before lame duck")
+        node = client_node(cluster, "stripe-bridge/stripe_event")
+        assert node is not None
+        pid_file = str(cluster.pid_file(node))
+        args = [arg.replace("/var/run/nats/nats.pid", pid_file) for arg in args]
+        subprocess.run([nats_server_binary(), *args], check=True, timeout=10)
+        # Lame duck closes its clients spread over 30s (the server's minimum), after 1s.
+        wait_until(
+            lambda: client_node(cluster, "stripe-bridge/stripe_event") not in (node, None),
+            45,
+            "the function to move to another server",
+        )
+        moved_at = traffic.answered()
+        wait_until(lambda: traffic.stored_since(moved_at) >= 30, 60, "30 stored after the move")
+    events, statuses = traffic.results()
+
+    assert set(statuses) <= {200, 503}, Counter(statuses)
+    for event, status in zip(events, statuses, strict=True):
+        if status == 503:
+            redeliver_until_stored(fn.url, event)
+    assert await stored_ids(cluster) == Counter(e["id"] for e in events)
 
 
 def test_cluster_is_rendered_from_the_shared_template(cluster: LocalNatsCluster) -> None:
