@@ -1,0 +1,39 @@
+"""bench/bench_bridge.py keeps working as the library changes (figures are not checked).
+
+Timing targets are never asserted (the benchmark prints them beside its baseline); this
+only runs the smallest benchmark and checks that every measurement happened and that
+every phase stored what it sent.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from ..helpers import REPO_ROOT
+
+
+def test_the_smallest_benchmark_measures_everything(tmp_path: Path) -> None:
+    out = tmp_path / "figures.json"
+    command = [sys.executable, str(REPO_ROOT / "bench" / "bench_bridge.py"), "--quick"]
+    command += ["--events", "100", "--cold-runs", "1", "--json", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stdout + result.stderr
+    figures = json.loads(out.read_text())
+    rows = {(load["name"], load["concurrency"]): load for load in figures["loads"]}
+    for name in (
+        "baseline js.publish",
+        "bare HTTP -> js.publish",
+        "bridge (memory idempotency)",
+        "bridge (redis idempotency)",
+    ):
+        assert rows[(name, 1)]["events"] == 100, name
+        assert rows[(name, 32)]["events"] == 100, name
+        assert rows[(name, 32)]["rate"] > 0, name
+    assert set(figures["cold"]) == {"this checkout", "without bytecode (no .pyc)"}
+    assert figures["cold"]["this checkout"]["outside"][0] > 0
+    phases = dict(figures["breakdowns"]["this checkout"]["phases"])
+    assert "GET /readyz: NATS connect + stream lookup" in phases
+    assert "cold start, process start -> first acknowledged event" in result.stdout
