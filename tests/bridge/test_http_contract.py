@@ -32,6 +32,11 @@ def fresh_invoice() -> dict[str, Any]:
     return fixture_event("invoice_paid", fresh_id=True)
 
 
+def post_with(client: httpx.Client, url: str, event: dict[str, Any]) -> httpx.Response:
+    body = encode(event)
+    return client.post(url, content=body, headers=signed_headers(body))
+
+
 def rejected_count(fn: FunctionProcess, reason: str) -> float:
     return metric(fn.url, "stripe_bridge_webhooks_total", outcome="rejected", reason=reason)
 
@@ -168,10 +173,14 @@ async def test_body_over_the_limit_gets_413(
     seq, count = await last_seq(shared_stream.url), rejected_count(fn, "body_too_large")
     log_at = len(fn.log())
     content: bytes | Iterator[bytes] = chunks(body) if chunked else body
-    response = httpx.post(fn.url, content=content, headers=headers, timeout=10)
+    with httpx.Client(timeout=10) as client:
+        response = client.post(fn.url, content=content, headers=headers)
+        # The unread rest of the body must not be taken for the next request.
+        after = fresh_invoice()
+        assert post_with(client, fn.url, after).json()["status"] == "published"
     assert response.status_code == 413
     assert response.json()["error"] == "body_too_large"
-    assert await last_seq(shared_stream.url) == seq
+    assert await last_seq(shared_stream.url) == seq + 1  # only the delivery after it
     assert rejected_count(fn, "body_too_large") == count + 1
     logged = new_log(fn, log_at)
     assert "status=413 outcome=rejected reason=body_too_large" in logged
@@ -224,6 +233,9 @@ def test_readyz_needs_the_stream_and_nats(
     no_stream = post_event(fn.url, fresh_invoice())
     assert no_stream.status_code == 503
     assert no_stream.json()["error"] == "no_stream"
+    assert int(no_stream.headers["Retry-After"]) > 0
+    assert metric(fn.url, "stripe_bridge_publish_failures_total", reason="no_stream") == 1
+    assert "status=503 outcome=failed reason=no_stream" in fn.log()
     provision_stream(nats_server.url)
     wait_until(lambda: ready_status() == 200, 10, "readyz 200 once the stream exists")
     nats_server.stop()
@@ -287,8 +299,10 @@ async def test_claim_held_elsewhere_gives_409_in_progress(
     key = f"stripe-bridge:STRIPE:event:{event['id']}"
     # Another replica holds the lease: it is publishing this event right now.
     redis_cli(redis_server, "SET", key, "claimed:another-replica", "PX", "30000")
+    log_at = len(fn.log())
     held = post_event(fn.url, event)
     assert held.status_code == 409
+    assert "status=409 outcome=in_progress" in new_log(fn, log_at)
     assert held.json()["error"] == "in_progress"
     assert int(held.headers["Retry-After"]) > 0
     assert event["id"] not in await stored_ids(stream.url)
