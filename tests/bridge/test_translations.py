@@ -221,6 +221,23 @@ def test_api_version_decides_which_shape_wins() -> None:
     assert parse_message(new.body)["data"]["translation"]["current_period_end"] == 2
 
 
+def test_basil_subscription_with_items_on_different_periods() -> None:
+    # basil allows items with their own periods (mixed intervals): the subscription's
+    # period spans them all, and each item keeps its own.
+    event = fixture_event("subscription_updated_basil")
+    items = event["data"]["object"]["items"]["data"]
+    second = {**copy.deepcopy(items[0]), "id": "si_second"}
+    second.update(current_period_start=1618900000, current_period_end=1650000000)
+    items.append(second)
+    message = build_message(StripeEvent.model_validate(event), event, "stripe")
+    translation = parse_message(message.body)["data"]["translation"]
+    assert (translation["current_period_start"], translation["current_period_end"]) == (
+        1618900000,
+        1650000000,
+    )
+    assert [i["current_period_end"] for i in translation["items"]] == [1621572344, 1650000000]
+
+
 async def test_every_fixture_lands_translated_in_the_stream(
     shared_stream: NatsServer, catch_all: FunctionProcess
 ) -> None:
