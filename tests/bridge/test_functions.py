@@ -74,3 +74,25 @@ async def test_catch_all_function_serves_every_type(
     finally:
         await runtime.close()
     assert [a.json().get("status") for a in answers] == ["published"] * len(events)
+
+
+async def test_secret_rotation_accepts_both_secrets(
+    shared_stream: NatsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old, new = SECRET, "whsec_rotated_" + "b" * 32
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", f"{new},{old}")
+    monkeypatch.setenv("NATS_URL", shared_stream.url)
+    app, runtime = load_function(REPO_ROOT / "functions" / "invoice_paid" / "main.py")
+    statuses = []
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://fn") as client:
+            for secret in (old, new, "whsec_neither_" + "c" * 32):
+                body = json.dumps(fixture_event("invoice_paid", fresh_id=True)).encode()
+                response = await client.post(
+                    "/", content=body, headers=signed_headers(body, secret)
+                )
+                statuses.append(response.json().get("status") or response.json()["error"])
+    finally:
+        await runtime.close()
+    assert statuses == ["published", "published", "signature_mismatch"]
