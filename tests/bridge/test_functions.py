@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from stripe_bridge import registry
-from stripe_bridge.natsserver import NatsServer
+from stripe_bridge.natsserver import NatsServer, free_port
+from stripe_bridge.processes import FunctionProcess
 from stripe_bridge.server import load_function
 
-from ..helpers import REPO_ROOT, SECRET, fixture_event, signed_headers
+from ..helpers import REPO_ROOT, SECRET, fixture_event, post_event, signed_headers
 from .support import stored_event
 from .test_translations import EXPECTED
 
@@ -96,3 +99,23 @@ async def test_secret_rotation_accepts_both_secrets(
     finally:
         await runtime.close()
     assert statuses == ["published", "published", "signature_mismatch"]
+
+
+async def test_functions_framework_cli_serves_a_function(
+    stream: NatsServer, tmp_path: Path
+) -> None:
+    # The documented way to run one function, without stripe-bridge serve.
+    port = free_port()
+    source = REPO_ROOT / "functions" / "invoice_paid" / "main.py"
+    command = [
+        str(Path(sys.executable).parent / "functions-framework"),
+        "--asgi", "--source", str(source), "--target", "handle",
+        "--host", "127.0.0.1", "--port", str(port),
+    ]  # fmt: skip
+    env = {"STRIPE_WEBHOOK_SECRET": SECRET, "NATS_URL": stream.url}
+    with FunctionProcess("invoice_paid", env, tmp_path, REPO_ROOT, port, command) as fn:
+        event = fixture_event("invoice_paid", fresh_id=True)
+        response = post_event(fn.url, event)
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "published"
+    assert (await stored_event(stream.url, event["id"]))["type"] == "com.stripe.invoice.paid"
