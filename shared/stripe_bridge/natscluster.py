@@ -37,7 +37,12 @@ class LocalNatsCluster:
         for index, cluster_port in enumerate(cluster_ports):
             folder = workdir / f"n{index}"
             folder.mkdir(parents=True, exist_ok=True)
-            server = NatsServer(folder / "jetstream", config_file=folder / "nats.conf", env=env)
+            server = NatsServer(
+                folder / "jetstream",
+                config_file=folder / "nats.conf",
+                log_file=folder / "nats-server.log",
+                env=env,
+            )
             params = NatsConfParams(
                 server_name=f"n{index}",
                 host=server.host,
@@ -52,7 +57,6 @@ class LocalNatsCluster:
                 lame_duck_grace_period="1s",
             )
             (folder / "nats.conf").write_text(render_nats_conf(params))
-            server.log_file = folder / "nats-server.log"
             self.nodes.append(server)
 
     def url(self, user: str | None = "admin", nodes: list[int] | None = None) -> str:
