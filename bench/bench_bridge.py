@@ -380,34 +380,49 @@ class Breakdown:
     imports: list[tuple[str, float]]
 
 
-def breakdown(nats_url: str, runs: int, **extra: str) -> Breakdown:
-    """Run cold_start_child.py ``runs`` times (and once under ``-X importtime``)."""
-    env = {
-        **os.environ,
-        **function_env(nats_url, **extra),
-        "BENCH_FUNCTION_SOURCE": str(REPO_ROOT / "functions" / FUNCTION / "main.py"),
-    }
-    samples: list[list[tuple[str, float]]] = []
-    for _ in range(runs):
-        out = subprocess.run(
-            [sys.executable, str(CHILD)], env=env, capture_output=True, text=True, check=True
-        )
-        report = json.loads(out.stdout)
-        if report["statuses"] != [200, 200, 200]:
-            raise RuntimeError(f"cold-start child got {report['statuses']}: {out.stderr[-500:]}")
-        samples.append([(name, seconds) for name, seconds in report["phases"]])
-    phases = [
-        (name, statistics.median(sample[i][1] for sample in samples))
-        for i, (name, _) in enumerate(samples[0])
-    ]
-    traced = subprocess.run(
-        [sys.executable, "-X", "importtime", str(CHILD)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
+def _child_phases(env: dict[str, str]) -> list[tuple[str, float]]:
+    """One run of cold_start_child.py: its phases, after checking it stored both events."""
+    out = subprocess.run(
+        [sys.executable, str(CHILD)], env=env, capture_output=True, text=True, check=True
     )
-    return Breakdown(phases, import_self_times(traced.stderr))
+    report = json.loads(out.stdout)
+    if report["statuses"] != [200, 200, 200]:
+        raise RuntimeError(f"cold-start child got {report['statuses']}: {out.stderr[-500:]}")
+    return [(name, seconds) for name, seconds in report["phases"]]
+
+
+def breakdowns(
+    nats_url: str, runs: int, libraries: dict[str, dict[str, str]]
+) -> dict[str, Breakdown]:
+    """Phases and imports per library (``libraries``: name -> extra environment).
+
+    cold_start_child.py runs ``runs`` times per library, in turns, then once each under
+    ``-X importtime``.
+    """
+    source = str(REPO_ROOT / "functions" / FUNCTION / "main.py")
+    envs = {
+        name: {**os.environ, **function_env(nats_url, **extra), "BENCH_FUNCTION_SOURCE": source}
+        for name, extra in libraries.items()
+    }
+    samples: dict[str, list[list[tuple[str, float]]]] = {name: [] for name in envs}
+    for _ in range(runs):
+        for name, env in envs.items():
+            samples[name].append(_child_phases(env))
+    found = {}
+    for name, env in envs.items():
+        phases = [
+            (phase, statistics.median(sample[i][1] for sample in samples[name]))
+            for i, (phase, _) in enumerate(samples[name][0])
+        ]
+        traced = subprocess.run(
+            [sys.executable, "-X", "importtime", str(CHILD)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        found[name] = Breakdown(phases, import_self_times(traced.stderr))
+    return found
 
 
 def import_self_times(importtime: str) -> list[tuple[str, float]]:
@@ -616,10 +631,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             nats_server.url, workdir / "cold", cold_runs, variants
         )
         report.interpreter_seconds = interpreter_start(cold_runs)
-        report.breakdowns = {
-            name: breakdown(nats_server.url, cold_runs, **extra)
-            for name, extra in libraries.items()
-        }
+        report.breakdowns = breakdowns(nats_server.url, cold_runs, libraries)
         if not args.cold_only:
             report.loads, report.rss_after_load_mib = run_loads(
                 nats_server, counts, warmup, workdir, stack, redis=not args.no_redis
