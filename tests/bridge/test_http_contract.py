@@ -380,3 +380,20 @@ def test_invalid_configuration_stops_the_function_with_one_line(
     assert lines[0].startswith("stripe-bridge invoice_paid: invalid configuration:")
     assert names in lines[0]
     assert "sk_live_not_a_webhook_secret" not in lines[0]
+
+
+def test_the_whole_log_never_shows_secrets_or_signatures(invoice_paid_fn: FunctionProcess) -> None:
+    # Runs after the module's other requests (and makes its own): the process's entire
+    # output, start-up included, must not contain a secret or any signature it received.
+    fn = invoice_paid_fn
+    signatures = []
+    for secret in (SECRET, OTHER_SECRET):
+        body = encode(fresh_invoice())
+        headers = signed_headers(body, secret)
+        signatures.append(headers["Stripe-Signature"].split("v1=")[1])
+        httpx.post(fn.url, content=body, headers=headers, timeout=10)
+    log = fn.log()
+    assert "webhook status=200" in log
+    assert "webhook status=400" in log
+    assert_log_clean(log, *signatures)
+    assert "whsec_" not in log
