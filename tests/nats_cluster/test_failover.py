@@ -196,6 +196,24 @@ async def test_whole_cluster_outage_and_restart(
     wait_until(lambda: replicas_converged(cluster, len(before) + len(during)), 60, "converge")
 
 
+async def test_two_nodes_down_stops_writes_until_one_returns(
+    cluster: LocalNatsCluster, start_function: FunctionFactory
+) -> None:
+    fn = bridge(cluster, start_function)
+    before, during = fresh_events(10), fresh_events(4)
+    assert [f.result(timeout=60) for f in send_all(fn.url, before)] == [200] * len(before)
+
+    cluster.stop_node(1)
+    cluster.stop_node(2)
+    # No quorum: nothing can be stored, and the bridge says so instead of answering 2xx.
+    assert [post_event(fn.url, event).status_code for event in during] == [503] * len(during)
+
+    cluster.start_node(1)
+    for event in during:
+        redeliver_until_stored(fn.url, event)
+    assert await stored_ids(cluster) == Counter(e["id"] for e in before + during)
+
+
 def client_node(cluster: LocalNatsCluster, name: str) -> int | None:
     """The node a client connection named ``name`` is attached to (from each /connz)."""
     for index in cluster.running():
