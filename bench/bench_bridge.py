@@ -275,8 +275,11 @@ async def http_load(
 
 
 def function_env(nats_url: str, **extra: str) -> dict[str, str]:
-    """The function's environment: the bench's NATS and secret, quiet logs."""
-    return {"NATS_URL": nats_url, "STRIPE_WEBHOOK_SECRET": SECRET, "LOG_LEVEL": "WARNING", **extra}
+    """The function's environment: the bench's NATS and secret, and INFO logging.
+
+    INFO is the default: one line per webhook, as in production (into a log file here).
+    """
+    return {"NATS_URL": nats_url, "STRIPE_WEBHOOK_SECRET": SECRET, "LOG_LEVEL": "INFO", **extra}
 
 
 async def first_ack(port: int, deadline: float) -> None:
