@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -51,51 +51,80 @@ def assert_log_clean(text: str, *secrets: str) -> None:
         assert secret not in text
 
 
-def signature_variants() -> Iterator[tuple[str, bytes, dict[str, str]]]:
-    """(expected error, body, headers) for each way a signature can be wrong."""
-    body = encode(fresh_invoice())
-    yield "missing_signature", body, {"Content-Type": "application/json"}
-    yield "malformed_signature", body, {"Stripe-Signature": "not a stripe signature"}
-    v0_only = signed_headers(body)["Stripe-Signature"].replace("v1=", "v0=")
-    yield "no_v1_signature", body, {"Stripe-Signature": v0_only}
-    yield "signature_mismatch", body, signed_headers(body, OTHER_SECRET)
-    yield "timestamp_too_old", body, signed_headers(body, timestamp=now() - 3600)
-    yield "timestamp_in_future", body, signed_headers(body, timestamp=now() + 3600)
+#: Requests are made when their test runs: signed at collection time, they could be stale
+#: by then in a long suite. Each maker returns (body, headers).
+RequestMaker = Callable[[], tuple[bytes, dict[str, str]]]
 
 
-def payload_variants() -> Iterator[tuple[str, bytes]]:
-    """(expected error, correctly signed body) for each way a payload can be wrong."""
-    yield "malformed_json", b'{"id": "evt_1", '
-    yield "malformed_json", b"\xff\xfe\x00 not utf-8"
-    yield "not_a_stripe_event", encode({"id": "ch_1", "object": "charge", "amount": 100})
-    not_event = fresh_invoice()
-    del not_event["data"]
-    yield "not_a_stripe_event", encode(not_event)
-    wrong_object = fresh_invoice()
-    wrong_object["object"] = "invoice"
-    yield "not_a_stripe_event", encode(wrong_object)
-    yield "unsupported_event_type", encode(fixture_event("subscription_updated", fresh_id=True))
+def invoice_body() -> bytes:
+    return encode(fresh_invoice())
 
 
-BAD_REQUESTS = [
-    *signature_variants(),
-    *((error, body, signed_headers(body)) for error, body in payload_variants()),
+def signed(
+    body: Callable[[], bytes] = invoice_body, secret: str = SECRET, skew: int = 0
+) -> RequestMaker:
+    """A maker of ``body()`` signed with ``secret``, ``skew`` seconds off the clock."""
+
+    def make() -> tuple[bytes, dict[str, str]]:
+        data = body()
+        return data, signed_headers(data, secret, now() + skew)
+
+    return make
+
+
+def with_signature(header: Callable[[bytes], str | None]) -> RequestMaker:
+    """A maker of an invoice whose Stripe-Signature is ``header(body)`` (None: absent)."""
+
+    def make() -> tuple[bytes, dict[str, str]]:
+        data = invoice_body()
+        value = header(data)
+        return data, {} if value is None else {"Stripe-Signature": value}
+
+    return make
+
+
+def v0_only(body: bytes) -> str:
+    return signed_headers(body)["Stripe-Signature"].replace("v1=", "v0=")
+
+
+def damaged(change: Callable[[dict[str, Any]], object]) -> Callable[[], bytes]:
+    """A body factory: a fresh invoice event after ``change``."""
+
+    def body() -> bytes:
+        event = fresh_invoice()
+        change(event)
+        return encode(event)
+
+    return body
+
+
+BAD_REQUESTS: list[tuple[str, RequestMaker]] = [
+    ("missing_signature", with_signature(lambda _body: None)),
+    ("malformed_signature", with_signature(lambda _body: "not a stripe signature")),
+    ("no_v1_signature", with_signature(v0_only)),
+    ("signature_mismatch", signed(secret=OTHER_SECRET)),
+    ("timestamp_too_old", signed(skew=-3600)),
+    ("timestamp_in_future", signed(skew=3600)),
+    ("malformed_json", signed(lambda: b'{"id": "evt_1", ')),
+    ("malformed_json", signed(lambda: b"\xff\xfe\x00 not utf-8")),
+    ("not_a_stripe_event", signed(lambda: encode({"id": "ch_1", "object": "charge"}))),
+    ("not_a_stripe_event", signed(damaged(lambda event: event.pop("data")))),
+    ("not_a_stripe_event", signed(damaged(lambda event: event.update(object="invoice")))),
+    (
+        "unsupported_event_type",
+        signed(lambda: encode(fixture_event("subscription_updated", fresh_id=True))),
+    ),
 ]
 
 
 @pytest.mark.parametrize(
-    ("error", "body", "headers"),
-    BAD_REQUESTS,
-    ids=[f"{e}-{i}" for i, (e, *_) in enumerate(BAD_REQUESTS)],
+    ("error", "make"), BAD_REQUESTS, ids=[f"{e}-{i}" for i, (e, _) in enumerate(BAD_REQUESTS)]
 )
 async def test_bad_requests_get_400_naming_the_reason(
-    shared_stream: NatsServer,
-    invoice_paid_fn: FunctionProcess,
-    error: str,
-    body: bytes,
-    headers: dict[str, str],
+    shared_stream: NatsServer, invoice_paid_fn: FunctionProcess, error: str, make: RequestMaker
 ) -> None:
     fn = invoice_paid_fn
+    body, headers = make()
     seq, count, log_at = await last_seq(shared_stream.url), rejected_count(fn, error), len(fn.log())
     response = httpx.post(fn.url, content=body, headers=headers, timeout=10)
     assert response.status_code == 400, response.text
