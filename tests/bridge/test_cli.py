@@ -108,13 +108,22 @@ def test_tail_prints_new_events_and_stops_after_count(
     tmp_path: Path, stream: NatsServer, start_function: FunctionFactory
 ) -> None:
     fn = start_function("stripe_event", NATS_URL=stream.url)
+    broken = fixture_event("invoice_paid", fresh_id=True)
+    del broken["data"]["object"]["currency"]  # stored untranslated
+    broken_file = tmp_path / "broken.json"
+    broken_file.write_text(json.dumps(broken))
+    sends = [
+        ("invoice.paid",),
+        ("charge.refunded",),
+        ("invoice.paid", "--file", str(broken_file)),
+    ]
     output = tmp_path / "tail.out"
-    tail = cli_process("tail", "--nats-url", stream.url, "--count", "2", stdout=output)
+    tail = cli_process("tail", "--nats-url", stream.url, "--count", "3", stdout=output)
     try:
         wait_until(lambda: "tailing stripe.>" in output.read_text(), 15, "tail subscribed")
         ids = []
-        for event_type in ("invoice.paid", "charge.refunded"):
-            sent = cli("send", event_type, "--url", fn.url, "--secret", SECRET)
+        for args in sends:
+            sent = cli("send", *args, "--url", fn.url, "--secret", SECRET)
             assert sent.returncode == 0, sent.stdout
             ids.append(sent.stdout.split()[1])
         assert tail.wait(15) == 0
@@ -122,15 +131,18 @@ def test_tail_prints_new_events_and_stops_after_count(
         tail.kill()
         tail.wait()
     lines = output.read_text().splitlines()[1:]
-    assert len(lines) == 2
+    assert len(lines) == 3
     assert lines[0].startswith("#1 stripe.test.invoice.paid " + ids[0])
     assert lines[1].startswith("#2 stripe.test.charge.refunded " + ids[1])
+    assert lines[2].startswith(f"#3 stripe.test.invoice.paid {broken['id']} subject=in_")
+    assert lines[2].endswith("UNTRANSLATED(KeyError: 'currency')")
 
-    whole = cli("tail", "--nats-url", stream.url, "--all", "--json", "--count", "2")
+    whole = cli("tail", "--nats-url", stream.url, "--all", "--json", "--count", "3")
     assert whole.returncode == 0, whole.stdout
     events = [json.loads(line) for line in whole.stdout.splitlines()[1:]]
     assert [e["id"] for e in events] == ids
     assert events[0]["type"] == "com.stripe.invoice.paid"
+    assert events[2]["data"]["stripe"] == broken
 
 
 async def test_provision_is_idempotent(nats_server: NatsServer) -> None:
