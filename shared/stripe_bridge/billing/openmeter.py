@@ -269,7 +269,6 @@ class Forwarder:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Forward until ``stop`` is set; raise ``OpenMeterAuthError`` on 401/403."""
-        from nats import errors as nats_errors
 
         sub = await self.subscribe()
         log.info("forwarding %s.> to %s", USAGE_SUBJECT_PREFIX, self.settings.url)
@@ -279,7 +278,7 @@ class Forwarder:
                     msgs = await sub.fetch(
                         self.settings.batch_size, timeout=self.settings.fetch_wait
                     )
-                except nats_errors.TimeoutError:
+                except TimeoutError:  # nats-py raises asyncio's or its own subclass
                     msgs = []
                 if msgs:
                     await self.deliver(msgs, stop)

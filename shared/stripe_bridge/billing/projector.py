@@ -126,8 +126,8 @@ class TierProjector:
         self.metrics = metrics or ProjectorMetrics()
         self.kv: Any = None
 
-    async def handle(self, msg: Any) -> None:
-        """Project one stream message and ack it (term it if it can never be projected)."""
+    async def prepare(self, msg: Any) -> tuple[str, Update] | None:
+        """Read one message: its event type and update, or None once acked/terminated."""
         try:
             cloudevent = parse_message(msg.data)
             event = StripeEvent.model_validate(cloudevent["data"]["stripe"])
@@ -135,30 +135,53 @@ class TierProjector:
             log.warning("unreadable message seq=%s: %s", msg.metadata.sequence.stream, exc)
             self.metrics.events.labels("unknown", "invalid").inc()
             await msg.term()
-            return
+            return None
         if event.type not in PROJECTED_EVENTS:
             await msg.ack()
-            return
+            return None
         try:
             update = update_from_event(event, self.config)
         except (KeyError, TypeError, ValueError) as exc:
             log.warning("event %s (%s) not projectable: %s", event.id, event.type, exc)
             self.metrics.events.labels(event.type, "invalid").inc()
             await msg.term()
-            return
+            return None
         if update is None:
             self.metrics.events.labels(event.type, "ignored").inc()
             await msg.ack()
-            return
+            return None
+        return event.type, update
+
+    async def commit(self, msg: Any, event_type: str, update: Update) -> None:
+        """Write ``update`` with compare-and-set, then ack (nak when contention persists)."""
         try:
             changed = await project(self.kv, update, self.config, self.metrics)
         except ProjectionConflict:
-            log.warning("kv contention on %s; event %s retried later", update.customer_id, event.id)
-            self.metrics.events.labels(event.type, "conflict").inc()
+            log.warning("kv contention on %s; retried later", update.customer_id)
+            self.metrics.events.labels(event_type, "conflict").inc()
             await msg.nak(delay=1)
             return
-        self.metrics.events.labels(event.type, "updated" if changed else "unchanged").inc()
+        self.metrics.events.labels(event_type, "updated" if changed else "unchanged").inc()
         await msg.ack()
+
+    async def handle_batch(self, msgs: list[Any]) -> None:
+        """Project a fetched batch: customers in parallel, each customer's events in order.
+
+        Order is not needed for correctness (the reducer is order-independent); keeping one
+        writer per customer only avoids compare-and-set retries within the batch.
+        """
+        by_customer: dict[str, list[tuple[Any, str, Update]]] = {}
+        for msg in msgs:
+            prepared = await self.prepare(msg)
+            if prepared is not None:
+                event_type, update = prepared
+                by_customer.setdefault(update.customer_id, []).append((msg, event_type, update))
+
+        async def one_customer(items: list[tuple[Any, str, Update]]) -> None:
+            for msg, event_type, update in items:
+                await self.commit(msg, event_type, update)
+
+        await asyncio.gather(*(one_customer(items) for items in by_customer.values()))
 
     async def subscribe(self) -> Any:
         """Bind the durable pull consumer and open the bucket."""
@@ -178,7 +201,6 @@ class TierProjector:
 
     async def run(self, stop: asyncio.Event, fetch_wait: float = 1.0) -> None:
         """Project until ``stop`` is set."""
-        from nats import errors as nats_errors
 
         sub = await self.subscribe()
         checked = 0.0
@@ -186,10 +208,9 @@ class TierProjector:
             while not stop.is_set():
                 try:
                     msgs = await sub.fetch(self.batch_size, timeout=fetch_wait)
-                except nats_errors.TimeoutError:
+                except TimeoutError:  # nats-py raises asyncio's or its own subclass
                     msgs = []
-                for msg in msgs:
-                    await self.handle(msg)
+                await self.handle_batch(msgs)
                 if not msgs or time.monotonic() - checked > 1.0:
                     checked = time.monotonic()
                     info = await sub.consumer_info()
