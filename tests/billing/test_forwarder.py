@@ -60,8 +60,8 @@ async def test_429_storm_honours_retry_after(usage_nats: NatsServer, ingest: Ing
 async def test_outage_longer_than_breaker_timeout(
     usage_nats: NatsServer, ingest: IngestStandIn
 ) -> None:
-    ingest.outage(3.0)
     await publish(usage_nats.url, records(30))
+    ingest.outage(3.0)
     settings = forwarder_settings(ingest, breaker_failures=3, breaker_reset=1.0)
     async with running_forwarder(usage_nats.url, settings) as forwarder:
         await wait_for(lambda: len(ingest.accepted) >= 30, 30, "30 events accepted after outage")
