@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +126,10 @@ async def test_export_since_starts_at_the_store_time(stream: NatsServer) -> None
         js = nc.jetstream()
         for i in range(3):
             await js.publish(f"stripe.test.early.{i}", b"{}", headers={"Nats-Msg-Id": f"e{i}"})
-        third = [m async for m in iter_stream(js, "STRIPE")][-1].metadata.timestamp
+        stored_at = [m async for m in iter_stream(js, "STRIPE")][-1].metadata.timestamp
+        # nats-py rounds the server's nanosecond store time to the nearest microsecond,
+        # sometimes up: start a microsecond earlier so the third message is included.
+        third = stored_at - timedelta(microseconds=1)
         for i in range(2):
             await js.publish(f"stripe.test.late.{i}", b"{}", headers={"Nats-Msg-Id": f"l{i}"})
         later = [m.subject async for m in iter_stream(js, "STRIPE", since=third)]
