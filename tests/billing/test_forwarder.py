@@ -119,3 +119,15 @@ async def test_refused_api_key_stops_without_acking(
     assert ingest.accepted == []
     assert sample(forwarder.metrics, "stripe_bridge_openmeter_requests_total",
                   {"verdict": "unauthorized"}) == 1  # fmt: skip
+
+
+async def test_nats_restart_is_survived(usage_nats: NatsServer, ingest: IngestStandIn) -> None:
+    await publish(usage_nats.url, records(20, prefix="one"))
+    async with running_forwarder(usage_nats.url, forwarder_settings(ingest)) as forwarder:
+        await wait_for(lambda: len(ingest.counts()) >= 20, 20, "first 20 accepted")
+        usage_nats.stop()
+        usage_nats.start()  # same port and store: the stream and the durable consumer persist
+        await publish(usage_nats.url, records(20, prefix="two"))
+        await wait_for(lambda: len(ingest.counts()) >= 40, 30, "all 40 accepted after restart")
+    assert len(ingest.counts()) == 40
+    assert sample(forwarder.metrics, "stripe_bridge_openmeter_events_sent_total") >= 40

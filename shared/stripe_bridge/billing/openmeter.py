@@ -205,6 +205,16 @@ class ForwarderMetrics:
             "Usage events in the stream not yet delivered to the forwarder.",
             registry=r,
         )
+        self.fetch_errors = Counter(
+            "stripe_bridge_openmeter_fetch_errors",
+            "Pulls from JetStream that failed (NATS unavailable); retried after a second.",
+            registry=r,
+        )
+        self.ack_errors = Counter(
+            "stripe_bridge_openmeter_ack_errors",
+            "Accepted events whose ack did not reach NATS (they are redelivered and re-sent).",
+            registry=r,
+        )
         self.ack_pending = Gauge(
             "stripe_bridge_openmeter_ack_pending",
             "Usage events delivered to the forwarder and not yet acked.",
@@ -269,6 +279,7 @@ class Forwarder:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Forward until ``stop`` is set; raise ``OpenMeterAuthError`` on 401/403."""
+        from nats import errors as nats_errors
 
         sub = await self.subscribe()
         log.info("forwarding %s.> to %s", USAGE_SUBJECT_PREFIX, self.settings.url)
@@ -280,6 +291,12 @@ class Forwarder:
                     )
                 except TimeoutError:  # nats-py raises asyncio's or its own subclass
                     msgs = []
+                except nats_errors.Error as exc:
+                    # NATS restarting or reconnecting: the consumer's state is on the server.
+                    log.warning("fetch failed: %s", type(exc).__name__)
+                    self.metrics.fetch_errors.inc()
+                    await self._pause(1.0, stop)
+                    continue
                 if msgs:
                     await self.deliver(msgs, stop)
                 await self._update_lag(sub, force=not msgs)
@@ -311,17 +328,29 @@ class Forwarder:
             if answer is None:
                 return  # stopping: unacked messages are redelivered after ack_wait
             if answer.verdict is Verdict.ACCEPTED:
-                for msg in batch:
-                    await msg.ack()
-                # The acks are fire-and-forget publishes; make sure the server has them.
-                await self.nc.flush()
                 self.metrics.sent.inc(len(batch))
+                await self._ack(batch)
             elif len(batch) > 1:
                 half = len(batch) // 2
                 queue[:0] = [batch[:half], batch[half:]]
             else:
                 await self._dead_letter(batch[0], answer)
         self._inflight = []
+
+    async def _ack(self, batch: list[Any]) -> None:
+        """Ack an accepted batch; if NATS is away, redelivery re-sends it (same ids)."""
+        from nats import errors as nats_errors
+
+        try:
+            for msg in batch:
+                await msg.ack()
+            # The acks are fire-and-forget publishes; make sure the server has them.
+            await self.nc.flush()
+        except (nats_errors.Error, TimeoutError) as exc:
+            log.warning(
+                "ack failed, %d events will be sent again: %s", len(batch), type(exc).__name__
+            )
+            self.metrics.ack_errors.inc(len(batch))
 
     async def _send_until_answered(self, batch: list[Any], stop: asyncio.Event) -> Answer | None:
         attempt = 0

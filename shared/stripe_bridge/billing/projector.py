@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -201,20 +202,27 @@ class TierProjector:
 
     async def run(self, stop: asyncio.Event, fetch_wait: float = 1.0) -> None:
         """Project until ``stop`` is set."""
+        from nats import errors as nats_errors
 
         sub = await self.subscribe()
         checked = 0.0
         try:
             while not stop.is_set():
                 try:
-                    msgs = await sub.fetch(self.batch_size, timeout=fetch_wait)
-                except TimeoutError:  # nats-py raises asyncio's or its own subclass
-                    msgs = []
-                await self.handle_batch(msgs)
-                if not msgs or time.monotonic() - checked > 1.0:
-                    checked = time.monotonic()
-                    info = await sub.consumer_info()
-                    self.metrics.lag.set(info.num_pending)
+                    try:
+                        msgs = await sub.fetch(self.batch_size, timeout=fetch_wait)
+                    except TimeoutError:  # nats-py raises asyncio's or its own subclass
+                        msgs = []
+                    await self.handle_batch(msgs)
+                    if not msgs or time.monotonic() - checked > 1.0:
+                        checked = time.monotonic()
+                        info = await sub.consumer_info()
+                        self.metrics.lag.set(info.num_pending)
+                except nats_errors.Error as exc:
+                    # NATS restarting: unacked messages come back, the reducer absorbs repeats.
+                    log.warning("projector pull failed: %s", type(exc).__name__)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 1.0)
         finally:
             # A bound pull subscription makes a later drain() wait its whole timeout.
             await sub.unsubscribe()
