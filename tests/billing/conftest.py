@@ -114,29 +114,22 @@ async def running_forwarder(url: str, settings: ForwarderSettings) -> AsyncItera
             await nc.close()
 
 
-class ForwarderProcess(ManagedProcess):
-    """``stripe-bridge forward-openmeter`` as its own process, serving /metrics."""
+class ConsumerProcess(ManagedProcess):
+    """A billing consumer command as its own process, serving /metrics; ready once it does."""
 
-    def __init__(self, nats_url: str, ingest: IngestStandIn, workdir: Path, **env: str) -> None:
-        super().__init__(workdir / f"forwarder-{id(self)}.log")
+    def __init__(
+        self, command: str, args: list[str], env: dict[str, str], workdir: Path, ready: str
+    ) -> None:
+        super().__init__(workdir / f"{command}-{id(self)}.log")
         self.metrics_port = free_port()
-        self.args = [
-            sys.executable, "-m", "stripe_bridge.cli", "forward-openmeter",
-            "--nats-url", nats_url, "--metrics-port", str(self.metrics_port),
-        ]  # fmt: skip
-        self.env = {
-            **os.environ,
-            "OPENMETER_URL": ingest.url,
-            "OPENMETER_API_KEY": ingest.api_key,
-            "OPENMETER_BATCH_SIZE": "20",
-            "OPENMETER_ACK_WAIT": "1",
-            "OPENMETER_FETCH_WAIT": "0.2",
-            "OPENMETER_MAX_REQUESTS_PER_SECOND": "1000",
-            **env,
-        }
+        self.command = command
+        self.ready = ready
+        self.args = [sys.executable, "-m", "stripe_bridge.cli", command, *args]
+        self.args += ["--metrics-port", str(self.metrics_port)]
+        self.env = {**os.environ, **env}
 
     def metric(self, name: str) -> float | None:
-        """A sample from the process's /metrics (None if absent or not serving)."""
+        """An unlabelled sample from the process's /metrics (None if absent or not serving)."""
         try:
             with urllib.request.urlopen(
                 f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=1
@@ -150,16 +143,37 @@ class ForwarderProcess(ManagedProcess):
                     return float(sample.value)
         return None
 
-    def start(self, timeout: float = 20.0) -> ForwarderProcess:
-        """Start and wait until its metrics endpoint answers."""
+    def start(self, timeout: float = 20.0) -> ConsumerProcess:
+        """Start and wait until its metrics endpoint shows the ``ready`` metric."""
         self._spawn(self.args, self.env)
 
         def serving() -> bool:
             self._check_alive()
-            return self.metric("stripe_bridge_openmeter_breaker_state") is not None
+            return self.metric(self.ready) is not None
 
-        wait_until(serving, timeout, "forward-openmeter")
+        wait_until(serving, timeout, self.command)
         return self
+
+
+class ForwarderProcess(ConsumerProcess):
+    """``stripe-bridge forward-openmeter`` with fast test settings."""
+
+    def __init__(self, nats_url: str, ingest: IngestStandIn, workdir: Path, **env: str) -> None:
+        settings = {
+            "OPENMETER_URL": ingest.url,
+            "OPENMETER_API_KEY": ingest.api_key,
+            "OPENMETER_BATCH_SIZE": "20",
+            "OPENMETER_ACK_WAIT": "1",
+            "OPENMETER_FETCH_WAIT": "0.2",
+            "OPENMETER_MAX_REQUESTS_PER_SECOND": "1000",
+        }
+        super().__init__(
+            "forward-openmeter",
+            ["--nats-url", nats_url],
+            {**settings, **env},
+            workdir,
+            ready="stripe_bridge_openmeter_breaker_state",
+        )
 
     def crash(self) -> None:
         """SIGKILL: no drain, no acks, nothing flushed."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,8 +15,9 @@ from stripe_bridge.cli import main
 from stripe_bridge.envelope import StripeEvent
 from stripe_bridge.message import build_message
 from stripe_bridge.natsserver import NatsServer
+from stripe_bridge.processes import wait_until
 
-from .conftest import wait_for
+from .conftest import ConsumerProcess, wait_for
 from .sequences import CONFIG, CUSTOMER, SUB_A, deliveries, lifecycle, random_history
 from .test_tiers import fold, updates
 
@@ -158,3 +160,29 @@ async def test_tier_command_shows_tier_and_cause(
     assert json.loads(capsys.readouterr().out)["tier"] == "teams"
     assert await asyncio.to_thread(main, ["tier", "cus_nobody", "--nats-url", stream.url]) == 4
     assert "cus_nobody: unknown" in capsys.readouterr().out
+
+
+def test_project_tiers_process_projects_and_stops_on_sigterm(
+    stream: NatsServer, tmp_path: Path
+) -> None:
+    asyncio.run(publish_deliveries(stream.url, lifecycle()))
+    process = ConsumerProcess(
+        "project-tiers",
+        ["--nats-url", stream.url],
+        {},
+        tmp_path,
+        ready="stripe_bridge_tiers_consumer_lag",
+    ).start()
+    try:
+        wait_until(
+            lambda: (
+                process.metric("stripe_bridge_tiers_consumer_lag") == 0
+                and main(["tier", CUSTOMER, "--nats-url", stream.url]) == 0
+            ),
+            20,
+            "customer projected",
+        )
+    finally:
+        code = process.stop()
+    assert code == 0
+    assert "project-tiers stopped" in process.log()
