@@ -197,15 +197,15 @@ def test_provision_replicas_beyond_the_cluster_fails_clearly(nats_server: NatsSe
     # One server cannot hold three replicas: the update is refused, and said so on one line.
     result = cli("provision", "--nats-url", nats_server.url, "--replicas", "3")
     assert result.returncode == 1
-    assert len(result.stdout.strip().splitlines()) == 1
-    assert result.stdout.startswith(f"stripe-bridge provision: {nats_server.url}: ")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith(f"stripe-bridge provision: {nats_server.url}: ")
 
 
 def test_provision_without_nats_fails_clearly() -> None:
     result = cli("provision", "--nats-url", f"nats://127.0.0.1:{free_port()}")
     assert result.returncode == 1
-    assert result.stdout.startswith("stripe-bridge provision: nats://127.0.0.1:")
-    assert len(result.stdout.strip().splitlines()) == 1
+    assert result.stderr.startswith("stripe-bridge provision: nats://127.0.0.1:")
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def nats_children(data_dir: Path) -> list[int]:
@@ -293,10 +293,10 @@ def test_dev_with_its_nats_port_taken_fails_clearly(
         "--data-dir", str(data_dir),
     )  # fmt: skip
     assert result.returncode == 1
-    assert result.stdout.startswith(
+    assert result.stderr.startswith(
         f"stripe-bridge dev: cannot start nats-server on port {shared_stream.port}"
     )
-    assert len(result.stdout.strip().splitlines()) == 1
+    assert len(result.stderr.strip().splitlines()) == 1
     assert nats_children(data_dir) == []
 
 

@@ -69,4 +69,4 @@ def test_serve_exits_3_when_its_port_is_taken(tmp_path: Path) -> None:
 
 def test_serve_without_a_function_source_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--source", "/nonexistent/main.py"]) == 2
-    assert "no function source at /nonexistent/main.py" in capsys.readouterr().out
+    assert "no function source at /nonexistent/main.py" in capsys.readouterr().err

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import os
 import secrets
+import sys
 from pathlib import Path
 
 from .. import registry
@@ -83,7 +84,10 @@ def run_dev(args: argparse.Namespace) -> int:
     try:
         nats.start()
     except (RuntimeError, TimeoutError) as exc:
-        print(f"stripe-bridge dev: cannot start nats-server on port {args.nats_port}: {exc}")
+        print(
+            f"stripe-bridge dev: cannot start nats-server on port {args.nats_port}: {exc}",
+            file=sys.stderr,
+        )
         return 1
     try:
         settings = load_settings(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 
 from ..config import redact_url
 from ..stream import StreamSpec, provision
@@ -42,9 +43,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = asyncio.run(go())
     except Exception as exc:
-        print(
-            f"stripe-bridge provision: {redact_url(settings.nats_url)}: {type(exc).__name__}: {exc}"
-        )
+        where = redact_url(settings.nats_url)
+        print(f"stripe-bridge provision: {where}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     print(f"stream {spec.name} ({spec.subject_prefix}.>, R{spec.replicas}): {result}")
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from ..backup import parse_duration
 from ..config import redact_url
@@ -39,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     """Delete (or list) stale groups; exit 2 without a URL, 1 if the Pushgateway fails."""
     if not args.url:
-        print("stripe-bridge pushgateway-gc: set --url or PUSHGATEWAY_URL")
+        print("stripe-bridge pushgateway-gc: set --url or PUSHGATEWAY_URL", file=sys.stderr)
         return 2
     try:
         groups = stale_groups(args.url, args.older_than)
@@ -49,6 +50,6 @@ def run(args: argparse.Namespace) -> int:
                 delete_group(args.url, group)
             print(f"{'would delete' if args.dry_run else 'deleted'} {labels}")
     except PushgatewayError as exc:
-        print(f"stripe-bridge pushgateway-gc: {redact_url(args.url)}: {exc}")
+        print(f"stripe-bridge pushgateway-gc: {redact_url(args.url)}: {exc}", file=sys.stderr)
         return 1
     return 0

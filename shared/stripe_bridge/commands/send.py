@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 from ..samples import sample_event
@@ -31,13 +32,16 @@ def run(args: argparse.Namespace) -> int:
     secret = args.secret or os.environ.get("STRIPE_WEBHOOK_SECRET", "").split(",")[0].strip()
     secret = secret or read_dev_secret(args.data_dir)
     if not secret:
-        print("stripe-bridge send: no secret: pass --secret, set STRIPE_WEBHOOK_SECRET or run dev")
+        print(
+            "stripe-bridge send: no secret: pass --secret, set STRIPE_WEBHOOK_SECRET or run dev",
+            file=sys.stderr,
+        )
         return 2
     if args.file:
         try:
             event = json.loads(args.file.read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            print(f"stripe-bridge send: cannot read {args.file}: {exc}")
+            print(f"stripe-bridge send: cannot read {args.file}: {exc}", file=sys.stderr)
             return 2
     else:
         event = sample_event(args.event_type)
@@ -51,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         response = httpx.post(args.url, content=body, headers=headers, timeout=35.0)
     except httpx.HTTPError as exc:
-        print(f"stripe-bridge send: {args.url}: {type(exc).__name__}: {exc}")
+        print(f"stripe-bridge send: {args.url}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     print(f"{response.status_code} {event.get('id')} {args.event_type} {response.text}")
     return 0 if response.is_success else 1

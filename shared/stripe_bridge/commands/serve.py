@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from ..server import function_app, run
@@ -25,11 +26,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run_serve(args: argparse.Namespace) -> int:
     """Load the function through functions-framework's ASGI loader and serve it."""
     if not args.source:
-        print("stripe-bridge serve: set --source or FUNCTION_SOURCE (functions/<name>/main.py)")
+        print(
+            "stripe-bridge serve: set --source or FUNCTION_SOURCE (functions/<name>/main.py)",
+            file=sys.stderr,
+        )
         return 2
     source = Path(args.source)
     if not source.is_file():
-        print(f"stripe-bridge serve: no function source at {source}")
+        print(f"stripe-bridge serve: no function source at {source}", file=sys.stderr)
         return 2
     run(function_app(source, args.target), args.host, args.port)
     return 0

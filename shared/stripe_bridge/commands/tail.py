@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 from typing import Any
 
 from .common import add_nats_arguments, connect, settings_from
@@ -72,6 +73,6 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     except Exception as exc:
-        print(f"stripe-bridge tail: {type(exc).__name__}: {exc}")
+        print(f"stripe-bridge tail: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     return 0

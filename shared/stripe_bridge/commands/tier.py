@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from datetime import UTC, datetime
 
 from ..billing.projector import read_state
@@ -66,7 +67,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         state = asyncio.run(go())
     except Exception as exc:
-        print(f"stripe-bridge tier: {redact_url(settings.nats_url)}: {type(exc).__name__}: {exc}")
+        print(
+            f"stripe-bridge tier: {redact_url(settings.nats_url)}: {type(exc).__name__}: {exc}",
+            file=sys.stderr,
+        )
         return 1
     if state is None:
         print(f"{args.customer_id}: unknown (no billing events projected for this customer)")
