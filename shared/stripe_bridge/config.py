@@ -127,6 +127,18 @@ class Settings(BaseSettings):
             raise ValueError("IDEMPOTENCY_BACKEND=redis needs REDIS_URL")
         return self
 
+    @model_validator(mode="after")
+    def _lease_outlives_publish(self) -> Settings:
+        # A lease that expires while its holder still waits for the PubAck lets a second
+        # delivery publish too; only JetStream's duplicate window would then save us.
+        budget = self.nats_connect_timeout + self.publish_timeout
+        if self.idempotency_lease_seconds <= budget:
+            raise ValueError(
+                f"IDEMPOTENCY_LEASE_SECONDS must exceed NATS_CONNECT_TIMEOUT + PUBLISH_TIMEOUT"
+                f" ({budget:g} s)"
+            )
+        return self
+
     def secrets(self) -> list[bytes]:
         """The signing secrets as bytes, in the order given."""
         return [s.get_secret_value().encode() for s in self.stripe_webhook_secret]

@@ -384,6 +384,7 @@ async def test_redis_down_gives_503_idempotency_unavailable(
         ({"STRIPE_WEBHOOK_SECRET": "sk_live_not_a_webhook_secret"}, "whsec_"),
         ({"NATS_URL": "http://127.0.0.1:4222"}, "NATS_URL"),
         ({"MAX_BODY_BYTES": "-5"}, "MAX_BODY_BYTES"),
+        ({"IDEMPOTENCY_LEASE_SECONDS": "5", "PUBLISH_TIMEOUT": "5"}, "IDEMPOTENCY_LEASE_SECONDS"),
     ],
 )
 def test_invalid_configuration_stops_the_function_with_one_line(
