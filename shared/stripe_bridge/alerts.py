@@ -1,4 +1,4 @@
-"""Prometheus alerting rules for the bridge and its NATS cluster, with their unit tests.
+"""Prometheus alerting rules for the bridge, its NATS cluster and the billing consumers.
 
 Each alert carries two scenarios - synthetic input series under which it must fire and
 under which it must stay quiet. ``alerts_test_yaml`` turns them into a ``promtool test
@@ -25,6 +25,16 @@ PUSHGATEWAY_JOB = "pushgateway"
 #: ``nats_varz_*`` (default ``gnatsd_varz_*``) and the JetStream ones ``nats_server_*``,
 #: ``nats_stream_*``, ``nats_consumer_*`` (default ``jetstream_*``).
 EXPORTER_PREFIX = "nats"
+#: The Prometheus scrape jobs of ``forward-openmeter`` and ``project-tiers`` (``--metrics-port``).
+FORWARDER_JOB = "openmeter-forwarder"
+PROJECTOR_JOB = "tier-projector"
+#: Usage events waiting for the forwarder above which a growing backlog is worth a look.
+USAGE_BACKLOG = 10000
+#: Stripe events waiting for the tier projector (Stripe sends a few per customer per month).
+TIERS_BACKLOG = 100
+#: The exporter's ``-healthz`` gauge: 0 while the server's /healthz says ok, 1 otherwise
+#: (JetStream not current, no meta leader, or the server does not answer at all).
+HEALTHZ_STATUS = f"{EXPORTER_PREFIX}_healthz_status"
 #: How long Stripe may stay silent before "no events" fires (live accounts send daily).
 NO_EVENTS_WINDOW = "6h"
 #: JetStream file storage used, as a share of the configured maximum, per server.
@@ -82,11 +92,23 @@ class Alert:
 
 
 def alerts() -> list[Alert]:
-    """Every alerting rule, bridge first, then the NATS cluster."""
+    """Every alerting rule: the bridge, the NATS cluster, then the billing consumers."""
+    return [*_bridge_and_nats_alerts(), *_billing_alerts()]
+
+
+def _bridge_and_nats_alerts() -> list[Alert]:
     webhooks = "stripe_bridge_webhooks_total"
     total = f"sum(rate({webhooks}[5m]))"
     signature = "sum(rate(stripe_bridge_signature_failures_total[5m]))"
     up = f'up{{job="{NATS_JOB}"}}'
+    healthz = f'{HEALTHZ_STATUS}{{job="{NATS_JOB}"}}'
+
+    def target(n: int) -> str:
+        return f'up{{job="{NATS_JOB}",instance="nats-{n}:7777"}}'
+
+    def health(n: int) -> str:
+        return f'{HEALTHZ_STATUS}{{job="{NATS_JOB}",instance="nats-{n}:7777",server_id="nats-{n}"}}'
+
     pending = (
         'nats_consumer_num_pending{is_consumer_leader="true",'
         'stream_name="STRIPE",consumer_name="billing"}'
@@ -226,30 +248,64 @@ def alerts() -> list[Alert]:
             "2m",
             "warning",
             "NATS server {{ $labels.instance }} is not scraped",
-            "One server down keeps quorum in a 3-node cluster; a second one loses it.",
+            "The pod or its exporter is down. One server down keeps quorum in a 3-node "
+            "cluster; a second one loses it.",
             "nats-server-down",
             firing=Scenario(
-                {f'up{{job="{NATS_JOB}",instance="nats-1:7777"}}': "0x10"},
+                {target(1): "0x10"},
                 "5m",
                 ({"job": NATS_JOB, "instance": "nats-1:7777"},),
             ),
-            quiet=Scenario({f'up{{job="{NATS_JOB}",instance="nats-1:7777"}}': "1x10"}, "5m"),
+            quiet=Scenario({target(1): "1x10"}, "5m"),
+        ),
+        Alert(
+            "NatsServerUnhealthy",
+            # The exporter is a sidecar: ``up`` stays 1 when only the nats container died.
+            # Depending on its version it then reports /healthz as failing or drops the
+            # series, so both count.
+            f"max by (instance) ({healthz}) > 0"
+            f" or max by (instance) ({up} == 1 unless on (instance) {healthz})",
+            "2m",
+            "warning",
+            "NATS server {{ $labels.instance }} is unhealthy while its exporter answers",
+            "The nats container is down, restarting, or its JetStream is not current. One "
+            "server out keeps quorum in a 3-node cluster; a second one loses it.",
+            "nats-server-unhealthy",
+            firing=Scenario(
+                {
+                    target(1): "1x10",
+                    target(2): "1x10",
+                    health(1): "1x10",
+                },
+                "5m",
+                ({"instance": "nats-1:7777"}, {"instance": "nats-2:7777"}),
+            ),
+            quiet=Scenario(
+                {
+                    target(1): "1x10",
+                    target(2): "1x10",
+                    health(1): "0x10",
+                    health(2): "0x10",
+                },
+                "5m",
+            ),
         ),
         Alert(
             "NatsClusterNoQuorum",
-            f"(count({up} == 1) or vector(0)) < "
+            # Healthy servers, not scraped exporters (see NatsServerUnhealthy).
+            f"(count(max by (instance) ({healthz}) == 0) or vector(0)) < "
             "floor(max(max_over_time(nats_varz_jetstream_meta_cluster_size[1h])) / 2) + 1",
             "1m",
             "critical",
             "The JetStream cluster lost quorum",
-            "Fewer than a majority of JetStream servers are up: no stream accepts writes and "
-            "every delivery is answered 503.",
+            "Fewer than a majority of JetStream servers are healthy: no stream accepts writes "
+            "and every delivery is answered 503.",
             "nats-no-quorum",
             firing=Scenario(
                 {
-                    f'up{{job="{NATS_JOB}",instance="nats-0:7777"}}': "1x10",
-                    f'up{{job="{NATS_JOB}",instance="nats-1:7777"}}': "0x10",
-                    f'up{{job="{NATS_JOB}",instance="nats-2:7777"}}': "0x10",
+                    # nats-1's exporter still answers, but its server does not.
+                    health(0): "0x10",
+                    health(1): "1x10",
                     'nats_varz_jetstream_meta_cluster_size{server_id="n0"}': "3x10",
                 },
                 "5m",
@@ -257,9 +313,9 @@ def alerts() -> list[Alert]:
             ),
             quiet=Scenario(
                 {
-                    f'up{{job="{NATS_JOB}",instance="nats-0:7777"}}': "1x10",
-                    f'up{{job="{NATS_JOB}",instance="nats-1:7777"}}': "1x10",
-                    f'up{{job="{NATS_JOB}",instance="nats-2:7777"}}': "0x10",
+                    health(0): "0x10",
+                    health(1): "0x10",
+                    health(2): "1x10",
                     'nats_varz_jetstream_meta_cluster_size{server_id="n0"}': "3x10",
                 },
                 "5m",
@@ -305,6 +361,129 @@ def alerts() -> list[Alert]:
                 ({"stream_name": "STRIPE", "consumer_name": "billing"},),
             ),
             quiet=Scenario({pending: "10x40"}, "30m"),
+        ),
+    ]
+
+
+def _no_target_up(job: str) -> str:
+    """True (1) when no scrape target of ``job`` is up, including when none is discovered."""
+    return f'(sum(up{{job="{job}"}}) or vector(0)) == 0'
+
+
+def _billing_alerts() -> list[Alert]:
+    breaker = "stripe_bridge_openmeter_breaker_state"
+    sent = "stripe_bridge_openmeter_events_sent_total"
+    dead = "stripe_bridge_openmeter_events_dead_lettered_total"
+    lag = "stripe_bridge_openmeter_consumer_lag"
+    ack_pending = "stripe_bridge_openmeter_ack_pending"
+    tiers_lag = "stripe_bridge_tiers_consumer_lag"
+    fwd = f'{{job="{FORWARDER_JOB}",instance="fwd-0:9464"}}'
+    proj = f'{{job="{PROJECTOR_JOB}",instance="tiers-0:9464"}}'
+    # Replicas sharing a durable all report the consumer's numbers: take the max, not the sum.
+    waiting = f"max({lag}) + max({ack_pending})"
+    return [
+        Alert(
+            "OpenMeterBreakerOpen",
+            f"max by (instance) ({breaker}) > 0",
+            "10m",
+            "warning",
+            "The OpenMeter breaker of {{ $labels.instance }} has not closed for 10 minutes",
+            "OpenMeter keeps failing (5xx, timeouts, connection errors): usage waits in the "
+            "USAGE stream (30 days) and invoices fall behind.",
+            "openmeter-breaker-open",
+            # Open (2) with half-open trials (1) that fail: never back to closed (0).
+            firing=Scenario(
+                {f"{breaker}{fwd}": "0 0 2 2 2 1 2 2 2 1 2 2 2 1 2 2 2 1 2 2"},
+                "18m",
+                ({"instance": "fwd-0:9464"},),
+            ),
+            quiet=Scenario({f"{breaker}{fwd}": "0 0 2 2 2 1 0 0 2 2 2 1 0 0 2 2 2 1 0 0"}, "18m"),
+        ),
+        Alert(
+            "OpenMeterDeadLetters",
+            f"sum(increase({dead}[15m])) > 0",
+            "0m",
+            "warning",
+            "OpenMeter refused usage events as invalid; they are in USAGE_DLQ",
+            "Those events are not billed until a producer fix republishes them.",
+            "openmeter-dead-letters",
+            firing=Scenario({f"{dead}{fwd}": "0 0 0 0 0 3 3 3 3 3"}, "8m", ({},)),
+            quiet=Scenario({f"{dead}{fwd}": "3x40"}, "30m"),
+        ),
+        Alert(
+            "OpenMeterUsageStalled",
+            f"{waiting} > 0 and on () (sum(rate({sent}[10m])) or vector(0)) == 0",
+            "10m",
+            "critical",
+            "Usage events wait and none reached OpenMeter for 20 minutes",
+            "The forwarder is stuck, refused, or OpenMeter is down: usage is safe in the "
+            "USAGE stream but is not metered, so invoices will be short.",
+            "openmeter-usage-stalled",
+            firing=Scenario(
+                {
+                    f"{sent}{fwd}": "500x40",
+                    f"{lag}{fwd}": "0+10x40",
+                    f"{ack_pending}{fwd}": "100x40",
+                },
+                "30m",
+                ({},),
+            ),
+            quiet=Scenario(
+                {
+                    f"{sent}{fwd}": "0+100x40",
+                    f"{lag}{fwd}": "50x40",
+                    f"{ack_pending}{fwd}": "100x40",
+                },
+                "30m",
+            ),
+        ),
+        Alert(
+            "OpenMeterUsageBacklog",
+            f"max({lag}) > {USAGE_BACKLOG} and on () max(deriv({lag}[15m])) > 0",
+            "15m",
+            "warning",
+            f"More than {USAGE_BACKLOG} usage events wait for the forwarder, and growing",
+            "Usage arrives faster than the forwarder delivers it to OpenMeter (rate limit, "
+            "slow OpenMeter, too few replicas); metering falls behind.",
+            "openmeter-usage-backlog",
+            firing=Scenario({f"{lag}{fwd}": "5000+500x60"}, "50m", ({},)),
+            # A large backlog that shrinks (catching up after an outage) is fine.
+            quiet=Scenario({f"{lag}{fwd}": "40000-500x60"}, "50m"),
+        ),
+        Alert(
+            "OpenMeterForwarderDown",
+            _no_target_up(FORWARDER_JOB),
+            "5m",
+            "critical",
+            "No OpenMeter forwarder is running (no scrape target up)",
+            "Usage events pile up in the USAGE stream and nothing is metered.",
+            "openmeter-forwarder-down",
+            firing=Scenario({f"up{fwd}": "1 1 0 0 0 0 0 0 0 0 0 0"}, "10m", ({},)),
+            quiet=Scenario({f"up{fwd}": "1x12"}, "10m"),
+        ),
+        Alert(
+            "TierProjectorLag",
+            f"max({tiers_lag}) > {TIERS_BACKLOG}",
+            "15m",
+            "warning",
+            f"More than {TIERS_BACKLOG} Stripe events wait for the tier projector",
+            "Customers' tiers and entitlements in BILLING_TIERS are stale: upgrades and "
+            "cancellations are not seen by the apps yet.",
+            "tier-projector-lag",
+            firing=Scenario({f"{tiers_lag}{proj}": "500x30"}, "20m", ({},)),
+            quiet=Scenario({f"{tiers_lag}{proj}": "3x30"}, "20m"),
+        ),
+        Alert(
+            "TierProjectorDown",
+            _no_target_up(PROJECTOR_JOB),
+            "5m",
+            "critical",
+            "No tier projector is running (no scrape target up)",
+            "Subscription and entitlement changes are not projected: the apps read stale tiers.",
+            "tier-projector-down",
+            # Never scraped at all (not deployed, or crash-looping before it serves /metrics).
+            firing=Scenario({f'up{{job="{FORWARDER_JOB}"}}': "1x12"}, "10m", ({},)),
+            quiet=Scenario({f"up{proj}": "1x12"}, "10m"),
         ),
     ]
 

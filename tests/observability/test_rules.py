@@ -122,7 +122,9 @@ def test_nats_queries_match_the_deployed_exporter() -> None:
     docs = list(yaml.safe_load_all(statefulset))
     containers = [c for d in docs if d for c in d["spec"]["template"]["spec"]["containers"]]
     (exporter,) = [c for c in containers if "prometheus-nats-exporter" in c["image"]]
-    assert {f"-prefix={EXPORTER_PREFIX}", "-varz", "-routez", "-jsz=all"} <= set(exporter["args"])
+    # -healthz feeds NatsServerUnhealthy and NatsClusterNoQuorum (the sidecar's `up` cannot).
+    args = {f"-prefix={EXPORTER_PREFIX}", "-varz", "-routez", "-jsz=all", "-healthz"}
+    assert args <= set(exporter["args"])
     model = _model("nats-cluster.json")
     names = {
         name
