@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from stripe_bridge.natsserver import NatsServer
-from stripe_bridge.processes import FunctionProcess, RedisServer
+from stripe_bridge.processes import FunctionProcess, PushgatewayServer, RedisServer
 from stripe_bridge.stream import StreamSpec, provision
 
 from .helpers import REPO_ROOT, SECRET
@@ -31,12 +31,8 @@ def provision_stream(url: str, **spec: object) -> None:
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
     """A JetStream nats-server with file storage in a temporary folder."""
-    server = NatsServer(tmp_path / "nats")
-    server.start()
-    try:
+    with NatsServer(tmp_path / "nats") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -49,12 +45,15 @@ def stream(nats_server: NatsServer) -> NatsServer:
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A redis-server without persistence."""
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    try:
+    with RedisServer(tmp_path / "redis") as server:
         yield server
-    finally:
-        server.stop()
+
+
+@pytest.fixture
+def pushgateway(tmp_path: Path) -> Iterator[PushgatewayServer]:
+    """A Pushgateway (Debian's prometheus-pushgateway) with its admin API, on loopback."""
+    with PushgatewayServer(tmp_path / "pushgateway") as server:
+        yield server
 
 
 FunctionFactory = Callable[..., FunctionProcess]

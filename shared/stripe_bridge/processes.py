@@ -16,6 +16,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Self
 
 from .natsserver import free_port
 
@@ -56,6 +57,25 @@ class ManagedProcess:
         """What the process printed so far."""
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
 
+    def _http_ok(self, url: str) -> bool:
+        """Whether the (still running) process answers ``url`` with 200."""
+        self._check_alive()
+        try:
+            with urllib.request.urlopen(url, timeout=0.5) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def start(self, timeout: float = 20.0) -> Self:
+        """Start the process and wait until it is ready."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM, wait up to ``timeout``, then SIGKILL; return the exit code."""
         if self.process is None:
@@ -92,7 +112,7 @@ class RedisServer(ManagedProcess):
         except OSError:
             return False
 
-    def start(self, timeout: float = 10.0) -> RedisServer:
+    def start(self, timeout: float = 10.0) -> Self:
         """Start redis-server and wait for PONG."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._spawn(
@@ -107,12 +127,6 @@ class RedisServer(ManagedProcess):
         )  # fmt: skip
         wait_until(self._pong, timeout, "redis-server")
         return self
-
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 class FunctionProcess(ManagedProcess):
@@ -142,36 +156,27 @@ class FunctionProcess(ManagedProcess):
         return f"http://127.0.0.1:{self.port}/"
 
     def _healthy(self) -> bool:
-        self._check_alive()
-        try:
-            with urllib.request.urlopen(self.url + "healthz", timeout=0.5) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
+        return self._http_ok(self.url + "healthz")
 
     def spawn(self) -> FunctionProcess:
         """Start the function without waiting (cold-start measurements poll it themselves)."""
         self._spawn(self.command, self.env)
         return self
 
-    def start(self, timeout: float = 20.0) -> FunctionProcess:
+    def start(self, timeout: float = 20.0) -> Self:
         """Start the function and wait until /healthz answers."""
         self.spawn()
         wait_until(self._healthy, timeout, f"function {self.function_name}")
         return self
 
-    def __enter__(self) -> FunctionProcess:
-        return self.start()
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+class PrometheusComponent(ManagedProcess):
+    """A Prometheus-project server on a free port in ``workdir``, ready at ``/-/ready``."""
 
-
-class PushgatewayServer(ManagedProcess):
-    """A Prometheus Pushgateway (Debian's ``prometheus-pushgateway``) without persistence."""
+    name = "prometheus-component"
 
     def __init__(self, workdir: Path, port: int | None = None) -> None:
-        super().__init__(workdir / "pushgateway.log")
+        super().__init__(workdir / f"{self.name}.log")
         self.workdir = workdir
         self.port = port or free_port()
 
@@ -180,81 +185,55 @@ class PushgatewayServer(ManagedProcess):
         """Base URL without a trailing slash."""
         return f"http://127.0.0.1:{self.port}"
 
-    def _ready(self) -> bool:
-        self._check_alive()
-        try:
-            with urllib.request.urlopen(self.url + "/-/ready", timeout=0.5) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
+    def command(self) -> list[str]:
+        """The command line (files it needs are written by then)."""
+        raise NotImplementedError
 
-    def start(self, timeout: float = 10.0) -> PushgatewayServer:
-        """Start the Pushgateway and wait for /-/ready."""
+    def start(self, timeout: float = 20.0) -> Self:
+        """Start the server and wait for /-/ready."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self._spawn(
-            [
-                "prometheus-pushgateway",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                "--web.enable-admin-api",
-                # Debian's build defaults to /var/lib/prometheus/pushgateway.data, which
-                # every instance would share; empty keeps metrics in memory only.
-                "--persistence.file=",
-            ]
-        )
-        wait_until(self._ready, timeout, "pushgateway")
+        self._spawn(self.command())
+        wait_until(lambda: self._http_ok(self.url + "/-/ready"), timeout, self.name)
         return self
 
-    def __enter__(self) -> PushgatewayServer:
-        return self.start()
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+class PushgatewayServer(PrometheusComponent):
+    """A Prometheus Pushgateway (Debian's ``prometheus-pushgateway``) without persistence."""
+
+    name = "pushgateway"
+
+    def command(self) -> list[str]:
+        """The Pushgateway's command line."""
+        return [
+            "prometheus-pushgateway",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--web.enable-admin-api",
+            # Debian's build defaults to /var/lib/prometheus/pushgateway.data, which
+            # every instance would share; empty keeps metrics in memory only.
+            "--persistence.file=",
+        ]
 
 
-class PrometheusServer(ManagedProcess):
+class PrometheusServer(PrometheusComponent):
     """A Prometheus server (Debian's ``prometheus``) with the given config, in a temp dir."""
 
+    name = "prometheus"
+
     def __init__(self, workdir: Path, config: str, port: int | None = None) -> None:
-        super().__init__(workdir / "prometheus.log")
-        self.workdir = workdir
+        super().__init__(workdir, port)
         self.config = config
-        self.port = port or free_port()
 
-    @property
-    def url(self) -> str:
-        """Base URL without a trailing slash."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def _ready(self) -> bool:
-        self._check_alive()
-        try:
-            with urllib.request.urlopen(self.url + "/-/ready", timeout=0.5) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
-
-    def start(self, timeout: float = 20.0) -> PrometheusServer:
-        """Write the config, start Prometheus and wait for /-/ready."""
-        self.workdir.mkdir(parents=True, exist_ok=True)
+    def command(self) -> list[str]:
+        """Write the config; Prometheus' command line."""
         config_file = self.workdir / "prometheus.yml"
         config_file.write_text(self.config)
-        self._spawn(
-            [
-                "prometheus",
-                f"--config.file={config_file}",
-                f"--storage.tsdb.path={self.workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                "--web.enable-lifecycle",
-            ]
-        )
-        wait_until(self._ready, timeout, "prometheus")
-        return self
-
-    def __enter__(self) -> PrometheusServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return [
+            "prometheus",
+            f"--config.file={config_file}",
+            f"--storage.tsdb.path={self.workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--web.enable-lifecycle",
+        ]
 
 
 class BlackHoleServer:

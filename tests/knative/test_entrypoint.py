@@ -16,11 +16,9 @@ import signal
 import socket
 import sys
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from stripe_bridge.natsserver import NatsServer
 from stripe_bridge.processes import (
@@ -34,16 +32,6 @@ from ..helpers import REPO_ROOT, SECRET, fixture_event, post_event, signed_heade
 
 FUNCTION = "invoice_paid"
 INSTANCE = "stripe-invoice-paid-00001-deployment-abc12"
-
-
-@pytest.fixture
-def pushgateway(tmp_path: Path) -> Iterator[PushgatewayServer]:
-    server = PushgatewayServer(tmp_path / "pushgateway")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def get_json(url: str) -> Any:

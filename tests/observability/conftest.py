@@ -4,23 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import httpx
-import pytest
-from stripe_bridge.processes import PushgatewayServer
-
-
-@pytest.fixture
-def pushgateway(tmp_path: Path) -> Iterator[PushgatewayServer]:
-    """A Pushgateway (Debian's prometheus-pushgateway) with its admin API, on loopback."""
-    server = PushgatewayServer(tmp_path / "pushgateway")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def pushed_value(url: str, metric: str, **labels: str) -> float | None:

@@ -141,6 +141,6 @@ def test_gc_exit_codes(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFi
     assert main(["pushgateway-gc"]) == 2
     down = f"http://127.0.0.1:{free_port()}"
     assert main(["pushgateway-gc", "--url", down, "--older-than", "1h"]) == 1
-    assert "cannot list groups: ConnectError" in capsys.readouterr().out
+    assert "cannot list groups: ConnectError" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["pushgateway-gc", "--url", down, "--older-than", "soon"])
