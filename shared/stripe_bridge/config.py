@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -148,16 +148,28 @@ class Settings(BaseSettings):
         return self.instance_id or f"{os.environ.get('HOSTNAME', 'local')}-{os.getpid()}"
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Read settings from the environment; raise ConfigError with one clear line if invalid."""
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+def load_model(model: type[SettingsT], **overrides: Any) -> SettingsT:
+    """Build ``model`` from the environment; raise ConfigError with one clear line if invalid.
+
+    Problems are named by their environment variable (prefix included), as operators set them.
+    """
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return model(**overrides)
     except ValidationError as exc:
+        prefix = str(model.model_config.get("env_prefix") or "")
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']).upper() or 'settings'}: {err['msg']}"
+            f"{(prefix + '.'.join(str(p) for p in err['loc'])).upper() or 'settings'}: {err['msg']}"
             for err in exc.errors()
         )
         raise ConfigError(f"invalid configuration: {problems}") from None
+
+
+def load_settings(**overrides: object) -> Settings:
+    """The bridge's Settings from the environment (see ``load_model``)."""
+    return load_model(Settings, **overrides)
 
 
 def redact_url(url: str) -> str:

@@ -73,7 +73,7 @@ def test_missing_openmeter_url_exits_2(
     monkeypatch.setenv("OPENMETER_API_KEY", "secret-key-value")
     assert main(["forward-openmeter"]) == 2
     err = capsys.readouterr().err
-    assert "invalid ForwarderSettings: url: Field required" in err
+    assert "invalid configuration: OPENMETER_URL: Field required" in err
     assert "secret-key-value" not in err
 
 

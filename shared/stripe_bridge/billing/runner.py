@@ -7,12 +7,11 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
-from pydantic import BaseModel, ValidationError
 
-from ..config import ConfigError, Settings, redact_url
+from ..config import Settings, redact_url
 from ..jetstream import connect_options
 
 log = logging.getLogger(__name__)
@@ -22,20 +21,6 @@ EXIT_OK = 0
 EXIT_NATS = 1
 EXIT_CONFIG = 2
 EXIT_AUTH = 3
-
-ModelT = TypeVar("ModelT", bound=BaseModel)
-
-
-def load_model(model: type[ModelT], **overrides: Any) -> ModelT:
-    """Build settings ``model`` from the environment; ConfigError with one line if invalid."""
-    try:
-        return model(**overrides)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise ConfigError(f"invalid {model.__name__}: {problems}") from None
 
 
 def configure_logging(level: str) -> None:

@@ -7,14 +7,9 @@ import asyncio
 from typing import Any
 
 from ..billing.openmeter import Forwarder, ForwarderSettings, OpenMeterAuthError
-from ..billing.runner import (
-    EXIT_AUTH,
-    configure_logging,
-    load_model,
-    run_until_stopped,
-    serve_metrics,
-)
+from ..billing.runner import EXIT_AUTH, configure_logging, run_until_stopped, serve_metrics
 from ..billing.usage import provision_usage_streams
+from ..config import load_model
 from .common import add_nats_arguments, settings_from
 
 
@@ -30,6 +25,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--durable", help="consumer name ($OPENMETER_DURABLE, default openmeter)")
     parser.add_argument(
         "--no-provision", action="store_true", help="do not create the USAGE/USAGE_DLQ streams"
+    )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="replicas of the USAGE/USAGE_DLQ streams it creates or updates (default 1)",
     )
     parser.set_defaults(func=run)
 
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     async def work(nc: Any, stop: asyncio.Event) -> None:
         if not args.no_provision:
-            await provision_usage_streams(nc.jetstream())
+            await provision_usage_streams(nc.jetstream(), args.replicas)
         forwarder = Forwarder(nc, forwarder_settings)
         serve_metrics(forwarder.metrics.registry, args.metrics_port)
         await forwarder.run(stop)
