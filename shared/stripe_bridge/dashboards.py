@@ -1,4 +1,4 @@
-"""Grafana dashboards and Prometheus alert rules for the bridge, generated from code.
+"""Grafana dashboards and Prometheus alert rules, generated from code.
 
 ``stripe-bridge generate`` writes them under ``dashboards/``; per-event-type panels and
 variables come from ``stripe_bridge.registry``. Every bridge panel's query is proven to
@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from . import registry
-from .alerts import NATS_JOB, STORAGE_RATIO, alerts_test_yaml, alerts_yaml
+from .alerts import (
+    FORWARDER_JOB,
+    HEALTHZ_STATUS,
+    NATS_JOB,
+    PROJECTOR_JOB,
+    STORAGE_RATIO,
+    alerts_test_yaml,
+    alerts_yaml,
+)
 from .push import JOB
 
 _BRIDGE = '{function=~"$function"}'
@@ -36,8 +44,8 @@ def _rate(selector: str) -> str:
     return f"rate({selector}[$__rate_interval])"
 
 
-def _quantiles(histogram: str) -> list[tuple[str, str]]:
-    bucket = _rate(f"{histogram}_bucket{_BRIDGE}")
+def _quantiles(histogram: str, selector: str = _BRIDGE) -> list[tuple[str, str]]:
+    bucket = _rate(f"{histogram}_bucket{selector}")
     return [
         (f"p{int(q * 100)}", f"histogram_quantile({q}, sum by (le) ({bucket}))")
         for q in (0.5, 0.9, 0.99)
@@ -322,7 +330,20 @@ def nats_dashboard() -> Dashboard:
             Row(
                 "Cluster health",
                 [
-                    Panel("Servers up", [("up", f"sum(up{job})")], kind="stat", width=6),
+                    Panel(
+                        "Servers up",
+                        [
+                            ("scraped", f"sum(up{job})"),
+                            (
+                                "healthy",
+                                f"count(max by (instance) ({HEALTHZ_STATUS}{job}) == 0)",
+                            ),
+                        ],
+                        kind="stat",
+                        width=6,
+                        description="Exporters scraped, and servers whose /healthz is ok: the "
+                        "exporter is a sidecar and stays up when only the nats container dies.",
+                    ),
                     Panel(
                         "JetStream cluster size",
                         [("peers", "max(nats_varz_jetstream_meta_cluster_size)")],
@@ -437,6 +458,122 @@ def nats_dashboard() -> Dashboard:
     )
 
 
+def billing_dashboard() -> Dashboard:
+    """The billing consumers: usage flowing to OpenMeter, and the tier projector."""
+
+    def rate_sum(metric: str, by: str = "") -> str:
+        grouping = f" by ({by})" if by else ""
+        return f"sum{grouping} ({_rate(metric)})"
+
+    om = "stripe_bridge_openmeter_"
+    return Dashboard(
+        uid="stripe-bridge-billing",
+        title="Stripe bridge: billing",
+        description="forward-openmeter (usage to OpenMeter) and project-tiers (tiers KV), "
+        "scraped on their --metrics-port; see docs/billing.md.",
+        rows=[
+            Row(
+                "Usage to OpenMeter",
+                [
+                    Panel(
+                        "Forwarders up",
+                        [("up", f'sum(up{{job="{FORWARDER_JOB}"}})')],
+                        kind="stat",
+                        width=6,
+                    ),
+                    Panel(
+                        "Breaker state",
+                        [("{{instance}}", f"max by (instance) ({om}breaker_state)")],
+                        kind="stat",
+                        width=6,
+                        description="0 closed, 1 half-open (one trial request), 2 open "
+                        "(nothing is sent until the reset timeout).",
+                    ),
+                    Panel(
+                        "Waiting usage events",
+                        [
+                            ("not yet delivered", f"max({om}consumer_lag)"),
+                            ("delivered, not acked", f"max({om}ack_pending)"),
+                        ],
+                        description="Consumer-wide figures: every replica reports the same.",
+                    ),
+                    Panel(
+                        "Usage events sent/s",
+                        [("accepted", rate_sum(f"{om}events_sent_total"))],
+                        unit="ops",
+                    ),
+                    Panel(
+                        "Retried",
+                        [("{{reason}}", rate_sum(f"{om}events_retried_total", "reason"))],
+                        unit="ops",
+                    ),
+                    Panel(
+                        "Dead-lettered",
+                        [("to USAGE_DLQ", rate_sum(f"{om}events_dead_lettered_total"))],
+                        unit="ops",
+                        description="Refused by OpenMeter as invalid; see the runbook.",
+                    ),
+                    Panel(
+                        "Ingest requests by verdict",
+                        [("{{verdict}}", rate_sum(f"{om}requests_total", "verdict"))],
+                        unit="reqps",
+                    ),
+                    Panel(
+                        "OpenMeter answer latency",
+                        _quantiles(f"{om}request_duration_seconds", ""),
+                        unit="s",
+                    ),
+                    Panel(
+                        "Breaker transitions",
+                        [("{{state}}", rate_sum(f"{om}breaker_transitions_total", "state"))],
+                    ),
+                    Panel(
+                        "Fetch and ack errors",
+                        [
+                            ("fetch", rate_sum(f"{om}fetch_errors_total")),
+                            ("ack", rate_sum(f"{om}ack_errors_total")),
+                        ],
+                        description="NATS unavailable: pulls are retried, unacked events "
+                        "are redelivered and sent again with the same id.",
+                    ),
+                ],
+            ),
+            Row(
+                "Tier projector",
+                [
+                    Panel(
+                        "Projectors up",
+                        [("up", f'sum(up{{job="{PROJECTOR_JOB}"}})')],
+                        kind="stat",
+                        width=6,
+                    ),
+                    Panel(
+                        "Tier projector lag",
+                        [("not yet delivered", "max(stripe_bridge_tiers_consumer_lag)")],
+                        width=6,
+                    ),
+                    Panel(
+                        "Projected events by outcome",
+                        [
+                            (
+                                "{{outcome}}",
+                                rate_sum("stripe_bridge_tiers_events_total", "outcome"),
+                            )
+                        ],
+                        unit="ops",
+                    ),
+                    Panel(
+                        "Compare-and-set conflicts",
+                        [("retried", rate_sum("stripe_bridge_tiers_cas_conflicts_total"))],
+                        unit="ops",
+                        description="Writes that lost to another writer of the same customer.",
+                    ),
+                ],
+            ),
+        ],
+    )
+
+
 def dashboard_json(dashboard: Dashboard) -> str:
     """The Grafana dashboard JSON model (import it, or provision it from a ConfigMap)."""
     panels: list[dict[str, Any]] = []
@@ -518,6 +655,7 @@ def dashboard_files(root: Path) -> dict[Path, str]:
     return {
         folder / "stripe-bridge.json": dashboard_json(bridge_dashboard()),
         folder / "nats-cluster.json": dashboard_json(nats_dashboard()),
+        folder / "billing.json": dashboard_json(billing_dashboard()),
         folder / "alerts.yml": alerts_yaml(),
         folder / "alerts_test.yml": alerts_test_yaml(),
     }

@@ -82,7 +82,7 @@ def _model(name: str) -> dict[str, Any]:
     return model
 
 
-@pytest.mark.parametrize("name", ["stripe-bridge.json", "nats-cluster.json"])
+@pytest.mark.parametrize("name", ["stripe-bridge.json", "nats-cluster.json", "billing.json"])
 def test_dashboard_layout_is_valid(name: str) -> None:
     panels = _model(name)["panels"]
     ids = [p["id"] for p in panels]
