@@ -7,9 +7,11 @@ from pathlib import Path
 
 from . import registry
 from .billing.functions import billing_function_files
+from .billing.openmeter import ForwarderMetrics
+from .billing.projector import ProjectorMetrics
 from .config import Settings
 from .dashboards import dashboard_files
-from .metrics import metrics_table
+from .metrics import metric_attributes, metrics_table
 
 GENERATED_NOTE = "Generated from stripe_bridge.registry by `stripe-bridge generate`; do not edit."
 
@@ -84,6 +86,17 @@ def replace_section(text: str, name: str, content: str) -> str:
     return pattern.sub(lambda _m: f"{begin}\n{content}{end}", text)
 
 
+def observability_doc(text: str) -> str:
+    """docs/observability.md with the metric tables of the bridge and the billing consumers."""
+    text = replace_section(text, "metrics", metrics_table())
+    text = replace_section(
+        text, "openmeter-metrics", metrics_table(metric_attributes(ForwarderMetrics()))
+    )
+    return replace_section(
+        text, "tiers-metrics", metrics_table(metric_attributes(ProjectorMetrics()))
+    )
+
+
 def generated_files(root: Path) -> dict[Path, str]:
     """Every file ``generate`` writes, by path under the repository ``root``."""
     files = {
@@ -94,7 +107,7 @@ def generated_files(root: Path) -> dict[Path, str]:
     configuration = root / "docs" / "configuration.md"
     files[configuration] = replace_section(configuration.read_text(), "env", settings_table())
     observability = root / "docs" / "observability.md"
-    files[observability] = replace_section(observability.read_text(), "metrics", metrics_table())
+    files[observability] = observability_doc(observability.read_text())
     files.update(dashboard_files(root))
     files.update(billing_function_files(root))
     return files

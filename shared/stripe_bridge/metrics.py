@@ -5,7 +5,8 @@ Names follow Prometheus' rules: ``stripe_bridge_`` namespace, base units (second
 known in advance is created at zero when the runtime starts (``preinitialise``): a counter
 that first appears at 1 hides that first increment from ``rate()``/``increase()``, and a
 series that does not exist yet leaves dashboards and alerts with "no data" instead of 0.
-The list is rendered into docs/observability.md (``metrics_table``), which a test keeps in step.
+The list is rendered into docs/observability.md (``metrics_table``, also for the billing
+consumers' registries), which a test keeps in step.
 """
 
 from __future__ import annotations
@@ -186,7 +187,16 @@ class BridgeMetrics:
 
     def collectors(self) -> list[MetricWrapperBase]:
         """Every metric object, in declaration order."""
-        return [m for m in vars(self).values() if isinstance(m, MetricWrapperBase)]
+        return metric_attributes(self)
+
+
+def metric_attributes(holder: object) -> list[MetricWrapperBase]:
+    """The metric objects among ``holder``'s attributes, in declaration order.
+
+    Works for every class that keeps its metrics as attributes (BridgeMetrics and the billing
+    consumers' ForwarderMetrics and ProjectorMetrics).
+    """
+    return [m for m in vars(holder).values() if isinstance(m, MetricWrapperBase)]
 
 
 def _exposed_name(metric: MetricWrapperBase) -> str:
@@ -195,10 +205,10 @@ def _exposed_name(metric: MetricWrapperBase) -> str:
     return f"{name}_total" if metric._type == "counter" else name
 
 
-def metrics_table() -> str:
-    """The Markdown table of every metric (name, type, labels, help) for docs/observability.md."""
+def metrics_table(metrics: Iterable[MetricWrapperBase] | None = None) -> str:
+    """The Markdown table of ``metrics`` (default: the bridge's) for docs/observability.md."""
     rows = ["| metric | type | labels | meaning |", "| --- | --- | --- | --- |"]
-    for metric in BridgeMetrics().collectors():
+    for metric in BridgeMetrics().collectors() if metrics is None else metrics:
         labels = ", ".join(f"`{label}`" for label in metric._labelnames) or "-"
         rows.append(
             f"| `{_exposed_name(metric)}` | {metric._type} | {labels} | {metric._documentation} |"

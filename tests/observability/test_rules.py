@@ -12,7 +12,9 @@ import pytest
 import yaml
 from stripe_bridge import registry
 from stripe_bridge.alerts import EXPORTER_PREFIX, RUNBOOK_URL, alerts
-from stripe_bridge.codegen import replace_section
+from stripe_bridge.billing.openmeter import ForwarderMetrics
+from stripe_bridge.billing.projector import ProjectorMetrics
+from stripe_bridge.codegen import observability_doc, replace_section
 from stripe_bridge.dashboards import bridge_dashboard, dashboard_files
 from stripe_bridge.metrics import metrics_table
 
@@ -34,7 +36,25 @@ def test_committed_file_equals_fresh_render(path: Path) -> None:
 def test_metric_list_in_docs_is_current() -> None:
     doc = (REPO_ROOT / "docs" / "observability.md").read_text()
     assert doc == replace_section(doc, "metrics", metrics_table()), "run `stripe-bridge generate`"
+    assert doc == observability_doc(doc), "run `stripe-bridge generate`"
     assert "`stripe_bridge_webhooks_total` | counter | `event_type`, `outcome`, `reason`" in doc
+    assert "`stripe_bridge_openmeter_events_retried_total` | counter | `reason`" in doc
+    assert "`stripe_bridge_tiers_consumer_lag` | gauge | - |" in doc
+
+
+def test_billing_alerts_use_metrics_the_consumers_expose() -> None:
+    exposed = {
+        sample.name
+        for holder in (ForwarderMetrics(), ProjectorMetrics())
+        for metric in holder.registry.collect()
+        for sample in metric.samples
+    }
+    used = {
+        name
+        for alert in alerts()
+        for name in re.findall(r"stripe_bridge_(?:openmeter|tiers)_[a-z_]+", alert.expr)
+    }
+    assert used and used <= exposed, used - exposed
 
 
 def test_promtool_checks_rules() -> None:
