@@ -97,6 +97,7 @@ def alerts() -> list[Alert]:
 
 
 def _bridge_and_nats_alerts() -> list[Alert]:
+    """The bridge (through the Pushgateway) and the NATS cluster (through its exporter)."""
     webhooks = "stripe_bridge_webhooks_total"
     total = f"sum(rate({webhooks}[5m]))"
     signature = "sum(rate(stripe_bridge_signature_failures_total[5m]))"
@@ -371,6 +372,7 @@ def _no_target_up(job: str) -> str:
 
 
 def _billing_alerts() -> list[Alert]:
+    """``forward-openmeter`` and ``project-tiers``, scraped on their ``--metrics-port``."""
     breaker = "stripe_bridge_openmeter_breaker_state"
     sent = "stripe_bridge_openmeter_events_sent_total"
     dead = "stripe_bridge_openmeter_events_dead_lettered_total"
