@@ -1,7 +1,9 @@
 """Knative Serving manifests for every function, derived from the event-type registry.
 
 ``render`` builds one ``serving.knative.dev/v1`` Service per registered event type plus
-the catch-all, the deployer's RBAC and the Secrets' shape, for each environment profile.
+the catch-all and one per billing function (``billing.functions.BILLING_FUNCTIONS``), the
+billing consumers' Deployments and the Pushgateway clean-up CronJob (``consumers.yaml``),
+the deployer's RBAC and the Secrets' shape, for each environment profile.
 ``stripe-bridge knative render`` writes them under ``knative/``; a test keeps the
 committed files equal to a fresh render. Applying them is ``stripe_bridge.kubeapply``.
 """
@@ -14,6 +16,7 @@ from typing import Any, Literal
 import yaml
 
 from . import __version__, registry
+from .billing.functions import BILLING_FUNCTIONS, BillingFunction, Need
 
 SERVING_GROUP = "serving.knative.dev"
 SERVING_VERSION = "v1"
@@ -38,6 +41,20 @@ NATS_PASSWORD_KEY = "publisher-password"
 NATS_CREDS_SECRET = "stripe-bridge-nats-creds"
 NATS_CREDS_KEY = "stripe-bridge.creds"
 NATS_CREDS_DIR = "/var/run/secrets/stripe-bridge/nats"
+#: The billing consumers log in as ``billing`` (nats/'s user for them, see docs/nats.md).
+NATS_BILLING_USER = "billing"
+NATS_BILLING_PASSWORD_KEY = "billing-password"
+
+#: The billing functions' and consumers' own Secrets.
+BILLING_SECRET = "stripe-bridge-billing"
+USAGE_TOKEN_KEY = "usage-api-token"
+STRIPE_KEY_KEY = "stripe-api-key"
+OPENMETER_SECRET = "stripe-bridge-openmeter"
+OPENMETER_URL_KEY = "url"
+OPENMETER_KEY_KEY = "api-key"
+
+#: Where the long-running consumers serve Prometheus /metrics (also their probe target).
+METRICS_PORT = 9090
 
 #: Label and annotation keys (the ``stripe-bridge.io/`` prefix nats/ uses too).
 LABEL_FUNCTION = "stripe-bridge.io/function"
@@ -80,6 +97,18 @@ class Profile:
     nats_auth: Literal["password", "creds"] = "password"
     #: Scale to zero when idle; every environment does (the point of one function per type).
     min_scale: int = 0
+    #: Where Checkout and the Customer Portal send the customer back (the billing functions).
+    checkout_success_url: str = "https://app.example.com/billing/success"
+    checkout_cancel_url: str = "https://app.example.com/billing/cancel"
+    portal_return_url: str = "https://app.example.com/billing"
+    #: forward-openmeter replicas (they share the durable consumer; JetStream spreads batches).
+    forwarder_replicas: int = 1
+    #: Replicas of the USAGE/USAGE_DLQ streams and the BILLING_TIERS bucket the consumers create.
+    stream_replicas: int = 1
+    consumer_cpu_request: str = "50m"
+    consumer_memory_request: str = "96Mi"
+    consumer_cpu_limit: str = "500m"
+    consumer_memory_limit: str = "256Mi"
 
 
 _IMAGE = f"registry.example.com/stripe-bridge:{__version__}"
@@ -119,6 +148,12 @@ PROFILES: dict[str, Profile] = {
         memory_limit="256Mi",
         nats_url=_NATS_URL,
         pushgateway_url=_PUSHGATEWAY_URL,
+        forwarder_replicas=2,
+        # nats/ runs three servers: keep billing data on all of them, like STRIPE.
+        stream_replicas=3,
+        consumer_cpu_request="100m",
+        consumer_memory_request="128Mi",
+        consumer_cpu_limit="1",
     ),
 }
 
@@ -155,41 +190,114 @@ def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
 
 
-def _env(profile: Profile, fn: FunctionSpec) -> list[dict[str, Any]]:
-    # PORT is not here: Knative sets it and rejects a user-defined PORT.
+def _value_env(name: str, value: str) -> dict[str, Any]:
+    return {"name": name, "value": value}
+
+
+def _nats_env(
+    profile: Profile, user: str, password_key: str, stream: str | None = None
+) -> list[dict[str, Any]]:
+    """NATS_URL (and NATS_STREAM), and how to log in as ``user``: a password or .creds file."""
     if profile.nats_auth == "creds":
-        nats_auth = [{"name": "NATS_CREDS", "value": f"{NATS_CREDS_DIR}/{NATS_CREDS_KEY}"}]
+        auth = [_value_env("NATS_CREDS", f"{NATS_CREDS_DIR}/{NATS_CREDS_KEY}")]
     else:
-        nats_auth = [
-            {"name": "NATS_USER", "value": NATS_USER},
-            _secret_env("NATS_PASSWORD", NATS_AUTH_SECRET, NATS_PASSWORD_KEY),
+        auth = [
+            _value_env("NATS_USER", user),
+            _secret_env("NATS_PASSWORD", NATS_AUTH_SECRET, password_key),
         ]
+    streams = [_value_env("NATS_STREAM", stream)] if stream else []
+    return [_value_env("NATS_URL", profile.nats_url), *streams, *auth]
+
+
+def _function_env(profile: Profile, function_name: str) -> list[dict[str, Any]]:
+    # PORT is not here: Knative sets it and rejects a user-defined PORT.
     return [
-        {"name": "FUNCTION_SOURCE", "value": f"{FUNCTIONS_DIR}/{fn.function_name}/main.py"},
-        {"name": "FUNCTION_TARGET", "value": "handle"},
-        {"name": "FUNCTION_NAME", "value": fn.function_name},
-        _secret_env("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET, fn.function_name),
-        {"name": "NATS_URL", "value": profile.nats_url},
-        {"name": "NATS_STREAM", "value": "STRIPE"},
-        *nats_auth,
-        {"name": "IDEMPOTENCY_BACKEND", "value": "redis"},
-        _secret_env("REDIS_URL", REDIS_SECRET, REDIS_SECRET_KEY),
-        {"name": "PUSHGATEWAY_URL", "value": profile.pushgateway_url},
-        {"name": "LOG_LEVEL", "value": profile.log_level},
+        _value_env("FUNCTION_SOURCE", f"{FUNCTIONS_DIR}/{function_name}/main.py"),
+        _value_env("FUNCTION_TARGET", "handle"),
+        _value_env("FUNCTION_NAME", function_name),
     ]
 
 
-def service(profile: Profile, fn: FunctionSpec, image: str | None = None) -> dict[str, Any]:
-    """The Knative Service running ``fn`` in ``profile``'s environment."""
-    labels = {
-        **common_labels(profile),
-        "app.kubernetes.io/component": "webhook-function",
-        "app.kubernetes.io/instance": fn.service_name,
-        LABEL_FUNCTION: fn.function_name,
-        LABEL_NATS_CLIENT: "true",
+def _env(profile: Profile, fn: FunctionSpec) -> list[dict[str, Any]]:
+    return [
+        *_function_env(profile, fn.function_name),
+        _secret_env("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET, fn.function_name),
+        *_nats_env(profile, NATS_USER, NATS_PASSWORD_KEY, stream="STRIPE"),
+        _value_env("IDEMPOTENCY_BACKEND", "redis"),
+        _secret_env("REDIS_URL", REDIS_SECRET, REDIS_SECRET_KEY),
+        _value_env("PUSHGATEWAY_URL", profile.pushgateway_url),
+        _value_env("LOG_LEVEL", profile.log_level),
+    ]
+
+
+def _billing_env(profile: Profile, fn: BillingFunction) -> list[dict[str, Any]]:
+    env = _function_env(profile, fn.name)
+    if Need.NATS in fn.needs:
+        # The usage function publishes usage.>, which the publisher user may.
+        env += _nats_env(profile, NATS_USER, NATS_PASSWORD_KEY)
+    if Need.USAGE_TOKEN in fn.needs:
+        env.append(_secret_env("USAGE_API_TOKEN", BILLING_SECRET, USAGE_TOKEN_KEY))
+    if Need.STRIPE in fn.needs:
+        env += [
+            _secret_env("STRIPE_API_KEY", BILLING_SECRET, STRIPE_KEY_KEY),
+            _value_env("CHECKOUT_SUCCESS_URL", profile.checkout_success_url),
+            _value_env("CHECKOUT_CANCEL_URL", profile.checkout_cancel_url),
+            _value_env("PORTAL_RETURN_URL", profile.portal_return_url),
+        ]
+    env.append(_value_env("LOG_LEVEL", profile.log_level))
+    return env
+
+
+#: Every container: non-root, nothing to escalate to, nothing written to the image.
+CONTAINER_SECURITY = {
+    "runAsNonRoot": True,
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def _resources(cpu_request: str, memory_request: str, cpu_limit: str, memory_limit: str) -> Any:
+    return {
+        "requests": {"cpu": cpu_request, "memory": memory_request},
+        "limits": {"cpu": cpu_limit, "memory": memory_limit},
     }
-    # Event types contain dots and ``*``: an annotation, not a label value.
-    annotations = {ANNOTATION_EVENT_TYPE: fn.event_type}
+
+
+def _with_nats_creds(profile: Profile, pod_spec: dict[str, Any], containers: list[Any]) -> None:
+    """Mount the .creds Secret into ``containers`` when ``profile`` uses JWT auth."""
+    if profile.nats_auth != "creds":
+        return
+    for container in containers:
+        container["volumeMounts"] = [
+            {"name": "nats-creds", "mountPath": NATS_CREDS_DIR, "readOnly": True}
+        ]
+    pod_spec["volumes"] = [
+        {
+            "name": "nats-creds",
+            "secret": {
+                "secretName": NATS_CREDS_SECRET,
+                "items": [{"key": NATS_CREDS_KEY, "path": NATS_CREDS_KEY}],
+                # Readable by the non-root user: a pod-level fsGroup is behind a
+                # Knative feature flag.
+                "defaultMode": 0o444,
+            },
+        }
+    ]
+
+
+def _knative_service(
+    profile: Profile,
+    name: str,
+    labels: dict[str, str],
+    annotations: dict[str, str],
+    env: list[dict[str, Any]],
+    readiness_path: str,
+    image: str | None,
+    pod_annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A scale-to-zero Knative Service running one function of the image."""
     autoscaling = {
         "autoscaling.knative.dev/class": "kpa.autoscaling.knative.dev",
         "autoscaling.knative.dev/metric": "concurrency",
@@ -202,28 +310,20 @@ def service(profile: Profile, fn: FunctionSpec, image: str | None = None) -> dic
         "name": "function",
         "image": image or profile.image,
         "ports": [{"name": "http1", "containerPort": CONTAINER_PORT}],
-        "env": _env(profile, fn),
-        # /readyz answers 200 only with NATS connected and the stream present, so a
-        # cold pod takes traffic only once it can store events. No periodSeconds: Knative's
-        # queue-proxy then probes aggressively (milliseconds apart) during a cold start.
-        "readinessProbe": {"httpGet": {"path": "/readyz"}, "timeoutSeconds": 2},
+        "env": env,
+        # Without periodSeconds, Knative's queue-proxy probes aggressively (milliseconds
+        # apart) during a cold start, so a new pod takes traffic as soon as it can serve.
+        "readinessProbe": {"httpGet": {"path": readiness_path}, "timeoutSeconds": 2},
         "livenessProbe": {
             "httpGet": {"path": "/healthz"},
             "periodSeconds": 10,
             "failureThreshold": 3,
             "timeoutSeconds": 2,
         },
-        "resources": {
-            "requests": {"cpu": profile.cpu_request, "memory": profile.memory_request},
-            "limits": {"cpu": profile.cpu_limit, "memory": profile.memory_limit},
-        },
-        "securityContext": {
-            "runAsNonRoot": True,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "resources": _resources(
+            profile.cpu_request, profile.memory_request, profile.cpu_limit, profile.memory_limit
+        ),
+        "securityContext": CONTAINER_SECURITY,
     }
     pod_spec: dict[str, Any] = {
         "containerConcurrency": profile.container_concurrency,
@@ -232,36 +332,19 @@ def service(profile: Profile, fn: FunctionSpec, image: str | None = None) -> dic
         "automountServiceAccountToken": False,
         "containers": [container],
     }
-    if profile.nats_auth == "creds":
-        container["volumeMounts"] = [
-            {"name": "nats-creds", "mountPath": NATS_CREDS_DIR, "readOnly": True}
-        ]
-        pod_spec["volumes"] = [
-            {
-                "name": "nats-creds",
-                "secret": {
-                    "secretName": NATS_CREDS_SECRET,
-                    "items": [{"key": NATS_CREDS_KEY, "path": NATS_CREDS_KEY}],
-                    # Readable by the non-root user: a pod-level fsGroup is behind a
-                    # Knative feature flag.
-                    "defaultMode": 0o444,
-                },
-            }
-        ]
+    _with_nats_creds(profile, pod_spec, [container])
+    metadata = {"name": name, "namespace": profile.namespace, "labels": labels}
+    if annotations:
+        metadata["annotations"] = annotations
     return {
         "apiVersion": f"{SERVING_GROUP}/{SERVING_VERSION}",
         "kind": "Service",
-        "metadata": {
-            "name": fn.service_name,
-            "namespace": profile.namespace,
-            "labels": labels,
-            "annotations": annotations,
-        },
+        "metadata": metadata,
         "spec": {
             "template": {
                 "metadata": {
                     "labels": labels,
-                    "annotations": {**annotations, **autoscaling},
+                    "annotations": {**annotations, **autoscaling, **(pod_annotations or {})},
                 },
                 "spec": pod_spec,
             }
@@ -269,9 +352,225 @@ def service(profile: Profile, fn: FunctionSpec, image: str | None = None) -> dic
     }
 
 
+def service(profile: Profile, fn: FunctionSpec, image: str | None = None) -> dict[str, Any]:
+    """The Knative Service running webhook function ``fn`` in ``profile``'s environment."""
+    labels = {
+        **common_labels(profile),
+        "app.kubernetes.io/component": "webhook-function",
+        "app.kubernetes.io/instance": fn.service_name,
+        LABEL_FUNCTION: fn.function_name,
+        LABEL_NATS_CLIENT: "true",
+    }
+    # Event types contain dots and ``*``: an annotation, not a label value. /readyz answers
+    # 200 only with NATS connected and the stream present: a cold pod takes webhooks only
+    # once it can store them.
+    annotations = {ANNOTATION_EVENT_TYPE: fn.event_type}
+    return _knative_service(
+        profile, fn.service_name, labels, annotations, _env(profile, fn), "/readyz", image
+    )
+
+
+def _scrape_annotations(port: int) -> dict[str, str]:
+    """The prometheus.io/* pod annotations of the common annotation-based scrape config."""
+    return {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(port),
+        "prometheus.io/path": "/metrics",
+    }
+
+
+def billing_service(
+    profile: Profile, fn: BillingFunction, image: str | None = None
+) -> dict[str, Any]:
+    """The Knative Service running billing function ``fn`` (usage, checkout, portal)."""
+    labels = {
+        **common_labels(profile),
+        "app.kubernetes.io/component": "billing-function",
+        "app.kubernetes.io/instance": fn.service_name,
+        LABEL_FUNCTION: fn.name,
+    }
+    if Need.NATS in fn.needs:
+        labels[LABEL_NATS_CLIENT] = "true"
+    # They serve their own /metrics (no Pushgateway) and /healthz, but no /readyz.
+    return _knative_service(
+        profile,
+        fn.service_name,
+        labels,
+        {},
+        _billing_env(profile, fn),
+        "/healthz",
+        image,
+        pod_annotations=_scrape_annotations(CONTAINER_PORT),
+    )
+
+
 def services(profile: Profile, image: str | None = None) -> list[dict[str, Any]]:
-    """Every function's Knative Service for ``profile``."""
-    return [service(profile, fn, image) for fn in function_specs()]
+    """Every Knative Service for ``profile``: webhook functions, then billing functions."""
+    return [service(profile, fn, image) for fn in function_specs()] + [
+        billing_service(profile, fn, image) for fn in BILLING_FUNCTIONS
+    ]
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """A long-running pull consumer: its Deployment name and ``stripe-bridge`` arguments."""
+
+    name: str
+    args: tuple[str, ...]
+    replicas: int
+    env: tuple[dict[str, Any], ...]
+
+
+def consumer_specs(profile: Profile) -> list[ConsumerSpec]:
+    """forward-openmeter and project-tiers (docs/billing.md), as ``profile`` runs them."""
+    nats = tuple(_nats_env(profile, NATS_BILLING_USER, NATS_BILLING_PASSWORD_KEY))
+    metrics = ("--metrics-port", str(METRICS_PORT))
+    replicas = ("--replicas", str(profile.stream_replicas))
+    return [
+        ConsumerSpec(
+            "forward-openmeter",
+            ("forward-openmeter", *metrics, *replicas),
+            profile.forwarder_replicas,
+            (
+                *nats,
+                _secret_env("OPENMETER_URL", OPENMETER_SECRET, OPENMETER_URL_KEY),
+                _secret_env("OPENMETER_API_KEY", OPENMETER_SECRET, OPENMETER_KEY_KEY),
+                _value_env("LOG_LEVEL", profile.log_level),
+            ),
+        ),
+        # One replica: its writes are compare-and-set, so the short overlap of a rolling
+        # update is safe, but a second replica would only add CAS retries.
+        ConsumerSpec(
+            "project-tiers",
+            ("project-tiers", *metrics, *replicas),
+            1,
+            (
+                *_nats_env(profile, NATS_BILLING_USER, NATS_BILLING_PASSWORD_KEY, stream="STRIPE"),
+                _value_env("LOG_LEVEL", profile.log_level),
+            ),
+        ),
+    ]
+
+
+def _pod_security() -> dict[str, Any]:
+    # The image's user (Containerfile: uid/gid 10001).
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": 10001,
+        "runAsGroup": 10001,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _container(
+    profile: Profile, name: str, args: list[str], env: list[Any], image: str | None
+) -> Any:
+    # The image's ENTRYPOINT is `stripe-bridge serve`; consumers run other subcommands.
+    return {
+        "name": name,
+        "image": image or profile.image,
+        "command": ["stripe-bridge"],
+        "args": args,
+        "env": env,
+        "resources": _resources(
+            profile.consumer_cpu_request,
+            profile.consumer_memory_request,
+            profile.consumer_cpu_limit,
+            profile.consumer_memory_limit,
+        ),
+        "securityContext": CONTAINER_SECURITY,
+    }
+
+
+def deployment(profile: Profile, spec: ConsumerSpec, image: str | None = None) -> dict[str, Any]:
+    """The apps/v1 Deployment running consumer ``spec`` continuously."""
+    labels = {
+        **common_labels(profile),
+        "app.kubernetes.io/component": "billing-consumer",
+        "app.kubernetes.io/instance": spec.name,
+        LABEL_NATS_CLIENT: "true",
+    }
+    selector = {"app.kubernetes.io/name": "stripe-bridge", "app.kubernetes.io/instance": spec.name}
+    container = _container(profile, spec.name, list(spec.args), list(spec.env), image)
+    container["ports"] = [{"name": "metrics", "containerPort": METRICS_PORT}]
+    # The metrics server starts once NATS is connected and the consumer bound, so it is the
+    # readiness signal; it answers while the process lives (a dead process restarts).
+    probe = {"httpGet": {"path": "/metrics", "port": "metrics"}, "timeoutSeconds": 2}
+    container["readinessProbe"] = {**probe, "periodSeconds": 10}
+    container["livenessProbe"] = {**probe, "periodSeconds": 20, "failureThreshold": 3}
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "securityContext": _pod_security(),
+        # SIGTERM: in-flight OpenMeter requests (10 s timeout) finish, NATS drains.
+        "terminationGracePeriodSeconds": 30,
+        "containers": [container],
+    }
+    _with_nats_creds(profile, pod_spec, [container])
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": spec.name, "namespace": profile.namespace, "labels": labels},
+        "spec": {
+            "replicas": spec.replicas,
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {"labels": labels, "annotations": _scrape_annotations(METRICS_PORT)},
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+#: Pushgateway groups of instances gone for longer than this are deleted (docs/observability.md).
+PUSHGATEWAY_GC_OLDER_THAN = "1h"
+PUSHGATEWAY_GC_SCHEDULE = "*/15 * * * *"
+
+
+def pushgateway_gc_cronjob(profile: Profile, image: str | None = None) -> dict[str, Any]:
+    """The batch/v1 CronJob deleting stale Pushgateway groups every 15 minutes."""
+    name = "pushgateway-gc"
+    labels = {
+        **common_labels(profile),
+        "app.kubernetes.io/component": "pushgateway-gc",
+        "app.kubernetes.io/instance": name,
+    }
+    args = ["pushgateway-gc", "--older-than", PUSHGATEWAY_GC_OLDER_THAN]
+    env = [_value_env("PUSHGATEWAY_URL", profile.pushgateway_url)]
+    container = _container(profile, name, args, env, image)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": name, "namespace": profile.namespace, "labels": labels},
+        "spec": {
+            "schedule": PUSHGATEWAY_GC_SCHEDULE,
+            # A slow run must not overlap the next one deleting the same groups.
+            "concurrencyPolicy": "Forbid",
+            "successfulJobsHistoryLimit": 1,
+            "failedJobsHistoryLimit": 3,
+            "jobTemplate": {
+                "spec": {
+                    "backoffLimit": 2,
+                    "activeDeadlineSeconds": 300,
+                    "template": {
+                        "metadata": {"labels": labels},
+                        "spec": {
+                            "restartPolicy": "Never",
+                            "automountServiceAccountToken": False,
+                            "securityContext": _pod_security(),
+                            "containers": [container],
+                        },
+                    },
+                }
+            },
+        },
+    }
+
+
+def consumers(profile: Profile, image: str | None = None) -> list[dict[str, Any]]:
+    """The consumers' Deployments and the Pushgateway clean-up CronJob for ``profile``."""
+    return [deployment(profile, spec, image) for spec in consumer_specs(profile)] + [
+        pushgateway_gc_cronjob(profile, image)
+    ]
 
 
 def rbac(profile: Profile) -> list[dict[str, Any]]:
@@ -314,7 +613,7 @@ def rbac(profile: Profile) -> list[dict[str, Any]]:
 
 
 def secrets_template() -> list[dict[str, Any]]:
-    """The Secrets the Services read, with placeholder values (the shape, not secrets).
+    """The Secrets the Services and consumers read, with placeholders (the shape, not secrets).
 
     NATS' ``nats-auth`` Secret is nats/'s (see nats/secret.example.yaml).
     """
@@ -339,6 +638,20 @@ def secrets_template() -> list[dict[str, Any]]:
     return [
         secret(WEBHOOK_SECRET, webhook),
         secret(REDIS_SECRET, {REDIS_SECRET_KEY: "redis://:REPLACE_password@redis:6379/0"}),
+        secret(
+            BILLING_SECRET,
+            {
+                USAGE_TOKEN_KEY: "REPLACE_with_a_random_token_the_usage_callers_send",
+                STRIPE_KEY_KEY: "rk_live_REPLACE_with_a_restricted_key",
+            },
+        ),
+        secret(
+            OPENMETER_SECRET,
+            {
+                OPENMETER_URL_KEY: "https://openmeter.cloud",
+                OPENMETER_KEY_KEY: "om_REPLACE_with_the_openmeter_api_token",
+            },
+        ),
     ]
 
 
@@ -370,5 +683,6 @@ def render(envs: list[str] | None = None) -> dict[str, str]:
         profile = PROFILES[env]
         for manifest in services(profile):
             files[f"{env}/{manifest['metadata']['name']}.yaml"] = to_yaml(manifest)
+        files[f"{env}/consumers.yaml"] = to_yaml(*consumers(profile))
         files[f"{env}/rbac.yaml"] = to_yaml(*rbac(profile))
     return files

@@ -18,7 +18,9 @@ from stripe_bridge.cli import main
 from .kubeapi import FakeKubeAPI
 
 NAMESPACE = "stripe-test"
-SERVICES = [fn.service_name for fn in knative.function_specs()]
+SERVICES = [
+    service["metadata"]["name"] for service in knative.services(knative.PROFILES["staging"])
+]
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from stripe_bridge import knative
-from stripe_bridge.lockfile import LOCK_FILE, lock_text, parse_lock, resolve
+from stripe_bridge.lockfile import IMAGE_EXTRAS, LOCK_FILE, lock_text, parse_lock, resolve
 
 from ..helpers import REPO_ROOT
 
@@ -74,12 +74,16 @@ def test_lock_file_is_fresh() -> None:
 
 def test_lock_covers_every_runtime_dependency_exactly() -> None:
     pins = parse_lock((REPO_ROOT / LOCK_FILE).read_text())
-    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
-    for text in pyproject["project"]["dependencies"]:
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    image_extras = [
+        text for extra in IMAGE_EXTRAS for text in project["optional-dependencies"][extra]
+    ]
+    for text in project["dependencies"] + image_extras:
         requirement = Requirement(text)
         name = canonicalize_name(requirement.name)
         assert name in pins, f"{name} is a runtime dependency but not pinned"
         assert requirement.specifier.contains(pins[name], prereleases=True)
+    assert "stripe" in pins, "the checkout and portal functions need stripe-python"
     assert "kubernetes" not in pins, "deploy extra must stay out of the image"
     assert "pytest" not in pins
     assert all(re.fullmatch(r"[0-9][0-9A-Za-z.+!-]*", v) for v in pins.values()), pins

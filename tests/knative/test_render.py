@@ -18,6 +18,9 @@ import kubernetes_validate
 import pytest
 import yaml
 from stripe_bridge import knative, registry
+from stripe_bridge.billing.functions import BILLING_FUNCTIONS, Need, StripeSettings, UsageSettings
+from stripe_bridge.billing.openmeter import ForwarderSettings
+from stripe_bridge.config import Settings
 
 from ..helpers import REPO_ROOT
 
@@ -164,17 +167,187 @@ def test_environments_differ_where_they_should() -> None:
     assert staging.min_scale == production.min_scale == 0
 
 
+def env_names(settings: type[Any]) -> set[str]:
+    prefix = settings.model_config.get("env_prefix", "")
+    return {f"{prefix}{name}".upper() for name in settings.model_fields}
+
+
+SERVE_ENV = {"FUNCTION_SOURCE", "FUNCTION_TARGET"}
+
+
 def test_function_env_matches_settings_the_bridge_reads() -> None:
     """Every variable a Service sets is one the bridge's Settings (or serve) understands."""
-    from stripe_bridge.config import Settings
-
-    known = {name.upper() for name in Settings.model_fields} | {
-        "FUNCTION_SOURCE",
-        "FUNCTION_TARGET",
-    }
+    known = env_names(Settings) | SERVE_ENV
     for manifest in all_services("production"):
         names = {e["name"] for e in manifest["spec"]["template"]["spec"]["containers"][0]["env"]}
         assert names <= known, names - known
+
+
+def billing_services(env: str) -> list[dict[str, Any]]:
+    return [documents(KNATIVE_DIR / env / f"{fn.service_name}.yaml")[0] for fn in BILLING_FUNCTIONS]
+
+
+def pod_spec(manifest: dict[str, Any]) -> dict[str, Any]:
+    spec = manifest["spec"]
+    if manifest["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    result: dict[str, Any] = spec["template"]["spec"]
+    return result
+
+
+def container_env(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    (container,) = pod_spec(manifest)["containers"]
+    return {e["name"]: e for e in container["env"]}
+
+
+def secret_ref(var: dict[str, Any]) -> tuple[str, str]:
+    ref = var["valueFrom"]["secretKeyRef"]
+    return ref["name"], ref["key"]
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_one_service_per_billing_function_with_what_it_needs(
+    env: str, service_validator: jsonschema.Draft7Validator
+) -> None:
+    known = env_names(Settings) | env_names(UsageSettings) | env_names(StripeSettings) | SERVE_ENV
+    for fn, manifest in zip(BILLING_FUNCTIONS, billing_services(env), strict=True):
+        service_validator.validate(manifest)
+        assert manifest["metadata"]["name"] == fn.service_name
+        template = manifest["spec"]["template"]
+        labels = template["metadata"]["labels"]
+        assert labels["app.kubernetes.io/component"] == "billing-function"
+        assert labels[knative.LABEL_FUNCTION] == fn.name
+        assert template["metadata"]["annotations"]["prometheus.io/port"] == "8080"
+        (container,) = template["spec"]["containers"]
+        # The billing functions answer /healthz but have no /readyz.
+        assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        variables = container_env(manifest)
+        assert set(variables) <= known, set(variables) - known
+        assert variables["FUNCTION_SOURCE"]["value"] == f"/app/functions/{fn.name}/main.py"
+        # Exactly the credentials it needs, and the NetworkPolicy label only with NATS.
+        assert ("NATS_PASSWORD" in variables) is (Need.NATS in fn.needs)
+        assert (labels.get(knative.LABEL_NATS_CLIENT) == "true") is (Need.NATS in fn.needs)
+        assert ("STRIPE_API_KEY" in variables) is (Need.STRIPE in fn.needs)
+        assert ("USAGE_API_TOKEN" in variables) is (Need.USAGE_TOKEN in fn.needs)
+        assert "STRIPE_WEBHOOK_SECRET" not in variables
+        if Need.NATS in fn.needs:
+            assert variables["NATS_USER"]["value"] == "publisher"
+            assert secret_ref(variables["NATS_PASSWORD"]) == ("nats-auth", "publisher-password")
+        if Need.USAGE_TOKEN in fn.needs:
+            assert secret_ref(variables["USAGE_API_TOKEN"]) == (
+                knative.BILLING_SECRET,
+                knative.USAGE_TOKEN_KEY,
+            )
+        if Need.STRIPE in fn.needs:
+            assert secret_ref(variables["STRIPE_API_KEY"]) == (
+                knative.BILLING_SECRET,
+                knative.STRIPE_KEY_KEY,
+            )
+            # Required by StripeSettings: the function would exit 2 without it.
+            assert variables["CHECKOUT_SUCCESS_URL"]["value"].startswith("https://")
+
+
+def test_billing_services_follow_billing_functions() -> None:
+    """Adding a function to BILLING_FUNCTIONS is all it takes to get a Service."""
+    for env in ENVS:
+        names = [s["metadata"]["name"] for s in knative.services(knative.PROFILES[env])]
+        assert names[-len(BILLING_FUNCTIONS) :] == [fn.service_name for fn in BILLING_FUNCTIONS]
+        assert {f"{n}.yaml" for n in names} <= {p.name for p in (KNATIVE_DIR / env).iterdir()}
+
+
+def consumer_docs(env: str) -> dict[str, dict[str, Any]]:
+    return {doc["metadata"]["name"]: doc for doc in documents(KNATIVE_DIR / env / "consumers.yaml")}
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_consumers_validate_against_kubernetes_schemas(env: str) -> None:
+    docs = consumer_docs(env)
+    assert [(d["kind"], n) for n, d in docs.items()] == [
+        ("Deployment", "forward-openmeter"),
+        ("Deployment", "project-tiers"),
+        ("CronJob", "pushgateway-gc"),
+    ]
+    for doc in docs.values():
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        assert doc["metadata"]["namespace"] == knative.PROFILES[env].namespace
+
+
+def test_kubernetes_validate_rejects_a_broken_deployment() -> None:
+    deployment = consumer_docs("staging")["forward-openmeter"]
+    broken = copy.deepcopy(deployment)
+    broken["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["httpGet"]["prot"] = 1
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_consumer_deployments_run_the_commands_as_nats_billing_user(env: str) -> None:
+    from stripe_bridge.cli import build_parser
+
+    profile = knative.PROFILES[env]
+    docs = consumer_docs(env)
+    parser = build_parser()
+    for name in ("forward-openmeter", "project-tiers"):
+        deployment = docs[name]
+        spec = deployment["spec"]
+        template = spec["template"]
+        assert spec["selector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
+        labels = template["metadata"]["labels"]
+        assert labels[knative.LABEL_NATS_CLIENT] == "true", "nats/'s NetworkPolicy needs it"
+        notes = template["metadata"]["annotations"]
+        assert notes["prometheus.io/scrape"] == "true"
+        assert notes["prometheus.io/port"] == str(knative.METRICS_PORT)
+        pod = template["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] != 0
+        (container,) = pod["containers"]
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        assert container["resources"]["requests"] and container["resources"]["limits"]
+        assert container["command"] == ["stripe-bridge"]
+        # The arguments parse with the real CLI, and the probed port is the metrics port.
+        args = parser.parse_args(container["args"])
+        assert args.command == name
+        assert args.metrics_port == knative.METRICS_PORT
+        assert args.replicas == profile.stream_replicas
+        for probe in ("readinessProbe", "livenessProbe"):
+            assert container[probe]["httpGet"] == {"path": "/metrics", "port": "metrics"}
+        assert container["ports"] == [{"name": "metrics", "containerPort": knative.METRICS_PORT}]
+        variables = container_env(deployment)
+        assert variables["NATS_USER"]["value"] == knative.NATS_BILLING_USER
+        assert secret_ref(variables["NATS_PASSWORD"]) == ("nats-auth", "billing-password")
+        assert set(variables) <= env_names(Settings) | env_names(ForwarderSettings)
+    forwarder = container_env(docs["forward-openmeter"])
+    assert secret_ref(forwarder["OPENMETER_URL"]) == (knative.OPENMETER_SECRET, "url")
+    assert secret_ref(forwarder["OPENMETER_API_KEY"]) == (knative.OPENMETER_SECRET, "api-key")
+    assert docs["forward-openmeter"]["spec"]["replicas"] == profile.forwarder_replicas
+    assert docs["project-tiers"]["spec"]["replicas"] == 1
+    assert container_env(docs["project-tiers"])["NATS_STREAM"]["value"] == "STRIPE"
+
+
+def test_production_runs_two_forwarders_and_r3_billing_streams() -> None:
+    production = knative.PROFILES["production"]
+    assert production.forwarder_replicas == 2
+    assert production.stream_replicas == 3
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_pushgateway_gc_cronjob(env: str) -> None:
+    from stripe_bridge.cli import build_parser
+
+    cronjob = consumer_docs(env)["pushgateway-gc"]
+    assert cronjob["spec"]["schedule"] == "*/15 * * * *"
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = pod_spec(cronjob)
+    (container,) = pod["containers"]
+    args = build_parser().parse_args(container["args"])
+    assert args.command == "pushgateway-gc"
+    assert args.older_than == 3600
+    assert not args.dry_run
+    (url,) = container["env"]
+    assert url == {"name": "PUSHGATEWAY_URL", "value": knative.PROFILES[env].pushgateway_url}
+    assert pod["restartPolicy"] == "Never"
+    assert pod["securityContext"]["runAsNonRoot"] is True
 
 
 @pytest.mark.parametrize(
@@ -203,8 +376,23 @@ def test_rbac_allows_what_apply_does() -> None:
     assert role["metadata"]["namespace"] == knative.PROFILES["staging"].namespace
 
 
+def test_secret_template_has_every_key_the_manifests_read() -> None:
+    template = {
+        doc["metadata"]["name"]: set(doc["stringData"])
+        for doc in documents(KNATIVE_DIR / "secrets.template.yaml")
+    }
+    for env in ENVS:
+        manifests = all_services(env) + billing_services(env) + list(consumer_docs(env).values())
+        for manifest in manifests:
+            for var in container_env(manifest).values():
+                if "valueFrom" in var:
+                    name, key = secret_ref(var)
+                    if name != knative.NATS_AUTH_SECRET:  # nats/'s, nats/secret.example.yaml
+                        assert key in template[name], (manifest["metadata"]["name"], name, key)
+
+
 def test_secret_template_has_one_placeholder_key_per_function() -> None:
-    (webhook, _redis) = documents(KNATIVE_DIR / "secrets.template.yaml")
+    (webhook, _redis, *_billing) = documents(KNATIVE_DIR / "secrets.template.yaml")
     keys = webhook["stringData"]
     assert sorted(keys) == sorted(fn.function_name for fn in knative.function_specs())
     assert all(value.startswith("whsec_REPLACE") for value in keys.values())

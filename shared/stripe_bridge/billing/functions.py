@@ -17,6 +17,7 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,7 +27,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..config import ConfigError, Settings, load_settings
+from ..config import ConfigError, Settings, load_model, load_settings
 from ..function import configure_logging
 from ..jetstream import JetStreamPublisher, PublishError
 from .checkout import (
@@ -39,7 +40,6 @@ from .checkout import (
     create_portal_session,
     stripe_client,
 )
-from .runner import load_model
 from .tiers import TierConfig
 from .usage import USAGE_STREAM, UsageRecord, record_usage
 
@@ -271,6 +271,17 @@ def make_portal_function(parts: StripeParts | None = None) -> Handler:
     return wrap(runtime, work)  # type: ignore[no-any-return]
 
 
+class Need(StrEnum):
+    """What a billing function's deployment must give it (``stripe_bridge.knative`` reads it)."""
+
+    #: Publishes to NATS: NATS_URL and the publisher's credentials.
+    NATS = "nats"
+    #: Callers must authenticate: USAGE_API_TOKEN from a Secret.
+    USAGE_TOKEN = "usage_token"
+    #: Calls Stripe's API: STRIPE_API_KEY from a Secret, the Checkout/Portal URLs.
+    STRIPE = "stripe"
+
+
 @dataclass(frozen=True)
 class BillingFunction:
     """A non-webhook function under ``functions/`` and the factory of its target."""
@@ -278,13 +289,35 @@ class BillingFunction:
     name: str
     factory: str
     summary: str
+    needs: frozenset[Need] = frozenset()
+
+    @property
+    def service_name(self) -> str:
+        """Its Knative Service (DNS names take no underscores)."""
+        return self.name.replace("_", "-")
 
 
-#: The billing functions; ``stripe-bridge generate`` writes ``functions/<name>/main.py``.
+#: The billing functions; ``stripe-bridge generate`` writes ``functions/<name>/main.py`` and
+#: ``stripe-bridge knative render`` a Knative Service for each.
 BILLING_FUNCTIONS: tuple[BillingFunction, ...] = (
-    BillingFunction("billing_usage", "make_usage_function", "record usage into USAGE"),
-    BillingFunction("billing_checkout", "make_checkout_function", "Checkout Session for a tier"),
-    BillingFunction("billing_portal", "make_portal_function", "Customer Portal session"),
+    BillingFunction(
+        "billing_usage",
+        "make_usage_function",
+        "record usage into USAGE",
+        frozenset({Need.NATS, Need.USAGE_TOKEN}),
+    ),
+    BillingFunction(
+        "billing_checkout",
+        "make_checkout_function",
+        "Checkout Session for a tier",
+        frozenset({Need.STRIPE}),
+    ),
+    BillingFunction(
+        "billing_portal",
+        "make_portal_function",
+        "Customer Portal session",
+        frozenset({Need.STRIPE}),
+    ),
 )
 
 

@@ -117,6 +117,7 @@ class TierProjector:
         durable: str = "tiers",
         batch_size: int = 100,
         metrics: ProjectorMetrics | None = None,
+        bucket_replicas: int = 1,
     ) -> None:
         self.js = nc.jetstream()
         self.config = config
@@ -126,6 +127,7 @@ class TierProjector:
         self.batch_size = batch_size
         self.metrics = metrics or ProjectorMetrics()
         self.kv: Any = None
+        self.bucket_replicas = bucket_replicas
 
     async def prepare(self, msg: Any) -> tuple[str, Update] | None:
         """Read one message: its event type and update, or None once acked/terminated."""
@@ -188,7 +190,7 @@ class TierProjector:
         """Bind the durable pull consumer and open the bucket."""
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-        self.kv = await tiers_bucket(self.js)
+        self.kv = await tiers_bucket(self.js, self.bucket_replicas)
         config = ConsumerConfig(
             durable_name=self.durable,
             ack_policy=AckPolicy.EXPLICIT,

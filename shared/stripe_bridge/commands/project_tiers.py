@@ -42,6 +42,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_tiers_argument(parser)
     parser.add_argument("--durable", default="tiers", help="consumer name (default: tiers)")
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="replicas of the BILLING_TIERS bucket if it has to be created (default 1)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -58,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
             stream=settings.nats_stream,
             subject_prefix=settings.nats_subject_prefix,
             durable=args.durable,
+            bucket_replicas=args.replicas,
         )
         serve_metrics(projector.metrics.registry, args.metrics_port)
         await projector.run(stop)
