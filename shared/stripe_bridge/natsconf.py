@@ -20,6 +20,7 @@ PASSWORD_ENV = {
     "system": "NATS_SYSTEM_PASSWORD",
     "publisher": "NATS_PUBLISHER_PASSWORD",
     "consumer": "NATS_CONSUMER_PASSWORD",
+    "billing": "NATS_BILLING_PASSWORD",
     "admin": "NATS_ADMIN_PASSWORD",
 }
 #: Subjects the publisher user may publish to: the bridge's events and usage records.

@@ -18,6 +18,7 @@ import yaml
 from stripe_bridge.cli import main
 from stripe_bridge.kustomize import KustomizeError, build, load_documents
 from stripe_bridge.natsconf import (
+    PASSWORD_ENV,
     config_checksum,
     generated_files,
     kubernetes_params,
@@ -94,8 +95,11 @@ def test_statefulset_follows_the_helm_chart_shape() -> None:
     assert spec["serviceName"] == "nats-headless"
     env = {e["name"]: e for e in nats["env"]}
     assert env["SERVER_NAME"]["value"] == "$(POD_NAME)"
-    for user_env in ("NATS_PUBLISHER_PASSWORD", "NATS_CONSUMER_PASSWORD", "NATS_SYSTEM_PASSWORD"):
-        assert env[user_env]["valueFrom"]["secretKeyRef"]["name"] == "nats-auth"
+    # Every user nats.conf defines gets its password from the Secret (the server would not
+    # start with one missing).
+    for user, user_env in PASSWORD_ENV.items():
+        ref = env[user_env]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "nats-auth", "key": f"{user}-password"}
     assert {p["containerPort"] for p in nats["ports"]} == {4222, 6222, 8222}
     assert exporter["ports"][0]["containerPort"] == 7777
     assert nats["startupProbe"]["httpGet"]["path"] == "/healthz?js-enabled-only=true"
@@ -184,3 +188,8 @@ def test_subset_renderer_refuses_what_it_does_not_implement(tmp_path: Path) -> N
     (tmp_path / "kustomization.yaml").write_text("resources: []\nconfigMapGenerator: []\n")
     with pytest.raises(KustomizeError, match="configMapGenerator"):
         build(tmp_path)
+
+
+def test_secret_example_has_a_password_for_every_user() -> None:
+    (secret,) = load_documents(NATS / "secret.example.yaml")
+    assert set(secret["stringData"]) == {f"{user}-password" for user in PASSWORD_ENV}
