@@ -9,7 +9,7 @@ import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -143,7 +143,7 @@ class ConsumerProcess(ManagedProcess):
                     return float(sample.value)
         return None
 
-    def start(self, timeout: float = 20.0) -> ConsumerProcess:
+    def start(self, timeout: float = 20.0) -> Self:
         """Start and wait until its metrics endpoint shows the ``ready`` metric."""
         self._spawn(self.args, self.env)
 
