@@ -588,10 +588,21 @@ def rbac(profile: Profile) -> list[dict[str, Any]]:
                 "verbs": ["get", "list", "watch", "create", "patch", "update"],
             },
             {
+                # The consumers (consumers.yaml), applied by `knative apply` too.
+                "apiGroups": ["apps"],
+                "resources": ["deployments"],
+                "verbs": ["get", "list", "watch", "create", "patch", "update"],
+            },
+            {
+                "apiGroups": ["batch"],
+                "resources": ["cronjobs"],
+                "verbs": ["get", "create", "patch", "update"],
+            },
+            {
                 # Rotating a webhook secret patches these; creating them is an admin's job.
                 "apiGroups": [""],
                 "resources": ["secrets"],
-                "resourceNames": [WEBHOOK_SECRET, REDIS_SECRET],
+                "resourceNames": [WEBHOOK_SECRET, REDIS_SECRET, BILLING_SECRET, OPENMETER_SECRET],
                 "verbs": ["get", "patch", "update"],
             },
         ],

@@ -1,4 +1,5 @@
-"""Create or update the Knative Services with server-side apply, then wait for Ready.
+"""Create or update the Knative Services and the consumers' Deployments and CronJob with
+server-side apply, then wait until they are Ready (Services) or rolled out (Deployments).
 
 Uses the ``kubernetes`` client (the optional ``deploy`` extra), imported lazily so the
 functions never load it. Every failure becomes a ``DeployError`` whose message is one
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,13 +47,19 @@ class DeployError(Exception):
 
 @dataclass
 class ServiceState:
-    """What ``apply`` did to one Service and how it is doing."""
+    """What ``apply`` did to one object (a Service unless ``kind`` says) and how it is doing."""
 
     name: str
     action: str
     url: str = ""
     ready: str = "Unknown"
     reason: str = ""
+    kind: str = "Service"
+
+    @property
+    def label(self) -> str:
+        """How the output names it: a Service by its name, others as ``kind/name``."""
+        return self.name if self.kind == "Service" else f"{self.kind.lower()}/{self.name}"
 
 
 def _first_line(text: object) -> str:
@@ -109,12 +117,22 @@ class Deployer:
         from kubernetes import client as k8s
 
         self.api = k8s.CustomObjectsApi(client)
+        self.apps = k8s.AppsV1Api(client)
+        self.batch = k8s.BatchV1Api(client)
+        self.client = client
         self.host = str(client.configuration.host)
         self.namespace = namespace
         self.env = env
         self.dry_run = dry_run
 
-    def _call(self, verb: str, name: str, call: Any, not_found: DeployError | None = None) -> Any:
+    def _call(
+        self,
+        verb: str,
+        name: str,
+        call: Any,
+        not_found: DeployError | None = None,
+        resource: str = _RESOURCE,
+    ) -> Any:
         """Run one API call; translate its failures into a DeployError."""
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
@@ -124,23 +142,23 @@ class Deployer:
         except ApiException as exc:
             if exc.status == 404 and not_found is not None:
                 raise not_found from None
-            raise self._api_error(exc, verb, name) from None
+            raise self._api_error(exc, verb, name, resource) from None
         except HTTPError as exc:
             raise DeployError(
                 f"cannot reach the Kubernetes API at {self.host}: {type(exc).__name__}"
             ) from None
 
-    def _api_error(self, exc: Any, verb: str, name: str) -> DeployError:
+    def _api_error(self, exc: Any, verb: str, name: str, resource: str) -> DeployError:
         status = exc.status
         if status == 401:
             return DeployError("unauthorized: the API server rejected the kubeconfig's credentials")
         if status == 403:
             return DeployError(
-                f"forbidden: you may not {verb} {_RESOURCE} in namespace {self.namespace}; "
+                f"forbidden: you may not {verb} {resource} in namespace {self.namespace}; "
                 f"a cluster admin must apply knative/{self.env}/rbac.yaml and add you to "
                 f"group {DEPLOYER_GROUP}"
             )
-        target = name or _RESOURCE
+        target = name or resource
         return DeployError(f"{verb} {target} failed: HTTP {status} {_status_message(exc)}")
 
     def check_knative(self) -> None:
@@ -207,21 +225,92 @@ class Deployer:
             action = "updated" if _changed(before, after) else "unchanged"
         return ServiceState(name, f"{action} (dry run)" if self.dry_run else action)
 
+    def _workload(self, kind: str) -> tuple[str, Any, Any]:
+        """The resource name, read call and apply call of a Deployment or CronJob."""
+        if kind == "Deployment":
+            return (
+                "deployments.apps",
+                self.apps.read_namespaced_deployment,
+                self.apps.patch_namespaced_deployment_with_http_info,
+            )
+        if kind == "CronJob":
+            return (
+                "cronjobs.batch",
+                self.batch.read_namespaced_cron_job,
+                self.batch.patch_namespaced_cron_job_with_http_info,
+            )
+        raise ValueError(f"cannot apply a {kind}")
+
+    def get_workload(self, kind: str, name: str) -> dict[str, Any] | None:
+        """The Deployment or CronJob called ``name`` as a plain dict, or None if absent."""
+        from kubernetes.client.exceptions import ApiException
+
+        resource, read, _apply = self._workload(kind)
+
+        def call() -> dict[str, Any] | None:
+            try:
+                found = read(name, self.namespace)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+            return dict(self.client.sanitize_for_serialization(found))
+
+        result: dict[str, Any] | None = self._call("get", name, call, resource=resource)
+        return result
+
+    def apply_workload(self, manifest: dict[str, Any]) -> ServiceState:
+        """Server-side apply a Deployment or CronJob, like ``apply`` does a Service."""
+        kind, name = manifest["kind"], manifest["metadata"]["name"]
+        resource, _read, patch = self._workload(kind)
+        body = {**manifest, "metadata": {**manifest["metadata"], "namespace": self.namespace}}
+        before = self.get_workload(kind, name)
+        data, status, _headers = self._call(
+            "patch",
+            name,
+            lambda: patch(
+                name,
+                self.namespace,
+                body,
+                field_manager=FIELD_MANAGER,
+                force=True,
+                dry_run="All" if self.dry_run else None,
+                _content_type=APPLY_CONTENT_TYPE,
+            ),
+            resource=resource,
+        )
+        if before is None or status == 201:
+            action = "created"
+        else:
+            after = self.client.sanitize_for_serialization(data)
+            action = "updated" if _changed(before, after) else "unchanged"
+        state = ServiceState(name, f"{action} (dry run)" if self.dry_run else action, kind=kind)
+        if kind == "CronJob":
+            # Nothing runs until its schedule: applied is all there is to wait for.
+            state.ready, state.reason = "True", "scheduled"
+        return state
+
     def wait_ready(
         self, states: list[ServiceState], timeout: float, poll: float = 2.0
     ) -> list[ServiceState]:
-        """Poll until every Service reports Ready True/False for its latest generation."""
+        """Poll until every Service reports Ready True/False for its latest generation and
+        every Deployment has rolled out (or its rollout failed)."""
         deadline = time.monotonic() + timeout
-        pending = {state.name: state for state in states}
+        pending = [state for state in states if state.ready not in ("True", "False")]
         while True:
-            for name in list(pending):
-                service = self.get(name)
-                if service is None:
+            for state in list(pending):
+                read: Callable[[dict[str, Any], ServiceState], None]
+                if state.kind == "Service":
+                    found = self.get(state.name)
+                    read = _read_status
+                else:
+                    found = self.get_workload(state.kind, state.name)
+                    read = _read_rollout
+                if found is None:
                     continue
-                state = pending[name]
-                _read_status(service, state)
+                read(found, state)
                 if state.ready in ("True", "False"):
-                    del pending[name]
+                    pending.remove(state)
             remaining = deadline - time.monotonic()
             if not pending or remaining <= 0:
                 return states
@@ -254,6 +343,30 @@ def _read_status(service: dict[str, Any], state: ServiceState) -> None:
         if condition.get("type") == "Ready":
             state.ready = str(condition.get("status") or "Unknown")
             state.reason = _first_line(condition.get("message") or condition.get("reason") or "")
+
+
+def _read_rollout(deployment: dict[str, Any], state: ServiceState) -> None:
+    """Ready once every replica runs the new pod template, as ``kubectl rollout status`` does.
+
+    ``False`` when the Deployment's ``Progressing`` condition says the progress deadline
+    passed: Kubernetes gave up waiting for the new pods.
+    """
+    status = deployment.get("status") or {}
+    wanted = int((deployment.get("spec") or {}).get("replicas", 1))
+    if int(status.get("observedGeneration") or 0) < _generation(deployment):
+        state.ready, state.reason = "Unknown", "not yet observed"
+        return
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "Progressing" and condition.get("status") == "False":
+            state.ready = "False"
+            state.reason = _first_line(condition.get("message") or condition.get("reason") or "")
+            return
+    updated = int(status.get("updatedReplicas") or 0)
+    available = int(status.get("availableReplicas") or 0)
+    if updated >= wanted and int(status.get("replicas") or 0) == updated and available >= updated:
+        state.ready, state.reason = "True", f"{available}/{wanted} available"
+    else:
+        state.ready, state.reason = "Unknown", f"{available}/{wanted} available"
 
 
 def registration_steps(

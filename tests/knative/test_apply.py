@@ -21,6 +21,12 @@ NAMESPACE = "stripe-test"
 SERVICES = [
     service["metadata"]["name"] for service in knative.services(knative.PROFILES["staging"])
 ]
+#: consumers.yaml: (plural, name) of each Deployment and CronJob, and how apply prints it.
+WORKLOADS = {
+    ("deployments", "forward-openmeter"): "deployment/forward-openmeter",
+    ("deployments", "project-tiers"): "deployment/project-tiers",
+    ("cronjobs", "pushgateway-gc"): "cronjob/pushgateway-gc",
+}
 
 
 @pytest.fixture
@@ -53,8 +59,16 @@ def test_creates_then_unchanged_then_updates_and_reports_ready(
         assert f"{name}: created" in out
         assert f"{name}: Ready=True http://{name}.{NAMESPACE}.example.com" in out
     assert set(kube.objects) == {(NAMESPACE, name) for name in SERVICES}
+    assert set(kube.workloads) == {(plural, NAMESPACE, name) for plural, name in WORKLOADS}
+    for label in WORKLOADS.values():
+        assert f"{label}: created" in out
+        assert f"{label}: Ready=True -" in out
     patches = [c for c in kube.calls if c.method == "PATCH"]
-    assert len(patches) == len(SERVICES)
+    assert len(patches) == len(SERVICES) + len(WORKLOADS)
+    assert {c.path for c in patches} >= {
+        f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/forward-openmeter",
+        f"/apis/batch/v1/namespaces/{NAMESPACE}/cronjobs/pushgateway-gc",
+    }
     assert all(c.content_type == "application/apply-patch+yaml" for c in patches)
     assert all(c.query["fieldManager"] == ["stripe-bridge"] for c in patches)
     assert all(c.query["force"] == ["true"] for c in patches)
@@ -72,7 +86,9 @@ def test_creates_then_unchanged_then_updates_and_reports_ready(
     assert apply(config) == 0
     out = capsys.readouterr().out
     assert all(f"{name}: unchanged" in out for name in SERVICES), out
+    assert all(f"{label}: unchanged" in out for label in WORKLOADS.values()), out
     assert {obj["metadata"]["generation"] for obj in kube.objects.values()} == {1}
+    assert {obj["metadata"]["generation"] for obj in kube.workloads.values()} == {1}
 
     assert apply(config, "--image", "registry.example.com/stripe-bridge:0.1.1") == 0
     out = capsys.readouterr().out
@@ -80,6 +96,11 @@ def test_creates_then_unchanged_then_updates_and_reports_ready(
     assert {obj["metadata"]["generation"] for obj in kube.objects.values()} == {2}
     pod = kube.objects[(NAMESPACE, "stripe-event")]["spec"]["template"]["spec"]
     assert pod["containers"][0]["image"] == "registry.example.com/stripe-bridge:0.1.1"
+    assert all(f"{label}: updated" in out for label in WORKLOADS.values()), out
+    forwarder = kube.workloads[("deployments", NAMESPACE, "forward-openmeter")]
+    assert forwarder["metadata"]["generation"] == 2
+    container = forwarder["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "registry.example.com/stripe-bridge:0.1.1"
 
 
 def test_a_label_only_change_is_reported_as_updated(
@@ -102,7 +123,9 @@ def test_dry_run_changes_nothing(
     assert apply(kube.kubeconfig(tmp_path / "kubeconfig"), "--dry-run") == 0
     out = capsys.readouterr().out
     assert all(f"{name}: created (dry run)" in out for name in SERVICES)
+    assert all(f"{label}: created (dry run)" in out for label in WORKLOADS.values())
     assert kube.objects == {}
+    assert kube.workloads == {}
     assert all(c.query.get("dryRun") == ["All"] for c in kube.calls if c.method == "PATCH")
 
 
@@ -117,7 +140,11 @@ def test_not_ready_exits_1_with_the_reason(
     captured = capsys.readouterr()
     assert "stripe-event: Ready=False" in captured.out
     assert "Container failed to start" in captured.out
-    assert "not Ready: " in captured.err
+    assert (
+        'deployment/forward-openmeter: Ready=False - (ReplicaSet "forward-openmeter-7d9f" '
+        "has timed out progressing.)" in captured.out
+    )
+    assert "deployment/project-tiers" in captured.err.split("not Ready: ")[1]
 
 
 def test_forbidden_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -132,6 +159,29 @@ def test_forbidden_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert f"namespace {NAMESPACE}" in err
     assert "knative/staging/rbac.yaml" in err
     assert "test-token" not in err
+
+
+def test_forbidden_workloads_name_the_resource_and_the_role(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api = FakeKubeAPI(forbid_workloads=True).start()
+    try:
+        assert apply(api.kubeconfig(tmp_path / "kubeconfig")) == 3
+    finally:
+        api.stop()
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"forbidden: you may not patch deployments.apps in namespace {NAMESPACE}" in err
+    assert "knative/staging/rbac.yaml" in err
+
+
+def test_no_consumers_applies_only_the_services(
+    kube: FakeKubeAPI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert apply(kube.kubeconfig(tmp_path / "kubeconfig"), "--no-consumers") == 0
+    assert kube.workloads == {}
+    assert not [c for c in kube.calls if not c.path.startswith("/apis/serving.knative.dev/")]
+    assert "deployment/" not in capsys.readouterr().out
 
 
 def test_missing_knative_crds_is_one_clear_line(

@@ -18,7 +18,8 @@ import kubernetes_validate
 import pytest
 import yaml
 from stripe_bridge import knative, registry
-from stripe_bridge.billing.functions import BILLING_FUNCTIONS, Need, StripeSettings, UsageSettings
+from stripe_bridge.billing.checkout import StripeSettings
+from stripe_bridge.billing.functions import BILLING_FUNCTIONS, Need, UsageSettings
 from stripe_bridge.billing.openmeter import ForwarderSettings
 from stripe_bridge.config import Settings
 
@@ -372,6 +373,11 @@ def test_rbac_allows_what_apply_does() -> None:
     (services_rule,) = [r for r in role["rules"] if knative.SERVING_GROUP in r["apiGroups"]]
     assert services_rule["resources"] == ["services"]
     assert {"get", "list", "watch", "create", "patch", "update"} <= set(services_rule["verbs"])
+    # apply also reads and server-side-applies the consumers' Deployments and CronJob.
+    for group, plural in (("apps", "deployments"), ("batch", "cronjobs")):
+        (rule,) = [r for r in role["rules"] if group in r["apiGroups"]]
+        assert rule["resources"] == [plural]
+        assert {"get", "create", "patch"} <= set(rule["verbs"])
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert role["metadata"]["namespace"] == knative.PROFILES["staging"].namespace
 

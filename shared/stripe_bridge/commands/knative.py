@@ -24,7 +24,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     render.set_defaults(func=run_render)
 
     apply = actions.add_parser(
-        "apply", help="create or update the Services (server-side apply), report URLs and Ready"
+        "apply",
+        help="create or update the Services, Deployments and CronJob (server-side apply), "
+        "report URLs and Ready",
     )
     apply.add_argument("--env", choices=list(knative.PROFILES), default="staging")
     apply.add_argument("--namespace", help="target namespace (default: the environment's)")
@@ -41,6 +43,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     apply.add_argument(
         "--poll-interval", type=float, default=2.0, help="seconds between status checks"
+    )
+    apply.add_argument(
+        "--no-consumers",
+        action="store_true",
+        help="only the Knative Services, not consumers.yaml's Deployments and CronJob",
     )
     apply.set_defaults(func=run_apply)
 
@@ -94,8 +101,11 @@ def run_apply(args: argparse.Namespace) -> int:
         deployer = kubeapply.Deployer(client, namespace, args.env, args.dry_run)
         deployer.check_knative()
         states = [deployer.apply(m) for m in knative.services(profile, args.image)]
+        if not args.no_consumers:
+            workloads = knative.consumers(profile, args.image)
+            states += [deployer.apply_workload(m) for m in workloads]
         for state in states:
-            print(f"{state.name}: {state.action}")
+            print(f"{state.label}: {state.action}")
         if args.dry_run:
             return 0
         if args.wait > 0:
@@ -105,10 +115,10 @@ def run_apply(args: argparse.Namespace) -> int:
         return exc.exit_code
     for state in states:
         detail = f" ({state.reason})" if state.reason and state.ready != "True" else ""
-        print(f"{state.name}: Ready={state.ready} {state.url or '-'}{detail}")
+        print(f"{state.label}: Ready={state.ready} {state.url or '-'}{detail}")
     print()
     print(kubeapply.registration_steps(knative.function_specs(), states, namespace), end="")
-    not_ready = [state.name for state in states if state.ready != "True"]
+    not_ready = [state.label for state in states if state.ready != "True"]
     if not_ready and args.wait > 0:
         print(f"stripe-bridge knative apply: not Ready: {', '.join(not_ready)}", file=sys.stderr)
         return kubeapply.EXIT_NOT_READY
