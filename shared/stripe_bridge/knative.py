@@ -101,6 +101,9 @@ class Profile:
     checkout_success_url: str = "https://app.example.com/billing/success"
     checkout_cancel_url: str = "https://app.example.com/billing/cancel"
     portal_return_url: str = "https://app.example.com/billing"
+    #: Stripe API base for the checkout/portal functions; None: Stripe's (e.g. stripe-mock
+    #: in a test cluster).
+    stripe_api_base: str | None = None
     #: forward-openmeter replicas (they share the durable consumer; JetStream spreads batches).
     forwarder_replicas: int = 1
     #: Replicas of the USAGE/USAGE_DLQ streams and the BILLING_TIERS bucket the consumers create.
@@ -244,6 +247,8 @@ def _billing_env(profile: Profile, fn: BillingFunction) -> list[dict[str, Any]]:
             _value_env("CHECKOUT_CANCEL_URL", profile.checkout_cancel_url),
             _value_env("PORTAL_RETURN_URL", profile.portal_return_url),
         ]
+        if profile.stripe_api_base:
+            env.append(_value_env("STRIPE_API_BASE", profile.stripe_api_base))
     env.append(_value_env("LOG_LEVEL", profile.log_level))
     return env
 

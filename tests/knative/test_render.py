@@ -249,6 +249,15 @@ def test_one_service_per_billing_function_with_what_it_needs(
             assert variables["CHECKOUT_SUCCESS_URL"]["value"].startswith("https://")
 
 
+def test_stripe_api_base_only_when_the_profile_sets_one() -> None:
+    (checkout,) = [fn for fn in BILLING_FUNCTIONS if fn.name == "billing_checkout"]
+    profile = knative.PROFILES["staging"]
+    assert "STRIPE_API_BASE" not in container_env(knative.billing_service(profile, checkout))
+    mock = knative.Profile(**{**profile.__dict__, "stripe_api_base": "http://stripe-mock:12111"})
+    variables = container_env(knative.billing_service(mock, checkout))
+    assert variables["STRIPE_API_BASE"]["value"] == "http://stripe-mock:12111"
+
+
 def test_billing_services_follow_billing_functions() -> None:
     """Adding a function to BILLING_FUNCTIONS is all it takes to get a Service."""
     for env in ENVS:
