@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
-import pytest
 from stripe_bridge.alerts import FORWARDER_JOB, PROJECTOR_JOB
 from stripe_bridge.billing.ingest_standin import IngestStandIn
 from stripe_bridge.natsserver import NatsServer
@@ -21,7 +19,7 @@ from stripe_bridge.processes import PrometheusServer, wait_until
 from ..billing.conftest import API_KEY, ConsumerProcess, ForwarderProcess, publish, records
 from ..billing.sequences import lifecycle
 from ..billing.test_projector import publish_deliveries
-from .test_e2e import has_finite_value, panel_queries, query, scalar
+from .test_e2e import assert_every_panel_has_data, scalar
 
 USAGE_EVENTS = 60
 
@@ -75,7 +73,7 @@ def test_every_billing_panel_returns_data(stream: NatsServer, tmp_path: Path) ->
             wait_until(lambda: len(ingest.counts()) == USAGE_EVENTS, 20, "usage in OpenMeter")
             sent = f'sum(stripe_bridge_openmeter_events_sent_total{{job="{FORWARDER_JOB}"}})'
             wait_until(lambda: scalar(prometheus, sent) == USAGE_EVENTS, 20, "sent scraped")
-            assert_every_panel_has_data(prometheus)
+            assert_every_panel_has_data(prometheus, "billing.json", at_least=15, timeout=20)
             breaker = "stripe_bridge_openmeter_breaker_transitions_total"
             assert scalar(prometheus, f'sum({breaker}{{state="open"}})') == 1
             assert scalar(prometheus, f'sum({breaker}{{state="closed"}})') == 1
@@ -84,22 +82,3 @@ def test_every_billing_panel_returns_data(stream: NatsServer, tmp_path: Path) ->
             prometheus.stop()
             projector.stop()
             forwarder.stop()
-
-
-def assert_every_panel_has_data(prometheus: PrometheusServer) -> None:
-    pending = panel_queries("billing.json")
-    assert len(pending) >= 15
-    answers: dict[str, dict[str, Any]] = {}
-
-    def all_panels_have_data() -> bool:
-        for key in list(pending):
-            answers[key] = query(prometheus, pending[key])
-            assert answers[key]["status"] == "success", (key, answers[key])
-            if has_finite_value(answers[key]):
-                del pending[key]
-        return not pending
-
-    try:
-        wait_until(all_panels_have_data, 20, "data for every billing panel")
-    except TimeoutError:
-        pytest.fail(f"panels without data: { {k: answers.get(k) for k in pending} }")

@@ -94,6 +94,28 @@ def scalar(prometheus: PrometheusServer, expr: str) -> float | None:
     return float(samples[0]["value"][1]) if samples else None
 
 
+def assert_every_panel_has_data(
+    prometheus: PrometheusServer, dashboard: str, at_least: int, timeout: float
+) -> None:
+    """Every panel query of ``dashboard`` parses and returns a finite value within ``timeout``."""
+    pending = panel_queries(dashboard)
+    assert len(pending) >= at_least
+    answers: dict[str, dict[str, Any]] = {}
+
+    def all_panels_have_data() -> bool:
+        for key in list(pending):
+            answers[key] = query(prometheus, pending[key])
+            assert answers[key]["status"] == "success", (key, answers[key])
+            if has_finite_value(answers[key]):
+                del pending[key]
+        return not pending
+
+    try:
+        wait_until(all_panels_have_data, timeout, f"data for every panel of {dashboard}")
+    except TimeoutError:
+        pytest.fail(f"panels without data: { {k: answers.get(k) for k in pending} }")
+
+
 def test_every_bridge_panel_returns_data(
     stream: NatsServer,
     start_function: FunctionFactory,
@@ -126,22 +148,7 @@ def test_every_bridge_panel_returns_data(
     mismatch = 'stripe_bridge_signature_failures_total{reason="signature_mismatch"}'
     wait_until(lambda: scalar(prometheus, f"sum({mismatch})") == 1, 30, "signature failure")
 
-    pending = panel_queries("stripe-bridge.json")
-    assert len(pending) >= 25
-    answers: dict[str, dict[str, Any]] = {}
-
-    def all_panels_have_data() -> bool:
-        for key in list(pending):
-            answers[key] = query(prometheus, pending[key])
-            assert answers[key]["status"] == "success", (key, answers[key])
-            if has_finite_value(answers[key]):
-                del pending[key]
-        return not pending
-
-    try:
-        wait_until(all_panels_have_data, 60, "data for every bridge panel")
-    except TimeoutError:
-        pytest.fail(f"panels without data: { {k: answers.get(k) for k in pending} }")
+    assert_every_panel_has_data(prometheus, "stripe-bridge.json", at_least=25, timeout=60)
 
     latency = 'histogram_quantile(0.99, sum by (le) (rate(stripe_bridge_request_duration_seconds_bucket{outcome="published"}[1m])))'  # noqa: E501
     p99 = scalar(prometheus, latency)
