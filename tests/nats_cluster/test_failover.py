@@ -67,10 +67,11 @@ async def stream_leader(cluster: LocalNatsCluster) -> int:
 
 async def stored_ids(cluster: LocalNatsCluster) -> Counter[str]:
     """How often each Nats-Msg-Id is in the stream (read by sequence from the leader)."""
+    # Right after a node returns, JetStream may answer 503 until the stream has a leader.
+    state = (await stream_info(cluster)).state
     nc = await connect(cluster)
     try:
         js = nc.jetstream(timeout=5)
-        state = (await js.stream_info(STREAM)).state
         ids: Counter[str] = Counter()
         for seq in range(state.first_seq, state.last_seq + 1 if state.messages else 0):
             ids[(await js.get_msg(STREAM, seq)).headers["Nats-Msg-Id"]] += 1
