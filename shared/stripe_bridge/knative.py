@@ -62,6 +62,8 @@ LABEL_ENVIRONMENT = "stripe-bridge.io/environment"
 #: nats/'s NetworkPolicy admits client connections only from pods with this label.
 LABEL_NATS_CLIENT = "stripe-bridge.io/nats-client"
 ANNOTATION_EVENT_TYPE = "stripe-bridge.io/event-type"
+#: Knative gives a Service with this label only a cluster-internal URL (no ingress route).
+LABEL_VISIBILITY = "networking.knative.dev/visibility"
 #: The catch-all endpoint subscribes to every event type.
 ALL_EVENTS = "*"
 
@@ -397,7 +399,7 @@ def billing_service(
     if Need.NATS in fn.needs:
         labels[LABEL_NATS_CLIENT] = "true"
     # They serve their own /metrics (no Pushgateway) and /healthz, but no /readyz.
-    return _knative_service(
+    manifest = _knative_service(
         profile,
         fn.service_name,
         labels,
@@ -407,6 +409,12 @@ def billing_service(
         image,
         pod_annotations=_scrape_annotations(CONTAINER_PORT),
     )
+    if Need.STRIPE in fn.needs:
+        # Checkout/Portal have no caller authentication of their own (anyone reaching them
+        # gets a session for any customer id): only callers inside the cluster may.
+        metadata = manifest["metadata"]
+        metadata["labels"] = {**metadata["labels"], LABEL_VISIBILITY: "cluster-local"}
+    return manifest
 
 
 def services(profile: Profile, image: str | None = None) -> list[dict[str, Any]]:

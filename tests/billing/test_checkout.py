@@ -141,3 +141,65 @@ async def test_portal_session(portal: httpx.AsyncClient, stripe_api: StripeStand
     )
     missing = await portal.post("/", json={"customer_id": "cus_missing"})
     assert missing.status_code == 422
+
+
+async def test_caller_urls_of_an_allowed_origin_are_used(
+    checkout: httpx.AsyncClient, portal: httpx.AsyncClient, stripe_api: StripeStandIn
+) -> None:
+    sent = {"customer_id": "cus_Abc123", "tier": "teams"}
+    urls = {"success_url": "https://app.example/done?x=1", "cancel_url": "https://app.example:443/"}
+    response = await checkout.post("/", json={**sent, **urls})
+    assert response.status_code == 200, response.text
+    form = stripe_api.calls[-1][2]
+    # Stripe gets the URL as pydantic normalised it (the default port dropped).
+    assert (form["success_url"], form["cancel_url"]) == (
+        urls["success_url"],
+        "https://app.example/",
+    )
+    response = await portal.post(
+        "/", json={"customer_id": "cus_Abc123", "return_url": "https://app.example/x"}
+    )
+    assert response.status_code == 200, response.text
+    assert stripe_api.calls[-1][2]["return_url"] == "https://app.example/x"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://evil.example/phish",
+        "http://app.example/welcome",  # another scheme is another origin
+        "https://app.example:8443/welcome",
+        "https://app.example.evil.example/",
+    ],
+)
+async def test_caller_urls_of_other_origins_are_422_without_calling_stripe(
+    checkout: httpx.AsyncClient, portal: httpx.AsyncClient, stripe_api: StripeStandIn, url: str
+) -> None:
+    for client, body in (
+        (checkout, {"customer_id": "cus_Abc123", "tier": "pro", "success_url": url}),
+        (checkout, {"customer_id": "cus_Abc123", "tier": "pro", "cancel_url": url}),
+        (portal, {"customer_id": "cus_Abc123", "return_url": url}),
+    ):
+        response = await client.post("/", json=body)
+        assert response.status_code == 422, (body, response.text)
+        assert "not allowed" in response.json()["error"]
+    assert stripe_api.calls == []
+    metrics = (await portal.get("/metrics")).text
+    assert 'function="billing_portal",outcome="redirect_not_allowed"} 1.0' in metrics
+
+
+async def test_extra_redirect_origins_are_allowed(stripe_api: StripeStandIn) -> None:
+    settings = settings_for(stripe_api, billing_redirect_origins="https://shop.example, http://l:8")
+    assert settings.redirect_origins() == {
+        "https://app.example:443",
+        "https://shop.example:443",
+        "http://l:8",
+    }
+    async for client in client_for(make_portal_function(stripe_parts(settings))):
+        body = {"customer_id": "cus_Abc123", "return_url": "https://shop.example/back"}
+        assert (await client.post("/", json=body)).status_code == 200
+
+
+def test_invalid_redirect_origin_fails_at_start(stripe_api: StripeStandIn) -> None:
+    with pytest.raises(ValueError, match="billing_redirect_origins"):
+        settings_for(stripe_api, billing_redirect_origins="not a url")

@@ -231,6 +231,9 @@ def test_one_service_per_billing_function_with_what_it_needs(
         assert (labels.get(knative.LABEL_NATS_CLIENT) == "true") is (Need.NATS in fn.needs)
         assert ("STRIPE_API_KEY" in variables) is (Need.STRIPE in fn.needs)
         assert ("USAGE_API_TOKEN" in variables) is (Need.USAGE_TOKEN in fn.needs)
+        # Checkout/Portal hand out sessions for any customer id: no public URL for them.
+        visibility = manifest["metadata"]["labels"].get(knative.LABEL_VISIBILITY)
+        assert (visibility == "cluster-local") is (Need.STRIPE in fn.needs)
         assert "STRIPE_WEBHOOK_SECRET" not in variables
         if Need.NATS in fn.needs:
             assert variables["NATS_USER"]["value"] == "publisher"

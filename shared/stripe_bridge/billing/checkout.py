@@ -3,6 +3,10 @@
 The tier a session sells is written into the session's and the subscription's metadata
 (``TierConfig.metadata_key``), so the projector can name the tier from the
 ``checkout.session.completed`` event before the subscription events arrive.
+
+A caller may pass its own success/cancel/return URL, but only one whose origin is allowed
+(``StripeSettings.redirect_origins``): anything else would make the function an open
+redirect to wherever the caller likes, behind Stripe's trusted domain.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .tiers import TierConfig
@@ -32,6 +36,33 @@ class StripeSettings(BaseSettings):
     checkout_success_url: AnyHttpUrl = Field(description="Where Checkout sends the customer.")
     checkout_cancel_url: AnyHttpUrl | None = None
     portal_return_url: AnyHttpUrl | None = None
+    billing_redirect_origins: str = Field(
+        default="",
+        description="Comma-separated origins (`https://app.example.com`) a caller's "
+        "success/cancel/return URL may have, besides those of the configured URLs.",
+    )
+
+    @field_validator("billing_redirect_origins")
+    @classmethod
+    def _origins_are_urls(cls, value: str) -> str:
+        # Fail at start (exit 2), not on the first request that needs the list.
+        _urls(value)
+        return value
+
+    def redirect_origins(self) -> frozenset[str]:
+        """The origins a caller-supplied URL may have: the configured URLs' and the extra ones."""
+        configured = (self.checkout_success_url, self.checkout_cancel_url, self.portal_return_url)
+        extra = _urls(self.billing_redirect_origins)
+        return frozenset(origin(url) for url in (*configured, *extra) if url is not None)
+
+
+def _urls(comma_separated: str) -> list[AnyHttpUrl]:
+    return [AnyHttpUrl(item.strip()) for item in comma_separated.split(",") if item.strip()]
+
+
+def origin(url: AnyHttpUrl) -> str:
+    """``scheme://host:port`` of ``url`` (the port made explicit, so 443 and none compare equal)."""
+    return f"{url.scheme}://{url.host}:{url.port}"
 
 
 class CheckoutRequest(BaseModel):
@@ -62,6 +93,7 @@ class StripeFailure(StrEnum):
     UNAVAILABLE = "stripe_unavailable"  # network, 5xx, rate limited: try again later
     MISCONFIGURED = "stripe_misconfigured"  # our key is wrong or lacks permission
     NOT_SOLD = "tier_not_sold"  # the tier is unknown or has no checkout price
+    REDIRECT_NOT_ALLOWED = "redirect_not_allowed"  # a caller's URL outside the allowlist
 
 
 class CheckoutError(Exception):
@@ -104,6 +136,19 @@ def _translate_error(exc: Exception) -> CheckoutError:
     return CheckoutError(StripeFailure.UNAVAILABLE, "Stripe is unavailable, try again later")
 
 
+def redirect_url(
+    requested: AnyHttpUrl | None, configured: AnyHttpUrl | None, settings: StripeSettings
+) -> AnyHttpUrl | None:
+    """``requested`` if its origin is allowed (else a CheckoutError), or ``configured``."""
+    if requested is None:
+        return configured
+    if origin(requested) not in settings.redirect_origins():
+        raise CheckoutError(
+            StripeFailure.REDIRECT_NOT_ALLOWED, f"redirect origin {origin(requested)} not allowed"
+        )
+    return requested
+
+
 async def _price_id(client: Any, price: str) -> str:
     """A price id as is; a lookup key resolved to its active price."""
     if price.startswith("price_"):
@@ -125,17 +170,18 @@ async def create_checkout_session(
     if tier is None or tier.checkout_price is None:
         raise CheckoutError(StripeFailure.NOT_SOLD, f"tier {request.tier!r} is not sold")
     metadata = {config.metadata_key: tier.name}
+    success = redirect_url(request.success_url, settings.checkout_success_url, settings)
+    cancel = redirect_url(request.cancel_url, settings.checkout_cancel_url, settings)
     try:
         price = await _price_id(client, tier.checkout_price)
         params: dict[str, Any] = {
             "mode": "subscription",
             "customer": request.customer_id,
             "line_items": [{"price": price, "quantity": request.quantity}],
-            "success_url": str(request.success_url or settings.checkout_success_url),
+            "success_url": str(success),
             "metadata": metadata,
             "subscription_data": {"metadata": metadata},
         }
-        cancel = request.cancel_url or settings.checkout_cancel_url
         if cancel is not None:
             params["cancel_url"] = str(cancel)
         session = await client.v1.checkout.sessions.create_async(params=params)
@@ -151,7 +197,7 @@ async def create_portal_session(
     import stripe
 
     params: dict[str, Any] = {"customer": request.customer_id}
-    return_url = request.return_url or settings.portal_return_url
+    return_url = redirect_url(request.return_url, settings.portal_return_url, settings)
     if return_url is not None:
         params["return_url"] = str(return_url)
     try:

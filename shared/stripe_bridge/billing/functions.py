@@ -5,8 +5,9 @@ Each is an async functions-framework target like the webhook functions (served b
 ``functions/`` are generated from ``BILLING_FUNCTIONS`` by ``stripe-bridge generate``.
 
 Statuses: 200/202 done; 400 body is not JSON; 401 missing/wrong bearer token; 405 not
-POST; 413 body too large; 422 fields invalid or Stripe refused the request; 500 our
-Stripe key is refused; 503 NATS or Stripe unavailable (with Retry-After).
+POST; 413 body too large; 422 fields invalid, a redirect URL of an origin not allowed or
+Stripe refused the request; 500 our Stripe key is refused; 503 NATS or Stripe unavailable
+(with Retry-After).
 """
 
 from __future__ import annotations
@@ -214,6 +215,7 @@ def _stripe_refusal(exc: CheckoutError) -> Refusal:
     status = {
         StripeFailure.REJECTED: 422,
         StripeFailure.NOT_SOLD: 422,
+        StripeFailure.REDIRECT_NOT_ALLOWED: 422,
         StripeFailure.MISCONFIGURED: 500,
         StripeFailure.UNAVAILABLE: 503,
     }[exc.failure]
@@ -278,7 +280,8 @@ class Need(StrEnum):
     NATS = "nats"
     #: Callers must authenticate: USAGE_API_TOKEN from a Secret.
     USAGE_TOKEN = "usage_token"
-    #: Calls Stripe's API: STRIPE_API_KEY from a Secret, the Checkout/Portal URLs.
+    #: Calls Stripe's API: STRIPE_API_KEY from a Secret, the Checkout/Portal URLs; no caller
+    #: authentication of its own, so its Service is cluster-local.
     STRIPE = "stripe"
 
 
