@@ -1,8 +1,10 @@
-"""Pieces several subcommands share: connecting to NATS with the bridge's settings."""
+"""Pieces several subcommands share: NATS settings and connection, writing generated files."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from ..config import Settings, load_settings
@@ -38,3 +40,23 @@ async def connect(settings: Settings) -> Any:
         return None
 
     return await nats.connect(error_cb=quiet, **options)
+
+
+def write_or_check(files: Mapping[Path, str], check: bool, hint: str = "") -> int:
+    """Write each generated file that differs; with ``check`` only report it.
+
+    Returns the exit code: 1 when ``check`` found a file out of date, else 0. ``hint`` (the
+    command that regenerates) is appended to each "out of date" line.
+    """
+    drift = 0
+    for path, content in files.items():
+        if path.exists() and path.read_text() == content:
+            continue
+        drift += 1
+        if check:
+            print(f"out of date: {path}{f' ({hint})' if hint else ''}")
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content)
+            print(f"wrote {path}")
+    return 1 if check and drift else 0

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..codegen import generated_files
+from .common import write_or_check
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -20,16 +21,4 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     """Write (or with --check, compare) every generated file."""
-    drift = 0
-    for path, content in generated_files(args.root).items():
-        current = path.read_text() if path.exists() else None
-        if current == content:
-            continue
-        drift += 1
-        if args.check:
-            print(f"out of date: {path}")
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(content)
-            print(f"wrote {path}")
-    return 1 if args.check and drift else 0
+    return write_or_check(generated_files(args.root), args.check)

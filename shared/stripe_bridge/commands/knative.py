@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .. import knative, kubeapply
 from ..lockfile import LOCK_FILE, LockError, lock_text
+from .common import write_or_check
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -57,28 +58,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     lock.set_defaults(func=run_lock)
 
 
-def _write_or_check(path: Path, content: str, check: bool) -> bool:
-    """Write ``content`` to ``path`` (or only compare with --check); True if it differed."""
-    current = path.read_text() if path.exists() else None
-    if current == content:
-        return False
-    if check:
-        print(f"out of date: {path}")
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content)
-        print(f"wrote {path}")
-    return True
-
-
 def run_render(args: argparse.Namespace) -> int:
     """Write every manifest (or with --check, compare)."""
     envs = [args.env] if args.env else None
-    drift = [
-        _write_or_check(args.out / relative, content, args.check)
-        for relative, content in knative.render(envs).items()
-    ]
-    return 1 if args.check and any(drift) else 0
+    files = {args.out / relative: content for relative, content in knative.render(envs).items()}
+    return write_or_check(files, args.check)
 
 
 def run_lock(args: argparse.Namespace) -> int:
@@ -88,8 +72,7 @@ def run_lock(args: argparse.Namespace) -> int:
     except LockError as exc:
         print(f"stripe-bridge knative lock: {exc}", file=sys.stderr)
         return 2
-    stale = _write_or_check(args.root / LOCK_FILE, content, args.check)
-    return 1 if args.check and stale else 0
+    return write_or_check({args.root / LOCK_FILE: content}, args.check)
 
 
 def run_apply(args: argparse.Namespace) -> int:

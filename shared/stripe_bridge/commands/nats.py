@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..kustomize import KustomizeError, build, render
 from ..natsconf import generated_files, kubernetes_params, render_nats_conf
+from .common import write_or_check
 
 OVERLAYS = ("staging", "production")
 #: Exit code when kubectl is missing (the shell's "command not found").
@@ -52,18 +53,9 @@ def run_render_config(args: argparse.Namespace) -> int:
 
 def run_generate(args: argparse.Namespace) -> int:
     """Write (or with --check, compare) nats/base's generated files."""
-    stale = 0
-    for name, content in generated_files().items():
-        path = args.root / "nats" / "base" / name
-        if path.exists() and path.read_text() == content:
-            continue
-        stale += 1
-        if args.check:
-            print(f"out of date: {path} (run `stripe-bridge nats generate`)")
-        else:
-            path.write_text(content)
-            print(f"wrote {path}")
-    return 1 if args.check and stale else 0
+    base = args.root / "nats" / "base"
+    files = {base / name: content for name, content in generated_files().items()}
+    return write_or_check(files, args.check, hint="run `stripe-bridge nats generate`")
 
 
 def _overlay_dir(args: argparse.Namespace) -> Path:
