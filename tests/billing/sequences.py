@@ -57,12 +57,24 @@ def subscription_event(
     return event
 
 
-def checkout_event(event_id: str, created: int, subscription_id: str, tier: str) -> dict[str, Any]:
-    """The real checkout.session.completed, as a subscription-mode session."""
+def checkout_event(
+    event_id: str,
+    created: int,
+    subscription_id: str,
+    tier: str | None,
+    payment_status: str = "paid",
+) -> dict[str, Any]:
+    """The real checkout.session.completed, as a subscription-mode session.
+
+    ``tier=None`` keeps the fixture's empty metadata: a session billing_checkout did not
+    create (Payment Links, the Dashboard).
+    """
     event = copy.deepcopy(fixture_event("checkout_session_completed"))
     event.update(id=event_id, created=created)
     obj = event["data"]["object"]
-    obj.update(mode="subscription", subscription=subscription_id, metadata={"tier": tier})
+    obj.update(mode="subscription", subscription=subscription_id, payment_status=payment_status)
+    if tier is not None:
+        obj["metadata"] = {"tier": tier}
     return event
 
 
@@ -111,9 +123,11 @@ def random_history(rng: random.Random, size: int) -> list[dict[str, Any]]:
         if kind < 0.15:
             keys = rng.sample(["journeys", "seats", "sso", "audit"], rng.randrange(4))
             events.append(entitlements_event(event_id, created, sorted(keys)))
-        elif kind < 0.25:
-            tier = rng.choice(["pro", "teams"])
-            events.append(checkout_event(event_id, created, rng.choice([SUB_A, SUB_B]), tier))
+        elif kind < 0.3:
+            tier = rng.choice([None, "pro", "teams"])
+            paid = rng.choice(["paid", "no_payment_required", "unpaid"])
+            sub_id = rng.choice([SUB_A, SUB_B])
+            events.append(checkout_event(event_id, created, sub_id, tier, paid))
         else:
             event_type = rng.choice(sorted(_SUBSCRIPTION_FIXTURES))
             key = rng.choice([None, "pro_monthly", "teams_monthly"])

@@ -3,9 +3,11 @@
 Stripe delivers out of order and more than once, so the projection is a pure reducer
 whose result does not depend on arrival order: every fact carries a version
 ``(event created, object state rank, event id)`` and only a newer version replaces an older
-one. Subscriptions are kept one record per subscription id; the customer's tier is derived
-from them (the highest tier among subscriptions in a paying state). Writes to the KV bucket
-are compare-and-set on the entry's revision, retried when another writer got there first.
+one, except that a Checkout completion never replaces a fact from a subscription event (see
+``Version.key``). Subscriptions are kept one record per subscription id; the customer's tier
+is derived from them (the highest tier among subscriptions in a paying state). Writes to the
+KV bucket are compare-and-set on the entry's revision, retried when another writer got there
+first.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ STATUS_RANK: dict[str, int] = {
     "incomplete_expired": 6,
     "canceled": 7,
 }
-#: A checkout completion only hints at a subscription; any subscription event of the same
-#: second is more authoritative.
+#: A checkout completion only hints at a subscription (a provisional tier until the first
+#: subscription event); every subscription event outranks it, whatever its ``created``.
 CHECKOUT_RANK = 0
 
 SUBSCRIPTION_EVENTS = frozenset(
@@ -164,7 +166,7 @@ DEFAULT_TIERS = TierConfig(
 
 
 class Version(BaseModel):
-    """Total order of facts: newer ``created`` first, then later lifecycle state, then id."""
+    """Total order of facts: subscription events above Checkout, then ``created``, rank, id."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -172,9 +174,17 @@ class Version(BaseModel):
     rank: int
     event_id: str
 
-    def key(self) -> tuple[int, int, str]:
-        """The comparable tuple."""
-        return (self.created, self.rank, self.event_id)
+    def key(self) -> tuple[bool, int, int, str]:
+        """The comparable tuple; the larger one is the fact to keep.
+
+        Stripe sends ``checkout.session.completed`` a second or more *after*
+        ``customer.subscription.created``, and a session made by Payment Links or the Dashboard
+        names no tier, so ordering by ``created`` alone would let the session wipe the
+        subscription's tier, status and cancel flag. Only subscription events describe the
+        subscription itself, hence they come first; among themselves (and among sessions) the
+        newest wins as before. A total order keeps the reducer independent of arrival order.
+        """
+        return (self.rank > CHECKOUT_RANK, self.created, self.rank, self.event_id)
 
 
 class Cause(BaseModel):
@@ -242,7 +252,8 @@ def update_from_event(event: StripeEvent, config: TierConfig) -> Update | None:
         return None
     if event.type in SUBSCRIPTION_EVENTS:
         status = str(obj["status"])
-        rank = STATUS_RANK.get(status, 0)
+        # A status Stripe adds later is still a subscription event: it must outrank Checkout.
+        rank = STATUS_RANK.get(status, STATUS_RANK["incomplete"])
         record = SubscriptionRecord(
             subscription_id=str(obj["id"]),
             status=status,
