@@ -28,7 +28,8 @@ class StripeEvent(BaseModel):
     id: str = Field(pattern=r"^evt_[A-Za-z0-9_]+$", max_length=255)
     object: Literal["event"]
     type: str = Field(pattern=r"^[a-z0-9_]+(\.[a-z0-9_]+)+$", max_length=200)
-    created: int = Field(ge=0)
+    # Up to year 9999: a later ``created`` is no Stripe event and cannot become a timestamp.
+    created: int = Field(ge=0, le=253402300799)
     livemode: bool
     api_version: str | None = None
     account: str | None = None

@@ -50,6 +50,10 @@ def make_function(function_name: str, settings: Settings | None = None) -> Funct
     if settings is None:
         try:
             settings = load_settings()
+            if not settings.stripe_webhook_secret:
+                # Settings allows it (the CLI tools need no secret); a webhook function
+                # without one could only refuse every delivery.
+                raise ConfigError("invalid configuration: STRIPE_WEBHOOK_SECRET is not set")
         except ConfigError as exc:
             print(f"stripe-bridge {function_name}: {exc}", file=sys.stderr)
             raise SystemExit(2) from None

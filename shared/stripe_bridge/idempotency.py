@@ -57,10 +57,6 @@ class IdempotencyStore(Protocol):
         """Give back a lease after a failed publish (only if still ours)."""
         ...
 
-    async def ping(self) -> None:
-        """Raise IdempotencyError when the store is unreachable."""
-        ...
-
     async def close(self) -> None:
         """Free connections."""
         ...
@@ -104,9 +100,6 @@ class MemoryStore:
         entry = self._entries.get(event_id)
         if entry is not None and not entry.done and entry.token == token:
             del self._entries[event_id]
-
-    async def ping(self) -> None:
-        return None
 
     async def close(self) -> None:
         return None
@@ -172,12 +165,6 @@ class RedisStore:
             await self._redis.eval(_RELEASE_IF_OURS, 1, self._key(event_id), token)
         except self._errors as exc:
             raise IdempotencyError(f"redis release failed: {type(exc).__name__}") from exc
-
-    async def ping(self) -> None:
-        try:
-            await self._redis.ping()
-        except self._errors as exc:
-            raise IdempotencyError(f"redis ping failed: {type(exc).__name__}") from exc
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -84,7 +84,11 @@ class NatsServer:
             env={**os.environ, **self.env} if self.env else None,
         )
         log.close()
-        self.wait_healthy(timeout)
+        try:
+            self.wait_healthy(timeout)
+        except BaseException:
+            self.stop()  # never leave a half-started server behind
+            raise
         return self
 
     def healthy(self) -> bool:

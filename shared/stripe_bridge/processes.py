@@ -70,6 +70,14 @@ class ManagedProcess:
         """Start the process and wait until it is ready."""
         raise NotImplementedError
 
+    def _wait_ready(self, ready: Callable[[], bool], timeout: float, what: str) -> None:
+        """``wait_until`` ready; a process that never gets there is stopped, not left behind."""
+        try:
+            wait_until(ready, timeout, what)
+        except BaseException:
+            self.stop()
+            raise
+
     def __enter__(self) -> Self:
         return self.start()
 
@@ -125,7 +133,7 @@ class RedisServer(ManagedProcess):
                 "--dir", str(self.workdir),
             ]
         )  # fmt: skip
-        wait_until(self._pong, timeout, "redis-server")
+        self._wait_ready(self._pong, timeout, "redis-server")
         return self
 
 
@@ -166,7 +174,7 @@ class FunctionProcess(ManagedProcess):
     def start(self, timeout: float = 20.0) -> Self:
         """Start the function and wait until /healthz answers."""
         self.spawn()
-        wait_until(self._healthy, timeout, f"function {self.function_name}")
+        self._wait_ready(self._healthy, timeout, f"function {self.function_name}")
         return self
 
 
@@ -193,7 +201,7 @@ class PrometheusComponent(ManagedProcess):
         """Start the server and wait for /-/ready."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._spawn(self.command())
-        wait_until(lambda: self._http_ok(self.url + "/-/ready"), timeout, self.name)
+        self._wait_ready(lambda: self._http_ok(self.url + "/-/ready"), timeout, self.name)
         return self
 
 

@@ -18,14 +18,13 @@ from .envelope import StripeEvent
 from .idempotency import ClaimState, IdempotencyError, IdempotencyStore, make_store
 from .jetstream import JetStreamPublisher, PublishError
 from .message import build_message
-from .metrics import BridgeMetrics, served_event_types
+from .metrics import UNKNOWN_TYPE, BridgeMetrics, served_event_types
 from .push import MetricsPusher
 from .signature import SignatureError, verify
 
 log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "stripe-signature"
-UNKNOWN_TYPE = "unknown"
 
 
 class Runtime:
@@ -55,6 +54,7 @@ class Runtime:
                 self.metrics.registry,
                 function=self.function_name,
                 instance=settings.instance(),
+                environment=settings.environment,
                 min_interval=settings.pushgateway_min_interval,
                 failures=self.metrics.push_failures,
             )
@@ -205,11 +205,11 @@ async def ingest(runtime: Runtime, event: StripeEvent, raw: dict[str, Any]) -> O
         detail = "another delivery of this event is being stored; retry later"
         return outcome(409, {"error": "in_progress", "detail": detail}, "in_progress")
 
-    message = build_message(event, raw, runtime.settings.nats_subject_prefix)
-    if message.translation_error:
-        metrics.translation_failures.labels(event.type).inc()
-    started = time.perf_counter()
     try:
+        message = build_message(event, raw, runtime.settings.nats_subject_prefix)
+        if message.translation_error:
+            metrics.translation_failures.labels(event.type).inc()
+        started = time.perf_counter()
         stored = await runtime.publisher.publish(message.subject, message.body, message.headers)
     except Exception as exc:  # whatever happened, the event is not known to be stored
         reason = exc.failure.value if isinstance(exc, PublishError) else "internal_error"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import threading
@@ -16,6 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
+from stripe_bridge.config import load_settings
+from stripe_bridge.jetstream import JetStreamPublisher, PublishError, PublishFailure
 from stripe_bridge.natsserver import NatsServer, free_port
 from stripe_bridge.processes import FunctionProcess, wait_until
 
@@ -136,3 +140,24 @@ async def test_sigterm_lets_the_inflight_delivery_finish(
     fn.process.wait(30)
     assert (await stored_ids(stream.url)).count(event["id"]) == 1
     assert "Traceback" not in fn.log()
+
+
+async def test_a_burst_while_nats_is_down_costs_one_connect_attempt(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Without sharing the failure, each queued request made its own full connect attempt
+    # in turn: the 40th waited ~20 s, past what Stripe waits for an answer.
+    publisher = JetStreamPublisher(load_settings(nats_url=f"nats://127.0.0.1:{free_port()}"))
+    caplog.set_level(logging.WARNING, logger="stripe_bridge.jetstream")
+
+    async def deliver() -> PublishFailure:
+        try:
+            await publisher.publish("stripe.test.invoice.paid", b"{}", {})
+        except PublishError as exc:
+            return exc.failure
+        raise AssertionError("published with NATS down")
+
+    failures = await asyncio.gather(*(deliver() for _ in range(40)))
+    assert failures == [PublishFailure.UNAVAILABLE] * 40
+    attempts = [r for r in caplog.records if r.getMessage().startswith("nats error")]
+    assert 1 <= len(attempts) <= 2  # one attempt: each server tried at most twice

@@ -53,11 +53,11 @@ def _dev_secret(data_dir: Path) -> str:
     return secret
 
 
-def banner(url: str, secret_note: str, nats_url: str) -> str:
+def banner(url: str, secret_note: str, nats_url: str, stream: str) -> str:
     """What ``dev`` prints once it is serving."""
     types = "\n".join(f"    {url}{t.name}" for t in registry.EVENT_TYPES)
     return f"""stripe-bridge dev is serving on {url}
-  NATS (JetStream) : {nats_url}, stream STRIPE
+  NATS (JetStream) : {nats_url}, stream {stream}
   webhook secret   : {secret_note}
   every event type : {url}
   one event type   :
@@ -106,7 +106,8 @@ def run_dev(args: argparse.Namespace) -> int:
                 await nc.close()
 
         print(f"stream {settings.nats_stream}: {asyncio.run(setup())}")
-        print(banner(f"http://{args.host}:{args.port}/", secret_note, nats.url), flush=True)
+        url = f"http://{args.host}:{args.port}/"
+        print(banner(url, secret_note, nats.url, settings.nats_stream), flush=True)
         run(dev_app(Runtime(settings, "dev")), args.host, args.port)
     finally:
         nats.stop()
