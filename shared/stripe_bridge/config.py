@@ -13,6 +13,9 @@ from typing import Annotated, Any, TypeVar
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+#: Pause between nats-py's connection attempts (also bounds how often a dead NATS is retried).
+RECONNECT_WAIT_SECONDS = 0.5
+
 
 class IdempotencyBackend(StrEnum):
     """Where "this Stripe event is already stored" is remembered."""
@@ -39,7 +42,12 @@ class Settings(BaseSettings):
     )
     nats_url: str = Field(default="nats://127.0.0.1:4222", description="NATS server URL(s).")
     nats_creds: str | None = Field(default=None, description="Path to a NATS .creds file.")
-    nats_user: str | None = Field(default=None, description="NATS user (user/password auth).")
+    nats_user: str | None = Field(
+        default=None,
+        description="NATS user (user/password auth). Replies (PubAcks, fetches, KV reads) come "
+        "on `_INBOX_<user>.>`, the one inbox nats.conf lets that user subscribe to; `_INBOX.>` "
+        "without a user.",
+    )
     nats_password: SecretStr | None = Field(default=None, description="NATS password.")
     nats_stream: str = Field(
         default="STRIPE", pattern=r"^[A-Za-z0-9_-]+$", description="JetStream stream name."
@@ -94,6 +102,12 @@ class Settings(BaseSettings):
     instance_id: str | None = Field(
         default=None, description="Pushgateway instance label; HOSTNAME-pid when unset."
     )
+    environment: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9][a-z0-9-]*$",
+        description="Pushgateway `environment` label (the Knative profile sets it), so that "
+        "environments sharing a Pushgateway stay apart in alerts and dashboards.",
+    )
     log_level: str = Field(
         default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="Log level."
     )
@@ -131,13 +145,22 @@ class Settings(BaseSettings):
     def _lease_outlives_publish(self) -> Settings:
         # A lease that expires while its holder still waits for the PubAck lets a second
         # delivery publish too; only JetStream's duplicate window would then save us.
-        budget = self.nats_connect_timeout + self.publish_timeout
+        budget = self.publish_budget()
         if self.idempotency_lease_seconds <= budget:
             raise ValueError(
-                f"IDEMPOTENCY_LEASE_SECONDS must exceed NATS_CONNECT_TIMEOUT + PUBLISH_TIMEOUT"
-                f" ({budget:g} s)"
+                "IDEMPOTENCY_LEASE_SECONDS must exceed the worst case of connecting to every"
+                f" NATS server twice plus PUBLISH_TIMEOUT ({budget:g} s)"
             )
         return self
+
+    def publish_budget(self) -> float:
+        """Worst-case seconds from a request's first NATS call to its PubAck or failure.
+
+        A first connect tries each server at most twice (``max_reconnect_attempts=1``).
+        """
+        servers = len(self.nats_url.split(","))
+        connect = 2 * servers * (self.nats_connect_timeout + RECONNECT_WAIT_SECONDS)
+        return connect + self.publish_timeout
 
     def secrets(self) -> list[bytes]:
         """The signing secrets as bytes, in the order given."""
@@ -149,6 +172,15 @@ class Settings(BaseSettings):
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+def inbox_prefix(user: str | None) -> str:
+    """The reply-subject prefix of NATS ``user``: nats.conf allows each user only its own.
+
+    A shared ``_INBOX.>`` would let any user (the internet-facing functions' ``publisher``
+    among them) subscribe to every other user's JetStream and KV replies.
+    """
+    return f"_INBOX_{user}" if user else "_INBOX"
 
 
 def load_model(model: type[SettingsT], **overrides: Any) -> SettingsT:
@@ -173,8 +205,13 @@ def load_settings(**overrides: object) -> Settings:
 
 
 def redact_url(url: str) -> str:
-    """``url`` with any ``user:password@`` removed, for logs and error messages."""
+    """``url`` (one URL or a comma-separated list) without credentials, for logs and errors."""
+    return ",".join(_redact_one(part) for part in url.split(","))
+
+
+def _redact_one(url: str) -> str:
     scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest.split("/", 1)[0]:
+    authority, slash, path = rest.partition("/")
+    if not sep or "@" not in authority:
         return url
-    return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return f"{scheme}://***@{authority.rpartition('@')[2]}{slash}{path}"

@@ -10,8 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+from urllib.parse import urlsplit
 
-from .config import Settings
+from .config import RECONNECT_WAIT_SECONDS, Settings, inbox_prefix
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,9 @@ def connect_options(settings: Settings) -> dict[str, Any]:
         "connect_timeout": settings.nats_connect_timeout,
         "allow_reconnect": True,
         "max_reconnect_attempts": -1,
-        "reconnect_time_wait": 0.5,
+        "reconnect_time_wait": RECONNECT_WAIT_SECONDS,
+        # Drain must finish inside Knative's termination grace, before the final push.
+        "drain_timeout": 5,
         # No buffering while disconnected: a publish fails at once (503) instead of
         # sitting in a buffer and landing later, after Stripe was told to retry.
         "pending_size": 0,
@@ -62,6 +65,10 @@ def connect_options(settings: Settings) -> dict[str, Any]:
         options["user_credentials"] = settings.nats_creds
     if settings.nats_user:
         options["user"] = settings.nats_user
+    # The user may also come in the URL (``nats://admin:...@nats:4222``, as operators run
+    # the CLI); nats.conf lets it subscribe only to its own inbox either way.
+    user = settings.nats_user or urlsplit(options["servers"][0]).username
+    options["inbox_prefix"] = inbox_prefix(user)
     if settings.nats_password:
         options["password"] = settings.nats_password.get_secret_value()
     return options
@@ -100,6 +107,7 @@ class JetStreamPublisher:
         self._js: Any = None
         self._lock = asyncio.Lock()
         self._stream_seen_at = 0.0
+        self._failed_at = float("-inf")
         self._on_change = on_connection_change or (lambda _connected: None)
 
     @property
@@ -110,9 +118,14 @@ class JetStreamPublisher:
     async def _connection(self) -> Any:
         if self._nc is not None and not self._nc.is_closed:
             return self._js
+        arrived = time.monotonic()
         async with self._lock:
             if self._nc is not None and not self._nc.is_closed:
                 return self._js
+            # Requests that queued behind a failed attempt fail at once: one attempt per
+            # outage burst, not one each, keeps every answer far inside Stripe's 30 s.
+            if self._failed_at >= arrived or arrived - self._failed_at < RECONNECT_WAIT_SECONDS:
+                raise PublishError(PublishFailure.UNAVAILABLE, "connect failed moments ago")
             nats = import_nats(self._settings)  # deferred: keeps module import cheap
 
             async def disconnected() -> None:
@@ -139,6 +152,7 @@ class JetStreamPublisher:
                     **options,
                 )
             except Exception as exc:
+                self._failed_at = time.monotonic()
                 self._on_change(False)
                 raise PublishError(PublishFailure.UNAVAILABLE, type(exc).__name__) from exc
             nc.options["max_reconnect_attempts"] = -1
