@@ -31,13 +31,13 @@ from .alerts import (
 )
 from .push import JOB
 
-_BRIDGE = '{function=~"$function"}'
-_TYPED = '{event_type=~"$event_type",function=~"$function"}'
+_BRIDGE = '{environment=~"$environment",function=~"$function"}'
+_TYPED = '{event_type=~"$event_type",environment=~"$environment",function=~"$function"}'
 
 
 def _webhooks(matchers: str = "") -> str:
     extra = f",{matchers}" if matchers else ""
-    return f'stripe_bridge_webhooks_total{{event_type=~"$event_type",function=~"$function"{extra}}}'
+    return f"stripe_bridge_webhooks_total{_TYPED[:-1]}{extra}}}"
 
 
 def _rate(selector: str) -> str:
@@ -103,6 +103,24 @@ def _custom_variable(name: str, label: str, values: Sequence[str]) -> dict[str, 
     }
 
 
+def _environment_variable() -> dict[str, Any]:
+    """The environments pushing to the Pushgateway (its ``environment`` grouping-key label)."""
+    return {
+        "type": "query",
+        "name": "environment",
+        "label": "Environment",
+        "datasource": {"type": "prometheus", "uid": "${datasource}"},
+        "query": {"query": "label_values(stripe_bridge_webhooks_total, environment)"},
+        "definition": "label_values(stripe_bridge_webhooks_total, environment)",
+        "refresh": 2,
+        # One environment at a time by default: staging's traffic must not hide production's.
+        "multi": False,
+        "includeAll": True,
+        "allValue": ".*",
+        "options": [],
+    }
+
+
 def bridge_dashboard() -> Dashboard:
     """The bridge: traffic, errors, latency, NATS publishing, functions and push health."""
     per_type = [
@@ -125,6 +143,7 @@ def bridge_dashboard() -> Dashboard:
         description="Stripe webhooks to JetStream, pushed by every function instance to the "
         "Pushgateway; see docs/observability.md.",
         variables=[
+            _environment_variable(),
             _custom_variable("event_type", "Event type", [t.name for t in registry.EVENT_TYPES]),
             _custom_variable("function", "Function", registry.function_names()),
         ],
@@ -283,7 +302,7 @@ def bridge_dashboard() -> Dashboard:
                             (
                                 "{{function}}",
                                 "time() - max by (function) "
-                                f'(push_time_seconds{{job="{JOB}",function=~"$function"}})',
+                                f'(push_time_seconds{{job="{JOB}",{_BRIDGE[1:]})',
                             )
                         ],
                         unit="s",
@@ -311,7 +330,7 @@ def bridge_dashboard() -> Dashboard:
 def _webhooks_for(event_type: str) -> str:
     return (
         f'stripe_bridge_webhooks_total{{event_type="{event_type}",'
-        'outcome=~"published|duplicate",function=~"$function"}'
+        f'outcome=~"published|duplicate",{_BRIDGE[1:]}'
     )
 
 
@@ -336,7 +355,10 @@ def nats_dashboard() -> Dashboard:
                             ("scraped", f"sum(up{job})"),
                             (
                                 "healthy",
-                                f"count(max by (instance) ({HEALTHZ_STATUS}{job}) == 0)",
+                                # count() of nothing is no data, not 0: the stat would go
+                                # blank exactly when every server is unhealthy.
+                                f"count(max by (instance) ({HEALTHZ_STATUS}{job}) == 0)"
+                                " or vector(0)",
                             ),
                         ],
                         kind="stat",

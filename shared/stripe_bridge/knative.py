@@ -231,6 +231,8 @@ def _env(profile: Profile, fn: FunctionSpec) -> list[dict[str, Any]]:
         _value_env("IDEMPOTENCY_BACKEND", "redis"),
         _secret_env("REDIS_URL", REDIS_SECRET, REDIS_SECRET_KEY),
         _value_env("PUSHGATEWAY_URL", profile.pushgateway_url),
+        # Both profiles push to the same Pushgateway: this label keeps their series apart.
+        _value_env("ENVIRONMENT", profile.name),
         _value_env("LOG_LEVEL", profile.log_level),
     ]
 

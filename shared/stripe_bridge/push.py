@@ -1,12 +1,13 @@
 """Push metrics to a Prometheus Pushgateway: scale-to-zero pods cannot be scraped reliably.
 
-Grouping key: ``job="stripe-bridge"``, ``function`` and ``instance`` (pod name + pid). Each
-process owns its group and replaces it whole (HTTP PUT) with its full registry, so replicas
-never overwrite each other's counters and ``sum by (function) (rate(...))`` adds them up the
-way it would for scraped pods. Groups are kept when a process exits (its final values stay,
-so no increment is lost and ``rate()`` sees a flat counter) and removed later by
-``stripe-bridge pushgateway-gc`` once their ``push_time_seconds`` is old. docs/observability.md
-argues the choice.
+Grouping key: ``job="stripe-bridge"``, ``environment`` (when set: staging and production may
+share a Pushgateway, and alerts aggregate ``by (environment)``), ``function`` and ``instance``
+(pod name + pid). Each process owns its group and replaces it whole (HTTP PUT) with its full
+registry, so replicas never overwrite each other's counters and ``sum by (environment,
+function) (rate(...))`` adds them up the way it would for scraped pods. Groups are kept when a
+process exits (its final values stay, so no increment is lost and ``rate()`` sees a flat
+counter) and removed later by ``stripe-bridge pushgateway-gc`` once their
+``push_time_seconds`` is old. docs/observability.md argues the choice.
 
 Pushing never touches a webhook's response: ``request_done`` only wakes a background task;
 the HTTP call runs in a worker thread with a timeout, at most once per ``min_interval``, and
@@ -66,10 +67,13 @@ class MetricsPusher:
         min_interval: float = 15.0,
         timeout: float = PUSH_TIMEOUT_SECONDS,
         failures: Counter | None = None,
+        environment: str | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.registry = registry
-        self.grouping_key = {"job": JOB, "function": function, "instance": instance}
+        # The Pushgateway adds the grouping key's labels to every pushed series.
+        environments = {"environment": environment} if environment else {}
+        self.grouping_key = {"job": JOB, **environments, "function": function, "instance": instance}
         self.endpoint = f"{self.url}/{group_path(self.grouping_key)}"
         self.min_interval = min_interval
         self.timeout = timeout

@@ -147,6 +147,8 @@ def test_services_carry_scaling_probes_secrets_and_labels(env: str) -> None:
         assert env_vars["FUNCTION_TARGET"]["value"] == "handle"
         assert env_vars["FUNCTION_NAME"]["value"] == fn.function_name
         assert env_vars["IDEMPOTENCY_BACKEND"]["value"] == "redis"
+        # The profiles share a Pushgateway: the environment label keeps them apart.
+        assert env_vars["ENVIRONMENT"]["value"] == env
         webhook = env_vars["STRIPE_WEBHOOK_SECRET"]["valueFrom"]["secretKeyRef"]
         assert webhook == {"name": knative.WEBHOOK_SECRET, "key": fn.function_name}
         assert env_vars["REDIS_URL"]["valueFrom"]["secretKeyRef"]["name"] == knative.REDIS_SECRET

@@ -27,6 +27,7 @@ from .conftest import pushed_value
 #: What Grafana would substitute with "All" selected and a short time range.
 VARIABLES = {
     "$__rate_interval": "5m",
+    "$environment": "production",
     "$event_type": ".*",
     "$function": ".*",
     "$stream": ".*",
@@ -126,6 +127,8 @@ def test_every_bridge_panel_returns_data(
         registry.CATCH_ALL,
         NATS_URL=stream.url,
         PUSHGATEWAY_URL=pushgateway.url,
+        # The panels select one environment (the grouping-key label this sets).
+        ENVIRONMENT="production",
         # Above the scrape interval, so the zero snapshot is scraped (docs/observability.md).
         PUSHGATEWAY_MIN_INTERVAL="2",
     )

@@ -19,7 +19,7 @@ PUBLISHED = {"event_type": "invoice.paid", "outcome": "published", "reason": ""}
 
 
 def make_pusher(
-    url: str, instance: str, min_interval: float
+    url: str, instance: str, min_interval: float, environment: str | None = None
 ) -> tuple[BridgeMetrics, MetricsPusher]:
     metrics = BridgeMetrics()
     metrics.preinitialise(["invoice.paid"], "memory")
@@ -30,6 +30,7 @@ def make_pusher(
         instance,
         min_interval,
         failures=metrics.push_failures,
+        environment=environment,
     )
     return metrics, pusher
 
@@ -87,6 +88,26 @@ async def test_instances_keep_their_own_counters(pushgateway: PushgatewayServer)
     await second_pusher.final_push()
     assert published(pushgateway.url, "pod-d-1") == 2
     assert published(pushgateway.url, "pod-d-2") == 3
+
+
+async def test_environments_sharing_a_pushgateway_stay_apart(
+    pushgateway: PushgatewayServer,
+) -> None:
+    """Same function, same pod name: staging's push must not replace production's group."""
+    staging, staging_pusher = make_pusher(pushgateway.url, "pod-f-1", 60, "staging")
+    production, production_pusher = make_pusher(pushgateway.url, "pod-f-1", 60, "production")
+    staging.webhooks.labels(*PUBLISHED.values()).inc(7)
+    production.webhooks.labels(*PUBLISHED.values()).inc(2)
+    await production_pusher.final_push()
+    await staging_pusher.final_push()
+    groups = sorted(g.labels["environment"] for g in list_groups(pushgateway.url))
+    assert groups == ["production", "staging"]
+    for environment, value in (("production", 2), ("staging", 7)):
+        labels = {**PUBLISHED, "instance": "pod-f-1", "environment": environment}
+        assert pushed_value(pushgateway.url, "stripe_bridge_webhooks_total", **labels) == value
+    assert production_pusher.endpoint.endswith(
+        "/metrics/job/stripe-bridge/environment/production/function/invoice_paid/instance/pod-f-1"
+    )
 
 
 async def test_instance_with_slash_is_escaped(pushgateway: PushgatewayServer) -> None:
