@@ -44,6 +44,9 @@ NATS_CREDS_DIR = "/var/run/secrets/stripe-bridge/nats"
 #: The billing consumers log in as ``billing`` (nats/'s user for them, see docs/nats.md).
 NATS_BILLING_USER = "billing"
 NATS_BILLING_PASSWORD_KEY = "billing-password"
+#: The usage function logs in as ``usage``: it may publish usage.> only (not stripe.>).
+NATS_USAGE_USER = "usage"
+NATS_USAGE_PASSWORD_KEY = "usage-password"
 
 #: The billing functions' and consumers' own Secrets.
 BILLING_SECRET = "stripe-bridge-billing"
@@ -240,8 +243,8 @@ def _env(profile: Profile, fn: FunctionSpec) -> list[dict[str, Any]]:
 def _billing_env(profile: Profile, fn: BillingFunction) -> list[dict[str, Any]]:
     env = _function_env(profile, fn.name)
     if Need.NATS in fn.needs:
-        # The usage function publishes usage.>, which the publisher user may.
-        env += _nats_env(profile, NATS_USER, NATS_PASSWORD_KEY)
+        # The usage function publishes usage.>, which only the usage user may.
+        env += _nats_env(profile, NATS_USAGE_USER, NATS_USAGE_PASSWORD_KEY)
     if Need.USAGE_TOKEN in fn.needs:
         env.append(_secret_env("USAGE_API_TOKEN", BILLING_SECRET, USAGE_TOKEN_KEY))
     if Need.STRIPE in fn.needs:

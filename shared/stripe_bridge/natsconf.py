@@ -15,16 +15,19 @@ from importlib import resources
 
 import yaml
 
+from .config import inbox_prefix
+
 #: Environment variables nats.conf reads the users' passwords from.
 PASSWORD_ENV = {
     "system": "NATS_SYSTEM_PASSWORD",
     "publisher": "NATS_PUBLISHER_PASSWORD",
+    "usage": "NATS_USAGE_PASSWORD",
     "consumer": "NATS_CONSUMER_PASSWORD",
     "billing": "NATS_BILLING_PASSWORD",
     "admin": "NATS_ADMIN_PASSWORD",
 }
-#: Subjects the publisher user may publish to: the bridge's events and usage records.
-PUBLISH_SUBJECTS = ("stripe.>", "usage.>")
+#: Subjects the publisher user (the webhook functions) may publish to: Stripe events.
+PUBLISH_SUBJECTS = ("stripe.>",)
 
 CLIENT_PORT = 4222
 CLUSTER_PORT = 6222
@@ -91,6 +94,8 @@ def render_nats_conf(params: NatsConfParams) -> str:
         routes="\n".join(f"    {route}" for route in params.routes),
         publish_subjects=", ".join(f'"{subject}"' for subject in params.publish_subjects),
         lame_duck_grace_period=params.lame_duck_grace_period,
+        # Each user may subscribe only to its own reply subjects (see config.inbox_prefix).
+        **{f"inbox_{user}": inbox_prefix(user) for user in PASSWORD_ENV},
     )
 
 

@@ -12,7 +12,9 @@ import pytest
 from stripe_bridge.billing.projector import TierProjector, project, read_state, tiers_bucket
 from stripe_bridge.billing.tiers import apply
 from stripe_bridge.cli import main
+from stripe_bridge.config import Settings
 from stripe_bridge.envelope import StripeEvent
+from stripe_bridge.jetstream import connect_options
 from stripe_bridge.message import build_message
 from stripe_bridge.natsserver import NatsServer
 from stripe_bridge.processes import wait_until
@@ -30,7 +32,8 @@ async def publish_deliveries(url: str, events: list[dict[str, Any]]) -> int:
     """
     import nats
 
-    nc = await nats.connect(url)
+    # As the bridge connects: the user in ``url`` gets its own inbox (nats/'s nats.conf).
+    nc = await nats.connect(**connect_options(Settings(nats_url=url)))
     seen: dict[str, int] = {}
     try:
         js = nc.jetstream()

@@ -238,8 +238,9 @@ def test_one_service_per_billing_function_with_what_it_needs(
         assert (visibility == "cluster-local") is (Need.STRIPE in fn.needs)
         assert "STRIPE_WEBHOOK_SECRET" not in variables
         if Need.NATS in fn.needs:
-            assert variables["NATS_USER"]["value"] == "publisher"
-            assert secret_ref(variables["NATS_PASSWORD"]) == ("nats-auth", "publisher-password")
+            # Its own user (usage.> only), not the webhook functions' publisher (stripe.>).
+            assert variables["NATS_USER"]["value"] == "usage"
+            assert secret_ref(variables["NATS_PASSWORD"]) == ("nats-auth", "usage-password")
         if Need.USAGE_TOKEN in fn.needs:
             assert secret_ref(variables["USAGE_API_TOKEN"]) == (
                 knative.BILLING_SECRET,

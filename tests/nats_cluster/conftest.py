@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from stripe_bridge.config import inbox_prefix
 from stripe_bridge.natscluster import LocalNatsCluster
 from stripe_bridge.stream import StreamSpec, provision
 
@@ -23,6 +24,8 @@ async def connect(cluster: LocalNatsCluster, user: str = "admin", **options: Any
         return None
 
     options.setdefault("error_cb", quiet)
+    # nats.conf lets each user subscribe only to its own inbox, as connect_options sets it.
+    options.setdefault("inbox_prefix", inbox_prefix(user))
     return await nats.connect(
         servers=cluster.servers(),
         user=user,

@@ -6,10 +6,16 @@ import asyncio
 from typing import Any
 
 import pytest
-from stripe_bridge.backup import iter_stream
+from stripe_bridge.billing.projector import tiers_bucket
+from stripe_bridge.billing.tiers import TIERS_BUCKET
+from stripe_bridge.billing.usage import USAGE_STREAM, provision_usage_streams
+from stripe_bridge.config import inbox_prefix
+from stripe_bridge.knative import NATS_BILLING_USER, NATS_USAGE_USER, NATS_USER
 from stripe_bridge.natscluster import LocalNatsCluster
 
 from .conftest import STREAM, connect
+
+KV_STREAM = f"KV_{TIERS_BUCKET}"
 
 
 class Errors:
@@ -31,9 +37,25 @@ class Errors:
             await asyncio.sleep(0.02)  # poll interval of the deadline loop
 
 
-async def as_user(cluster: LocalNatsCluster, user: str) -> tuple[Any, Errors]:
+async def as_user(cluster: LocalNatsCluster, user: str, **options: Any) -> tuple[Any, Errors]:
     errors = Errors()
-    return await connect(cluster, user, error_cb=errors.record), errors
+    return await connect(cluster, user, error_cb=errors.record, **options), errors
+
+
+async def refused(nc: Any, errors: Errors, subject: str, action: Any) -> None:
+    """``action`` (a JetStream API call) fails and the server reports the violation."""
+    with pytest.raises(Exception):  # noqa: B017 - a denied request gets no responder
+        await action()
+    await errors.wait_for(subject.lower())
+
+
+async def stored(stream: str, cluster: LocalNatsCluster) -> int:
+    """How many messages ``stream`` holds (read as admin)."""
+    admin = await connect(cluster)
+    try:
+        return int((await admin.jetstream().stream_info(stream)).state.messages)
+    finally:
+        await admin.close()
 
 
 async def test_publisher_publishes_only_bridge_subjects_and_cannot_delete(
@@ -44,8 +66,10 @@ async def test_publisher_publishes_only_bridge_subjects_and_cannot_delete(
         js = nc.jetstream(timeout=1)
         ack = await js.publish("stripe.test.invoice.paid", b"{}", headers={"Nats-Msg-Id": "a"})
         assert ack.seq == 1
-        await nc.publish("payments.secret", b"x")
-        await errors.wait_for('permissions violation for publish to "payments.secret"')
+        # Usage records are the usage user's: the webhook functions cannot forge them.
+        for subject in ("payments.secret", "usage.tokens"):
+            await nc.publish(subject, b"x")
+            await errors.wait_for(f'permissions violation for publish to "{subject}"')
         with pytest.raises(Exception):  # noqa: B017 - a denied request gets no responder
             await js.delete_stream(STREAM)
         await errors.wait_for("$js.api.stream.delete.stripe")
@@ -61,23 +85,119 @@ async def test_publisher_publishes_only_bridge_subjects_and_cannot_delete(
         await admin.close()
 
 
-async def test_consumer_reads_the_stream_but_cannot_publish_events(
-    cluster: LocalNatsCluster,
-) -> None:
+async def test_usage_user_publishes_only_usage_records(cluster: LocalNatsCluster) -> None:
     admin = await connect(cluster)
     try:
+        await provision_usage_streams(admin.jetstream())
+    finally:
+        await admin.close()
+    nc, errors = await as_user(cluster, NATS_USAGE_USER)
+    try:
+        ack = await nc.jetstream(timeout=2).publish(
+            "usage.tokens", b"{}", headers={"Nats-Msg-Id": "u-1"}
+        )
+        assert ack.stream == USAGE_STREAM and ack.seq == 1
+        await nc.publish("stripe.live.invoice.paid", b"{}")
+        await errors.wait_for('permissions violation for publish to "stripe.live.invoice.paid"')
+    finally:
+        await nc.close()
+    assert await stored(STREAM, cluster) == 0
+
+
+async def test_each_user_reads_only_its_own_inbox(cluster: LocalNatsCluster) -> None:
+    admin = await connect(cluster)
+    try:
+        await provision_usage_streams(admin.jetstream())
+    finally:
+        await admin.close()
+    spy, errors = await as_user(cluster, NATS_USER)
+    billing, _ = await as_user(cluster, NATS_BILLING_USER)
+    try:
+        seen: list[str] = []
+
+        async def record(msg: Any) -> None:
+            seen.append(msg.subject)
+
+        for foreign in ("_INBOX.>", f"{inbox_prefix(NATS_BILLING_USER)}.>", ">"):
+            await spy.subscribe(foreign, cb=record)
+            await errors.wait_for(f'permissions violation for subscription to "{foreign.lower()}"')
+        # billing's reply (on its own inbox) reaches billing and nobody else.
+        info = await billing.jetstream(timeout=2).stream_info(USAGE_STREAM)
+        assert info.config.name == USAGE_STREAM
+        await spy.flush()
+        assert seen == []
+        # The publisher's own inbox works (its PubAcks); the shared one is not allowed.
+        ack = await spy.jetstream(timeout=2).publish("stripe.test.invoice.paid", b"{}")
+        assert ack.seq == 1
+    finally:
+        await spy.close()
+        await billing.close()
+    shared, shared_errors = await as_user(cluster, NATS_USER, inbox_prefix="_INBOX")
+    try:
+        with pytest.raises(Exception):  # noqa: B017 - the PubAck cannot reach a denied inbox
+            await shared.jetstream(timeout=1).publish("stripe.test.invoice.paid", b"{}")
+        await shared_errors.wait_for('permissions violation for subscription to "_inbox.')
+    finally:
+        await shared.close()
+
+
+async def test_consumer_reads_only_stripe_and_cannot_delete_consumers(
+    cluster: LocalNatsCluster,
+) -> None:
+    from nats.js.api import AckPolicy, ConsumerConfig
+
+    admin = await connect(cluster)
+    try:
+        ajs = admin.jetstream()
         for i in range(3):
-            await admin.jetstream().publish(f"stripe.test.e{i}", b"{}")
+            await ajs.publish(f"stripe.test.e{i}", b"{}")
+        await provision_usage_streams(ajs)
+        await ajs.publish("usage.tokens", b"{}")
+        await tiers_bucket(ajs)
+        # project-tiers' durable lives on STRIPE too.
+        tiers = ConsumerConfig(durable_name="tiers", ack_policy=AckPolicy.EXPLICIT)
+        await ajs.add_consumer(STREAM, tiers)
     finally:
         await admin.close()
     nc, errors = await as_user(cluster, "consumer")
     try:
-        subjects = [msg.subject async for msg in iter_stream(nc.jetstream(timeout=2), STREAM)]
-        assert subjects == ["stripe.test.e0", "stripe.test.e1", "stripe.test.e2"]
-        await nc.publish("stripe.test.forged", b"{}")
-        await errors.wait_for('permissions violation for publish to "stripe.test.forged"')
+        js = nc.jetstream(timeout=1)
+        sub = await js.pull_subscribe("stripe.>", durable="downstream", stream=STREAM)
+        msgs = await sub.fetch(3, timeout=2)
+        assert [msg.subject for msg in msgs] == [f"stripe.test.e{i}" for i in range(3)]
+        for msg in msgs:
+            await msg.ack_sync(timeout=2)
+        assert (await sub.consumer_info()).num_ack_pending == 0
+        assert errors.seen == [], "the legitimate path hit a permission it lacks"
+
+        await refused(
+            nc, errors, "$js.api.consumer.delete.stripe.tiers",
+            lambda: js.delete_consumer(STREAM, "tiers"),
+        )  # fmt: skip
+        for stream in (USAGE_STREAM, KV_STREAM):
+            await refused(
+                nc, errors, f"$js.api.consumer.create.{stream}",
+                lambda s=stream: js.add_consumer(s, ConsumerConfig()),
+            )  # fmt: skip
+            await refused(
+                nc, errors, f"$js.api.stream.msg.get.{stream}",
+                lambda s=stream: js.get_msg(s, 1),
+            )  # fmt: skip
+        await refused(
+            nc, errors, "$js.api.consumer.info.usage.forwarder",
+            lambda: js.consumer_info(USAGE_STREAM, "forwarder"),
+        )  # fmt: skip
+        for subject in ("$JS.ACK.USAGE.forwarder.1.1.1.0.0", "stripe.test.forged"):
+            await nc.publish(subject, b"+ACK")
+            await errors.wait_for(f'permissions violation for publish to "{subject.lower()}"')
     finally:
         await nc.close()
+    admin = await connect(cluster)
+    try:
+        assert (await admin.jetstream().consumer_info(STREAM, "tiers")).name == "tiers"
+    finally:
+        await admin.close()
+    assert await stored(STREAM, cluster) == 3
 
 
 async def test_unknown_user_and_wrong_password_are_refused(cluster: LocalNatsCluster) -> None:

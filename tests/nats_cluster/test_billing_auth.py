@@ -1,7 +1,7 @@
 """The NATS users the billing deployments log in as can do exactly what they need.
 
 knative/<env>/consumers.yaml runs forward-openmeter and project-tiers as ``billing``;
-knative/<env>/billing-usage.yaml runs the usage function as ``publisher``. Here the real
+knative/<env>/billing-usage.yaml runs the usage function as ``usage``. Here the real
 code paths (provisioning, pull consumers, acks, dead letters, KV compare-and-set, the
 usage publish) run as those users against the 3-node cluster rendered from the shared
 nats.conf template, and what they must not do is refused by the servers.
@@ -26,14 +26,14 @@ from stripe_bridge.billing.usage import (
 )
 from stripe_bridge.config import Settings
 from stripe_bridge.jetstream import JetStreamPublisher
-from stripe_bridge.knative import NATS_BILLING_USER, NATS_USER
+from stripe_bridge.knative import NATS_BILLING_USER, NATS_USAGE_USER, NATS_USER
 from stripe_bridge.natscluster import LocalNatsCluster
 
 from ..billing.sequences import CONFIG, CUSTOMER, lifecycle
 from ..billing.test_projector import publish_deliveries
 from ..billing.test_tiers import fold
 from .conftest import STREAM, connect
-from .test_auth import Errors, as_user
+from .test_auth import as_user, refused
 
 KV_STREAM = f"KV_{TIERS_BUCKET}"
 LAG = "stripe_bridge_openmeter_consumer_lag"
@@ -50,11 +50,11 @@ async def wait_for(predicate: Any, timeout: float, what: str) -> None:
 
 
 def usage_publisher(cluster: LocalNatsCluster) -> JetStreamPublisher:
-    """What the usage function builds: the bridge's publisher bound to USAGE, as publisher."""
+    """What the usage function builds: the bridge's publisher bound to USAGE, as usage."""
     settings = Settings(
         nats_url=",".join(cluster.servers()),
-        nats_user=NATS_USER,
-        nats_password=cluster.passwords[NATS_USER],
+        nats_user=NATS_USAGE_USER,
+        nats_password=cluster.passwords[NATS_USAGE_USER],
         nats_stream=USAGE_STREAM,
     )
     return JetStreamPublisher(settings)
@@ -90,7 +90,7 @@ async def test_forwarder_as_billing_provisions_forwards_acks_and_dead_letters(
                 assert not ack.duplicate
         finally:
             await publisher.close()
-        producer, _ = await as_user(cluster, NATS_USER)
+        producer, _ = await as_user(cluster, NATS_USAGE_USER)
         try:
             # A producer bypassing UsageRecord: OpenMeter refuses it, it is dead-lettered.
             await producer.jetstream().publish(
@@ -183,13 +183,6 @@ async def test_projector_as_billing_projects_into_the_kv_bucket(
         await admin.close()
 
 
-async def refused(nc: Any, errors: Errors, subject: str, action: Any) -> None:
-    """``action`` (a JetStream API call) fails and the server reports the violation."""
-    with pytest.raises(Exception):  # noqa: B017 - a denied request gets no responder
-        await action()
-    await errors.wait_for(subject.lower())
-
-
 async def test_billing_cannot_publish_events_nor_delete_or_purge_streams(
     cluster: LocalNatsCluster,
 ) -> None:
@@ -228,7 +221,7 @@ async def test_billing_cannot_publish_events_nor_delete_or_purge_streams(
         await admin.close()
 
 
-@pytest.mark.parametrize("user", [NATS_USER, "consumer"])
+@pytest.mark.parametrize("user", [NATS_USER, NATS_USAGE_USER, "consumer"])
 async def test_others_cannot_write_tiers_or_dead_letters(
     cluster: LocalNatsCluster, user: str
 ) -> None:

@@ -129,9 +129,11 @@ def test_network_policy_limits_each_port_to_its_clients() -> None:
         tuple(sorted(p["port"] for p in rule["ports"])): rule["from"] for rule in policy["ingress"]
     }
     assert set(rules) == {(4222,), (6222,), (7777, 8222)}
-    assert rules[(4222,)][0]["podSelector"]["matchLabels"] == {
-        "stripe-bridge.io/nats-client": "true"
-    }
+    # Labelled pods of NATS's own namespace only: a namespaceSelector (even `{}`) would let
+    # a pod in any namespace (staging) that labels itself reach this NATS (production).
+    assert rules[(4222,)] == [
+        {"podSelector": {"matchLabels": {"stripe-bridge.io/nats-client": "true"}}}
+    ]
     assert rules[(6222,)][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "nats"
     assert rules[(7777, 8222)][0]["podSelector"]["matchLabels"] == {
         "app.kubernetes.io/name": "prometheus"
