@@ -511,8 +511,9 @@ def deployment(profile: Profile, spec: ConsumerSpec, image: str | None = None) -
     selector = {"app.kubernetes.io/name": "stripe-bridge", "app.kubernetes.io/instance": spec.name}
     container = _container(profile, spec.name, list(spec.args), list(spec.env), image)
     container["ports"] = [{"name": "metrics", "containerPort": METRICS_PORT}]
-    # The metrics server starts once NATS is connected and the consumer bound, so it is the
-    # readiness signal; it answers while the process lives (a dead process restarts).
+    # The metrics server starts once NATS is connected and the consumer bound (the commands
+    # pass it as run()'s on_bound), so it is the readiness signal; it answers while the
+    # process lives (a dead process restarts).
     probe = {"httpGet": {"path": "/metrics", "port": "metrics"}, "timeoutSeconds": 2}
     container["readinessProbe"] = {**probe, "periodSeconds": 10}
     container["livenessProbe"] = {**probe, "periodSeconds": 20, "failureThreshold": 3}

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from stripe_bridge.billing.breaker import BreakerState
 from stripe_bridge.billing.ingest_standin import IngestStandIn
-from stripe_bridge.billing.openmeter import OpenMeterAuthError
-from stripe_bridge.billing.usage import DEAD_LETTER_REASON_HEADER, DEAD_LETTER_STREAM
+from stripe_bridge.billing.openmeter import Forwarder, OpenMeterAuthError
+from stripe_bridge.billing.usage import (
+    DEAD_LETTER_REASON_HEADER,
+    DEAD_LETTER_STREAM,
+    provision_usage_streams,
+)
 from stripe_bridge.natsserver import NatsServer
 
 from ..helpers import stream_messages
@@ -131,3 +137,33 @@ async def test_nats_restart_is_survived(usage_nats: NatsServer, ingest: IngestSt
         await wait_for(lambda: len(ingest.counts()) >= 40, 30, "all 40 accepted after restart")
     assert len(ingest.counts()) == 40
     assert sample(forwarder.metrics, "stripe_bridge_openmeter_events_sent_total") >= 40
+
+
+async def test_on_bound_runs_only_once_the_consumer_is_bound(
+    nats_server: NatsServer, ingest: IngestStandIn
+) -> None:
+    """The commands serve /metrics (the readiness probe) from ``on_bound``."""
+    from nats.js.errors import NotFoundError
+
+    import nats
+
+    nc = await nats.connect(nats_server.url)
+    try:
+        calls: list[int] = []
+        # No USAGE stream yet: the bind fails, so "ready" must never be signalled.
+        with pytest.raises(NotFoundError):
+            await Forwarder(nc, forwarder_settings(ingest)).run(
+                asyncio.Event(), on_bound=lambda: calls.append(1)
+            )
+        assert calls == []
+        await provision_usage_streams(nc.jetstream())
+        stop, bound = asyncio.Event(), asyncio.Event()
+        settings = forwarder_settings(ingest)
+        task = asyncio.create_task(Forwarder(nc, settings).run(stop, on_bound=bound.set))
+        await asyncio.wait_for(bound.wait(), 10)
+        info = await nc.jetstream().consumer_info("USAGE", settings.durable)
+        assert info.config.durable_name == settings.durable
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    finally:
+        await nc.close()

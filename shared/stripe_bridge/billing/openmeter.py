@@ -16,7 +16,7 @@ import email.utils
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -277,11 +277,17 @@ class Forwarder:
             config=config,
         )
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Forward until ``stop`` is set; raise ``OpenMeterAuthError`` on 401/403."""
+    async def run(self, stop: asyncio.Event, on_bound: Callable[[], object] | None = None) -> None:
+        """Forward until ``stop`` is set; raise ``OpenMeterAuthError`` on 401/403.
+
+        ``on_bound`` runs once the durable consumer is bound (the command serves /metrics
+        from there, so that a ready probe means "consuming").
+        """
         from nats import errors as nats_errors
 
         sub = await self.subscribe()
+        if on_bound is not None:
+            on_bound()
         log.info("forwarding %s.> to %s", USAGE_SUBJECT_PREFIX, self.settings.url)
         try:
             while not stop.is_set():

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -202,11 +203,18 @@ class TierProjector:
             self.subject, durable=self.durable, stream=self.stream, config=config
         )
 
-    async def run(self, stop: asyncio.Event, fetch_wait: float = 1.0) -> None:
-        """Project until ``stop`` is set."""
+    async def run(
+        self,
+        stop: asyncio.Event,
+        fetch_wait: float = 1.0,
+        on_bound: Callable[[], object] | None = None,
+    ) -> None:
+        """Project until ``stop`` is set; ``on_bound`` runs once the consumer is bound."""
         from nats import errors as nats_errors
 
         sub = await self.subscribe()
+        if on_bound is not None:
+            on_bound()
         checked = 0.0
         try:
             while not stop.is_set():

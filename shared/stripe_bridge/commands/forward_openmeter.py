@@ -50,8 +50,10 @@ def run(args: argparse.Namespace) -> int:
         if not args.no_provision:
             await provision_usage_streams(nc.jetstream(), args.replicas)
         forwarder = Forwarder(nc, forwarder_settings)
-        serve_metrics(forwarder.metrics.registry, args.metrics_port)
-        await forwarder.run(stop)
+        # /metrics is the readiness probe: serve it only once the consumer is bound.
+        await forwarder.run(
+            stop, on_bound=lambda: serve_metrics(forwarder.metrics.registry, args.metrics_port)
+        )
 
     try:
         return asyncio.run(run_until_stopped(settings, work, "forward-openmeter"))

@@ -66,7 +66,9 @@ def run(args: argparse.Namespace) -> int:
             durable=args.durable,
             bucket_replicas=args.replicas,
         )
-        serve_metrics(projector.metrics.registry, args.metrics_port)
-        await projector.run(stop)
+        # /metrics is the readiness probe: serve it only once the consumer is bound.
+        await projector.run(
+            stop, on_bound=lambda: serve_metrics(projector.metrics.registry, args.metrics_port)
+        )
 
     return asyncio.run(run_until_stopped(settings, work, "project-tiers"))
