@@ -38,7 +38,9 @@ from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+from stripe_bridge.config import inbox_prefix
 from stripe_bridge.envelope import StripeEvent
 from stripe_bridge.message import CONTENT_TYPE, MSG_ID_HEADER, subject_for
 from stripe_bridge.natsserver import NatsServer
@@ -185,7 +187,9 @@ async def baseline(nats_url: str, items: Sequence[Payload], concurrency: int, pi
     """The ceiling: ``js.publish`` of the same bodies, awaiting each PubAck."""
     import nats
 
-    nc = await nats.connect(nats_url)
+    # The user in the URL may subscribe only to its own inbox (nats/'s nats.conf).
+    user = urlsplit(nats_url.split(",")[0]).username
+    nc = await nats.connect(nats_url, inbox_prefix=inbox_prefix(user))
     js = nc.jetstream(timeout=10)
     to = subject()
 
