@@ -60,6 +60,8 @@ def test_serve_exits_3_when_its_port_is_taken(tmp_path: Path) -> None:
                 "PORT": str(port),
                 "FUNCTION_SOURCE": str(REPO_ROOT / "functions" / "stripe_event" / "main.py"),
                 "FUNCTION_TARGET": "handle",
+                # Otherwise valid: a function refuses to start without a secret (exit 2).
+                "STRIPE_WEBHOOK_SECRET": "whsec_test",
             },
             capture_output=True,
             timeout=60,
