@@ -116,14 +116,19 @@ def _bridge_and_nats_alerts() -> list[Alert]:
     up = f'up{{job="{NATS_JOB}"}}'
     healthz = f'{HEALTHZ_STATUS}{{job="{NATS_JOB}"}}'
 
-    def target(n: int) -> str:
-        return f'up{{job="{NATS_JOB}",instance="nats-{n}:7777"}}'
+    # Each environment runs its own NATS cluster; the scrape job labels its series.
+    def target(n: int, env: str = _PROD) -> str:
+        return f'up{{job="{NATS_JOB}",{env},instance="nats-{n}:7777"}}'
 
-    def health(n: int) -> str:
-        return f'{HEALTHZ_STATUS}{{job="{NATS_JOB}",instance="nats-{n}:7777",server_id="nats-{n}"}}'
+    def health(n: int, env: str = _PROD) -> str:
+        return f'{HEALTHZ_STATUS}{{job="{NATS_JOB}",{env},instance="nats-{n}:7777"}}'
 
+    def cluster_size(env: str = _PROD) -> str:
+        return f'nats_varz_jetstream_meta_cluster_size{{{env},server_id="n0"}}'
+
+    size = "max by (environment) (max_over_time(nats_varz_jetstream_meta_cluster_size[1h]))"
     pending = (
-        'nats_consumer_num_pending{is_consumer_leader="true",'
+        f'nats_consumer_num_pending{{{_PROD},is_consumer_leader="true",'
         'stream_name="STRIPE",consumer_name="billing"}'
     )
     return [
@@ -290,7 +295,7 @@ def _bridge_and_nats_alerts() -> list[Alert]:
             firing=Scenario(
                 {target(1): "0x10"},
                 "5m",
-                ({"job": NATS_JOB, "instance": "nats-1:7777"},),
+                ({"job": NATS_JOB, **PROD, "instance": "nats-1:7777"},),
             ),
             quiet=Scenario({target(1): "1x10"}, "5m"),
         ),
@@ -299,8 +304,9 @@ def _bridge_and_nats_alerts() -> list[Alert]:
             # The exporter is a sidecar: ``up`` stays 1 when only the nats container died.
             # Depending on its version it then reports /healthz as failing or drops the
             # series, so both count.
-            f"max by (instance) ({healthz}) > 0"
-            f" or max by (instance) ({up} == 1 unless on (instance) {healthz})",
+            f"max by (environment, instance) ({healthz}) > 0"
+            f" or max by (environment, instance) "
+            f"({up} == 1 unless on (environment, instance) {healthz})",
             "2m",
             "warning",
             "NATS server {{ $labels.instance }} is unhealthy while its exporter answers",
@@ -314,7 +320,7 @@ def _bridge_and_nats_alerts() -> list[Alert]:
                     health(1): "1x10",
                 },
                 "5m",
-                ({"instance": "nats-1:7777"}, {"instance": "nats-2:7777"}),
+                ({**PROD, "instance": "nats-1:7777"}, {**PROD, "instance": "nats-2:7777"}),
             ),
             quiet=Scenario(
                 {
@@ -328,31 +334,35 @@ def _bridge_and_nats_alerts() -> list[Alert]:
         ),
         Alert(
             "NatsClusterNoQuorum",
-            # Healthy servers, not scraped exporters (see NatsServerUnhealthy).
-            f"(count(max by (instance) ({healthz}) == 0) or vector(0)) < "
-            "floor(max(max_over_time(nats_varz_jetstream_meta_cluster_size[1h])) / 2) + 1",
+            # Healthy servers, not scraped exporters (see NatsServerUnhealthy), per
+            # environment; ``0 * size`` is the count of an environment with none healthy.
+            f"(count by (environment) (max by (environment, instance) ({healthz}) == 0)"
+            f" or on (environment) 0 * {size}) < on (environment) floor({size} / 2) + 1",
             "1m",
             "critical",
             "The JetStream cluster lost quorum",
             "Fewer than a majority of JetStream servers are healthy: no stream accepts writes "
             "and every delivery is answered 503.",
             "nats-no-quorum",
+            # Production has 1 of 3 healthy (nats-1's exporter still answers, its server
+            # does not); staging's 3 healthy servers must not make up for it.
             firing=Scenario(
                 {
-                    # nats-1's exporter still answers, but its server does not.
                     health(0): "0x10",
                     health(1): "1x10",
-                    'nats_varz_jetstream_meta_cluster_size{server_id="n0"}': "3x10",
+                    cluster_size(): "3x10",
+                    **{health(n, _STAGING): "0x10" for n in range(3)},
+                    cluster_size(_STAGING): "3x10",
                 },
                 "5m",
-                ({},),
+                (PROD,),
             ),
             quiet=Scenario(
                 {
                     health(0): "0x10",
                     health(1): "0x10",
                     health(2): "1x10",
-                    'nats_varz_jetstream_meta_cluster_size{server_id="n0"}': "3x10",
+                    cluster_size(): "3x10",
                 },
                 "5m",
             ),
@@ -383,7 +393,7 @@ def _bridge_and_nats_alerts() -> list[Alert]:
         ),
         Alert(
             "NatsConsumerLag",
-            "max by (stream_name, consumer_name) "
+            "max by (environment, stream_name, consumer_name) "
             '(nats_consumer_num_pending{is_consumer_leader="true"}) > 1000',
             "15m",
             "warning",
@@ -394,7 +404,7 @@ def _bridge_and_nats_alerts() -> list[Alert]:
             firing=Scenario(
                 {pending: "5000x40"},
                 "30m",
-                ({"stream_name": "STRIPE", "consumer_name": "billing"},),
+                ({**PROD, "stream_name": "STRIPE", "consumer_name": "billing"},),
             ),
             quiet=Scenario({pending: "10x40"}, "30m"),
         ),

@@ -103,15 +103,15 @@ def _custom_variable(name: str, label: str, values: Sequence[str]) -> dict[str, 
     }
 
 
-def _environment_variable() -> dict[str, Any]:
-    """The environments pushing to the Pushgateway (its ``environment`` grouping-key label)."""
+def _environment_variable(source: str) -> dict[str, Any]:
+    """The environments found in ``source``'s ``environment`` label (one at a time)."""
     return {
         "type": "query",
         "name": "environment",
         "label": "Environment",
         "datasource": {"type": "prometheus", "uid": "${datasource}"},
-        "query": {"query": "label_values(stripe_bridge_webhooks_total, environment)"},
-        "definition": "label_values(stripe_bridge_webhooks_total, environment)",
+        "query": {"query": f"label_values({source}, environment)"},
+        "definition": f"label_values({source}, environment)",
         "refresh": 2,
         # One environment at a time by default: staging's traffic must not hide production's.
         "multi": False,
@@ -143,7 +143,8 @@ def bridge_dashboard() -> Dashboard:
         description="Stripe webhooks to JetStream, pushed by every function instance to the "
         "Pushgateway; see docs/observability.md.",
         variables=[
-            _environment_variable(),
+            # The Pushgateway's ``environment`` grouping-key label.
+            _environment_variable("stripe_bridge_webhooks_total"),
             _custom_variable("event_type", "Event type", [t.name for t in registry.EVENT_TYPES]),
             _custom_variable("function", "Function", registry.function_names()),
         ],
@@ -336,15 +337,20 @@ def _webhooks_for(event_type: str) -> str:
 
 def nats_dashboard() -> Dashboard:
     """The NATS JetStream cluster, from prometheus-nats-exporter's metric names."""
-    job = f'{{job="{NATS_JOB}"}}'
-    leader = '{is_stream_leader="true",stream_name=~"$stream"}'
-    consumer = '{is_consumer_leader="true",stream_name=~"$stream"}'
+    # Each environment runs its own cluster (the scrape job sets ``environment``).
+    env = '{environment=~"$environment"}'
+    job = f'{{job="{NATS_JOB}",{env[1:]}'
+    leader = f'{env[:-1]},is_stream_leader="true",stream_name=~"$stream"}}'
+    consumer = f'{env[:-1]},is_consumer_leader="true",stream_name=~"$stream"}}'
     return Dashboard(
         uid="stripe-bridge-nats",
         title="Stripe bridge: NATS JetStream cluster",
         description="prometheus-nats-exporter (-varz -routez -jsz=all -prefix=nats) beside "
         "every NATS server.",
-        variables=[_custom_variable("stream", "Stream", ["STRIPE"])],
+        variables=[
+            _environment_variable(f'up{{job="{NATS_JOB}"}}'),
+            _custom_variable("stream", "Stream", ["STRIPE"]),
+        ],
         rows=[
             Row(
                 "Cluster health",
@@ -368,7 +374,7 @@ def nats_dashboard() -> Dashboard:
                     ),
                     Panel(
                         "JetStream cluster size",
-                        [("peers", "max(nats_varz_jetstream_meta_cluster_size)")],
+                        [("peers", f"max(nats_varz_jetstream_meta_cluster_size{env})")],
                         kind="stat",
                         width=6,
                     ),
@@ -378,7 +384,7 @@ def nats_dashboard() -> Dashboard:
                             (
                                 "{{meta_leader}}",
                                 "count by (meta_leader) (nats_server_total_streams"
-                                '{meta_leader!=""})',
+                                f'{env[:-1]},meta_leader!=""}})',
                             )
                         ],
                         kind="stat",
@@ -386,12 +392,12 @@ def nats_dashboard() -> Dashboard:
                     ),
                     Panel(
                         "Routes per server",
-                        [("{{server_id}}", "sum by (server_id) (nats_varz_routes)")],
+                        [("{{server_id}}", f"sum by (server_id) (nats_varz_routes{env})")],
                         width=6,
                     ),
                     Panel(
                         "Client connections",
-                        [("{{server_id}}", "sum by (server_id) (nats_varz_connections)")],
+                        [("{{server_id}}", f"sum by (server_id) (nats_varz_connections{env})")],
                     ),
                     Panel(
                         "Slow consumers",
@@ -399,7 +405,7 @@ def nats_dashboard() -> Dashboard:
                             (
                                 "{{server_id}}",
                                 "sum by (server_id) "
-                                "(rate(nats_varz_slow_consumers[$__rate_interval]))",
+                                f"(rate(nats_varz_slow_consumers{env}[$__rate_interval]))",
                             )
                         ],
                     ),
@@ -411,12 +417,12 @@ def nats_dashboard() -> Dashboard:
                     Panel(
                         "File storage used, reserved and max",
                         [
-                            ("used {{server_id}}", "nats_varz_jetstream_stats_storage"),
+                            ("used {{server_id}}", f"nats_varz_jetstream_stats_storage{env}"),
                             (
                                 "reserved {{server_id}}",
-                                "nats_varz_jetstream_stats_reserved_storage",
+                                f"nats_varz_jetstream_stats_reserved_storage{env}",
                             ),
-                            ("max {{server_id}}", "nats_varz_jetstream_config_max_storage"),
+                            ("max {{server_id}}", f"nats_varz_jetstream_config_max_storage{env}"),
                         ],
                         unit="bytes",
                     ),
