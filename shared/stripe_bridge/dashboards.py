@@ -489,9 +489,12 @@ def nats_dashboard() -> Dashboard:
 def billing_dashboard() -> Dashboard:
     """The billing consumers: usage flowing to OpenMeter, and the tier projector."""
 
+    # Scraped with ``environment`` from the pods' label (docs/observability.md).
+    env = '{environment=~"$environment"}'
+
     def rate_sum(metric: str, by: str = "") -> str:
         grouping = f" by ({by})" if by else ""
-        return f"sum{grouping} ({_rate(metric)})"
+        return f"sum{grouping} ({_rate(metric + env)})"
 
     om = "stripe_bridge_openmeter_"
     return Dashboard(
@@ -499,19 +502,20 @@ def billing_dashboard() -> Dashboard:
         title="Stripe bridge: billing",
         description="forward-openmeter (usage to OpenMeter) and project-tiers (tiers KV), "
         "scraped on their --metrics-port; see docs/billing.md.",
+        variables=[_environment_variable(f'up{{job="{FORWARDER_JOB}"}}')],
         rows=[
             Row(
                 "Usage to OpenMeter",
                 [
                     Panel(
                         "Forwarders up",
-                        [("up", f'sum(up{{job="{FORWARDER_JOB}"}})')],
+                        [("up", f'sum(up{{job="{FORWARDER_JOB}",{env[1:]})')],
                         kind="stat",
                         width=6,
                     ),
                     Panel(
                         "Breaker state",
-                        [("{{instance}}", f"max by (instance) ({om}breaker_state)")],
+                        [("{{instance}}", f"max by (instance) ({om}breaker_state{env})")],
                         kind="stat",
                         width=6,
                         description="0 closed, 1 half-open (one trial request), 2 open "
@@ -520,8 +524,8 @@ def billing_dashboard() -> Dashboard:
                     Panel(
                         "Waiting usage events",
                         [
-                            ("not yet delivered", f"max({om}consumer_lag)"),
-                            ("delivered, not acked", f"max({om}ack_pending)"),
+                            ("not yet delivered", f"max({om}consumer_lag{env})"),
+                            ("delivered, not acked", f"max({om}ack_pending{env})"),
                         ],
                         description="Consumer-wide figures: every replica reports the same.",
                     ),
@@ -548,7 +552,7 @@ def billing_dashboard() -> Dashboard:
                     ),
                     Panel(
                         "OpenMeter answer latency",
-                        _quantiles(f"{om}request_duration_seconds", ""),
+                        _quantiles(f"{om}request_duration_seconds", env),
                         unit="s",
                     ),
                     Panel(
@@ -571,13 +575,13 @@ def billing_dashboard() -> Dashboard:
                 [
                     Panel(
                         "Projectors up",
-                        [("up", f'sum(up{{job="{PROJECTOR_JOB}"}})')],
+                        [("up", f'sum(up{{job="{PROJECTOR_JOB}",{env[1:]})')],
                         kind="stat",
                         width=6,
                     ),
                     Panel(
                         "Tier projector lag",
-                        [("not yet delivered", "max(stripe_bridge_tiers_consumer_lag)")],
+                        [("not yet delivered", f"max(stripe_bridge_tiers_consumer_lag{env})")],
                         width=6,
                     ),
                     Panel(

@@ -3,7 +3,8 @@
 A real nats-server, ``forward-openmeter`` feeding tests/billing's OpenMeter ingest stand-in
 (one scripted 503 so the breaker opens and closes once), ``project-tiers`` projecting real
 Stripe payloads, and a real Prometheus scraping both ``--metrics-port`` endpoints every
-second under the scrape jobs the alerts expect.
+second under the scrape jobs the alerts expect, labelled ``environment`` as the Kubernetes
+scrape config in docs/observability.md labels them.
 """
 
 from __future__ import annotations
@@ -33,9 +34,11 @@ scrape_configs:
   - job_name: {FORWARDER_JOB}
     static_configs:
       - targets: ["127.0.0.1:{forwarder.metrics_port}"]
+        labels: {{environment: production}}
   - job_name: {PROJECTOR_JOB}
     static_configs:
       - targets: ["127.0.0.1:{projector.metrics_port}"]
+        labels: {{environment: production}}
 """
 
 
