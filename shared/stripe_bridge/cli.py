@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from .config import ConfigError
+from .errors import CommandError
 
 #: Subcommand modules; each has ``register(subparsers)`` that sets ``func`` on its parser.
 COMMANDS = (
@@ -76,6 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"stripe-bridge: {exc}", file=sys.stderr)
         return 2
+    except CommandError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return code

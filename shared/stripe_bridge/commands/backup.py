@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
 from ..backup import ExportedMessage, ImportCounts, export_stream, import_messages, since_time
-from ..config import ConfigError, redact_url
-from .common import add_nats_arguments, connect, settings_from
+from ..config import ConfigError
+from .common import add_nats_arguments, on_jetstream, settings_from
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,23 +38,13 @@ def run_export(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError(f"--since: {exc}") from None
 
-    async def go() -> int:
-        nc = await connect(settings)
-        try:
-            js = nc.jetstream()
-            if str(args.out) == "-":
-                return await export_stream(js, settings.nats_stream, sys.stdout.write, since)
-            with args.out.open("w") as out:
-                return await export_stream(js, settings.nats_stream, out.write, since)
-        finally:
-            await nc.close()
+    async def export(js: Any) -> int:
+        if str(args.out) == "-":
+            return await export_stream(js, settings.nats_stream, sys.stdout.write, since)
+        with args.out.open("w") as out:
+            return await export_stream(js, settings.nats_stream, out.write, since)
 
-    try:
-        count = asyncio.run(go())
-    except Exception as exc:
-        where = redact_url(settings.nats_url)
-        print(f"stripe-bridge export: {where}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+    count = on_jetstream("export", settings, export)
     print(
         f"exported {count} messages from stream {settings.nats_stream} to {args.out}",
         file=sys.stderr,
@@ -96,23 +86,12 @@ def run_import(args: argparse.Namespace) -> int:
                 flush=True,
             )
 
-    async def go() -> ImportCounts:
-        nc = await connect(settings)
-        try:
-            return await import_messages(nc.jetstream(), settings.nats_stream, messages, progress)
-        finally:
-            await nc.close()
-
-    try:
-        counts = asyncio.run(go())
-    except Exception as exc:
-        where = redact_url(settings.nats_url)
-        print(
-            f"stripe-bridge import: {where}: {type(exc).__name__}: {exc} "
-            "(importing again is safe: stored messages come back as duplicates)",
-            file=sys.stderr,
-        )
-        return 1
+    counts = on_jetstream(
+        "import",
+        settings,
+        lambda js: import_messages(js, settings.nats_stream, messages, progress),
+        advice=" (importing again is safe: stored messages come back as duplicates)",
+    )
     print(
         f"import {args.file}: {total} messages, published {counts.published}, "
         f"duplicate {counts.duplicate}"

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from ..config import Settings, load_settings
+from ..config import Settings, load_settings, redact_url
+from ..errors import CommandError
 from ..jetstream import connect_options
+
+T = TypeVar("T")
 
 
 def add_nats_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,6 +44,30 @@ async def connect(settings: Settings) -> Any:
         return None
 
     return await nats.connect(error_cb=quiet, **options)
+
+
+def on_jetstream(
+    command: str, settings: Settings, work: Callable[[Any], Awaitable[T]], advice: str = ""
+) -> T:
+    """Run ``work(jetstream context)`` on a fresh connection, closed afterwards.
+
+    Any failure becomes a CommandError naming the command and the (redacted) NATS URL,
+    followed by ``advice``.
+    """
+
+    async def go() -> T:
+        nc = await connect(settings)
+        try:
+            return await work(nc.jetstream())
+        finally:
+            await nc.close()
+
+    try:
+        return asyncio.run(go())
+    except Exception as exc:
+        where = redact_url(settings.nats_url)
+        detail = f"{where}: {type(exc).__name__}: {exc}{advice}"
+        raise CommandError(f"stripe-bridge {command}: {detail}") from exc
 
 
 def write_or_check(files: Mapping[Path, str], check: bool, hint: str = "") -> int:

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import sys
 
-from ..config import redact_url
 from ..stream import StreamSpec, provision
-from .common import add_nats_arguments, connect, settings_from
+from .common import add_nats_arguments, on_jetstream, settings_from
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,18 +30,6 @@ def run(args: argparse.Namespace) -> int:
         max_bytes=args.max_bytes,
     )
 
-    async def go() -> str:
-        nc = await connect(settings)
-        try:
-            return await provision(nc.jetstream(), spec)
-        finally:
-            await nc.close()
-
-    try:
-        result = asyncio.run(go())
-    except Exception as exc:
-        where = redact_url(settings.nats_url)
-        print(f"stripe-bridge provision: {where}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+    result = on_jetstream("provision", settings, lambda js: provision(js, spec))
     print(f"stream {spec.name} ({spec.subject_prefix}.>, R{spec.replicas}): {result}")
     return 0

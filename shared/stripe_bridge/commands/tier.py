@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import sys
 from datetime import UTC, datetime
+from typing import Any
 
 from ..billing.projector import read_state
 from ..billing.tiers import TIERS_BUCKET, Cause, CustomerState
-from ..config import redact_url
-from .common import add_nats_arguments, connect, settings_from
+from .common import add_nats_arguments, on_jetstream, settings_from
 
 #: Exit code when the projector has never seen the customer.
 EXIT_UNKNOWN = 4
@@ -51,27 +49,17 @@ def run(args: argparse.Namespace) -> int:
     """Print the tier; exit 4 if the customer is unknown, 1 if NATS is unreachable."""
     settings = settings_from(args)
 
-    async def go() -> CustomerState | None:
+    async def read(js: Any) -> CustomerState | None:
         from nats.js.errors import BucketNotFoundError
 
-        nc = await connect(settings)
         try:
-            kv = await nc.jetstream().key_value(TIERS_BUCKET)
-            state, _revision = await read_state(kv, args.customer_id)
-            return state
+            kv = await js.key_value(TIERS_BUCKET)
         except BucketNotFoundError:
             return None  # the projector never ran: nobody has a known tier yet
-        finally:
-            await nc.close()
+        state, _revision = await read_state(kv, args.customer_id)
+        return state
 
-    try:
-        state = asyncio.run(go())
-    except Exception as exc:
-        print(
-            f"stripe-bridge tier: {redact_url(settings.nats_url)}: {type(exc).__name__}: {exc}",
-            file=sys.stderr,
-        )
-        return 1
+    state = on_jetstream("tier", settings, read)
     if state is None:
         print(f"{args.customer_id}: unknown (no billing events projected for this customer)")
         return EXIT_UNKNOWN
