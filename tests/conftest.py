@@ -59,16 +59,22 @@ def pushgateway(tmp_path: Path) -> Iterator[PushgatewayServer]:
 FunctionFactory = Callable[..., FunctionProcess]
 
 
+def function_process(function_name: str, workdir: Path, **env: str) -> FunctionProcess:
+    """A started ``stripe-bridge serve`` process of ``functions/<function_name>``."""
+    base = {"STRIPE_WEBHOOK_SECRET": SECRET, "LOG_LEVEL": "INFO"}
+    return FunctionProcess(function_name, {**base, **env}, workdir, REPO_ROOT).start()
+
+
 @pytest.fixture
 def start_function(tmp_path: Path) -> Iterator[FunctionFactory]:
     """Start bridge functions as separate processes; all are stopped at teardown."""
     started: list[FunctionProcess] = []
 
     def start(function_name: str = "stripe_event", **env: str) -> FunctionProcess:
-        base = {"STRIPE_WEBHOOK_SECRET": SECRET, "LOG_LEVEL": "INFO"}
-        process = FunctionProcess(function_name, {**base, **env}, tmp_path / "functions", REPO_ROOT)
+        # A process that fails to start stops itself (ManagedProcess._wait_ready).
+        process = function_process(function_name, tmp_path / "functions", **env)
         started.append(process)
-        return process.start()
+        return process
 
     try:
         yield start

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Protocol
 
 from starlette.requests import Request
@@ -59,11 +59,6 @@ def make_function(function_name: str, settings: Settings | None = None) -> Funct
             raise SystemExit(2) from None
     configure_logging(settings)
     runtime = Runtime(settings, function_name)
-    handler = WebhookHandler(runtime, serves_for(function_name))
-
-    async def handle(request: Request) -> Response:
-        return await handler(request)
-
-    target: Callable[[Request], Awaitable[Response]] = handle
+    target = WebhookHandler(runtime, serves_for(function_name)).endpoint()
     target.runtime = runtime  # type: ignore[attr-defined]
     return target  # type: ignore[return-value]

@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 
@@ -68,17 +66,10 @@ def dev_app(runtime: Runtime) -> Starlette:
     routes: list[Any] = []
     for event_type in registry.EVENT_TYPES:
         handler = WebhookHandler(runtime, frozenset({event_type.name}))
-        routes.append(Route(f"/{event_type.name}", _endpoint(handler), methods=_ALL_METHODS))
+        routes.append(Route(f"/{event_type.name}", handler.endpoint(), methods=_ALL_METHODS))
     catch_all = WebhookHandler(runtime, None)
-    routes.append(Route("/{path:path}", _endpoint(catch_all), methods=_ALL_METHODS))
+    routes.append(Route("/{path:path}", catch_all.endpoint(), methods=_ALL_METHODS))
     return Starlette(routes=routes, lifespan=_closing(runtime))
-
-
-def _endpoint(handler: WebhookHandler) -> Any:
-    async def endpoint(request: Request) -> Response:
-        return await handler(request)
-
-    return endpoint
 
 
 def run(app: ASGIApp, host: str, port: int, log_level: str = "warning") -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,8 +95,20 @@ class WebhookHandler:
         self.runtime = runtime
         self.serves = serves
 
+    def endpoint(self) -> Callable[[Request], Awaitable[Response]]:
+        """This handler as a coroutine function.
+
+        functions-framework and Starlette tell async targets apart with
+        ``inspect.iscoroutinefunction``, which is false for a callable instance.
+        """
+
+        async def endpoint(request: Request) -> Response:
+            return await self(request)
+
+        return endpoint
+
     async def __call__(self, request: Request) -> Response:
-        """The functions-framework HTTP target: route by path and method."""
+        """Handle one request: route by path and method."""
         path = request.url.path.rstrip("/")
         if path in ("/healthz", "/readyz", "/metrics"):
             if request.method not in ("GET", "HEAD"):

@@ -7,20 +7,12 @@ fixtures of tests/conftest.py instead, so a shared server is never left broken.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from stripe_bridge.natsserver import NatsServer
 from stripe_bridge.processes import FunctionProcess
 
-from ..conftest import provision_stream
-from ..helpers import REPO_ROOT, SECRET
-
-
-def function_process(function_name: str, workdir: Path, **env: str) -> FunctionProcess:
-    """A started ``stripe-bridge serve`` process of ``functions/<function_name>``."""
-    base = {"STRIPE_WEBHOOK_SECRET": SECRET, "LOG_LEVEL": "INFO"}
-    return FunctionProcess(function_name, {**base, **env}, workdir, REPO_ROOT).start()
+from ..conftest import function_process, provision_stream
 
 
 @pytest.fixture(scope="module")
