@@ -1,8 +1,8 @@
 """One cold start, phase by phase, in a fresh interpreter (run by bench_bridge.py).
 
 It repeats what ``stripe-bridge serve`` does before its first acknowledged event, in
-order, timing each step: import the CLI and build its parser, load the function through
-functions-framework's ASGI loader, import uvicorn, then drive the ASGI app directly (no
+order, timing each step: import the CLI and build its parser, load the function (importlib,
+as functions-framework's ASGI loader does), import uvicorn, then drive the ASGI app directly (no
 HTTP server, so the steps are not blurred by socket timing): ``GET /readyz`` (NATS
 connect and stream lookup, as Knative's readiness probe does first) and the first signed
 ``POST``. A second POST shows the warm cost. Prints one JSON object on stdout.
@@ -85,7 +85,7 @@ def main() -> None:
     from stripe_bridge.server import function_app
 
     app = function_app(Path(os.environ["BENCH_FUNCTION_SOURCE"]))
-    done("load function (functions-framework ASGI loader)")
+    done("load function (importlib, as functions-framework's ASGI loader)")
 
     import uvicorn  # noqa: F401  (what server.run imports before serving)
 

@@ -1,7 +1,10 @@
 """Knative function for Stripe `customer.subscription.created` events.
 
 Generated from stripe_bridge.registry by `stripe-bridge generate`; do not edit.
-Serve it alone with: functions-framework --asgi --target handle --source <this file>
+Serve it as the image does (drains NATS and pushes metrics on SIGTERM):
+    FUNCTION_SOURCE=<this file> stripe-bridge serve
+`functions-framework --asgi --target handle --source <this file>` also serves it for a
+quick local try, without the drain and the final metrics push.
 """
 
 from stripe_bridge.function import make_function

@@ -6,6 +6,7 @@ Used by ``stripe-bridge dev``, the test fixtures and the benchmarks.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -27,12 +28,27 @@ def nats_server_binary() -> str:
     return found
 
 
+#: Test servers take ports below the kernel's ephemeral range (32768-60999 on Linux), so a
+#: port handed out here cannot be taken meanwhile by an outgoing connection, which is how
+#: ``bind(0)`` ports got stolen between "free" and the server's own bind on a busy machine.
+_PORT_RANGE = (20000, 32000)
+_handed_out: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago on ``host``."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
+    """A TCP port that is free now on ``host`` and not handed out before by this process."""
+    for _ in range(1000):
+        port = random.randrange(*_PORT_RANGE)
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
         return port
+    raise RuntimeError(f"no free port in {_PORT_RANGE} on {host}")
 
 
 class NatsServer:

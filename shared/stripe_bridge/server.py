@@ -1,14 +1,15 @@
 """Serve functions over HTTP with a lifespan, so SIGTERM drains NATS and pushes metrics.
 
-``serve_function`` is the container entrypoint (one function, as Knative runs it: the
-target is loaded by functions-framework in ASGI mode). ``dev_app`` serves every function
-in one process for local development.
+``function_app`` is the container entrypoint (one function, as Knative runs it: the
+target is loaded as functions-framework's ASGI mode loads it, without functions-framework).
+``dev_app`` serves every function in one process for local development.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
+import inspect
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -40,19 +41,23 @@ def _closing(runtime: Runtime) -> Any:
 
 
 def load_function(source: Path, target: str = "handle") -> tuple[ASGIApp, Runtime]:
-    """Load ``source`` through functions-framework's ASGI loader; return app and runtime."""
-    from functions_framework.aio import create_asgi_app_from_module
+    """Load the ``target`` of ``source``; return it as an ASGI app, and its runtime.
 
+    The same contract as functions-framework's ASGI loader for an async HTTP target (every
+    path and method reaches the target) without importing it: functions-framework brings
+    Flask, Werkzeug and Jinja2, about 90 ms of every cold start, for nothing the image uses.
+    """
     spec = importlib.util.spec_from_file_location(f"function_{source.parent.name}", source)
     if spec is None or spec.loader is None:
         raise FileNotFoundError(f"cannot load function source {source}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    app: ASGIApp = create_asgi_app_from_module(  # type: ignore[no-untyped-call]
-        target, str(source), "http", module, spec
-    )
-    runtime: Runtime = getattr(module, target).runtime
-    return app, runtime
+    handler = getattr(module, target, None)
+    if handler is None or not inspect.iscoroutinefunction(handler):
+        raise AttributeError(f"{source} has no async function named {target!r}")
+    routes = [Route(path, handler, methods=_ALL_METHODS) for path in ("/", "/{path:path}")]
+    runtime: Runtime = handler.runtime
+    return Starlette(routes=routes), runtime
 
 
 def function_app(source: Path, target: str = "handle") -> Starlette:

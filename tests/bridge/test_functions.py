@@ -1,7 +1,7 @@
 """Each generated function under functions/ serves exactly its own event type.
 
-The function modules are loaded in-process through functions-framework's ASGI loader
-(what ``stripe-bridge serve`` runs in the container) and publish to a real nats-server.
+The function modules are loaded in-process by ``stripe-bridge serve``'s loader (what the
+container runs); the functions-framework CLI serves them too and publish to a real nats-server.
 """
 
 from __future__ import annotations

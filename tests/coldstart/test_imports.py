@@ -7,12 +7,15 @@ holds everything. bench/bench_bridge.py measures what these imports cost.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
 
 from stripe_bridge import cli
 from stripe_bridge.natsserver import NatsServer
+
+from ..helpers import REPO_ROOT
 
 
 def fresh_python(code: str, env: dict[str, str] | None = None) -> object:
@@ -39,6 +42,23 @@ def test_serve_imports_no_other_subcommand() -> None:
         """
     )
     assert loaded == ["x.py", ["stripe_bridge.commands.serve"]]
+
+
+def test_serve_loads_a_function_without_functions_framework_or_flask() -> None:
+    # The image does not install them: the entrypoint must not need them (and they cost
+    # about 90 ms of every cold start where they are installed, as here).
+    loaded = fresh_python(
+        f"""
+        import json, sys
+        from pathlib import Path
+        from stripe_bridge.server import function_app
+        function_app(Path("{REPO_ROOT}/functions/invoice_paid/main.py"))
+        heavy = ("functions_framework", "flask", "werkzeug", "jinja2", "gunicorn")
+        print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in heavy)))
+        """,
+        env={**os.environ, "STRIPE_WEBHOOK_SECRET": "whsec_test"},
+    )
+    assert loaded == []
 
 
 def test_help_and_unknown_words_get_every_subcommand() -> None:

@@ -1,4 +1,4 @@
-"""``stripe-bridge knative render|lock --check`` and ``serve``'s start-up failures."""
+"""``stripe-bridge knative render --check`` and ``serve``'s start-up failures."""
 
 from __future__ import annotations
 
@@ -27,24 +27,6 @@ def test_render_writes_then_check_passes_then_detects_drift(
     capsys.readouterr()
     assert main(["knative", "render", "--check", "--out", str(out)]) == 1
     assert "out of date: " in capsys.readouterr().out
-
-
-def test_lock_check_on_the_repository_and_on_a_stale_copy(tmp_path: Path) -> None:
-    assert main(["knative", "lock", "--check", "--root", str(REPO_ROOT)]) == 0
-    (tmp_path / "pyproject.toml").write_text((REPO_ROOT / "pyproject.toml").read_text())
-    (tmp_path / "requirements.lock").write_text("nats-py==0.0.1\n")
-    assert main(["knative", "lock", "--check", "--root", str(tmp_path)]) == 1
-    assert main(["knative", "lock", "--root", str(tmp_path)]) == 0
-    assert main(["knative", "lock", "--check", "--root", str(tmp_path)]) == 0
-
-
-def test_lock_refuses_a_dependency_that_is_not_installed(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    pyproject = '[project]\nname = "x"\ndependencies = ["surely-not-installed-pkg>=1"]\n'
-    (tmp_path / "pyproject.toml").write_text(pyproject)
-    assert main(["knative", "lock", "--root", str(tmp_path)]) == 2
-    assert "surely-not-installed-pkg is required but not installed" in capsys.readouterr().err
 
 
 def test_serve_exits_3_when_its_port_is_taken(tmp_path: Path) -> None:

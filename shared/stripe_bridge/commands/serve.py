@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    """Load the function through functions-framework's ASGI loader and serve it."""
+    """Load the function's target and serve it."""
     if not args.source:
         print(
             "stripe-bridge serve: set --source or FUNCTION_SOURCE (functions/<name>/main.py)",
