@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 from stripe_bridge.natsserver import NatsServer
-from stripe_bridge.processes import FunctionProcess, PushgatewayServer, RedisServer
 from stripe_bridge.stream import StreamSpec, provision
+from stripe_bridge_testing.processes import FunctionProcess, PushgatewayServer, RedisServer
 
 from .helpers import REPO_ROOT, SECRET
 

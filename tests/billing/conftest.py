@@ -13,7 +13,6 @@ from typing import Any, Self
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from stripe_bridge.billing.ingest_standin import IngestStandIn
 from stripe_bridge.billing.openmeter import Forwarder, ForwarderSettings
 from stripe_bridge.billing.usage import (
     UsageRecord,
@@ -21,7 +20,8 @@ from stripe_bridge.billing.usage import (
     provision_usage_streams,
 )
 from stripe_bridge.natsserver import NatsServer, free_port
-from stripe_bridge.processes import ManagedProcess, wait_until
+from stripe_bridge_testing.openmeter_standin import IngestStandIn
+from stripe_bridge_testing.processes import ManagedProcess, wait_until
 
 API_KEY = "om_test_key"
 

@@ -10,7 +10,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Route
 from stripe_bridge.billing.checkout import StripeSettings
-from stripe_bridge.billing.functions import (
+from stripe_bridge.billing.endpoints import (
     Handler,
     make_checkout_function,
     make_portal_function,

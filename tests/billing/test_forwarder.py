@@ -6,7 +6,6 @@ import asyncio
 
 import pytest
 from stripe_bridge.billing.breaker import BreakerState
-from stripe_bridge.billing.ingest_standin import IngestStandIn
 from stripe_bridge.billing.openmeter import Forwarder, OpenMeterAuthError
 from stripe_bridge.billing.usage import (
     DEAD_LETTER_REASON_HEADER,
@@ -14,6 +13,7 @@ from stripe_bridge.billing.usage import (
     provision_usage_streams,
 )
 from stripe_bridge.natsserver import NatsServer
+from stripe_bridge_testing.openmeter_standin import IngestStandIn
 
 from ..helpers import stream_messages
 from .conftest import forwarder_settings, publish, records, running_forwarder, wait_for

@@ -7,10 +7,10 @@ import signal
 from collections.abc import Callable
 
 import pytest
-from stripe_bridge.billing.ingest_standin import IngestStandIn
 from stripe_bridge.cli import main
 from stripe_bridge.natsserver import NatsServer
-from stripe_bridge.processes import wait_until
+from stripe_bridge_testing.openmeter_standin import IngestStandIn
+from stripe_bridge_testing.processes import wait_until
 
 from .conftest import ForwarderProcess, publish, records, wait_for
 

@@ -17,7 +17,7 @@ from stripe_bridge.envelope import StripeEvent
 from stripe_bridge.jetstream import connect_options
 from stripe_bridge.message import build_message
 from stripe_bridge.natsserver import NatsServer
-from stripe_bridge.processes import wait_until
+from stripe_bridge_testing.processes import wait_until
 
 from .conftest import ConsumerProcess, wait_for
 from .sequences import CONFIG, CUSTOMER, SUB_A, deliveries, lifecycle, random_history

@@ -13,10 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 from stripe_bridge import registry
-from stripe_bridge.codegen import generated_files
-from stripe_bridge.natscluster import LocalNatsCluster
+from stripe_bridge.deploy.codegen import generated_files
 from stripe_bridge.natsserver import NatsServer, free_port
-from stripe_bridge.processes import FunctionProcess, wait_until
+from stripe_bridge_testing.natscluster import LocalNatsCluster
+from stripe_bridge_testing.processes import FunctionProcess, wait_until
 
 from ..conftest import FunctionFactory
 from ..helpers import FIXTURES, REPO_ROOT, SECRET, fixture_event, post_event

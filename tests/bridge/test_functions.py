@@ -16,8 +16,8 @@ import httpx
 import pytest
 from stripe_bridge import registry
 from stripe_bridge.natsserver import NatsServer, free_port
-from stripe_bridge.processes import FunctionProcess
 from stripe_bridge.server import load_function
+from stripe_bridge_testing.processes import FunctionProcess
 
 from ..helpers import REPO_ROOT, SECRET, fixture_event, post_event, signed_headers
 from .support import stored_event

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
-from stripe_bridge import knative
+from stripe_bridge.deploy import knative
 
 from ..helpers import REPO_ROOT
 

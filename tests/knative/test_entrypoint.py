@@ -21,7 +21,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 from stripe_bridge.natsserver import NatsServer
-from stripe_bridge.processes import (
+from stripe_bridge_testing.processes import (
     FunctionProcess,
     PushgatewayServer,
     RedisServer,

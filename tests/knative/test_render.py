@@ -17,11 +17,12 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from stripe_bridge import knative, registry
+from stripe_bridge import registry
 from stripe_bridge.billing.checkout import StripeSettings
-from stripe_bridge.billing.functions import BILLING_FUNCTIONS, Need, UsageSettings
+from stripe_bridge.billing.endpoints import BILLING_FUNCTIONS, Need, UsageSettings
 from stripe_bridge.billing.openmeter import ForwarderSettings
 from stripe_bridge.config import Settings
+from stripe_bridge.deploy import knative
 
 from ..helpers import REPO_ROOT
 

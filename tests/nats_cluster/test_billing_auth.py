@@ -13,7 +13,6 @@ import asyncio
 from typing import Any
 
 import pytest
-from stripe_bridge.billing.ingest_standin import IngestStandIn
 from stripe_bridge.billing.openmeter import Forwarder, ForwarderSettings
 from stripe_bridge.billing.projector import TierProjector, read_state, tiers_bucket
 from stripe_bridge.billing.tiers import TIERS_BUCKET
@@ -25,9 +24,10 @@ from stripe_bridge.billing.usage import (
     record_usage,
 )
 from stripe_bridge.config import Settings
+from stripe_bridge.deploy.knative import NATS_BILLING_USER, NATS_USAGE_USER, NATS_USER
 from stripe_bridge.jetstream import JetStreamPublisher
-from stripe_bridge.knative import NATS_BILLING_USER, NATS_USAGE_USER, NATS_USER
-from stripe_bridge.natscluster import LocalNatsCluster
+from stripe_bridge_testing.natscluster import LocalNatsCluster
+from stripe_bridge_testing.openmeter_standin import IngestStandIn
 
 from ..billing.sequences import CONFIG, CUSTOMER, lifecycle
 from ..billing.test_projector import publish_deliveries

@@ -23,7 +23,7 @@ from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from ..natsserver import free_port
+from stripe_bridge.natsserver import free_port
 
 INGEST_PATH = "/api/v1/events"
 _REQUIRED = ("id", "source", "specversion", "type", "subject")

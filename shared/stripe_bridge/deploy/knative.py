@@ -5,7 +5,7 @@ the catch-all and one per billing function (``billing.functions.BILLING_FUNCTION
 billing consumers' Deployments and the Pushgateway clean-up CronJob (``consumers.yaml``),
 the deployer's RBAC and the Secrets' shape, for each environment profile.
 ``stripe-bridge knative render`` writes them under ``knative/``; a test keeps the
-committed files equal to a fresh render. Applying them is ``stripe_bridge.kubeapply``.
+committed files equal to a fresh render. Applying them is ``stripe_bridge.deploy.kubeapply``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 import yaml
 
-from . import __version__, registry
-from .billing.functions import BILLING_FUNCTIONS, BillingFunction, Need
+from .. import __version__, registry
+from ..billing.endpoints import BILLING_FUNCTIONS, BillingFunction, Need
 
 SERVING_GROUP = "serving.knative.dev"
 SERVING_VERSION = "v1"

@@ -274,7 +274,7 @@ def make_portal_function(parts: StripeParts | None = None) -> Handler:
 
 
 class Need(StrEnum):
-    """What a billing function's deployment must give it (``stripe_bridge.knative`` reads it)."""
+    """What a billing function's deployment must give it (the deploy wing reads it)."""
 
     #: Publishes to NATS: NATS_URL and the publisher's credentials.
     NATS = "nats"
@@ -338,11 +338,11 @@ def function_module(function: BillingFunction) -> str:
     """The source of ``functions/<name>/main.py`` for a billing function."""
     return f'''"""Knative function: {function.summary} (see docs/billing.md).
 
-Generated from stripe_bridge.billing.functions by `stripe-bridge generate`; do not edit.
+Generated from stripe_bridge.billing.endpoints by `stripe-bridge generate`; do not edit.
 Serve it alone with: stripe-bridge serve --source <this file>
 """
 
-from stripe_bridge.billing.functions import build, {function.factory}
+from stripe_bridge.billing.endpoints import build, {function.factory}
 
 handle = build({function.factory}, "{function.name}")
 '''

@@ -5,13 +5,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from . import registry
-from .billing.functions import billing_function_files
-from .billing.openmeter import ForwarderMetrics
-from .billing.projector import ProjectorMetrics
-from .config import Settings
+from .. import registry
+from ..billing.endpoints import billing_function_files
+from ..billing.openmeter import ForwarderMetrics
+from ..billing.projector import ProjectorMetrics
+from ..config import Settings
+from ..metrics import metric_attributes, metrics_table
 from .dashboards import dashboard_files
-from .metrics import metric_attributes, metrics_table
 
 GENERATED_NOTE = "Generated from stripe_bridge.registry by `stripe-bridge generate`; do not edit."
 

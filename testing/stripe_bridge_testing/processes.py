@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Self
 
-from .natsserver import free_port
+from stripe_bridge.natsserver import free_port
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
