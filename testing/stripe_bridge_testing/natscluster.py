@@ -22,7 +22,7 @@ from stripe_bridge.deploy.natsconf import (
 )
 from stripe_bridge.natsserver import NatsServer, free_port
 
-from .processes import wait_until
+from .waiting import wait_until
 
 
 class LocalNatsCluster:

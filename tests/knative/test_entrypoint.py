@@ -25,8 +25,8 @@ from stripe_bridge_testing.processes import (
     FunctionProcess,
     PushgatewayServer,
     RedisServer,
-    wait_until,
 )
+from stripe_bridge_testing.waiting import wait_until
 
 from ..helpers import REPO_ROOT, SECRET, fixture_event, post_event, signed_headers, stream_messages
 

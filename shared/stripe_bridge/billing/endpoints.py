@@ -1,13 +1,13 @@
-"""HTTP targets of the billing functions: record usage, create Checkout and Portal sessions.
+"""The billing functions: record usage, create Checkout and Portal sessions.
 
-Each is an async functions-framework target like the webhook functions (served by
-``stripe-bridge serve``), with ``GET /healthz`` and ``GET /metrics``. Their modules under
-``functions/`` are generated from ``BILLING_FUNCTIONS`` by ``stripe-bridge generate``.
+Each is an ``http.HttpFunction`` like the webhook functions (the same probes, method and
+body-size contract, served by ``stripe-bridge serve``). Their modules under ``functions/``
+are generated from ``billing.catalog`` by ``stripe-bridge generate``.
 
 Statuses: 200/202 done; 400 body is not JSON; 401 missing/wrong bearer token; 405 not
-POST; 413 body too large; 422 fields invalid, a redirect URL of an origin not allowed or
-Stripe refused the request; 500 our Stripe key is refused; 503 NATS or Stripe unavailable
-(with Retry-After).
+POST; 413 body (or record count) too large; 422 fields invalid, a redirect URL of an
+origin not allowed or Stripe refused the request; 500 our Stripe key is refused; 503 NATS
+or Stripe unavailable (with Retry-After).
 """
 
 from __future__ import annotations
@@ -15,21 +15,17 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from enum import StrEnum
-from pathlib import Path
 from typing import Any, TypeVar
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, Field, SecretStr, TypeAdapter, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 
-from ..config import ConfigError, Settings, load_model, load_settings
-from ..function import configure_logging
+from ..config import ConfigError, Settings, load_model
+from ..http import HttpFunction, Reply
 from ..jetstream import JetStreamPublisher, PublishError
 from .checkout import (
     CheckoutError,
@@ -46,8 +42,11 @@ from .usage import USAGE_STREAM, UsageRecord, record_usage
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Request], Awaitable[Response]]
 ModelT = TypeVar("ModelT", bound=BaseModel)
+#: Answers a POST (body within the limit) with (status, JSON body), or raises Refusal.
+Work = Callable[[Request, bytes], Awaitable[tuple[int, Any]]]
+#: Checkout and Portal requests are a few fields: a smaller limit than MAX_BODY_BYTES.
+STRIPE_REQUEST_MAX_BYTES = 64 * 1024
 
 
 class UsageSettings(BaseSettings):
@@ -88,9 +87,18 @@ class BillingFunctionMetrics:
 class BillingRuntime:
     """What a billing function holds for its lifetime; ``close`` runs on SIGTERM."""
 
-    def __init__(self, function: str) -> None:
+    def __init__(self, function: str, publisher: JetStreamPublisher | None = None) -> None:
         self.metrics = BillingFunctionMetrics(function)
-        self.publisher: JetStreamPublisher | None = None
+        self.publisher = publisher
+
+    @property
+    def collectors(self) -> CollectorRegistry:
+        """The Prometheus collectors ``/metrics`` exposes."""
+        return self.metrics.registry
+
+    async def ready(self) -> bool:
+        """NATS is connected and the stream exists, if this function publishes."""
+        return self.publisher is None or await self.publisher.ready()
 
     async def close(self) -> None:
         """Drain NATS if this function uses it."""
@@ -116,13 +124,8 @@ def _validation_message(exc: ValidationError) -> str:
     )
 
 
-async def read_json(request: Request, max_bytes: int) -> Any:
-    """The request's JSON body, or a Refusal (405, 413, 400)."""
-    if request.method != "POST":
-        raise Refusal(405, "method_not_allowed", "use POST")
-    body = await request.body()
-    if len(body) > max_bytes:
-        raise Refusal(413, "too_large", f"body larger than {max_bytes} bytes")
+def read_json(body: bytes) -> Any:
+    """``body`` as JSON, or a 400 Refusal."""
     try:
         return json.loads(body)
     except ValueError:
@@ -146,44 +149,55 @@ def check_bearer(request: Request, token: SecretStr | None) -> None:
         raise Refusal(401, "unauthorized", "missing or wrong bearer token")
 
 
-def wrap(runtime: BillingRuntime, work: Callable[[Request], Awaitable[tuple[int, Any]]]) -> Any:
-    """The target: health and metrics endpoints, then ``work``, with refusals as statuses."""
-    metrics = runtime.metrics
+class BillingEndpoint(HttpFunction[Reply]):
+    """A billing function: ``work`` answers, a Refusal is its status and metric outcome."""
 
-    async def handle(request: Request) -> Response:
-        if request.method == "GET" and request.url.path.rstrip("/").endswith("/healthz"):
-            return JSONResponse({"status": "ok"})
-        if request.method == "GET" and request.url.path.rstrip("/").endswith("/metrics"):
-            return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    runtime: BillingRuntime
+
+    def __init__(self, runtime: BillingRuntime, work: Work, max_body_bytes: int) -> None:
+        super().__init__(runtime, max_body_bytes)
+        self.work = work
+
+    async def answer(self, request: Request, body: bytes) -> Reply:
+        """``work``'s answer, or its refusal."""
         try:
-            status, body = await work(request)
+            status, payload = await self.work(request, body)
         except Refusal as refusal:
-            metrics.count(refusal.outcome)
-            if refusal.status >= 500:
-                log.warning("%s: %s %s", metrics.function, refusal.outcome, refusal.message)
-            headers = {"Retry-After": str(refusal.retry_after)} if refusal.retry_after else None
-            return JSONResponse({"error": refusal.message}, refusal.status, headers=headers)
-        metrics.count("ok")
-        return JSONResponse(body, status)
+            retry = {"Retry-After": str(refusal.retry_after)} if refusal.retry_after else None
+            return self.refusal(refusal.status, refusal.outcome, refusal.message, retry)
+        return Reply(status, payload, "ok")
 
-    handle.runtime = runtime  # type: ignore[attr-defined]
-    return handle
+    def refusal(
+        self, status: int, reason: str, detail: str, headers: dict[str, str] | None = None
+    ) -> Reply:
+        """``{"error": detail}``, counted under outcome ``reason``."""
+        return Reply(status, {"error": detail}, reason, headers=headers or {})
+
+    def record(self, reply: Reply, seconds: float) -> None:
+        """Count the request by outcome and log one line."""
+        metrics = self.runtime.metrics
+        metrics.count(reply.outcome)
+        log.log(
+            logging.WARNING if reply.status >= 500 else logging.INFO,
+            "%s status=%d outcome=%s ms=%.1f",
+            metrics.function,
+            reply.status,
+            reply.outcome,
+            seconds * 1000,
+        )
 
 
-def make_usage_function(
-    settings: Settings | None = None, usage: UsageSettings | None = None
-) -> Handler:
+def make_usage_function(settings: Settings, usage: UsageSettings | None = None) -> BillingEndpoint:
     """POST one usage record (object) or several (array): 202 once stored in USAGE."""
-    settings = settings or load_settings()
     usage = usage or load_model(UsageSettings)
-    runtime = BillingRuntime("billing_usage")
     usage_stream = settings.model_copy(update={"nats_stream": USAGE_STREAM})
-    runtime.publisher = JetStreamPublisher(usage_stream)
+    publisher = JetStreamPublisher(usage_stream)
+    runtime = BillingRuntime("billing_usage", publisher)
     many = TypeAdapter(list[UsageRecord])
 
-    async def work(request: Request) -> tuple[int, Any]:
+    async def work(request: Request, body: bytes) -> tuple[int, Any]:
         check_bearer(request, usage.api_token)
-        payload = await read_json(request, settings.max_body_bytes)
+        payload = read_json(body)
         if isinstance(payload, list):
             if len(payload) > usage.max_records:
                 raise Refusal(413, "too_many", f"more than {usage.max_records} records")
@@ -194,10 +208,9 @@ def make_usage_function(
         else:
             records = [parse(UsageRecord, payload)]
         stored = duplicates = 0
-        assert runtime.publisher is not None
         for record in records:
             try:
-                ack = await record_usage(runtime.publisher, record)
+                ack = await record_usage(publisher, record)
             except PublishError as exc:
                 raise Refusal(
                     503, exc.failure.value, "usage not stored, retry with the same ids",
@@ -208,7 +221,7 @@ def make_usage_function(
             runtime.metrics.usage_records.labels("duplicate" if ack.duplicate else "stored").inc()
         return 202, {"stored": stored, "duplicates": duplicates, "ids": [r.id for r in records]}
 
-    return wrap(runtime, work)  # type: ignore[no-any-return]
+    return BillingEndpoint(runtime, work, settings.max_body_bytes)
 
 
 def _stripe_refusal(exc: CheckoutError) -> Refusal:
@@ -241,113 +254,37 @@ def stripe_parts(settings: StripeSettings | None = None) -> StripeParts:
     return StripeParts(settings, config, stripe_client(settings))
 
 
-def make_checkout_function(parts: StripeParts | None = None) -> Handler:
+def _stripe_request_limit(settings: Settings) -> int:
+    return min(STRIPE_REQUEST_MAX_BYTES, settings.max_body_bytes)
+
+
+def make_checkout_function(settings: Settings, parts: StripeParts | None = None) -> BillingEndpoint:
     """POST {customer_id, tier}: 200 {id, url} of a Checkout Session selling that tier."""
     parts = parts or stripe_parts()
     runtime = BillingRuntime("billing_checkout")
 
-    async def work(request: Request) -> tuple[int, Any]:
-        body = parse(CheckoutRequest, await read_json(request, 64 * 1024))
+    async def work(_request: Request, payload: bytes) -> tuple[int, Any]:
+        body = parse(CheckoutRequest, read_json(payload))
         try:
             link = await create_checkout_session(parts.client, parts.config, parts.settings, body)
         except CheckoutError as exc:
             raise _stripe_refusal(exc) from exc
         return 200, {"id": link.id, "url": link.url}
 
-    return wrap(runtime, work)  # type: ignore[no-any-return]
+    return BillingEndpoint(runtime, work, _stripe_request_limit(settings))
 
 
-def make_portal_function(parts: StripeParts | None = None) -> Handler:
+def make_portal_function(settings: Settings, parts: StripeParts | None = None) -> BillingEndpoint:
     """POST {customer_id}: 200 {id, url} of a Customer Portal session."""
     parts = parts or stripe_parts()
     runtime = BillingRuntime("billing_portal")
 
-    async def work(request: Request) -> tuple[int, Any]:
-        body = parse(PortalRequest, await read_json(request, 64 * 1024))
+    async def work(_request: Request, payload: bytes) -> tuple[int, Any]:
+        body = parse(PortalRequest, read_json(payload))
         try:
             link = await create_portal_session(parts.client, parts.settings, body)
         except CheckoutError as exc:
             raise _stripe_refusal(exc) from exc
         return 200, {"id": link.id, "url": link.url}
 
-    return wrap(runtime, work)  # type: ignore[no-any-return]
-
-
-class Need(StrEnum):
-    """What a billing function's deployment must give it (the deploy wing reads it)."""
-
-    #: Publishes to NATS: NATS_URL and the publisher's credentials.
-    NATS = "nats"
-    #: Callers must authenticate: USAGE_API_TOKEN from a Secret.
-    USAGE_TOKEN = "usage_token"
-    #: Calls Stripe's API: STRIPE_API_KEY from a Secret, the Checkout/Portal URLs; no caller
-    #: authentication of its own, so its Service is cluster-local.
-    STRIPE = "stripe"
-
-
-@dataclass(frozen=True)
-class BillingFunction:
-    """A non-webhook function under ``functions/`` and the factory of its target."""
-
-    name: str
-    factory: str
-    summary: str
-    needs: frozenset[Need] = frozenset()
-
-    @property
-    def service_name(self) -> str:
-        """Its Knative Service (DNS names take no underscores)."""
-        return self.name.replace("_", "-")
-
-
-#: The billing functions; ``stripe-bridge generate`` writes ``functions/<name>/main.py`` and
-#: ``stripe-bridge knative render`` a Knative Service for each.
-BILLING_FUNCTIONS: tuple[BillingFunction, ...] = (
-    BillingFunction(
-        "billing_usage",
-        "make_usage_function",
-        "record usage into USAGE",
-        frozenset({Need.NATS, Need.USAGE_TOKEN}),
-    ),
-    BillingFunction(
-        "billing_checkout",
-        "make_checkout_function",
-        "Checkout Session for a tier",
-        frozenset({Need.STRIPE}),
-    ),
-    BillingFunction(
-        "billing_portal",
-        "make_portal_function",
-        "Customer Portal session",
-        frozenset({Need.STRIPE}),
-    ),
-)
-
-
-def build(factory: Callable[[], Handler], name: str) -> Handler:
-    """Call ``factory`` at import time; invalid configuration exits 2 with one line."""
-    try:
-        configure_logging(load_settings())
-        return factory()
-    except ConfigError as exc:
-        print(f"stripe-bridge {name}: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-
-
-def function_module(function: BillingFunction) -> str:
-    """The source of ``functions/<name>/main.py`` for a billing function."""
-    return f'''"""Knative function: {function.summary} (see docs/billing.md).
-
-Generated from stripe_bridge.billing.endpoints by `stripe-bridge generate`; do not edit.
-Serve it alone with: stripe-bridge serve --source <this file>
-"""
-
-from stripe_bridge.billing.endpoints import build, {function.factory}
-
-handle = build({function.factory}, "{function.name}")
-'''
-
-
-def billing_function_files(root: Path) -> dict[Path, str]:
-    """``functions/<name>/main.py`` of every billing function, by path under ``root``."""
-    return {root / "functions" / f.name / "main.py": function_module(f) for f in BILLING_FUNCTIONS}
+    return BillingEndpoint(runtime, work, _stripe_request_limit(settings))
