@@ -31,6 +31,7 @@ from .checkout import (
     CheckoutError,
     CheckoutRequest,
     PortalRequest,
+    SessionLink,
     StripeFailure,
     StripeSettings,
     create_checkout_session,
@@ -254,37 +255,39 @@ def stripe_parts(settings: StripeSettings | None = None) -> StripeParts:
     return StripeParts(settings, config, stripe_client(settings))
 
 
-def _stripe_request_limit(settings: Settings) -> int:
-    return min(STRIPE_REQUEST_MAX_BYTES, settings.max_body_bytes)
+def _stripe_function(
+    name: str, settings: Settings, create: Callable[[Any], Awaitable[SessionLink]]
+) -> BillingEndpoint:
+    """A function answering a POST with 200 {id, url} of the session ``create(json)`` made."""
+
+    async def work(_request: Request, payload: bytes) -> tuple[int, Any]:
+        try:
+            link = await create(read_json(payload))
+        except CheckoutError as exc:
+            raise _stripe_refusal(exc) from exc
+        return 200, {"id": link.id, "url": link.url}
+
+    limit = min(STRIPE_REQUEST_MAX_BYTES, settings.max_body_bytes)
+    return BillingEndpoint(BillingRuntime(name), work, limit)
 
 
 def make_checkout_function(settings: Settings, parts: StripeParts | None = None) -> BillingEndpoint:
     """POST {customer_id, tier}: 200 {id, url} of a Checkout Session selling that tier."""
-    parts = parts or stripe_parts()
-    runtime = BillingRuntime("billing_checkout")
+    stripe = parts or stripe_parts()
 
-    async def work(_request: Request, payload: bytes) -> tuple[int, Any]:
-        body = parse(CheckoutRequest, read_json(payload))
-        try:
-            link = await create_checkout_session(parts.client, parts.config, parts.settings, body)
-        except CheckoutError as exc:
-            raise _stripe_refusal(exc) from exc
-        return 200, {"id": link.id, "url": link.url}
+    async def create(payload: Any) -> SessionLink:
+        body = parse(CheckoutRequest, payload)
+        return await create_checkout_session(stripe.client, stripe.config, stripe.settings, body)
 
-    return BillingEndpoint(runtime, work, _stripe_request_limit(settings))
+    return _stripe_function("billing_checkout", settings, create)
 
 
 def make_portal_function(settings: Settings, parts: StripeParts | None = None) -> BillingEndpoint:
     """POST {customer_id}: 200 {id, url} of a Customer Portal session."""
-    parts = parts or stripe_parts()
-    runtime = BillingRuntime("billing_portal")
+    stripe = parts or stripe_parts()
 
-    async def work(_request: Request, payload: bytes) -> tuple[int, Any]:
-        body = parse(PortalRequest, read_json(payload))
-        try:
-            link = await create_portal_session(parts.client, parts.settings, body)
-        except CheckoutError as exc:
-            raise _stripe_refusal(exc) from exc
-        return 200, {"id": link.id, "url": link.url}
+    async def create(payload: Any) -> SessionLink:
+        body = parse(PortalRequest, payload)
+        return await create_portal_session(stripe.client, stripe.settings, body)
 
-    return BillingEndpoint(runtime, work, _stripe_request_limit(settings))
+    return _stripe_function("billing_portal", settings, create)
