@@ -25,6 +25,7 @@ COMMANDS = (
     "replay",
     "forward_openmeter",
     "project_tiers",
+    "project_lifecycle",
     "tier",
 )
 

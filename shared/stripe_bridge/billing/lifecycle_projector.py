@@ -1,0 +1,154 @@
+"""``project-lifecycle``: billing events from STRIPE become OpenMeter lifecycle events.
+
+For each of the six billing events the gate of its subscription or invoice (KV bucket
+``BILLING_LIFECYCLE``, compare-and-set) decides what to send (``lifecycle.decide``); the
+lifecycle CloudEvents are published into the USAGE stream on ``usage.lifecycle.<type>``
+with their id as ``Nats-Msg-Id``, and ``forward-openmeter`` delivers them with the usage
+records: the same durable consumer, batching, 429/Retry-After, breaker and dead letters,
+and OpenMeter's dedup on id + source. Order per message: gate write, publish (PubAck),
+ack. A crash in between redelivers the event, whose decision the gate remembers, so the
+same ids are published again and deduplicated.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from cloudevents.conversion import to_structured
+from cloudevents.http import CloudEvent
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from ..envelope import StripeEvent
+from ..message import CONTENT_TYPE, MSG_ID_HEADER
+from .lifecycle import Fact, Gate, LifecycleEvent, decide, fact_from_event
+from .stripe_consumer import StripeConsumer, key_value
+from .usage import USAGE_SUBJECT_PREFIX
+
+log = logging.getLogger(__name__)
+
+LIFECYCLE_BUCKET = "BILLING_LIFECYCLE"
+#: Lifecycle events in USAGE: ``usage.lifecycle.subscription.started`` etc. Meter names
+#: have no dots, so usage counters reading ``usage.*`` never see these.
+LIFECYCLE_SUBJECT_PREFIX = f"{USAGE_SUBJECT_PREFIX}.lifecycle"
+CAS_ATTEMPTS = 25
+
+
+class GateConflict(Exception):
+    """Other writers kept changing the gate; the event is handed back for later."""
+
+
+class LifecycleMetrics:
+    """The lifecycle projector's metrics, in their own registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events = Counter(
+            "stripe_bridge_lifecycle_events",
+            "Stripe events seen by the lifecycle projector, by type and outcome "
+            "(sent, dropped: stale/duplicate/after the end, ignored, invalid, conflict, failed).",
+            ["event_type", "outcome"],
+            registry=r,
+        )
+        self.published = Counter(
+            "stripe_bridge_lifecycle_published",
+            "Lifecycle events published into USAGE for OpenMeter, by lifecycle type.",
+            ["type"],
+            registry=r,
+        )
+        self.lag = Gauge(
+            "stripe_bridge_lifecycle_consumer_lag",
+            "Stripe events in the stream not yet delivered to the lifecycle projector.",
+            registry=r,
+        )
+
+
+def encode_lifecycle(event: LifecycleEvent) -> tuple[str, bytes, dict[str, str]]:
+    """Subject, structured CloudEvent body and headers of a lifecycle event."""
+    attributes = event.cloudevent()
+    data = attributes.pop("data")
+    _, body = to_structured(CloudEvent(attributes, data))
+    headers = {"Content-Type": CONTENT_TYPE, MSG_ID_HEADER: event.id}
+    return f"{LIFECYCLE_SUBJECT_PREFIX}.{event.type.value}", body, headers
+
+
+async def pass_gate(kv: Any, fact: Fact) -> list[LifecycleEvent]:
+    """Decide ``fact`` against its gate with compare-and-set; the events to publish."""
+    from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+
+    for _ in range(CAS_ATTEMPTS):
+        try:
+            entry = await kv.get(fact.gate)
+            gate, revision = Gate.model_validate_json(entry.value), entry.revision
+        except KeyNotFoundError:
+            gate, revision = None, None
+        new, events = decide(gate, fact)
+        if new == gate:
+            return events
+        value = new.model_dump_json().encode()
+        try:
+            if revision is None:
+                await kv.create(fact.gate, value)
+            else:
+                await kv.update(fact.gate, value, last=revision)
+            return events
+        except KeyWrongLastSequenceError:
+            continue
+    raise GateConflict(fact.gate)
+
+
+class LifecycleProjector(StripeConsumer[Fact]):
+    """Turns the six billing events into lifecycle events in USAGE, in gate order."""
+
+    def __init__(
+        self,
+        nc: Any,
+        stream: str = "STRIPE",
+        subject_prefix: str = "stripe",
+        durable: str = "lifecycle",
+        batch_size: int = 100,
+        metrics: LifecycleMetrics | None = None,
+        bucket_replicas: int = 1,
+    ) -> None:
+        self.metrics = metrics or LifecycleMetrics()
+        super().__init__(
+            nc, self.metrics.events, self.metrics.lag, stream, subject_prefix, durable, batch_size
+        )
+        self.kv: Any = None
+        self.bucket_replicas = bucket_replicas
+
+    async def open(self) -> None:
+        """Open (or create) the gates' bucket."""
+        self.kv = await key_value(self.js, LIFECYCLE_BUCKET, self.bucket_replicas, history=1)
+
+    def item_for(self, event: StripeEvent) -> tuple[str, Fact] | None:
+        """The lifecycle fact of one of the six events; others are acked untouched."""
+        fact = fact_from_event(event)
+        if fact is None:
+            return None
+        # Per gate, not per customer: a subscription's events stay in order in a batch.
+        return fact.gate, fact
+
+    async def commit(self, msg: Any, event_type: str, item: Fact) -> None:
+        """Gate, publish what passed (awaiting each PubAck), then ack."""
+        from nats import errors as nats_errors
+
+        try:
+            events = await pass_gate(self.kv, item)
+            for event in events:
+                subject, body, headers = encode_lifecycle(event)
+                await self.js.publish(subject, body, headers=headers)
+                self.metrics.published.labels(event.type.value).inc()
+        except GateConflict:
+            self.events.labels(event_type, "conflict").inc()
+            await msg.nak(delay=1)
+            return
+        except (nats_errors.Error, TimeoutError) as exc:
+            # The gate remembers what it let through: the redelivery publishes the same ids.
+            log.warning("lifecycle publish failed for %s: %s", item.event_id, type(exc).__name__)
+            self.events.labels(event_type, "failed").inc()
+            await msg.nak(delay=1)
+            return
+        self.events.labels(event_type, "sent" if events else "dropped").inc()
+        await msg.ack()

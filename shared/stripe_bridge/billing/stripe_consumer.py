@@ -1,0 +1,164 @@
+"""The loop every consumer of the STRIPE stream shares (tier projector, lifecycle events).
+
+A durable pull consumer on ``<prefix>.>``: fetch a batch, read each message once (an
+unreadable one is terminated, one the consumer has nothing to do with is acked), then
+commit each customer's items in order while customers run in parallel; unacked messages
+come back after ``ack_wait``, so every ``commit`` must be idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from prometheus_client import Counter, Gauge
+from pydantic import ValidationError
+
+from ..envelope import StripeEvent
+from ..message import parse_message
+
+log = logging.getLogger(__name__)
+
+ItemT = TypeVar("ItemT")
+
+
+class StripeConsumer(ABC, Generic[ItemT]):
+    """A durable consumer of Stripe events; subclasses say what an event means to them."""
+
+    def __init__(
+        self,
+        nc: Any,
+        events: Counter,
+        lag: Gauge,
+        stream: str = "STRIPE",
+        subject_prefix: str = "stripe",
+        durable: str = "tiers",
+        batch_size: int = 100,
+    ) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.events = events
+        self.lag = lag
+        self.stream = stream
+        self.subject = f"{subject_prefix}.>"
+        self.durable = durable
+        self.batch_size = batch_size
+
+    @abstractmethod
+    def item_for(self, event: StripeEvent) -> tuple[str, ItemT] | None:
+        """(customer id, item) for ``event``, or None if it means nothing here.
+
+        Raise KeyError/TypeError/ValueError for an event that cannot be read (terminated).
+        """
+
+    @abstractmethod
+    async def commit(self, msg: Any, event_type: str, item: ItemT) -> None:
+        """Act on ``item`` idempotently, then ack (or nak) ``msg``."""
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Open what ``commit`` writes to (KV buckets, streams), before consuming."""
+
+    async def prepare(self, msg: Any) -> tuple[str, str, ItemT] | None:
+        """(event type, customer, item) of one message, or None once acked/terminated."""
+        try:
+            cloudevent = parse_message(msg.data)
+            event = StripeEvent.model_validate(cloudevent["data"]["stripe"])
+        except (ValueError, KeyError, TypeError, ValidationError) as exc:
+            log.warning("unreadable message seq=%s: %s", msg.metadata.sequence.stream, exc)
+            self.events.labels("unknown", "invalid").inc()
+            await msg.term()
+            return None
+        try:
+            found = self.item_for(event)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("event %s (%s) not usable: %s", event.id, event.type, exc)
+            self.events.labels(event.type, "invalid").inc()
+            await msg.term()
+            return None
+        if found is None:
+            await msg.ack()
+            return None
+        customer, item = found
+        return event.type, customer, item
+
+    async def handle_batch(self, msgs: list[Any]) -> None:
+        """Commit a fetched batch: customers in parallel, each customer's events in order."""
+        by_customer: dict[str, list[tuple[Any, str, ItemT]]] = {}
+        for msg in msgs:
+            prepared = await self.prepare(msg)
+            if prepared is not None:
+                event_type, customer, item = prepared
+                by_customer.setdefault(customer, []).append((msg, event_type, item))
+
+        async def one_customer(items: list[tuple[Any, str, ItemT]]) -> None:
+            for msg, event_type, item in items:
+                await self.commit(msg, event_type, item)
+
+        await asyncio.gather(*(one_customer(items) for items in by_customer.values()))
+
+    async def subscribe(self) -> Any:
+        """Open the targets and bind the durable pull consumer."""
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+        await self.open()
+        config = ConsumerConfig(
+            durable_name=self.durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=30,
+            max_deliver=-1,
+        )
+        return await self.js.pull_subscribe(
+            self.subject, durable=self.durable, stream=self.stream, config=config
+        )
+
+    async def run(
+        self,
+        stop: asyncio.Event,
+        fetch_wait: float = 1.0,
+        on_bound: Callable[[], object] | None = None,
+    ) -> None:
+        """Consume until ``stop`` is set; ``on_bound`` runs once the consumer is bound."""
+        from nats import errors as nats_errors
+
+        sub = await self.subscribe()
+        if on_bound is not None:
+            on_bound()
+        checked = 0.0
+        try:
+            while not stop.is_set():
+                try:
+                    try:
+                        msgs = await sub.fetch(self.batch_size, timeout=fetch_wait)
+                    except TimeoutError:  # nats-py raises asyncio's or its own subclass
+                        msgs = []
+                    await self.handle_batch(msgs)
+                    if not msgs or time.monotonic() - checked > 1.0:
+                        checked = time.monotonic()
+                        info = await sub.consumer_info()
+                        self.lag.set(info.num_pending)
+                except nats_errors.Error as exc:
+                    # NATS restarting: unacked messages come back, commits absorb repeats.
+                    log.warning("%s pull failed: %s", self.durable, type(exc).__name__)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 1.0)
+        finally:
+            # A bound pull subscription makes a later drain() wait its whole timeout.
+            await sub.unsubscribe()
+
+
+async def key_value(js: Any, bucket: str, replicas: int = 1, **config: Any) -> Any:
+    """The KV bucket ``bucket``, created with ``config`` (history, ttl...) if missing."""
+    from nats.js.api import KeyValueConfig
+    from nats.js.errors import BucketNotFoundError
+
+    try:
+        return await js.key_value(bucket)
+    except BucketNotFoundError:
+        return await js.create_key_value(KeyValueConfig(bucket=bucket, replicas=replicas, **config))

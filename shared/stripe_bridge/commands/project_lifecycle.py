@@ -1,0 +1,53 @@
+"""``stripe-bridge project-lifecycle``: OpenMeter lifecycle events from the billing events."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+from ..billing.lifecycle_projector import LifecycleProjector
+from ..billing.runner import run_until_stopped, serve_metrics
+from ..billing.usage import provision_usage_streams
+from ..config import configure_logging
+from .common import add_nats_arguments, settings_from
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``project-lifecycle`` subcommand."""
+    parser = subparsers.add_parser(
+        "project-lifecycle",
+        help="turn subscription/invoice events into OpenMeter lifecycle events (via USAGE)",
+    )
+    add_nats_arguments(parser)
+    parser.add_argument("--durable", default="lifecycle", help="consumer name (default: lifecycle)")
+    parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="replicas of the USAGE streams and BILLING_LIFECYCLE bucket it creates (default 1)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Project until SIGTERM; exit 1 if NATS is unreachable, 2 on bad config."""
+    settings = settings_from(args)
+    configure_logging(settings.log_level)
+
+    async def work(nc: Any, stop: asyncio.Event) -> None:
+        # The events go into USAGE, which forward-openmeter may not have created yet.
+        await provision_usage_streams(nc.jetstream(), args.replicas)
+        projector = LifecycleProjector(
+            nc,
+            stream=settings.nats_stream,
+            subject_prefix=settings.nats_subject_prefix,
+            durable=args.durable,
+            bucket_replicas=args.replicas,
+        )
+        await projector.run(
+            stop, on_bound=lambda: serve_metrics(projector.metrics.registry, args.metrics_port)
+        )
+
+    return asyncio.run(run_until_stopped(settings, work, "project-lifecycle"))
