@@ -26,6 +26,7 @@ COMMANDS = (
     "forward_openmeter",
     "project_tiers",
     "project_lifecycle",
+    "count_usage",
     "tier",
 )
 

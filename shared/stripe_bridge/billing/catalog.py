@@ -20,16 +20,22 @@ class Need(StrEnum):
     #: Calls Stripe's API: STRIPE_API_KEY from a Secret, the Checkout/Portal URLs; no caller
     #: authentication of its own, so its Service is cluster-local.
     STRIPE = "stripe"
+    #: Reads and writes the billing KV buckets: logs in as the billing consumers' user.
+    KV = "kv"
+    #: No caller authentication of its own: its Service is cluster-local.
+    CLUSTER_LOCAL = "cluster_local"
 
 
 @dataclass(frozen=True)
 class BillingFunction:
-    """A non-webhook function under ``functions/`` and its factory in ``billing.endpoints``."""
+    """A non-webhook function under ``functions/`` and its factory (``billing.<module>``)."""
 
     name: str
     factory: str
     summary: str
     needs: frozenset[Need] = frozenset()
+    #: The module under ``stripe_bridge.billing`` that holds ``factory``.
+    module: str = "endpoints"
 
     @property
     def service_name(self) -> str:
@@ -57,5 +63,12 @@ BILLING_FUNCTIONS: tuple[BillingFunction, ...] = (
         "make_portal_function",
         "Customer Portal session",
         frozenset({Need.STRIPE}),
+    ),
+    BillingFunction(
+        "billing_entitlements",
+        "make_entitlements_function",
+        "entitlements and limit checks",
+        frozenset({Need.KV, Need.CLUSTER_LOCAL}),
+        module="entitlements",
     ),
 )

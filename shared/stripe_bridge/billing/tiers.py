@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..envelope import StripeEvent
+from .limits import DEFAULT_METERS, UnknownCustomer, WhenUnavailable, Window
 
 TIERS_BUCKET = "BILLING_TIERS"
 
@@ -66,6 +67,17 @@ class TierDefinition(BaseModel):
     checkout_price: str | None = Field(
         default=None, description="Price id or lookup key Checkout sells for this tier."
     )
+    limits: dict[str, int | None] = Field(
+        default_factory=dict,
+        description="Meter -> most usage per window; null or absent: unlimited.",
+    )
+    features: dict[str, str | bool | int] = Field(
+        default_factory=dict, description="Feature flags, e.g. modes: basic, shared_memory."
+    )
+    when_unavailable: WhenUnavailable = Field(
+        default=WhenUnavailable.DENY,
+        description="/v1/check's answer while NATS cannot be reached: allow or deny.",
+    )
 
 
 class TierConfig(BaseModel):
@@ -78,12 +90,24 @@ class TierConfig(BaseModel):
         default="tier", description="Price/product/subscription metadata naming a tier."
     )
     paying_statuses: frozenset[str] = frozenset({"active", "trialing", "past_due"})
+    meters: dict[str, Window] = Field(
+        default_factory=lambda: dict(DEFAULT_METERS),
+        description="Every meter counted for limits, and its window.",
+    )
+    unknown_customer: UnknownCustomer = Field(
+        default=UnknownCustomer.DEFAULT_TIER,
+        description="Customers never projected get the first tier's limits, or are denied.",
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> TierConfig:
         names = [t.name for t in self.tiers]
         if len(set(names)) != len(names):
             raise ValueError("tier names must be unique")
+        for tier in self.tiers:
+            unknown = sorted(set(tier.limits) - set(self.meters))
+            if unknown:
+                raise ValueError(f"tier {tier.name}: limits on unknown meters {unknown}")
         return self
 
     @property
@@ -150,16 +174,48 @@ class TierConfig(BaseModel):
         return cls.model_validate(raw)
 
 
+#: The shipped tiers: the limits of the system this project replaces, as examples (every
+#: number is configurable per tier in the tier file; docs/billing.md shows it as YAML).
 DEFAULT_TIERS = TierConfig(
     tiers=[
-        TierDefinition(name="free"),
         TierDefinition(
-            name="pro", lookup_keys=["pro_monthly", "pro_yearly"], checkout_price="pro_monthly"
+            name="free",
+            limits={
+                "api_calls": 100,
+                "tokens": 10_000,
+                "requests": 60,
+                "members": 1,
+                "citizens": 3,
+            },
+            features={"modes": "basic", "shared_memory": False, "multi_tenant": False},
+        ),
+        TierDefinition(
+            name="pro",
+            lookup_keys=["pro_monthly", "pro_yearly"],
+            checkout_price="pro_monthly",
+            limits={
+                "api_calls": 10_000,
+                "tokens": 100_000,
+                "requests": 600,
+                "members": 1,
+                "citizens": None,
+            },
+            features={"modes": "all", "shared_memory": False, "multi_tenant": False},
+            when_unavailable=WhenUnavailable.ALLOW,
         ),
         TierDefinition(
             name="teams",
             lookup_keys=["teams_monthly", "teams_yearly"],
             checkout_price="teams_monthly",
+            limits={
+                "api_calls": 100_000,
+                "tokens": 1_000_000,
+                "requests": 6_000,
+                "members": 10,
+                "citizens": None,
+            },
+            features={"modes": "all", "shared_memory": True, "multi_tenant": True},
+            when_unavailable=WhenUnavailable.ALLOW,
         ),
     ]
 )

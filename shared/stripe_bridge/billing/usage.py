@@ -64,6 +64,9 @@ class UsageRecord(BaseModel):
     time: AwareDatetime = Field(default_factory=_now, description="When the usage happened.")
     source: str = Field(default=DEFAULT_SOURCE, min_length=1, max_length=255)
     session_id: str | None = Field(default=None, max_length=255)
+    agent_id: str | None = Field(
+        default=None, max_length=255, description="Agent Town: the agent (citizen) that used it."
+    )
     properties: dict[str, str] = Field(
         default_factory=dict, description="Group-by dimensions, e.g. model or agent."
     )
@@ -73,6 +76,8 @@ class UsageRecord(BaseModel):
         data: dict[str, Any] = {"value": self.value, **self.properties}
         if self.session_id is not None:
             data["session_id"] = self.session_id
+        if self.agent_id is not None:
+            data["agent_id"] = self.agent_id
         return {
             "specversion": "1.0",
             "id": self.id,

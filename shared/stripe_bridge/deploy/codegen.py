@@ -46,7 +46,7 @@ Generated from stripe_bridge.billing.catalog by `stripe-bridge generate`; do not
 Serve it alone with: stripe-bridge serve --source <this file>
 """
 
-from stripe_bridge.billing.endpoints import {function.factory}
+from stripe_bridge.billing.{function.module} import {function.factory}
 from stripe_bridge.http import start
 
 function = start("{function.name}", {function.factory})

@@ -245,6 +245,9 @@ def _billing_env(profile: Profile, fn: BillingFunction) -> list[dict[str, Any]]:
     if Need.NATS in fn.needs:
         # The usage function publishes usage.>, which only the usage user may.
         env += _nats_env(profile, NATS_USAGE_USER, NATS_USAGE_PASSWORD_KEY)
+    if Need.KV in fn.needs:
+        # Tiers and usage counts live in the billing KV buckets, the billing user's.
+        env += _nats_env(profile, NATS_BILLING_USER, NATS_BILLING_PASSWORD_KEY)
     if Need.USAGE_TOKEN in fn.needs:
         env.append(_secret_env("USAGE_API_TOKEN", BILLING_SECRET, USAGE_TOKEN_KEY))
     if Need.STRIPE in fn.needs:
@@ -401,7 +404,7 @@ def billing_service(
         "app.kubernetes.io/instance": fn.service_name,
         LABEL_FUNCTION: fn.name,
     }
-    if Need.NATS in fn.needs:
+    if Need.NATS in fn.needs or Need.KV in fn.needs:
         labels[LABEL_NATS_CLIENT] = "true"
     # They serve their own /metrics (no Pushgateway). Readiness is /healthz: while NATS is
     # down the usage function answers 503 with Retry-After itself.
@@ -415,9 +418,10 @@ def billing_service(
         image,
         pod_annotations=_scrape_annotations(CONTAINER_PORT),
     )
-    if Need.STRIPE in fn.needs:
+    if Need.STRIPE in fn.needs or Need.CLUSTER_LOCAL in fn.needs:
         # Checkout/Portal have no caller authentication of their own (anyone reaching them
-        # gets a session for any customer id): only callers inside the cluster may.
+        # gets a session for any customer id), nor has entitlements (it reveals and
+        # reserves any customer's usage): only callers inside the cluster may.
         metadata = manifest["metadata"]
         metadata["labels"] = {**metadata["labels"], LABEL_VISIBILITY: "cluster-local"}
     return manifest
@@ -441,7 +445,7 @@ class ConsumerSpec:
 
 
 def consumer_specs(profile: Profile) -> list[ConsumerSpec]:
-    """forward-openmeter and project-tiers (docs/billing.md), as ``profile`` runs them."""
+    """The billing consumers (docs/billing.md), as ``profile`` runs them."""
     nats = tuple(_nats_env(profile, NATS_BILLING_USER, NATS_BILLING_PASSWORD_KEY))
     metrics = ("--metrics-port", str(METRICS_PORT))
     replicas = ("--replicas", str(profile.stream_replicas))
@@ -467,6 +471,22 @@ def consumer_specs(profile: Profile) -> list[ConsumerSpec]:
                 *_nats_env(profile, NATS_BILLING_USER, NATS_BILLING_PASSWORD_KEY, stream="STRIPE"),
                 _value_env("LOG_LEVEL", profile.log_level),
             ),
+        ),
+        # One replica each, for the same reason: compare-and-set makes an overlap safe.
+        ConsumerSpec(
+            "project-lifecycle",
+            ("project-lifecycle", *metrics, *replicas),
+            1,
+            (
+                *_nats_env(profile, NATS_BILLING_USER, NATS_BILLING_PASSWORD_KEY, stream="STRIPE"),
+                _value_env("LOG_LEVEL", profile.log_level),
+            ),
+        ),
+        ConsumerSpec(
+            "count-usage",
+            ("count-usage", *metrics, *replicas),
+            1,
+            (*nats, _value_env("LOG_LEVEL", profile.log_level)),
         ),
     ]
 

@@ -1,0 +1,11 @@
+"""Knative function: entitlements and limit checks (see docs/billing.md).
+
+Generated from stripe_bridge.billing.catalog by `stripe-bridge generate`; do not edit.
+Serve it alone with: stripe-bridge serve --source <this file>
+"""
+
+from stripe_bridge.billing.entitlements import make_entitlements_function
+from stripe_bridge.http import start
+
+function = start("billing_entitlements", make_entitlements_function)
+handle = function.target

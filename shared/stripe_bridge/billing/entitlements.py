@@ -1,0 +1,333 @@
+"""The entitlements function: what a customer may do, and checks that enforce the limits.
+
+- ``GET /v1/customers/{id}/entitlements``: tier, features, and per meter the limit, usage
+  so far (counted by ``count-usage``), reservations, what remains and when it resets;
+- ``POST /v1/check`` ``{customer, meter, quantity, reserve?, reservation_id?}``: allow or
+  deny with ``remaining`` and ``reset_at``. With ``reserve`` an allowed quantity is held
+  by compare-and-set on the count's KV revision, so two checks racing for the last unit
+  are never both allowed; the caller then records the usage with the reservation id as
+  the usage record's id, and the counter turns the reservation into usage (unused
+  reservations expire after ``ENTITLEMENTS_RESERVATION_TTL`` seconds).
+
+A customer the tier projector never saw gets the first tier's limits (``known: false``),
+or is denied when the tier file says ``unknown_customer: deny``. When NATS cannot be
+reached, ``/v1/check`` answers 200 with ``degraded: true`` and ``allowed`` as the
+customer's tier says (``when_unavailable: allow|deny``; the tier last seen for that
+customer by this process, else the first tier); the entitlements view answers 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cachetools import LRUCache
+from prometheus_client import Counter
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from starlette.requests import Request
+
+from ..config import ConfigError, Settings, load_model
+from ..http import Reply
+from ..jetstream import connect_options, import_nats
+from .endpoints import BillingEndpoint, BillingRuntime, Refusal, parse, read_json
+from .limits import UnknownCustomer, WhenUnavailable, Window, reset_at
+from .projector import read_state
+from .tiers import TIERS_BUCKET, TierConfig, TierDefinition
+from .usage_counter import Reservation, count_key, read_count, usage_buckets, write_count
+
+log = logging.getLogger(__name__)
+
+CUSTOMER_PATH = re.compile(r"/v1/customers/([^/]{1,255})/entitlements")
+CHECK_PATH = "/v1/check"
+CHECK_MAX_BYTES = 16 * 1024
+CAS_ATTEMPTS = 20
+
+
+class EntitlementSettings(BaseSettings):
+    """Settings of the entitlements function on top of the bridge's NATS settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ENTITLEMENTS_", case_sensitive=False, extra="ignore"
+    )
+
+    tiers_file: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("BILLING_TIERS_FILE", "ENTITLEMENTS_TIERS_FILE"),
+        description="Tier file (limits, features); default: the built-in tiers.",
+    )
+    reservation_ttl: float = Field(default=300, gt=0, le=86400)
+    nats_timeout: float = Field(default=0.5, gt=0, le=10, description="Per KV request, s.")
+    tier_cache_size: int = Field(default=100_000, ge=1)
+
+
+class CheckRequest(BaseModel):
+    """The body of ``POST /v1/check``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    customer: str = Field(min_length=1, max_length=255)
+    meter: str = Field(pattern=r"^[A-Za-z0-9_-]+$", max_length=64)
+    quantity: float = Field(default=1, ge=0, allow_inf_nan=False)
+    reserve: bool = False
+    reservation_id: str | None = Field(
+        default=None, min_length=1, max_length=255, pattern=r"^[A-Za-z0-9_.:-]+$"
+    )
+
+
+class NatsUnavailable(Exception):
+    """NATS did not answer in time (or could not be reached)."""
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+class Entitlements:
+    """The decisions, over a NATS connection opened on first use."""
+
+    def __init__(self, config: TierConfig, settings: Settings, own: EntitlementSettings) -> None:
+        self.config = config
+        self.settings = settings
+        self.own = own
+        self._nc: Any = None
+        self._kv: dict[str, Any] = {}
+        self._lock = asyncio.Lock()
+        self._failed_at = float("-inf")
+        #: Tier names last read per customer: what a degraded answer goes by.
+        self.last_tier: LRUCache[str, str] = LRUCache(maxsize=own.tier_cache_size)
+
+    async def _buckets(self) -> dict[str, Any]:
+        if self._nc is not None and self._nc.is_connected:
+            return self._kv
+        async with self._lock:
+            if self._nc is not None and not self._nc.is_closed:
+                if self._nc.is_connected:
+                    return self._kv
+                raise NatsUnavailable("reconnecting")
+            if time.monotonic() - self._failed_at < 1.0:
+                raise NatsUnavailable("connect failed moments ago")
+            nats = import_nats(self.settings)
+            options = connect_options(self.settings)
+            options["max_reconnect_attempts"] = 1
+            options["connect_timeout"] = min(self.settings.nats_connect_timeout, 2.0)
+
+            async def quiet(_exc: Exception) -> None:
+                return None
+
+            try:
+                nc = await nats.connect(error_cb=quiet, **options)
+                js = nc.jetstream(timeout=self.own.nats_timeout)
+                windows = await usage_buckets(js)
+                tiers = await self._tiers_bucket(js)
+            except Exception as exc:
+                self._failed_at = time.monotonic()
+                raise NatsUnavailable(type(exc).__name__) from exc
+            nc.options["max_reconnect_attempts"] = -1
+            self._nc = nc
+            self._kv = {w.value: kv for w, kv in windows.items()} | {TIERS_BUCKET: tiers}
+            return self._kv
+
+    @staticmethod
+    async def _tiers_bucket(js: Any) -> Any:
+        from nats.js.errors import BucketNotFoundError
+
+        try:
+            return await js.key_value(TIERS_BUCKET)
+        except BucketNotFoundError:
+            return None  # the projector never ran: every customer is unknown
+
+    async def _call(self, work: Any) -> Any:
+        """Run ``work`` (a coroutine on NATS), mapping NATS trouble onto NatsUnavailable."""
+        from nats import errors as nats_errors
+
+        try:
+            return await asyncio.wait_for(work, self.own.nats_timeout * 4)
+        except (nats_errors.Error, TimeoutError, OSError) as exc:
+            raise NatsUnavailable(type(exc).__name__) from exc
+
+    async def tier_of(self, customer: str) -> tuple[TierDefinition | None, bool]:
+        """(tier, known): the customer's tier; None when unknown customers are denied."""
+        kv = (await self._buckets())[TIERS_BUCKET]
+        state = None if kv is None else (await self._call(read_state(kv, customer)))[0]
+        if state is not None:
+            self.last_tier[customer] = state.tier
+            return self.config.get(state.tier) or self.config.tiers[0], True
+        if self.config.unknown_customer is UnknownCustomer.DENY:
+            return None, False
+        return self.config.tiers[0], False
+
+    def _window(self, meter: str) -> Window:
+        window = self.config.meters.get(meter)
+        if window is None:
+            raise Refusal(422, "unknown_meter", f"meter {meter!r} is not in the tier file")
+        return window
+
+    async def check(self, request: CheckRequest) -> dict[str, Any]:
+        """Allow or deny ``request``, reserving the quantity when asked and allowed."""
+        window = self._window(request.meter)
+        base: dict[str, Any] = {
+            "customer": request.customer,
+            "meter": request.meter,
+            "quantity": request.quantity,
+            "degraded": False,
+        }
+        tier, known = await self.tier_of(request.customer)
+        if tier is None:
+            return {**base, "allowed": False, "reason": "unknown_customer", "known": False}
+        limit = tier.limits.get(request.meter)
+        now = datetime.now(UTC)
+        base |= {"tier": tier.name, "known": known, "limit": limit}
+        base["reset_at"] = _iso(reset_at(window, now))
+        kv = (await self._buckets())[window.value]
+        key = count_key(request.customer, request.meter, window, now)
+        for _ in range(CAS_ATTEMPTS):
+            count, revision = await self._call(read_count(kv, key))
+            moment = time.time()
+            reservations = count.pruned(moment)
+            reserved = sum(r.quantity for r in reservations.values())
+            remaining = None if limit is None else max(0.0, limit - count.used - reserved)
+            allowed = remaining is None or request.quantity <= remaining
+            answer = base | {"used": count.used, "reserved": reserved, "remaining": remaining}
+            if not (request.reserve and allowed and remaining is not None):
+                return answer | {"allowed": allowed, "reservation_id": None}
+            rid = request.reservation_id or str(uuid.uuid4())
+            if rid in reservations:  # the same reservation asked again: already held
+                return answer | {"allowed": True, "reservation_id": rid}
+            held = Reservation(quantity=request.quantity, expires=moment + self.own.reservation_ttl)
+            new = count.model_copy(update={"reservations": {**reservations, rid: held}})
+            if await self._call(write_count(kv, key, new, revision)):
+                return answer | {
+                    "allowed": True,
+                    "reserved": reserved + request.quantity,
+                    "remaining": remaining - request.quantity,
+                    "reservation_id": rid,
+                }
+        raise Refusal(503, "contention", "too many concurrent checks, retry", retry_after=1)
+
+    def degraded(self, request: CheckRequest) -> dict[str, Any]:
+        """The answer while NATS is unreachable: the tier's ``when_unavailable``."""
+        name = self.last_tier.get(request.customer)
+        tier = (self.config.get(name) if name else None) or self.config.tiers[0]
+        return {
+            "customer": request.customer,
+            "meter": request.meter,
+            "quantity": request.quantity,
+            "allowed": tier.when_unavailable is WhenUnavailable.ALLOW,
+            "degraded": True,
+            "reason": "nats_unavailable",
+            "tier": tier.name,
+            "remaining": None,
+            "reset_at": None,
+            "reservation_id": None,
+        }
+
+    async def view(self, customer: str) -> dict[str, Any]:
+        """Tier, features and every meter's limit, usage, remaining and reset time."""
+        tier, known = await self.tier_of(customer)
+        if tier is None:
+            raise Refusal(404, "unknown_customer", "no billing events for this customer")
+        now = datetime.now(UTC)
+        kv = await self._buckets()
+        meters: dict[str, Any] = {}
+        for meter, window in self.config.meters.items():
+            key = count_key(customer, meter, window, now)
+            count, _ = await self._call(read_count(kv[window.value], key))
+            limit = tier.limits.get(meter)
+            reserved = count.reserved(time.time())
+            meters[meter] = {
+                "window": window.value,
+                "limit": limit,
+                "used": count.used,
+                "reserved": reserved,
+                "remaining": None if limit is None else max(0.0, limit - count.used - reserved),
+                "reset_at": _iso(reset_at(window, now)),
+            }
+        return {
+            "customer": customer,
+            "known": known,
+            "tier": tier.name,
+            "features": tier.features,
+            "meters": meters,
+        }
+
+    async def close(self) -> None:
+        """Close the NATS connection."""
+        if self._nc is not None and not self._nc.is_closed:
+            await self._nc.close()
+
+
+class EntitlementsRuntime(BillingRuntime):
+    """Always ready (a degraded answer is an answer); closes NATS on SIGTERM."""
+
+    def __init__(self, logic: Entitlements) -> None:
+        super().__init__("billing_entitlements")
+        self.logic = logic
+        self.checks = Counter(
+            "stripe_bridge_entitlement_checks",
+            "POST /v1/check answers, by meter and decision (allowed, denied, "
+            "degraded_allowed, degraded_denied).",
+            ["meter", "decision"],
+            registry=self.metrics.registry,
+        )
+
+    async def close(self) -> None:
+        """Close the connection."""
+        await self.logic.close()
+
+
+class EntitlementsFunction(BillingEndpoint):
+    """The HTTP shell: GET for the customer view, POST for checks, 404 elsewhere."""
+
+    async def deliver(self, request: Request) -> Reply:
+        """The customer view takes GET; everything else follows the shell's POST rules."""
+        path = request.url.path.rstrip("/")
+        if CUSTOMER_PATH.fullmatch(path):
+            if request.method != "GET":
+                return self.refusal(405, "method_not_allowed", "use GET", {"Allow": "GET"})
+            return await self.answer(request, b"")
+        if path != CHECK_PATH:
+            return self.refusal(404, "not_found", f"no such path; POST {CHECK_PATH}")
+        return await super().deliver(request)
+
+
+def make_entitlements_function(
+    settings: Settings,
+    own: EntitlementSettings | None = None,
+    config: TierConfig | None = None,
+) -> EntitlementsFunction:
+    """The ``billing_entitlements`` function."""
+    own = own or load_model(EntitlementSettings)
+    if config is None:
+        try:
+            config = TierConfig.load(own.tiers_file)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"tier config: {str(exc).splitlines()[0]}") from None
+    logic = Entitlements(config, settings, own)
+    runtime = EntitlementsRuntime(logic)
+
+    async def work(request: Request, body: bytes) -> tuple[int, Any]:
+        match = CUSTOMER_PATH.fullmatch(request.url.path.rstrip("/"))
+        if match is not None:
+            try:
+                return 200, await logic.view(match[1])
+            except NatsUnavailable:
+                raise Refusal(503, "nats_unavailable", "NATS unavailable", 1) from None
+        check = parse(CheckRequest, read_json(body))
+        try:
+            answer = await logic.check(check)
+            decision = "allowed" if answer["allowed"] else "denied"
+        except NatsUnavailable as exc:
+            log.warning("check degraded: nats unavailable (%s)", exc)
+            answer = logic.degraded(check)
+            decision = "degraded_allowed" if answer["allowed"] else "degraded_denied"
+        runtime.checks.labels(check.meter, decision).inc()
+        return 200, answer
+
+    return EntitlementsFunction(runtime, work, min(CHECK_MAX_BYTES, settings.max_body_bytes))

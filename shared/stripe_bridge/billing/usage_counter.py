@@ -1,0 +1,303 @@
+"""``count-usage``: usage per customer, meter and window, from the USAGE stream into NATS KV.
+
+One KV bucket per window (``BILLING_USAGE_MINUTE|DAY|MONTH|TOTAL``, each kept a little
+longer than its window); key ``<customer>.<meter>.<window start>``. Each entry holds the
+count, the stream sequence of the last record applied (``last_seq``) and the reservations
+``/v1/check`` made on it, and changes only by compare-and-set.
+
+Exactly once: the USAGE stream already drops a record whose id (``Nats-Msg-Id``) it holds,
+and the counter reads the stream strictly in sequence order (an ordered consumer from its
+checkpoint, never a redelivery out of order), applying a record only if its sequence is
+above the entry's ``last_seq``. A restart re-reads from the checkpoint and skips what was
+applied; a second counter reading the same stream skips what the first applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from pydantic import BaseModel, ConfigDict, Field
+
+from .limits import Window, window_start
+from .stripe_consumer import key_value
+from .tiers import TierConfig
+from .usage import USAGE_STREAM, USAGE_SUBJECT_PREFIX
+
+log = logging.getLogger(__name__)
+
+#: How long each window's entries outlive their last write (late records, reading usage).
+WINDOW_TTL: dict[Window, float] = {
+    Window.MINUTE: 15 * 60,
+    Window.DAY: 3 * 86400,
+    Window.MONTH: 40 * 86400,
+    Window.TOTAL: 0,
+}
+CAS_ATTEMPTS = 50
+_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+
+def usage_bucket(window: Window) -> str:
+    """The KV bucket of one window's counts."""
+    return f"BILLING_USAGE_{window.value.upper()}"
+
+
+def customer_token(customer_id: str) -> str:
+    """A KV key token for a customer id: itself if plain (``cus_...``), else ``=`` + base64."""
+    if _SAFE.match(customer_id):
+        return customer_id
+    return "=" + base64.urlsafe_b64encode(customer_id.encode()).decode().rstrip("=")
+
+
+def count_key(customer_id: str, meter: str, window: Window, when: datetime) -> str:
+    """``<customer>.<meter>.<window start>`` (``total`` windows have no start)."""
+    key = f"{customer_token(customer_id)}.{meter}"
+    return key if window is Window.TOTAL else f"{key}.{window_start(window, when)}"
+
+
+class Reservation(BaseModel):
+    """Usage ``/v1/check`` promised, until the record with its id arrives or it expires."""
+
+    model_config = ConfigDict(frozen=True)
+
+    quantity: float
+    expires: float
+
+
+class MeterCount(BaseModel):
+    """One KV entry: a customer's usage of one meter in one window."""
+
+    model_config = ConfigDict(frozen=True)
+
+    used: float = 0
+    last_seq: int = 0
+    reservations: dict[str, Reservation] = Field(default_factory=dict)
+
+    def reserved(self, now: float) -> float:
+        """What unexpired reservations hold."""
+        return sum(r.quantity for r in self.reservations.values() if r.expires > now)
+
+    def pruned(self, now: float) -> dict[str, Reservation]:
+        """The reservations that have not expired."""
+        return {k: r for k, r in self.reservations.items() if r.expires > now}
+
+
+async def usage_buckets(js: Any, replicas: int = 1) -> dict[Window, Any]:
+    """Every window's bucket, created if missing."""
+    return {
+        window: await key_value(js, usage_bucket(window), replicas, history=1, ttl=ttl or None)
+        for window, ttl in WINDOW_TTL.items()
+    }
+
+
+async def read_count(kv: Any, key: str) -> tuple[MeterCount, int | None]:
+    """The entry at ``key`` and its revision (an empty count and None if absent)."""
+    from nats.js.errors import KeyDeletedError, KeyNotFoundError
+
+    try:
+        entry = await kv.get(key)
+    except (KeyNotFoundError, KeyDeletedError):
+        return MeterCount(), None
+    return MeterCount.model_validate_json(entry.value), entry.revision
+
+
+async def write_count(kv: Any, key: str, count: MeterCount, revision: int | None) -> bool:
+    """Compare-and-set ``count``; False if another writer changed the entry first."""
+    from nats.js.errors import KeyWrongLastSequenceError
+
+    value = count.model_dump_json().encode()
+    try:
+        if revision is None:
+            await kv.create(key, value)
+        else:
+            await kv.update(key, value, last=revision)
+    except KeyWrongLastSequenceError:
+        return False
+    return True
+
+
+class CounterConflict(Exception):
+    """Compare-and-set kept losing; the counter re-reads from its checkpoint."""
+
+
+async def apply_record(kv: Any, key: str, seq: int, value: float, record_id: str) -> bool:
+    """Add one record (stream sequence ``seq``) unless applied; True if it was added now.
+
+    A reservation under the record's id becomes usage (the check's caller recorded what it
+    reserved), so the quantity is not counted twice.
+    """
+    for _ in range(CAS_ATTEMPTS):
+        count, revision = await read_count(kv, key)
+        if count.last_seq >= seq:
+            return False
+        reservations = count.pruned(time.time())
+        reservations.pop(record_id, None)
+        new = MeterCount(used=count.used + value, last_seq=seq, reservations=reservations)
+        if await write_count(kv, key, new, revision):
+            return True
+    raise CounterConflict(key)
+
+
+class CounterMetrics:
+    """The usage counter's metrics, in their own registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.records = Counter(
+            "stripe_bridge_usage_counted_records",
+            "Usage records read by the counter, by meter and outcome (counted, "
+            "already_counted, unmetered, invalid).",
+            ["meter", "outcome"],
+            registry=r,
+        )
+        self.quantity = Counter(
+            "stripe_bridge_usage_counted_quantity",
+            "Usage quantity added to the customers' counts, by meter.",
+            ["meter"],
+            registry=r,
+        )
+        self.lag = Gauge(
+            "stripe_bridge_usage_counter_lag",
+            "Usage records in the stream after the counter's checkpoint.",
+            registry=r,
+        )
+
+
+def _record(data: bytes) -> tuple[str, str, float, datetime, str]:
+    """(meter, customer, value, time, id) of a usage CloudEvent."""
+    event = json.loads(data)
+    when = datetime.fromisoformat(str(event["time"]).replace("Z", "+00:00"))
+    value = float(event["data"]["value"])
+    return str(event["type"]), str(event["subject"]), value, when, str(event["id"])
+
+
+class UsageCounter:
+    """Reads ``usage.*`` in order from its checkpoint and keeps the counts in KV."""
+
+    def __init__(
+        self,
+        nc: Any,
+        config: TierConfig,
+        name: str = "counter",
+        batch_size: int = 256,
+        metrics: CounterMetrics | None = None,
+        bucket_replicas: int = 1,
+    ) -> None:
+        self.js = nc.jetstream()
+        self.config = config
+        self.name = name
+        self.batch_size = batch_size
+        self.metrics = metrics or CounterMetrics()
+        self.bucket_replicas = bucket_replicas
+        self.buckets: dict[Window, Any] = {}
+
+    @property
+    def checkpoint_key(self) -> str:
+        """Where the counter keeps the last stream sequence it has fully applied."""
+        return f"_position.{self.name}"
+
+    async def checkpoint(self) -> int:
+        """The last sequence applied (0 before the first run)."""
+        count, _ = await read_count(self.buckets[Window.TOTAL], self.checkpoint_key)
+        return count.last_seq
+
+    async def save_checkpoint(self, seq: int) -> None:
+        """Move the checkpoint forward to ``seq`` (never back, whoever else writes it)."""
+        kv = self.buckets[Window.TOTAL]
+        for _ in range(CAS_ATTEMPTS):
+            count, revision = await read_count(kv, self.checkpoint_key)
+            if count.last_seq >= seq:
+                return
+            if await write_count(kv, self.checkpoint_key, MeterCount(last_seq=seq), revision):
+                return
+
+    async def apply(self, msg: Any) -> None:
+        """Count one message (already counted or unmetered ones change nothing)."""
+        seq = msg.metadata.sequence.stream
+        try:
+            meter, customer, value, when, record_id = _record(msg.data)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("unreadable usage record seq=%s: %s", seq, type(exc).__name__)
+            self.metrics.records.labels("unknown", "invalid").inc()
+            return
+        window = self.config.meters.get(meter)
+        if window is None:
+            self.metrics.records.labels(meter, "unmetered").inc()
+            return
+        key = count_key(customer, meter, window, when)
+        added = await apply_record(self.buckets[window], key, seq, value, record_id)
+        self.metrics.records.labels(meter, "counted" if added else "already_counted").inc()
+        if added:
+            self.metrics.quantity.labels(meter).inc(value)
+
+    async def _consumer(self, start: int) -> Any:
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+        config = ConsumerConfig(
+            ack_policy=AckPolicy.NONE,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=start,
+            filter_subject=f"{USAGE_SUBJECT_PREFIX}.*",
+            inactive_threshold=60.0,
+            mem_storage=True,
+        )
+        name = (await self.js.add_consumer(USAGE_STREAM, config)).name
+        return await self.js.pull_subscribe_bind(consumer=name, stream=USAGE_STREAM)
+
+    async def run(
+        self,
+        stop: asyncio.Event,
+        fetch_wait: float = 1.0,
+        on_bound: Callable[[], object] | None = None,
+    ) -> None:
+        """Count until ``stop``; any gap or error restarts reading from the checkpoint."""
+        from nats import errors as nats_errors
+
+        self.buckets = await usage_buckets(self.js, self.bucket_replicas)
+        bound = False
+        while not stop.is_set():
+            try:
+                await self._read(stop, fetch_wait, None if bound else on_bound)
+            except (nats_errors.Error, CounterConflict, TimeoutError) as exc:
+                log.warning("usage counter restarts from its checkpoint: %s", type(exc).__name__)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+            bound = True
+
+    async def _read(
+        self, stop: asyncio.Event, fetch_wait: float, on_bound: Callable[[], object] | None
+    ) -> None:
+        from nats import errors as nats_errors
+
+        position = await self.checkpoint()
+        sub = await self._consumer(position + 1)
+        if on_bound is not None:
+            on_bound()
+        expected = 1  # consumer sequence: a jump means a lost delivery
+        try:
+            while not stop.is_set():
+                try:
+                    msgs = await sub.fetch(self.batch_size, timeout=fetch_wait)
+                except (TimeoutError, nats_errors.TimeoutError):
+                    msgs = []
+                for msg in msgs:
+                    if msg.metadata.sequence.consumer != expected:
+                        raise nats_errors.Error("ordered read skipped a message")
+                    expected += 1
+                    await self.apply(msg)
+                    position = msg.metadata.sequence.stream
+                if msgs:
+                    await self.save_checkpoint(position)
+                self.metrics.lag.set((await sub.consumer_info()).num_pending)
+        finally:
+            await sub.unsubscribe()

@@ -1,0 +1,48 @@
+"""``stripe-bridge count-usage``: usage per customer, meter and window into NATS KV."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+from ..billing.runner import run_until_stopped, serve_metrics
+from ..billing.usage import provision_usage_streams
+from ..billing.usage_counter import UsageCounter
+from ..config import configure_logging
+from .common import add_nats_arguments, settings_from
+from .project_tiers import add_tiers_argument, load_tiers
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``count-usage`` subcommand."""
+    parser = subparsers.add_parser(
+        "count-usage", help="count usage records (USAGE stream) per customer/meter/window in KV"
+    )
+    add_nats_arguments(parser)
+    add_tiers_argument(parser)
+    parser.add_argument("--name", default="counter", help="checkpoint name (default: counter)")
+    parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="replicas of the USAGE streams and usage buckets it creates (default 1)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Count until SIGTERM; exit 1 if NATS is unreachable, 2 on bad config."""
+    settings = settings_from(args)
+    config = load_tiers(args.tiers_file)
+    configure_logging(settings.log_level)
+
+    async def work(nc: Any, stop: asyncio.Event) -> None:
+        await provision_usage_streams(nc.jetstream(), args.replicas)
+        counter = UsageCounter(nc, config, name=args.name, bucket_replicas=args.replicas)
+        await counter.run(
+            stop, on_bound=lambda: serve_metrics(counter.metrics.registry, args.metrics_port)
+        )
+
+    return asyncio.run(run_until_stopped(settings, work, "count-usage"))
