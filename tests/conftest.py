@@ -17,6 +17,7 @@ from stripe_bridge_testing.processes import (
     PushgatewayServer,
     RedisServer,
 )
+from stripe_bridge_testing.s3_standin import S3StandIn
 from stripe_bridge_testing.standin import HttpStandIn
 
 from .helpers import REPO_ROOT, SECRET
@@ -93,7 +94,13 @@ def start_function(tmp_path: Path) -> Iterator[FunctionFactory]:
 
 #: What starts a server; a test reaching one (itself, through its module or a fixture) is
 #: marked ``servers``, and ``scripts/check`` runs only the others (``-m "not servers"``).
-SERVER_TYPES: tuple[type, ...] = (NatsServer, LocalNatsCluster, ManagedProcess, HttpStandIn)
+SERVER_TYPES: tuple[type, ...] = (
+    NatsServer,
+    LocalNatsCluster,
+    ManagedProcess,
+    HttpStandIn,
+    S3StandIn,
+)
 
 
 def _starts_servers(namespace: dict[str, object]) -> bool:

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from ..backup import ExportedMessage, ImportCounts, export_stream, import_messages, since_time
 from ..config import ConfigError
+from .backup_all import add_backup_arguments, run_export_all, run_import_all
 from .common import add_nats_arguments, on_jetstream, settings_from
 
 
@@ -18,20 +19,30 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     """Add the ``export`` and ``import`` subcommands."""
     export = subparsers.add_parser("export", help="write the stream to a JSON Lines file")
     add_nats_arguments(export)
-    export.add_argument("--out", type=Path, required=True, help="file to write ('-': stdout)")
+    export.add_argument("--out", type=Path, help="file to write ('-': stdout)")
     export.add_argument("--since", help="only messages stored in the last DURATION (e.g. 24h)")
+    add_backup_arguments(export)
     export.set_defaults(func=run_export)
 
     restore = subparsers.add_parser(
         "import", help="publish an export back into the stream (idempotent)"
     )
     add_nats_arguments(restore)
-    restore.add_argument("file", type=Path, help="a file written by `stripe-bridge export`")
+    restore.add_argument(
+        "file", type=Path, help="a file written by `stripe-bridge export` (--all: its folder)"
+    )
+    restore.add_argument(
+        "--all", action="store_true", help="restore every stream of an `export --all` backup"
+    )
     restore.set_defaults(func=run_import)
 
 
 def run_export(args: argparse.Namespace) -> int:
     """Export the stream; print how many messages were written."""
+    if args.all:
+        return run_export_all(args)
+    if args.out is None:
+        raise ConfigError("export: --out FILE (one stream) or --all --dir DIR (everything)")
     settings = settings_from(args)
     try:
         since = since_time(args.since)
@@ -68,6 +79,8 @@ def _read(path: Path) -> list[ExportedMessage]:
 
 def run_import(args: argparse.Namespace) -> int:
     """Import an export file with a progress line; exit 1 if a publish fails (re-run it)."""
+    if args.all:
+        return run_import_all(args)
     settings = settings_from(args)
     try:
         messages = _read(args.file)
