@@ -21,6 +21,7 @@ from stripe_bridge import registry
 from stripe_bridge.billing.catalog import BILLING_FUNCTIONS, Need
 from stripe_bridge.billing.checkout import StripeSettings
 from stripe_bridge.billing.endpoints import UsageSettings
+from stripe_bridge.billing.entitlements import EntitlementSettings
 from stripe_bridge.billing.openmeter import ForwarderSettings
 from stripe_bridge.config import Settings
 from stripe_bridge.deploy import knative
@@ -215,6 +216,7 @@ def test_one_service_per_billing_function_with_what_it_needs(
     env: str, service_validator: jsonschema.Draft7Validator
 ) -> None:
     known = env_names(Settings) | env_names(UsageSettings) | env_names(StripeSettings) | SERVE_ENV
+    known |= env_names(EntitlementSettings)
     for fn, manifest in zip(BILLING_FUNCTIONS, billing_services(env), strict=True):
         service_validator.validate(manifest)
         assert manifest["metadata"]["name"] == fn.service_name
@@ -231,18 +233,25 @@ def test_one_service_per_billing_function_with_what_it_needs(
         assert set(variables) <= known, set(variables) - known
         assert variables["FUNCTION_SOURCE"]["value"] == f"/app/functions/{fn.name}/main.py"
         # Exactly the credentials it needs, and the NetworkPolicy label only with NATS.
-        assert ("NATS_PASSWORD" in variables) is (Need.NATS in fn.needs)
-        assert (labels.get(knative.LABEL_NATS_CLIENT) == "true") is (Need.NATS in fn.needs)
+        nats = Need.NATS in fn.needs or Need.KV in fn.needs
+        assert ("NATS_PASSWORD" in variables) is nats
+        assert (labels.get(knative.LABEL_NATS_CLIENT) == "true") is nats
         assert ("STRIPE_API_KEY" in variables) is (Need.STRIPE in fn.needs)
         assert ("USAGE_API_TOKEN" in variables) is (Need.USAGE_TOKEN in fn.needs)
-        # Checkout/Portal hand out sessions for any customer id: no public URL for them.
+        # Checkout/Portal hand out sessions for any customer id, entitlements reserves any
+        # customer's usage: no public URL for them.
         visibility = manifest["metadata"]["labels"].get(knative.LABEL_VISIBILITY)
-        assert (visibility == "cluster-local") is (Need.STRIPE in fn.needs)
+        internal = Need.STRIPE in fn.needs or Need.CLUSTER_LOCAL in fn.needs
+        assert (visibility == "cluster-local") is internal
         assert "STRIPE_WEBHOOK_SECRET" not in variables
         if Need.NATS in fn.needs:
             # Its own user (usage.> only), not the webhook functions' publisher (stripe.>).
             assert variables["NATS_USER"]["value"] == "usage"
             assert secret_ref(variables["NATS_PASSWORD"]) == ("nats-auth", "usage-password")
+        if Need.KV in fn.needs:
+            # The billing KV buckets are the billing user's.
+            assert variables["NATS_USER"]["value"] == knative.NATS_BILLING_USER
+            assert secret_ref(variables["NATS_PASSWORD"]) == ("nats-auth", "billing-password")
         if Need.USAGE_TOKEN in fn.needs:
             assert secret_ref(variables["USAGE_API_TOKEN"]) == (
                 knative.BILLING_SECRET,
@@ -284,7 +293,10 @@ def test_consumers_validate_against_kubernetes_schemas(env: str) -> None:
     assert [(d["kind"], n) for n, d in docs.items()] == [
         ("Deployment", "forward-openmeter"),
         ("Deployment", "project-tiers"),
+        ("Deployment", "project-lifecycle"),
+        ("Deployment", "count-usage"),
         ("CronJob", "pushgateway-gc"),
+        ("CronJob", "nats-backup"),
     ]
     for doc in docs.values():
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
@@ -306,7 +318,7 @@ def test_consumer_deployments_run_the_commands_as_nats_billing_user(env: str) ->
     profile = knative.PROFILES[env]
     docs = consumer_docs(env)
     parser = build_parser()
-    for name in ("forward-openmeter", "project-tiers"):
+    for name in ("forward-openmeter", "project-tiers", "project-lifecycle", "count-usage"):
         deployment = docs[name]
         spec = deployment["spec"]
         template = spec["template"]
@@ -343,6 +355,33 @@ def test_consumer_deployments_run_the_commands_as_nats_billing_user(env: str) ->
     assert container_env(docs["project-tiers"])["NATS_STREAM"]["value"] == "STRIPE"
 
 
+@pytest.mark.parametrize("env", ENVS)
+def test_backup_cronjob_exports_everything_daily_to_its_volume(env: str) -> None:
+    from stripe_bridge.cli import build_parser
+    from stripe_bridge.deploy import backup_manifests as backup
+
+    cronjob = consumer_docs(env)["nats-backup"]
+    assert cronjob["spec"]["schedule"] == backup.SCHEDULE
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = pod_spec(cronjob)
+    (container,) = pod["containers"]
+    args = build_parser().parse_args(container["args"])
+    assert (args.command, args.all, str(args.dir), args.keep) == ("export", True, "/backups", 14)
+    assert container["volumeMounts"] == [{"name": "backups", "mountPath": "/backups"}]
+    (volume,) = pod["volumes"]
+    assert volume["persistentVolumeClaim"]["claimName"] == backup.CLAIM
+    (claim,) = documents(KNATIVE_DIR / env / "backup-volume.yaml")
+    assert claim["metadata"]["name"] == backup.CLAIM
+    variables = container_env(cronjob)
+    assert variables["NATS_USER"]["value"] == "admin"
+    assert variables["ENVIRONMENT"]["value"] == env
+    assert variables["PUSHGATEWAY_URL"]["value"] == knative.PROFILES[env].pushgateway_url
+    for name in ("BACKUP_S3_BUCKET", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        ref = variables[name]["valueFrom"]["secretKeyRef"]
+        assert ref["name"] == backup.S3_SECRET and ref["optional"] is True
+    assert pod["securityContext"]["fsGroup"] == 10001
+
+
 def test_production_runs_two_forwarders_and_r3_billing_streams() -> None:
     production = knative.PROFILES["production"]
     assert production.forwarder_replicas == 2
@@ -369,7 +408,14 @@ def test_pushgateway_gc_cronjob(env: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["staging/rbac.yaml", "production/rbac.yaml", "secrets.template.yaml"]
+    "path",
+    [
+        "staging/rbac.yaml",
+        "production/rbac.yaml",
+        "secrets.template.yaml",
+        "staging/backup-volume.yaml",
+        "production/backup-volume.yaml",
+    ],
 )
 def test_other_kinds_validate_against_kubernetes_schemas(path: str) -> None:
     docs = documents(KNATIVE_DIR / path)

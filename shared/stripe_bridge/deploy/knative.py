@@ -607,9 +607,12 @@ def pushgateway_gc_cronjob(profile: Profile, image: str | None = None) -> dict[s
 
 
 def consumers(profile: Profile, image: str | None = None) -> list[dict[str, Any]]:
-    """The consumers' Deployments and the Pushgateway clean-up CronJob for ``profile``."""
+    """The consumers' Deployments, the Pushgateway clean-up and the backup CronJobs."""
+    from .backup_manifests import backup_cronjob  # it builds on this module
+
     return [deployment(profile, spec, image) for spec in consumer_specs(profile)] + [
-        pushgateway_gc_cronjob(profile, image)
+        pushgateway_gc_cronjob(profile, image),
+        backup_cronjob(profile, image),
     ]
 
 
@@ -668,6 +671,8 @@ def secrets_template() -> list[dict[str, Any]]:
 
     NATS' ``nats-auth`` Secret is nats/'s (see nats/secret.example.yaml).
     """
+    from .backup_manifests import S3_SECRET, s3_secret_template  # it builds on this module
+
     labels = {
         "app.kubernetes.io/name": "stripe-bridge",
         "app.kubernetes.io/part-of": "stripe-bridge",
@@ -703,6 +708,7 @@ def secrets_template() -> list[dict[str, Any]]:
                 OPENMETER_KEY_KEY: "om_REPLACE_with_the_openmeter_api_token",
             },
         ),
+        secret(S3_SECRET, s3_secret_template()),
     ]
 
 
@@ -729,6 +735,8 @@ _TEMPLATE_WARNING = (
 
 def render(envs: list[str] | None = None) -> dict[str, str]:
     """Every manifest file by path relative to ``knative/``, for ``envs`` (default: all)."""
+    from .backup_manifests import backup_volume  # it builds on this module
+
     files = {"secrets.template.yaml": _TEMPLATE_WARNING + to_yaml(*secrets_template())}
     for env in envs or list(PROFILES):
         profile = PROFILES[env]
@@ -736,4 +744,5 @@ def render(envs: list[str] | None = None) -> dict[str, str]:
             files[f"{env}/{manifest['metadata']['name']}.yaml"] = to_yaml(manifest)
         files[f"{env}/consumers.yaml"] = to_yaml(*consumers(profile))
         files[f"{env}/rbac.yaml"] = to_yaml(*rbac(profile))
+        files[f"{env}/backup-volume.yaml"] = to_yaml(backup_volume(profile))
     return files
