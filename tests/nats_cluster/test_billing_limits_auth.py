@@ -24,7 +24,9 @@ from .test_billing_auth import usage_publisher
 
 
 def _total(registry: Any, name: str) -> float:
-    return sum(s.value for metric in registry.collect() for s in metric.samples if s.name == name)
+    return float(
+        sum(s.value for metric in registry.collect() for s in metric.samples if s.name == name)
+    )
 
 
 async def test_lifecycle_counter_and_checks_as_billing(cluster: LocalNatsCluster) -> None:

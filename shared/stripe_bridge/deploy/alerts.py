@@ -104,8 +104,10 @@ class Alert:
 
 
 def alerts() -> list[Alert]:
-    """Every alerting rule: the bridge, the NATS cluster, then the billing consumers."""
-    return [*_bridge_and_nats_alerts(), *_billing_alerts()]
+    """Every alerting rule: the bridge, the NATS cluster, the billing consumers, backups."""
+    from .backup_alerts import backup_alerts  # it builds on this module
+
+    return [*_bridge_and_nats_alerts(), *_billing_alerts(), *backup_alerts()]
 
 
 def _bridge_and_nats_alerts() -> list[Alert]:

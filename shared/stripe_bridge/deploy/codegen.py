@@ -112,9 +112,26 @@ def observability_doc(text: str) -> str:
     text = replace_section(
         text, "openmeter-metrics", metrics_table(metric_attributes(ForwarderMetrics()))
     )
-    return replace_section(
+    text = replace_section(
         text, "tiers-metrics", metrics_table(metric_attributes(ProjectorMetrics()))
     )
+    return limits_and_backup_metrics(text)
+
+
+def limits_and_backup_metrics(text: str) -> str:
+    """The metric tables of project-lifecycle, count-usage and the backup CronJob."""
+    from ..backup_job import BackupMetrics
+    from ..billing.lifecycle_projector import LifecycleMetrics
+    from ..billing.usage_counter import CounterMetrics
+
+    sections = {
+        "lifecycle-metrics": metric_attributes(LifecycleMetrics()),
+        "usage-counter-metrics": metric_attributes(CounterMetrics()),
+        "backup-metrics": metric_attributes(BackupMetrics()),
+    }
+    for name, metrics in sections.items():
+        text = replace_section(text, name, metrics_table(metrics))
+    return text
 
 
 def generated_files(root: Path) -> dict[Path, str]:

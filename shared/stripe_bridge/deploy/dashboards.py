@@ -602,8 +602,16 @@ def billing_dashboard() -> Dashboard:
                     ),
                 ],
             ),
+            *extra_rows(),
         ],
     )
+
+
+def extra_rows() -> list[Row]:
+    """Rows other modules append to the billing dashboard (limits, backups)."""
+    from .billing_rows import backup_row, usage_row  # they build on this module
+
+    return [usage_row(), backup_row()]
 
 
 def dashboard_json(dashboard: Dashboard) -> str:

@@ -1,0 +1,101 @@
+"""Rows appended to the billing dashboard: limits (one panel per meter) and NATS backups."""
+
+from __future__ import annotations
+
+from ..billing.tiers import DEFAULT_TIERS
+from .backup_alerts import LAST_SUCCESS, SIZE, SUCCESS, USED
+from .dashboards import Panel, Row, _rate
+
+#: The billing dashboard's environment filter (its ``environment`` variable).
+_ENV = '{environment=~"$environment"}'
+
+
+def _meter(metric: str, meter: str) -> str:
+    """``metric`` for one meter, in the selected environments."""
+    return metric + '{meter="' + meter + '",' + _ENV[1:]
+
+
+def usage_row() -> Row:
+    """Usage counted per meter (one panel each, the shipped tier file's meters) and checks."""
+    quantity = "stripe_bridge_usage_counted_quantity_total"
+    panels = [
+        Panel(
+            f"Usage: {meter} (per {window.value} limits)",
+            [("counted/s", f"sum ({_rate(_meter(quantity, meter))})")],
+            description=f"What count-usage added to customers' {meter} counts "
+            f"(window: {window.value}); Agent Town records carry agent_id and session_id.",
+            width=6,
+        )
+        for meter, window in DEFAULT_TIERS.meters.items()
+    ]
+    panels.append(
+        Panel(
+            "Limit checks by decision",
+            [
+                (
+                    "{{decision}}",
+                    f"sum by (decision) ({_rate('stripe_bridge_entitlement_checks_total' + _ENV)})",
+                )
+            ],
+            unit="reqps",
+            description="POST /v1/check answers; degraded_* while NATS is unreachable.",
+        )
+    )
+    panels.append(
+        Panel(
+            "Usage counter and lifecycle lag",
+            [
+                ("count-usage", f"max(stripe_bridge_usage_counter_lag{_ENV})"),
+                ("project-lifecycle", f"max(stripe_bridge_lifecycle_consumer_lag{_ENV})"),
+            ],
+        )
+    )
+    return Row("Limits and lifecycle", panels)
+
+
+def backup_row() -> Row:
+    """Backup age, success, size, duration and the volume's fill."""
+    return Row(
+        "NATS backups",
+        [
+            Panel(
+                "Backup age",
+                [("{{environment}}", f"time() - max by (environment) ({LAST_SUCCESS}{_ENV})")],
+                unit="s",
+                kind="stat",
+                width=6,
+                description="Since the last successful backup; alerts at 25 h and 48 h.",
+            ),
+            Panel(
+                "Backup success rate (7 days)",
+                [("{{environment}}", f"avg by (environment) (avg_over_time({SUCCESS}{_ENV}[7d]))")],
+                unit="percentunit",
+                kind="stat",
+                width=6,
+                description="Share of the time the last run had succeeded.",
+            ),
+            Panel(
+                "Backup size",
+                [("bytes", f"max by (environment) (stripe_bridge_backup_bytes{_ENV})")],
+                unit="bytes",
+                width=6,
+            ),
+            Panel(
+                "Backup duration",
+                [
+                    (
+                        "seconds",
+                        f"max by (environment) (stripe_bridge_backup_duration_seconds{_ENV})",
+                    )
+                ],
+                unit="s",
+                width=6,
+            ),
+            Panel(
+                "Backup volume used",
+                [("{{environment}}", f"max by (environment) ({USED}{_ENV} / {SIZE}{_ENV})")],
+                unit="percentunit",
+                description="Alerts at 80% and 95%.",
+            ),
+        ],
+    )
