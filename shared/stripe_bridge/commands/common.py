@@ -21,6 +21,20 @@ def add_nats_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stream", help="stream name (default: $NATS_STREAM or STRIPE)")
 
 
+def add_consumer_arguments(parser: argparse.ArgumentParser, creates: str) -> None:
+    """``--metrics-port`` and ``--replicas`` of a long-running billing consumer.
+
+    ``creates`` names the streams or buckets ``--replicas`` applies to when it creates them.
+    """
+    parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help=f"replicas of {creates} if it has to create them (default 1)",
+    )
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
     """Settings from the environment, with the NATS command-line overrides applied."""
     overrides: dict[str, object] = {}

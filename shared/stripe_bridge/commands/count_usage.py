@@ -10,7 +10,7 @@ from ..billing.runner import run_until_stopped, serve_metrics
 from ..billing.usage import provision_usage_streams
 from ..billing.usage_counter import UsageCounter
 from ..config import configure_logging
-from .common import add_nats_arguments, settings_from
+from .common import add_consumer_arguments, add_nats_arguments, settings_from
 from .project_tiers import add_tiers_argument, load_tiers
 
 
@@ -22,13 +22,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_nats_arguments(parser)
     add_tiers_argument(parser)
     parser.add_argument("--name", default="counter", help="checkpoint name (default: counter)")
-    parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
-    parser.add_argument(
-        "--replicas",
-        type=int,
-        default=1,
-        help="replicas of the USAGE streams and usage buckets it creates (default 1)",
-    )
+    add_consumer_arguments(parser, "the USAGE streams and the usage buckets")
     parser.set_defaults(func=run)
 
 

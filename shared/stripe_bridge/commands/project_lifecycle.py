@@ -10,7 +10,7 @@ from ..billing.lifecycle_projector import LifecycleProjector
 from ..billing.runner import run_until_stopped, serve_metrics
 from ..billing.usage import provision_usage_streams
 from ..config import configure_logging
-from .common import add_nats_arguments, settings_from
+from .common import add_consumer_arguments, add_nats_arguments, settings_from
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -21,13 +21,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     add_nats_arguments(parser)
     parser.add_argument("--durable", default="lifecycle", help="consumer name (default: lifecycle)")
-    parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
-    parser.add_argument(
-        "--replicas",
-        type=int,
-        default=1,
-        help="replicas of the USAGE streams and BILLING_LIFECYCLE bucket it creates (default 1)",
-    )
+    add_consumer_arguments(parser, "the USAGE streams and the BILLING_LIFECYCLE bucket")
     parser.set_defaults(func=run)
 
 

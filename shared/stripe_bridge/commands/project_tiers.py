@@ -12,7 +12,7 @@ from ..billing.projector import TierProjector
 from ..billing.runner import run_until_stopped, serve_metrics
 from ..billing.tiers import TierConfig
 from ..config import ConfigError, configure_logging
-from .common import add_nats_arguments, settings_from
+from .common import add_consumer_arguments, add_nats_arguments, settings_from
 
 
 def add_tiers_argument(parser: argparse.ArgumentParser) -> None:
@@ -41,13 +41,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_nats_arguments(parser)
     add_tiers_argument(parser)
     parser.add_argument("--durable", default="tiers", help="consumer name (default: tiers)")
-    parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
-    parser.add_argument(
-        "--replicas",
-        type=int,
-        default=1,
-        help="replicas of the BILLING_TIERS bucket if it has to be created (default 1)",
-    )
+    add_consumer_arguments(parser, "the BILLING_TIERS bucket")
     parser.set_defaults(func=run)
 
 
