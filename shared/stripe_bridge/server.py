@@ -13,6 +13,7 @@ import inspect
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from starlette.applications import Starlette
@@ -63,25 +64,39 @@ def load_function(source: Path, target: str = "handle") -> tuple[ASGIApp, Runtim
 def function_app(source: Path, target: str = "handle") -> Starlette:
     """One function's ASGI app whose shutdown drains NATS and pushes metrics."""
     app, runtime = load_function(source, target)
-    return Starlette(routes=[Mount("/", app=app)], lifespan=_closing(runtime))
+    served = Starlette(routes=[Mount("/", app=app)], lifespan=_closing(runtime))
+    served.state.runtime = runtime  # for run(), which tells it when SIGTERM arrives
+    return served
 
 
 def dev_app(runtime: Runtime) -> Starlette:
     """Every function in one app: ``/`` accepts all types, ``/<event type>`` just that one."""
     routes: list[Any] = []
     for event_type in registry.EVENT_TYPES:
-        handler = WebhookHandler(runtime, frozenset({event_type.name}))
+        handler = WebhookHandler(runtime, frozenset({event_type.name}), f"/{event_type.name}")
         routes.append(Route(f"/{event_type.name}", handler.endpoint(), methods=_ALL_METHODS))
     catch_all = WebhookHandler(runtime, None)
     routes.append(Route("/{path:path}", catch_all.endpoint(), methods=_ALL_METHODS))
     return Starlette(routes=routes, lifespan=_closing(runtime))
 
 
-def run(app: ASGIApp, host: str, port: int, log_level: str = "warning") -> None:
-    """Run ``app`` under uvicorn; SIGTERM lets in-flight requests finish, then exits 0."""
+def run(
+    app: ASGIApp, host: str, port: int, log_level: str = "warning", runtime: Runtime | None = None
+) -> None:
+    """Run ``app`` under uvicorn; SIGTERM lets in-flight requests finish, then exits 0.
+
+    Bodies still being received when SIGTERM arrives are not waited for: ``runtime``
+    answers them 503 at once (nothing was claimed for them yet).
+    """
     import uvicorn
 
-    server = uvicorn.Server(
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            super().handle_exit(sig, frame)
+            if runtime is not None:
+                runtime.begin_shutdown()
+
+    server = Server(
         uvicorn.Config(
             app,
             host=host,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -11,13 +11,13 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from .config import Settings
-from .envelope import StripeEvent
+from .envelope import MalformedBody, StripeEvent, parse_body
 from .idempotency import ClaimState, IdempotencyError, IdempotencyStore, make_store
-from .jetstream import JetStreamPublisher, PublishError
+from .jetstream import JetStreamPublisher, MessageTooLarge, PublishError
 from .message import build_message
 from .metrics import UNKNOWN_TYPE, BridgeMetrics, served_event_types
 from .push import MetricsPusher
@@ -62,6 +62,41 @@ class Runtime:
             if settings.pushgateway_url
             else None
         )
+        self.stopping = False
+        # Deadlines of the bodies being read right now; a shutdown moves them to now.
+        self._body_reads: set[asyncio.Timeout] = set()
+
+    def begin_shutdown(self) -> None:
+        """SIGTERM arrived: abandon body reads at once (nothing is claimed before the body).
+
+        Safe to call from a signal handler on the event loop's thread.
+        """
+        self.stopping = True
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        loop.call_soon_threadsafe(self._expire_body_reads)
+
+    def _expire_body_reads(self) -> None:
+        now = asyncio.get_running_loop().time()
+        for deadline in self._body_reads:
+            deadline.reschedule(now)
+
+    async def read_body(self, request: Request) -> bytes | None:
+        """The body, or None once it is known to exceed MAX_BODY_BYTES.
+
+        Raises TimeoutError when it takes longer than BODY_READ_TIMEOUT_SECONDS or the
+        process is stopping, ClientDisconnect when the client leaves.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.body_read_timeout_seconds
+        async with asyncio.timeout_at(loop.time() if self.stopping else deadline) as timeout:
+            self._body_reads.add(timeout)
+            try:
+                return await _read_limited(request, self.settings.max_body_bytes)
+            finally:
+                self._body_reads.discard(timeout)
 
     async def close(self) -> None:
         """Drain NATS, push metrics a last time, close the store (SIGTERM path)."""
@@ -91,9 +126,13 @@ def _rejected(reason: str, detail: str, status: int = 400, **kw: Any) -> Outcome
 class WebhookHandler:
     """Handles every request of one function; ``serves`` None means every event type."""
 
-    def __init__(self, runtime: Runtime, serves: frozenset[str] | None) -> None:
+    def __init__(
+        self, runtime: Runtime, serves: frozenset[str] | None, endpoint_path: str = "/"
+    ) -> None:
         self.runtime = runtime
         self.serves = serves
+        # A Stripe endpoint URL has one path; deliveries to any other are refused.
+        self.endpoint_path = endpoint_path.rstrip("/")
 
     def endpoint(self) -> Callable[[Request], Awaitable[Response]]:
         """This handler as a coroutine function.
@@ -114,7 +153,7 @@ class WebhookHandler:
             if request.method not in ("GET", "HEAD"):
                 return _method_not_allowed("GET")
             return await self._probe(path)
-        return await self._deliver(request)
+        return await self._deliver(request, path == self.endpoint_path)
 
     async def _probe(self, path: str) -> Response:
         if path == "/healthz":
@@ -127,12 +166,15 @@ class WebhookHandler:
             return JSONResponse({"status": "ready"})
         return JSONResponse({"status": "not_ready", "error": "nats_or_stream_unavailable"}, 503)
 
-    async def _deliver(self, request: Request) -> Response:
+    async def _deliver(self, request: Request, endpoint: bool) -> Response:
         metrics = self.runtime.metrics
         started = time.perf_counter()
         metrics.inflight.inc()
         try:
-            result = await self._handle(request)
+            if endpoint:
+                result = await self._handle(request)
+            else:
+                result = _rejected("not_found", "Stripe deliveries go to the endpoint URL", 404)
         finally:
             metrics.inflight.dec()
         elapsed = time.perf_counter() - started
@@ -157,25 +199,41 @@ class WebhookHandler:
         if request.method != "POST":
             # Through _deliver like any refusal, so that it is counted and logged.
             return _rejected("method_not_allowed", "POST webhooks here", 405, headers=_ALLOW_POST)
-        body = await _read_limited(request, settings.max_body_bytes)
+        try:
+            body = await self.runtime.read_body(request)
+        except ClientDisconnect:
+            # Nobody reads this answer; 499 (nginx's "client closed request") in log and metrics.
+            return _rejected("client_disconnected", "the client left mid-body", 499)
+        except TimeoutError:
+            # The unread rest of the body cannot be skipped: close the connection.
+            close = {"Connection": "close"}
+            if self.runtime.stopping:
+                retry = {"Retry-After": str(settings.retry_after_seconds), **close}
+                return Outcome(
+                    503, {"error": "shutting_down"}, "failed", "shutting_down", headers=retry
+                )
+            limit = settings.body_read_timeout_seconds
+            detail = f"body not received within {limit:g} s"
+            return _rejected("body_read_timeout", detail, 408, headers=close)
         if body is None:
             return _rejected("body_too_large", f"limit is {settings.max_body_bytes} bytes", 413)
         try:
-            verify(
+            signed_at = verify(
                 request.headers.get(SIGNATURE_HEADER),
                 body,
                 settings.secrets(),
                 settings.stripe_signature_tolerance,
             )
         except SignatureError as exc:
+            if exc.timestamp is not None:
+                self.runtime.metrics.clock_skew.set(time.time() - exc.timestamp)
             self.runtime.metrics.signature_failures.labels(exc.failure.value).inc()
             return _rejected(exc.failure.value, "Stripe-Signature did not verify")
+        self.runtime.metrics.clock_skew.set(time.time() - signed_at)
         try:
-            raw = json.loads(body)
-        except json.JSONDecodeError as exc:
-            return _rejected("malformed_json", f"body is not JSON: {exc.msg}")
-        except UnicodeDecodeError:
-            return _rejected("malformed_json", "body is not UTF-8")
+            raw = parse_body(body)
+        except MalformedBody as exc:
+            return _rejected("malformed_json", str(exc))
         try:
             event = StripeEvent.model_validate(raw)
         except ValidationError as exc:
@@ -224,6 +282,12 @@ async def ingest(runtime: Runtime, event: StripeEvent, raw: dict[str, Any]) -> O
             metrics.translation_failures.labels(event.type).inc()
         started = time.perf_counter()
         stored = await runtime.publisher.publish(message.subject, message.body, message.headers)
+    except MessageTooLarge as exc:
+        # No retry can fix it until max_payload is raised (docs/configuration.md).
+        await _release(runtime, event.id, claim.token)
+        reason = "event_too_large"
+        detail = f"the CloudEvent is {exc.size} bytes; NATS max_payload is {exc.limit}"
+        return outcome(413, {"error": reason, "detail": detail}, "rejected", reason)
     except Exception as exc:  # whatever happened, the event is not known to be stored
         reason = exc.failure.value if isinstance(exc, PublishError) else "internal_error"
         if not isinstance(exc, PublishError):

@@ -108,7 +108,8 @@ def run_dev(args: argparse.Namespace) -> int:
         print(f"stream {settings.nats_stream}: {asyncio.run(setup())}")
         url = f"http://{args.host}:{args.port}/"
         print(banner(url, secret_note, nats.url, settings.nats_stream), flush=True)
-        run(dev_app(Runtime(settings, "dev")), args.host, args.port)
+        runtime = Runtime(settings, "dev")
+        run(dev_app(runtime), args.host, args.port, runtime=runtime)
     finally:
         nats.stop()
     return 0
