@@ -31,6 +31,14 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
     raise TimeoutError(f"{what} not ready after {timeout}s")
 
 
+def rss_mib(pid: int) -> float:
+    """Resident set size of process ``pid`` in MiB (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
 class ManagedProcess:
     """A child process with a log file, stopped with SIGTERM then SIGKILL."""
 

@@ -26,6 +26,8 @@ from .signature import SignatureError, verify
 log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "stripe-signature"
+#: How long a body still arriving at SIGTERM may take before it is answered 503.
+STOPPING_BODY_GRACE_SECONDS = 2.0
 
 
 class Runtime:
@@ -67,8 +69,10 @@ class Runtime:
         self._body_reads: set[asyncio.Timeout] = set()
 
     def begin_shutdown(self) -> None:
-        """SIGTERM arrived: abandon body reads at once (nothing is claimed before the body).
+        """SIGTERM arrived: bodies still arriving get STOPPING_BODY_GRACE more seconds.
 
+        A client that is sending finishes (and is answered as usual); a stalled one is
+        answered 503 instead of holding the shutdown (nothing is claimed before the body).
         Safe to call from a signal handler on the event loop's thread.
         """
         self.stopping = True
@@ -76,22 +80,25 @@ class Runtime:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        loop.call_soon_threadsafe(self._expire_body_reads)
+        loop.call_soon_threadsafe(self._shorten_body_reads)
 
-    def _expire_body_reads(self) -> None:
-        now = asyncio.get_running_loop().time()
+    def _shorten_body_reads(self) -> None:
         for deadline in self._body_reads:
-            deadline.reschedule(now)
+            deadline.reschedule(min(deadline.when() or 0.0, self._stopping_deadline()))
+
+    def _stopping_deadline(self) -> float:
+        return asyncio.get_running_loop().time() + STOPPING_BODY_GRACE_SECONDS
 
     async def read_body(self, request: Request) -> bytes | None:
         """The body, or None once it is known to exceed MAX_BODY_BYTES.
 
-        Raises TimeoutError when it takes longer than BODY_READ_TIMEOUT_SECONDS or the
-        process is stopping, ClientDisconnect when the client leaves.
+        Raises TimeoutError when it takes longer than BODY_READ_TIMEOUT_SECONDS (or the
+        grace after SIGTERM), ClientDisconnect when the client leaves.
         """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.body_read_timeout_seconds
-        async with asyncio.timeout_at(loop.time() if self.stopping else deadline) as timeout:
+        deadline = asyncio.get_running_loop().time() + self.settings.body_read_timeout_seconds
+        if self.stopping:
+            deadline = min(deadline, self._stopping_deadline())
+        async with asyncio.timeout_at(deadline) as timeout:
             self._body_reads.add(timeout)
             try:
                 return await _read_limited(request, self.settings.max_body_bytes)
@@ -285,9 +292,8 @@ async def ingest(runtime: Runtime, event: StripeEvent, raw: dict[str, Any]) -> O
     except MessageTooLarge as exc:
         # No retry can fix it until max_payload is raised (docs/configuration.md).
         await _release(runtime, event.id, claim.token)
-        reason = "event_too_large"
         detail = f"the CloudEvent is {exc.size} bytes; NATS max_payload is {exc.limit}"
-        return outcome(413, {"error": reason, "detail": detail}, "rejected", reason)
+        return _rejected("event_too_large", detail, 413, event_type=event.type, event_id=event.id)
     except Exception as exc:  # whatever happened, the event is not known to be stored
         reason = exc.failure.value if isinstance(exc, PublishError) else "internal_error"
         if not isinstance(exc, PublishError):

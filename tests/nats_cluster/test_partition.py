@@ -10,62 +10,24 @@ once on every replica.
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from stripe_bridge.natscluster import LocalNatsCluster
 from stripe_bridge.processes import FunctionProcess, wait_until
 
 from ..conftest import FunctionFactory
-from ..helpers import post_event
 from .conftest import provision_r3
 from .netns import NodeNetworks
 from .test_failover import (
-    fresh_events,
+    SteadyTraffic,
     redeliver_until_stored,
     replicas_converged,
     stored_ids,
     stream_leader,
 )
-
-
-class Traffic:
-    """Two senders delivering fresh events to ``url`` until stopped; answers with reasons."""
-
-    def __init__(self, url: str, limit: int = 1500) -> None:
-        self.url = url
-        self.limit = limit
-        self.answers: list[tuple[dict[str, Any], int, str]] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run) for _ in range(2)]
-
-    def _run(self) -> None:
-        while not self._stop.is_set() and len(self.answers) < self.limit:
-            (event,) = fresh_events(1)
-            response = post_event(self.url, event)
-            error = "" if response.is_success else str(response.json().get("error"))
-            with self._lock:
-                self.answers.append((event, response.status_code, error))
-
-    def since(self, index: int) -> list[tuple[dict[str, Any], int, str]]:
-        """The answers after the first ``index``."""
-        with self._lock:
-            return self.answers[index:]
-
-    def __enter__(self) -> Traffic:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(60)
 
 
 @pytest.fixture
@@ -101,10 +63,6 @@ def publisher(
     )
 
 
-def stored(answers: list[tuple[dict[str, Any], int, str]]) -> int:
-    return sum(status == 200 for _e, status, _r in answers)
-
-
 async def test_partitioned_stream_leader_loses_nothing_and_answers_truthfully(
     networks: NodeNetworks, isolated_cluster: LocalNatsCluster, start_function: FunctionFactory
 ) -> None:
@@ -113,22 +71,23 @@ async def test_partitioned_stream_leader_loses_nothing_and_answers_truthfully(
     rest = [i for i in range(3) if i != cut]
     minority = publisher(cluster, start_function, [cut])
     majority = publisher(cluster, start_function, rest)
-    with Traffic(minority.url) as small, Traffic(majority.url) as big:
-        wait_until(lambda: stored(small.since(0)) >= 20 and stored(big.since(0)) >= 20, 60, "20")
-        small_at, big_at = len(small.since(0)), len(big.since(0))
+    small, big = SteadyTraffic(minority.url, workers=2), SteadyTraffic(majority.url, workers=2)
+    with small, big:
+        wait_until(lambda: small.stored_since(0) >= 20 and big.stored_since(0) >= 20, 60, "20")
+        small_at, big_at = small.answered(), big.answered()
         networks.cut(cut)
         # The majority elects a new leader and stores again; the cut-off node, still
         # running, first times out, then (leader no more) has no one to answer.
-        wait_until(lambda: stored(big.since(big_at)) >= 20, 60, "majority stores again")
+        wait_until(lambda: big.stored_since(big_at) >= 20, 60, "majority stores again")
         wait_until(
             lambda: any(r not in ("", "puback_timeout") for _e, _s, r in small.since(small_at)),
             60,
             "the cut-off node to stop leading",
         )
-        assert stored(small.since(small_at + 4)) == 0  # nothing stored across the cut
-        healed_at = len(small.since(0))
+        assert small.stored_since(small_at + 4) == 0  # nothing stored across the cut
+        healed_at = small.answered()
         networks.heal(cut)
-        wait_until(lambda: stored(small.since(healed_at)) >= 20, 90, "cut-off side stores again")
+        wait_until(lambda: small.stored_since(healed_at) >= 20, 90, "cut-off side stores again")
     answers = small.since(0) + big.since(0)
     assert {status for _e, status, _r in answers} <= {200, 503}
     reasons = Counter(reason for _e, status, reason in answers if status == 503)
