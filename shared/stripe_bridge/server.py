@@ -21,7 +21,9 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 
 from . import registry
-from .webhook import Runtime, WebhookHandler
+from .http import BodyReader, FunctionRuntime, HttpFunction, function_of
+from .ingest import Runtime
+from .webhook import WebhookFunction
 
 #: Uvicorn waits this long for in-flight webhooks on SIGTERM (Knative's default grace is 30 s).
 GRACEFUL_SHUTDOWN_SECONDS = 20
@@ -30,7 +32,7 @@ STARTUP_FAILURE_EXIT = 3
 _ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
-def _closing(runtime: Runtime) -> Any:
+def _closing(runtime: FunctionRuntime) -> Any:
     """A lifespan that closes ``runtime`` once the server stopped taking requests."""
 
     @contextlib.asynccontextmanager
@@ -41,8 +43,8 @@ def _closing(runtime: Runtime) -> Any:
     return lifespan
 
 
-def load_function(source: Path, target: str = "handle") -> tuple[ASGIApp, Runtime]:
-    """Load the ``target`` of ``source``; return it as an ASGI app, and its runtime.
+def load_function(source: Path, target: str = "handle") -> tuple[ASGIApp, HttpFunction[Any]]:
+    """Load the ``target`` of ``source``; return it as an ASGI app, and its function.
 
     The same contract as functions-framework's ASGI loader for an async HTTP target (every
     path and method reaches the target) without importing it: functions-framework brings
@@ -57,44 +59,52 @@ def load_function(source: Path, target: str = "handle") -> tuple[ASGIApp, Runtim
     if handler is None or not inspect.iscoroutinefunction(handler):
         raise AttributeError(f"{source} has no async function named {target!r}")
     routes = [Route(path, handler, methods=_ALL_METHODS) for path in ("/", "/{path:path}")]
-    runtime: Runtime = handler.runtime
-    return Starlette(routes=routes), runtime
+    return Starlette(routes=routes), function_of(vars(module), handler)
 
 
 def function_app(source: Path, target: str = "handle") -> Starlette:
     """One function's ASGI app whose shutdown drains NATS and pushes metrics."""
-    app, runtime = load_function(source, target)
-    served = Starlette(routes=[Mount("/", app=app)], lifespan=_closing(runtime))
-    served.state.runtime = runtime  # for run(), which tells it when SIGTERM arrives
+    app, function = load_function(source, target)
+    served = Starlette(routes=[Mount("/", app=app)], lifespan=_closing(function.runtime))
+    served.state.reader = function.reader  # for run(), which tells it when SIGTERM arrives
     return served
 
 
 def dev_app(runtime: Runtime) -> Starlette:
     """Every function in one app: ``/`` accepts all types, ``/<event type>`` just that one."""
+    settings = runtime.settings
+    reader = BodyReader(settings.max_body_bytes, settings.body_read_timeout_seconds)
     routes: list[Any] = []
     for event_type in registry.EVENT_TYPES:
-        handler = WebhookHandler(runtime, frozenset({event_type.name}), f"/{event_type.name}")
-        routes.append(Route(f"/{event_type.name}", handler.endpoint(), methods=_ALL_METHODS))
-    catch_all = WebhookHandler(runtime, None)
-    routes.append(Route("/{path:path}", catch_all.endpoint(), methods=_ALL_METHODS))
-    return Starlette(routes=routes, lifespan=_closing(runtime))
+        path = f"/{event_type.name}"
+        handler = WebhookFunction(runtime, frozenset({event_type.name}), path, reader)
+        routes.append(Route(path, handler.handle, methods=_ALL_METHODS))
+    catch_all = WebhookFunction(runtime, None, "/", reader)
+    routes.append(Route("/{path:path}", catch_all.handle, methods=_ALL_METHODS))
+    app = Starlette(routes=routes, lifespan=_closing(runtime))
+    app.state.reader = reader
+    return app
 
 
 def run(
-    app: ASGIApp, host: str, port: int, log_level: str = "warning", runtime: Runtime | None = None
+    app: ASGIApp,
+    host: str,
+    port: int,
+    log_level: str = "warning",
+    reader: BodyReader | None = None,
 ) -> None:
     """Run ``app`` under uvicorn; SIGTERM lets in-flight requests finish, then exits 0.
 
-    Bodies still being received when SIGTERM arrives are not waited for: ``runtime``
-    answers them 503 at once (nothing was claimed for them yet).
+    Bodies still arriving at SIGTERM get ``reader``'s short grace, not the whole graceful
+    period (``function_app`` and ``dev_app`` keep their reader in ``app.state.reader``).
     """
     import uvicorn
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             super().handle_exit(sig, frame)
-            if runtime is not None:
-                runtime.begin_shutdown()
+            if reader is not None:
+                reader.begin_shutdown()
 
     server = Server(
         uvicorn.Config(

@@ -19,7 +19,8 @@ from typing import Any
 import httpx
 import pytest
 from stripe_bridge.natsserver import NatsServer
-from stripe_bridge.processes import FunctionProcess, wait_until
+from stripe_bridge_testing.processes import FunctionProcess
+from stripe_bridge_testing.waiting import wait_until
 
 from ..conftest import FunctionFactory
 from ..helpers import fixture_event, post_event, signed_headers

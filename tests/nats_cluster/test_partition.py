@@ -15,8 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from stripe_bridge.natscluster import LocalNatsCluster
-from stripe_bridge.processes import FunctionProcess, wait_until
+from stripe_bridge_testing.natscluster import LocalNatsCluster
+from stripe_bridge_testing.processes import FunctionProcess
+from stripe_bridge_testing.waiting import wait_until
 
 from ..conftest import FunctionFactory
 from .conftest import provision_r3

@@ -14,12 +14,11 @@ import sys
 from pathlib import Path
 
 from .. import registry
-from ..config import IdempotencyBackend, load_settings
-from ..function import configure_logging
+from ..config import IdempotencyBackend, configure_logging, load_settings
+from ..ingest import Runtime
 from ..natsserver import NatsServer
 from ..server import dev_app, run
 from ..stream import StreamSpec, provision
-from ..webhook import Runtime
 from .common import connect
 
 DEFAULT_PORT = 8080
@@ -96,7 +95,7 @@ def run_dev(args: argparse.Namespace) -> int:
             function_name="dev",
             **overrides,
         )
-        configure_logging(settings)
+        configure_logging(settings.log_level)
 
         async def setup() -> str:
             nc = await connect(settings)
@@ -108,8 +107,8 @@ def run_dev(args: argparse.Namespace) -> int:
         print(f"stream {settings.nats_stream}: {asyncio.run(setup())}")
         url = f"http://{args.host}:{args.port}/"
         print(banner(url, secret_note, nats.url, settings.nats_stream), flush=True)
-        runtime = Runtime(settings, "dev")
-        run(dev_app(runtime), args.host, args.port, runtime=runtime)
+        app = dev_app(Runtime(settings, "dev"))
+        run(app, args.host, args.port, reader=app.state.reader)
     finally:
         nats.stop()
     return 0

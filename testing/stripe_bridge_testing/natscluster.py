@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.error import URLError
 
-from .natsconf import (
+from stripe_bridge.deploy.natsconf import (
     CLIENT_PORT,
     CLUSTER_PORT,
     MONITOR_PORT,
@@ -24,8 +24,9 @@ from .natsconf import (
     new_password,
     render_nats_conf,
 )
-from .natsserver import NatsServer, free_port
-from .processes import wait_until
+from stripe_bridge.natsserver import NatsServer, free_port
+
+from .waiting import wait_until
 
 
 class LocalNatsCluster:
