@@ -25,7 +25,10 @@ SERVICES = [
 WORKLOADS = {
     ("deployments", "forward-openmeter"): "deployment/forward-openmeter",
     ("deployments", "project-tiers"): "deployment/project-tiers",
+    ("deployments", "project-lifecycle"): "deployment/project-lifecycle",
+    ("deployments", "count-usage"): "deployment/count-usage",
     ("cronjobs", "pushgateway-gc"): "cronjob/pushgateway-gc",
+    ("cronjobs", "nats-backup"): "cronjob/nats-backup",
 }
 
 

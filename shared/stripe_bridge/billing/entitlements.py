@@ -286,14 +286,12 @@ class EntitlementsFunction(BillingEndpoint):
     """The HTTP shell: GET for the customer view, POST for checks, 404 elsewhere."""
 
     async def deliver(self, request: Request) -> Reply:
-        """The customer view takes GET; everything else follows the shell's POST rules."""
-        path = request.url.path.rstrip("/")
-        if CUSTOMER_PATH.fullmatch(path):
+        """The customer view takes GET; everything else follows the shell's POST rules
+        (405, 413), then ``work`` answers 404 off ``/v1/check``."""
+        if CUSTOMER_PATH.fullmatch(request.url.path.rstrip("/")):
             if request.method != "GET":
                 return self.refusal(405, "method_not_allowed", "use GET", {"Allow": "GET"})
             return await self.answer(request, b"")
-        if path != CHECK_PATH:
-            return self.refusal(404, "not_found", f"no such path; POST {CHECK_PATH}")
         return await super().deliver(request)
 
 
@@ -319,6 +317,8 @@ def make_entitlements_function(
                 return 200, await logic.view(match[1])
             except NatsUnavailable:
                 raise Refusal(503, "nats_unavailable", "NATS unavailable", 1) from None
+        if request.url.path.rstrip("/") != CHECK_PATH:
+            raise Refusal(404, "not_found", f"no such path; POST {CHECK_PATH}")
         check = parse(CheckRequest, read_json(body))
         try:
             answer = await logic.check(check)
