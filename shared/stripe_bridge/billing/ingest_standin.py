@@ -69,9 +69,15 @@ def validate_event(event: Any) -> str | None:
 
 
 class IngestStandIn:
-    """The stand-in server, run in a background thread on a free loopback port."""
+    """The stand-in server, run in a background thread on a free loopback port.
 
-    def __init__(self, api_key: str = "om_test_key", port: int | None = None) -> None:
+    ``host`` is another address to listen on: the staging run serves it on every address
+    of a container (tests/containers/openmeter_standin.py).
+    """
+
+    def __init__(
+        self, api_key: str = "om_test_key", port: int | None = None, host: str = "127.0.0.1"
+    ) -> None:
         self.api_key = api_key
         self.port = port or free_port()
         self.accepted: list[tuple[str, str]] = []
@@ -86,7 +92,7 @@ class IngestStandIn:
         self._hold_armed = False
         self._hold_skip = 0
         self._release = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
+        self._server = ThreadingHTTPServer((host, self.port), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
