@@ -450,7 +450,8 @@ def check(staging: Staging, report: Callable[[str], None] = print) -> None:
     ).close()
 
     before, during = events_round("a"), events_round("b")
-    usage_before, usage_during = usage_records("u-a", 30), usage_records("u-b", 30)
+    run = secrets.token_hex(3)
+    usage_before, usage_during = usage_records(f"u-{run}-a", 30), usage_records(f"u-{run}-b", 30)
     start = time.monotonic()
     for service, event in before:
         assert send_event(staging, service, event) == "published"
@@ -486,7 +487,16 @@ def check(staging: Staging, report: Callable[[str], None] = print) -> None:
     assert set(stored) == sent, f"missing {sent - set(stored)}, unexpected {set(stored) - sent}"
     assert max(stored.values()) == 1, [i for i, n in stored.items() if n > 1]
     usage_ids = {r["id"] for r in usage_before + usage_during}
-    wait_until(lambda: set(openmeter_counts(staging)) >= usage_ids, 90, "usage at OpenMeter")
+    try:
+        wait_until(lambda: set(openmeter_counts(staging)) >= usage_ids, 180, "usage at OpenMeter")
+    except TimeoutError:
+        missing = sorted(usage_ids - set(openmeter_counts(staging)))
+        log = Container(f"{staging.stack.prefix}-forward-openmeter").logs().splitlines()
+        tail = "\n".join(line for line in log if " DEBUG " not in line)[-3000:]
+        raise AssertionError(
+            f"{len(missing)} usage records never reached OpenMeter: {missing[:5]}; "
+            f"forwarder:\n{tail}"
+        ) from None
     counts = openmeter_counts(staging)
     assert set(counts) == usage_ids and max(counts.values()) == 1, counts
     report(f"staging: {len(stored)} events once in STRIPE, {len(counts)} usage records once")
