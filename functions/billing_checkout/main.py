@@ -1,9 +1,11 @@
 """Knative function: Checkout Session for a tier (see docs/billing.md).
 
-Generated from stripe_bridge.billing.functions by `stripe-bridge generate`; do not edit.
+Generated from stripe_bridge.billing.catalog by `stripe-bridge generate`; do not edit.
 Serve it alone with: stripe-bridge serve --source <this file>
 """
 
-from stripe_bridge.billing.functions import build, make_checkout_function
+from stripe_bridge.billing.endpoints import make_checkout_function
+from stripe_bridge.http import start
 
-handle = build(make_checkout_function, "billing_checkout")
+function = start("billing_checkout", make_checkout_function)
+handle = function.target

@@ -1,9 +1,11 @@
 """Knative function: record usage into USAGE (see docs/billing.md).
 
-Generated from stripe_bridge.billing.functions by `stripe-bridge generate`; do not edit.
+Generated from stripe_bridge.billing.catalog by `stripe-bridge generate`; do not edit.
 Serve it alone with: stripe-bridge serve --source <this file>
 """
 
-from stripe_bridge.billing.functions import build, make_usage_function
+from stripe_bridge.billing.endpoints import make_usage_function
+from stripe_bridge.http import start
 
-handle = build(make_usage_function, "billing_usage")
+function = start("billing_usage", make_usage_function)
+handle = function.target

@@ -7,6 +7,7 @@ Serve it as the image does (drains NATS and pushes metrics on SIGTERM):
 quick local try, without the drain and the final metrics push.
 """
 
-from stripe_bridge.function import make_function
+from stripe_bridge.webhook import make_function
 
-handle = make_function("customer_subscription_trial_will_end")
+function = make_function("customer_subscription_trial_will_end")
+handle = function.target

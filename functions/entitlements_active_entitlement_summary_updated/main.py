@@ -7,6 +7,7 @@ Serve it as the image does (drains NATS and pushes metrics on SIGTERM):
 quick local try, without the drain and the final metrics push.
 """
 
-from stripe_bridge.function import make_function
+from stripe_bridge.webhook import make_function
 
-handle = make_function("entitlements_active_entitlement_summary_updated")
+function = make_function("entitlements_active_entitlement_summary_updated")
+handle = function.target

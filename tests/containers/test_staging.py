@@ -17,7 +17,7 @@ import pytest
 from ..helpers import REPO_ROOT
 from .podman import RUN_ID
 
-pytestmark = [pytest.mark.container, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.container, pytest.mark.servers, pytest.mark.timeout(600)]
 
 
 def staging(action: str, workdir: Path) -> subprocess.CompletedProcess[str]:

@@ -1,6 +1,7 @@
 """The OpenMeter stand-in as a staging container: run by the image's Python, mounted read-only.
 
-``python3 openmeter_standin.py API_KEY`` serves stripe_bridge's IngestStandIn (OpenMeter's
+``python3 openmeter_container.py API_KEY`` (with the test harness, testing/, mounted beside
+it: the image never contains it) serves the harness's IngestStandIn (OpenMeter's
 documented ingest contract) on port 8080 of every address, and a control port 8081 for
 the staging driver: ``GET /counts`` (every accepted (id, source) and how often) and
 ``POST /fail?count=N&status=S`` (script failures). It stops on SIGTERM.
@@ -16,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from stripe_bridge.billing.ingest_standin import IngestStandIn
+from stripe_bridge_testing.openmeter_standin import IngestStandIn
 
 INGEST_PORT = 8080
 CONTROL_PORT = 8081
