@@ -31,6 +31,7 @@ from starlette.responses import JSONResponse, Response
 from ..config import ConfigError, Settings, load_model, load_settings
 from ..function import configure_logging
 from ..jetstream import JetStreamPublisher, PublishError
+from ..push import MetricsPusher
 from .checkout import (
     CheckoutError,
     CheckoutRequest,
@@ -86,16 +87,39 @@ class BillingFunctionMetrics:
 
 
 class BillingRuntime:
-    """What a billing function holds for its lifetime; ``close`` runs on SIGTERM."""
+    """What a billing function holds for its lifetime; ``close`` runs on SIGTERM.
 
-    def __init__(self, function: str) -> None:
+    With ``PUSHGATEWAY_URL`` set it pushes its metrics like the webhook functions (a
+    scale-to-zero pod is gone before a scrape finds it; docs/observability.md).
+    """
+
+    def __init__(self, function: str, settings: Settings | None = None) -> None:
         self.metrics = BillingFunctionMetrics(function)
         self.publisher: JetStreamPublisher | None = None
+        self.pusher = (
+            MetricsPusher(
+                settings.pushgateway_url,
+                self.metrics.registry,
+                function=function,
+                instance=settings.instance(),
+                environment=settings.environment,
+                min_interval=settings.pushgateway_min_interval,
+            )
+            if settings is not None and settings.pushgateway_url
+            else None
+        )
+
+    def request_done(self) -> None:
+        """Note a handled request: the pusher (if any) pushes soon, off the response path."""
+        if self.pusher is not None:
+            self.pusher.request_done()
 
     async def close(self) -> None:
-        """Drain NATS if this function uses it."""
+        """Drain NATS if this function uses it, then push the final metrics."""
         if self.publisher is not None:
             await self.publisher.close()
+        if self.pusher is not None:
+            await self.pusher.final_push()
 
 
 class Refusal(Exception):
@@ -159,11 +183,13 @@ def wrap(runtime: BillingRuntime, work: Callable[[Request], Awaitable[tuple[int,
             status, body = await work(request)
         except Refusal as refusal:
             metrics.count(refusal.outcome)
+            runtime.request_done()
             if refusal.status >= 500:
                 log.warning("%s: %s %s", metrics.function, refusal.outcome, refusal.message)
             headers = {"Retry-After": str(refusal.retry_after)} if refusal.retry_after else None
             return JSONResponse({"error": refusal.message}, refusal.status, headers=headers)
         metrics.count("ok")
+        runtime.request_done()
         return JSONResponse(body, status)
 
     handle.runtime = runtime  # type: ignore[attr-defined]
@@ -176,7 +202,7 @@ def make_usage_function(
     """POST one usage record (object) or several (array): 202 once stored in USAGE."""
     settings = settings or load_settings()
     usage = usage or load_model(UsageSettings)
-    runtime = BillingRuntime("billing_usage")
+    runtime = BillingRuntime("billing_usage", settings)
     usage_stream = settings.model_copy(update={"nats_stream": USAGE_STREAM})
     runtime.publisher = JetStreamPublisher(usage_stream)
     many = TypeAdapter(list[UsageRecord])
@@ -244,7 +270,7 @@ def stripe_parts(settings: StripeSettings | None = None) -> StripeParts:
 def make_checkout_function(parts: StripeParts | None = None) -> Handler:
     """POST {customer_id, tier}: 200 {id, url} of a Checkout Session selling that tier."""
     parts = parts or stripe_parts()
-    runtime = BillingRuntime("billing_checkout")
+    runtime = BillingRuntime("billing_checkout", load_settings())
 
     async def work(request: Request) -> tuple[int, Any]:
         body = parse(CheckoutRequest, await read_json(request, 64 * 1024))
@@ -260,7 +286,7 @@ def make_checkout_function(parts: StripeParts | None = None) -> Handler:
 def make_portal_function(parts: StripeParts | None = None) -> Handler:
     """POST {customer_id}: 200 {id, url} of a Customer Portal session."""
     parts = parts or stripe_parts()
-    runtime = BillingRuntime("billing_portal")
+    runtime = BillingRuntime("billing_portal", load_settings())
 
     async def work(request: Request) -> tuple[int, Any]:
         body = parse(PortalRequest, await read_json(request, 64 * 1024))
@@ -339,7 +365,8 @@ def function_module(function: BillingFunction) -> str:
     return f'''"""Knative function: {function.summary} (see docs/billing.md).
 
 Generated from stripe_bridge.billing.functions by `stripe-bridge generate`; do not edit.
-Serve it alone with: stripe-bridge serve --source <this file>
+Serve it with `stripe-bridge serve --source <this file>` (as the image does): it drains
+NATS and pushes the final metrics on SIGTERM, which functions-framework would skip.
 """
 
 from stripe_bridge.billing.functions import build, {function.factory}
