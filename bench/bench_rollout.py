@@ -10,7 +10,8 @@ writers publishing to it, then rolls the cluster as the StatefulSet controller d
 restarted, and probed as the kubelet would with the manifest's exact paths, periods and
 thresholds. It prints, per node: the lag, time down, when the startup probe and readiness
 passed (seconds after the restart) and whether the node's replica then held every message
-written while it was down; and for the writers: acknowledged, failed, slowest.
+written while it was down; and for the writers: acknowledged, first attempts refused and
+retried (as Stripe retries a 503), lost, and the slowest write.
 
 ``--timeline`` instead restarts one node after a lag and polls the three health endpoints
 every 50 ms, printing when each answer changes beside the replica's catch-up: the
@@ -70,7 +71,7 @@ async def connect(cluster: LocalNatsCluster, user: str) -> Any:
 
 
 async def with_writers(
-    cluster: LocalNatsCluster, writers: int, payload_kb: int, work: Any
+    cluster: LocalNatsCluster, writers: int, payload_kb: int, rate: float, work: Any
 ) -> tuple[Any, Writes]:
     """Run ``work()`` while ``writers`` tasks publish to STRIPE; return its result and counts."""
     admin = await connect(cluster, "admin")
@@ -83,7 +84,7 @@ async def with_writers(
     payload = b"x" * (payload_kb * 1024)
     tasks = [
         asyncio.create_task(
-            write_continuously(js, f"stripe.test.w{i}", payload, stop, writes, timeout=5.0)
+            write_continuously(js, f"stripe.test.w{i}", payload, stop, writes, 5.0, rate / writers)
         )
         for i in range(writers)
     ]
@@ -106,7 +107,9 @@ def roll_once(name: str, probes: dict[str, Probe], args: argparse.Namespace) -> 
                 return await roller.roll(args.lag_mb * 1024 * 1024, lag_timeout=600)
 
             started = time.monotonic()
-            rolls, writes = asyncio.run(with_writers(cluster, args.writers, args.payload_kb, work))
+            rolls, writes = asyncio.run(
+                with_writers(cluster, args.writers, args.payload_kb, args.rate, work)
+            )
             total = time.monotonic() - started
     print(
         f"\n== {name} probes: startup {probes['startup'].path},"
@@ -120,7 +123,8 @@ def roll_once(name: str, probes: dict[str, Probe], args: argparse.Namespace) -> 
             f"  {r.current_at_startup!s:15}  {r.current_at_ready}"
         )
     print(
-        f"writes: {writes.acked} acked, {writes.failed} failed {writes.errors or ''},"
+        f"writes: {writes.acked} acked, {writes.retried} retried {writes.errors or ''},"
+        f" {writes.failed} lost,"
         f" slowest {writes.slowest:.2f} s; roll {total:.0f} s"
     )
 
@@ -161,12 +165,15 @@ def timeline(args: argparse.Namespace) -> None:
                 return events, caught_up
 
             (events, caught_up), writes = asyncio.run(
-                with_writers(cluster, args.writers, args.payload_kb, work)
+                with_writers(cluster, args.writers, args.payload_kb, args.rate, work)
             )
     print(f"lag {args.lag_mb} MB; replica caught up at {caught_up} s after restart")
     for at, path, ok in events:
         print(f"{at:7.2f} s  {path:32} {'200' if ok else 'fail'}")
-    print(f"writes: {writes.acked} acked, {writes.failed} failed, slowest {writes.slowest:.2f} s")
+    print(
+        f"writes: {writes.acked} acked, {writes.retried} retried, {writes.failed} lost,"
+        f" slowest {writes.slowest:.2f} s"
+    )
 
 
 def main() -> None:
@@ -174,6 +181,7 @@ def main() -> None:
     parser.add_argument("--lag-mb", type=int, default=300, help="backlog per restarted node")
     parser.add_argument("--writers", type=int, default=8, help="concurrent publishers")
     parser.add_argument("--payload-kb", type=int, default=64, help="message size")
+    parser.add_argument("--rate", type=float, default=200.0, help="messages/s, all writers")
     parser.add_argument("--probes", choices=("old", "new", "both"), default="both")
     parser.add_argument(
         "--timeline", action="store_true", help="endpoint answers after one restart"

@@ -93,6 +93,9 @@ class NodeRoll:
     """What happened to one node during the roll (times in seconds since its restart)."""
 
     node: int
+    #: time.monotonic() when its preStop ran and when it was started again.
+    stopped_at: float = 0.0
+    started_at: float = 0.0
     #: Bytes the stream grew by while the node was down: what it had to catch up.
     lag_bytes: int = 0
     down_seconds: float = 0.0
@@ -113,12 +116,18 @@ class NodeRoll:
 
 @dataclass
 class Writes:
-    """What the writer saw: acknowledged, failed, and the slowest acknowledgement."""
+    """What the writers saw: writes acknowledged, first attempts refused, writes lost."""
 
     acked: int = 0
+    #: First attempts that failed and were retried (as Stripe retries a 503) until acked.
+    retried: int = 0
+    #: Writes never acknowledged within the retry budget: lost. The goal is 0.
     failed: int = 0
+    #: The slowest write, first attempt to PubAck, retries included.
     slowest: float = 0.0
     errors: dict[str, int] = field(default_factory=dict)
+    #: time.monotonic() of each refused attempt, to line them up with the roll's steps.
+    refused_at: list[float] = field(default_factory=list)
 
     def stalled(self, threshold: float) -> bool:
         """Whether any write took longer than ``threshold`` seconds."""
@@ -188,7 +197,7 @@ class Roller:
     async def roll_node(self, index: int, lag_bytes: int, lag_timeout: float) -> NodeRoll:
         """preStop + stop node ``index``, let the others take ``lag_bytes``, restart, probe."""
         result = NodeRoll(index)
-        stopped = time.monotonic()
+        stopped = result.stopped_at = time.monotonic()
         other = next(i for i in range(len(self.cluster.nodes)) if i != index)
         before = await asyncio.to_thread(self.stream_bytes, other)
         # preStop (nats/base/statefulset.yaml): lame-duck mode, then the kubelet's SIGTERM.
@@ -202,7 +211,7 @@ class Roller:
         result.lag_bytes = await asyncio.to_thread(self.stream_bytes, other) - before
         result.target_seq = await asyncio.to_thread(self._last_seq, other)
         result.down_seconds = time.monotonic() - stopped
-        started = time.monotonic()
+        started = result.started_at = time.monotonic()
         await asyncio.to_thread(self.cluster.start_node, index)
         startup = self.probes["startup"]
         result.startup_passed = await self.run_probe(
@@ -241,18 +250,41 @@ class Roller:
 
 
 async def write_continuously(
-    js: Any, subject: str, payload: bytes, stop: asyncio.Event, writes: Writes, timeout: float
+    js: Any,
+    subject: str,
+    payload: bytes,
+    stop: asyncio.Event,
+    writes: Writes,
+    timeout: float,
+    per_second: float,
+    retry_budget: float = 30.0,
 ) -> None:
-    """Publish ``payload`` until ``stop`` is set, each awaiting its PubAck; count outcomes."""
+    """Publish ``payload`` at most ``per_second`` times a second until ``stop`` is set.
+
+    Each write awaits its PubAck; a refused or timed-out attempt is retried with the same
+    ``Nats-Msg-Id`` (as Stripe retries a 503, deduplicated the same way) for up to
+    ``retry_budget`` s. A steady rate below the cluster's capacity, as Stripe's traffic is:
+    an unthrottled writer on a shared machine starves a catching-up replica.
+    """
+    interval = 1.0 / per_second
     n = 0
     while not stop.is_set():
         n += 1
         started = time.monotonic()
-        try:
-            await js.publish(subject, payload, timeout=timeout)
-            writes.acked += 1
-        except Exception as exc:  # every failure is the figure we measure
-            writes.failed += 1
-            name = type(exc).__name__
-            writes.errors[name] = writes.errors.get(name, 0) + 1
+        msg_id = f"{subject}-{n}"
+        while True:
+            try:
+                await js.publish(subject, payload, timeout=timeout, headers={"Nats-Msg-Id": msg_id})
+                writes.acked += 1
+                break
+            except Exception as exc:  # every refusal is part of what we measure
+                writes.refused_at.append(time.monotonic())
+                name = type(exc).__name__
+                writes.errors[name] = writes.errors.get(name, 0) + 1
+                if time.monotonic() - started > retry_budget:
+                    writes.failed += 1
+                    break
+                writes.retried += 1
+                await asyncio.sleep(0.25)
         writes.slowest = max(writes.slowest, time.monotonic() - started)
+        await asyncio.sleep(max(0.0, started + interval - time.monotonic()))
