@@ -3,7 +3,7 @@
 Run: ``.venv/bin/python bench/bench_billing.py [--quick] [--events N]``.
 
 In one run, on loopback only, it starts its own nats-server and the OpenMeter ingest
-stand-in (``stripe_bridge.billing.ingest_standin``), then prints events/s for:
+stand-in (``stripe_bridge_testing.openmeter_standin``), then prints events/s for:
 
 * forwarder, per batch size: the HTTP ceiling (the same batches POSTed straight to the
   stand-in, no NATS), the JetStream ceiling (a plain pull consumer that fetches and acks,
@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from stripe_bridge.billing.ingest_standin import IngestStandIn
 from stripe_bridge.billing.openmeter import (
     BATCH_CONTENT_TYPE,
     INGEST_PATH,
@@ -42,6 +41,7 @@ from stripe_bridge.message import build_message
 from stripe_bridge.natsserver import NatsServer
 from stripe_bridge.samples import sample_event
 from stripe_bridge.stream import StreamSpec, provision
+from stripe_bridge_testing.openmeter_standin import IngestStandIn
 
 DEADLINE = 300.0
 

@@ -23,10 +23,10 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
-from stripe_bridge.natscluster import LocalNatsCluster
 from stripe_bridge.natsserver import NatsServer
-from stripe_bridge.processes import FunctionProcess
 from stripe_bridge.stream import StreamSpec, provision
+from stripe_bridge_testing.natscluster import LocalNatsCluster
+from stripe_bridge_testing.processes import FunctionProcess
 
 from bench.bench_bridge import (
     FUNCTION,

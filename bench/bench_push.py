@@ -19,7 +19,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from stripe_bridge.natsserver import NatsServer
-from stripe_bridge.processes import BlackHoleServer, FunctionProcess, PushgatewayServer
+from stripe_bridge_testing.processes import BlackHoleServer, FunctionProcess, PushgatewayServer
 
 from bench.bench_bridge import FUNCTION, REPO_ROOT, Load, function_env, function_loads
 from bench.bench_bridge import provision_stream as provision

@@ -6,7 +6,7 @@ For each probe set (``old``: the pre-#15 ``js-enabled-only`` startup and ``js-se
 readiness; ``new``: what nats/base/statefulset.yaml has now) it starts a fresh loopback
 cluster from the shared nats.conf template, creates the R3 ``STRIPE`` stream and keeps
 writers publishing to it, then rolls the cluster as the StatefulSet controller does
-(``stripe_bridge.rollout``): each node is stopped until the stream grew by ``--lag-mb``,
+(``stripe_bridge_testing.rollout``): each node is stopped until the stream grew by ``--lag-mb``,
 restarted, and probed as the kubelet would with the manifest's exact paths, periods and
 thresholds. It prints, per node: the lag, time down, when the startup probe and readiness
 passed (seconds after the restart) and whether the node's replica then held every message
@@ -28,10 +28,17 @@ from pathlib import Path
 from typing import Any
 
 from stripe_bridge.config import inbox_prefix
-from stripe_bridge.kustomize import build
-from stripe_bridge.natscluster import LocalNatsCluster
-from stripe_bridge.rollout import Probe, Roller, Writes, http_probe, nats_probes, write_continuously
+from stripe_bridge.deploy.kustomize import build
 from stripe_bridge.stream import StreamSpec, provision
+from stripe_bridge_testing.natscluster import LocalNatsCluster
+from stripe_bridge_testing.rollout import (
+    Probe,
+    Roller,
+    Writes,
+    http_probe,
+    nats_probes,
+    write_continuously,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STREAM = "STRIPE"

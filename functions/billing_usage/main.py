@@ -1,10 +1,12 @@
 """Knative function: record usage into USAGE (see docs/billing.md).
 
-Generated from stripe_bridge.billing.functions by `stripe-bridge generate`; do not edit.
-Serve it with `stripe-bridge serve --source <this file>` (as the image does): it drains
-NATS and pushes the final metrics on SIGTERM, which functions-framework would skip.
+Generated from stripe_bridge.billing.catalog by `stripe-bridge generate`; do not edit.
+Serve it only as the image does, which drains NATS and pushes the final metrics on
+SIGTERM (functions-framework would skip both): stripe-bridge serve --source <this file>
 """
 
-from stripe_bridge.billing.functions import build, make_usage_function
+from stripe_bridge.billing.endpoints import make_usage_function
+from stripe_bridge.http import start
 
-handle = build(make_usage_function, "billing_usage")
+function = start("billing_usage", make_usage_function)
+handle = function.target

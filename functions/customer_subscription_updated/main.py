@@ -6,6 +6,7 @@ SIGTERM (functions-framework would skip both):
     FUNCTION_SOURCE=<this file> stripe-bridge serve
 """
 
-from stripe_bridge.function import make_function
+from stripe_bridge.webhook import make_function
 
-handle = make_function("customer_subscription_updated")
+function = make_function("customer_subscription_updated")
+handle = function.target

@@ -6,6 +6,7 @@ SIGTERM (functions-framework would skip both):
     FUNCTION_SOURCE=<this file> stripe-bridge serve
 """
 
-from stripe_bridge.function import make_function
+from stripe_bridge.webhook import make_function
 
-handle = make_function("invoice_paid")
+function = make_function("invoice_paid")
+handle = function.target

@@ -7,7 +7,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from .config import ConfigError
+from .config import ConfigError, report_config_error
 from .errors import CommandError
 
 #: Subcommand modules; each has ``register(subparsers)`` that sets ``func`` on its parser.
@@ -75,8 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except ConfigError as exc:
-        print(f"stripe-bridge: {exc}", file=sys.stderr)
-        return 2
+        return report_config_error("stripe-bridge", exc)
     except CommandError as exc:
         print(exc, file=sys.stderr)
         return 1

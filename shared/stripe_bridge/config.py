@@ -6,14 +6,18 @@ this model.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+import sys
 from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+#: Exit code of a process (function, command, consumer) stopped by invalid configuration.
+EXIT_CONFIG = 2
 #: Pause between nats-py's connection attempts (also bounds how often a dead NATS is retried).
 RECONNECT_WAIT_SECONDS = 0.5
 
@@ -27,6 +31,19 @@ class IdempotencyBackend(StrEnum):
 
 class ConfigError(Exception):
     """Configuration is invalid; the message is one line meant for an operator."""
+
+
+def report_config_error(program: str, exc: ConfigError) -> int:
+    """Print ``exc`` as ``program``'s one line on stderr; return the exit code to stop with."""
+    print(f"{program}: {exc}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def configure_logging(level: str) -> None:
+    """One line per record on stderr (callers never log secrets or bodies)."""
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
 
 
 class Settings(BaseSettings):

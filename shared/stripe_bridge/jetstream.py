@@ -47,7 +47,7 @@ class Stored:
 
 
 #: A SIGTERM drain gives up after this long; part of the termination budget that
-#: stripe_bridge.knative adds up (knative.APP_SHUTDOWN_SECONDS).
+#: stripe_bridge.deploy.knative adds up (knative.APP_SHUTDOWN_SECONDS).
 DRAIN_TIMEOUT_SECONDS = 5
 
 

@@ -1,7 +1,7 @@
 """Recover events missed during an outage from Stripe's Events API (``stripe-bridge replay``).
 
 Events are fetched with stripe-python (``GET /v1/events?created[gte]=``, page by page),
-sorted oldest first, and stored through ``webhook.ingest``: the same claim/publish/mark-done
+sorted oldest first, and stored through ``ingest.ingest``: the same claim/publish/mark-done
 path as a webhook, minus the signature check (the API call itself is authenticated).
 Events whose type no function serves are stored too, as the catch-all function would.
 
@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .envelope import StripeEvent
-from .webhook import Outcome, Runtime, ingest
+from .ingest import Ingested, IngestStatus, Runtime, ingest
 
 #: Page size of the Events API (its maximum).
 PAGE_SIZE = 100
@@ -40,11 +40,11 @@ class ReplayCounts:
     duplicate: int = 0
     failed: int = 0
 
-    def add(self, outcome: str) -> None:
-        """Count one ``ingest`` outcome (``published``, ``duplicate``, anything else failed)."""
-        if outcome == "published":
+    def add(self, status: IngestStatus) -> None:
+        """Count one ``ingest`` result (published, duplicate, anything else failed)."""
+        if status is IngestStatus.PUBLISHED:
             self.published += 1
-        elif outcome == "duplicate":
+        elif status is IngestStatus.DUPLICATE:
             self.duplicate += 1
         else:
             self.failed += 1
@@ -86,7 +86,7 @@ async def replay_events(
     runtime: Runtime,
     events: list[dict[str, Any]],
     already_stored: set[str],
-    on_event: Callable[[Outcome | None], None] = lambda _outcome: None,
+    on_event: Callable[[Ingested | None], None] = lambda _result: None,
 ) -> ReplayCounts:
     """Ingest each event not in ``already_stored``; count what happened to every event."""
     counts = ReplayCounts()
@@ -101,7 +101,7 @@ async def replay_events(
             counts.failed += 1
             on_event(None)
             continue
-        outcome = await ingest(runtime, event, raw)
-        counts.add(outcome.outcome)
-        on_event(outcome)
+        result = await ingest(runtime, event, raw)
+        counts.add(result.status)
+        on_event(result)
     return counts

@@ -20,7 +20,9 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 
 from . import registry
-from .webhook import Runtime, WebhookHandler
+from .http import FunctionRuntime, HttpFunction, function_of
+from .ingest import Runtime
+from .webhook import WebhookFunction
 
 #: Uvicorn waits this long for in-flight requests on SIGTERM. Under Knative nothing is in
 #: flight by then (queue-proxy drained first, see knative.TIMEOUT_SECONDS): a backstop,
@@ -31,7 +33,7 @@ STARTUP_FAILURE_EXIT = 3
 _ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
-def _closing(runtime: Runtime) -> Any:
+def _closing(runtime: FunctionRuntime) -> Any:
     """A lifespan that closes ``runtime`` once the server stopped taking requests."""
 
     @contextlib.asynccontextmanager
@@ -42,8 +44,8 @@ def _closing(runtime: Runtime) -> Any:
     return lifespan
 
 
-def load_function(source: Path, target: str = "handle") -> tuple[ASGIApp, Runtime]:
-    """Load the ``target`` of ``source``; return it as an ASGI app, and its runtime.
+def load_function(source: Path, target: str = "handle") -> tuple[ASGIApp, HttpFunction[Any]]:
+    """Load the ``target`` of ``source``; return it as an ASGI app, and its function.
 
     The same contract as functions-framework's ASGI loader for an async HTTP target (every
     path and method reaches the target) without importing it: functions-framework brings
@@ -58,24 +60,23 @@ def load_function(source: Path, target: str = "handle") -> tuple[ASGIApp, Runtim
     if handler is None or not inspect.iscoroutinefunction(handler):
         raise AttributeError(f"{source} has no async function named {target!r}")
     routes = [Route(path, handler, methods=_ALL_METHODS) for path in ("/", "/{path:path}")]
-    runtime: Runtime = handler.runtime
-    return Starlette(routes=routes), runtime
+    return Starlette(routes=routes), function_of(vars(module), handler)
 
 
 def function_app(source: Path, target: str = "handle") -> Starlette:
     """One function's ASGI app whose shutdown drains NATS and pushes metrics."""
-    app, runtime = load_function(source, target)
-    return Starlette(routes=[Mount("/", app=app)], lifespan=_closing(runtime))
+    app, function = load_function(source, target)
+    return Starlette(routes=[Mount("/", app=app)], lifespan=_closing(function.runtime))
 
 
 def dev_app(runtime: Runtime) -> Starlette:
     """Every function in one app: ``/`` accepts all types, ``/<event type>`` just that one."""
     routes: list[Any] = []
     for event_type in registry.EVENT_TYPES:
-        handler = WebhookHandler(runtime, frozenset({event_type.name}))
-        routes.append(Route(f"/{event_type.name}", handler.endpoint(), methods=_ALL_METHODS))
-    catch_all = WebhookHandler(runtime, None)
-    routes.append(Route("/{path:path}", catch_all.endpoint(), methods=_ALL_METHODS))
+        handler = WebhookFunction(runtime, frozenset({event_type.name}))
+        routes.append(Route(f"/{event_type.name}", handler.handle, methods=_ALL_METHODS))
+    catch_all = WebhookFunction(runtime, None)
+    routes.append(Route("/{path:path}", catch_all.handle, methods=_ALL_METHODS))
     return Starlette(routes=routes, lifespan=_closing(runtime))
 
 

@@ -1,26 +1,27 @@
-"""The HTTP surface of a function: Stripe webhooks, health, readiness and metrics."""
+"""A webhook function: verify a Stripe delivery, then ``ingest`` it; answer in HTTP.
+
+Read in request order: ``http.HttpFunction.handle`` (probes, method, body cap) →
+``WebhookFunction.answer`` (signature, JSON, envelope, served type) → ``ingest.ingest``
+(claim → publish → PubAck → done) → ``reply_for`` (the result as status, body, headers).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 
-from .config import Settings
+from . import registry
+from .config import ConfigError, Settings
 from .envelope import StripeEvent
-from .idempotency import ClaimState, IdempotencyError, IdempotencyStore, make_store
-from .jetstream import JetStreamPublisher, PublishError
-from .message import build_message
-from .metrics import UNKNOWN_TYPE, BridgeMetrics, served_event_types
-from .push import MetricsPusher
+from .http import HttpFunction, Reply, start
+from .ingest import Ingested, IngestStatus, Runtime, ingest
+from .metrics import UNKNOWN_TYPE
 from .signature import SignatureError, verify
 
 log = logging.getLogger(__name__)
@@ -28,138 +29,63 @@ log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "stripe-signature"
 
 
-class Runtime:
-    """Process-wide parts: settings, metrics, idempotency store, NATS publisher, pusher.
-
-    Nothing connects at construction; the NATS connection opens on first use.
-    """
-
-    def __init__(
-        self,
-        settings: Settings,
-        function_name: str,
-        metrics: BridgeMetrics | None = None,
-        store: IdempotencyStore | None = None,
-    ) -> None:
-        self.settings = settings
-        self.function_name = settings.function_name or function_name
-        self.metrics = metrics or BridgeMetrics()
-        self.store = store or make_store(settings)
-        # Named after the function, so that the server's connz tells the functions apart.
-        named = settings.model_copy(update={"function_name": self.function_name})
-        self.publisher = JetStreamPublisher(named, self.metrics.set_nats_connected)
-        self.metrics.preinitialise(served_event_types(function_name), self.store.backend)
-        self.pusher = (
-            MetricsPusher(
-                settings.pushgateway_url,
-                self.metrics.registry,
-                function=self.function_name,
-                instance=settings.instance(),
-                environment=settings.environment,
-                min_interval=settings.pushgateway_min_interval,
-                failures=self.metrics.push_failures,
-            )
-            if settings.pushgateway_url
-            else None
-        )
-
-    async def close(self) -> None:
-        """Drain NATS, push metrics a last time, close the store (SIGTERM path)."""
-        await self.publisher.close()
-        if self.pusher is not None:
-            await self.pusher.final_push()
-        await self.store.close()
-
-
 @dataclass
-class Outcome:
-    """How one delivery ended: the HTTP answer plus what metrics and logs need."""
+class Outcome(Reply):
+    """How one delivery ended: the HTTP answer plus the event it was about, if known."""
 
-    status: int
-    body: dict[str, Any]
-    outcome: str
-    reason: str = ""
     event_type: str = UNKNOWN_TYPE
     event_id: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 def _rejected(reason: str, detail: str, status: int = 400, **kw: Any) -> Outcome:
     return Outcome(status, {"error": reason, "detail": detail}, "rejected", reason, **kw)
 
 
-class WebhookHandler:
-    """Handles every request of one function; ``serves`` None means every event type."""
+class WebhookFunction(HttpFunction[Outcome]):
+    """Every request of one function; ``serves`` None means every event type."""
+
+    runtime: Runtime
 
     def __init__(self, runtime: Runtime, serves: frozenset[str] | None) -> None:
-        self.runtime = runtime
+        super().__init__(runtime, runtime.settings.max_body_bytes)
         self.serves = serves
 
-    def endpoint(self) -> Callable[[Request], Awaitable[Response]]:
-        """This handler as a coroutine function.
+    def refusal(
+        self, status: int, reason: str, detail: str, headers: dict[str, str] | None = None
+    ) -> Outcome:
+        """A rejected delivery (counted under ``reason``)."""
+        return _rejected(reason, detail, status, headers=headers or {})
 
-        functions-framework and Starlette tell async targets apart with
-        ``inspect.iscoroutinefunction``, which is false for a callable instance.
-        """
-
-        async def endpoint(request: Request) -> Response:
-            return await self(request)
-
-        return endpoint
-
-    async def __call__(self, request: Request) -> Response:
-        """Handle one request: route by path and method."""
-        path = request.url.path.rstrip("/")
-        if path in ("/healthz", "/readyz", "/metrics"):
-            if request.method not in ("GET", "HEAD"):
-                return _method_not_allowed("GET")
-            return await self._probe(path)
-        return await self._deliver(request)
-
-    async def _probe(self, path: str) -> Response:
-        if path == "/healthz":
-            return JSONResponse({"status": "alive"})
-        if path == "/metrics":
-            return Response(
-                generate_latest(self.runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST
-            )
-        if await self.runtime.publisher.ready():
-            return JSONResponse({"status": "ready"})
-        return JSONResponse({"status": "not_ready", "error": "nats_or_stream_unavailable"}, 503)
-
-    async def _deliver(self, request: Request) -> Response:
+    async def deliver(self, request: Request) -> Outcome:
+        """The shell's delivery, counted in flight."""
         metrics = self.runtime.metrics
-        started = time.perf_counter()
         metrics.inflight.inc()
         try:
-            result = await self._handle(request)
+            return await super().deliver(request)
         finally:
             metrics.inflight.dec()
-        elapsed = time.perf_counter() - started
-        metrics.webhooks.labels(result.event_type, result.outcome, result.reason).inc()
-        metrics.request_seconds.labels(result.outcome).observe(elapsed)
+
+    def record(self, reply: Outcome, seconds: float) -> None:
+        """Count the delivery, log one line, let the pusher push."""
+        metrics = self.runtime.metrics
+        metrics.webhooks.labels(reply.event_type, reply.outcome, reply.reason).inc()
+        metrics.request_seconds.labels(reply.outcome).observe(seconds)
         log.log(
-            logging.WARNING if result.status >= 500 else logging.INFO,
+            logging.WARNING if reply.status >= 500 else logging.INFO,
             "webhook status=%d outcome=%s reason=%s event_id=%s type=%s ms=%.1f",
-            result.status,
-            result.outcome,
-            result.reason or "-",
-            result.event_id or "-",
-            result.event_type,
-            elapsed * 1000,
+            reply.status,
+            reply.outcome,
+            reply.reason or "-",
+            reply.event_id or "-",
+            reply.event_type,
+            seconds * 1000,
         )
         if self.runtime.pusher is not None:
             self.runtime.pusher.request_done()
-        return JSONResponse(result.body, result.status, headers=result.headers)
 
-    async def _handle(self, request: Request) -> Outcome:
+    async def answer(self, request: Request, body: bytes) -> Outcome:
+        """Verify, parse and check the delivery; ingest it."""
         settings = self.runtime.settings
-        if request.method != "POST":
-            # Through _deliver like any refusal, so that it is counted and logged.
-            return _rejected("method_not_allowed", "POST webhooks here", 405, headers=_ALLOW_POST)
-        body = await _read_limited(request, settings.max_body_bytes)
-        if body is None:
-            return _rejected("body_too_large", f"limit is {settings.max_body_bytes} bytes", 413)
         try:
             verify(
                 request.headers.get(SIGNATURE_HEADER),
@@ -190,85 +116,59 @@ class WebhookHandler:
                 event_type=event.type,
                 event_id=event.id,
             )
-        return await ingest(self.runtime, event, raw)
+        return reply_for(await ingest(self.runtime, event, raw), self.runtime.settings)
 
 
-async def ingest(runtime: Runtime, event: StripeEvent, raw: dict[str, Any]) -> Outcome:
-    """Store one already-trusted event exactly once: claim, publish, await PubAck, mark done.
-
-    The webhook path calls this after verifying the signature; replay and import call it
-    directly for events fetched from Stripe's API or an export.
-    """
-    metrics = runtime.metrics
-    retry = {"Retry-After": str(runtime.settings.retry_after_seconds)}
-
-    def outcome(status: int, body: dict[str, Any], name: str, reason: str = "") -> Outcome:
-        headers = retry if status in (409, 503) else {}
-        return Outcome(status, body, name, reason, event.type, event.id, headers)
-
-    try:
-        claim = await runtime.store.claim(event.id)
-    except IdempotencyError:
-        metrics.idempotency_errors.labels(runtime.store.backend, "claim").inc()
-        reason = "idempotency_unavailable"
-        return outcome(503, {"error": reason}, "failed", reason)
-    if claim.state is ClaimState.DONE:
-        return outcome(200, {"status": "duplicate", "id": event.id}, "duplicate")
-    if claim.state is ClaimState.IN_PROGRESS:
-        detail = "another delivery of this event is being stored; retry later"
-        return outcome(409, {"error": "in_progress", "detail": detail}, "in_progress")
-
-    try:
-        message = build_message(event, raw, runtime.settings.nats_subject_prefix)
-        if message.translation_error:
-            metrics.translation_failures.labels(event.type).inc()
-        started = time.perf_counter()
-        stored = await runtime.publisher.publish(message.subject, message.body, message.headers)
-    except Exception as exc:  # whatever happened, the event is not known to be stored
-        reason = exc.failure.value if isinstance(exc, PublishError) else "internal_error"
-        if not isinstance(exc, PublishError):
-            log.exception("unexpected publish error event_id=%s", event.id)
-        metrics.publish_failures.labels(reason).inc()
-        await _release(runtime, event.id, claim.token)
-        return outcome(503, {"error": reason}, "failed", reason)
-    metrics.publish_seconds.observe(time.perf_counter() - started)
-    metrics.first_ack()
-    try:
-        await runtime.store.mark_done(event.id)
-    except IdempotencyError:
-        # Stored already: answer 200. A redelivery is caught by JetStream's window.
-        metrics.idempotency_errors.labels(runtime.store.backend, "mark_done").inc()
-    if stored.duplicate:
-        return outcome(200, {"status": "duplicate", "id": event.id}, "duplicate")
-    body = {"status": "published", "id": event.id, "stream": stored.stream, "seq": stored.seq}
-    return outcome(200, body, "published")
+def reply_for(result: Ingested, settings: Settings) -> Outcome:
+    """What ``ingest``'s result means in HTTP: 200, 409 or 503 (with ``Retry-After``)."""
+    status, body = {
+        IngestStatus.PUBLISHED: (
+            200,
+            {
+                "status": "published",
+                "id": result.event_id,
+                "stream": result.stream,
+                "seq": result.seq,
+            },
+        ),
+        IngestStatus.DUPLICATE: (200, {"status": "duplicate", "id": result.event_id}),
+        IngestStatus.IN_PROGRESS: (
+            409,
+            {
+                "error": "in_progress",
+                "detail": "another delivery of this event is being stored; retry later",
+            },
+        ),
+        IngestStatus.FAILED: (503, {"error": result.reason}),
+    }[result.status]
+    headers = {"Retry-After": str(settings.retry_after_seconds)} if status in (409, 503) else {}
+    return Outcome(
+        status,
+        body,
+        result.status.value,
+        result.reason,
+        headers,
+        result.event_type,
+        result.event_id,
+    )
 
 
-async def _release(runtime: Runtime, event_id: str, token: str) -> None:
-    try:
-        await runtime.store.release(event_id, token)
-    except IdempotencyError:
-        # The lease expires by itself; Stripe's retry waits at most that long.
-        runtime.metrics.idempotency_errors.labels(runtime.store.backend, "release").inc()
-
-
-_ALLOW_POST = {"Allow": "POST"}
-
-
-def _method_not_allowed(allow: str) -> Response:
-    return JSONResponse({"error": "method_not_allowed"}, 405, headers={"Allow": allow})
-
-
-async def _read_limited(request: Request, limit: int) -> bytes | None:
-    """The body, or None as soon as it is known to exceed ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+def serves_for(function_name: str) -> frozenset[str] | None:
+    """The event types a function accepts; None for the catch-all."""
+    if function_name == registry.CATCH_ALL:
         return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return frozenset({registry.by_function(function_name).name})
+
+
+def webhook_function(function_name: str, settings: Settings) -> WebhookFunction:
+    """The webhook function ``functions/<function_name>`` runs, on ``settings``."""
+    if not settings.stripe_webhook_secret:
+        # Settings allows it (the CLI tools need no secret); a webhook function without one
+        # could only refuse every delivery.
+        raise ConfigError("invalid configuration: STRIPE_WEBHOOK_SECRET is not set")
+    return WebhookFunction(Runtime(settings, function_name), serves_for(function_name))
+
+
+def make_function(function_name: str) -> WebhookFunction:
+    """The function of ``functions/<function_name>/main.py`` (its target is ``.target``)."""
+    return start(function_name, partial(webhook_function, function_name))

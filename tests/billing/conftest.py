@@ -13,7 +13,6 @@ from typing import Any, Self
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from stripe_bridge.billing.ingest_standin import IngestStandIn
 from stripe_bridge.billing.openmeter import Forwarder, ForwarderSettings
 from stripe_bridge.billing.usage import (
     UsageRecord,
@@ -21,7 +20,9 @@ from stripe_bridge.billing.usage import (
     provision_usage_streams,
 )
 from stripe_bridge.natsserver import NatsServer, free_port
-from stripe_bridge.processes import ManagedProcess, wait_until
+from stripe_bridge_testing.openmeter_standin import IngestStandIn
+from stripe_bridge_testing.processes import ManagedProcess
+from stripe_bridge_testing.waiting import wait_until
 
 API_KEY = "om_test_key"
 
@@ -83,16 +84,6 @@ def forwarder_settings(ingest: IngestStandIn, **overrides: Any) -> ForwarderSett
         "ack_wait": 2.0,
     }
     return ForwarderSettings(**{**base, **overrides})
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``predicate`` on the event loop until true; TimeoutError after ``timeout`` s."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise TimeoutError(f"{what} not true after {timeout}s")
-        await asyncio.sleep(0.02)
 
 
 @asynccontextmanager

@@ -7,34 +7,24 @@ bracketed keys (``line_items[0][price]``), JSON objects back, and errors as
 
 from __future__ import annotations
 
-import json
 import secrets
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from stripe_bridge.natsserver import free_port
+from stripe_bridge_testing.standin import HttpStandIn, StandInHandler
 
 PRICES = {"pro_monthly": "price_pro_m", "teams_monthly": "price_teams_m"}
 
 
-class StripeStandIn:
+class StripeStandIn(HttpStandIn):
     """Serves /v1/prices, /v1/checkout/sessions, /v1/billing_portal/sessions on loopback."""
 
     def __init__(self, api_key: str = "sk_test_standin") -> None:
+        super().__init__()
         self.api_key = api_key
-        self.port = free_port()
         self.calls: list[tuple[str, str, dict[str, str]]] = []
         self.fail_with: int | None = None
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        """``STRIPE_API_BASE``."""
-        return f"http://127.0.0.1:{self.port}"
 
     def _answer(self, method: str, path: str, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
         if self.fail_with is not None:
@@ -60,30 +50,23 @@ class StripeStandIn:
             return 200, {"id": sid, "object": "billing_portal.session", "url": url}
         return 404, _error("invalid_request_error", f"Unrecognized request URL ({path})")
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        """Stripe's form-encoded API: Bearer key, JSON objects and errors back."""
         standin = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                """Quiet."""
-
+        class Handler(StandInHandler):
             def _serve(self, method: str) -> None:
                 parts = urlsplit(self.path)
                 raw = parts.query
                 if method == "POST":
-                    raw = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+                    raw = self.read_body().decode()
                 form = dict(parse_qsl(raw))
                 standin.calls.append((method, parts.path, form))
                 if self.headers.get("Authorization") != f"Bearer {standin.api_key}":
                     status, body = 401, _error("invalid_request_error", "Invalid API Key provided")
                 else:
                     status, body = standin._answer(method, parts.path, form)
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.send(status, body)
 
             def do_GET(self) -> None:
                 self._serve("GET")
@@ -92,14 +75,6 @@ class StripeStandIn:
                 self._serve("POST")
 
         return Handler
-
-    def __enter__(self) -> StripeStandIn:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 def _error(kind: str, message: str, param: str | None = None) -> dict[str, Any]:

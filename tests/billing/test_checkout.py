@@ -10,14 +10,18 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Route
 from stripe_bridge.billing.checkout import StripeSettings
-from stripe_bridge.billing.functions import (
-    Handler,
+from stripe_bridge.billing.endpoints import (
+    BillingEndpoint,
     make_checkout_function,
     make_portal_function,
     stripe_parts,
 )
+from stripe_bridge.config import Settings
 
 from .stripe_standin import StripeStandIn
+
+#: The bridge settings a function starts with (only MAX_BODY_BYTES matters here).
+SETTINGS = Settings()
 
 
 @pytest.fixture
@@ -39,9 +43,9 @@ def settings_for(api: StripeStandIn, **overrides: Any) -> StripeSettings:
     return StripeSettings(**{**base, **overrides})
 
 
-async def client_for(target: Handler) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client calling ``target`` in process, as functions-framework would."""
-    app = Starlette(routes=[Route("/{path:path}", target, methods=["GET", "POST", "PUT"])])
+async def client_for(function: BillingEndpoint) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client calling ``function`` in process, as functions-framework would."""
+    app = Starlette(routes=[Route("/{path:path}", function.target, methods=["GET", "POST", "PUT"])])
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://function"
     ) as client:
@@ -51,14 +55,18 @@ async def client_for(target: Handler) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 async def checkout(stripe_api: StripeStandIn) -> AsyncIterator[httpx.AsyncClient]:
     """The checkout function."""
-    async for client in client_for(make_checkout_function(stripe_parts(settings_for(stripe_api)))):
+    async for client in client_for(
+        make_checkout_function(SETTINGS, stripe_parts(settings_for(stripe_api)))
+    ):
         yield client
 
 
 @pytest.fixture
 async def portal(stripe_api: StripeStandIn) -> AsyncIterator[httpx.AsyncClient]:
     """The portal function."""
-    async for client in client_for(make_portal_function(stripe_parts(settings_for(stripe_api)))):
+    async for client in client_for(
+        make_portal_function(SETTINGS, stripe_parts(settings_for(stripe_api)))
+    ):
         yield client
 
 
@@ -123,7 +131,7 @@ async def test_stripe_down_is_503_with_retry_after(
 
 async def test_refused_stripe_key_is_500_without_the_key(stripe_api: StripeStandIn) -> None:
     parts = stripe_parts(settings_for(stripe_api, stripe_api_key="sk_test_wrong_key"))
-    async for client in client_for(make_checkout_function(parts)):
+    async for client in client_for(make_checkout_function(SETTINGS, parts)):
         response = await client.post("/", json={"customer_id": "cus_Abc123", "tier": "pro"})
         assert response.status_code == 500
         assert response.json() == {"error": "Stripe refused our API key"}
@@ -195,7 +203,7 @@ async def test_extra_redirect_origins_are_allowed(stripe_api: StripeStandIn) -> 
         "https://shop.example:443",
         "http://l:8",
     }
-    async for client in client_for(make_portal_function(stripe_parts(settings))):
+    async for client in client_for(make_portal_function(SETTINGS, stripe_parts(settings))):
         body = {"customer_id": "cus_Abc123", "return_url": "https://shop.example/back"}
         assert (await client.post("/", json=body)).status_code == 200
 

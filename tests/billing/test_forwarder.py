@@ -6,7 +6,6 @@ import asyncio
 
 import pytest
 from stripe_bridge.billing.breaker import BreakerState
-from stripe_bridge.billing.ingest_standin import IngestStandIn
 from stripe_bridge.billing.openmeter import Forwarder, OpenMeterAuthError
 from stripe_bridge.billing.usage import (
     DEAD_LETTER_REASON_HEADER,
@@ -14,9 +13,11 @@ from stripe_bridge.billing.usage import (
     provision_usage_streams,
 )
 from stripe_bridge.natsserver import NatsServer
+from stripe_bridge_testing.openmeter_standin import IngestStandIn
+from stripe_bridge_testing.waiting import wait_until_async
 
 from ..helpers import stream_messages
-from .conftest import forwarder_settings, publish, records, running_forwarder, wait_for
+from .conftest import forwarder_settings, publish, records, running_forwarder
 
 
 def sample(forwarder_metrics: object, name: str, labels: dict[str, str] | None = None) -> float:
@@ -30,8 +31,8 @@ async def test_every_event_is_delivered_once_and_acked(
 ) -> None:
     await publish(usage_nats.url, records(45))
     async with running_forwarder(usage_nats.url, forwarder_settings(ingest)) as forwarder:
-        await wait_for(lambda: len(ingest.accepted) >= 45, 20, "45 events accepted")
-        await wait_for(
+        await wait_until_async(lambda: len(ingest.accepted) >= 45, 20, "45 events accepted")
+        await wait_until_async(
             lambda: sample(forwarder.metrics, "stripe_bridge_openmeter_events_sent_total") == 45,
             5,
             "45 acked",
@@ -50,7 +51,7 @@ async def test_429_storm_honours_retry_after(usage_nats: NatsServer, ingest: Ing
     await publish(usage_nats.url, records(20))
     settings = forwarder_settings(ingest, batch_size=20)
     async with running_forwarder(usage_nats.url, settings) as forwarder:
-        await wait_for(lambda: len(ingest.accepted) >= 20, 20, "20 events accepted")
+        await wait_until_async(lambda: len(ingest.accepted) >= 20, 20, "20 events accepted")
     statuses = [r.status for r in ingest.requests]
     assert statuses[:4] == [429, 429, 429, 204]
     gaps = [b.at - a.at for a, b in zip(ingest.requests, ingest.requests[1:], strict=False)][:3]
@@ -70,7 +71,9 @@ async def test_outage_longer_than_breaker_timeout(
     ingest.outage(3.0)
     settings = forwarder_settings(ingest, breaker_failures=3, breaker_reset=1.0)
     async with running_forwarder(usage_nats.url, settings) as forwarder:
-        await wait_for(lambda: len(ingest.accepted) >= 30, 30, "30 events accepted after outage")
+        await wait_until_async(
+            lambda: len(ingest.accepted) >= 30, 30, "30 events accepted after outage"
+        )
         assert forwarder.breaker.state is BreakerState.CLOSED
     metrics = forwarder.metrics
     transitions = "stripe_bridge_openmeter_breaker_transitions_total"
@@ -97,8 +100,8 @@ async def test_invalid_event_is_isolated_and_dead_lettered(
     await nc.close()
     await publish(usage_nats.url, records(2, prefix="after"))
     async with running_forwarder(usage_nats.url, forwarder_settings(ingest)) as forwarder:
-        await wait_for(lambda: len(ingest.accepted) >= 9, 20, "the 9 valid events accepted")
-        await wait_for(
+        await wait_until_async(lambda: len(ingest.accepted) >= 9, 20, "the 9 valid events accepted")
+        await wait_until_async(
             lambda: (
                 sample(forwarder.metrics, "stripe_bridge_openmeter_events_dead_lettered_total") == 1
             ),
@@ -121,7 +124,7 @@ async def test_refused_api_key_stops_without_acking(
     settings = forwarder_settings(ingest, api_key="wrong")
     with pytest.raises(OpenMeterAuthError):
         async with running_forwarder(usage_nats.url, settings) as forwarder:
-            await wait_for(lambda: bool(ingest.requests), 10, "a request")
+            await wait_until_async(lambda: bool(ingest.requests), 10, "a request")
     assert ingest.accepted == []
     assert sample(forwarder.metrics, "stripe_bridge_openmeter_requests_total",
                   {"verdict": "unauthorized"}) == 1  # fmt: skip
@@ -130,11 +133,13 @@ async def test_refused_api_key_stops_without_acking(
 async def test_nats_restart_is_survived(usage_nats: NatsServer, ingest: IngestStandIn) -> None:
     await publish(usage_nats.url, records(20, prefix="one"))
     async with running_forwarder(usage_nats.url, forwarder_settings(ingest)) as forwarder:
-        await wait_for(lambda: len(ingest.counts()) >= 20, 20, "first 20 accepted")
+        await wait_until_async(lambda: len(ingest.counts()) >= 20, 20, "first 20 accepted")
         usage_nats.stop()
         usage_nats.start()  # same port and store: the stream and the durable consumer persist
         await publish(usage_nats.url, records(20, prefix="two"))
-        await wait_for(lambda: len(ingest.counts()) >= 40, 30, "all 40 accepted after restart")
+        await wait_until_async(
+            lambda: len(ingest.counts()) >= 40, 30, "all 40 accepted after restart"
+        )
     assert len(ingest.counts()) == 40
     assert sample(forwarder.metrics, "stripe_bridge_openmeter_events_sent_total") >= 40
 

@@ -7,12 +7,12 @@ import signal
 from collections.abc import Callable
 
 import pytest
-from stripe_bridge.billing.ingest_standin import IngestStandIn
 from stripe_bridge.cli import main
 from stripe_bridge.natsserver import NatsServer
-from stripe_bridge.processes import wait_until
+from stripe_bridge_testing.openmeter_standin import IngestStandIn
+from stripe_bridge_testing.waiting import wait_until, wait_until_async
 
-from .conftest import ForwarderProcess, publish, records, wait_for
+from .conftest import ForwarderProcess, publish, records
 
 Start = Callable[..., ForwarderProcess]
 
@@ -31,7 +31,7 @@ async def test_crash_between_accept_and_ack_loses_nothing(
     ingest.release()
 
     second = start_forwarder(usage_nats.url, ingest)
-    await wait_for(lambda: len(ingest.counts()) >= 200, 30, "all 200 ids accepted")
+    await wait_until_async(lambda: len(ingest.counts()) >= 200, 30, "all 200 ids accepted")
     await asyncio.to_thread(
         wait_until,
         lambda: (

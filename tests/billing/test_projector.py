@@ -17,9 +17,9 @@ from stripe_bridge.envelope import StripeEvent
 from stripe_bridge.jetstream import connect_options
 from stripe_bridge.message import build_message
 from stripe_bridge.natsserver import NatsServer
-from stripe_bridge.processes import wait_until
+from stripe_bridge_testing.waiting import wait_until, wait_until_async
 
-from .conftest import ConsumerProcess, wait_for
+from .conftest import ConsumerProcess
 from .sequences import CONFIG, CUSTOMER, SUB_A, deliveries, lifecycle, random_history
 from .test_tiers import fold, updates
 
@@ -65,7 +65,7 @@ async def run_projectors(url: str, count: int, durables: list[str]) -> list[Tier
         return total
 
     try:
-        await wait_for(
+        await wait_until_async(
             lambda: all(handled(p) >= count for p in projectors), 30, f"{count} events projected"
         )
     finally:

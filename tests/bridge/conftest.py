@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 from stripe_bridge.natsserver import NatsServer
-from stripe_bridge.processes import FunctionProcess
+from stripe_bridge_testing.processes import FunctionProcess
 
 from ..conftest import function_process, provision_stream
 

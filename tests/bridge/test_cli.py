@@ -13,10 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 from stripe_bridge import registry
-from stripe_bridge.codegen import generated_files
-from stripe_bridge.natscluster import LocalNatsCluster
+from stripe_bridge.deploy.codegen import generated_files
 from stripe_bridge.natsserver import NatsServer, free_port
-from stripe_bridge.processes import FunctionProcess, wait_until
+from stripe_bridge_testing.natscluster import LocalNatsCluster
+from stripe_bridge_testing.processes import FunctionProcess
+from stripe_bridge_testing.waiting import wait_until
 
 from ..conftest import FunctionFactory
 from ..helpers import FIXTURES, REPO_ROOT, SECRET, fixture_event, post_event
@@ -30,7 +31,7 @@ def test_generated_files_match_the_registry() -> None:
     for event_type in registry.EVENT_TYPES:
         assert f"| `{event_type.name}` | `functions/{event_type.function_name}` |" in table
         source = (REPO_ROOT / "functions" / event_type.function_name / "main.py").read_text()
-        assert f'handle = make_function("{event_type.function_name}")' in source
+        assert f'function = make_function("{event_type.function_name}")' in source
     # Other functions (billing) live beside them; every webhook function must be there.
     folders = {p.name for p in (REPO_ROOT / "functions").iterdir() if (p / "main.py").exists()}
     assert folders >= set(registry.function_names())

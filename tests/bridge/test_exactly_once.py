@@ -9,7 +9,8 @@ from itertools import cycle
 
 import httpx
 from stripe_bridge.natsserver import NatsServer
-from stripe_bridge.processes import FunctionProcess, RedisServer, wait_until
+from stripe_bridge_testing.processes import FunctionProcess, RedisServer
+from stripe_bridge_testing.waiting import wait_until
 
 from ..conftest import FunctionFactory
 from ..helpers import fixture_event, signed_headers

@@ -16,8 +16,9 @@ import httpx
 import pytest
 from stripe_bridge import registry
 from stripe_bridge.natsserver import NatsServer, free_port
-from stripe_bridge.processes import FunctionProcess
 from stripe_bridge.server import load_function
+from stripe_bridge.webhook import WebhookFunction
+from stripe_bridge_testing.processes import FunctionProcess
 
 from ..helpers import REPO_ROOT, SECRET, fixture_event, post_event, signed_headers
 from .support import stored_event
@@ -40,7 +41,9 @@ async def test_function_serves_its_own_type_only(
     monkeypatch.setenv("NATS_URL", shared_stream.url)
     spec = registry.lookup(event_type)
     assert spec is not None
-    app, runtime = load_function(REPO_ROOT / "functions" / spec.function_name / "main.py")
+    app, function = load_function(REPO_ROOT / "functions" / spec.function_name / "main.py")
+    assert isinstance(function, WebhookFunction)
+    runtime = function.runtime
     assert runtime.function_name == spec.function_name
     transport = httpx.ASGITransport(app=app)
     try:
@@ -66,7 +69,7 @@ async def test_catch_all_function_serves_every_type(
 ) -> None:
     monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", SECRET)
     monkeypatch.setenv("NATS_URL", shared_stream.url)
-    app, runtime = load_function(REPO_ROOT / "functions" / registry.CATCH_ALL / "main.py")
+    app, function = load_function(REPO_ROOT / "functions" / registry.CATCH_ALL / "main.py")
     events = [
         fixture_event(name, fresh_id=True) for name in [*FIXTURE_OF.values(), "customer_updated"]
     ]
@@ -75,7 +78,7 @@ async def test_catch_all_function_serves_every_type(
         async with httpx.AsyncClient(transport=transport, base_url="http://fn") as client:
             answers = await asyncio.gather(*(post(client, event) for event in events))
     finally:
-        await runtime.close()
+        await function.runtime.close()
     assert [a.json().get("status") for a in answers] == ["published"] * len(events)
 
 
@@ -85,7 +88,7 @@ async def test_secret_rotation_accepts_both_secrets(
     old, new = SECRET, "whsec_rotated_" + "b" * 32
     monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", f"{new},{old}")
     monkeypatch.setenv("NATS_URL", shared_stream.url)
-    app, runtime = load_function(REPO_ROOT / "functions" / "invoice_paid" / "main.py")
+    app, function = load_function(REPO_ROOT / "functions" / "invoice_paid" / "main.py")
     statuses = []
     try:
         transport = httpx.ASGITransport(app=app)
@@ -97,7 +100,7 @@ async def test_secret_rotation_accepts_both_secrets(
                 )
                 statuses.append(response.json().get("status") or response.json()["error"])
     finally:
-        await runtime.close()
+        await function.runtime.close()
     assert statuses == ["published", "published", "signature_mismatch"]
 
 

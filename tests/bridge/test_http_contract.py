@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 import pytest
 from stripe_bridge.natsserver import NatsServer
-from stripe_bridge.processes import FunctionProcess, RedisServer, wait_until
+from stripe_bridge_testing.processes import FunctionProcess, RedisServer
+from stripe_bridge_testing.waiting import wait_until
 
 from ..conftest import FunctionFactory, provision_stream
 from ..helpers import REPO_ROOT, SECRET, fixture_event, now, post_event, signed_headers

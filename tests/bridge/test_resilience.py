@@ -21,7 +21,8 @@ import pytest
 from stripe_bridge.config import load_settings
 from stripe_bridge.jetstream import JetStreamPublisher, PublishError, PublishFailure
 from stripe_bridge.natsserver import NatsServer, free_port
-from stripe_bridge.processes import FunctionProcess, wait_until
+from stripe_bridge_testing.processes import FunctionProcess
+from stripe_bridge_testing.waiting import wait_until
 
 from ..conftest import FunctionFactory, provision_stream
 from ..helpers import fixture_event, post_event, signed_headers

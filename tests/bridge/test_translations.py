@@ -16,7 +16,7 @@ from stripe_bridge import registry
 from stripe_bridge.envelope import StripeEvent
 from stripe_bridge.message import build_message, parse_message
 from stripe_bridge.natsserver import NatsServer
-from stripe_bridge.processes import FunctionProcess
+from stripe_bridge_testing.processes import FunctionProcess
 
 from ..helpers import fixture_event, post_event
 from .support import last_seq, metric, stored_event, stored_message

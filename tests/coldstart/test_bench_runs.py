@@ -12,7 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from ..helpers import REPO_ROOT
+
+# The benchmark starts its own servers in a subprocess.
+pytestmark = pytest.mark.servers
 
 
 def test_the_smallest_benchmark_measures_everything(tmp_path: Path) -> None:

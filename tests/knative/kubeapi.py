@@ -16,16 +16,15 @@ available, or (``ready_status="False"``) the ``Progressing`` condition reports
 
 from __future__ import annotations
 
-import json
-import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
 from stripe_bridge.natsserver import free_port
+from stripe_bridge_testing.standin import HttpStandIn, StandInHandler
 
 TOKEN = "test-token-not-a-secret"
 GROUP_PATH = "/apis/serving.knative.dev/v1"
@@ -44,7 +43,7 @@ class Call:
 
 
 @dataclass
-class FakeKubeAPI:
+class FakeKubeAPI(HttpStandIn):
     """The server's behaviour, its stored Services and the requests it saw."""
 
     crds_installed: bool = True
@@ -62,21 +61,11 @@ class FakeKubeAPI:
     port: int = field(default_factory=free_port)
 
     def __post_init__(self) -> None:
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), _handler(self))
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(self.port)
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> FakeKubeAPI:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        """The few Kubernetes API calls ``knative apply`` makes."""
+        return _handler(self)
 
     def kubeconfig(self, path: Path) -> Path:
         """Write a kubeconfig pointing at this server with a bearer token."""
@@ -191,23 +180,14 @@ def _status(code: int, reason: str, message: str) -> dict[str, Any]:
 
 
 def _handler(api: FakeKubeAPI) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            """Quiet: the tests assert on ``api.calls``."""
-
+    class Handler(StandInHandler):
         def _send(self, code: int, body: Any, content_type: str = "application/json") -> None:
-            data = body if isinstance(body, bytes) else json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self.send(code, body, content_type)
 
         def _route(self, method: str) -> None:
             url = urlsplit(self.path)
             query = parse_qs(url.query)
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
+            raw = self.read_body()
             api.calls.append(Call(method, url.path, query, self.headers.get("Content-Type", "")))
             if self.headers.get("Authorization") != f"Bearer {TOKEN}":
                 self._send(401, _status(401, "Unauthorized", "Unauthorized"))

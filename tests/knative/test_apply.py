@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from stripe_bridge import knative
 from stripe_bridge.cli import main
+from stripe_bridge.deploy import knative
 
 from .kubeapi import FakeKubeAPI
 

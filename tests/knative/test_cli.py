@@ -29,6 +29,7 @@ def test_render_writes_then_check_passes_then_detects_drift(
     assert "out of date: " in capsys.readouterr().out
 
 
+@pytest.mark.servers  # starts `stripe-bridge serve`
 def test_serve_exits_3_when_its_port_is_taken(tmp_path: Path) -> None:
     port = free_port()
     with socket.socket() as taken:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
-from stripe_bridge import knative
+from stripe_bridge.deploy import knative
 
 from ..helpers import REPO_ROOT
 
@@ -112,6 +112,9 @@ def test_lock_check_passes_here_and_fails_on_stale_copies(tmp_path: Path) -> Non
     copy.mkdir()
     for name in ("pyproject.toml", "uv.lock", LOCK_FILE, "README.md"):
         shutil.copy(REPO_ROOT / name, copy / name)
+    # The test harness is a workspace member: uv reads its pyproject.toml too.
+    (copy / "testing").mkdir()
+    shutil.copy(REPO_ROOT / "testing" / "pyproject.toml", copy / "testing" / "pyproject.toml")
     shutil.copytree(REPO_ROOT / "scripts", copy / "scripts")
     (copy / ".tools").symlink_to(REPO_ROOT / ".tools")
     assert check(copy).returncode == 0

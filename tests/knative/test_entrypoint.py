@@ -21,12 +21,12 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 from stripe_bridge.natsserver import NatsServer
-from stripe_bridge.processes import (
+from stripe_bridge_testing.processes import (
     FunctionProcess,
     PushgatewayServer,
     RedisServer,
-    wait_until,
 )
+from stripe_bridge_testing.waiting import wait_until
 
 from ..helpers import REPO_ROOT, SECRET, fixture_event, post_event, signed_headers, stream_messages
 

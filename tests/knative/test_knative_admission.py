@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 import yaml
-from stripe_bridge import knative, names, registry
+from stripe_bridge import names, registry
+from stripe_bridge.deploy import knative
 
 from ..helpers import REPO_ROOT
 from . import knative_rules as rules

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from stripe_bridge import knative
+from stripe_bridge.deploy import knative
 from stripe_bridge.natsserver import NatsServer
-from stripe_bridge.processes import wait_until
-from stripe_bridge.rollout import http_probe
+from stripe_bridge_testing.rollout import http_probe
+from stripe_bridge_testing.waiting import wait_until
 
 from ..conftest import FunctionFactory
 from ..helpers import REPO_ROOT, fixture_event, signed_headers

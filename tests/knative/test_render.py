@@ -17,11 +17,13 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from stripe_bridge import knative, registry
+from stripe_bridge import registry
+from stripe_bridge.billing.catalog import BILLING_FUNCTIONS, Need
 from stripe_bridge.billing.checkout import StripeSettings
-from stripe_bridge.billing.functions import BILLING_FUNCTIONS, Need, UsageSettings
+from stripe_bridge.billing.endpoints import UsageSettings
 from stripe_bridge.billing.openmeter import ForwarderSettings
 from stripe_bridge.config import Settings
+from stripe_bridge.deploy import knative
 
 from ..helpers import REPO_ROOT
 
@@ -226,7 +228,7 @@ def test_one_service_per_billing_function_with_what_it_needs(
         assert container_env(manifest)["ENVIRONMENT"]["value"] == env
         assert "PUSHGATEWAY_URL" in container_env(manifest)
         (container,) = template["spec"]["containers"]
-        # The billing functions answer /healthz but have no /readyz.
+        # Billing functions are ready while alive: usage answers its own 503 without NATS.
         assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
         variables = container_env(manifest)

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 from stripe_bridge.config import inbox_prefix
-from stripe_bridge.natscluster import LocalNatsCluster
 from stripe_bridge.stream import StreamSpec, provision
+from stripe_bridge_testing.natscluster import LocalNatsCluster
 
 STREAM = "STRIPE"
 

@@ -8,31 +8,22 @@ are capped at ``page_cap`` (the API may return fewer than ``limit``) so paging i
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from stripe_bridge.natsserver import free_port
+from stripe_bridge_testing.standin import HttpStandIn, StandInHandler
 
 
-class StripeEventsAPI:
+class StripeEventsAPI(HttpStandIn):
     """Serves ``events`` for ``api_key`` on a loopback port until stopped."""
 
     def __init__(self, events: list[dict[str, Any]], api_key: str, page_cap: int = 4) -> None:
+        super().__init__()
         self.events = sorted(events, key=lambda e: (e["created"], e["id"]), reverse=True)
         self.api_key = api_key
         self.page_cap = page_cap
         self.requests: list[dict[str, list[str]]] = []
-        self.port = free_port()
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        """The API base URL."""
-        return f"http://127.0.0.1:{self.port}"
 
     def page(self, query: dict[str, list[str]]) -> dict[str, Any]:
         """The list object answering ``query``."""
@@ -50,10 +41,11 @@ class StripeEventsAPI:
             "url": "/v1/events",
         }
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        """``GET /v1/events`` only."""
         api = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(StandInHandler):
             def do_GET(self) -> None:
                 url = urlparse(self.path)
                 if self.headers.get("Authorization") != f"Bearer {api.api_key}":
@@ -68,23 +60,6 @@ class StripeEventsAPI:
                 self._send(200, api.page(query))
 
             def _send(self, status: int, body: dict[str, Any]) -> None:
-                payload = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.send_header("Request-Id", "req_local")
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args: object) -> None:
-                """Quiet: pytest shows failures, not access logs."""
+                self.send(status, body, headers={"Request-Id": "req_local"})
 
         return Handler
-
-    def __enter__(self) -> StripeEventsAPI:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()

@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from stripe_bridge import alerts, knative
-from stripe_bridge.kustomize import build
-from stripe_bridge.natsconf import (
+from stripe_bridge.deploy import alerts, knative
+from stripe_bridge.deploy.kustomize import build
+from stripe_bridge.deploy.natsconf import (
     MAX_FILE_STORE_ENV,
     PASSWORD_ENV,
     SIZING,

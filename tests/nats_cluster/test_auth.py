@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
@@ -10,8 +9,9 @@ from stripe_bridge.billing.projector import tiers_bucket
 from stripe_bridge.billing.tiers import TIERS_BUCKET
 from stripe_bridge.billing.usage import USAGE_STREAM, provision_usage_streams
 from stripe_bridge.config import inbox_prefix
-from stripe_bridge.knative import NATS_BILLING_USER, NATS_USAGE_USER, NATS_USER
-from stripe_bridge.natscluster import LocalNatsCluster
+from stripe_bridge.deploy.knative import NATS_BILLING_USER, NATS_USAGE_USER, NATS_USER
+from stripe_bridge_testing.natscluster import LocalNatsCluster
+from stripe_bridge_testing.waiting import wait_until_async
 
 from .conftest import STREAM, connect
 
@@ -30,11 +30,9 @@ class Errors:
 
     async def wait_for(self, text: str, timeout: float = 5.0) -> None:
         """Until an error containing ``text`` was reported."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not any(text in error for error in self.seen):
-            assert loop.time() < deadline, f"no error about {text!r}; saw {self.seen}"
-            await asyncio.sleep(0.02)  # poll interval of the deadline loop
+        await wait_until_async(
+            lambda: any(text in error for error in self.seen), timeout, f"an error about {text!r}"
+        )
 
 
 async def as_user(cluster: LocalNatsCluster, user: str, **options: Any) -> tuple[Any, Errors]:

@@ -16,6 +16,7 @@ import pytest
 from stripe_bridge.backup import iter_stream
 from stripe_bridge.cli import main
 from stripe_bridge.natsserver import NatsServer
+from stripe_bridge_testing.waiting import wait_until_async
 
 from ..conftest import FunctionFactory, provision_stream
 from ..helpers import fixture_event, post_event, stream_messages
@@ -105,10 +106,12 @@ async def test_import_adds_nothing_even_after_the_duplicate_window(
         )
         # Until JetStream forgets a published id, publishing it again is a duplicate.
         await js.publish("stripe.test.probe", b"", headers={"Nats-Msg-Id": "p"})
-        deadline = asyncio.get_running_loop().time() + 10
-        while (await js.publish("stripe.test.probe", b"", headers={"Nats-Msg-Id": "p"})).duplicate:
-            assert asyncio.get_running_loop().time() < deadline, "duplicate window never ended"
-            await asyncio.sleep(0.05)  # poll interval of the deadline loop
+
+        async def window_over() -> bool:
+            ack = await js.publish("stripe.test.probe", b"", headers={"Nats-Msg-Id": "p"})
+            return not ack.duplicate
+
+        await wait_until_async(window_over, 10, "the end of the duplicate window")
     finally:
         await nc.close()
 

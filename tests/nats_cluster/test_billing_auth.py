@@ -13,7 +13,6 @@ import asyncio
 from typing import Any
 
 import pytest
-from stripe_bridge.billing.ingest_standin import IngestStandIn
 from stripe_bridge.billing.openmeter import Forwarder, ForwarderSettings
 from stripe_bridge.billing.projector import TierProjector, read_state, tiers_bucket
 from stripe_bridge.billing.tiers import TIERS_BUCKET
@@ -25,9 +24,11 @@ from stripe_bridge.billing.usage import (
     record_usage,
 )
 from stripe_bridge.config import Settings
+from stripe_bridge.deploy.knative import NATS_BILLING_USER, NATS_USAGE_USER, NATS_USER
 from stripe_bridge.jetstream import JetStreamPublisher
-from stripe_bridge.knative import NATS_BILLING_USER, NATS_USAGE_USER, NATS_USER
-from stripe_bridge.natscluster import LocalNatsCluster
+from stripe_bridge_testing.natscluster import LocalNatsCluster
+from stripe_bridge_testing.openmeter_standin import IngestStandIn
+from stripe_bridge_testing.waiting import wait_until_async
 
 from ..billing.sequences import CONFIG, CUSTOMER, lifecycle
 from ..billing.test_projector import publish_deliveries
@@ -38,15 +39,6 @@ from .test_auth import as_user, refused
 KV_STREAM = f"KV_{TIERS_BUCKET}"
 LAG = "stripe_bridge_openmeter_consumer_lag"
 DEAD_LETTERED = "stripe_bridge_openmeter_events_dead_lettered_total"
-
-
-async def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    """Poll an async ``predicate`` until true; fail after ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await predicate():
-        assert loop.time() < deadline, f"{what} not true after {timeout}s"
-        await asyncio.sleep(0.05)  # poll interval of the deadline loop
 
 
 def usage_publisher(cluster: LocalNatsCluster) -> JetStreamPublisher:
@@ -80,7 +72,7 @@ async def test_forwarder_as_billing_provisions_forwards_acks_and_dead_letters(
                 len(peers) == 2 and all(peer.current for peer in peers)
             )
 
-        await wait_for(three_current_replicas, 20, "USAGE on three servers")
+        await wait_until_async(three_current_replicas, 20, "USAGE on three servers")
 
         publisher = usage_publisher(cluster)
         try:
@@ -114,9 +106,9 @@ async def test_forwarder_as_billing_provisions_forwards_acks_and_dead_letters(
                     lag = forwarder.metrics.registry.get_sample_value(LAG)
                     return len(ingest.counts()) == 30 and lag == 0
 
-                await wait_for(drained, 30, "30 events forwarded, consumer drained")
+                await wait_until_async(drained, 30, "30 events forwarded, consumer drained")
                 info = await billing.jetstream().consumer_info(USAGE_STREAM, settings.durable)
-                await wait_for(
+                await wait_until_async(
                     lambda: _no_ack_pending(billing, settings.durable), 10, "every event acked"
                 )
             finally:
@@ -162,7 +154,7 @@ async def test_projector_as_billing_projects_into_the_kv_bucket(
                 state, _revision = await read_state(projector.kv, CUSTOMER)
                 return state == fold(events)
 
-            await wait_for(caught_up, 30, "the customer's state projected")
+            await wait_until_async(caught_up, 30, "the customer's state projected")
         finally:
             stop.set()
             await asyncio.wait_for(task, 10)

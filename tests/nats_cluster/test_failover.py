@@ -12,10 +12,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from nats.js.errors import ServiceUnavailableError
-from stripe_bridge.kustomize import build
-from stripe_bridge.natscluster import LocalNatsCluster
+from stripe_bridge.deploy.kustomize import build
 from stripe_bridge.natsserver import nats_server_binary
-from stripe_bridge.processes import FunctionProcess, wait_until
+from stripe_bridge_testing.natscluster import LocalNatsCluster
+from stripe_bridge_testing.processes import FunctionProcess
+from stripe_bridge_testing.waiting import wait_until
 
 from ..conftest import FunctionFactory
 from ..helpers import REPO_ROOT, fixture_event, post_event

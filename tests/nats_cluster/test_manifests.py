@@ -16,8 +16,8 @@ import kubernetes_validate
 import pytest
 import yaml
 from stripe_bridge.cli import main
-from stripe_bridge.kustomize import KustomizeError, build, load_documents
-from stripe_bridge.natsconf import (
+from stripe_bridge.deploy.kustomize import KustomizeError, build, load_documents
+from stripe_bridge.deploy.natsconf import (
     PASSWORD_ENV,
     config_checksum,
     generated_files,

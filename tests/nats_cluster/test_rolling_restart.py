@@ -1,6 +1,6 @@
 """A rolling restart of the real 3-node cluster, gated by the manifest's probes, under writes.
 
-``stripe_bridge.rollout`` rolls the cluster as the StatefulSet controller does (highest
+``stripe_bridge_testing.rollout`` rolls the cluster as the StatefulSet controller does (highest
 ordinal first, every pod Ready before the next goes, preStop lame duck, then SIGTERM) and
 probes as the kubelet does, with the exact paths, delays, periods and thresholds of the
 built production StatefulSet. A writer publishes to the R3 ``STRIPE`` stream throughout.
@@ -14,9 +14,9 @@ import asyncio
 import time
 
 import pytest
-from stripe_bridge.kustomize import build
-from stripe_bridge.natscluster import LocalNatsCluster
-from stripe_bridge.rollout import Probe, Roller, Writes, nats_probes, write_continuously
+from stripe_bridge.deploy.kustomize import build
+from stripe_bridge_testing.natscluster import LocalNatsCluster
+from stripe_bridge_testing.rollout import Probe, Roller, Writes, nats_probes, write_continuously
 
 from ..helpers import REPO_ROOT
 from .conftest import STREAM, connect

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
-
 import httpx
 
 
@@ -19,12 +15,3 @@ def pushed_value(url: str, metric: str, **labels: str) -> float | None:
         if all(f'{k}="{v}"' in name_labels for k, v in labels.items()):
             return float(value)
     return None
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``predicate`` while the event loop keeps running; TimeoutError after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not true after {timeout}s")
-        await asyncio.sleep(0.02)

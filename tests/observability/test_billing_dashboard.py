@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from stripe_bridge.alerts import FORWARDER_JOB, PROJECTOR_JOB
-from stripe_bridge.billing.ingest_standin import IngestStandIn
+from stripe_bridge.deploy.alerts import FORWARDER_JOB, PROJECTOR_JOB
 from stripe_bridge.natsserver import NatsServer
-from stripe_bridge.processes import PrometheusServer, wait_until
+from stripe_bridge_testing.openmeter_standin import IngestStandIn
+from stripe_bridge_testing.processes import PrometheusServer
+from stripe_bridge_testing.waiting import wait_until
 
 from ..billing.conftest import API_KEY, ConsumerProcess, ForwarderProcess, publish, records
 from ..billing.sequences import lifecycle

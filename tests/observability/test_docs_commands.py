@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 import yaml
-from stripe_bridge import knative
-from stripe_bridge.kustomize import build
+from stripe_bridge.deploy import knative
+from stripe_bridge.deploy.kustomize import build
 
 from ..helpers import REPO_ROOT
 

@@ -15,10 +15,11 @@ from typing import Any
 import httpx
 import pytest
 from stripe_bridge import registry
-from stripe_bridge.alerts import alerts
+from stripe_bridge.deploy.alerts import alerts
 from stripe_bridge.natsserver import NatsServer
-from stripe_bridge.processes import PrometheusServer, PushgatewayServer, wait_until
 from stripe_bridge.push import JOB
+from stripe_bridge_testing.processes import PrometheusServer, PushgatewayServer
+from stripe_bridge_testing.waiting import wait_until
 
 from ..conftest import FunctionFactory
 from ..helpers import REPO_ROOT, fixture_event, post_event

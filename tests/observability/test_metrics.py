@@ -7,7 +7,7 @@ import re
 
 import httpx
 from prometheus_client import generate_latest
-from stripe_bridge import registry, webhook
+from stripe_bridge import http, ingest, registry, webhook
 from stripe_bridge.metrics import (
     FAILED_REASONS,
     REJECTED_REASONS,
@@ -37,12 +37,15 @@ def test_served_event_types_follow_the_registry() -> None:
 
 
 def test_every_reason_the_handler_gives_is_preinitialised() -> None:
-    # Drift guard: a new refusal in webhook.py must be created at zero too, or its first
-    # occurrence is invisible to rate() and its panel says "no data".
-    source = inspect.getsource(webhook)
-    rejected = set(re.findall(r'_rejected\(\s*"(\w+)"', source)) - {"unsupported_event_type"}
+    # Drift guard: a new refusal on the request path (http.py, webhook.py, ingest.py) must be
+    # created at zero too, or its first occurrence is invisible to rate() and its panel says
+    # "no data".
+    source = "".join(inspect.getsource(module) for module in (http, webhook, ingest))
+    refusals = r'(?:_rejected\(|refusal\(\d+,)\s*"(\w+)"'
+    rejected = set(re.findall(refusals, source)) - {"unsupported_event_type"}
     failed = set(re.findall(r'reason = "(\w+)"', source)) | set(re.findall(r'else "(\w+)"', source))
-    assert rejected and failed
+    assert {"method_not_allowed", "body_too_large", "malformed_json"} <= rejected
+    assert "idempotency_unavailable" in failed
     assert rejected <= set(REJECTED_REASONS)
     assert failed <= set(FAILED_REASONS)
     metrics = BridgeMetrics()

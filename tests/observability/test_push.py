@@ -10,10 +10,11 @@ import pytest
 from stripe_bridge.cli import main
 from stripe_bridge.metrics import BridgeMetrics
 from stripe_bridge.natsserver import free_port
-from stripe_bridge.processes import PushgatewayServer
 from stripe_bridge.push import JOB, MetricsPusher, group_path, list_groups, stale_groups
+from stripe_bridge_testing.processes import PushgatewayServer
+from stripe_bridge_testing.waiting import wait_until_async
 
-from .conftest import eventually, pushed_value
+from .conftest import pushed_value
 
 PUBLISHED = {"event_type": "invoice.paid", "outcome": "published", "reason": ""}
 
@@ -44,8 +45,8 @@ async def test_zero_snapshot_first_then_current_values(pushgateway: PushgatewayS
     metrics.webhooks.labels(*PUBLISHED.values()).inc()
     pusher.request_done()
     # The zero snapshot stays up for min_interval, so Prometheus can scrape the 0.
-    await eventually(lambda: published(pushgateway.url, "pod-a-1") == 0, 1.5, "zero pushed")
-    await eventually(lambda: published(pushgateway.url, "pod-a-1") == 1, 10, "value pushed")
+    await wait_until_async(lambda: published(pushgateway.url, "pod-a-1") == 0, 1.5, "zero pushed")
+    await wait_until_async(lambda: published(pushgateway.url, "pod-a-1") == 1, 10, "value pushed")
     await pusher.final_push()
     assert pusher.pushes == 3
     assert pusher.failed == 0
@@ -73,7 +74,7 @@ async def test_final_push_carries_latest_values(pushgateway: PushgatewayServer) 
     counter = metrics.webhooks.labels(*PUBLISHED.values())
     counter.inc()
     pusher.request_done()
-    await eventually(lambda: pusher.pushes == 1, 5, "zero snapshot pushed")
+    await wait_until_async(lambda: pusher.pushes == 1, 5, "zero snapshot pushed")
     counter.inc(4)
     await pusher.final_push()
     assert published(pushgateway.url, "pod-c-1") == 5

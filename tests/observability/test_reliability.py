@@ -8,8 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 from stripe_bridge.natsserver import NatsServer, free_port
-from stripe_bridge.processes import BlackHoleServer, wait_until
 from stripe_bridge.push import PUSH_TIMEOUT_SECONDS
+from stripe_bridge_testing.processes import BlackHoleServer
+from stripe_bridge_testing.waiting import wait_until
 
 from ..conftest import FunctionFactory
 from ..helpers import fixture_event, post_event

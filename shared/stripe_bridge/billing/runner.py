@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,15 +18,8 @@ log = logging.getLogger(__name__)
 #: Exit codes of the consumers (documented in docs/billing.md).
 EXIT_OK = 0
 EXIT_NATS = 1
-EXIT_CONFIG = 2
 EXIT_AUTH = 3
-
-
-def configure_logging(level: str) -> None:
-    """One line per record on stderr."""
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+# Invalid configuration exits with config.EXIT_CONFIG (2), through the CLI.
 
 
 def serve_metrics(registry: CollectorRegistry, port: int | None) -> None:

@@ -14,12 +14,11 @@ import sys
 from pathlib import Path
 
 from .. import registry
-from ..config import IdempotencyBackend, load_settings
-from ..function import configure_logging
+from ..config import IdempotencyBackend, configure_logging, load_settings
+from ..ingest import Runtime
 from ..natsserver import NatsServer
 from ..server import dev_app, run
 from ..stream import StreamSpec, provision
-from ..webhook import Runtime
 from .common import connect
 
 DEFAULT_PORT = 8080
@@ -96,7 +95,7 @@ def run_dev(args: argparse.Namespace) -> int:
             function_name="dev",
             **overrides,
         )
-        configure_logging(settings)
+        configure_logging(settings.log_level)
 
         async def setup() -> str:
             nc = await connect(settings)

@@ -7,9 +7,9 @@ import asyncio
 from typing import Any
 
 from ..billing.openmeter import Forwarder, ForwarderSettings, OpenMeterAuthError
-from ..billing.runner import EXIT_AUTH, configure_logging, run_until_stopped, serve_metrics
+from ..billing.runner import EXIT_AUTH, run_until_stopped, serve_metrics
 from ..billing.usage import provision_usage_streams
-from ..config import load_model
+from ..config import configure_logging, load_model
 from .common import add_nats_arguments, settings_from
 
 

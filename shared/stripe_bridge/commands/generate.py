@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..codegen import generated_files
+from ..deploy.codegen import generated_files
 from .common import write_or_check
 
 

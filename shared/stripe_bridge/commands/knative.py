@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .. import knative, kubeapply
+from ..deploy import knative, kubeapply
 from .common import write_or_check
 
 

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..kustomize import KustomizeError, build, render
-from ..natsconf import generated_files, kubernetes_params, render_nats_conf
+from ..deploy.kustomize import KustomizeError, build, render
+from ..deploy.natsconf import generated_files, kubernetes_params, render_nats_conf
 from .common import write_or_check
 
 OVERLAYS = ("staging", "production")

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from ..billing.projector import TierProjector
-from ..billing.runner import configure_logging, run_until_stopped, serve_metrics
+from ..billing.runner import run_until_stopped, serve_metrics
 from ..billing.tiers import TierConfig
-from ..config import ConfigError
+from ..config import ConfigError, configure_logging
 from .common import add_nats_arguments, settings_from
 
 

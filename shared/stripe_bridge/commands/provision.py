@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..natsconf import size_bytes
+from ..deploy.natsconf import size_bytes
 from ..stream import StreamSpec, provision
 from .common import add_nats_arguments, on_jetstream, settings_from
 

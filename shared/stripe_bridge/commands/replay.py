@@ -10,8 +10,8 @@ import sys
 
 from ..backup import since_time, stored_ids
 from ..config import ConfigError, redact_url
+from ..ingest import Ingested, Runtime
 from ..replay import ReplayCounts, ReplayError, fetch_events, replay_events
-from ..webhook import Outcome, Runtime
 from .common import add_nats_arguments, connect, settings_from
 
 DEFAULT_API_BASE = "https://api.stripe.com"
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         runtime = Runtime(settings, "replay")
         with tqdm(total=len(events), unit="event", desc="replay", file=sys.stderr) as bar:
 
-            def advance(_outcome: Outcome | None) -> None:
+            def advance(_result: Ingested | None) -> None:
                 bar.update(1)
 
             try:

@@ -14,9 +14,15 @@ from pathlib import Path
 from typing import Any
 from urllib.error import URLError
 
-from .natsconf import PASSWORD_ENV, NatsConfParams, new_password, render_nats_conf
-from .natsserver import NatsServer, free_port
-from .processes import wait_until
+from stripe_bridge.deploy.natsconf import (
+    PASSWORD_ENV,
+    NatsConfParams,
+    new_password,
+    render_nats_conf,
+)
+from stripe_bridge.natsserver import NatsServer, free_port
+
+from .waiting import wait_until
 
 
 class LocalNatsCluster:

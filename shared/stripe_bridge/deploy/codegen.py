@@ -5,13 +5,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from . import registry
-from .billing.functions import billing_function_files
-from .billing.openmeter import ForwarderMetrics
-from .billing.projector import ProjectorMetrics
-from .config import Settings
+from .. import registry
+from ..billing.catalog import BILLING_FUNCTIONS, BillingFunction
+from ..billing.openmeter import ForwarderMetrics
+from ..billing.projector import ProjectorMetrics
+from ..config import Settings
+from ..metrics import metric_attributes, metrics_table
 from .dashboards import dashboard_files
-from .metrics import metric_attributes, metrics_table
 
 GENERATED_NOTE = "Generated from stripe_bridge.registry by `stripe-bridge generate`; do not edit."
 
@@ -30,9 +30,27 @@ SIGTERM (functions-framework would skip both):
     FUNCTION_SOURCE=<this file> stripe-bridge serve
 """
 
-from stripe_bridge.function import make_function
+from stripe_bridge.webhook import make_function
 
-handle = make_function("{function_name}")
+function = make_function("{function_name}")
+handle = function.target
+'''
+
+
+def billing_function_module(function: BillingFunction) -> str:
+    """The source of ``functions/<name>/main.py`` for a billing function."""
+    return f'''"""Knative function: {function.summary} (see docs/billing.md).
+
+Generated from stripe_bridge.billing.catalog by `stripe-bridge generate`; do not edit.
+Serve it only as the image does, which drains NATS and pushes the final metrics on
+SIGTERM (functions-framework would skip both): stripe-bridge serve --source <this file>
+"""
+
+from stripe_bridge.billing.endpoints import {function.factory}
+from stripe_bridge.http import start
+
+function = start("{function.name}", {function.factory})
+handle = function.target
 '''
 
 
@@ -111,5 +129,6 @@ def generated_files(root: Path) -> dict[Path, str]:
     observability = root / "docs" / "observability.md"
     files[observability] = observability_doc(observability.read_text())
     files.update(dashboard_files(root))
-    files.update(billing_function_files(root))
+    for function in BILLING_FUNCTIONS:
+        files[root / "functions" / function.name / "main.py"] = billing_function_module(function)
     return files

@@ -1,11 +1,11 @@
 """Knative Serving manifests for every function, derived from the event-type registry.
 
 ``render`` builds one ``serving.knative.dev/v1`` Service per registered event type plus
-the catch-all and one per billing function (``billing.functions.BILLING_FUNCTIONS``), the
+the catch-all and one per billing function (``billing.catalog.BILLING_FUNCTIONS``), the
 billing consumers' Deployments and the Pushgateway clean-up CronJob (``consumers.yaml``),
 the deployer's RBAC and the Secrets' shape, for each environment profile.
 ``stripe-bridge knative render`` writes them under ``knative/``; a test keeps the
-committed files equal to a fresh render. Applying them is ``stripe_bridge.kubeapply``.
+committed files equal to a fresh render. Applying them is ``stripe_bridge.deploy.kubeapply``.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from typing import Any, Literal
 
 import yaml
 
-from . import __version__, registry
-from .billing.functions import BILLING_FUNCTIONS, BillingFunction, Need
-from .jetstream import DRAIN_TIMEOUT_SECONDS
-from .push import PUSH_TIMEOUT_SECONDS
-from .server import GRACEFUL_SHUTDOWN_SECONDS
+from .. import __version__, registry
+from ..billing.catalog import BILLING_FUNCTIONS, BillingFunction, Need
+from ..jetstream import DRAIN_TIMEOUT_SECONDS
+from ..push import PUSH_TIMEOUT_SECONDS
+from ..server import GRACEFUL_SHUTDOWN_SECONDS
 
 SERVING_GROUP = "serving.knative.dev"
 SERVING_VERSION = "v1"
@@ -430,7 +430,8 @@ def billing_service(
     }
     if Need.NATS in fn.needs:
         labels[LABEL_NATS_CLIENT] = "true"
-    # They push metrics like the webhook functions, and serve /healthz but no /readyz.
+    # They push metrics like the webhook functions. Readiness is /healthz: while NATS is
+    # down the usage function answers 503 with Retry-After itself.
     manifest = _knative_service(
         profile, fn.service_name, labels, {}, _billing_env(profile, fn), "/healthz", image
     )

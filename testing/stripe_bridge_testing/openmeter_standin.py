@@ -20,10 +20,10 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from ..natsserver import free_port
+from .standin import HttpStandIn, StandInHandler
 
 INGEST_PATH = "/api/v1/events"
 _REQUIRED = ("id", "source", "specversion", "type", "subject")
@@ -68,12 +68,12 @@ def validate_event(event: Any) -> str | None:
     return None
 
 
-class IngestStandIn:
+class IngestStandIn(HttpStandIn):
     """The stand-in server, run in a background thread on a free loopback port."""
 
     def __init__(self, api_key: str = "om_test_key", port: int | None = None) -> None:
+        super().__init__(port)
         self.api_key = api_key
-        self.port = port or free_port()
         self.accepted: list[tuple[str, str]] = []
         self.requests: list[RequestLog] = []
         self.held = threading.Event()
@@ -86,14 +86,6 @@ class IngestStandIn:
         self._hold_armed = False
         self._hold_skip = 0
         self._release = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        """Base URL (``OPENMETER_URL``)."""
-        return f"http://127.0.0.1:{self.port}"
 
     def fail_next(self, count: int, status: int, retry_after: str | None = None) -> None:
         """Answer the next ``count`` requests with ``status`` (and Retry-After)."""
@@ -163,28 +155,19 @@ class IngestStandIn:
             self._release.wait(60)
         return 204, "", len(events)
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        """OpenMeter's ingest endpoint."""
         standin = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                """Quiet: tests read ``requests`` instead."""
-
+        class Handler(StandInHandler):
             def _problem(self, status: int, detail: str, retry_after: str | None = None) -> None:
-                body = json.dumps(
-                    {"type": "about:blank", "title": str(status), "status": status,
-                     "detail": detail, "instance": "urn:request:standin"}
-                ).encode()  # fmt: skip
-                self.send_response(status)
-                self.send_header("Content-Type", "application/problem+json")
-                if retry_after is not None:
-                    self.send_header("Retry-After", retry_after)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                body = {"type": "about:blank", "title": str(status), "status": status,
+                        "detail": detail, "instance": "urn:request:standin"}  # fmt: skip
+                headers = {"Retry-After": retry_after} if retry_after is not None else None
+                self.send(status, body, "application/problem+json", headers)
 
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = self.read_body()
                 status, events = self._answer(body)
                 with standin._lock:
                     standin.requests.append(RequestLog(time.monotonic(), status, events))
@@ -203,27 +186,14 @@ class IngestStandIn:
                 content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
                 status, detail, events = standin._ingest(content_type, body)
                 if status == 204:
-                    self.send_response(204)
-                    self.end_headers()
+                    self.send(204)
                 else:
                     self._problem(status, detail)
                 return status, events
 
         return Handler
 
-    def start(self) -> IngestStandIn:
-        """Serve in a background thread."""
-        self._thread.start()
-        return self
-
     def stop(self) -> None:
         """Release held requests and stop serving."""
         self._release.set()
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> IngestStandIn:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().stop()

@@ -12,23 +12,14 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Self
 
-from .natsserver import free_port
+from stripe_bridge.natsserver import free_port
 
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``predicate`` until true; TimeoutError naming ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise TimeoutError(f"{what} not ready after {timeout}s")
+from .waiting import wait_until
 
 
 class ManagedProcess:

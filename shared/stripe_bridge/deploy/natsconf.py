@@ -1,7 +1,7 @@
 """The one ``nats.conf``: rendered from ``templates/nats.conf.tmpl`` for Kubernetes and tests.
 
 ``kubernetes_params`` describes the StatefulSet in ``nats/base``; the loopback cluster in
-``stripe_bridge.natscluster`` renders the same template with its own ports and folders, so
+``stripe_bridge_testing.natscluster`` renders the same template with its own ports and folders, so
 what the tests prove about accounts, permissions and clustering holds for the ConfigMap.
 """
 
@@ -15,7 +15,7 @@ from importlib import resources
 
 import yaml
 
-from .config import inbox_prefix
+from ..config import inbox_prefix
 
 #: Environment variables nats.conf reads the users' passwords from.
 PASSWORD_ENV = {
@@ -119,7 +119,7 @@ class NatsConfParams:
 
 def template_text() -> str:
     """The template as shipped in the package."""
-    return resources.files("stripe_bridge").joinpath("templates/nats.conf.tmpl").read_text()
+    return resources.files("stripe_bridge.deploy").joinpath("templates/nats.conf.tmpl").read_text()
 
 
 def render_nats_conf(params: NatsConfParams) -> str:

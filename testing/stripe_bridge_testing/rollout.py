@@ -9,7 +9,8 @@ again, run the startup probe until it passes and then the readiness probe, and g
 the next pod. While a node is down the caller's writer keeps writing, so the restarted node
 has a backlog (``lag_bytes``) to catch up; each roll records whether the startup probe and
 readiness passed only once the node's replica held every message written while it was
-down. Used by tests/nats_cluster/test_rolling_restart.py and bench/bench_rollout.py.
+down. Used by tests/nats_cluster/test_rolling_restart.py, tests/knative/test_probes_live.py
+and bench/bench_rollout.py.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.error import HTTPError, URLError
 
+from stripe_bridge.natsserver import nats_server_binary
+
 from .natscluster import LocalNatsCluster
-from .natsserver import nats_server_binary
 
 #: Kubelet defaults for unset probe fields (k8s.io/api core/v1 Probe).
 _PROBE_DEFAULTS = {

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import registry
+from .. import registry
+from ..push import JOB
 from .alerts import (
     FORWARDER_JOB,
     HEALTHZ_STATUS,
@@ -29,7 +30,6 @@ from .alerts import (
     alerts_test_yaml,
     alerts_yaml,
 )
-from .push import JOB
 
 _BRIDGE = '{environment=~"$environment",function=~"$function"}'
 _TYPED = '{event_type=~"$event_type",environment=~"$environment",function=~"$function"}'

@@ -1,0 +1,169 @@
+"""The HTTP shell every function shares, webhook and billing alike.
+
+``HttpFunction.handle`` answers every request of one function (``target`` is the same as a
+plain coroutine function, which functions-framework requires). It answers the probes itself
+and refuses what no function accepts, then hands the body to the function:
+
+- ``GET``/``HEAD`` ``/healthz`` 200 (alive), ``/readyz`` 200 or 503 (the function's own
+  dependencies), ``/metrics`` (its collectors); other methods there get 405 ``Allow: GET``;
+- any other path takes ``POST`` only (405 ``Allow: POST``) and a body of at most
+  ``max_body_bytes`` (413 as soon as the ``Content-Length`` or the streamed body exceeds it);
+- every request past the probes is one ``Reply``, which the function counts and logs.
+
+``start`` builds a function at import time of ``functions/<name>/main.py``: one logging
+setup, and invalid configuration exits 2 with one line. The module keeps the function as
+``function`` beside its target ``handle``; ``function_of`` finds it again, typed.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from .config import ConfigError, Settings, configure_logging, load_settings, report_config_error
+
+#: A functions-framework async HTTP target.
+Target = Callable[[Request], Awaitable[Response]]
+PROBES = ("/healthz", "/readyz", "/metrics")
+
+
+class FunctionRuntime(Protocol):
+    """What the shell asks of a function's process-wide parts."""
+
+    @property
+    def collectors(self) -> CollectorRegistry:
+        """The Prometheus collectors ``/metrics`` exposes."""
+        ...
+
+    async def ready(self) -> bool:
+        """Whether the function can do its work now (``/readyz``)."""
+        ...
+
+    async def close(self) -> None:
+        """Drain and release everything (the server's shutdown, on SIGTERM)."""
+        ...
+
+
+@dataclass
+class Reply:
+    """One request's answer, plus the metric outcome and reason it is counted under."""
+
+    status: int
+    body: Any
+    outcome: str
+    reason: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+ReplyT = TypeVar("ReplyT", bound=Reply)
+
+
+class HttpFunction(ABC, Generic[ReplyT]):
+    """One function behind the shared HTTP contract; subclasses answer, refuse and record."""
+
+    def __init__(self, runtime: FunctionRuntime, max_body_bytes: int) -> None:
+        self.runtime = runtime
+        self.max_body_bytes = max_body_bytes
+
+        async def target(request: Request) -> Response:
+            return await self.handle(request)
+
+        #: ``handle`` as a plain coroutine function: functions-framework takes no method.
+        self.target: Target = target
+
+    @abstractmethod
+    async def answer(self, request: Request, body: bytes) -> ReplyT:
+        """The reply to a POST whose body is within the limit."""
+
+    @abstractmethod
+    def refusal(
+        self, status: int, reason: str, detail: str, headers: dict[str, str] | None = None
+    ) -> ReplyT:
+        """The reply refusing a request with ``status`` (``reason`` is the metric label)."""
+
+    @abstractmethod
+    def record(self, reply: ReplyT, seconds: float) -> None:
+        """Count and log one reply (never the body or a secret)."""
+
+    async def handle(self, request: Request) -> Response:
+        """The target: probes, then one counted and logged reply per request."""
+        path = request.url.path.rstrip("/")
+        if path in PROBES:
+            if request.method not in ("GET", "HEAD"):
+                return _method_not_allowed("GET")
+            return await self._probe(path)
+        started = time.perf_counter()
+        reply = await self.deliver(request)
+        self.record(reply, time.perf_counter() - started)
+        return JSONResponse(reply.body, reply.status, headers=reply.headers)
+
+    async def deliver(self, request: Request) -> ReplyT:
+        """Refuse other methods and bodies over the limit; ``answer`` the rest."""
+        if request.method != "POST":
+            # A reply like any refusal, so that it is counted and logged.
+            return self.refusal(405, "method_not_allowed", "use POST", {"Allow": "POST"})
+        body = await _read_limited(request, self.max_body_bytes)
+        if body is None:
+            return self.refusal(413, "body_too_large", f"limit is {self.max_body_bytes} bytes")
+        return await self.answer(request, body)
+
+    async def _probe(self, path: str) -> Response:
+        if path == "/healthz":
+            return JSONResponse({"status": "alive"})
+        if path == "/metrics":
+            metrics = generate_latest(self.runtime.collectors)
+            return Response(metrics, media_type=CONTENT_TYPE_LATEST)
+        if await self.runtime.ready():
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "not_ready", "error": "nats_or_stream_unavailable"}, 503)
+
+
+def _method_not_allowed(allow: str) -> Response:
+    return JSONResponse({"error": "method_not_allowed"}, 405, headers={"Allow": allow})
+
+
+async def _read_limited(request: Request, limit: int) -> bytes | None:
+    """The body, or None as soon as it is known to exceed ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+FunctionT = TypeVar("FunctionT", bound=HttpFunction[Any])
+
+
+def start(name: str, make: Callable[[Settings], FunctionT]) -> FunctionT:
+    """The function of ``functions/<name>/main.py``: ``make`` it now.
+
+    Settings are read at import, so invalid configuration stops the process at start with
+    one clear line (exit 2); connections open on first use.
+    """
+    try:
+        settings = load_settings()
+        configure_logging(settings.log_level)
+        return make(settings)
+    except ConfigError as exc:
+        raise SystemExit(report_config_error(f"stripe-bridge {name}", exc)) from None
+
+
+def function_of(namespace: Mapping[str, object], target: object) -> HttpFunction[Any]:
+    """The function in ``namespace`` (a module's globals) whose ``target`` is ``target``."""
+    for value in namespace.values():
+        if isinstance(value, HttpFunction) and value.target is target:
+            return value
+    raise TypeError(f"{target!r} is not the target of a stripe-bridge function")

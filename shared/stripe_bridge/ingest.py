@@ -1,0 +1,157 @@
+"""Store one trusted Stripe event exactly once: claim → publish → PubAck → mark done.
+
+The webhook path calls ``ingest`` after verifying the signature; replay and import call it
+directly for events fetched from Stripe's API or an export. It answers in domain terms
+(``Ingested``); what that means in HTTP is ``webhook.py``'s business.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from .config import Settings
+from .envelope import StripeEvent
+from .idempotency import ClaimState, IdempotencyError, IdempotencyStore, make_store
+from .jetstream import JetStreamPublisher, PublishError
+from .message import build_message
+from .metrics import BridgeMetrics, served_event_types
+from .push import MetricsPusher
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    """Process-wide parts: settings, metrics, idempotency store, NATS publisher, pusher.
+
+    Nothing connects at construction; the NATS connection opens on first use.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        function_name: str,
+        metrics: BridgeMetrics | None = None,
+        store: IdempotencyStore | None = None,
+    ) -> None:
+        self.settings = settings
+        self.function_name = settings.function_name or function_name
+        self.metrics = metrics or BridgeMetrics()
+        self.store = store or make_store(settings)
+        # Named after the function, so that the server's connz tells the functions apart.
+        named = settings.model_copy(update={"function_name": self.function_name})
+        self.publisher = JetStreamPublisher(named, self.metrics.set_nats_connected)
+        self.metrics.preinitialise(served_event_types(function_name), self.store.backend)
+        self.pusher = (
+            MetricsPusher(
+                settings.pushgateway_url,
+                self.metrics.registry,
+                function=self.function_name,
+                instance=settings.instance(),
+                environment=settings.environment,
+                min_interval=settings.pushgateway_min_interval,
+                failures=self.metrics.push_failures,
+            )
+            if settings.pushgateway_url
+            else None
+        )
+
+    @property
+    def collectors(self) -> CollectorRegistry:
+        """The Prometheus collectors ``/metrics`` exposes."""
+        return self.metrics.registry
+
+    async def ready(self) -> bool:
+        """NATS is connected and the stream exists (``/readyz``)."""
+        return await self.publisher.ready()
+
+    async def close(self) -> None:
+        """Drain NATS, push metrics a last time, close the store (SIGTERM path)."""
+        await self.publisher.close()
+        if self.pusher is not None:
+            await self.pusher.final_push()
+        await self.store.close()
+
+
+class IngestStatus(StrEnum):
+    """How storing one event ended (also the ``outcome`` metric label)."""
+
+    #: Stored now; ``stream`` and ``seq`` say where.
+    PUBLISHED = "published"
+    #: Stored before (the idempotency store or JetStream's duplicate window knew it).
+    DUPLICATE = "duplicate"
+    #: Another delivery of the same event holds the claim; retry later.
+    IN_PROGRESS = "in_progress"
+    #: Not known to be stored, claim released; ``reason`` says why. Retry later.
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Ingested:
+    """The result of ``ingest`` for one event."""
+
+    status: IngestStatus
+    event_id: str
+    event_type: str
+    #: Why it FAILED: ``idempotency_unavailable``, a ``PublishFailure`` or ``internal_error``.
+    reason: str = ""
+    stream: str | None = None
+    seq: int | None = None
+
+
+async def ingest(runtime: Runtime, event: StripeEvent, raw: dict[str, Any]) -> Ingested:
+    """Store one already-trusted event exactly once: claim, publish, await PubAck, mark done."""
+    metrics = runtime.metrics
+
+    def outcome(status: IngestStatus, reason: str = "") -> Ingested:
+        return Ingested(status, event.id, event.type, reason)
+
+    try:
+        claim = await runtime.store.claim(event.id)
+    except IdempotencyError:
+        metrics.idempotency_errors.labels(runtime.store.backend, "claim").inc()
+        reason = "idempotency_unavailable"
+        return outcome(IngestStatus.FAILED, reason)
+    if claim.state is ClaimState.DONE:
+        return outcome(IngestStatus.DUPLICATE)
+    if claim.state is ClaimState.IN_PROGRESS:
+        return outcome(IngestStatus.IN_PROGRESS)
+
+    try:
+        message = build_message(event, raw, runtime.settings.nats_subject_prefix)
+        if message.translation_error:
+            metrics.translation_failures.labels(event.type).inc()
+        started = time.perf_counter()
+        stored = await runtime.publisher.publish(message.subject, message.body, message.headers)
+    except Exception as exc:  # whatever happened, the event is not known to be stored
+        reason = exc.failure.value if isinstance(exc, PublishError) else "internal_error"
+        if not isinstance(exc, PublishError):
+            log.exception("unexpected publish error event_id=%s", event.id)
+        metrics.publish_failures.labels(reason).inc()
+        await _release(runtime, event.id, claim.token)
+        return outcome(IngestStatus.FAILED, reason)
+    metrics.publish_seconds.observe(time.perf_counter() - started)
+    metrics.first_ack()
+    try:
+        await runtime.store.mark_done(event.id)
+    except IdempotencyError:
+        # Stored already: answer 200. A redelivery is caught by JetStream's window.
+        metrics.idempotency_errors.labels(runtime.store.backend, "mark_done").inc()
+    if stored.duplicate:
+        return outcome(IngestStatus.DUPLICATE)
+    return Ingested(
+        IngestStatus.PUBLISHED, event.id, event.type, stream=stored.stream, seq=stored.seq
+    )
+
+
+async def _release(runtime: Runtime, event_id: str, token: str) -> None:
+    try:
+        await runtime.store.release(event_id, token)
+    except IdempotencyError:
+        # The lease expires by itself; Stripe's retry waits at most that long.
+        runtime.metrics.idempotency_errors.labels(runtime.store.backend, "release").inc()
