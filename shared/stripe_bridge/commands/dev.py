@@ -107,7 +107,8 @@ def run_dev(args: argparse.Namespace) -> int:
         print(f"stream {settings.nats_stream}: {asyncio.run(setup())}")
         url = f"http://{args.host}:{args.port}/"
         print(banner(url, secret_note, nats.url, settings.nats_stream), flush=True)
-        run(dev_app(Runtime(settings, "dev")), args.host, args.port)
+        app = dev_app(Runtime(settings, "dev"))
+        run(app, args.host, args.port, reader=app.state.reader)
     finally:
         nats.stop()
     return 0

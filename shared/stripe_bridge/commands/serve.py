@@ -35,5 +35,6 @@ def run_serve(args: argparse.Namespace) -> int:
     if not source.is_file():
         print(f"stripe-bridge serve: no function source at {source}", file=sys.stderr)
         return 2
-    run(function_app(source, args.target), args.host, args.port)
+    app = function_app(source, args.target)
+    run(app, args.host, args.port, reader=app.state.reader)
     return 0
