@@ -264,10 +264,10 @@ class Entitlements:
 
 
 class EntitlementsRuntime(BillingRuntime):
-    """Always ready (a degraded answer is an answer); closes NATS on SIGTERM."""
+    """Always ready (a degraded answer is an answer); closes NATS and pushes on SIGTERM."""
 
-    def __init__(self, logic: Entitlements) -> None:
-        super().__init__("billing_entitlements")
+    def __init__(self, logic: Entitlements, settings: Settings) -> None:
+        super().__init__("billing_entitlements", settings)
         self.logic = logic
         self.checks = Counter(
             "stripe_bridge_entitlement_checks",
@@ -278,8 +278,9 @@ class EntitlementsRuntime(BillingRuntime):
         )
 
     async def close(self) -> None:
-        """Close the connection."""
+        """Close the connection, then push the final metrics."""
         await self.logic.close()
+        await super().close()
 
 
 class EntitlementsFunction(BillingEndpoint):
@@ -308,7 +309,7 @@ def make_entitlements_function(
         except (OSError, ValueError) as exc:
             raise ConfigError(f"tier config: {str(exc).splitlines()[0]}") from None
     logic = Entitlements(config, settings, own)
-    runtime = EntitlementsRuntime(logic)
+    runtime = EntitlementsRuntime(logic, settings)
 
     async def work(request: Request, body: bytes) -> tuple[int, Any]:
         match = CUSTOMER_PATH.fullmatch(request.url.path.rstrip("/"))

@@ -106,6 +106,7 @@ def backup_cronjob(profile: Profile, image: str | None = None) -> dict[str, Any]
                         "spec": {
                             "restartPolicy": "Never",
                             "automountServiceAccountToken": False,
+                            "enableServiceLinks": False,
                             "securityContext": {**_pod_security(), "fsGroup": 10001},
                             "containers": [container],
                             "volumes": [
