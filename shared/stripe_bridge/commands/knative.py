@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..deploy import knative, kubeapply
+from ..deploy import knative, kubeapply, promoperator
 from .common import write_or_check
 
 
@@ -15,7 +15,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser("knative", help="render and apply the Knative deployment")
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
-    render = actions.add_parser("render", help="write knative/ manifests from the registry")
+    render = actions.add_parser(
+        "render",
+        help="write knative/ manifests from the registry (and the Prometheus Operator objects)",
+    )
     render.add_argument(
         "--env", choices=list(knative.PROFILES), help="one environment (default: all)"
     )
@@ -52,10 +55,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     apply.set_defaults(func=run_apply)
 
 
+def rendered(envs: list[str] | None = None) -> dict[str, str]:
+    """Every file ``render`` writes, by path relative to ``knative/``."""
+    return {**knative.render(envs), **promoperator.render(envs)}
+
+
 def run_render(args: argparse.Namespace) -> int:
     """Write every manifest (or with --check, compare)."""
     envs = [args.env] if args.env else None
-    files = {args.out / relative: content for relative, content in knative.render(envs).items()}
+    files = {args.out / relative: content for relative, content in rendered(envs).items()}
     return write_or_check(files, args.check)
 
 
