@@ -12,6 +12,7 @@ from ..billing.projector import ProjectorMetrics
 from ..config import Settings
 from ..metrics import metric_attributes, metrics_table
 from .dashboards import dashboard_files
+from .schemas import schema_files
 
 GENERATED_NOTE = "Generated from stripe_bridge.registry by `stripe-bridge generate`; do not edit."
 
@@ -129,6 +130,7 @@ def generated_files(root: Path) -> dict[Path, str]:
     observability = root / "docs" / "observability.md"
     files[observability] = observability_doc(observability.read_text())
     files.update(dashboard_files(root))
+    files.update(schema_files(root))
     for function in BILLING_FUNCTIONS:
         files[root / "functions" / function.name / "main.py"] = billing_function_module(function)
     return files
