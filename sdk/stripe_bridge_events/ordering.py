@@ -44,7 +44,11 @@ def is_stale(event: Event, last: Applied | None) -> bool:
 
 
 class LatestApplied:
-    """In-memory guard for one process: ``if guard.offer(event): apply(event)``.
+    """In-memory guard for one process::
+
+        if not guard.stale(event):
+            apply(event)          # if this raises, nothing is recorded: a retry applies it
+            guard.record(event)
 
     A service that keeps state in a database stores ``Applied`` in the same transaction as
     the state and calls ``is_stale`` itself; this class is that, kept in a dict.
@@ -53,10 +57,10 @@ class LatestApplied:
     def __init__(self) -> None:
         self._last: dict[str, Applied] = {}
 
-    def offer(self, event: Event) -> bool:
-        """Whether to apply ``event``; if so it becomes its object's last applied event."""
-        key = object_key(event)
-        if is_stale(event, self._last.get(key)):
-            return False
-        self._last[key] = Applied(event.id, position(event))
-        return True
+    def stale(self, event: Event) -> bool:
+        """Whether ``event`` is already applied, or older than what is (skip it then)."""
+        return is_stale(event, self._last.get(object_key(event)))
+
+    def record(self, event: Event) -> None:
+        """``event`` was applied: it is now its object's last applied event."""
+        self._last[object_key(event)] = Applied(event.id, position(event))
