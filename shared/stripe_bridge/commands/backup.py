@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from ..backup import ExportedMessage, ImportCounts, export_stream, import_messages, since_time
 from ..config import ConfigError
+from ..exitcodes import ExitCode
 from .common import add_nats_arguments, on_jetstream, settings_from
 
 
@@ -49,7 +50,7 @@ def run_export(args: argparse.Namespace) -> int:
         f"exported {count} messages from stream {settings.nats_stream} to {args.out}",
         file=sys.stderr,
     )
-    return 0
+    return ExitCode.OK
 
 
 def _read(path: Path) -> list[ExportedMessage]:
@@ -96,4 +97,4 @@ def run_import(args: argparse.Namespace) -> int:
         f"import {args.file}: {total} messages, published {counts.published}, "
         f"duplicate {counts.duplicate}"
     )
-    return 0
+    return ExitCode.OK

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from ..config import Settings, load_settings, redact_url
 from ..errors import CommandError
+from ..exitcodes import ExitCode
 from ..jetstream import connect_options
 
 T = TypeVar("T")
@@ -51,8 +52,8 @@ def on_jetstream(
 ) -> T:
     """Run ``work(jetstream context)`` on a fresh connection, closed afterwards.
 
-    Any failure becomes a CommandError naming the command and the (redacted) NATS URL,
-    followed by ``advice``.
+    Any failure becomes a CommandError (exit code UNAVAILABLE: NATS unreachable or refusing)
+    naming the command and the (redacted) NATS URL, followed by ``advice``.
     """
 
     async def go() -> T:
@@ -67,13 +68,13 @@ def on_jetstream(
     except Exception as exc:
         where = redact_url(settings.nats_url)
         detail = f"{where}: {type(exc).__name__}: {exc}{advice}"
-        raise CommandError(f"stripe-bridge {command}: {detail}") from exc
+        raise CommandError(f"stripe-bridge {command}: {detail}", ExitCode.UNAVAILABLE) from exc
 
 
 def write_or_check(files: Mapping[Path, str], check: bool, hint: str = "") -> int:
     """Write each generated file that differs; with ``check`` only report it.
 
-    Returns the exit code: 1 when ``check`` found a file out of date, else 0. ``hint`` (the
+    Returns the exit code: FAILED when ``check`` found a file out of date, else OK. ``hint`` (the
     command that regenerates) is appended to each "out of date" line.
     """
     drift = 0
@@ -87,4 +88,4 @@ def write_or_check(files: Mapping[Path, str], check: bool, hint: str = "") -> in
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(content)
             print(f"wrote {path}")
-    return 1 if check and drift else 0
+    return ExitCode.FAILED if check and drift else ExitCode.OK

@@ -131,4 +131,4 @@ def run_dev(args: argparse.Namespace) -> int:
                 stripecli.stop_listener(listener)
     finally:
         nats.stop()
-    return 0
+    return ExitCode.OK

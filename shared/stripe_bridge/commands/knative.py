@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..deploy import knative, kubeapply, promoperator
+from ..exitcodes import ExitCode
 from .common import write_or_check
 
 
@@ -82,7 +83,7 @@ def run_apply(args: argparse.Namespace) -> int:
         for state in states:
             print(f"{state.label}: {state.action}")
         if args.dry_run:
-            return 0
+            return ExitCode.OK
         if args.wait > 0:
             deployer.wait_ready(states, args.wait, args.poll_interval)
     except kubeapply.DeployError as exc:
@@ -97,4 +98,4 @@ def run_apply(args: argparse.Namespace) -> int:
     if not_ready and args.wait > 0:
         print(f"stripe-bridge knative apply: not Ready: {', '.join(not_ready)}", file=sys.stderr)
         return kubeapply.EXIT_NOT_READY
-    return 0
+    return ExitCode.OK
