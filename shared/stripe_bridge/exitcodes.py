@@ -28,8 +28,9 @@ MEANING = {
     "an answer other than 2xx. The one line on stderr says what.",
     ExitCode.CONFIG: "Invalid configuration, arguments or input (a bad environment variable, "
     "an unreadable file): nothing was done; the one line names what to fix.",
-    ExitCode.UNAVAILABLE: "A service the command needs is unreachable or refused it: NATS, "
-    "Stripe's API, the Kubernetes API, OpenMeter (a rejected key or password too).",
+    ExitCode.UNAVAILABLE: "Something the command needs is not available: NATS, Stripe's API, "
+    "the Kubernetes API, OpenMeter or the Pushgateway is unreachable or refused it (a rejected "
+    "key or password too), or the port a server must listen on is taken. Often worth a retry.",
     ExitCode.NOT_FOUND: "What was asked for does not exist: a customer without a tier, an "
     "event that is not in the stream.",
     ExitCode.NO_PROGRAM: "A program the command runs is not installed: `kubectl`, the "

@@ -19,24 +19,9 @@ from stripe_bridge_events.models import (
     InvoiceLine,
     SubscriptionChanged,
     SubscriptionItem,
-    Translation,
 )
 
 from .envelope import StripeEvent
-
-# The models are defined once, in the consumer SDK (sdk/, distribution stripe-bridge-events):
-# what the bridge publishes is by construction what consumers parse.
-__all__ = [
-    "ActiveEntitlementSummary",
-    "CheckoutSessionCompleted",
-    "InvoiceChanged",
-    "SubscriptionChanged",
-    "Translation",
-    "translate_checkout_session",
-    "translate_entitlement_summary",
-    "translate_invoice",
-    "translate_subscription",
-]
 
 
 def _id(value: Any) -> str | None:

@@ -207,7 +207,7 @@ def test_provision_replicas_beyond_the_cluster_fails_clearly(nats_server: NatsSe
 
 def test_provision_without_nats_fails_clearly() -> None:
     result = cli("provision", "--nats-url", f"nats://127.0.0.1:{free_port()}")
-    assert result.returncode == 1
+    assert result.returncode == 3  # UNAVAILABLE
     assert result.stderr.startswith("stripe-bridge provision: nats://127.0.0.1:")
     assert len(result.stderr.strip().splitlines()) == 1
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..config import Settings, load_settings, redact_url
+from ..backup import since_time
+from ..config import ConfigError, Settings, load_settings, redact_url
 from ..errors import CommandError
 from ..exitcodes import ExitCode
 from ..jetstream import connect_options
@@ -20,6 +22,14 @@ def add_nats_arguments(parser: argparse.ArgumentParser) -> None:
     """``--nats-url`` and ``--stream`` overriding NATS_URL and NATS_STREAM."""
     parser.add_argument("--nats-url", help="NATS URL (default: $NATS_URL or nats://127.0.0.1:4222)")
     parser.add_argument("--stream", help="stream name (default: $NATS_STREAM or STRIPE)")
+
+
+def since_option(text: str | None) -> datetime | None:
+    """``--since`` (e.g. ``6h``) as the moment that long ago; ConfigError if malformed."""
+    try:
+        return since_time(text)
+    except ValueError as exc:
+        raise ConfigError(f"--since: {exc}") from None
 
 
 def settings_from(args: argparse.Namespace) -> Settings:

@@ -10,7 +10,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from ..backup import since_time, stored_ids
+from ..backup import stored_ids
 from ..config import ConfigError, redact_url
 from ..exitcodes import ExitCode
 from ..ingest import Ingested, Runtime
@@ -23,7 +23,7 @@ from ..replay import (
     fetch_events,
     replay_events,
 )
-from .common import add_nats_arguments, connect, settings_from
+from .common import add_nats_arguments, connect, settings_from, since_option
 
 DEFAULT_API_BASE = "https://api.stripe.com"
 
@@ -71,11 +71,7 @@ def query_from(args: argparse.Namespace) -> EventQuery | None:
         raise ConfigError("replay needs --since, --after or --event (Stripe keeps 30 days)")
     if len(types) > 20:
         raise ConfigError("--types: the Events API takes at most 20 types")
-    try:
-        since = since_time(args.since)
-    except ValueError as exc:
-        raise ConfigError(f"--since: {exc}") from None
-    return EventQuery(since, types, args.undelivered, args.after)
+    return EventQuery(since_option(args.since), types, args.undelivered, args.after)
 
 
 def describe(args: argparse.Namespace, query: EventQuery | None) -> str:

@@ -9,11 +9,10 @@ from typing import Any
 
 from stripe_bridge_events import TypedEvent, parse
 
-from ..backup import iter_stream, since_time
-from ..config import ConfigError
+from ..backup import iter_stream
 from ..exitcodes import ExitCode
 from ..message import MSG_ID_HEADER
-from .common import add_nats_arguments, on_jetstream, settings_from
+from .common import add_nats_arguments, on_jetstream, settings_from, since_option
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -68,10 +67,7 @@ def describe(found: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     """Scan the stream for the event; exit NOT_FOUND when it is not there."""
     settings = settings_from(args)
-    try:
-        since = since_time(args.since)
-    except ValueError as exc:
-        raise ConfigError(f"--since: {exc}") from None
+    since = since_option(args.since)
     found = on_jetstream(
         "show", settings, lambda js: find(js, settings.nats_stream, args.event_id, since)
     )
