@@ -108,16 +108,18 @@ def run(args: argparse.Namespace) -> int:
     async def go() -> tuple[list[dict[str, Any]], set[str], ReplayCounts]:
         from tqdm import tqdm
 
-        events = await asyncio.to_thread(fetch)
-        known: set[str] = set()
-        if events:
-            # Each event is stored after it was created: the scan from the oldest sees all.
-            oldest = datetime.fromtimestamp(min(int(e.get("created", 0)) for e in events), UTC)
-            nc = await connect(settings)
-            try:
+        # NATS first: no Stripe API calls when the events could not be stored anyway.
+        nc = await connect(settings)
+        try:
+            events = await asyncio.to_thread(fetch)
+            known: set[str] = set()
+            if events:
+                # Each event is stored after it was created: a scan from the oldest sees all.
+                created = min(int(e.get("created", 0)) for e in events)
+                oldest = datetime.fromtimestamp(created, UTC)
                 known = await stored_ids(nc.jetstream(), settings.nats_stream, oldest)
-            finally:
-                await nc.close()
+        finally:
+            await nc.close()
         if args.dry_run:
             return events, known, ReplayCounts()
         runtime = Runtime(settings, "replay")
