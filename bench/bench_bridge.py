@@ -47,7 +47,7 @@ from stripe_bridge.natsserver import NatsServer
 from stripe_bridge.samples import sample_event
 from stripe_bridge.signature import sign_header
 from stripe_bridge.stream import StreamSpec, provision
-from stripe_bridge_testing.processes import FunctionProcess, RedisServer
+from stripe_bridge_testing.processes import FunctionProcess, RedisServer, rss_mib
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHILD = Path(__file__).resolve().parent / "cold_start_child.py"
@@ -142,14 +142,6 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of process ``pid`` so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mib(pid: int) -> float:
-    """Resident set size of process ``pid`` in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
 async def drive(

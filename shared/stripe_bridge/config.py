@@ -122,7 +122,14 @@ class Settings(BaseSettings):
         default=1024 * 1024,
         ge=1024,
         le=64 * 1024 * 1024,
-        description="Larger request bodies get 413.",
+        description="Larger request bodies get 413 `body_too_large`. Events whose CloudEvent "
+        "is over the NATS server's `max_payload` get 413 `event_too_large`.",
+    )
+    body_read_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=60,
+        description="Max time to receive a request body; slower uploads get 408.",
     )
     retry_after_seconds: int = Field(
         default=30, ge=1, le=3600, description="`Retry-After` sent with 409 and 503 answers."

@@ -1,7 +1,14 @@
-"""The Stripe event envelope: the boundary model every webhook body must satisfy."""
+"""The Stripe event envelope: the boundary model every webhook body must satisfy.
+
+Bodies are parsed as strictly as Stripe writes them (RFC 8259 JSON in UTF-8, finite
+numbers, shallow nesting) and validated without coercion, so the published CloudEvent is
+strict JSON and says exactly what the signed body said.
+"""
 
 from __future__ import annotations
 
+import json
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -10,20 +17,74 @@ from pydantic import BaseModel, ConfigDict, Field
 #: invoice -> subscription links under ``parent`` (the "basil" release).
 BASIL_API_VERSION = "2025-03-31"
 
+#: Deepest nesting accepted. Stripe's objects nest about ten levels (expanded objects
+#: included); deep enough bodies exhaust Python's recursion in parsing or serialising.
+MAX_DEPTH = 64
+
+
+class MalformedBody(ValueError):
+    """The body is not the strict JSON Stripe sends; the message is safe to log."""
+
+
+def _no_constant(token: str) -> float:
+    raise MalformedBody(f"{token} is not JSON")
+
+
+def _finite(token: str) -> float:
+    value = float(token)
+    if not math.isfinite(value):
+        raise MalformedBody("number out of range")
+    return value
+
+
+def parse_body(body: bytes) -> Any:
+    """``body`` as JSON, or MalformedBody: UTF-8 only (no BOM), no NaN/Infinity, finite
+    numbers, at most MAX_DEPTH levels of nesting.
+    """
+    try:
+        text = body.decode("utf-8")
+        # json.loads(bytes) would also take UTF-16/32; a BOM fails here as invalid JSON.
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+    except UnicodeDecodeError:
+        raise MalformedBody("body is not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise MalformedBody(f"body is not JSON: {exc.msg}") from None
+    except RecursionError:
+        raise MalformedBody(f"nested deeper than {MAX_DEPTH} levels") from None
+    if _depth_over(value, MAX_DEPTH):
+        raise MalformedBody(f"nested deeper than {MAX_DEPTH} levels")
+    return value
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    # Iterative: a recursive walk would fail on exactly the bodies it must refuse.
+    containers = (dict, list)
+    stack = [(value, 1)] if isinstance(value, containers) else []
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children if isinstance(child, containers))
+    return False
+
 
 class StripeEventData(BaseModel):
     """``event.data``: the object as it is now, and what changed for ``*.updated``."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     object: dict[str, Any]
     previous_attributes: dict[str, Any] | None = None
 
 
 class StripeEvent(BaseModel):
-    """A Stripe webhook event (``"object": "event"``); unknown fields are kept."""
+    """A Stripe webhook event (``"object": "event"``); unknown fields are kept.
 
-    model_config = ConfigDict(extra="allow")
+    Strict: ``"livemode": "false"`` or ``"created": true`` are refused, not coerced.
+    """
+
+    model_config = ConfigDict(extra="allow", strict=True)
 
     id: str = Field(pattern=r"^evt_[A-Za-z0-9_]+$", max_length=255)
     object: Literal["event"]

@@ -7,7 +7,9 @@ and refuses what no function accepts, then hands the body to the function:
 - ``GET``/``HEAD`` ``/healthz`` 200 (alive), ``/readyz`` 200 or 503 (the function's own
   dependencies), ``/metrics`` (its collectors); other methods there get 405 ``Allow: GET``;
 - any other path takes ``POST`` only (405 ``Allow: POST``) and a body of at most
-  ``max_body_bytes`` (413 as soon as the ``Content-Length`` or the streamed body exceeds it);
+  ``max_body_bytes`` (413 as soon as the ``Content-Length`` or the streamed body exceeds it)
+  that arrives within its ``BodyReader``'s timeout (408; 499 when the client leaves; after
+  SIGTERM a short grace, then 503 ``shutting_down``);
 - every request past the probes is one ``Reply``, which the function counts and logs.
 
 ``start`` builds a function at import time of ``functions/<name>/main.py``: one logging
@@ -17,6 +19,7 @@ setup, and invalid configuration exits 2 with one line. The module keeps the fun
 
 from __future__ import annotations
 
+import asyncio
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
@@ -24,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from .config import ConfigError, Settings, configure_logging, load_settings, report_config_error
@@ -32,6 +35,10 @@ from .config import ConfigError, Settings, configure_logging, load_settings, rep
 #: A functions-framework async HTTP target.
 Target = Callable[[Request], Awaitable[Response]]
 PROBES = ("/healthz", "/readyz", "/metrics")
+#: How long a body still arriving at SIGTERM may take before it is answered 503.
+STOPPING_BODY_GRACE_SECONDS = 2.0
+#: Default of ``BodyReader``'s timeout (the webhook functions use BODY_READ_TIMEOUT_SECONDS).
+BODY_READ_TIMEOUT_SECONDS = 10.0
 
 
 class FunctionRuntime(Protocol):
@@ -65,12 +72,62 @@ class Reply:
 ReplyT = TypeVar("ReplyT", bound=Reply)
 
 
+class BodyReader:
+    """Reads request bodies up to a size, within a time; after SIGTERM within a short grace.
+
+    One per server (``server.run`` calls ``begin_shutdown``): a client that is sending
+    finishes and is answered as usual, a stalled one cannot hold the shutdown (nothing is
+    done with a request before its body is complete).
+    """
+
+    def __init__(self, max_bytes: int, timeout: float = BODY_READ_TIMEOUT_SECONDS) -> None:
+        self.max_bytes = max_bytes
+        self.timeout = timeout
+        self.stopping = False
+        self._reads: set[asyncio.Timeout] = set()
+
+    async def read(self, request: Request) -> bytes | None:
+        """The body, or None once it is known to exceed ``max_bytes``.
+
+        Raises TimeoutError when it takes too long, ClientDisconnect when the client leaves.
+        """
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        if self.stopping:
+            deadline = min(deadline, _grace_deadline())
+        async with asyncio.timeout_at(deadline) as timeout:
+            self._reads.add(timeout)
+            try:
+                return await _read_limited(request, self.max_bytes)
+            finally:
+                self._reads.discard(timeout)
+
+    def begin_shutdown(self) -> None:
+        """SIGTERM arrived; safe to call from a signal handler on the event loop's thread."""
+        self.stopping = True
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        loop.call_soon_threadsafe(self._shorten_reads)
+
+    def _shorten_reads(self) -> None:
+        for timeout in self._reads:
+            timeout.reschedule(min(timeout.when() or 0.0, _grace_deadline()))
+
+
+def _grace_deadline() -> float:
+    return asyncio.get_running_loop().time() + STOPPING_BODY_GRACE_SECONDS
+
+
 class HttpFunction(ABC, Generic[ReplyT]):
     """One function behind the shared HTTP contract; subclasses answer, refuse and record."""
 
-    def __init__(self, runtime: FunctionRuntime, max_body_bytes: int) -> None:
+    def __init__(
+        self, runtime: FunctionRuntime, max_body_bytes: int, reader: BodyReader | None = None
+    ) -> None:
         self.runtime = runtime
         self.max_body_bytes = max_body_bytes
+        self.reader = reader or BodyReader(max_body_bytes)
 
         async def target(request: Request) -> Response:
             return await self.handle(request)
@@ -109,7 +166,18 @@ class HttpFunction(ABC, Generic[ReplyT]):
         if request.method != "POST":
             # A reply like any refusal, so that it is counted and logged.
             return self.refusal(405, "method_not_allowed", "use POST", {"Allow": "POST"})
-        body = await _read_limited(request, self.max_body_bytes)
+        try:
+            body = await self.reader.read(request)
+        except ClientDisconnect:
+            # Nobody reads this answer; 499 (nginx's "client closed request") in log and metrics.
+            return self.refusal(499, "client_disconnected", "the client left mid-body")
+        except TimeoutError:
+            # The unread rest of the body cannot be skipped: close the connection.
+            close = {"Connection": "close"}
+            if self.reader.stopping:
+                return self.refusal(503, "shutting_down", "stopping; retry", close)
+            detail = f"body not received within {self.reader.timeout:g} s"
+            return self.refusal(408, "body_read_timeout", detail, close)
         if body is None:
             return self.refusal(413, "body_too_large", f"limit is {self.max_body_bytes} bytes")
         return await self.answer(request, body)

@@ -9,6 +9,7 @@ JetStream's duplicate window (``Nats-Msg-Id``) is the backstop behind this store
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from dataclasses import dataclass
@@ -111,8 +112,23 @@ return 0
 """
 
 
+#: Pause between attempts to delete leases whose claim or release got no answer.
+_FORGET_RETRY_SECONDS = 0.5
+
+
+@dataclass
+class _Unanswered:
+    until: float  # the lease has expired by itself by then
+    confirmed: int = 0
+
+
 class RedisStore:
-    """Store shared by every replica of every function: atomic ``SET NX PX`` leases."""
+    """Store shared by every replica of every function: atomic ``SET NX PX`` leases.
+
+    A claim that times out may still run when a stalled Redis resumes, leaving a lease
+    although the answer was "not claimed" (503): such leases are deleted in the background
+    as soon as Redis answers again (``_forget``), not left to block Stripe's retries.
+    """
 
     backend = IdempotencyBackend.REDIS.value
     _DONE = "done"
@@ -133,6 +149,8 @@ class RedisStore:
         self._lease_ms = int(lease_seconds * 1000)
         self._done_ms = done_ttl_seconds * 1000
         self._prefix = key_prefix
+        self._unanswered: dict[tuple[str, str], _Unanswered] = {}  # (key, token)
+        self._forgetting: asyncio.Task[None] | None = None
 
     def _key(self, event_id: str) -> str:
         return f"{self._prefix}:event:{event_id}"
@@ -151,6 +169,7 @@ class RedisStore:
                 if current is not None:
                     return Claim(ClaimState.IN_PROGRESS)
         except self._errors as exc:
+            self._forget(key, token)
             raise IdempotencyError(f"redis claim failed: {type(exc).__name__}") from exc
         return Claim(ClaimState.IN_PROGRESS)
 
@@ -164,9 +183,42 @@ class RedisStore:
         try:
             await self._redis.eval(_RELEASE_IF_OURS, 1, self._key(event_id), token)
         except self._errors as exc:
+            self._forget(self._key(event_id), token)
             raise IdempotencyError(f"redis release failed: {type(exc).__name__}") from exc
 
+    def _forget(self, key: str, token: str) -> None:
+        """Delete the lease ``token`` on ``key`` (if it is there, or once it appears)."""
+        until = time.monotonic() + self._lease_ms / 1000
+        self._unanswered[(key, token)] = _Unanswered(until)
+        if self._forgetting is None or self._forgetting.done():
+            self._forgetting = asyncio.create_task(self._forget_unanswered())
+
+    async def _forget_unanswered(self) -> None:
+        # A lease is gone for sure after two answered deletes in a row: the commands sent
+        # before the timeout sat in Redis's sockets when it resumed and ran in its first
+        # loop iteration, before the second delete arrived.
+        while self._unanswered:
+            now = time.monotonic()
+            for lease in [k for k, u in self._unanswered.items() if u.until <= now]:
+                del self._unanswered[lease]
+            batch = list(self._unanswered.items())
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for (key, token), _unanswered in batch:
+                        pipe.eval(_RELEASE_IF_OURS, 1, key, token)
+                    await pipe.execute()
+            except self._errors:
+                await asyncio.sleep(_FORGET_RETRY_SECONDS)
+                continue
+            for lease, unanswered in batch:
+                unanswered.confirmed += 1
+                if unanswered.confirmed >= 2:
+                    self._unanswered.pop(lease, None)
+
     async def close(self) -> None:
+        if self._forgetting is not None:
+            # Whatever is left expires with its lease.
+            self._forgetting.cancel()
         await self._redis.aclose()
 
 

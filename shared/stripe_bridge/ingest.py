@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from .config import Settings
 from .envelope import StripeEvent
 from .idempotency import ClaimState, IdempotencyError, IdempotencyStore, make_store
-from .jetstream import JetStreamPublisher, PublishError
+from .jetstream import JetStreamPublisher, MessageTooLarge, PublishError
 from .message import build_message
 from .metrics import BridgeMetrics, served_event_types
 from .push import MetricsPusher
@@ -89,6 +89,8 @@ class IngestStatus(StrEnum):
     IN_PROGRESS = "in_progress"
     #: Not known to be stored, claim released; ``reason`` says why. Retry later.
     FAILED = "failed"
+    #: Can never be stored as it is (``event_too_large``), claim released; ``reason``.
+    REJECTED = "rejected"
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,10 @@ async def ingest(runtime: Runtime, event: StripeEvent, raw: dict[str, Any]) -> I
             metrics.translation_failures.labels(event.type).inc()
         started = time.perf_counter()
         stored = await runtime.publisher.publish(message.subject, message.body, message.headers)
+    except MessageTooLarge:
+        # No retry can fix it until NATS max_payload is raised (docs/configuration.md).
+        await _release(runtime, event.id, claim.token)
+        return outcome(IngestStatus.REJECTED, "event_too_large")
     except Exception as exc:  # whatever happened, the event is not known to be stored
         reason = exc.failure.value if isinstance(exc, PublishError) else "internal_error"
         if not isinstance(exc, PublishError):

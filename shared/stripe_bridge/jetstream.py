@@ -25,8 +25,19 @@ class PublishFailure(StrEnum):
 
     UNAVAILABLE = "nats_unavailable"
     TIMEOUT = "puback_timeout"
-    NO_STREAM = "no_stream"
+    NO_STREAM = "no_stream"  # the stream does not exist: `stripe-bridge provision`
+    STREAM_UNAVAILABLE = "stream_unavailable"  # it exists but has no leader (quorum lost)
+    STORAGE_FULL = "storage_full"
     REJECTED = "jetstream_error"
+
+
+#: JetStream error codes meaning "no room": insufficient resources, account resources
+#: exceeded, insufficient storage (nats-server server/errors.json).
+_STORAGE_FULL_CODES = frozenset({10023, 10002, 10047})
+#: JetStream error code of "stream not found" (nats-server server/errors.json).
+_STREAM_NOT_FOUND = 10059
+#: How long telling a missing stream from a leaderless one may take after a failed publish.
+_STREAM_CHECK_SECONDS = 1.0
 
 
 class PublishError(Exception):
@@ -35,6 +46,23 @@ class PublishError(Exception):
     def __init__(self, failure: PublishFailure, detail: str = "") -> None:
         super().__init__(f"{failure.value}: {detail}" if detail else failure.value)
         self.failure = failure
+
+
+class MessageTooLarge(Exception):
+    """The message can never be published: it is over the server's ``max_payload``."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"message of {size} bytes over max_payload {limit}")
+        self.size = size
+        self.limit = limit
+
+
+def wire_size(body: bytes, headers: dict[str, str]) -> int:
+    """Bytes the server counts against ``max_payload``: headers (NATS/1.0 block) plus body."""
+    header_block = len("NATS/1.0\r\n\r\n") + sum(
+        len(key.encode()) + len(value.encode()) + 4 for key, value in headers.items()
+    )
+    return header_block + len(body)
 
 
 @dataclass(frozen=True)
@@ -94,6 +122,14 @@ def import_nats(settings: Settings) -> Any:
         if block:
             del sys.modules["aiohttp"]
     return nats
+
+
+def _api_failure(exc: Any) -> PublishFailure:
+    if exc.err_code in _STORAGE_FULL_CODES:
+        return PublishFailure.STORAGE_FULL
+    if exc.code == 503:  # "JetStream system temporarily unavailable": no leader
+        return PublishFailure.STREAM_UNAVAILABLE
+    return PublishFailure.REJECTED
 
 
 class JetStreamPublisher:
@@ -156,18 +192,32 @@ class JetStreamPublisher:
                 self._on_change(False)
                 raise PublishError(PublishFailure.UNAVAILABLE, type(exc).__name__) from exc
             nc.options["max_reconnect_attempts"] = -1
+            if self._settings.max_body_bytes > nc.max_payload:
+                log.warning(
+                    "MAX_BODY_BYTES=%d is over the server's max_payload=%d: events near the"
+                    " body limit are refused as event_too_large",
+                    self._settings.max_body_bytes,
+                    nc.max_payload,
+                )
             self._nc = nc
             self._js = nc.jetstream(timeout=self._settings.publish_timeout)
             self._on_change(True)
             return self._js
 
     async def publish(self, subject: str, body: bytes, headers: dict[str, str]) -> Stored:
-        """Publish and wait for the PubAck; raise PublishError unless it is stored."""
+        """Publish and wait for the PubAck; raise PublishError unless it is stored.
+
+        A message over the server's ``max_payload`` raises MessageTooLarge without being
+        sent: the server would close the connection, failing every publish in flight on it.
+        """
         js = await self._connection()  # first: it imports nats the cheap way (import_nats)
         from nats.js import errors as js_errors
 
         from nats import errors as nats_errors
 
+        size, limit = wire_size(body, headers), self._nc.max_payload
+        if size > limit:
+            raise MessageTooLarge(size, limit)
         try:
             ack = await js.publish(
                 subject,
@@ -177,14 +227,30 @@ class JetStreamPublisher:
                 headers=headers,
             )
         except js_errors.NoStreamResponseError as exc:
-            raise PublishError(PublishFailure.NO_STREAM, "no stream bound to subject") from exc
+            # nats-py's name for "no responders": the stream is missing, or it has no
+            # leader right now (quorum lost, election under way). Only the API tells which.
+            raise PublishError(await self._why_no_stream(js)) from exc
         except (TimeoutError, nats_errors.TimeoutError) as exc:
             raise PublishError(PublishFailure.TIMEOUT) from exc
         except js_errors.APIError as exc:
-            raise PublishError(PublishFailure.REJECTED, str(exc.description)) from exc
+            raise PublishError(_api_failure(exc), str(exc.description)) from exc
         except (nats_errors.Error, OSError) as exc:
             raise PublishError(PublishFailure.UNAVAILABLE, type(exc).__name__) from exc
         return Stored(ack.stream, ack.seq, bool(ack.duplicate))
+
+    async def _why_no_stream(self, js: Any) -> PublishFailure:
+        from nats.js import errors as js_errors
+
+        try:
+            await asyncio.wait_for(
+                js.stream_info(self._settings.nats_stream), _STREAM_CHECK_SECONDS
+            )
+        except js_errors.NotFoundError as exc:
+            if exc.err_code == _STREAM_NOT_FOUND:
+                return PublishFailure.NO_STREAM
+        except Exception:  # no answer or an error: JetStream cannot say, so not "missing"
+            pass
+        return PublishFailure.STREAM_UNAVAILABLE
 
     async def ready(self) -> bool:
         """Connected, and the stream exists (checked at most every few seconds)."""

@@ -40,17 +40,24 @@ UNKNOWN_TYPE = "unknown"
 PLAIN_OUTCOMES = ("published", "duplicate", "in_progress")
 #: Reasons of ``outcome="rejected"`` known before the body is parsed (plus signature failures).
 REJECTED_REASONS = (
+    "not_found",
     "method_not_allowed",
     "body_too_large",
+    "body_read_timeout",
+    "client_disconnected",
     "malformed_json",
     "not_a_stripe_event",
 )
+#: Reasons of ``outcome="rejected"`` for an event of a known type that can never be stored.
+EVENT_REJECTED_REASONS = ("event_too_large",)
 #: Reasons of ``outcome="failed"``: dependency outages, answered 503 so Stripe retries.
 FAILED_REASONS = (
     "idempotency_unavailable",
     *(failure.value for failure in PublishFailure),
     "internal_error",
 )
+#: Reasons of ``outcome="failed"`` before the body was read: the process is stopping.
+EARLY_FAILED_REASONS = ("shutting_down",)
 IDEMPOTENCY_OPERATIONS = ("claim", "mark_done", "release")
 #: Reasons of a failed metrics push (the ``reason`` label of push failures).
 PUSH_FAILURE_REASONS = ("unreachable", "timeout", "rejected")
@@ -129,6 +136,12 @@ class BridgeMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.clock_skew = Gauge(
+            "stripe_bridge_signature_clock_skew_seconds",
+            "This host's clock minus the timestamp of the last authentic Stripe-Signature "
+            "(delivery latency plus clock skew; refused deliveries included).",
+            registry=r,
+        )
         self.nats_connected = Gauge(
             "stripe_bridge_nats_connected",
             "1 while the process's NATS connection is up, else 0.",
@@ -160,9 +173,13 @@ class BridgeMetrics:
                 self.webhooks.labels(event_type, outcome, "")
             for reason in FAILED_REASONS:
                 self.webhooks.labels(event_type, "failed", reason)
+            for reason in EVENT_REJECTED_REASONS:
+                self.webhooks.labels(event_type, "rejected", reason)
             self.translation_failures.labels(event_type)
         for reason in (*REJECTED_REASONS, *(f.value for f in SignatureFailure)):
             self.webhooks.labels(UNKNOWN_TYPE, "rejected", reason)
+        for reason in EARLY_FAILED_REASONS:
+            self.webhooks.labels(UNKNOWN_TYPE, "failed", reason)
         for failure in SignatureFailure:
             self.signature_failures.labels(failure.value)
         for reason in FAILED_REASONS:

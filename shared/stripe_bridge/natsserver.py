@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 
@@ -63,8 +63,11 @@ class NatsServer:
         config_file: Path | None = None,
         log_file: Path | None = None,
         env: Mapping[str, str] | None = None,
+        launcher: Sequence[str] = (),
     ) -> None:
         self.store_dir = store_dir
+        # Runs the server through this prefix, e.g. ``ip netns exec <ns>`` (it execs).
+        self.launcher = list(launcher)
         # Extra environment for the process: nats.conf reads credentials as $VARIABLES.
         self.env = dict(env or {})
         self.host = host
@@ -81,7 +84,7 @@ class NatsServer:
 
     def command(self) -> list[str]:
         """The command line this server runs with."""
-        args = [nats_server_binary(), "-a", self.host, "-p", str(self.port)]
+        args = [*self.launcher, nats_server_binary(), "-a", self.host, "-p", str(self.port)]
         args += ["-m", str(self.monitor_port)]
         if self.config_file is not None:
             args += ["-c", str(self.config_file)]

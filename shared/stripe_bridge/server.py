@@ -13,6 +13,7 @@ import inspect
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from starlette.applications import Starlette
@@ -20,7 +21,7 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 
 from . import registry
-from .http import FunctionRuntime, HttpFunction, function_of
+from .http import BodyReader, FunctionRuntime, HttpFunction, function_of
 from .ingest import Runtime
 from .webhook import WebhookFunction
 
@@ -64,25 +65,48 @@ def load_function(source: Path, target: str = "handle") -> tuple[ASGIApp, HttpFu
 def function_app(source: Path, target: str = "handle") -> Starlette:
     """One function's ASGI app whose shutdown drains NATS and pushes metrics."""
     app, function = load_function(source, target)
-    return Starlette(routes=[Mount("/", app=app)], lifespan=_closing(function.runtime))
+    served = Starlette(routes=[Mount("/", app=app)], lifespan=_closing(function.runtime))
+    served.state.reader = function.reader  # for run(), which tells it when SIGTERM arrives
+    return served
 
 
 def dev_app(runtime: Runtime) -> Starlette:
     """Every function in one app: ``/`` accepts all types, ``/<event type>`` just that one."""
+    settings = runtime.settings
+    reader = BodyReader(settings.max_body_bytes, settings.body_read_timeout_seconds)
     routes: list[Any] = []
     for event_type in registry.EVENT_TYPES:
-        handler = WebhookFunction(runtime, frozenset({event_type.name}))
-        routes.append(Route(f"/{event_type.name}", handler.handle, methods=_ALL_METHODS))
-    catch_all = WebhookFunction(runtime, None)
+        path = f"/{event_type.name}"
+        handler = WebhookFunction(runtime, frozenset({event_type.name}), path, reader)
+        routes.append(Route(path, handler.handle, methods=_ALL_METHODS))
+    catch_all = WebhookFunction(runtime, None, "/", reader)
     routes.append(Route("/{path:path}", catch_all.handle, methods=_ALL_METHODS))
-    return Starlette(routes=routes, lifespan=_closing(runtime))
+    app = Starlette(routes=routes, lifespan=_closing(runtime))
+    app.state.reader = reader
+    return app
 
 
-def run(app: ASGIApp, host: str, port: int, log_level: str = "warning") -> None:
-    """Run ``app`` under uvicorn; SIGTERM lets in-flight requests finish, then exits 0."""
+def run(
+    app: ASGIApp,
+    host: str,
+    port: int,
+    log_level: str = "warning",
+    reader: BodyReader | None = None,
+) -> None:
+    """Run ``app`` under uvicorn; SIGTERM lets in-flight requests finish, then exits 0.
+
+    Bodies still arriving at SIGTERM get ``reader``'s short grace, not the whole graceful
+    period (``function_app`` and ``dev_app`` keep their reader in ``app.state.reader``).
+    """
     import uvicorn
 
-    server = uvicorn.Server(
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            super().handle_exit(sig, frame)
+            if reader is not None:
+                reader.begin_shutdown()
+
+    server = Server(
         uvicorn.Config(
             app,
             host=host,

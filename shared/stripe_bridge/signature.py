@@ -28,11 +28,16 @@ class SignatureFailure(StrEnum):
 
 
 class SignatureError(Exception):
-    """The request's signature does not prove it came from Stripe."""
+    """The request's signature does not prove it came from Stripe.
 
-    def __init__(self, failure: SignatureFailure) -> None:
+    ``timestamp`` is set when the signature matched but its time is out of tolerance: an
+    authentic delivery, whose age shows how far the clocks are apart.
+    """
+
+    def __init__(self, failure: SignatureFailure, timestamp: int | None = None) -> None:
         super().__init__(failure.value)
         self.failure = failure
+        self.timestamp = timestamp
 
 
 def compute_signature(secret: bytes, timestamp: int, body: bytes) -> str:
@@ -84,11 +89,6 @@ def verify(
     if not header:
         raise SignatureError(SignatureFailure.MISSING)
     timestamp, candidates = _parse(header)
-    current = time.time() if now is None else now
-    if timestamp < current - tolerance:
-        raise SignatureError(SignatureFailure.STALE)
-    if timestamp > current + tolerance:
-        raise SignatureError(SignatureFailure.FUTURE)
     expected = [compute_signature(secret, timestamp, body) for secret in secrets]
     # Compare every pair without an early exit so timing does not reveal which matched.
     matched = False
@@ -97,4 +97,10 @@ def verify(
             matched |= hmac.compare_digest(candidate, digest)
     if not matched:
         raise SignatureError(SignatureFailure.MISMATCH)
+    # Checked after the HMAC, so that a refusal for time is known to be Stripe's delivery.
+    current = time.time() if now is None else now
+    if timestamp < current - tolerance:
+        raise SignatureError(SignatureFailure.STALE, timestamp)
+    if timestamp > current + tolerance:
+        raise SignatureError(SignatureFailure.FUTURE, timestamp)
     return timestamp

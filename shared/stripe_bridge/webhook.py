@@ -7,8 +7,8 @@ Read in request order: ``http.HttpFunction.handle`` (probes, method, body cap) â
 
 from __future__ import annotations
 
-import json
 import logging
+import time
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -18,8 +18,8 @@ from starlette.requests import Request
 
 from . import registry
 from .config import ConfigError, Settings
-from .envelope import StripeEvent
-from .http import HttpFunction, Reply, start
+from .envelope import MalformedBody, StripeEvent, parse_body
+from .http import BodyReader, HttpFunction, Reply, start
 from .ingest import Ingested, IngestStatus, Runtime, ingest
 from .metrics import UNKNOWN_TYPE
 from .signature import SignatureError, verify
@@ -46,21 +46,38 @@ class WebhookFunction(HttpFunction[Outcome]):
 
     runtime: Runtime
 
-    def __init__(self, runtime: Runtime, serves: frozenset[str] | None) -> None:
-        super().__init__(runtime, runtime.settings.max_body_bytes)
+    def __init__(
+        self,
+        runtime: Runtime,
+        serves: frozenset[str] | None,
+        endpoint_path: str = "/",
+        reader: BodyReader | None = None,
+    ) -> None:
+        settings = runtime.settings
+        reader = reader or BodyReader(settings.max_body_bytes, settings.body_read_timeout_seconds)
+        super().__init__(runtime, settings.max_body_bytes, reader)
         self.serves = serves
+        # A Stripe endpoint URL has one path; deliveries to any other are refused.
+        self.endpoint_path = endpoint_path.rstrip("/")
 
     def refusal(
         self, status: int, reason: str, detail: str, headers: dict[str, str] | None = None
     ) -> Outcome:
-        """A rejected delivery (counted under ``reason``)."""
+        """A refused delivery (counted under ``reason``; ``failed`` when it is a 5xx)."""
+        if status >= 500:
+            retry = {"Retry-After": str(self.runtime.settings.retry_after_seconds)}
+            return Outcome(
+                status, {"error": reason}, "failed", reason, {**retry, **(headers or {})}
+            )
         return _rejected(reason, detail, status, headers=headers or {})
 
     async def deliver(self, request: Request) -> Outcome:
-        """The shell's delivery, counted in flight."""
+        """The shell's delivery on the endpoint's path (404 elsewhere), counted in flight."""
         metrics = self.runtime.metrics
         metrics.inflight.inc()
         try:
+            if request.url.path.rstrip("/") != self.endpoint_path:
+                return _rejected("not_found", "Stripe deliveries go to the endpoint URL", 404)
             return await super().deliver(request)
         finally:
             metrics.inflight.dec()
@@ -86,22 +103,24 @@ class WebhookFunction(HttpFunction[Outcome]):
     async def answer(self, request: Request, body: bytes) -> Outcome:
         """Verify, parse and check the delivery; ingest it."""
         settings = self.runtime.settings
+        metrics = self.runtime.metrics
         try:
-            verify(
+            signed_at = verify(
                 request.headers.get(SIGNATURE_HEADER),
                 body,
                 settings.secrets(),
                 settings.stripe_signature_tolerance,
             )
         except SignatureError as exc:
-            self.runtime.metrics.signature_failures.labels(exc.failure.value).inc()
+            if exc.timestamp is not None:  # authentic, but out of tolerance
+                metrics.clock_skew.set(time.time() - exc.timestamp)
+            metrics.signature_failures.labels(exc.failure.value).inc()
             return _rejected(exc.failure.value, "Stripe-Signature did not verify")
+        metrics.clock_skew.set(time.time() - signed_at)
         try:
-            raw = json.loads(body)
-        except json.JSONDecodeError as exc:
-            return _rejected("malformed_json", f"body is not JSON: {exc.msg}")
-        except UnicodeDecodeError:
-            return _rejected("malformed_json", "body is not UTF-8")
+            raw = parse_body(body)
+        except MalformedBody as exc:
+            return _rejected("malformed_json", str(exc))
         try:
             event = StripeEvent.model_validate(raw)
         except ValidationError as exc:
@@ -120,7 +139,7 @@ class WebhookFunction(HttpFunction[Outcome]):
 
 
 def reply_for(result: Ingested, settings: Settings) -> Outcome:
-    """What ``ingest``'s result means in HTTP: 200, 409 or 503 (with ``Retry-After``)."""
+    """What ``ingest``'s result means in HTTP: 200, 409, 413 or 503 (``Retry-After``)."""
     status, body = {
         IngestStatus.PUBLISHED: (
             200,
@@ -140,6 +159,10 @@ def reply_for(result: Ingested, settings: Settings) -> Outcome:
             },
         ),
         IngestStatus.FAILED: (503, {"error": result.reason}),
+        IngestStatus.REJECTED: (
+            413,
+            {"error": result.reason, "detail": "over the NATS server's max_payload"},
+        ),
     }[result.status]
     headers = {"Retry-After": str(settings.retry_after_seconds)} if status in (409, 503) else {}
     return Outcome(

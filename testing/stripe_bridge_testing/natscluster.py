@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import json
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.error import URLError
 
 from stripe_bridge.deploy.natsconf import (
+    CLIENT_PORT,
+    CLUSTER_PORT,
+    MONITOR_PORT,
     PASSWORD_ENV,
     NatsConfParams,
     new_password,
@@ -33,21 +37,37 @@ class LocalNatsCluster:
         workdir: Path,
         size: int = 3,
         max_file_store: str = "256M",
+        hosts: Sequence[str] | None = None,
+        launchers: Sequence[Sequence[str]] | None = None,
     ) -> None:
+        """``hosts``/``launchers``: one address and command prefix per node, for nodes in
+        network namespaces of their own (each then has the standard ports); else loopback.
+        """
         self.workdir = workdir
         self.passwords = {user: new_password() for user in PASSWORD_ENV}
         env = {PASSWORD_ENV[user]: password for user, password in self.passwords.items()}
-        cluster_ports = [free_port() for _ in range(size)]
-        routes = tuple(f"nats://127.0.0.1:{port}" for port in cluster_ports)
+        if hosts is None:
+            hosts = ["127.0.0.1"] * size
+            cluster_ports = [free_port() for _ in range(size)]
+        else:
+            cluster_ports = [CLUSTER_PORT] * size
+        routes = tuple(
+            f"nats://{host}:{port}" for host, port in zip(hosts, cluster_ports, strict=True)
+        )
         self.nodes: list[NatsServer] = []
         for index, cluster_port in enumerate(cluster_ports):
             folder = workdir / f"n{index}"
             folder.mkdir(parents=True, exist_ok=True)
+            own_namespace = hosts[index] != "127.0.0.1"
             server = NatsServer(
                 folder / "jetstream",
+                port=CLIENT_PORT if own_namespace else None,
+                monitor_port=MONITOR_PORT if own_namespace else None,
+                host=hosts[index],
                 config_file=folder / "nats.conf",
                 log_file=folder / "nats-server.log",
                 env=env,
+                launcher=launchers[index] if launchers else (),
             )
             params = NatsConfParams(
                 server_name=f"n{index}",

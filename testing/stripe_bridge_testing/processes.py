@@ -22,6 +22,14 @@ from stripe_bridge.natsserver import free_port
 from .waiting import wait_until
 
 
+def rss_mib(pid: int) -> float:
+    """Resident set size of process ``pid`` in MiB (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
 class ManagedProcess:
     """A child process with a log file, stopped with SIGTERM then SIGKILL."""
 

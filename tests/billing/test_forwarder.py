@@ -37,6 +37,16 @@ async def test_every_event_is_delivered_once_and_acked(
             5,
             "45 acked",
         )
+        # The lag gauges refresh at most once a second while batches keep coming, and at
+        # once on the first empty fetch after them: wait for that refresh, not for a time.
+        await wait_until_async(
+            lambda: (
+                sample(forwarder.metrics, "stripe_bridge_openmeter_consumer_lag") == 0
+                and sample(forwarder.metrics, "stripe_bridge_openmeter_ack_pending") == 0
+            ),
+            10,
+            "lag and ack pending back to 0",
+        )
     counts = ingest.counts()
     assert len(counts) == 45
     assert set(counts.values()) == {1}

@@ -42,3 +42,13 @@ def test_the_smallest_benchmark_measures_everything(tmp_path: Path) -> None:
     phases = dict(figures["breakdowns"]["this checkout"]["phases"])
     assert "GET /readyz: NATS connect + stream lookup" in phases
     assert "cold start, process start -> first acknowledged event" in result.stdout
+
+
+def test_the_memory_store_benchmark_measures_both_ways(tmp_path: Path) -> None:
+    out = tmp_path / "memory.json"
+    command = [sys.executable, str(REPO_ROOT / "bench" / "bench_memory_store.py"), "--quick"]
+    result = subprocess.run([*command, "--json", str(out)], capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    figures = json.loads(out.read_text())
+    assert len(figures["store"]["rss_mib"]) == len(figures["function"]["rss_mib"]) == 4
+    assert all(value > 0 for value in figures["function"]["rss_mib"])

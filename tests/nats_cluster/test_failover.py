@@ -104,37 +104,45 @@ def replicas_converged(cluster: LocalNatsCluster, expected: int) -> bool:
 
 
 class SteadyTraffic:
-    """Four senders delivering fresh events back to back until stopped (at most ``limit``)."""
+    """Senders delivering fresh events back to back until stopped (at most ``limit``).
+
+    Each answer is kept with its event and, for a refusal, the JSON ``error``.
+    """
 
     def __init__(self, url: str, workers: int = 4, limit: int = 3000) -> None:
         self.url = url
         self.limit = limit
         self._lock = threading.Lock()
-        self._answers: list[tuple[dict[str, Any], int]] = []
+        self._answers: list[tuple[dict[str, Any], int, str]] = []
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run) for _ in range(workers)]
 
     def _run(self) -> None:
         while not self._stop.is_set() and self.answered() < self.limit:
             (event,) = fresh_events(1)
-            status = post_event(self.url, event).status_code
+            response = post_event(self.url, event)
+            error = "" if response.is_success else str(response.json().get("error"))
             with self._lock:
-                self._answers.append((event, status))
+                self._answers.append((event, response.status_code, error))
 
     def answered(self) -> int:
         """How many deliveries got an answer so far."""
         with self._lock:
             return len(self._answers)
 
+    def since(self, index: int) -> list[tuple[dict[str, Any], int, str]]:
+        """(event, status, error) of the answers after the first ``index``."""
+        with self._lock:
+            return self._answers[index:]
+
     def stored_since(self, index: int) -> int:
         """2xx answers after the first ``index`` answers."""
-        with self._lock:
-            return sum(status == 200 for _event, status in self._answers[index:])
+        return sum(status == 200 for _event, status, _error in self.since(index))
 
     def results(self) -> tuple[list[dict[str, Any]], list[int]]:
         """Every event sent and its answer, in answer order."""
-        with self._lock:
-            return [e for e, _s in self._answers], [s for _e, s in self._answers]
+        answers = self.since(0)
+        return [e for e, _s, _r in answers], [s for _e, s, _r in answers]
 
     def __enter__(self) -> SteadyTraffic:
         for thread in self._threads:

@@ -9,6 +9,8 @@ import httpx
 from prometheus_client import generate_latest
 from stripe_bridge import http, ingest, registry, webhook
 from stripe_bridge.metrics import (
+    EARLY_FAILED_REASONS,
+    EVENT_REJECTED_REASONS,
     FAILED_REASONS,
     REJECTED_REASONS,
     UNKNOWN_TYPE,
@@ -46,8 +48,9 @@ def test_every_reason_the_handler_gives_is_preinitialised() -> None:
     failed = set(re.findall(r'reason = "(\w+)"', source)) | set(re.findall(r'else "(\w+)"', source))
     assert {"method_not_allowed", "body_too_large", "malformed_json"} <= rejected
     assert "idempotency_unavailable" in failed
-    assert rejected <= set(REJECTED_REASONS)
-    assert failed <= set(FAILED_REASONS)
+    # shutting_down is a refusal() of the shell too, counted as failed (503).
+    assert rejected <= {*REJECTED_REASONS, *EVENT_REJECTED_REASONS, *EARLY_FAILED_REASONS}
+    assert failed <= {*FAILED_REASONS, *EARLY_FAILED_REASONS}
     metrics = BridgeMetrics()
     metrics.preinitialise(["invoice.paid"], "redis")
     value = metrics.registry.get_sample_value
@@ -56,6 +59,12 @@ def test_every_reason_the_handler_gives_is_preinitialised() -> None:
         assert value("stripe_bridge_webhooks_total", labels) == 0
     for reason in FAILED_REASONS:
         labels = {"event_type": "invoice.paid", "outcome": "failed", "reason": reason}
+        assert value("stripe_bridge_webhooks_total", labels) == 0
+    for reason in EVENT_REJECTED_REASONS:
+        labels = {"event_type": "invoice.paid", "outcome": "rejected", "reason": reason}
+        assert value("stripe_bridge_webhooks_total", labels) == 0
+    for reason in EARLY_FAILED_REASONS:
+        labels = {"event_type": UNKNOWN_TYPE, "outcome": "failed", "reason": reason}
         assert value("stripe_bridge_webhooks_total", labels) == 0
     labels = {"backend": "redis", "operation": "mark_done"}
     assert value("stripe_bridge_idempotency_errors_total", labels) == 0

@@ -125,7 +125,8 @@ def run_dev(args: argparse.Namespace) -> int:
         print(banner(url, secret_note, nats.url, settings.nats_stream), flush=True)
         listener = stripecli.start_listener(cli, url) if cli is not None else None
         try:
-            run(dev_app(Runtime(settings, "dev")), args.host, args.port)
+            app = dev_app(Runtime(settings, "dev"))
+            run(app, args.host, args.port, reader=app.state.reader)
         finally:
             if listener is not None:
                 stripecli.stop_listener(listener)

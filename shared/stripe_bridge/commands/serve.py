@@ -54,5 +54,6 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"stripe-bridge serve: no function source at {source}", file=sys.stderr)
         return ExitCode.CONFIG
     port = args.port if args.port is not None else env.port
-    run(function_app(source, args.target or env.function_target), args.host or env.host, port)
+    app = function_app(source, args.target or env.function_target)
+    run(app, args.host or env.host, port, reader=app.state.reader)
     return ExitCode.OK

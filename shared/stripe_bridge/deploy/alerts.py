@@ -219,6 +219,44 @@ def _bridge_and_nats_alerts() -> list[Alert]:
             ),
         ),
         Alert(
+            "StripeBridgeEventTooLarge",
+            f'sum by (environment) (increase({webhooks}{{reason="event_too_large"}}[1h])) > 0',
+            "0m",
+            "warning",
+            "A Stripe event is too large for NATS max_payload",
+            "It is refused with 413 and Stripe retries it for 3 days; raise max_payload "
+            "within that window or the event is never stored.",
+            "event-too-large",
+            firing=Scenario(
+                {f'{webhooks}{{{_PROD},outcome="rejected",reason="event_too_large"}}': "0+1x30"},
+                "20m",
+                (PROD,),
+            ),
+            quiet=Scenario(
+                {f'{webhooks}{{{_PROD},outcome="rejected",reason="event_too_large"}}': "0x30"},
+                "20m",
+            ),
+        ),
+        Alert(
+            "StripeBridgeClockSkew",
+            "max by (environment) (abs(stripe_bridge_signature_clock_skew_seconds)) > 60",
+            "10m",
+            "warning",
+            "A function's clock is over a minute off Stripe's",
+            "Signatures are refused as too old or from the future once the skew passes "
+            "STRIPE_SIGNATURE_TOLERANCE; fix NTP on the node.",
+            "clock-skew",
+            firing=Scenario(
+                {f"stripe_bridge_signature_clock_skew_seconds{{{_PROD}}}": "-600x30"},
+                "20m",
+                (PROD,),
+            ),
+            quiet=Scenario(
+                {f"stripe_bridge_signature_clock_skew_seconds{{{_PROD}}}": "0.4x30"},
+                "20m",
+            ),
+        ),
+        Alert(
             "StripeBridgeNoEvents",
             # ``or on ()``: the 0 only when no environment has the series at all.
             f"(sum by (environment) "
