@@ -18,6 +18,7 @@ from stripe_bridge_events.models import (
 )
 
 from .envelope import StripeEvent
+from .names import capped
 from .translations import (
     translate_checkout_session,
     translate_entitlement_summary,
@@ -45,8 +46,8 @@ class EventType:
 
     @property
     def service_name(self) -> str:
-        """A DNS-1035 name for the Knative Service (underscores become dashes)."""
-        return "stripe-" + self.function_name.replace("_", "-")
+        """A DNS-1035 name for the Knative Service (underscores become dashes), capped."""
+        return capped("stripe-" + self.function_name.replace("_", "-"))
 
 
 EVENT_TYPES: tuple[EventType, ...] = (
