@@ -74,6 +74,8 @@ async def test_the_example_consumer_dead_letters_a_poison_message_and_gets_it_ba
     try:
 
         async def dead_lettered() -> bool:
+            if task.done():
+                task.result()  # the consumer died: show why, now
             return await count(url, "STRIPE_DLQ") == 1
 
         await wait_until_async(dead_lettered, 30, "the poison message dead-lettered")
@@ -98,6 +100,8 @@ async def test_the_example_consumer_dead_letters_a_poison_message_and_gets_it_ba
         assert f"-> stripe_dlq.redrive.{DURABLE}.stripe.test.invoice.paid: redriven" in out
 
         async def poison_applied() -> bool:
+            if task.done():
+                task.result()
             return poison["id"] in applied
 
         await wait_until_async(poison_applied, 30, "the redriven message applied")
