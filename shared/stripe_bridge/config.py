@@ -16,8 +16,10 @@ from typing import Annotated, Any, TypeVar
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .exitcodes import ExitCode
+
 #: Exit code of a process (function, command, consumer) stopped by invalid configuration.
-EXIT_CONFIG = 2
+EXIT_CONFIG = ExitCode.CONFIG
 #: Pause between nats-py's connection attempts (also bounds how often a dead NATS is retried).
 RECONNECT_WAIT_SECONDS = 0.5
 
@@ -39,11 +41,23 @@ def report_config_error(program: str, exc: ConfigError) -> int:
     return EXIT_CONFIG
 
 
-def configure_logging(level: str) -> None:
+class LogFormat(StrEnum):
+    """How log records are written to stderr."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
+def configure_logging(level: str, log_format: LogFormat = LogFormat.TEXT) -> None:
     """One line per record on stderr (callers never log secrets or bodies)."""
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format is LogFormat.JSON:
+        from .logjson import JsonFormatter
+
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
 
 
 class Settings(BaseSettings):
@@ -136,6 +150,11 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(
         default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="Log level."
+    )
+    log_format: LogFormat = Field(
+        default=LogFormat.TEXT,
+        description="`text` (one line per record) or `json` (one JSON object per line: time, "
+        "level, logger, message).",
     )
 
     @field_validator("stripe_webhook_secret", mode="before")

@@ -46,7 +46,7 @@ def _translate(event: StripeEvent) -> tuple[dict[str, Any] | None, str | None, s
     spec = registry.lookup(event.type)
     if spec is None:
         return None, None, None
-    schema = f"urn:stripe-bridge:schema:{spec.model.SCHEMA}"
+    schema = spec.model.dataschema()
     try:
         return spec.translate(event).model_dump(mode="json"), schema, None
     except Exception as exc:  # a translation bug must never lose the event

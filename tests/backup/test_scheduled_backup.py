@@ -12,6 +12,7 @@ import httpx
 import pytest
 from stripe_bridge.backup_job import BACKUP_JOB, MANIFEST, apply_retention, backup_name
 from stripe_bridge.cli import main
+from stripe_bridge.exitcodes import ExitCode
 from stripe_bridge.natsserver import NatsServer, free_port
 from stripe_bridge.push import stale_groups
 from stripe_bridge_testing.processes import PushgatewayServer
@@ -81,7 +82,7 @@ def test_backup_runs_copy_keep_n_and_push_metrics(
     # NATS unreachable: the run fails, says so, and keeps the last success's time.
     down = [*args[:-8], "--nats-url", f"nats://127.0.0.1:{free_port()}"]
     down += ["--pushgateway", pushgateway.url, "--environment", "staging"]
-    assert main(down) == 1
+    assert main(down) == ExitCode.UNAVAILABLE
     failed = pushed(pushgateway.url)
     assert failed["stripe_bridge_backup_success"] == 0
     assert (

@@ -18,7 +18,7 @@ import httpx
 from stripe_bridge.billing.tiers import DEFAULT_TIERS
 from stripe_bridge.billing.usage import UsageRecord
 from stripe_bridge.cli import main
-from stripe_bridge.deploy.alerts import FORWARDER_JOB, PROJECTOR_JOB
+from stripe_bridge.deploy.alerts import COUNTER_JOB, FORWARDER_JOB, LIFECYCLE_JOB, PROJECTOR_JOB
 from stripe_bridge.natsserver import NatsServer
 from stripe_bridge_testing.openmeter_standin import IngestStandIn
 from stripe_bridge_testing.processes import (
@@ -109,8 +109,8 @@ def test_every_billing_panel_returns_data(stream: NatsServer, tmp_path: Path) ->
         )
         pushgateway = PushgatewayServer(tmp_path / "pushgateway")
         others = {
-            "tier-lifecycle": f"127.0.0.1:{lifecycle_projector.metrics_port}",
-            "usage-counter": f"127.0.0.1:{counter.metrics_port}",
+            LIFECYCLE_JOB: f"127.0.0.1:{lifecycle_projector.metrics_port}",
+            COUNTER_JOB: f"127.0.0.1:{counter.metrics_port}",
             "billing-entitlements": f"127.0.0.1:{entitlements.port}",
         }
         config = scrape_config(forwarder, projector, others, f"127.0.0.1:{pushgateway.port}")

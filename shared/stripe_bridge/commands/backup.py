@@ -9,10 +9,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..backup import ExportedMessage, ImportCounts, export_stream, import_messages, since_time
+from ..backup import ExportedMessage, ImportCounts, export_stream, import_messages
 from ..config import ConfigError
+from ..exitcodes import ExitCode
 from .backup_all import add_backup_arguments, run_export_all, run_import_all
-from .common import add_nats_arguments, on_jetstream, settings_from
+from .common import add_nats_arguments, on_jetstream, settings_from, since_option
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,10 +45,7 @@ def run_export(args: argparse.Namespace) -> int:
     if args.out is None:
         raise ConfigError("export: --out FILE (one stream) or --all --dir DIR (everything)")
     settings = settings_from(args)
-    try:
-        since = since_time(args.since)
-    except ValueError as exc:
-        raise ConfigError(f"--since: {exc}") from None
+    since = since_option(args.since)
 
     async def export(js: Any) -> int:
         if str(args.out) == "-":
@@ -60,7 +58,7 @@ def run_export(args: argparse.Namespace) -> int:
         f"exported {count} messages from stream {settings.nats_stream} to {args.out}",
         file=sys.stderr,
     )
-    return 0
+    return ExitCode.OK
 
 
 def _read(path: Path) -> list[ExportedMessage]:
@@ -109,4 +107,4 @@ def run_import(args: argparse.Namespace) -> int:
         f"import {args.file}: {total} messages, published {counts.published}, "
         f"duplicate {counts.duplicate}"
     )
-    return 0
+    return ExitCode.OK

@@ -20,6 +20,7 @@ from ..backup_job import (
 )
 from ..config import ConfigError, configure_logging
 from ..errors import CommandError
+from ..exitcodes import ExitCode
 from .common import on_jetstream, settings_from
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,8 @@ def add_backup_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_export_all(args: argparse.Namespace) -> int:
-    """One backup run: export, copy, retention, metrics; exit 1 on any failure."""
+    """One backup run: export, copy, retention, metrics; UNAVAILABLE without NATS, else
+    FAILED on any failure (one line either way)."""
     if args.dir is None:
         raise ConfigError("export --all needs --dir DIR")
     if args.keep < 1:
@@ -86,7 +88,7 @@ def run_export_all(args: argparse.Namespace) -> int:
         f"; retention deleted {len(deleted)}",
         file=sys.stderr,
     )
-    return 0
+    return ExitCode.OK
 
 
 def _push(metrics: BackupMetrics, args: argparse.Namespace, failed: bool) -> None:
@@ -113,4 +115,4 @@ def run_import_all(args: argparse.Namespace) -> int:
     counts = on_jetstream("import", settings, restore)
     for name, count in counts.items():
         print(f"import {name}: published {count.published}, duplicate {count.duplicate}")
-    return 0
+    return ExitCode.OK

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,11 +12,9 @@ from ..billing.limits import reset_at
 from ..billing.projector import read_state
 from ..billing.tiers import TIERS_BUCKET, Cause, CustomerState, TierConfig
 from ..billing.usage_counter import count_key, read_count, usage_bucket
+from ..exitcodes import ExitCode
 from .common import add_nats_arguments, on_jetstream, settings_from
 from .project_tiers import add_tiers_argument, load_tiers
-
-#: Exit code when the projector has never seen the customer.
-EXIT_UNKNOWN = 4
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -83,7 +82,8 @@ def describe_limits(state: CustomerState, config: TierConfig, usage: dict[str, f
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the tier, limits and usage; exit 4 if the customer is unknown, 1 if NATS is down."""
+    """Print the tier, limits and usage; exit NOT_FOUND if the customer is unknown,
+    UNAVAILABLE without NATS."""
     settings = settings_from(args)
     config = load_tiers(args.tiers_file)
 
@@ -101,11 +101,15 @@ def run(args: argparse.Namespace) -> int:
 
     state, usage = on_jetstream("tier", settings, read)
     if state is None:
-        print(f"{args.customer_id}: unknown (no billing events projected for this customer)")
-        return EXIT_UNKNOWN
+        # On stderr: with --json, stdout holds JSON or nothing.
+        print(
+            f"{args.customer_id}: unknown (no billing events projected for this customer)",
+            file=sys.stderr,
+        )
+        return ExitCode.NOT_FOUND
     if args.json:
         print(json.dumps({**state.model_dump(mode="json"), "usage": usage}, indent=2))
     else:
         print(describe(state))
         print(describe_limits(state, config, usage))
-    return 0
+    return ExitCode.OK

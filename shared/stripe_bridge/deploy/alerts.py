@@ -34,6 +34,9 @@ EXPORTER_PREFIX = "nats"
 #: The Prometheus scrape jobs of ``forward-openmeter`` and ``project-tiers`` (``--metrics-port``).
 FORWARDER_JOB = "openmeter-forwarder"
 PROJECTOR_JOB = "tier-projector"
+#: The scrape jobs of ``project-lifecycle`` and ``count-usage`` (dashboards, PodMonitors).
+LIFECYCLE_JOB = "lifecycle-projector"
+COUNTER_JOB = "usage-counter"
 #: Usage events waiting for the forwarder above which a growing backlog is worth a look.
 USAGE_BACKLOG = 10000
 #: Stripe events waiting for the tier projector (Stripe sends a few per customer per month).
