@@ -17,7 +17,13 @@ import jsonschema
 import pytest
 import yaml
 from stripe_bridge.deploy import knative, promoperator
-from stripe_bridge.deploy.alerts import FORWARDER_JOB, NATS_JOB, PROJECTOR_JOB
+from stripe_bridge.deploy.alerts import (
+    COUNTER_JOB,
+    FORWARDER_JOB,
+    LIFECYCLE_JOB,
+    NATS_JOB,
+    PROJECTOR_JOB,
+)
 
 from ..helpers import REPO_ROOT
 from .test_render import ENVS, KNATIVE_DIR, consumer_docs, documents, strict
@@ -87,7 +93,13 @@ def test_pod_monitors_select_the_pods_and_ports_the_manifests_run(env: str) -> N
     for name, doc in consumer_docs(env).items():
         if doc["kind"] == "Deployment":
             pods[name] = (doc["metadata"]["namespace"], doc["spec"]["template"])
-    jobs = {"nats": NATS_JOB, "forward-openmeter": FORWARDER_JOB, "project-tiers": PROJECTOR_JOB}
+    jobs = {
+        "nats": NATS_JOB,
+        "forward-openmeter": FORWARDER_JOB,
+        "project-tiers": PROJECTOR_JOB,
+        "project-lifecycle": LIFECYCLE_JOB,
+        "count-usage": COUNTER_JOB,
+    }
     assert set(monitors) == set(jobs)
     for name, monitor in monitors.items():
         namespace, template = pods[name]
