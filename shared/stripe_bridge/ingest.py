@@ -106,8 +106,12 @@ class Ingested:
     seq: int | None = None
 
 
-async def ingest(runtime: Runtime, event: StripeEvent, raw: dict[str, Any]) -> Ingested:
-    """Store one already-trusted event exactly once: claim, publish, await PubAck, mark done."""
+async def ingest(runtime: Runtime, event: StripeEvent, raw: dict[str, Any] | bytes) -> Ingested:
+    """Store one already-trusted event exactly once: claim, publish, await PubAck, mark done.
+
+    ``raw`` is the whole event for the message's ``data.stripe``: a dict, or a webhook's
+    body as signed (strict JSON, see ``message.build_message``).
+    """
     metrics = runtime.metrics
 
     def outcome(status: IngestStatus, reason: str = "") -> Ingested:
