@@ -36,5 +36,5 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"stripe-bridge serve: no function source at {source}", file=sys.stderr)
         return 2
     app = function_app(source, args.target)
-    run(app, args.host, args.port, reader=app.state.reader)
+    run(app, args.host, args.port, reader=app.reader)
     return 0
