@@ -1,7 +1,7 @@
 """The function image installs only the runtime package: no test harness, no tests.
 
-The wheel is built as the Containerfile's ``pip install --no-deps /src`` builds it: from a
-folder holding only what the Containerfile copies (pyproject.toml, README.md, shared/).
+The wheel is built as scripts/image builds the one the Containerfile installs (``uv build
+--wheel``), from a folder holding only pyproject.toml, README.md and shared/.
 """
 
 from __future__ import annotations

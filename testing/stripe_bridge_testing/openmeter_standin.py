@@ -71,8 +71,10 @@ def validate_event(event: Any) -> str | None:
 class IngestStandIn(HttpStandIn):
     """The stand-in server, run in a background thread on a free loopback port."""
 
-    def __init__(self, api_key: str = "om_test_key", port: int | None = None) -> None:
-        super().__init__(port)
+    def __init__(
+        self, api_key: str = "om_test_key", port: int | None = None, host: str = "127.0.0.1"
+    ) -> None:
+        super().__init__(port, host)
         self.api_key = api_key
         self.accepted: list[tuple[str, str]] = []
         self.requests: list[RequestLog] = []

@@ -49,11 +49,15 @@ class StandInHandler(BaseHTTPRequestHandler):
 
 
 class HttpStandIn:
-    """A stand-in served by a ThreadingHTTPServer on 127.0.0.1 from a daemon thread."""
+    """A stand-in served by a ThreadingHTTPServer on 127.0.0.1 from a daemon thread.
 
-    def __init__(self, port: int | None = None) -> None:
+    ``host`` is another address to listen on: the staging run serves the OpenMeter stand-in
+    on every address of its container (tests/containers/openmeter_container.py).
+    """
+
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1") -> None:
         self.port = port or free_port()
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self.handler())
+        self._server = ThreadingHTTPServer((host, self.port), self.handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import pytest
@@ -35,6 +35,14 @@ VARIABLES = {
 }
 FN = {"function": "invoice_paid"}
 PUBLISH = ["invoice_paid", "checkout_session_completed", "subscription_created", "invoice_paid"]
+
+
+class PrometheusApi(Protocol):
+    """A Prometheus reachable at ``url`` (a PrometheusServer here, a container in staging)."""
+
+    @property
+    def url(self) -> str:
+        """Base URL without a trailing slash."""
 
 
 def prometheus_config(pushgateway: PushgatewayServer) -> str:
@@ -63,24 +71,24 @@ def prometheus(tmp_path: Path, pushgateway: PushgatewayServer) -> Iterator[Prome
         server.stop()
 
 
-def query(prometheus: PrometheusServer, expr: str) -> dict[str, Any]:
+def query(prometheus: PrometheusApi, expr: str) -> dict[str, Any]:
     response = httpx.get(f"{prometheus.url}/api/v1/query", params={"query": expr}, timeout=5)
     body: dict[str, Any] = response.json()
     return body
 
 
-def substitute(expr: str) -> str:
-    for variable, value in VARIABLES.items():
+def substitute(expr: str, variables: Mapping[str, str] = VARIABLES) -> str:
+    for variable, value in variables.items():
         expr = expr.replace(variable, value)
     assert "$" not in expr, expr
     return expr
 
 
-def panel_queries(name: str) -> dict[str, str]:
+def panel_queries(name: str, variables: Mapping[str, str] = VARIABLES) -> dict[str, str]:
     """Every target of a generated dashboard: ``title/refId`` -> PromQL with variables set."""
     model = json.loads((REPO_ROOT / "dashboards" / name).read_text())
     return {
-        f"{panel['title']}/{target['refId']}": substitute(target["expr"])
+        f"{panel['title']}/{target['refId']}": substitute(target["expr"], variables)
         for panel in model["panels"]
         for target in panel.get("targets", [])
     }
@@ -97,10 +105,14 @@ def scalar(prometheus: PrometheusServer, expr: str) -> float | None:
 
 
 def assert_every_panel_has_data(
-    prometheus: PrometheusServer, dashboard: str, at_least: int, timeout: float
+    prometheus: PrometheusApi,
+    dashboard: str,
+    at_least: int,
+    timeout: float,
+    variables: Mapping[str, str] = VARIABLES,
 ) -> None:
     """Every panel query of ``dashboard`` parses and returns a finite value within ``timeout``."""
-    pending = panel_queries(dashboard)
+    pending = panel_queries(dashboard, variables)
     assert len(pending) >= at_least
     answers: dict[str, dict[str, Any]] = {}
 
