@@ -1,7 +1,8 @@
 """Knative function: Checkout Session for a tier (see docs/billing.md).
 
 Generated from stripe_bridge.billing.catalog by `stripe-bridge generate`; do not edit.
-Serve it alone with: stripe-bridge serve --source <this file>
+Serve it only as the image does, which drains NATS and pushes the final metrics on
+SIGTERM (functions-framework would skip both): stripe-bridge serve --source <this file>
 """
 
 from stripe_bridge.billing.endpoints import make_checkout_function

@@ -1,10 +1,9 @@
 """Knative function for Stripe `checkout.session.completed` events.
 
 Generated from stripe_bridge.registry by `stripe-bridge generate`; do not edit.
-Serve it as the image does (drains NATS and pushes metrics on SIGTERM):
+Serve it only as the image does, which drains NATS and pushes the final metrics on
+SIGTERM (functions-framework would skip both):
     FUNCTION_SOURCE=<this file> stripe-bridge serve
-`functions-framework --asgi --target handle --source <this file>` also serves it for a
-quick local try, without the drain and the final metrics push.
 """
 
 from stripe_bridge.webhook import make_function

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import sys
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -165,7 +166,8 @@ class Settings(EnvModel):
         default=None, description="Name of this function in metrics; derived when unset."
     )
     instance_id: str | None = Field(
-        default=None, description="Pushgateway instance label; HOSTNAME-pid when unset."
+        default=None,
+        description="Pushgateway instance label; HOSTNAME-pid-<random per start> when unset.",
     )
     environment: str | None = Field(
         default=None,
@@ -237,8 +239,14 @@ class Settings(EnvModel):
         return [s.get_secret_value().encode() for s in self.stripe_webhook_secret]
 
     def instance(self) -> str:
-        """A label unique to this process, stable for its lifetime."""
-        return self.instance_id or f"{os.environ.get('HOSTNAME', 'local')}-{os.getpid()}"
+        """A label unique to this process start; call once per process (it is random).
+
+        The server is PID 1 in its container, so a container restart in the same pod
+        repeats ``HOSTNAME-pid``: the random part keeps the restarted process's counters,
+        which start from 0 again, out of the old series.
+        """
+        host = os.environ.get("HOSTNAME", "local")
+        return self.instance_id or f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseModel)

@@ -74,6 +74,11 @@ class Stored:
     duplicate: bool
 
 
+#: A SIGTERM drain gives up after this long; part of the termination budget that
+#: stripe_bridge.deploy.knative adds up (knative.APP_SHUTDOWN_SECONDS).
+DRAIN_TIMEOUT_SECONDS = 5
+
+
 def connect_options(settings: Settings) -> dict[str, Any]:
     """nats-py ``connect`` keyword arguments shared by every client of the bridge."""
     options: dict[str, Any] = {
@@ -82,8 +87,7 @@ def connect_options(settings: Settings) -> dict[str, Any]:
         "allow_reconnect": True,
         "max_reconnect_attempts": -1,
         "reconnect_time_wait": RECONNECT_WAIT_SECONDS,
-        # Drain must finish inside Knative's termination grace, before the final push.
-        "drain_timeout": 5,
+        "drain_timeout": DRAIN_TIMEOUT_SECONDS,
         # No buffering while disconnected: a publish fails at once (503) instead of
         # sitting in a buffer and landing later, after Stripe was told to retry.
         "pending_size": 0,

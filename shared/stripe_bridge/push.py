@@ -2,11 +2,11 @@
 
 Grouping key: ``job="stripe-bridge"``, ``environment`` (when set: staging and production may
 share a Pushgateway, and alerts aggregate ``by (environment)``), ``function`` and ``instance``
-(pod name + pid). Each process owns its group and replaces it whole (HTTP PUT) with its full
-registry, so replicas never overwrite each other's counters and ``sum by (environment,
-function) (rate(...))`` adds them up the way it would for scraped pods. Groups are kept when a
-process exits (its final values stay, so no increment is lost and ``rate()`` sees a flat
-counter) and removed later by ``stripe-bridge pushgateway-gc`` once their
+(pod name, pid, random per start). Each process owns its group and replaces it whole (HTTP PUT)
+with its full registry, so replicas never overwrite each other's counters and ``sum by
+(environment, function) (rate(...))`` adds them up the way it would for scraped pods. Groups
+are kept when a process exits (its final values stay, so no increment is lost and ``rate()``
+sees a flat counter) and removed later by ``stripe-bridge pushgateway-gc`` once their
 ``push_time_seconds`` is old. docs/observability.md argues the choice.
 
 Pushing never touches a webhook's response: ``request_done`` only wakes a background task;
@@ -172,10 +172,22 @@ def list_groups(url: str, timeout: float = 10.0) -> list[Group]:
     return groups
 
 
-def stale_groups(url: str, older_than: float, now: float | None = None) -> list[Group]:
-    """This bridge's groups whose last successful push is more than ``older_than`` s old."""
+def stale_groups(
+    url: str, older_than: float, environment: str | None = None, now: float | None = None
+) -> list[Group]:
+    """This bridge's groups whose last successful push is more than ``older_than`` s old.
+
+    With ``environment``, only that environment's groups: staging and production share a
+    Pushgateway, and each environment's clean-up must leave the other's groups alone.
+    """
     cutoff = (time.time() if now is None else now) - older_than
-    return [g for g in list_groups(url) if g.labels.get("job") == JOB and g.push_time < cutoff]
+    return [
+        g
+        for g in list_groups(url)
+        if g.labels.get("job") == JOB
+        and g.push_time < cutoff
+        and (environment is None or g.labels.get("environment") == environment)
+    ]
 
 
 def delete_group(url: str, group: Group, timeout: float = 10.0) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .envelope import StripeEvent
+from .names import capped
 from .translations import (
     ActiveEntitlementSummary,
     CheckoutSessionCompleted,
@@ -42,8 +43,8 @@ class EventType:
 
     @property
     def service_name(self) -> str:
-        """A DNS-1035 name for the Knative Service (underscores become dashes)."""
-        return "stripe-" + self.function_name.replace("_", "-")
+        """A DNS-1035 name for the Knative Service (underscores become dashes), capped."""
+        return capped("stripe-" + self.function_name.replace("_", "-"))
 
 
 EVENT_TYPES: tuple[EventType, ...] = (

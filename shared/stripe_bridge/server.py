@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import inspect
+import math
 import signal
 import traceback
 from collections.abc import AsyncIterator
@@ -22,12 +23,24 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import registry
-from .http import BodyReader, FunctionRuntime, HttpFunction, function_of
+from .config import Settings
+from .http import (
+    STOPPING_BODY_GRACE_SECONDS,
+    BodyReader,
+    FunctionRuntime,
+    HttpFunction,
+    function_of,
+)
 from .ingest import Runtime
 from .webhook import WebhookFunction
 
-#: Uvicorn waits this long for in-flight webhooks on SIGTERM (Knative's default grace is 30 s).
-GRACEFUL_SHUTDOWN_SECONDS = 20
+#: Uvicorn waits this long for in-flight requests on SIGTERM: a body still arriving gets
+#: STOPPING_BODY_GRACE_SECONDS, then its publish the default PubAck wait. Under Knative
+#: nothing is in flight by then (queue-proxy drained first, see deploy.knative.TIMEOUT_SECONDS);
+#: part of the termination budget deploy.knative.APP_SHUTDOWN_SECONDS adds up.
+GRACEFUL_SHUTDOWN_SECONDS = math.ceil(
+    STOPPING_BODY_GRACE_SECONDS + Settings.model_fields["publish_timeout"].default
+)
 #: Exit code when the server could not start (e.g. the port is taken), as uvicorn.run uses.
 STARTUP_FAILURE_EXIT = 3
 _ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]

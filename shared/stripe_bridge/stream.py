@@ -19,6 +19,8 @@ class StreamSpec:
     # Far longer than JetStream's 2 min default: Stripe's first retry comes minutes later,
     # and this window is the backstop when a PubAck was lost after the store happened.
     duplicate_window_seconds: float = 2 * 3600
+    #: Below max_file_store (natsconf.SIZING): a full stream refuses writes (discard new,
+    #: the bridge answers 503 and Stripe retries) before a full store disables JetStream.
     max_bytes: int = -1
 
     @classmethod
@@ -35,7 +37,8 @@ class StreamSpec:
             subjects=[f"{self.subject_prefix}.>"],
             storage=StorageType.FILE,
             retention=RetentionPolicy.LIMITS,
-            discard=DiscardPolicy.OLD,
+            # With a size limit, refuse new events rather than drop stored ones silently.
+            discard=DiscardPolicy.NEW if self.max_bytes > 0 else DiscardPolicy.OLD,
             num_replicas=self.replicas,
             max_age=self.max_age_seconds,
             duplicate_window=self.duplicate_window_seconds,
@@ -54,7 +57,10 @@ async def provision(js: Any, spec: StreamSpec) -> str:
     except NotFoundError:
         await js.add_stream(wanted)
         return "created"
-    keys = ("subjects", "num_replicas", "max_age", "duplicate_window", "max_bytes", "storage")
+    keys = (
+        "subjects", "num_replicas", "max_age", "duplicate_window", "max_bytes", "discard",
+        "storage",
+    )  # fmt: skip
     if all(getattr(current.config, key) == getattr(wanted, key) for key in keys):
         return "unchanged"
     await js.update_stream(wanted)

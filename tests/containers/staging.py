@@ -40,6 +40,7 @@ import httpx
 from stripe_bridge import registry
 from stripe_bridge.billing.usage import DEFAULT_SOURCE
 from stripe_bridge.deploy.alerts import FORWARDER_JOB, PROJECTOR_JOB
+from stripe_bridge.deploy.kustomize import build
 from stripe_bridge.deploy.natsconf import (
     HEADLESS_SERVICE,
     PASSWORD_ENV,
@@ -180,7 +181,7 @@ class Staging:
                 name,
                 services,
                 ["/usr/local/bin/nats-server", "--config", "/etc/nats-config/nats.conf"],
-                env={"SERVER_NAME": name, **passwords},
+                env={"SERVER_NAME": name, **self.nats_sizes(), **passwords},
                 aliases=[f"{name}.{HEADLESS_SERVICE}", STATEFULSET],
                 publish={4222: self.publish(name), 8222: self.publish(f"{name}-monitor")},
                 mounts=[
@@ -190,6 +191,17 @@ class Staging:
                 ],
                 options=["--tmpfs", "/var/run/nats"],
             )
+
+    @staticmethod
+    def nats_sizes() -> dict[str, str]:
+        """The staging StatefulSet's literal env values (GOMEMLIMIT, NATS_MAX_FILE_STORE)."""
+        (sts,) = [
+            o
+            for o in build(REPO_ROOT / "nats" / "overlays" / ENVIRONMENT)
+            if o["kind"] == "StatefulSet"
+        ]
+        (nats,) = [c for c in sts["spec"]["template"]["spec"]["containers"] if c["name"] == "nats"]
+        return {e["name"]: e["value"] for e in nats["env"] if "$(" not in e.get("value", "$(")}
 
     def wait_nats_healthy(self, timeout: float = 60) -> None:
         """Every node answers /healthz (JetStream meta layer current)."""

@@ -138,7 +138,8 @@ def test_services_carry_scaling_probes_secrets_and_labels(env: str) -> None:
             int(notes["autoscaling.knative.dev/target"]) <= template["spec"]["containerConcurrency"]
         )
         assert notes[knative.ANNOTATION_EVENT_TYPE] == fn.event_type
-        assert template["spec"]["timeoutSeconds"] < 30, "must answer before Stripe gives up"
+        spec = template["spec"]
+        assert spec["responseStartTimeoutSeconds"] < 30, "must answer before Stripe gives up"
         (container,) = template["spec"]["containers"]
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -222,7 +223,10 @@ def test_one_service_per_billing_function_with_what_it_needs(
         labels = template["metadata"]["labels"]
         assert labels["app.kubernetes.io/component"] == "billing-function"
         assert labels[knative.LABEL_FUNCTION] == fn.name
-        assert template["metadata"]["annotations"]["prometheus.io/port"] == "8080"
+        # Pushed like the webhook functions' (issue #15): no scrape annotations to rely on.
+        assert not any(k.startswith("prometheus.io/") for k in template["metadata"]["annotations"])
+        assert container_env(manifest)["ENVIRONMENT"]["value"] == env
+        assert "PUSHGATEWAY_URL" in container_env(manifest)
         (container,) = template["spec"]["containers"]
         # Billing functions are ready while alive: usage answers its own 503 without NATS.
         assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"

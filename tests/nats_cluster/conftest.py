@@ -26,13 +26,10 @@ async def connect(cluster: LocalNatsCluster, user: str = "admin", **options: Any
     options.setdefault("error_cb", quiet)
     # nats.conf lets each user subscribe only to its own inbox, as connect_options sets it.
     options.setdefault("inbox_prefix", inbox_prefix(user))
+    options.setdefault("max_reconnect_attempts", 5)
+    options.setdefault("reconnect_time_wait", 0.2)
     return await nats.connect(
-        servers=cluster.servers(),
-        user=user,
-        password=cluster.passwords[user],
-        max_reconnect_attempts=5,
-        reconnect_time_wait=0.2,
-        **options,
+        servers=cluster.servers(), user=user, password=cluster.passwords[user], **options
     )
 
 

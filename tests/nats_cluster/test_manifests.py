@@ -102,7 +102,7 @@ def test_statefulset_follows_the_helm_chart_shape() -> None:
         assert ref == {"name": "nats-auth", "key": f"{user}-password"}
     assert {p["containerPort"] for p in nats["ports"]} == {4222, 6222, 8222}
     assert exporter["ports"][0]["containerPort"] == 7777
-    assert nats["startupProbe"]["httpGet"]["path"] == "/healthz?js-enabled-only=true"
+    assert nats["startupProbe"]["httpGet"]["path"] == "/healthz"
     assert nats["livenessProbe"]["httpGet"]["path"] == "/healthz?js-enabled-only=true"
     assert nats["readinessProbe"]["httpGet"]["path"] == "/healthz?js-server-only=true"
     assert nats["lifecycle"]["preStop"]["exec"]["command"] == [

@@ -27,6 +27,7 @@ from starlette.requests import Request
 from ..config import ConfigError, Settings, load_model
 from ..http import HttpFunction, Reply
 from ..jetstream import JetStreamPublisher, PublishError
+from ..push import MetricsPusher
 from .checkout import (
     CheckoutError,
     CheckoutRequest,
@@ -86,11 +87,29 @@ class BillingFunctionMetrics:
 
 
 class BillingRuntime:
-    """What a billing function holds for its lifetime; ``close`` runs on SIGTERM."""
+    """What a billing function holds for its lifetime; ``close`` runs on SIGTERM.
 
-    def __init__(self, function: str, publisher: JetStreamPublisher | None = None) -> None:
+    With ``PUSHGATEWAY_URL`` set it pushes its metrics like the webhook functions (a
+    scale-to-zero pod is gone before a scrape finds it; docs/observability.md).
+    """
+
+    def __init__(
+        self, function: str, settings: Settings, publisher: JetStreamPublisher | None = None
+    ) -> None:
         self.metrics = BillingFunctionMetrics(function)
         self.publisher = publisher
+        self.pusher = (
+            MetricsPusher(
+                settings.pushgateway_url,
+                self.metrics.registry,
+                function=function,
+                instance=settings.instance(),
+                environment=settings.environment,
+                min_interval=settings.pushgateway_min_interval,
+            )
+            if settings.pushgateway_url
+            else None
+        )
 
     @property
     def collectors(self) -> CollectorRegistry:
@@ -102,9 +121,11 @@ class BillingRuntime:
         return self.publisher is None or await self.publisher.ready()
 
     async def close(self) -> None:
-        """Drain NATS if this function uses it."""
+        """Drain NATS if this function uses it, then push the final metrics."""
         if self.publisher is not None:
             await self.publisher.close()
+        if self.pusher is not None:
+            await self.pusher.final_push()
 
 
 class Refusal(Exception):
@@ -178,6 +199,8 @@ class BillingEndpoint(HttpFunction[Reply]):
         """Count the request by outcome and log one line."""
         metrics = self.runtime.metrics
         metrics.count(reply.outcome)
+        if self.runtime.pusher is not None:
+            self.runtime.pusher.request_done()
         log.log(
             logging.WARNING if reply.status >= 500 else logging.INFO,
             "%s status=%d outcome=%s ms=%.1f",
@@ -193,7 +216,7 @@ def make_usage_function(settings: Settings, usage: UsageSettings | None = None) 
     usage = usage or load_model(UsageSettings)
     usage_stream = settings.model_copy(update={"nats_stream": USAGE_STREAM})
     publisher = JetStreamPublisher(usage_stream)
-    runtime = BillingRuntime("billing_usage", publisher)
+    runtime = BillingRuntime("billing_usage", settings, publisher)
     many = TypeAdapter(list[UsageRecord])
 
     async def work(request: Request, body: bytes) -> tuple[int, Any]:
@@ -268,7 +291,7 @@ def _stripe_function(
         return 200, {"id": link.id, "url": link.url}
 
     limit = min(STRIPE_REQUEST_MAX_BYTES, settings.max_body_bytes)
-    return BillingEndpoint(BillingRuntime(name), work, limit)
+    return BillingEndpoint(BillingRuntime(name, settings), work, limit)
 
 
 def make_checkout_function(settings: Settings, parts: StripeParts | None = None) -> BillingEndpoint:

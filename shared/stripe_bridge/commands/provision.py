@@ -4,8 +4,19 @@ from __future__ import annotations
 
 import argparse
 
+from ..deploy.natsconf import size_bytes
 from ..stream import StreamSpec, provision
 from .common import add_nats_arguments, on_jetstream, settings_from
+
+
+def max_bytes(text: str) -> int:
+    """Bytes in ``40G``, ``3500M`` or a plain number; -1 for unlimited."""
+    if text == "-1":
+        return -1
+    try:
+        return int(text) if text.isdigit() else size_bytes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -15,7 +26,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--replicas", type=int, default=1, choices=(1, 3, 5))
     parser.add_argument("--max-age-days", type=float, default=30.0)
     parser.add_argument("--duplicate-window-minutes", type=float, default=120.0)
-    parser.add_argument("--max-bytes", type=int, default=-1, help="-1: unlimited")
+    parser.add_argument(
+        "--max-bytes",
+        type=max_bytes,
+        default=-1,
+        help="stream size limit, e.g. 40G (docs/nats.md, Sizing; a full stream refuses "
+        "writes); -1: unlimited",
+    )
     parser.set_defaults(func=run)
 
 

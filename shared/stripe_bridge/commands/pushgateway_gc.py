@@ -33,6 +33,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--older-than", type=duration, default=duration("1h"), help="age of last push (1h)"
     )
+    parser.add_argument(
+        "--environment",
+        default=os.environ.get("ENVIRONMENT"),
+        help="only this environment's groups (default: $ENVIRONMENT; unset: every group)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="only list what would go")
     parser.set_defaults(func=run)
 
@@ -43,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         print("stripe-bridge pushgateway-gc: set --url or PUSHGATEWAY_URL", file=sys.stderr)
         return 2
     try:
-        groups = stale_groups(args.url, args.older_than)
+        groups = stale_groups(args.url, args.older_than, args.environment)
         for group in groups:
             labels = " ".join(f"{k}={v}" for k, v in sorted(group.labels.items()))
             if not args.dry_run:

@@ -25,10 +25,9 @@ def function_module(function_name: str) -> str:
     return f'''"""Knative function for {what}.
 
 {GENERATED_NOTE}
-Serve it as the image does (drains NATS and pushes metrics on SIGTERM):
+Serve it only as the image does, which drains NATS and pushes the final metrics on
+SIGTERM (functions-framework would skip both):
     FUNCTION_SOURCE=<this file> stripe-bridge serve
-`functions-framework --asgi --target handle --source <this file>` also serves it for a
-quick local try, without the drain and the final metrics push.
 """
 
 from stripe_bridge.webhook import make_function
@@ -43,7 +42,8 @@ def billing_function_module(function: BillingFunction) -> str:
     return f'''"""Knative function: {function.summary} (see docs/billing.md).
 
 Generated from stripe_bridge.billing.catalog by `stripe-bridge generate`; do not edit.
-Serve it alone with: stripe-bridge serve --source <this file>
+Serve it only as the image does, which drains NATS and pushes the final metrics on
+SIGTERM (functions-framework would skip both): stripe-bridge serve --source <this file>
 """
 
 from stripe_bridge.billing.endpoints import {function.factory}

@@ -10,6 +10,7 @@ committed files equal to a fresh render. Applying them is ``stripe_bridge.deploy
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -17,6 +18,9 @@ import yaml
 
 from .. import __version__, registry
 from ..billing.catalog import BILLING_FUNCTIONS, BillingFunction, Need
+from ..jetstream import DRAIN_TIMEOUT_SECONDS
+from ..push import PUSH_TIMEOUT_SECONDS
+from ..server import GRACEFUL_SHUTDOWN_SECONDS
 
 SERVING_GROUP = "serving.knative.dev"
 SERVING_VERSION = "v1"
@@ -26,8 +30,23 @@ FIELD_MANAGER = "stripe-bridge"
 #: Where the Containerfile puts ``functions/``.
 FUNCTIONS_DIR = "/app/functions"
 CONTAINER_PORT = 8080
-#: Stripe gives up on a delivery after about 30 s; answer (or fail) well before that.
+#: Stripe gives up on a delivery after about 30 s; answer (or fail) well before that. The
+#: answer is one JSON body, so its first byte is the whole response: Knative's
+#: responseStartTimeoutSeconds bounds it.
 REQUEST_TIMEOUT_SECONDS = 25
+#: knative/serving pkg/queue/sharedmain/main.go ``drainSleepDuration``: on termination
+#: queue-proxy keeps serving until 30 s pass without a request, and the user container's
+#: preStop hook (``/wait-for-drain``) holds its SIGTERM back until then.
+QUEUE_PROXY_DRAIN_SECONDS = 30
+#: What ``stripe-bridge serve`` needs after SIGTERM: uvicorn's graceful shutdown, the NATS
+#: drain, the final metrics push (httpx's timeout applies per phase: connect, send, answer).
+APP_SHUTDOWN_SECONDS = GRACEFUL_SHUTDOWN_SECONDS + DRAIN_TIMEOUT_SECONDS + 3 * PUSH_TIMEOUT_SECONDS
+#: Knative sets the pod's terminationGracePeriodSeconds to timeoutSeconds
+#: (pkg/reconciler/revision/resources/deploy.go ``BuildPodSpec``), so timeoutSeconds is the
+#: termination budget: queue-proxy's drain, then the app's shutdown, then 1 s of margin.
+#: With 25 s (the old value) the grace ran out inside the drain and the app got the
+#: kubelet's 2 s extension after SIGTERM. docs/deploy.md shows the sum.
+TIMEOUT_SECONDS = math.ceil(QUEUE_PROXY_DRAIN_SECONDS + APP_SHUTDOWN_SECONDS) + 1
 
 WEBHOOK_SECRET = "stripe-bridge-webhook-secrets"
 REDIS_SECRET = "stripe-bridge-redis"
@@ -233,9 +252,7 @@ def _env(profile: Profile, fn: FunctionSpec) -> list[dict[str, Any]]:
         *_nats_env(profile, NATS_USER, NATS_PASSWORD_KEY, stream="STRIPE"),
         _value_env("IDEMPOTENCY_BACKEND", "redis"),
         _secret_env("REDIS_URL", REDIS_SECRET, REDIS_SECRET_KEY),
-        _value_env("PUSHGATEWAY_URL", profile.pushgateway_url),
-        # Both profiles push to the same Pushgateway: this label keeps their series apart.
-        _value_env("ENVIRONMENT", profile.name),
+        *_push_env(profile),
         _value_env("LOG_LEVEL", profile.log_level),
     ]
 
@@ -256,8 +273,20 @@ def _billing_env(profile: Profile, fn: BillingFunction) -> list[dict[str, Any]]:
         ]
         if profile.stripe_api_base:
             env.append(_value_env("STRIPE_API_BASE", profile.stripe_api_base))
-    env.append(_value_env("LOG_LEVEL", profile.log_level))
-    return env
+    return env + _push_env(profile) + [_value_env("LOG_LEVEL", profile.log_level)]
+
+
+def _push_env(profile: Profile) -> list[dict[str, Any]]:
+    """Where a function pushes its metrics, and the label keeping environments apart.
+
+    Functions push (scale-to-zero pods vanish before a scrape, and prometheus.io pod
+    annotations mean nothing to Prometheus Operator); docs/observability.md.
+    """
+    return [
+        _value_env("PUSHGATEWAY_URL", profile.pushgateway_url),
+        # Both profiles push to the same Pushgateway: this label keeps their series apart.
+        _value_env("ENVIRONMENT", profile.name),
+    ]
 
 
 #: Every container: non-root, nothing to escalate to, nothing written to the image.
@@ -307,7 +336,6 @@ def _knative_service(
     env: list[dict[str, Any]],
     readiness_path: str,
     image: str | None,
-    pod_annotations: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """A scale-to-zero Knative Service running one function of the image."""
     autoscaling = {
@@ -323,15 +351,12 @@ def _knative_service(
         "image": image or profile.image,
         "ports": [{"name": "http1", "containerPort": CONTAINER_PORT}],
         "env": env,
-        # Without periodSeconds, Knative's queue-proxy probes aggressively (milliseconds
-        # apart) during a cold start, so a new pod takes traffic as soon as it can serve.
-        "readinessProbe": {"httpGet": {"path": readiness_path}, "timeoutSeconds": 2},
-        "livenessProbe": {
-            "httpGet": {"path": "/healthz"},
-            "periodSeconds": 10,
-            "failureThreshold": 3,
-            "timeoutSeconds": 2,
-        },
+        # Path only, as knative/func renders them (pkg/knative/deployer.go): without
+        # periodSeconds queue-proxy probes aggressively (milliseconds apart) during a cold
+        # start, which Knative allows only without timeoutSeconds and failureThreshold; the
+        # port is the serving port (Knative rejects any other).
+        "readinessProbe": {"httpGet": {"path": readiness_path}},
+        "livenessProbe": {"httpGet": {"path": "/healthz"}},
         "resources": _resources(
             profile.cpu_request, profile.memory_request, profile.cpu_limit, profile.memory_limit
         ),
@@ -339,9 +364,11 @@ def _knative_service(
     }
     pod_spec: dict[str, Any] = {
         "containerConcurrency": profile.container_concurrency,
-        "timeoutSeconds": REQUEST_TIMEOUT_SECONDS,
-        # The functions never call the Kubernetes API.
+        "timeoutSeconds": TIMEOUT_SECONDS,
+        "responseStartTimeoutSeconds": REQUEST_TIMEOUT_SECONDS,
+        # The functions never call the Kubernetes API, nor need a variable per Service.
         "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
         "containers": [container],
     }
     _with_nats_creds(profile, pod_spec, [container])
@@ -356,7 +383,7 @@ def _knative_service(
             "template": {
                 "metadata": {
                     "labels": labels,
-                    "annotations": {**annotations, **autoscaling, **(pod_annotations or {})},
+                    "annotations": {**annotations, **autoscaling},
                 },
                 "spec": pod_spec,
             }
@@ -403,17 +430,10 @@ def billing_service(
     }
     if Need.NATS in fn.needs:
         labels[LABEL_NATS_CLIENT] = "true"
-    # They serve their own /metrics (no Pushgateway). Readiness is /healthz: while NATS is
+    # They push metrics like the webhook functions. Readiness is /healthz: while NATS is
     # down the usage function answers 503 with Retry-After itself.
     manifest = _knative_service(
-        profile,
-        fn.service_name,
-        labels,
-        {},
-        _billing_env(profile, fn),
-        "/healthz",
-        image,
-        pod_annotations=_scrape_annotations(CONTAINER_PORT),
+        profile, fn.service_name, labels, {}, _billing_env(profile, fn), "/healthz", image
     )
     if Need.STRIPE in fn.needs:
         # Checkout/Portal have no caller authentication of their own (anyone reaching them
@@ -520,6 +540,7 @@ def deployment(profile: Profile, spec: ConsumerSpec, image: str | None = None) -
     container["livenessProbe"] = {**probe, "periodSeconds": 20, "failureThreshold": 3}
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
         "securityContext": _pod_security(),
         # SIGTERM: in-flight OpenMeter requests (10 s timeout) finish, NATS drains.
         "terminationGracePeriodSeconds": 30,
@@ -554,7 +575,14 @@ def pushgateway_gc_cronjob(profile: Profile, image: str | None = None) -> dict[s
         "app.kubernetes.io/component": "pushgateway-gc",
         "app.kubernetes.io/instance": name,
     }
-    args = ["pushgateway-gc", "--older-than", PUSHGATEWAY_GC_OLDER_THAN]
+    # Staging and production share the Pushgateway: each deletes only its own groups.
+    args = [
+        "pushgateway-gc",
+        "--older-than",
+        PUSHGATEWAY_GC_OLDER_THAN,
+        "--environment",
+        profile.name,
+    ]
     env = [_value_env("PUSHGATEWAY_URL", profile.pushgateway_url)]
     container = _container(profile, name, args, env, image)
     return {
@@ -576,6 +604,7 @@ def pushgateway_gc_cronjob(profile: Profile, image: str | None = None) -> dict[s
                         "spec": {
                             "restartPolicy": "Never",
                             "automountServiceAccountToken": False,
+                            "enableServiceLinks": False,
                             "securityContext": _pod_security(),
                             "containers": [container],
                         },

@@ -29,6 +29,48 @@ PASSWORD_ENV = {
 #: Subjects the publisher user (the webhook functions) may publish to: Stripe events.
 PUBLISH_SUBJECTS = ("stripe.>",)
 
+#: The pods' environment variable holding max_file_store (each overlay sets it).
+MAX_FILE_STORE_ENV = "NATS_MAX_FILE_STORE"
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """One environment's storage chain, largest first (docs/nats.md, Sizing).
+
+    The volume; ``max_file_store`` below it (filesystem overhead, and a full disk would
+    disable JetStream); STRIPE's ``max_bytes`` below that (room for USAGE, USAGE_DLQ and
+    the KV bucket; with discard=new a full stream refuses writes, so the bridge answers 503
+    and Stripe retries, instead of JetStream failing); the storage alert
+    (alerts.STORAGE_ALERT_RATIO of max_file_store) below that again.
+    """
+
+    volume: str
+    max_file_store: str
+    stripe_max_bytes: str
+
+
+SIZING = {
+    "staging": Sizing(volume="5Gi", max_file_store="4500M", stripe_max_bytes="4000M"),
+    "production": Sizing(volume="50Gi", max_file_store="45G", stripe_max_bytes="40G"),
+}
+
+_POWERS = {"": 0, "K": 1, "M": 2, "G": 3, "T": 4}
+
+
+def size_bytes(text: str) -> int:
+    """Bytes in a nats.conf size (``4500M``, ``45G``: powers of 1000, as nats-server reads
+    them) or a Kubernetes quantity (``5Gi``: powers of 1024)."""
+    number = text.rstrip("KMGTi")
+    unit = text[len(number) :]
+    binary = unit.endswith("i")
+    power = _POWERS.get(unit.removesuffix("i"))
+    if power is None or not number.isdigit() or unit == "i":
+        raise ValueError(f"not a size: {text!r}")
+    base: int = 1024 if binary else 1000
+    scale: int = base**power
+    return int(number) * scale
+
+
 CLIENT_PORT = 4222
 CLUSTER_PORT = 6222
 MONITOR_PORT = 8222
@@ -66,8 +108,10 @@ class NatsConfParams:
     store_dir: str
     pid_file: str
     cluster_name: str = "stripe-bridge"
-    #: JetStream file store limit, e.g. "1G"; None: 75% of the volume (the server default).
-    max_file_store: str | None = None
+    #: JetStream file store limit, e.g. "1G", or ``$NATS_MAX_FILE_STORE`` (the pods' env,
+    #: set per overlay to match its volume; see ``SIZING``).
+    max_file_store: str = "1G"
+    max_memory_store: str = "64M"
     publish_subjects: tuple[str, ...] = PUBLISH_SUBJECTS
     #: Lame duck: how long a server waits before it starts closing clients (over 30s).
     lame_duck_grace_period: str = "10s"
@@ -80,7 +124,6 @@ def template_text() -> str:
 
 def render_nats_conf(params: NatsConfParams) -> str:
     """nats.conf for ``params``."""
-    limit = f"  max_file_store: {params.max_file_store}\n" if params.max_file_store else ""
     return _Template(template_text()).substitute(
         server_name=params.server_name,
         host=params.host,
@@ -89,7 +132,8 @@ def render_nats_conf(params: NatsConfParams) -> str:
         monitor_port=params.monitor_port,
         pid_file=params.pid_file,
         store_dir=params.store_dir,
-        max_file_store=limit,
+        max_file_store=params.max_file_store,
+        max_memory_store=params.max_memory_store,
         cluster_name=params.cluster_name,
         routes="\n".join(f"    {route}" for route in params.routes),
         publish_subjects=", ".join(f'"{subject}"' for subject in params.publish_subjects),
@@ -113,6 +157,7 @@ def kubernetes_params(replicas: int = 3) -> NatsConfParams:
         routes=routes,
         store_dir="/data",
         pid_file="/var/run/nats/nats.pid",
+        max_file_store=f"${MAX_FILE_STORE_ENV}",
     )
 
 

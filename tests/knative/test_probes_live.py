@@ -1,0 +1,75 @@
+"""The probes of the rendered Knative Services, run as the kubelet runs them on a live function.
+
+Path and port come from the rendered manifest (a probe without a port targets the serving
+port: PORT here, as queue-proxy rewrites it). docs/configuration.md says: ``/healthz`` 200
+while the process lives; ``/readyz`` 200 only with NATS connected and the stream there;
+after SIGTERM the server stops listening at once (both probes fail; queue-proxy has
+already answered Knative's probes with 503 since its drain began) while in-flight
+webhooks finish.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+from pathlib import Path
+from typing import Any
+
+import yaml
+from stripe_bridge.deploy import knative
+from stripe_bridge.natsserver import NatsServer
+from stripe_bridge_testing.rollout import http_probe
+from stripe_bridge_testing.waiting import wait_until
+
+from ..conftest import FunctionFactory
+from ..helpers import REPO_ROOT, fixture_event, signed_headers
+
+FUNCTION = "invoice_paid"
+
+
+def rendered_probes(function_name: str) -> dict[str, Any]:
+    spec = next(s for s in knative.function_specs() if s.function_name == function_name)
+    path = REPO_ROOT / "knative" / "production" / f"{spec.service_name}.yaml"
+    (service,) = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    (container,) = service["spec"]["template"]["spec"]["containers"]
+    probes = {kind: container[f"{kind}Probe"] for kind in ("readiness", "liveness")}
+    for probe in probes.values():
+        assert "port" not in probe["httpGet"], "Knative probes the serving port"
+    return probes
+
+
+def probe(port: int, spec: dict[str, Any]) -> bool:
+    # Knative's defaults after admission (knative_rules.set_defaults): 1 s timeout.
+    return http_probe("127.0.0.1", port, spec["httpGet"]["path"], 1.0)
+
+
+def test_probes_answer_as_documented_with_nats_up_down_and_during_drain(
+    stream: NatsServer, start_function: FunctionFactory, tmp_path: Path
+) -> None:
+    probes = rendered_probes(FUNCTION)
+    fn = start_function(FUNCTION, NATS_URL=stream.url, NATS_STREAM="STRIPE")
+    wait_until(lambda: probe(fn.port, probes["readiness"]), 10, "ready with NATS up")
+    assert probe(fn.port, probes["liveness"])
+
+    stream.stop()
+    wait_until(lambda: not probe(fn.port, probes["readiness"]), 15, "not ready with NATS down")
+    assert probe(fn.port, probes["liveness"]), "NATS down must not restart the container"
+
+    stream.start()
+    wait_until(lambda: probe(fn.port, probes["readiness"]), 15, "ready again with NATS back")
+
+    # A webhook still being received keeps the process draining after SIGTERM.
+    body = json.dumps(fixture_event(FUNCTION, fresh_id=True)).encode()
+    headers = signed_headers(body) | {"Content-Length": str(len(body)), "Host": "fn"}
+    head = b"POST / HTTP/1.1\r\n" + b"".join(f"{k}: {v}\r\n".encode() for k, v in headers.items())
+    with socket.create_connection(("127.0.0.1", fn.port), timeout=5) as sock:
+        sock.sendall(head + b"\r\n" + body[:-8])
+        assert fn.process is not None
+        fn.process.send_signal(signal.SIGTERM)
+        wait_until(lambda: not probe(fn.port, probes["liveness"]), 10, "listener closed")
+        assert fn.alive(), "exited with a webhook in flight"
+        assert not probe(fn.port, probes["readiness"])
+        sock.sendall(body[-8:])
+        assert b" 200 " in sock.recv(4096).split(b"\r\n", 1)[0]
+    assert fn.process.wait(timeout=knative.APP_SHUTDOWN_SECONDS) == 0, fn.log()
