@@ -72,8 +72,12 @@ class ExportedMessage(BaseModel):
         return {k: v for k, v in self.headers.items() if not k.startswith(_PRECONDITION_PREFIX)}
 
 
-async def iter_stream(js: Any, stream: str, since: datetime | None = None) -> AsyncIterator[Any]:
+async def iter_stream(
+    js: Any, stream: str, since: datetime | None = None, subject: str | None = None
+) -> AsyncIterator[Any]:
     """Every message of ``stream`` stored at or after ``since`` (all when None), in order.
+
+    ``subject`` filters (wildcards allowed); None reads every subject.
 
     An ephemeral pull consumer without acks reads in batches; it ends at the message the
     server reports nothing pending after, and is removed when the iteration ends.
@@ -89,6 +93,7 @@ async def iter_stream(js: Any, stream: str, since: datetime | None = None) -> As
         ack_policy=AckPolicy.NONE,
         deliver_policy=DeliverPolicy.BY_START_TIME if since else DeliverPolicy.ALL,
         opt_start_time=since.astimezone(UTC) if since else None,
+        filter_subject=subject,
         inactive_threshold=60.0,
         mem_storage=True,
     )

@@ -7,8 +7,10 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from . import __version__
 from .config import ConfigError, report_config_error
 from .errors import CommandError
+from .exitcodes import ExitCode
 
 #: Subcommand modules; each has ``register(subparsers)`` that sets ``func`` on its parser.
 COMMANDS = (
@@ -23,6 +25,8 @@ COMMANDS = (
     "nats",
     "backup",
     "replay",
+    "show",
+    "redrive",
     "forward_openmeter",
     "project_tiers",
     "tier",
@@ -35,6 +39,7 @@ def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
         prog="stripe-bridge",
         description="Stripe webhooks in, one durable CloudEvent per event out on NATS JetStream.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in commands:
         importlib.import_module(f"stripe_bridge.commands.{name}").register(subparsers)
@@ -78,9 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return report_config_error("stripe-bridge", exc)
     except CommandError as exc:
         print(exc, file=sys.stderr)
-        return 1
+        return exc.exit_code
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.INTERRUPTED
     return code
 
 

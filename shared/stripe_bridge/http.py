@@ -223,7 +223,7 @@ def start(name: str, make: Callable[[Settings], FunctionT]) -> FunctionT:
     """
     try:
         settings = load_settings()
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_format)
         return make(settings)
     except ConfigError as exc:
         raise SystemExit(report_config_error(f"stripe-bridge {name}", exc)) from None

@@ -50,7 +50,7 @@ def _translate(event: StripeEvent) -> tuple[bytes, str | None, str | None]:
     spec = registry.lookup(event.type)
     if spec is None:
         return b"null", None, None
-    schema = f"urn:stripe-bridge:schema:{spec.model.SCHEMA}"
+    schema = spec.model.dataschema()
     try:
         return spec.translate(event).model_dump_json().encode(), schema, None
     except Exception as exc:  # a translation bug must never lose the event

@@ -9,14 +9,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .envelope import StripeEvent
-from .names import capped
-from .translations import (
+from stripe_bridge_events.models import (
     ActiveEntitlementSummary,
     CheckoutSessionCompleted,
     InvoiceChanged,
     SubscriptionChanged,
     Translation,
+)
+
+from .envelope import StripeEvent
+from .names import capped
+from .translations import (
     translate_checkout_session,
     translate_entitlement_summary,
     translate_invoice,

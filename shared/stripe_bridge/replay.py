@@ -1,20 +1,24 @@
 """Recover events missed during an outage from Stripe's Events API (``stripe-bridge replay``).
 
-Events are fetched with stripe-python (``GET /v1/events?created[gte]=``, page by page),
-sorted oldest first, and stored through ``ingest.ingest``: the same claim/publish/mark-done
-path as a webhook, minus the signature check (the API call itself is authenticated).
-Events whose type no function serves are stored too, as the catch-all function would.
+Events are fetched with stripe-python (``GET /v1/events`` with the API's filters:
+``created[gte]``, ``types[]``, ``delivery_success``, ``ending_before``, page by page; or
+``GET /v1/events/{id}`` for one), sorted oldest first, and stored through
+``ingest.ingest``: the same claim/publish/mark-done path as a webhook, minus the signature
+check (the API call itself is authenticated). Events whose type no function serves are
+stored too, as the catch-all function would.
 
 Before publishing, the stream is scanned for the ``Nats-Msg-Id`` of everything stored
-since the same moment: an event is stored after it is created, so that scan holds every
-event of the window that is already there, however long ago it arrived. That keeps a
-replay free of copies even beyond JetStream's duplicate window and the idempotency TTL.
+since the oldest fetched event was created: an event is stored after it is created, so
+that scan holds every fetched event that is already there, however long ago it arrived.
+That keeps a replay free of copies even beyond JetStream's duplicate window and the
+idempotency TTL.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -50,26 +54,44 @@ class ReplayCounts:
             self.failed += 1
 
 
-def fetch_events(api_key: str, api_base: str, since: datetime) -> list[dict[str, Any]]:
-    """Every event created at or after ``since``, oldest first, as plain JSON dicts."""
+@dataclass(frozen=True)
+class EventQuery:
+    """Which events to list, in the Events API's own filters (docs.stripe.com/api/events/list).
+
+    ``after`` is an event id: only events newer than it (``ending_before``), paged towards
+    the newest. Without it, pages follow ``starting_after`` from the newest back.
+    """
+
+    since: datetime | None = None
+    types: tuple[str, ...] = ()
+    undelivered: bool = False
+    after: str | None = None
+
+    def params(self) -> dict[str, Any]:
+        """The list request's parameters (stripe-python encodes ``types`` as ``types[N]``)."""
+        params: dict[str, Any] = {"limit": PAGE_SIZE}
+        if self.since is not None:
+            params["created"] = {"gte": int(self.since.timestamp())}
+        if self.types:
+            params["types"] = list(self.types)
+        if self.undelivered:
+            # Events whose last delivery to an endpoint failed (Stripe's recovery guidance).
+            params["delivery_success"] = False
+        if self.after:
+            params["ending_before"] = self.after
+        return params
+
+
+class EventNotFound(ReplayError):
+    """Stripe has no event of that id (or it is older than the Events API keeps, 30 days)."""
+
+
+@contextmanager
+def _stripe_errors(api_base: str) -> Iterator[None]:
     import stripe
 
-    client = stripe.StripeClient(api_key, base_addresses={"api": api_base}, max_network_retries=2)
     try:
-        page = client.v1.events.list(
-            params={"created": {"gte": int(since.timestamp())}, "limit": PAGE_SIZE}
-        )
-        # Each page's raw JSON, not the StripeObjects: their dicts turn decimal strings
-        # into Decimal, and the stream keeps the event exactly as Stripe sent it.
-        events: list[dict[str, Any]] = []
-        while True:
-            response = page.last_response
-            if response is None:  # stripe-python sets it on every fetched page
-                raise ReplayError(f"Stripe at {api_base} sent no response body")
-            events += json.loads(response.body)["data"]
-            if not page.has_more:
-                break
-            page = page.next_page()
+        yield
     except stripe.AuthenticationError:
         raise ReplayError(f"Stripe at {api_base} rejected the API key") from None
     except stripe.APIConnectionError:
@@ -77,9 +99,48 @@ def fetch_events(api_key: str, api_base: str, since: datetime) -> list[dict[str,
     except stripe.StripeError as exc:
         status = exc.http_status or "-"
         detail = exc.user_message or type(exc).__name__
+        if status == 404:
+            raise EventNotFound(f"Stripe at {api_base} answered HTTP 404: {detail}") from None
         raise ReplayError(f"Stripe at {api_base} answered HTTP {status}: {detail}") from None
+
+
+def _client(api_key: str, api_base: str) -> Any:
+    import stripe
+
+    return stripe.StripeClient(api_key, base_addresses={"api": api_base}, max_network_retries=2)
+
+
+def _raw(obj: Any, api_base: str) -> Any:
+    # The raw JSON, not the StripeObject: its dicts turn decimal strings into Decimal, and
+    # the stream keeps the event exactly as Stripe sent it.
+    response = obj.last_response
+    if response is None:  # stripe-python sets it on every fetched object
+        raise ReplayError(f"Stripe at {api_base} sent no response body")
+    return json.loads(response.body)
+
+
+def fetch_events(api_key: str, api_base: str, query: EventQuery) -> list[dict[str, Any]]:
+    """Every event ``query`` matches, oldest first, as plain JSON dicts."""
+    client = _client(api_key, api_base)
+    events: list[dict[str, Any]] = []
+    with _stripe_errors(api_base):
+        page = client.v1.events.list(params=query.params())
+        while True:
+            events += _raw(page, api_base)["data"]
+            if not page.has_more:
+                break
+            page = page.previous_page() if query.after else page.next_page()
     # The API lists newest first; consumers expect the order things happened in.
     return sorted(events, key=lambda event: (event.get("created", 0), event.get("id", "")))
+
+
+def fetch_event(api_key: str, api_base: str, event_id: str) -> dict[str, Any]:
+    """One event by id (``GET /v1/events/{id}``); EventNotFound if Stripe has none."""
+    with _stripe_errors(api_base):
+        event: dict[str, Any] = _raw(
+            _client(api_key, api_base).v1.events.retrieve(event_id), api_base
+        )
+    return event
 
 
 async def replay_events(

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from stripe_bridge_events.deadletter import DEAD_LETTER_PREFIX, DEAD_LETTER_STREAM
+
 from .config import Settings
 
 
@@ -45,6 +47,13 @@ class StreamSpec:
             max_bytes=self.max_bytes,
             description="Stripe webhook events as CloudEvents (stripe-bridge)",
         )
+
+
+def dead_letter_spec(replicas: int = 1) -> StreamSpec:
+    """STRIPE_DLQ: STRIPE consumers' dead letters and redriven messages, kept a year."""
+    return StreamSpec(
+        DEAD_LETTER_STREAM, DEAD_LETTER_PREFIX, replicas=replicas, max_age_seconds=365 * 86400
+    )
 
 
 async def provision(js: Any, spec: StreamSpec) -> str:

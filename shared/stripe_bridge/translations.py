@@ -1,25 +1,27 @@
 """Typed, versioned translations of the Stripe event types the bridge understands.
 
-Each translation reads ``api_version`` and copes with both the pre-basil object shapes
-and the 2025-03-31.basil ones, preferring the shape the version announces and falling
-back to the other when a field is missing (accounts pin versions, fixtures get mixed).
+The models are the consumer SDK's (``stripe_bridge_events.models``); this module fills
+them from Stripe events. Each translation reads ``api_version`` and copes with both the
+pre-basil object shapes and the 2025-03-31.basil ones, preferring the shape the version
+announces and falling back to the other when a field is missing (accounts pin versions,
+fixtures get mixed).
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from stripe_bridge_events.models import (
+    ActiveEntitlementSummary,
+    CheckoutSessionCompleted,
+    Entitlement,
+    InvoiceChanged,
+    InvoiceLine,
+    SubscriptionChanged,
+    SubscriptionItem,
+)
 
 from .envelope import StripeEvent
-
-
-class Translation(BaseModel):
-    """Base of every typed translation; ``SCHEMA`` names the versioned data schema."""
-
-    model_config = ConfigDict(frozen=True)
-
-    SCHEMA: ClassVar[str]
 
 
 def _id(value: Any) -> str | None:
@@ -40,114 +42,6 @@ def _list_data(value: Any) -> list[dict[str, Any]]:
 
 def _first_present(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)
-
-
-class CheckoutSessionCompleted(Translation):
-    """A Checkout Session finished: the customer paid or subscribed."""
-
-    SCHEMA: ClassVar[str] = "checkout_session.v1"
-
-    session_id: str
-    customer_id: str | None
-    customer_email: str | None
-    client_reference_id: str | None
-    mode: str
-    status: str | None
-    payment_status: str | None
-    subscription_id: str | None
-    invoice_id: str | None
-    amount_total: int | None
-    currency: str | None
-    metadata: dict[str, str]
-
-
-class SubscriptionItem(BaseModel):
-    """One priced line of a subscription."""
-
-    model_config = ConfigDict(frozen=True)
-
-    item_id: str | None
-    price_id: str | None
-    product_id: str | None
-    lookup_key: str | None
-    quantity: int | None
-    current_period_start: int | None
-    current_period_end: int | None
-
-
-class SubscriptionChanged(Translation):
-    """A subscription was created, updated, deleted or its trial is about to end."""
-
-    SCHEMA: ClassVar[str] = "subscription.v1"
-
-    subscription_id: str
-    customer_id: str | None
-    status: str
-    cancel_at_period_end: bool
-    cancel_at: int | None
-    canceled_at: int | None
-    ended_at: int | None
-    trial_start: int | None
-    trial_end: int | None
-    current_period_start: int | None
-    current_period_end: int | None
-    items: list[SubscriptionItem]
-    metadata: dict[str, str]
-    changed_fields: list[str]
-
-
-class InvoiceLine(BaseModel):
-    """One line of an invoice, reduced to what billing consumers use."""
-
-    model_config = ConfigDict(frozen=True)
-
-    line_id: str | None
-    price_id: str | None
-    quantity: int | None
-    amount: int | None
-    period_start: int | None
-    period_end: int | None
-
-
-class InvoiceChanged(Translation):
-    """An invoice was paid or a payment attempt on it failed."""
-
-    SCHEMA: ClassVar[str] = "invoice.v1"
-
-    invoice_id: str
-    customer_id: str | None
-    subscription_id: str | None
-    status: str | None
-    billing_reason: str | None
-    currency: str
-    amount_due: int
-    amount_paid: int
-    amount_remaining: int
-    attempt_count: int | None
-    next_payment_attempt: int | None
-    period_start: int | None
-    period_end: int | None
-    hosted_invoice_url: str | None
-    lines: list[InvoiceLine]
-
-
-class Entitlement(BaseModel):
-    """One active entitlement (a feature the customer may use)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    entitlement_id: str | None
-    feature_id: str | None
-    lookup_key: str | None
-
-
-class ActiveEntitlementSummary(Translation):
-    """The full set of a customer's active entitlements after a change."""
-
-    SCHEMA: ClassVar[str] = "active_entitlement_summary.v1"
-
-    customer_id: str
-    entitlements: list[Entitlement]
 
 
 def translate_checkout_session(event: StripeEvent) -> CheckoutSessionCompleted:

@@ -161,8 +161,11 @@ async def test_tier_command_shows_tier_and_cause(
     assert "entitlements: journeys <- entitlements.active_entitlement_summary.updated evt_e1" in out
     code = await asyncio.to_thread(main, ["tier", CUSTOMER, "--json", "--nats-url", stream.url])
     assert json.loads(capsys.readouterr().out)["tier"] == "teams"
-    assert await asyncio.to_thread(main, ["tier", "cus_nobody", "--nats-url", stream.url]) == 4
-    assert "cus_nobody: unknown" in capsys.readouterr().out
+    unknown = ["tier", "cus_nobody", "--json", "--nats-url", stream.url]
+    assert await asyncio.to_thread(main, unknown) == 4
+    captured = capsys.readouterr()
+    assert captured.out == ""  # --json: JSON or nothing on stdout
+    assert captured.err.startswith("cus_nobody: unknown")
 
 
 def test_project_tiers_process_projects_and_stops_on_sigterm(

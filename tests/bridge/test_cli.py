@@ -140,7 +140,9 @@ def test_tail_prints_new_events_and_stops_after_count(
 
     whole = cli("tail", "--nats-url", stream.url, "--all", "--json", "--count", "3")
     assert whole.returncode == 0, whole.stdout
-    events = [json.loads(line) for line in whole.stdout.splitlines()[1:]]
+    # stdout is pure JSON, one event per line; the banner went to stderr.
+    assert whole.stderr.startswith("tailing stripe.>")
+    events = [json.loads(line) for line in whole.stdout.splitlines()]
     assert [e["id"] for e in events] == ids
     assert events[0]["type"] == "com.stripe.invoice.paid"
     assert events[2]["data"]["stripe"] == broken
@@ -195,16 +197,17 @@ def test_provision_updates_replicas_on_a_cluster(tmp_path: Path) -> None:
 
 def test_provision_replicas_beyond_the_cluster_fails_clearly(nats_server: NatsServer) -> None:
     assert cli("provision", "--nats-url", nats_server.url).returncode == 0
-    # One server cannot hold three replicas: the update is refused, and said so on one line.
+    # One server cannot hold three replicas: the update is refused, and said so on one line
+    # (exit UNAVAILABLE: NATS refused it).
     result = cli("provision", "--nats-url", nats_server.url, "--replicas", "3")
-    assert result.returncode == 1
+    assert result.returncode == 3
     assert len(result.stderr.strip().splitlines()) == 1
     assert result.stderr.startswith(f"stripe-bridge provision: {nats_server.url}: ")
 
 
 def test_provision_without_nats_fails_clearly() -> None:
     result = cli("provision", "--nats-url", f"nats://127.0.0.1:{free_port()}")
-    assert result.returncode == 1
+    assert result.returncode == 3  # UNAVAILABLE
     assert result.stderr.startswith("stripe-bridge provision: nats://127.0.0.1:")
     assert len(result.stderr.strip().splitlines()) == 1
 

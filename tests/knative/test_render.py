@@ -22,6 +22,7 @@ from stripe_bridge.billing.catalog import BILLING_FUNCTIONS, Need
 from stripe_bridge.billing.checkout import StripeSettings
 from stripe_bridge.billing.endpoints import UsageSettings
 from stripe_bridge.billing.openmeter import ForwarderSettings
+from stripe_bridge.commands import knative as render_command
 from stripe_bridge.config import Settings
 from stripe_bridge.deploy import knative
 
@@ -68,7 +69,7 @@ def all_services(env: str) -> list[dict[str, Any]]:
 
 
 def test_committed_files_equal_a_fresh_render() -> None:
-    rendered = knative.render()
+    rendered = render_command.rendered()
     on_disk = {
         str(path.relative_to(KNATIVE_DIR)): path.read_text() for path in KNATIVE_DIR.rglob("*.yaml")
     }

@@ -162,7 +162,7 @@ def test_gc_exit_codes(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFi
     monkeypatch.delenv("PUSHGATEWAY_URL", raising=False)
     assert main(["pushgateway-gc"]) == 2
     down = f"http://127.0.0.1:{free_port()}"
-    assert main(["pushgateway-gc", "--url", down, "--older-than", "1h"]) == 1
+    assert main(["pushgateway-gc", "--url", down, "--older-than", "1h"]) == 3
     assert "cannot list groups: ConnectError" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["pushgateway-gc", "--url", down, "--older-than", "soon"])

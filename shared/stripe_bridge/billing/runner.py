@@ -11,14 +11,15 @@ from typing import Any
 from prometheus_client import CollectorRegistry, start_http_server
 
 from ..config import Settings, redact_url
+from ..exitcodes import ExitCode
 from ..jetstream import connect_options
 
 log = logging.getLogger(__name__)
 
-#: Exit codes of the consumers (documented in docs/billing.md).
-EXIT_OK = 0
-EXIT_NATS = 1
-EXIT_AUTH = 3
+#: Exit codes of the consumers (the table in docs/cli.md; docs/billing.md).
+EXIT_OK = ExitCode.OK
+EXIT_NATS = ExitCode.UNAVAILABLE
+EXIT_AUTH = ExitCode.UNAVAILABLE
 # Invalid configuration exits with config.EXIT_CONFIG (2), through the CLI.
 
 

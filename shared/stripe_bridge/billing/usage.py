@@ -16,6 +16,7 @@ from typing import Any
 from cloudevents.conversion import to_structured
 from cloudevents.http import CloudEvent
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from stripe_bridge_events.deadletter import REASON_HEADER
 
 from ..jetstream import JetStreamPublisher, Stored
 from ..message import CONTENT_TYPE, MSG_ID_HEADER
@@ -26,8 +27,9 @@ USAGE_SUBJECT_PREFIX = "usage"
 #: Where events OpenMeter refused as invalid are kept, with the reason, for a human.
 DEAD_LETTER_STREAM = "USAGE_DLQ"
 DEAD_LETTER_SUBJECT_PREFIX = "usage_dlq"
-#: Header on dead-lettered messages: OpenMeter's problem detail for the refusal.
-DEAD_LETTER_REASON_HEADER = "Stripe-Bridge-Dead-Letter-Reason"
+#: Header on dead-lettered messages: OpenMeter's problem detail for the refusal (the header
+#: every dead letter carries, stripe_bridge_events.deadletter).
+DEAD_LETTER_REASON_HEADER = REASON_HEADER
 #: CloudEvents ``source`` of usage recorded through this library (OpenMeter dedups id+source).
 DEFAULT_SOURCE = "stripe-bridge"
 

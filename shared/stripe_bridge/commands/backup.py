@@ -9,9 +9,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..backup import ExportedMessage, ImportCounts, export_stream, import_messages, since_time
+from ..backup import ExportedMessage, ImportCounts, export_stream, import_messages
 from ..config import ConfigError
-from .common import add_nats_arguments, on_jetstream, settings_from
+from ..exitcodes import ExitCode
+from .common import add_nats_arguments, on_jetstream, settings_from, since_option
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,10 +34,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run_export(args: argparse.Namespace) -> int:
     """Export the stream; print how many messages were written."""
     settings = settings_from(args)
-    try:
-        since = since_time(args.since)
-    except ValueError as exc:
-        raise ConfigError(f"--since: {exc}") from None
+    since = since_option(args.since)
 
     async def export(js: Any) -> int:
         if str(args.out) == "-":
@@ -49,7 +47,7 @@ def run_export(args: argparse.Namespace) -> int:
         f"exported {count} messages from stream {settings.nats_stream} to {args.out}",
         file=sys.stderr,
     )
-    return 0
+    return ExitCode.OK
 
 
 def _read(path: Path) -> list[ExportedMessage]:
@@ -96,4 +94,4 @@ def run_import(args: argparse.Namespace) -> int:
         f"import {args.file}: {total} messages, published {counts.published}, "
         f"duplicate {counts.duplicate}"
     )
-    return 0
+    return ExitCode.OK

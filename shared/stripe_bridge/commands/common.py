@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..config import Settings, load_settings, redact_url
+from ..backup import since_time
+from ..config import ConfigError, Settings, load_settings, redact_url
 from ..errors import CommandError
+from ..exitcodes import ExitCode
 from ..jetstream import connect_options
 
 T = TypeVar("T")
@@ -19,6 +22,14 @@ def add_nats_arguments(parser: argparse.ArgumentParser) -> None:
     """``--nats-url`` and ``--stream`` overriding NATS_URL and NATS_STREAM."""
     parser.add_argument("--nats-url", help="NATS URL (default: $NATS_URL or nats://127.0.0.1:4222)")
     parser.add_argument("--stream", help="stream name (default: $NATS_STREAM or STRIPE)")
+
+
+def since_option(text: str | None) -> datetime | None:
+    """``--since`` (e.g. ``6h``) as the moment that long ago; ConfigError if malformed."""
+    try:
+        return since_time(text)
+    except ValueError as exc:
+        raise ConfigError(f"--since: {exc}") from None
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -51,8 +62,8 @@ def on_jetstream(
 ) -> T:
     """Run ``work(jetstream context)`` on a fresh connection, closed afterwards.
 
-    Any failure becomes a CommandError naming the command and the (redacted) NATS URL,
-    followed by ``advice``.
+    Any failure becomes a CommandError (exit code UNAVAILABLE: NATS unreachable or refusing)
+    naming the command and the (redacted) NATS URL, followed by ``advice``.
     """
 
     async def go() -> T:
@@ -67,13 +78,13 @@ def on_jetstream(
     except Exception as exc:
         where = redact_url(settings.nats_url)
         detail = f"{where}: {type(exc).__name__}: {exc}{advice}"
-        raise CommandError(f"stripe-bridge {command}: {detail}") from exc
+        raise CommandError(f"stripe-bridge {command}: {detail}", ExitCode.UNAVAILABLE) from exc
 
 
 def write_or_check(files: Mapping[Path, str], check: bool, hint: str = "") -> int:
     """Write each generated file that differs; with ``check`` only report it.
 
-    Returns the exit code: 1 when ``check`` found a file out of date, else 0. ``hint`` (the
+    Returns the exit code: FAILED when ``check`` found a file out of date, else OK. ``hint`` (the
     command that regenerates) is appended to each "out of date" line.
     """
     drift = 0
@@ -87,4 +98,4 @@ def write_or_check(files: Mapping[Path, str], check: bool, hint: str = "") -> in
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(content)
             print(f"wrote {path}")
-    return 1 if check and drift else 0
+    return ExitCode.FAILED if check and drift else ExitCode.OK

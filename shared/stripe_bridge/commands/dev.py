@@ -13,8 +13,9 @@ import secrets
 import sys
 from pathlib import Path
 
-from .. import registry
+from .. import registry, stripecli
 from ..config import IdempotencyBackend, configure_logging, load_settings
+from ..exitcodes import ExitCode
 from ..ingest import Runtime
 from ..natsserver import NatsServer
 from ..server import dev_app, run
@@ -32,6 +33,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--nats-port", type=int, default=4222)
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    parser.add_argument(
+        "--stripe-listen",
+        action="store_true",
+        help="also run `stripe listen` (the Stripe CLI) forwarding real test events here",
+    )
     parser.set_defaults(func=run_dev)
 
 
@@ -61,7 +67,8 @@ def banner(url: str, secret_note: str, nats_url: str, stream: str) -> str:
   every event type : {url}
   one event type   :
 {types}
-Forward real Stripe test events (set STRIPE_WEBHOOK_SECRET to the secret it prints):
+Forward real Stripe test events: `stripe-bridge dev --stripe-listen` runs the Stripe CLI
+for you; or by hand (set STRIPE_WEBHOOK_SECRET to the secret it prints):
     stripe listen --forward-to {url}
 Or send a signed sample, and watch the stream:
     stripe-bridge send invoice.paid
@@ -72,13 +79,22 @@ Ctrl-C stops the bridge and its nats-server."""
 def run_dev(args: argparse.Namespace) -> int:
     """Start nats-server, provision, serve every function until interrupted."""
     data_dir: Path = args.data_dir
-    if os.environ.get("STRIPE_WEBHOOK_SECRET"):
+    # Before anything starts: a missing Stripe CLI is one line, not a half-started bridge.
+    cli = stripecli.stripe_cli() if args.stripe_listen else None
+    configured = os.environ.get("STRIPE_WEBHOOK_SECRET", "")
+    if configured:
         secret_note = "from $STRIPE_WEBHOOK_SECRET"
-        overrides: dict[str, object] = {}
+        accepted = [s.strip() for s in configured.split(",") if s.strip()]
     else:
         secret = _dev_secret(data_dir)
         secret_note = f"{secret}  (saved in {data_dir / 'webhook_secret'})"
-        overrides = {"stripe_webhook_secret": secret}
+        accepted = [secret]
+    if cli is not None:
+        # Accepted beside the others: `send` and hand-signed events keep working.
+        listener_secret = stripecli.listener_secret(cli)
+        accepted.append(listener_secret)
+        secret_note += f"\n                     and the Stripe CLI's {listener_secret}"
+    overrides: dict[str, object] = {"stripe_webhook_secret": ",".join(accepted)}
     nats = NatsServer(data_dir / "jetstream", port=args.nats_port)
     try:
         nats.start()
@@ -87,7 +103,7 @@ def run_dev(args: argparse.Namespace) -> int:
             f"stripe-bridge dev: cannot start nats-server on port {args.nats_port}: {exc}",
             file=sys.stderr,
         )
-        return 1
+        return ExitCode.FAILED
     try:
         settings = load_settings(
             nats_url=nats.url,
@@ -95,7 +111,7 @@ def run_dev(args: argparse.Namespace) -> int:
             function_name="dev",
             **overrides,
         )
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_format)
 
         async def setup() -> str:
             nc = await connect(settings)
@@ -107,8 +123,13 @@ def run_dev(args: argparse.Namespace) -> int:
         print(f"stream {settings.nats_stream}: {asyncio.run(setup())}")
         url = f"http://{args.host}:{args.port}/"
         print(banner(url, secret_note, nats.url, settings.nats_stream), flush=True)
-        app = dev_app(Runtime(settings, "dev"))
-        run(app, args.host, args.port, reader=app.state.reader)
+        listener = stripecli.start_listener(cli, url) if cli is not None else None
+        try:
+            app = dev_app(Runtime(settings, "dev"))
+            run(app, args.host, args.port, reader=app.state.reader)
+        finally:
+            if listener is not None:
+                stripecli.stop_listener(listener)
     finally:
         nats.stop()
-    return 0
+    return ExitCode.OK

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     if args.durable:
         overrides["durable"] = args.durable
     forwarder_settings = load_model(ForwarderSettings, **overrides)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
 
     async def work(nc: Any, stop: asyncio.Event) -> None:
         if not args.no_provision:

@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..deploy import knative, kubeapply
+from ..deploy import knative, kubeapply, promoperator
+from ..exitcodes import ExitCode
 from .common import write_or_check
 
 
@@ -15,7 +16,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser("knative", help="render and apply the Knative deployment")
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
-    render = actions.add_parser("render", help="write knative/ manifests from the registry")
+    render = actions.add_parser(
+        "render",
+        help="write knative/ manifests from the registry (and the Prometheus Operator objects)",
+    )
     render.add_argument(
         "--env", choices=list(knative.PROFILES), help="one environment (default: all)"
     )
@@ -52,10 +56,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     apply.set_defaults(func=run_apply)
 
 
+def rendered(envs: list[str] | None = None) -> dict[str, str]:
+    """Every file ``render`` writes, by path relative to ``knative/``."""
+    return {**knative.render(envs), **promoperator.render(envs)}
+
+
 def run_render(args: argparse.Namespace) -> int:
     """Write every manifest (or with --check, compare)."""
     envs = [args.env] if args.env else None
-    files = {args.out / relative: content for relative, content in knative.render(envs).items()}
+    files = {args.out / relative: content for relative, content in rendered(envs).items()}
     return write_or_check(files, args.check)
 
 
@@ -74,7 +83,7 @@ def run_apply(args: argparse.Namespace) -> int:
         for state in states:
             print(f"{state.label}: {state.action}")
         if args.dry_run:
-            return 0
+            return ExitCode.OK
         if args.wait > 0:
             deployer.wait_ready(states, args.wait, args.poll_interval)
     except kubeapply.DeployError as exc:
@@ -89,4 +98,4 @@ def run_apply(args: argparse.Namespace) -> int:
     if not_ready and args.wait > 0:
         print(f"stripe-bridge knative apply: not Ready: {', '.join(not_ready)}", file=sys.stderr)
         return kubeapply.EXIT_NOT_READY
-    return 0
+    return ExitCode.OK

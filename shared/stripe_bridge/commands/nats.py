@@ -10,11 +10,10 @@ from pathlib import Path
 
 from ..deploy.kustomize import KustomizeError, build, render
 from ..deploy.natsconf import generated_files, kubernetes_params, render_nats_conf
+from ..exitcodes import ExitCode
 from .common import write_or_check
 
 OVERLAYS = ("staging", "production")
-#: Exit code when kubectl is missing (the shell's "command not found").
-EXIT_NO_KUBECTL = 127
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -48,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run_render_config(args: argparse.Namespace) -> int:
     """Print the Kubernetes rendering of nats.conf."""
     sys.stdout.write(render_nats_conf(kubernetes_params(args.replicas)))
-    return 0
+    return ExitCode.OK
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -69,8 +68,8 @@ def run_build(args: argparse.Namespace) -> int:
         sys.stdout.write(render(build(_overlay_dir(args))))
     except (KustomizeError, OSError) as exc:
         print(f"stripe-bridge nats build: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        return ExitCode.FAILED
+    return ExitCode.OK
 
 
 def run_apply(args: argparse.Namespace) -> int:
@@ -87,8 +86,9 @@ def run_apply(args: argparse.Namespace) -> int:
             "(v1.27+, it includes kustomize) or apply the output of `stripe-bridge nats build`",
             file=sys.stderr,
         )
-        return EXIT_NO_KUBECTL
+        return ExitCode.NO_PROGRAM
     result = subprocess.run([kubectl, *command[1:]], check=False)
     if result.returncode != 0:
         print(f"stripe-bridge nats apply: kubectl exited {result.returncode}", file=sys.stderr)
-    return result.returncode
+        return ExitCode.FAILED
+    return ExitCode.OK

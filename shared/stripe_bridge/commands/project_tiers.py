@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     """Project until SIGTERM; exit 1 if NATS is unreachable, 2 on bad config."""
     settings = settings_from(args)
     config = load_tiers(args.tiers_file)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
 
     async def work(nc: Any, stop: asyncio.Event) -> None:
         projector = TierProjector(

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from ..deploy.natsconf import size_bytes
-from ..stream import StreamSpec, provision
+from ..exitcodes import ExitCode
+from ..stream import StreamSpec, dead_letter_spec, provision
 from .common import add_nats_arguments, on_jetstream, settings_from
 
 
@@ -33,6 +35,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="stream size limit, e.g. 40G (docs/nats.md, Sizing; a full stream refuses "
         "writes); -1: unlimited",
     )
+    parser.add_argument(
+        "--dead-letters",
+        action="store_true",
+        help="also STRIPE_DLQ, where STRIPE consumers put poison messages (docs/consumers.md)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -47,6 +54,12 @@ def run(args: argparse.Namespace) -> int:
         max_bytes=args.max_bytes,
     )
 
-    result = on_jetstream("provision", settings, lambda js: provision(js, spec))
-    print(f"stream {spec.name} ({spec.subject_prefix}.>, R{spec.replicas}): {result}")
-    return 0
+    specs = [spec, dead_letter_spec(args.replicas)] if args.dead_letters else [spec]
+
+    async def provision_all(js: Any) -> list[str]:
+        return [await provision(js, one) for one in specs]
+
+    results = on_jetstream("provision", settings, provision_all)
+    for one, result in zip(specs, results, strict=True):
+        print(f"stream {one.name} ({one.subject_prefix}.>, R{one.replicas}): {result}")
+    return ExitCode.OK

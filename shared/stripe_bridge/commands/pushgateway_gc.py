@@ -13,6 +13,7 @@ import sys
 
 from ..backup import parse_duration
 from ..config import redact_url
+from ..exitcodes import ExitCode
 from ..push import PushgatewayError, delete_group, stale_groups
 
 
@@ -43,10 +44,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    """Delete (or list) stale groups; exit 2 without a URL, 1 if the Pushgateway fails."""
+    """Delete (or list) stale groups; exit CONFIG without a URL, UNAVAILABLE if it fails."""
     if not args.url:
         print("stripe-bridge pushgateway-gc: set --url or PUSHGATEWAY_URL", file=sys.stderr)
-        return 2
+        return ExitCode.CONFIG
     try:
         groups = stale_groups(args.url, args.older_than, args.environment)
         for group in groups:
@@ -56,5 +57,5 @@ def run(args: argparse.Namespace) -> int:
             print(f"{'would delete' if args.dry_run else 'deleted'} {labels}")
     except PushgatewayError as exc:
         print(f"stripe-bridge pushgateway-gc: {redact_url(args.url)}: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        return ExitCode.UNAVAILABLE
+    return ExitCode.OK

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..exitcodes import ExitCode
 from ..samples import sample_event
 from ..signature import sign_header
 from .dev import DEFAULT_DATA_DIR, DEFAULT_PORT, read_dev_secret
@@ -36,13 +37,13 @@ def run(args: argparse.Namespace) -> int:
             "stripe-bridge send: no secret: pass --secret, set STRIPE_WEBHOOK_SECRET or run dev",
             file=sys.stderr,
         )
-        return 2
+        return ExitCode.CONFIG
     if args.file:
         try:
             event = json.loads(args.file.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             print(f"stripe-bridge send: cannot read {args.file}: {exc}", file=sys.stderr)
-            return 2
+            return ExitCode.CONFIG
     else:
         event = sample_event(args.event_type)
         event["livemode"] = bool(args.live)
@@ -56,6 +57,6 @@ def run(args: argparse.Namespace) -> int:
         response = httpx.post(args.url, content=body, headers=headers, timeout=35.0)
     except httpx.HTTPError as exc:
         print(f"stripe-bridge send: {args.url}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+        return ExitCode.UNAVAILABLE
     print(f"{response.status_code} {event.get('id')} {args.event_type} {response.text}")
-    return 0 if response.is_success else 1
+    return ExitCode.OK if response.is_success else ExitCode.FAILED

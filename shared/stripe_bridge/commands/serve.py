@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
+from pydantic import Field
+
+from ..config import EnvModel, load_model
+from ..exitcodes import ExitCode
 from ..server import function_app, run
+
+
+class ServeSettings(EnvModel):
+    """What Knative and the image set for ``serve`` (command-line options win)."""
+
+    function_source: str | None = None
+    function_target: str = "handle"
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=1, le=65535)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -16,25 +28,29 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "serve",
         help="serve one function (FUNCTION_SOURCE/FUNCTION_TARGET, PORT) with drain on SIGTERM",
     )
-    parser.add_argument("--source", default=os.environ.get("FUNCTION_SOURCE"))
-    parser.add_argument("--target", default=os.environ.get("FUNCTION_TARGET", "handle"))
-    parser.add_argument("--host", default=os.environ.get("HOST", "0.0.0.0"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
+    parser.add_argument("--source", help="function file (default: $FUNCTION_SOURCE)")
+    parser.add_argument("--target", help="its ASGI callable (default: $FUNCTION_TARGET, handle)")
+    parser.add_argument("--host", help="address (default: $HOST, 0.0.0.0)")
+    parser.add_argument("--port", type=int, help="port (default: $PORT, 8080)")
     parser.set_defaults(func=run_serve)
 
 
 def run_serve(args: argparse.Namespace) -> int:
     """Load the function's target and serve it."""
-    if not args.source:
+    # Read here, not as argparse defaults: a bad PORT is the one-line config error (exit 2).
+    env = load_model(ServeSettings)
+    source_name = args.source or env.function_source
+    if not source_name:
         print(
             "stripe-bridge serve: set --source or FUNCTION_SOURCE (functions/<name>/main.py)",
             file=sys.stderr,
         )
-        return 2
-    source = Path(args.source)
+        return ExitCode.CONFIG
+    source = Path(source_name)
     if not source.is_file():
         print(f"stripe-bridge serve: no function source at {source}", file=sys.stderr)
-        return 2
-    app = function_app(source, args.target)
-    run(app, args.host, args.port, reader=app.reader)
-    return 0
+        return ExitCode.CONFIG
+    port = args.port if args.port is not None else env.port
+    app = function_app(source, args.target or env.function_target)
+    run(app, args.host or env.host, port, reader=app.reader)
+    return ExitCode.OK

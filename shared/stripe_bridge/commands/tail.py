@@ -8,6 +8,8 @@ import json
 import sys
 from typing import Any
 
+from ..config import redact_url
+from ..exitcodes import ExitCode
 from .common import add_nats_arguments, connect, settings_from
 
 
@@ -61,7 +63,12 @@ def run(args: argparse.Namespace) -> int:
             deliver_policy=policy,
             cb=on_message,
         )
-        print(f"tailing {subject} on stream {settings.nats_stream} (Ctrl-C to stop)", flush=True)
+        # On stderr: stdout carries only events (one JSON document per line with --json).
+        print(
+            f"tailing {subject} on stream {settings.nats_stream} (Ctrl-C to stop)",
+            file=sys.stderr,
+            flush=True,
+        )
         try:
             await done.wait()
         finally:
@@ -71,8 +78,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         asyncio.run(go())
     except KeyboardInterrupt:
-        return 0
+        return ExitCode.OK
     except Exception as exc:
-        print(f"stripe-bridge tail: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        where = redact_url(settings.nats_url)
+        print(f"stripe-bridge tail: {where}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return ExitCode.UNAVAILABLE
+    return ExitCode.OK

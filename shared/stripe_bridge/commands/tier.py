@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
 from ..billing.projector import read_state
 from ..billing.tiers import TIERS_BUCKET, Cause, CustomerState
+from ..exitcodes import ExitCode
 from .common import add_nats_arguments, on_jetstream, settings_from
-
-#: Exit code when the projector has never seen the customer.
-EXIT_UNKNOWN = 4
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,7 +45,7 @@ def describe(state: CustomerState) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the tier; exit 4 if the customer is unknown, 1 if NATS is unreachable."""
+    """Print the tier; exit NOT_FOUND if the customer is unknown, UNAVAILABLE without NATS."""
     settings = settings_from(args)
 
     async def read(js: Any) -> CustomerState | None:
@@ -61,7 +60,11 @@ def run(args: argparse.Namespace) -> int:
 
     state = on_jetstream("tier", settings, read)
     if state is None:
-        print(f"{args.customer_id}: unknown (no billing events projected for this customer)")
-        return EXIT_UNKNOWN
+        # On stderr: with --json, stdout holds JSON or nothing.
+        print(
+            f"{args.customer_id}: unknown (no billing events projected for this customer)",
+            file=sys.stderr,
+        )
+        return ExitCode.NOT_FOUND
     print(state.model_dump_json(indent=2) if args.json else describe(state))
-    return 0
+    return ExitCode.OK

@@ -10,8 +10,10 @@ from ..billing.catalog import BILLING_FUNCTIONS, BillingFunction
 from ..billing.openmeter import ForwarderMetrics
 from ..billing.projector import ProjectorMetrics
 from ..config import Settings
+from ..exitcodes import exit_code_table
 from ..metrics import metric_attributes, metrics_table
 from .dashboards import dashboard_files
+from .schemas import schema_files
 
 GENERATED_NOTE = "Generated from stripe_bridge.registry by `stripe-bridge generate`; do not edit."
 
@@ -126,9 +128,12 @@ def generated_files(root: Path) -> dict[Path, str]:
     files[root / "docs" / "event-types.md"] = event_types_doc()
     configuration = root / "docs" / "configuration.md"
     files[configuration] = replace_section(configuration.read_text(), "env", settings_table())
+    cli = root / "docs" / "cli.md"
+    files[cli] = replace_section(cli.read_text(), "exit-codes", exit_code_table())
     observability = root / "docs" / "observability.md"
     files[observability] = observability_doc(observability.read_text())
     files.update(dashboard_files(root))
+    files.update(schema_files(root))
     for function in BILLING_FUNCTIONS:
         files[root / "functions" / function.name / "main.py"] = billing_function_module(function)
     return files

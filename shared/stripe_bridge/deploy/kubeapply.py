@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..exitcodes import ExitCode
 from .knative import (
     ALL_EVENTS,
     DEPLOYER_GROUP,
@@ -29,9 +30,9 @@ from .knative import (
 )
 
 #: Exit codes of ``knative apply``.
-EXIT_NOT_READY = 1
-EXIT_CONFIG = 2
-EXIT_API = 3
+EXIT_NOT_READY = ExitCode.FAILED
+EXIT_CONFIG = ExitCode.CONFIG
+EXIT_API = ExitCode.UNAVAILABLE
 
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 _RESOURCE = f"{SERVICES_PLURAL}.{SERVING_GROUP}"
