@@ -28,7 +28,7 @@ from urllib.parse import quote
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
-from .config import redact_url
+from .config import Settings, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,28 @@ class MetricsPusher:
         self._lock = threading.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def for_function(
+        cls,
+        settings: Settings,
+        registry: CollectorRegistry,
+        function: str,
+        failures: Counter | None = None,
+    ) -> MetricsPusher | None:
+        """The pusher of one function's ``registry`` as configured, or None without
+        ``PUSHGATEWAY_URL`` (then only ``/metrics`` shows the metrics)."""
+        if not settings.pushgateway_url:
+            return None
+        return cls(
+            settings.pushgateway_url,
+            registry,
+            function=function,
+            instance=settings.instance(),
+            environment=settings.environment,
+            min_interval=settings.pushgateway_min_interval,
+            failures=failures,
+        )
 
     def _push(self, body: bytes | None) -> None:
         # Imported on the first push, in the pusher's thread: httpx and what it brings take
