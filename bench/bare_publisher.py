@@ -6,13 +6,16 @@ client, but no signature check, validation, translation, CloudEvent, idempotency
 metrics. The gap between this row and the bridge's is what the bridge's own work costs;
 the gap between this row and the ceiling is the Python HTTP server's.
 
-Environment: ``NATS_URL``, ``PORT``, ``HOST`` (set by FunctionProcess).
+Environment: ``NATS_URL``, ``PORT``, ``HOST`` (set by FunctionProcess); ``BARE_STACK=h11``
+hides httptools and uvloop from uvicorn, which then falls back to h11 and asyncio, as in an
+image without them (its default "auto" picks them when they are installed).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any
 
 from starlette.types import Message, Receive, Scope, Send
@@ -76,4 +79,7 @@ async def _answer(send: Send, payload: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
+    if os.environ.get("BARE_STACK") == "h11":
+        sys.modules["httptools"] = None  # type: ignore[assignment]  # import fails: h11
+        sys.modules["uvloop"] = None  # type: ignore[assignment]  # import fails: asyncio
     run(BarePublisher(os.environ["NATS_URL"]), os.environ["HOST"], int(os.environ["PORT"]))

@@ -57,15 +57,20 @@ def parse_body(body: bytes) -> Any:
 
 
 def _depth_over(value: Any, limit: int) -> bool:
-    # Iterative: a recursive walk would fail on exactly the bodies it must refuse.
-    containers = (dict, list)
-    stack = [(value, 1)] if isinstance(value, containers) else []
-    while stack:
-        node, depth = stack.pop()
+    # Level by level, iteratively: a recursive walk would fail on exactly the bodies it must
+    # refuse, and this visits each container once without a tuple per child (hot path).
+    level = [value] if isinstance(value, dict | list) else []
+    depth = 0
+    while level:
+        depth += 1
         if depth > limit:
             return True
-        children = node.values() if isinstance(node, dict) else node
-        stack.extend((child, depth + 1) for child in children if isinstance(child, containers))
+        below = []
+        for node in level:
+            for child in node.values() if type(node) is dict else node:
+                if type(child) is dict or type(child) is list:
+                    below.append(child)
+        level = below
     return False
 
 

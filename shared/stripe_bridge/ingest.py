@@ -47,18 +47,8 @@ class Runtime:
         named = settings.model_copy(update={"function_name": self.function_name})
         self.publisher = JetStreamPublisher(named, self.metrics.set_nats_connected)
         self.metrics.preinitialise(served_event_types(function_name), self.store.backend)
-        self.pusher = (
-            MetricsPusher(
-                settings.pushgateway_url,
-                self.metrics.registry,
-                function=self.function_name,
-                instance=settings.instance(),
-                environment=settings.environment,
-                min_interval=settings.pushgateway_min_interval,
-                failures=self.metrics.push_failures,
-            )
-            if settings.pushgateway_url
-            else None
+        self.pusher = MetricsPusher.for_function(
+            settings, self.metrics.registry, self.function_name, self.metrics.push_failures
         )
 
     @property
@@ -106,8 +96,12 @@ class Ingested:
     seq: int | None = None
 
 
-async def ingest(runtime: Runtime, event: StripeEvent, raw: dict[str, Any]) -> Ingested:
-    """Store one already-trusted event exactly once: claim, publish, await PubAck, mark done."""
+async def ingest(runtime: Runtime, event: StripeEvent, raw: dict[str, Any] | bytes) -> Ingested:
+    """Store one already-trusted event exactly once: claim, publish, await PubAck, mark done.
+
+    ``raw`` is the whole event for the message's ``data.stripe``: a dict, or a webhook's
+    body as signed (strict JSON, see ``message.build_message``).
+    """
     metrics = runtime.metrics
 
     def outcome(status: IngestStatus, reason: str = "") -> Ingested:

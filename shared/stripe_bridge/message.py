@@ -1,4 +1,10 @@
-"""Turn a verified Stripe event into the CloudEvent published on JetStream."""
+"""Turn a verified Stripe event into the CloudEvent published on JetStream.
+
+The structured CloudEvents JSON is written directly, not through the CloudEvents SDK: on
+the webhook path the signed body goes into ``data.stripe`` byte for byte instead of being
+parsed into a dict and serialised again (the SDK's own work cost more than the JSON). A test
+parses what is published with the SDK (tests/test_message.py).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +13,6 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-
-from cloudevents.conversion import to_structured
-from cloudevents.http import CloudEvent
 
 from . import registry
 from .envelope import StripeEvent
@@ -42,13 +45,14 @@ def source_for(event: StripeEvent) -> str:
     return f"{base}:{event.account}" if event.account else base
 
 
-def _translate(event: StripeEvent) -> tuple[dict[str, Any] | None, str | None, str | None]:
+def _translate(event: StripeEvent) -> tuple[bytes, str | None, str | None]:
+    """The translation as JSON (``null`` without one), its schema, and the error if any."""
     spec = registry.lookup(event.type)
     if spec is None:
-        return None, None, None
+        return b"null", None, None
     schema = spec.model.dataschema()
     try:
-        return spec.translate(event).model_dump(mode="json"), schema, None
+        return spec.translate(event).model_dump_json().encode(), schema, None
     except Exception as exc:  # a translation bug must never lose the event
         reason = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
         log.warning(
@@ -57,30 +61,46 @@ def _translate(event: StripeEvent) -> tuple[dict[str, Any] | None, str | None, s
             event.type,
             type(exc).__name__,
         )
-        return None, schema, reason
+        return b"null", schema, reason
 
 
-def build_message(event: StripeEvent, raw: dict[str, Any], prefix: str) -> OutgoingMessage:
-    """The CloudEvents 1.0 structured message for ``event``; ``raw`` is kept whole in data."""
+def build_message(event: StripeEvent, raw: dict[str, Any] | bytes, prefix: str) -> OutgoingMessage:
+    """The CloudEvents 1.0 structured message for ``event``; ``raw`` is kept whole in data.
+
+    ``raw`` is the event as a dict, or the webhook's body as it was signed, already checked
+    to be strict JSON (``envelope.parse_body``), which is then published unchanged.
+    """
     translation, schema, error = _translate(event)
     attributes: dict[str, Any] = {
+        "specversion": "1.0",
         "id": event.id,
-        "type": f"com.stripe.{event.type}",
         "source": source_for(event),
-        "time": datetime.fromtimestamp(event.created, tz=UTC).isoformat(),
+        "type": f"com.stripe.{event.type}",
         "datacontenttype": "application/json",
-        "stripelivemode": event.livemode,
     }
-    if event.primary_object_id:
-        attributes["subject"] = event.primary_object_id
-    if event.api_version:
-        attributes["stripeapiversion"] = event.api_version
     if schema:
         attributes["dataschema"] = schema
+    if event.primary_object_id:
+        attributes["subject"] = event.primary_object_id
+    attributes["time"] = datetime.fromtimestamp(event.created, tz=UTC).isoformat()
+    extensions: dict[str, Any] = {"stripelivemode": event.livemode}
+    if event.api_version:
+        extensions["stripeapiversion"] = event.api_version
     if error:
-        attributes["translationerror"] = error
-    data = {"translation": translation, "stripe": raw}
-    _, body = to_structured(CloudEvent(attributes, data))
+        extensions["translationerror"] = error
+    stripe = raw if isinstance(raw, bytes) else json.dumps(raw).encode()
+    # {<attributes>, "data": {"translation": ..., "stripe": ...}, <extensions>}
+    body = b"".join(
+        (
+            json.dumps(attributes)[:-1].encode(),
+            b', "data": {"translation": ',
+            translation,
+            b', "stripe": ',
+            stripe,
+            b"}, ",
+            json.dumps(extensions)[1:].encode(),
+        )
+    )
     out_headers = {"Content-Type": CONTENT_TYPE, MSG_ID_HEADER: event.id}
     return OutgoingMessage(subject_for(prefix, event), out_headers, body, error)
 

@@ -165,6 +165,19 @@ class BridgeMetrics:
         self._started = process_start_time()
         self.start_time.set(self._started)
         self._first_ack_seen = False
+        # Label children per (event_type, outcome, reason): ``labels()`` costs a lock and a
+        # few string conversions per call, and every delivery counts into two of them.
+        self._delivery_children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
+
+    def delivered(self, event_type: str, outcome: str, reason: str, seconds: float) -> None:
+        """Count one answered delivery and its duration."""
+        key = (event_type, outcome, reason)
+        children = self._delivery_children.get(key)
+        if children is None:
+            children = (self.webhooks.labels(*key), self.request_seconds.labels(outcome))
+            self._delivery_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def preinitialise(self, event_types: Iterable[str], backend: str) -> None:
         """Create at zero every series whose labels are known before the first delivery."""

@@ -26,10 +26,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote
 
-import httpx
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
-from .config import redact_url
+from .config import Settings, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +87,33 @@ class MetricsPusher:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
+    @classmethod
+    def for_function(
+        cls,
+        settings: Settings,
+        registry: CollectorRegistry,
+        function: str,
+        failures: Counter | None = None,
+    ) -> MetricsPusher | None:
+        """The pusher of one function's ``registry`` as configured, or None without
+        ``PUSHGATEWAY_URL`` (then only ``/metrics`` shows the metrics)."""
+        if not settings.pushgateway_url:
+            return None
+        return cls(
+            settings.pushgateway_url,
+            registry,
+            function=function,
+            instance=settings.instance(),
+            environment=settings.environment,
+            min_interval=settings.pushgateway_min_interval,
+            failures=failures,
+        )
+
     def _push(self, body: bytes | None) -> None:
+        # Imported on the first push, in the pusher's thread: httpx and what it brings take
+        # ~50-200 ms to import, which a function's cold start must not wait for.
+        import httpx
+
         # The lock orders pushes, so the one that runs last carries the newest values.
         with self._lock:
             payload = generate_latest(self.registry) if body is None else body
@@ -153,6 +178,8 @@ class PushgatewayError(Exception):
 
 def list_groups(url: str, timeout: float = 10.0) -> list[Group]:
     """Every group on the Pushgateway at ``url`` (its ``/api/v1/metrics``)."""
+    import httpx
+
     try:
         response = httpx.get(f"{url.rstrip('/')}/api/v1/metrics", timeout=timeout)
         response.raise_for_status()
@@ -187,6 +214,8 @@ def stale_groups(
 
 def delete_group(url: str, group: Group, timeout: float = 10.0) -> None:
     """Delete one group from the Pushgateway."""
+    import httpx
+
     try:
         response = httpx.delete(f"{url.rstrip('/')}/{group_path(group.labels)}", timeout=timeout)
         response.raise_for_status()

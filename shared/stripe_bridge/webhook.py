@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from starlette.requests import Request
 
 from . import registry
-from .config import ConfigError, Settings
+from .config import ConfigError, LogDeliveries, Settings
 from .envelope import MalformedBody, StripeEvent, parse_body
 from .http import BodyReader, HttpFunction, Reply, start
 from .ingest import Ingested, IngestStatus, Runtime, ingest
@@ -59,6 +59,7 @@ class WebhookFunction(HttpFunction[Outcome]):
         self.serves = serves
         # A Stripe endpoint URL has one path; deliveries to any other are refused.
         self.endpoint_path = endpoint_path.rstrip("/")
+        self.log_successes = settings.log_deliveries is LogDeliveries.ALL
 
     def refusal(
         self, status: int, reason: str, detail: str, headers: dict[str, str] | None = None
@@ -84,19 +85,15 @@ class WebhookFunction(HttpFunction[Outcome]):
 
     def record(self, reply: Outcome, seconds: float) -> None:
         """Count the delivery, log one line, let the pusher push."""
-        metrics = self.runtime.metrics
-        metrics.webhooks.labels(reply.event_type, reply.outcome, reply.reason).inc()
-        metrics.request_seconds.labels(reply.outcome).observe(seconds)
-        log.log(
-            logging.WARNING if reply.status >= 500 else logging.INFO,
-            "webhook status=%d outcome=%s reason=%s event_id=%s type=%s ms=%.1f",
-            reply.status,
-            reply.outcome,
-            reply.reason or "-",
-            reply.event_id or "-",
-            reply.event_type,
-            seconds * 1000,
-        )
+        self.runtime.metrics.delivered(reply.event_type, reply.outcome, reply.reason, seconds)
+        level = logging.WARNING if reply.status >= 500 else logging.INFO
+        if (self.log_successes or reply.status >= 300) and log.isEnabledFor(level):
+            log.log(
+                level,
+                f"webhook status={reply.status} outcome={reply.outcome} "
+                f"reason={reply.reason or '-'} event_id={reply.event_id or '-'} "
+                f"type={reply.event_type} ms={seconds * 1000:.1f}",
+            )
         if self.runtime.pusher is not None:
             self.runtime.pusher.request_done()
 
@@ -135,7 +132,8 @@ class WebhookFunction(HttpFunction[Outcome]):
                 event_type=event.type,
                 event_id=event.id,
             )
-        return reply_for(await ingest(self.runtime, event, raw), self.runtime.settings)
+        # The body, not ``raw``: it is published as it was signed, not serialised again.
+        return reply_for(await ingest(self.runtime, event, body), self.runtime.settings)
 
 
 def reply_for(result: Ingested, settings: Settings) -> Outcome:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from cloudevents.http import from_json
 from stripe_bridge import registry
 from stripe_bridge.envelope import StripeEvent
 from stripe_bridge.message import build_message, parse_message
@@ -251,6 +252,10 @@ async def test_every_fixture_lands_translated_in_the_stream(
         assert msg.subject == f"stripe.{mode}.{event_type}"
         assert msg.headers["Content-Type"] == "application/cloudevents+json"
         stored = json.loads(msg.data)
+        # What was published, read by the CloudEvents SDK (tests/test_message.py in depth).
+        assert from_json(msg.data).get_attributes() == {
+            k: v for k, v in stored.items() if k != "data"
+        }
         spec = registry.lookup(event_type)
         assert spec is not None
         assert stored["specversion"] == "1.0"

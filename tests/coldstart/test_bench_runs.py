@@ -31,7 +31,10 @@ def test_the_smallest_benchmark_measures_everything(tmp_path: Path) -> None:
     for name in (
         "baseline js.publish",
         "bare HTTP -> js.publish",
+        "bare, h11 + asyncio",
+        "peer: Starlette + stripe lib",
         "bridge (memory idempotency)",
+        "bridge, LOG_DELIVERIES=failures",
         "bridge (redis idempotency)",
     ):
         assert rows[(name, 1)]["events"] == 100, name
@@ -42,6 +45,7 @@ def test_the_smallest_benchmark_measures_everything(tmp_path: Path) -> None:
     phases = dict(figures["breakdowns"]["this checkout"]["phases"])
     assert "GET /readyz: NATS connect + stream lookup" in phases
     assert "cold start, process start -> first acknowledged event" in result.stdout
+    assert "x the events/s of peer: Starlette + stripe lib" in result.stdout
 
 
 def test_the_memory_store_benchmark_measures_both_ways(tmp_path: Path) -> None:
@@ -52,3 +56,13 @@ def test_the_memory_store_benchmark_measures_both_ways(tmp_path: Path) -> None:
     figures = json.loads(out.read_text())
     assert len(figures["store"]["rss_mib"]) == len(figures["function"]["rss_mib"]) == 4
     assert all(value > 0 for value in figures["function"]["rss_mib"])
+
+
+def test_the_profile_charges_samples_to_parts_of_the_path() -> None:
+    command = [sys.executable, "-m", "bench.profile_bridge", "--events", "300"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {line[:44].strip(): line[44:].split() for line in result.stdout.splitlines()}
+    assert int(rows["samples"][0]) > 0
+    assert "uvicorn (HTTP protocol)" in rows
+    assert "NATS client: publish, PubAck" in rows

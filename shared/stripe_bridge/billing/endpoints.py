@@ -98,18 +98,7 @@ class BillingRuntime:
     ) -> None:
         self.metrics = BillingFunctionMetrics(function)
         self.publisher = publisher
-        self.pusher = (
-            MetricsPusher(
-                settings.pushgateway_url,
-                self.metrics.registry,
-                function=function,
-                instance=settings.instance(),
-                environment=settings.environment,
-                min_interval=settings.pushgateway_min_interval,
-            )
-            if settings.pushgateway_url
-            else None
-        )
+        self.pusher = MetricsPusher.for_function(settings, self.metrics.registry, function)
 
     @property
     def collectors(self) -> CollectorRegistry:

@@ -7,17 +7,14 @@ import sys
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ..config import load_model
+from ..config import EnvModel, load_model
 from ..exitcodes import ExitCode
 from ..server import function_app, run
 
 
-class ServeSettings(BaseSettings):
+class ServeSettings(EnvModel):
     """What Knative and the image set for ``serve`` (command-line options win)."""
-
-    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
 
     function_source: str | None = None
     function_target: str = "handle"
@@ -55,5 +52,5 @@ def run_serve(args: argparse.Namespace) -> int:
         return ExitCode.CONFIG
     port = args.port if args.port is not None else env.port
     app = function_app(source, args.target or env.function_target)
-    run(app, args.host or env.host, port, reader=app.state.reader)
+    run(app, args.host or env.host, port, reader=app.reader)
     return ExitCode.OK
