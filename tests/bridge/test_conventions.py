@@ -9,11 +9,14 @@ import os
 import re
 import subprocess
 import sys
+import urllib.request
+from pathlib import Path
 
 import pytest
 from stripe_bridge import __version__
 from stripe_bridge.cli import build_parser, main
-from stripe_bridge.natsserver import NatsServer
+from stripe_bridge.natsserver import NatsServer, free_port
+from stripe_bridge_testing.waiting import wait_until
 
 from ..conftest import FunctionFactory
 from ..helpers import REPO_ROOT, fixture_event, post_event
@@ -99,6 +102,48 @@ async def test_log_format_json_makes_every_log_line_json(
     records = [json.loads(line) for line in lines]  # each line, or this raises
     assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
     assert any(event["id"] in r["message"] for r in records)
+
+
+@pytest.mark.parametrize(
+    "command", ["forward-openmeter", "project-tiers", "project-lifecycle", "count-usage"]
+)
+def test_log_format_json_reaches_every_consumer(
+    command: str, stream: NatsServer, tmp_path: Path
+) -> None:
+    # Each consumer sets up logging in the one runner: started, bound (its /metrics answers),
+    # stopped by SIGTERM, and every line it wrote on the way is JSON.
+    port = free_port()
+    env = {
+        **os.environ,
+        "LOG_FORMAT": "json",
+        "NATS_URL": stream.url,
+        "OPENMETER_URL": "http://127.0.0.1:9",
+        "OPENMETER_API_KEY": "om_test",
+    }
+    log_file = tmp_path / f"{command}.log"
+    with log_file.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "stripe_bridge.cli", command, "--metrics-port", str(port)],
+            env=env, stdout=subprocess.DEVNULL, stderr=log, cwd=REPO_ROOT,
+        )  # fmt: skip
+        try:
+            wait_until(lambda: metrics_answer(port), 30, f"{command} bound")
+            process.terminate()
+            assert process.wait(timeout=30) == 0
+        finally:
+            process.kill()
+            process.wait()
+    records = [json.loads(line) for line in log_file.read_text().splitlines() if line.strip()]
+    assert any(record["message"] == f"{command} stopped" for record in records), records
+
+
+def metrics_answer(port: int) -> bool:
+    """``/metrics`` on ``port`` answers 200."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
 
 
 def test_docs_describe_the_conventions() -> None:

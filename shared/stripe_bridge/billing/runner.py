@@ -10,7 +10,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 
-from ..config import Settings, redact_url
+from ..config import Settings, configure_logging, redact_url
 from ..exitcodes import ExitCode
 from ..jetstream import connect_options
 
@@ -33,9 +33,11 @@ def serve_metrics(registry: CollectorRegistry, port: int | None) -> None:
 async def run_until_stopped(
     settings: Settings, worker: Callable[[Any, asyncio.Event], Awaitable[None]], name: str
 ) -> int:
-    """Connect to NATS and run ``worker(nc, stop)`` until SIGTERM/SIGINT; return exit code."""
+    """Set up logging, connect to NATS and run ``worker(nc, stop)`` until SIGTERM/SIGINT;
+    return the exit code."""
     import nats
 
+    configure_logging(settings.log_level, settings.log_format)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

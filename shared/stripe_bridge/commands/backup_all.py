@@ -59,7 +59,7 @@ def run_export_all(args: argparse.Namespace) -> int:
     if args.keep < 1:
         raise ConfigError("--keep must be at least 1")
     settings = settings_from(args)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     metrics = BackupMetrics()
     started = time.monotonic()
     try:

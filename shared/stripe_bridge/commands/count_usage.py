@@ -9,7 +9,6 @@ from typing import Any
 from ..billing.runner import run_until_stopped, serve_metrics
 from ..billing.usage import provision_usage_streams
 from ..billing.usage_counter import UsageCounter
-from ..config import configure_logging
 from .common import add_consumer_arguments, add_nats_arguments, settings_from
 from .project_tiers import add_tiers_argument, load_tiers
 
@@ -27,10 +26,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    """Count until SIGTERM; exit 1 if NATS is unreachable, 2 on bad config."""
+    """Count until SIGTERM; exit 3 if connecting to NATS fails, 2 on bad config."""
     settings = settings_from(args)
     config = load_tiers(args.tiers_file)
-    configure_logging(settings.log_level)
 
     async def work(nc: Any, stop: asyncio.Event) -> None:
         await provision_usage_streams(nc.jetstream(), args.replicas)

@@ -9,7 +9,7 @@ from typing import Any
 from ..billing.openmeter import Forwarder, ForwarderSettings, OpenMeterAuthError
 from ..billing.runner import EXIT_AUTH, run_until_stopped, serve_metrics
 from ..billing.usage import provision_usage_streams
-from ..config import configure_logging, load_model
+from ..config import load_model
 from .common import add_nats_arguments, settings_from
 
 
@@ -36,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    """Forward until SIGTERM; exit 1 if NATS is unreachable, 2 on bad config, 3 on 401/403."""
+    """Forward until SIGTERM; exit 3 if connecting to NATS fails or OpenMeter refuses the
+    key (401/403), 2 on bad config."""
     settings = settings_from(args)
     overrides: dict[str, Any] = {}
     if args.batch_size is not None:
@@ -44,7 +45,6 @@ def run(args: argparse.Namespace) -> int:
     if args.durable:
         overrides["durable"] = args.durable
     forwarder_settings = load_model(ForwarderSettings, **overrides)
-    configure_logging(settings.log_level, settings.log_format)
 
     async def work(nc: Any, stop: asyncio.Event) -> None:
         if not args.no_provision:

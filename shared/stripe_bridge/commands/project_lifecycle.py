@@ -9,7 +9,6 @@ from typing import Any
 from ..billing.lifecycle_projector import LifecycleProjector
 from ..billing.runner import run_until_stopped, serve_metrics
 from ..billing.usage import provision_usage_streams
-from ..config import configure_logging
 from .common import add_consumer_arguments, add_nats_arguments, settings_from
 
 
@@ -26,9 +25,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    """Project until SIGTERM; exit 1 if NATS is unreachable, 2 on bad config."""
+    """Project until SIGTERM; exit 3 if connecting to NATS fails, 2 on bad config."""
     settings = settings_from(args)
-    configure_logging(settings.log_level)
 
     async def work(nc: Any, stop: asyncio.Event) -> None:
         # The events go into USAGE, which forward-openmeter may not have created yet.

@@ -11,7 +11,7 @@ from typing import Any
 from ..billing.projector import TierProjector
 from ..billing.runner import run_until_stopped, serve_metrics
 from ..billing.tiers import TierConfig
-from ..config import ConfigError, configure_logging
+from ..config import ConfigError
 from .common import add_consumer_arguments, add_nats_arguments, settings_from
 
 
@@ -46,10 +46,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    """Project until SIGTERM; exit 1 if NATS is unreachable, 2 on bad config."""
+    """Project until SIGTERM; exit 3 if connecting to NATS fails, 2 on bad config."""
     settings = settings_from(args)
     config = load_tiers(args.tiers_file)
-    configure_logging(settings.log_level, settings.log_format)
 
     async def work(nc: Any, stop: asyncio.Event) -> None:
         projector = TierProjector(
