@@ -94,6 +94,9 @@ class NatsServer:
 
     def start(self, timeout: float = 10.0) -> NatsServer:
         """Start the process and wait until JetStream answers its health check."""
+        if self.process is not None and self.process.poll() is None:
+            # A second process would orphan the first: nothing would ever stop it.
+            raise RuntimeError(f"nats-server on port {self.port} is already running")
         self.store_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_file.open("ab")
         self.process = subprocess.Popen(

@@ -82,7 +82,6 @@ def test_export_all_then_import_all_into_a_fresh_cluster(
     assert {s.name: s.messages for s in manifest.streams}["STRIPE"] == len(lifecycle()) + 3
 
     with LocalNatsCluster(tmp_path / "fresh") as fresh:
-        fresh.start()
         provision_r3(fresh)  # as a redeploy would: STRIPE exists, the rest does not
         code = main(["import", "--all", str(folder), "--nats-url", fresh.url()])
         assert code == 0
