@@ -1,7 +1,7 @@
 """Benchmark one bridge function against the ceiling of a plain JetStream publish loop.
 
 Run: ``.venv/bin/python bench/bench_bridge.py [--quick] [--no-redis] [--cold-only]
-[--against DIR] [--json out.json]``.
+[--repeats N] [--phase-seconds S] [--against DIR] [--json out.json]``.
 
 In one run, on loopback only, it starts its own nats-server (and redis-server), then
 measures, side by side, at concurrency 1 and 32 (events/s, p50/p99 latency, CPU of the
@@ -18,7 +18,12 @@ client, the server under test and nats-server):
   events, with the memory and the redis idempotency backend (and with
   ``LOG_DELIVERIES=failures``, no log line per stored event);
 
-then the ratios to the bare server and the peer beside the issue's targets, cold start
+Every row runs ``--repeats`` times (default 5) in turns, A B C ... A B C ..., with phases
+sized to last ``--phase-seconds`` each; every figure is the median of the repeats with its
+lowest and highest, a ratio is taken within each repeat, and the report says when the
+repeats disagree too much to conclude (other work on the machine took the cores).
+
+Then the ratios to the bare server and the peer beside the issue's targets, cold start
 (process start -> first acknowledged event, several runs; also without compiled bytecode,
 and for another checkout's library with ``--against``), the function's RSS, and a
 phase-by-phase cold-start breakdown with the heaviest imports (cold_start_child.py). Every loop is
@@ -37,7 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -68,6 +73,7 @@ BARE_ROW = "bare HTTP -> js.publish"
 BARE_H11_ROW = "bare, h11 + asyncio"
 PEER_ROW = "peer: Starlette + stripe lib"
 BRIDGE_ROW = "bridge (memory idempotency)"
+BASELINE_ROW = "baseline js.publish"
 #: Issue #13's targets, printed beside the figures (never asserted: this is not a test).
 TARGET_RATIO_TO_BARE = 0.8  # bridge events/s over the bare server's, concurrency 32
 TARGET_CPU_US = 350.0  # bridge CPU per event, memory backend, concurrency 32
@@ -89,6 +95,7 @@ class Load:
     seconds: float
     latencies: list[float] = field(repr=False)
     cpu: dict[str, float]  # share of one core used during the phase, per process
+    repeat: int = 0  # which of the interleaved repeats this phase belongs to
 
     @property
     def rate(self) -> float:
@@ -150,6 +157,30 @@ def subject() -> str:
 
 # -- measuring ----------------------------------------------------------------------------
 
+#: A figure whose repeats spread more than this around their median (highest minus lowest,
+#: over the median) is reported as too noisy to conclude from.
+NOISY_SPREAD = 0.25
+
+
+def median(values: Iterable[float]) -> float:
+    """The median of ``values``."""
+    return statistics.median(list(values))
+
+
+def relative_spread(values: Sequence[float]) -> float:
+    """(highest - lowest) / median: how far the repeats of one figure disagree."""
+    return (max(values) - min(values)) / statistics.median(values)
+
+
+def spread(values: Sequence[float], spec: str) -> str:
+    """``median [lowest-highest]`` of ``values``, each formatted with ``spec``."""
+    if len(values) == 1:
+        return format(values[0], spec)
+    return (
+        f"{format(statistics.median(values), spec)} "
+        f"[{format(min(values), spec)}-{format(max(values), spec)}]"
+    )
+
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of process ``pid`` so far."""
@@ -205,7 +236,7 @@ async def baseline(nats_url: str, items: Sequence[Payload], concurrency: int, pi
         return send
 
     try:
-        return await drive("baseline js.publish", make_sender, items, concurrency, {"nats": pid})
+        return await drive(BASELINE_ROW, make_sender, items, concurrency, {"nats": pid})
     finally:
         await nc.close()
 
@@ -357,18 +388,43 @@ def interleaved_cold_starts(
     return results
 
 
+def warm_up(name: str, function: FunctionProcess, warmup: int, nats_pid: int) -> float:
+    """Warm the started ``function`` up; return the events/s it reached while warming."""
+    assert function.process is not None
+    pids = {"function": function.process.pid, "nats": nats_pid}
+    return asyncio.run(http_load(name, function, payloads(warmup), 8, pids)).rate
+
+
 def function_loads(
     name: str, function: FunctionProcess, counts: dict[int, int], warmup: int, nats_pid: int
 ) -> tuple[list[Load], float]:
-    """Warm the started ``function`` up, load it at each concurrency; return loads and RSS."""
+    """Warm the started ``function`` up, load it once at each concurrency; loads and RSS.
+
+    For benches of one variant at a time (bench_push.py); this bench's rows run in turns.
+    """
     assert function.process is not None
     pids = {"function": function.process.pid, "nats": nats_pid}
-    asyncio.run(http_load(name, function, payloads(warmup), 8, pids))
+    warm_up(name, function, warmup, nats_pid)
     loads = [
         asyncio.run(http_load(name, function, payloads(count), concurrency, pids))
         for concurrency, count in counts.items()
     ]
     return loads, rss_mib(function.process.pid)
+
+
+def phase_counts(rate: float, phases: Phases) -> dict[int, int]:
+    """Events per concurrency for a row that reached ``rate`` events/s while warming.
+
+    A fixed ``--events`` gives every row the same count; otherwise each phase is sized to
+    last about ``phases.seconds``, so a short burst of other work on the machine cannot
+    decide a fast row's figure (the baseline acknowledges ~5x as many events per second
+    as the bridge, the peer ~3x fewer).
+    """
+    if phases.events:
+        return {1: max(100, phases.events // 5), 32: phases.events}
+    sized = max(phases.floor, int(rate * phases.seconds))
+    # Concurrency 1 runs at about half the rate of 32 (one request in flight).
+    return {1: max(phases.floor, sized // 2), 32: sized}
 
 
 # -- cold-start breakdown ----------------------------------------------------------------
@@ -489,6 +545,13 @@ class Report:
              "p50_ms": load.percentile(50), "p99_ms": load.percentile(99)}
             for load in self.loads
         ]  # fmt: skip
+        top = max(CONCURRENCIES)
+        figures["ratios"] = {
+            f"{BRIDGE_ROW} / {reference}, concurrency {top}": self.ratios(
+                BRIDGE_ROW, reference, top
+            )
+            for reference in (BARE_ROW, PEER_ROW)
+        }
         return figures
 
     def print(self) -> None:
@@ -502,67 +565,102 @@ class Report:
         print()
         self._print_breakdown()
 
-    def _rate(self, name: str, concurrency: int) -> float | None:
-        for load in self.loads:
-            if load.name == name and load.concurrency == concurrency:
-                return load.rate
-        return None
+    def _summaries(self) -> dict[tuple[str, int], list[Load]]:
+        """Every row's phases per (name, concurrency), in repeat order."""
+        rows: dict[tuple[str, int], list[Load]] = {}
+        for load in sorted(self.loads, key=lambda item: (item.concurrency, item.repeat)):
+            rows.setdefault((load.name, load.concurrency), []).append(load)
+        return rows
+
+    def ratios(self, name: str, reference: str, concurrency: int) -> list[float]:
+        """``name``'s events/s over ``reference``'s, taken within each repeat."""
+        rows = self._summaries()
+        mine = {load.repeat: load.rate for load in rows.get((name, concurrency), [])}
+        theirs = {load.repeat: load.rate for load in rows.get((reference, concurrency), [])}
+        return [mine[r] / theirs[r] for r in sorted(mine) if r in theirs]
 
     def _print_loads(self) -> None:
-        ceiling = {
-            load.concurrency: load.rate for load in self.loads if load.name.startswith("baseline")
-        }
+        rows = self._summaries()
+        repeats = max(load.repeat for load in self.loads) + 1
+        print(
+            f"each figure: the median of {repeats} interleaved repeats [lowest-highest]; "
+            "ratios are taken within a repeat, then their median"
+        )
         header = (
-            f"{'':28} {'conc':>4} {'events':>6} {'events/s':>9} {'p50 ms':>7} {'p99 ms':>7} "
-            f"{'% ceiling':>9} {'x bare':>6} {'x peer':>6} {'CPU us/ev':>9}"
+            f"{'':32} {'conc':>4} {'events':>6} {'events/s':>22} {'p50 ms':>7} {'p99 ms':>7} "
+            f"{'% ceiling':>9} {'x bare':>16} {'x peer':>16} {'CPU us/ev':>17}"
             "   CPU (cores): client function nats"
         )
         print(header)
         print("-" * len(header))
-        for load in sorted(self.loads, key=lambda item: item.concurrency):
-            share = load.rate / ceiling[load.concurrency]
-            ratios = [self._rate(row, load.concurrency) for row in (BARE_ROW, PEER_ROW)]
+        for (name, concurrency), loads in rows.items():
+            shares = self.ratios(name, BASELINE_ROW, concurrency)
             cpu = "  ".join(
-                f"{load.cpu[who]:.2f}" if who in load.cpu else "  -  "
+                f"{median(load.cpu[who] for load in loads):.2f}" if who in loads[0].cpu else "  -  "
                 for who in ("client", "function", "nats")
             )
+            ratios = [self.ratios(name, row, concurrency) for row in (BARE_ROW, PEER_ROW)]
             print(
-                f"{load.name:28} {load.concurrency:>4} {load.events:>6} {load.rate:>9.0f} "
-                f"{load.percentile(50):>7.2f} {load.percentile(99):>7.2f} {share:>9.0%} "
-                + "".join(f" {load.rate / r:>6.2f}" if r else f" {'-':>6}" for r in ratios)
-                + f" {load.cpu_per_event * 1e6:>9.0f}   {cpu:>29}"
+                f"{name:32} {concurrency:>4} {loads[0].events:>6} "
+                f"{spread([load.rate for load in loads], '.0f'):>22} "
+                f"{median(load.percentile(50) for load in loads):>7.2f} "
+                f"{median(load.percentile(99) for load in loads):>7.2f} "
+                f"{median(shares):>9.0%} "
+                + "".join(f" {spread(r, '.2f') if r else '-':>16}" for r in ratios)
+                + f" {spread([load.cpu_per_event * 1e6 for load in loads], '.0f'):>17}"
+                + f"   {cpu:>29}"
             )
         print()
         self._print_targets()
 
     def _print_targets(self) -> None:
-        """The bridge at concurrency 32 against issue #13's targets."""
+        """The bridge at concurrency 32 against the targets, and whether noise decides it."""
         top = max(CONCURRENCIES)
-        rows = {load.name: load for load in self.loads if load.concurrency == top}
-        bridge = rows.get(BRIDGE_ROW)
+        bridge = self._summaries().get((BRIDGE_ROW, top))
         if bridge is None:
             return
 
         def verdict(ok: bool) -> str:
             return "meets" if ok else "MISSES"
 
-        print(f"targets, {BRIDGE_ROW} at concurrency {top}:")
+        print(f"targets, {BRIDGE_ROW} at concurrency {top} (medians of the repeats):")
         for reference, target in ((BARE_ROW, TARGET_RATIO_TO_BARE), (PEER_ROW, 1.0)):
-            if reference in rows:
-                ratio = bridge.rate / rows[reference].rate
+            ratios = self.ratios(BRIDGE_ROW, reference, top)
+            if ratios:
+                ratio = median(ratios)
                 ok = ratio >= target if reference == BARE_ROW else ratio > target
                 print(
-                    f"  {ratio:.2f}x the events/s of {reference} "
+                    f"  {spread(ratios, '.2f')}x the events/s of {reference} "
                     f"({verdict(ok)} {'>=' if reference == BARE_ROW else '>'} {target:g}x)"
                 )
-        cpu_us = bridge.cpu_per_event * 1e6
-        print(f"  {cpu_us:.0f} us CPU per event ({verdict(cpu_us <= TARGET_CPU_US)} <= 350 us)")
-        p99 = bridge.percentile(99)
-        print(f"  p99 {p99:.1f} ms ({verdict(p99 < TARGET_P99_MS)} < {TARGET_P99_MS:g} ms)")
-        for name, load in rows.items():
-            if name.startswith("bridge (redis"):
-                extra = (load.cpu_per_event - bridge.cpu_per_event) * 1e6
-                print(f"  the redis backend adds {extra:.0f} us CPU per event")
+        cpu_us = [load.cpu_per_event * 1e6 for load in bridge]
+        print(
+            f"  {spread(cpu_us, '.0f')} us CPU per event "
+            f"({verdict(median(cpu_us) <= TARGET_CPU_US)} <= {TARGET_CPU_US:g} us)"
+        )
+        p99 = [load.percentile(99) for load in bridge]
+        print(
+            f"  p99 {spread(p99, '.1f')} ms ({verdict(median(p99) < TARGET_P99_MS)} "
+            f"< {TARGET_P99_MS:g} ms)"
+        )
+        for name, concurrency in self._summaries():
+            if name.startswith("bridge (redis") and concurrency == top:
+                extra = self.ratios(name, BRIDGE_ROW, top)
+                redis = [load.cpu_per_event * 1e6 for load in self._summaries()[(name, top)]]
+                print(
+                    f"  the redis backend adds {median(redis) - median(cpu_us):.0f} us CPU per "
+                    f"event ({spread(extra, '.2f')}x the memory backend's events/s)"
+                )
+        for figure, values in (
+            ("bridge / bare events/s", self.ratios(BRIDGE_ROW, BARE_ROW, top)),
+            ("bridge CPU per event", cpu_us),
+        ):
+            if len(values) > 1 and relative_spread(values) > NOISY_SPREAD:
+                print(
+                    f"  TOO NOISY TO CONCLUDE on {figure}: its repeats spread "
+                    f"{relative_spread(values):.0%} around the median (> {NOISY_SPREAD:.0%}); "
+                    "other work took the cores: rerun on a quieter machine"
+                )
 
     def _print_cold_start(self) -> None:
         print("cold start, process start -> first acknowledged event (median, then every run):")
@@ -637,7 +735,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="fewer events and runs (smoke run)")
     parser.add_argument("--no-redis", action="store_true", help="skip the redis backend")
-    parser.add_argument("--events", type=int, help="events per concurrency-32 phase")
+    parser.add_argument(
+        "--events", type=int, help="a fixed number of events per concurrency-32 phase"
+    )
+    parser.add_argument(
+        "--phase-seconds",
+        type=float,
+        default=2.0,
+        help="target length of one load phase, sized from each row's warm-up rate (default 2)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, help="interleaved repeats of every row (default 5, --quick 2)"
+    )
     parser.add_argument("--cold-runs", type=int, help="cold starts to take the median of")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--cold-only", action="store_true", help="skip the load phases")
@@ -654,9 +763,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run every measurement, print the report; the exit code is 0 unless something broke."""
     args = parse_args(argv)
-    events = args.events or (1000 if args.quick else 5000)
-    counts = {1: max(100, events // 5), 32: events}
-    warmup = 100 if args.quick else 300
+    phases = Phases(
+        repeats=args.repeats or (2 if args.quick else 5),
+        seconds=args.phase_seconds / (4 if args.quick else 1),
+        events=args.events,
+        warmup=100 if args.quick else 300,
+    )
     cold_runs = args.cold_runs or (3 if args.quick else 7)
     report = Report()
     with tempfile.TemporaryDirectory(prefix="stripe-bridge-bench-") as tmp, ExitStack() as stack:
@@ -688,7 +800,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.breakdowns = breakdowns(nats_server.url, cold_runs, libraries)
         if not args.cold_only:
             report.loads, report.rss_after_load_mib = run_loads(
-                nats_server, counts, warmup, workdir, stack, redis=not args.no_redis
+                nats_server, phases, workdir, stack, redis=not args.no_redis
             )
     report.print()
     if args.json:
@@ -696,22 +808,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+@dataclass
+class Phases:
+    """How long each load phase is and how often the rows are repeated in turns."""
+
+    repeats: int
+    seconds: float  # target wall time of one phase (ignored when ``events`` is set)
+    events: int | None  # a fixed count per concurrency-32 phase instead (``--events``)
+    warmup: int
+    floor: int = 200  # never fewer events than this in a phase
+
+
 def run_loads(
     nats_server: NatsServer,
-    counts: dict[int, int],
-    warmup: int,
+    phases: Phases,
     workdir: Path,
     stack: ExitStack,
     redis: bool,
 ) -> tuple[list[Load], dict[str, float]]:
-    """Baseline, bare server and bridge loads at each concurrency; RSS after each server's."""
+    """Every row at each concurrency, ``phases.repeats`` times in turns; RSS after load.
+
+    All servers are started first and stay up; then each repeat runs every row once per
+    concurrency (A B C ... A B C ...), starting one row later each repeat, so a burst of
+    other work on the machine lands on different rows in different repeats instead of
+    deciding one row's figure. Ratios are taken within a repeat (see Summary).
+    """
     assert nats_server.process is not None
     nats_pid = nats_server.process.pid
-    done = [
-        asyncio.run(baseline(nats_server.url, baseline_payloads(count), concurrency, nats_pid))
-        for concurrency, count in counts.items()
-    ]
-    rss: dict[str, float] = {}
     servers: dict[str, tuple[dict[str, str], list[str] | None]] = {
         BARE_H11_ROW: ({"BARE_STACK": "h11"}, [sys.executable, str(BARE)]),
         BARE_ROW: ({}, [sys.executable, str(BARE)]),
@@ -723,12 +846,42 @@ def run_loads(
         redis_server = stack.enter_context(RedisServer(workdir / "redis"))
         extra = {"IDEMPOTENCY_BACKEND": "redis", "REDIS_URL": redis_server.url}
         servers["bridge (redis idempotency)"] = (extra, None)
+    started: dict[str, FunctionProcess] = {}
     for name, (extra, command) in servers.items():
         env = function_env(nats_server.url, **extra)
-        server = FunctionProcess(FUNCTION, env, workdir / "functions", REPO_ROOT, command=command)
-        with server:
-            measured, rss[name] = function_loads(name, server, counts, warmup, nats_pid)
-        done += measured
+        process = FunctionProcess(FUNCTION, env, workdir / "functions", REPO_ROOT, command=command)
+        started[name] = stack.enter_context(process)
+    # The baseline's warm-up rate sizes its phases like the servers' (no HTTP in between).
+    warm = asyncio.run(
+        baseline(nats_server.url, baseline_payloads(phases.warmup), 8, nats_pid)
+    ).rate
+    counts = {BASELINE_ROW: phase_counts(warm, phases)}
+    for name, function in started.items():
+        counts[name] = phase_counts(warm_up(name, function, phases.warmup, nats_pid), phases)
+    rows = list(counts)
+    done: list[Load] = []
+    for repeat in range(phases.repeats):
+        turn = rows[repeat % len(rows) :] + rows[: repeat % len(rows)]
+        for concurrency in CONCURRENCIES:
+            for name in turn:
+                count = counts[name][concurrency]
+                if name == BASELINE_ROW:
+                    items = baseline_payloads(count)
+                    load = asyncio.run(baseline(nats_server.url, items, concurrency, nats_pid))
+                else:
+                    function = started[name]
+                    assert function.process is not None
+                    pids = {"function": function.process.pid, "nats": nats_pid}
+                    load = asyncio.run(
+                        http_load(name, function, payloads(count), concurrency, pids)
+                    )
+                load.repeat = repeat
+                done.append(load)
+        print(f"repeat {repeat + 1}/{phases.repeats} done", file=sys.stderr, flush=True)
+    rss = {}
+    for name, function in started.items():
+        assert function.process is not None
+        rss[name] = rss_mib(function.process.pid)
     return done, rss
 
 

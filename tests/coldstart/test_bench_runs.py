@@ -40,6 +40,13 @@ def test_the_smallest_benchmark_measures_everything(tmp_path: Path) -> None:
         assert rows[(name, 1)]["events"] == 100, name
         assert rows[(name, 32)]["events"] == 100, name
         assert rows[(name, 32)]["rate"] > 0, name
+        repeats = sorted(load["repeat"] for load in figures["loads"] if load["name"] == name)
+        assert repeats == [0, 0, 1, 1], name  # --quick: 2 repeats at each concurrency
+    ratios = figures["ratios"][
+        "bridge (memory idempotency) / bare HTTP -> js.publish, concurrency 32"
+    ]
+    assert len(ratios) == 2 and all(ratio > 0 for ratio in ratios)
+    assert "the median of 2 interleaved repeats" in result.stdout
     assert set(figures["cold"]) == {"this checkout", "without bytecode (no .pyc)"}
     assert figures["cold"]["this checkout"]["outside"][0] > 0
     phases = dict(figures["breakdowns"]["this checkout"]["phases"])
