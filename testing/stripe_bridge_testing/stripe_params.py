@@ -199,6 +199,8 @@ def _shape_of(value: Any) -> str:
 def _check_one(value: Any, annotation: Any, name: str) -> None:
     origin = typing.get_origin(annotation) or annotation
     shape = _shape(annotation)
+    if shape == "object" and not _is_typed_dict(annotation) and value == "":
+        return  # metadata="" unsets every key (docs.stripe.com/api/metadata)
     if shape != _shape_of(value):
         kind = {"object": "an object", "array": "an array", "scalar": "a string"}[shape]
         raise Refusal(400, f"Invalid {name}: must be {kind}", name)

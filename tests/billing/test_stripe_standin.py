@@ -129,6 +129,7 @@ def test_bad_key_is_401_and_unknown_ids_and_urls_are_404(api: StripeStandIn) -> 
 def test_forms_decode_as_stripe_python_encodes_them() -> None:
     pairs = [("a[0][b]", "1"), ("a[1][b]", "2"), ("m[k]", "v"), ("t[]", "x"), ("t[]", "y")]
     assert decode_form(pairs) == {"a": [{"b": "1"}, {"b": "2"}], "m": {"k": "v"}, "t": ["x", "y"]}
+    check(decode_form([("metadata", "")]), stripe.params.checkout.SessionCreateParams)
     with pytest.raises(Refusal) as refused:
         check(decode_form([("metadata", "x"), ("mode", "setup")]), stripe.params.EventListParams)
     assert refused.value.code == "parameter_unknown"
