@@ -124,7 +124,7 @@ class StripeStandIn(HttpStandIn):
                 return event
         raise Refusal(404, f"No such event: '{event_id}'", "id", "resource_missing")
 
-    def matching(self, form: Form) -> list[dict[str, Any]]:
+    def _matching(self, form: Form) -> list[dict[str, Any]]:
         """The events the list filters of ``form`` select, newest first."""
         if "type" in form and "types" in form:
             message = "You may pass either type or types, but not both."
@@ -153,7 +153,7 @@ class StripeStandIn(HttpStandIn):
         if not 1 <= limit <= 100:
             message = "Invalid limit: must be between 1 and 100"
             raise Refusal(400, message, "limit", "parameter_invalid_integer")
-        matching = self.matching(form)
+        matching = self._matching(form)
         ids = [e["id"] for e in self.events]
         for cursor in ("starting_after", "ending_before"):
             if cursor in form and form[cursor] not in ids:
