@@ -3,7 +3,8 @@
 message.build_message writes the structured JSON itself and puts a webhook's body into
 ``data.stripe`` byte for byte. Here the SDK parses those exact bytes, for every fixture as
 Stripe sends it (and with a failed translation, a Connect account, non-ASCII text), and
-must find the attributes and data the SDK-built message of the same event had.
+must find the attributes and data the SDK-built message of the same event had, and it
+must be the consumer SDK's ``CloudEventMessage`` (the one envelope model).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from cloudevents.http import CloudEvent, from_json
 from stripe_bridge import registry
 from stripe_bridge.envelope import StripeEvent, parse_body
 from stripe_bridge.message import build_message
+from stripe_bridge_events.events import CloudEventMessage
 
 from .helpers import FIXTURES
 
@@ -38,6 +40,7 @@ def reference(event: StripeEvent, raw: dict[str, Any]) -> CloudEvent:
         "time": datetime.fromtimestamp(event.created, tz=UTC).isoformat(),
         "datacontenttype": "application/json",
         "stripelivemode": event.livemode,
+        "dataschema": "urn:stripe-bridge:data:untranslated.v1",
     }
     if event.primary_object_id:
         attributes["subject"] = event.primary_object_id
@@ -45,7 +48,7 @@ def reference(event: StripeEvent, raw: dict[str, Any]) -> CloudEvent:
         attributes["stripeapiversion"] = event.api_version
     translation = None
     if spec is not None:
-        attributes["dataschema"] = f"urn:stripe-bridge:schema:{spec.model.SCHEMA}"
+        attributes["dataschema"] = f"urn:stripe-bridge:data:{spec.model.SCHEMA}"
         translation = spec.translate(event).model_dump(mode="json")
     return CloudEvent(attributes, {"translation": translation, "stripe": raw})
 
@@ -64,6 +67,7 @@ def assert_same_event(message: bytes, expected: CloudEvent) -> None:
     assert parsed.get_attributes() == expected.get_attributes()
     assert parsed.data == expected.data
     assert json.loads(to_json(parsed)) == value
+    CloudEventMessage.model_validate_json(message, strict=True)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -103,8 +107,9 @@ def test_failed_translation_is_an_attribute() -> None:
     assert attributes == reference(StripeEvent.model_validate(whole), whole).get_attributes()
 
 
-def test_untranslated_type_has_no_schema() -> None:
+def test_untranslated_type_names_the_untranslated_data_schema() -> None:
     message, event, raw = published((FIXTURES / "charge_succeeded.json").read_bytes())
     assert registry.lookup(event.type) is None
-    assert "dataschema" not in from_json(message).get_attributes()
+    dataschema = from_json(message).get_attributes()["dataschema"]
+    assert dataschema == "urn:stripe-bridge:data:untranslated.v1"
     assert_same_event(message, reference(event, raw))

@@ -11,6 +11,8 @@ See docs/consumers.md in the bridge's repository.
 
 from .deadletter import dead_letter, redrive_filter
 from .events import (
+    DATA_SCHEMA_URN_PREFIX,
+    CloudEventMessage,
     StripeCloudEvent,
     TypedEvent,
     Untranslated,
@@ -32,11 +34,13 @@ from .models import (
 from .ordering import Applied, LatestApplied, is_stale, object_key, position
 
 __all__ = [
+    "DATA_SCHEMA_URN_PREFIX",
     "MODELS",
     "SCHEMA_URN_PREFIX",
     "ActiveEntitlementSummary",
     "Applied",
     "CheckoutSessionCompleted",
+    "CloudEventMessage",
     "Entitlement",
     "InvoiceChanged",
     "InvoiceLine",

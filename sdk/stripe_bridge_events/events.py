@@ -3,6 +3,16 @@
 Every message is a structured CloudEvent 1.0 (``application/cloudevents+json``) whose
 ``data`` holds ``translation`` (the typed model, or null) and ``stripe`` (the Stripe event
 exactly as Stripe sent it). See docs/consumers.md.
+
+This module is the one definition of that envelope: the bridge writes it (its
+``message.py``, a string build on the hot path, tested against ``CloudEventMessage``), its
+JSON Schema is generated from ``CloudEventMessage``, and consumers read it with ``parse``.
+
+Message format 2 (this one): ``dataschema`` names the JSON Schema of ``data`` as
+CloudEvents defines it, ``urn:stripe-bridge:data:<SCHEMA>`` for a translated type and
+``urn:stripe-bridge:data:untranslated.v1`` for any other. Format 1 (stripe-bridge before
+0.1.0's issue #18 fix) named the translation's schema, ``urn:stripe-bridge:schema:<SCHEMA>``,
+and set none for untranslated types; ``parse`` reads both.
 """
 
 from __future__ import annotations
@@ -15,21 +25,47 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny
 
-from .models import MODELS, Translation
+from .models import MODELS, SCHEMA_URN_PREFIX, Translation
 
 #: Prefix of the CloudEvents ``type``: ``com.stripe.invoice.paid``.
 TYPE_PREFIX = "com.stripe."
+#: ``dataschema`` = this prefix + a data schema's name: the JSON Schema ``data`` adheres to.
+DATA_SCHEMA_URN_PREFIX = "urn:stripe-bridge:data:"
+#: The data schema of events without a typed translation (``translation`` is null).
+UNTRANSLATED = "untranslated.v1"
 
 
-class StripeCloudEvent(BaseModel):
+def data_schema(model: type[Translation] | None) -> str:
+    """The ``dataschema`` of events translated into ``model`` (None: untranslated types)."""
+    return DATA_SCHEMA_URN_PREFIX + (model.SCHEMA if model is not None else UNTRANSLATED)
+
+
+def translation_model(dataschema: str | None) -> type[Translation] | None:
+    """The translation model a message's ``dataschema`` names, in either message format."""
+    if dataschema is None:
+        return None
+    if dataschema.startswith(DATA_SCHEMA_URN_PREFIX):
+        dataschema = SCHEMA_URN_PREFIX + dataschema.removeprefix(DATA_SCHEMA_URN_PREFIX)
+    return MODELS.get(dataschema)
+
+
+class CloudEventAttributes(BaseModel):
     """The CloudEvents attributes the bridge sets; attributes added later are kept."""
 
     model_config = ConfigDict(frozen=True, extra="allow")
 
     specversion: Literal["1.0"]
-    id: str = Field(description="The Stripe event id (`evt_...`), also the `Nats-Msg-Id`.")
-    type: str = Field(description="`com.stripe.` + the Stripe event type.")
-    source: str = Field(description="`urn:stripe:<live|test>` (`:<account>` for Connect).")
+    id: str = Field(
+        pattern=r"^evt_", description="The Stripe event id (`evt_...`), also the `Nats-Msg-Id`."
+    )
+    type: str = Field(
+        pattern=r"^com\.stripe\.[a-z0-9_]+(\.[a-z0-9_]+)+$",
+        description="`com.stripe.` + the Stripe event type.",
+    )
+    source: str = Field(
+        pattern=r"^urn:stripe:(live|test)(:acct_\w+)?$",
+        description="`urn:stripe:<live|test>` (`:<account>` for Connect).",
+    )
     time: datetime = Field(description="The Stripe event's `created`.")
     datacontenttype: Literal["application/json"]
     stripelivemode: bool
@@ -38,17 +74,59 @@ class StripeCloudEvent(BaseModel):
     )
     stripeapiversion: str | None = None
     dataschema: str | None = Field(
-        default=None, description="`urn:stripe-bridge:schema:<name>.v<N>` for translated types."
+        default=None,
+        pattern=r"^urn:stripe-bridge:(data|schema):",
+        description="The JSON Schema of `data`: `urn:stripe-bridge:data:<name>.v<N>` "
+        "(format 1 messages: `urn:stripe-bridge:schema:<name>.v<N>`, the translation's).",
     )
     translationerror: str | None = Field(
         default=None, description="Why a registered type could not be translated."
     )
-    stripe: dict[str, Any] = Field(description="`data.stripe`: the Stripe event, whole.")
 
     @property
     def stripe_type(self) -> str:
         """The Stripe event type, e.g. ``invoice.paid``."""
         return self.type.removeprefix(TYPE_PREFIX)
+
+    @property
+    def translation_schema(self) -> str | None:
+        """The translation's ``urn:stripe-bridge:schema:<name>.v<N>`` in either format."""
+        model = translation_model(self.dataschema)
+        return model.dataschema() if model is not None else None
+
+
+class StripeEventJSON(BaseModel):
+    """``data.stripe``: the Stripe event exactly as Stripe sent it (every field kept)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    object: Literal["event"]
+    type: str
+    created: int
+    livemode: bool
+    data: dict[str, Any]
+
+
+class EventData(BaseModel):
+    """``data`` of every message: the translation (or null) and the Stripe event."""
+
+    translation: dict[str, Any] | None = Field(
+        description="The typed translation its data schema names, or null."
+    )
+    stripe: StripeEventJSON
+
+
+class CloudEventMessage(CloudEventAttributes):
+    """A message on the wire: the attributes and ``data`` (schemas/cloudevent.json)."""
+
+    data: EventData
+
+
+class StripeCloudEvent(CloudEventAttributes):
+    """A parsed message: its attributes and ``stripe``, the whole Stripe event."""
+
+    stripe: dict[str, Any] = Field(description="`data.stripe`: the Stripe event, whole.")
 
     @property
     def created(self) -> int:
@@ -109,7 +187,7 @@ def parse(message: bytes | str | Mapping[str, Any] | _HasData) -> TypedEvent | U
         raise ValueError("data.stripe is missing: not a stripe-bridge CloudEvent")
     attributes = {**cloudevent, "stripe": data["stripe"]}
     translation = data.get("translation")
-    model = MODELS.get(str(cloudevent.get("dataschema")))
+    model = translation_model(cloudevent.get("dataschema"))
     if isinstance(translation, dict) and model is not None:
         return TypedEvent.model_validate(
             {**attributes, "translation": model.model_validate(translation)}

@@ -24,8 +24,11 @@ def position(event: Event) -> Position:
 
 
 def object_key(event: Event) -> str:
-    """What events are ordered by: the schema (or type) and the object's id."""
-    return f"{event.dataschema or event.stripe_type}|{event.subject or event.id}"
+    """What events are ordered by: the translation's schema (or type) and the object's id.
+
+    The translation's schema, not ``dataschema``: keys stay the same across message formats.
+    """
+    return f"{event.translation_schema or event.stripe_type}|{event.subject or event.id}"
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,9 @@
 The structured CloudEvents JSON is written directly, not through the CloudEvents SDK: on
 the webhook path the signed body goes into ``data.stripe`` byte for byte instead of being
 parsed into a dict and serialised again (the SDK's own work cost more than the JSON). A test
-parses what is published with the SDK (tests/test_message.py).
+parses what is published with the SDK (tests/test_message.py). The format is the consumer
+SDK's ``stripe_bridge_events.events.CloudEventMessage`` (format 2: ``dataschema`` names the
+JSON Schema of ``data``); tests/test_message.py validates every published body against it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from stripe_bridge_events.events import TYPE_PREFIX, data_schema
 
 from . import registry
 from .envelope import StripeEvent
@@ -45,12 +49,12 @@ def source_for(event: StripeEvent) -> str:
     return f"{base}:{event.account}" if event.account else base
 
 
-def _translate(event: StripeEvent) -> tuple[bytes, str | None, str | None]:
-    """The translation as JSON (``null`` without one), its schema, and the error if any."""
+def _translate(event: StripeEvent) -> tuple[bytes, str, str | None]:
+    """The translation as JSON (``null`` without one), the data's schema, the error if any."""
     spec = registry.lookup(event.type)
     if spec is None:
-        return b"null", None, None
-    schema = spec.model.dataschema()
+        return b"null", data_schema(None), None
+    schema = data_schema(spec.model)
     try:
         return spec.translate(event).model_dump_json().encode(), schema, None
     except Exception as exc:  # a translation bug must never lose the event
@@ -75,11 +79,10 @@ def build_message(event: StripeEvent, raw: dict[str, Any] | bytes, prefix: str) 
         "specversion": "1.0",
         "id": event.id,
         "source": source_for(event),
-        "type": f"com.stripe.{event.type}",
+        "type": TYPE_PREFIX + event.type,
         "datacontenttype": "application/json",
+        "dataschema": schema,
     }
-    if schema:
-        attributes["dataschema"] = schema
     if event.primary_object_id:
         attributes["subject"] = event.primary_object_id
     attributes["time"] = datetime.fromtimestamp(event.created, tz=UTC).isoformat()

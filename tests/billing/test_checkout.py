@@ -17,8 +17,7 @@ from stripe_bridge.billing.endpoints import (
     stripe_parts,
 )
 from stripe_bridge.config import Settings
-
-from .stripe_standin import StripeStandIn
+from stripe_bridge_testing.stripe_standin import StripeStandIn
 
 #: The bridge settings a function starts with (only MAX_BODY_BYTES matters here).
 SETTINGS = Settings()

@@ -264,7 +264,7 @@ async def test_every_fixture_lands_translated_in_the_stream(
         assert stored["time"] == datetime.fromtimestamp(event["created"], UTC).isoformat()
         assert stored["stripelivemode"] is event["livemode"]
         assert stored["type"] == f"com.stripe.{event_type}"
-        assert stored["dataschema"] == f"urn:stripe-bridge:schema:{spec.model.SCHEMA}"
+        assert stored["dataschema"] == f"urn:stripe-bridge:data:{spec.model.SCHEMA}"
         assert stored["subject"] == (event["data"]["object"].get("id") or fields["customer_id"])
         assert stored["stripeapiversion"] == event["api_version"]
         assert "translationerror" not in stored
@@ -281,7 +281,7 @@ async def test_untranslated_types_are_published_whole(
     assert response.status_code == 200, response.text
     stored = await stored_event(shared_stream.url, event["id"])
     assert stored["type"] == "com.stripe.charge.succeeded"
-    assert "dataschema" not in stored
+    assert stored["dataschema"] == "urn:stripe-bridge:data:untranslated.v1"
     assert "translationerror" not in stored
     assert stored["data"] == {"translation": None, "stripe": event}
 

@@ -1,8 +1,8 @@
 """schemas/: the AsyncAPI 3 document is valid AsyncAPI, and real messages match it.
 
 Every message the bridge stored (tests/consumers/conftest.py) is validated against the
-payload schema of the AsyncAPI channel whose address matches its subject, and its
-translation against the JSON Schema file its ``dataschema`` names.
+payload schema of the AsyncAPI channel whose address matches its subject, and its ``data``
+against the JSON Schema its ``dataschema`` names, as CloudEvents defines that attribute.
 """
 
 from __future__ import annotations
@@ -37,12 +37,20 @@ def asyncapi() -> dict[str, Any]:
 
 
 def schema_registry() -> Registry:
-    """Every file of schemas/ by its URI under BASE (and its $id)."""
-    resources = [
-        (BASE + path.name, DRAFT202012.create_resource(json.loads(path.read_text())))
-        for path in SCHEMAS.glob("*.json")
-    ]
+    """Every file of schemas/ by its URI under BASE and by its $id (the URN refs use it)."""
+    resources = []
+    for path in SCHEMAS.rglob("*.json"):
+        schema = json.loads(path.read_text())
+        resource = DRAFT202012.create_resource(schema)
+        resources += [(BASE + str(path.relative_to(SCHEMAS)), resource), (schema["$id"], resource)]
     return Registry().with_resources(resources)
+
+
+def dataschema_validator(dataschema: str) -> jsonschema.Draft202012Validator:
+    """A validator of the schema file ``dataschema`` names, its $refs resolved."""
+    schema = json.loads((SCHEMAS / schema_file(dataschema)).read_text())
+    assert schema["$id"] == dataschema  # the URN resolves to this file
+    return jsonschema.Draft202012Validator(schema, registry=schema_registry())
 
 
 def test_the_asyncapi_document_is_valid_asyncapi_3() -> None:
@@ -93,11 +101,9 @@ def test_every_published_message_matches_its_channel_and_dataschema(
         payload_validator(channel).validate(body)
         headers = asyncapi()["components"]["messages"][next(iter(channel["messages"]))]["headers"]
         jsonschema.validate(message.headers, headers)
-        if body.get("dataschema") and body["data"]["translation"] is not None:
-            schema = json.loads((SCHEMAS / schema_file(body["dataschema"])).read_text())
-            assert schema["$id"] == body["dataschema"]  # the URN resolves to this file
-            jsonschema.Draft202012Validator(schema).validate(body["data"]["translation"])
-            translated += 1
+        # CloudEvents: dataschema identifies the schema that data adheres to.
+        dataschema_validator(body["dataschema"]).validate(body["data"])
+        translated += body["data"]["translation"] is not None
     assert translated >= 8  # the registered types' fixtures, pre-basil and basil
     broken = [m for m in published if json.loads(m.body)["id"] == BROKEN_INVOICE_ID]
     assert broken and json.loads(broken[0].body)["data"]["translation"] is None
@@ -112,10 +118,17 @@ def test_the_schemas_refuse_a_message_that_breaks_them(published: list[Published
         lambda b: b["data"]["translation"].pop("amount_paid"),
         lambda b: b["data"]["translation"].update(currency=7),
         lambda b: b.update(type="com.stripe.invoice.voided"),
-        lambda b: b["data"].pop("stripe"),  # only the envelope file (a $ref) requires it
+        lambda b: b["data"].pop("stripe"),
+        lambda b: b.update(dataschema="urn:stripe-bridge:data:untranslated.v1"),
     ]
     for mutate in mutations:
         bad = copy.deepcopy(body)
         mutate(bad)
         with pytest.raises(jsonschema.ValidationError):
             validator.validate(bad)
+    data_validator = dataschema_validator(body["dataschema"])
+    for mutate in mutations[:2]:
+        bad = copy.deepcopy(body)
+        mutate(bad)
+        with pytest.raises(jsonschema.ValidationError):
+            data_validator.validate(bad["data"])

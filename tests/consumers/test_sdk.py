@@ -19,6 +19,7 @@ from stripe_bridge_events import (
     TypedEvent,
     Untranslated,
     UntranslatedEvent,
+    object_key,
     parse,
     position,
 )
@@ -44,7 +45,8 @@ def test_every_fixture_parses_to_what_the_bridge_translated(name: str) -> None:
     spec = registry.lookup(raw["type"])
     if spec is None:
         assert isinstance(event, UntranslatedEvent)
-        assert event.reason is Untranslated.NOT_TRANSLATED and event.dataschema is None
+        assert event.reason is Untranslated.NOT_TRANSLATED
+        assert event.dataschema == "urn:stripe-bridge:data:untranslated.v1"
     else:
         assert isinstance(event, TypedEvent)
         assert event.translation == spec.translate(StripeEvent.model_validate(raw))
@@ -69,6 +71,24 @@ def test_a_schema_this_sdk_does_not_know_keeps_the_translation_as_json() -> None
     assert isinstance(event, UntranslatedEvent)
     assert event.reason is Untranslated.UNKNOWN_SCHEMA
     assert event.translation_data == cloudevent["data"]["translation"]
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in FIXTURES.glob("*.json")))
+def test_format_1_messages_parse_as_before(name: str) -> None:
+    """Before #18 ``dataschema`` named the translation's schema, or was absent: still read."""
+    raw = fixture_event(name)
+    current = json.loads(body_of(raw))
+    old = copy.deepcopy(current)
+    spec = registry.lookup(raw["type"])
+    if spec is None:
+        del old["dataschema"]
+    else:
+        old["dataschema"] = f"urn:stripe-bridge:schema:{spec.model.SCHEMA}"
+    then, now = parse(old), parse(current)
+    assert type(then) is type(now)
+    assert then.model_dump(exclude={"dataschema"}) == now.model_dump(exclude={"dataschema"})
+    assert then.translation_schema == now.translation_schema
+    assert object_key(then) == object_key(now)  # ordering state kept across the upgrade
 
 
 @pytest.mark.parametrize(

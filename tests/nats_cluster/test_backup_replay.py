@@ -16,11 +16,11 @@ import pytest
 from stripe_bridge.backup import iter_stream
 from stripe_bridge.cli import main
 from stripe_bridge.natsserver import NatsServer
+from stripe_bridge_testing.stripe_standin import StripeStandIn
 from stripe_bridge_testing.waiting import wait_until_async
 
 from ..conftest import FunctionFactory, provision_stream
 from ..helpers import fixture_event, post_event, stream_messages
-from .stripe_api import StripeEventsAPI
 
 #: Real Stripe payloads: served types, and types no function serves (stored by catch-all rules).
 REPLAYED = (
@@ -185,13 +185,13 @@ async def test_replay_stores_missed_events_once_including_unserved_types(
     for name in ("invoice_paid", "charge_succeeded"):
         assert post_event(fn.url, fixture_event(name)).status_code == 200
 
-    with StripeEventsAPI(events, API_KEY) as api:
+    with StripeStandIn(API_KEY, events) as api:
         first = await asyncio.to_thread(_replay, stream.url, _window(), api.url)
         assert first.returncode == 0, first.stderr
         assert "published 7, duplicate 2, failed 0" in first.stdout
         assert "9/9" in first.stderr  # the progress bar reached the end
-        assert len(api.requests) == 3  # pages of 4 + 4 + 1: starting_after was followed
-        assert "starting_after" in api.requests[1]
+        assert len(api.calls) == 3  # pages of 4 + 4 + 1: starting_after was followed
+        assert "starting_after" in api.calls[1][2]
 
         again = await asyncio.to_thread(_replay, stream.url, _window(), api.url)
         assert again.returncode == 0, again.stderr
@@ -208,7 +208,7 @@ async def test_replay_stores_missed_events_once_including_unserved_types(
 
 
 async def test_replay_with_a_rejected_key_exits_3_without_the_key(stream: NatsServer) -> None:
-    with StripeEventsAPI([fixture_event("invoice_paid")], API_KEY) as api:
+    with StripeStandIn(API_KEY, [fixture_event("invoice_paid")]) as api:
         result = await asyncio.to_thread(_replay, stream.url, "1d", api.url, "rk_test_wrong")
     assert result.returncode == 3
     assert "rejected the API key" in result.stderr
@@ -216,7 +216,7 @@ async def test_replay_with_a_rejected_key_exits_3_without_the_key(stream: NatsSe
 
 
 async def test_replay_without_nats_exits_3(tmp_path: Path) -> None:
-    with StripeEventsAPI([fixture_event("invoice_paid")], API_KEY) as api:
+    with StripeStandIn(API_KEY, [fixture_event("invoice_paid")]) as api:
         result = await asyncio.to_thread(_replay, "nats://127.0.0.1:1", "1d", api.url)
     assert result.returncode == 3
     assert result.stderr.strip().startswith("stripe-bridge replay: nats://127.0.0.1:1")

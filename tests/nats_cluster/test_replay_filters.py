@@ -1,7 +1,8 @@
 """``replay`` with the Events API's filters, and ``show`` of one event, on a real nats-server.
 
 Stripe's recovery guidance: list events with ``delivery_success=false``, ``types[]`` and
-``ending_before``; the stand-in (stripe_api.py) follows the documented list contract.
+``ending_before``; the Stripe stand-in (stripe_bridge_testing.stripe_standin) follows the
+documented list contract.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from typing import Any
 import pytest
 from stripe_bridge.cli import main
 from stripe_bridge.natsserver import NatsServer
+from stripe_bridge_testing.stripe_standin import StripeStandIn
 
 from ..helpers import fixture_event, stream_messages
-from .stripe_api import StripeEventsAPI
 
 API_KEY = "rk_test_filters"
 NAMES = (
@@ -39,7 +40,7 @@ def newest_first() -> list[dict[str, Any]]:
     return sorted(events(), key=lambda e: (e["created"], e["id"]), reverse=True)
 
 
-async def replay(url: str, api: StripeEventsAPI, *options: str) -> int:
+async def replay(url: str, api: StripeStandIn, *options: str) -> int:
     argv = ["replay", "--nats-url", url, "--api-base", api.url, "--api-key", API_KEY, *options]
     return await asyncio.to_thread(main, argv)
 
@@ -51,14 +52,14 @@ async def stored_ids(url: str) -> list[str]:
 async def test_types_ask_stripe_for_those_types_only(
     stream: NatsServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with StripeEventsAPI(events(), API_KEY) as api:
+    with StripeStandIn(API_KEY, events()) as api:
         code = await replay(
             stream.url, api, "--since", ALL_OF_THEM, "--types", "invoice.paid,product.created"
         )
         assert code == 0, capsys.readouterr().err
-        (request,) = api.requests
+        ((_, _, request),) = api.calls
     # stripe-python sends the array as types[0], types[1], as Stripe documents it takes.
-    assert sorted(v for k, vs in request.items() if k.startswith("types[") for v in vs) == [
+    assert sorted(v for k, v in request.items() if k.startswith("types[")) == [
         "invoice.paid",
         "product.created",
     ]
@@ -74,9 +75,9 @@ async def test_undelivered_stores_only_events_stripe_failed_to_deliver(
         fixture_event("invoice_payment_failed")["id"],
         fixture_event("customer_updated")["id"],
     }
-    with StripeEventsAPI(events(), API_KEY, undelivered=frozenset(failed)) as api:
+    with StripeStandIn(API_KEY, events(), undelivered=frozenset(failed)) as api:
         assert await replay(stream.url, api, "--since", ALL_OF_THEM, "--undelivered") == 0
-        assert api.requests[0]["delivery_success"] == ["false"]
+        assert api.calls[0][2]["delivery_success"] == "false"
     assert "undelivered: 2 events, published 2, duplicate 0" in capsys.readouterr().out
     assert set(await stored_ids(stream.url)) == failed
 
@@ -86,9 +87,9 @@ async def test_after_pages_towards_the_newest_with_ending_before(
 ) -> None:
     ordered = newest_first()
     cursor = ordered[-2]["id"]  # everything newer than the second oldest: five events
-    with StripeEventsAPI(events(), API_KEY, page_cap=2) as api:
+    with StripeStandIn(API_KEY, events(), page_cap=2) as api:
         assert await replay(stream.url, api, "--after", cursor) == 0
-        cursors = [r["ending_before"][0] for r in api.requests]
+        cursors = [form["ending_before"] for _, _, form in api.calls]
     assert len(cursors) == 3  # pages of 2 + 2 + 1, each starting after the newest seen
     assert cursors[0] == cursor and cursors[1] != cursor
     assert "after " + cursor + ": 5 events, published 5" in capsys.readouterr().out
@@ -100,7 +101,7 @@ async def test_one_event_then_again_then_one_stripe_does_not_have(
     stream: NatsServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     wanted = fixture_event("subscription_updated")["id"]
-    with StripeEventsAPI(events(), API_KEY) as api:
+    with StripeStandIn(API_KEY, events()) as api:
         assert await replay(stream.url, api, "--event", wanted) == 0
         assert "published 1, duplicate 0" in capsys.readouterr().out
         assert await replay(stream.url, api, "--event", wanted) == 0
@@ -115,7 +116,7 @@ async def test_dry_run_lists_and_stores_nothing(
     stream: NatsServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     first = fixture_event("charge_succeeded")["id"]
-    with StripeEventsAPI(events(), API_KEY) as api:
+    with StripeStandIn(API_KEY, events()) as api:
         assert await replay(stream.url, api, "--event", first) == 0
         capsys.readouterr()
         assert await replay(stream.url, api, "--since", ALL_OF_THEM, "--dry-run") == 0
@@ -143,7 +144,7 @@ async def test_show_finds_an_event_its_cloudevent_and_translation(
     stream: NatsServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     wanted = fixture_event("invoice_paid")
-    with StripeEventsAPI(events(), API_KEY) as api:
+    with StripeStandIn(API_KEY, events()) as api:
         assert await replay(stream.url, api, "--since", ALL_OF_THEM) == 0
     capsys.readouterr()
     show = ["show", "--nats-url", stream.url, wanted["id"]]

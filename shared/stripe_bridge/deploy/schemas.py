@@ -1,8 +1,12 @@
 """JSON Schemas of the published CloudEvents and the AsyncAPI 3 document of the stream.
 
-``stripe-bridge generate`` writes them under ``schemas/``: one JSON Schema per
-``dataschema`` (from the SDK's models, ``$id`` = the ``dataschema`` URN, file
-``<name>.v<N>.json``), ``cloudevent.json`` for the envelope every message shares, and
+``stripe-bridge generate`` writes them under ``schemas/``, all from the consumer SDK's
+models (``stripe_bridge_events``): ``cloudevent.json`` for the envelope every message
+shares (``CloudEventMessage``); per translation model its JSON Schema (``$id`` =
+``urn:stripe-bridge:schema:<name>.v<N>``, file ``<name>.v<N>.json``) and the schema of the
+``data`` of its events, which is what a message's ``dataschema`` names (``$id`` =
+``urn:stripe-bridge:data:<name>.v<N>``, file ``data/<name>.v<N>.json``, referring to the
+translation's by its URN), plus ``data/untranslated.v1.json`` for every other type; and
 ``asyncapi.yaml`` naming each subject with its message. tests/consumers validates real
 published messages against them.
 """
@@ -14,6 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from stripe_bridge_events.events import (
+    DATA_SCHEMA_URN_PREFIX,
+    TYPE_PREFIX,
+    CloudEventMessage,
+    EventData,
+    data_schema,
+)
 from stripe_bridge_events.models import SCHEMA_URN_PREFIX, Translation
 
 from .. import __version__, registry
@@ -25,78 +36,51 @@ ASYNCAPI_FILE = "asyncapi.yaml"
 GENERATED = "Generated from stripe_bridge.registry by `stripe-bridge generate`; do not edit."
 
 
-def schema_file(dataschema: str) -> str:
-    """The file under ``schemas/`` holding the JSON Schema of ``dataschema``."""
-    if not dataschema.startswith(SCHEMA_URN_PREFIX):
-        raise ValueError(f"not a stripe-bridge dataschema: {dataschema!r}")
-    return dataschema.removeprefix(SCHEMA_URN_PREFIX) + ".json"
+def schema_file(schema_urn: str) -> str:
+    """The file under ``schemas/`` holding the JSON Schema ``schema_urn`` names.
+
+    A translation's ``urn:stripe-bridge:schema:<name>`` is ``<name>.json``; a ``dataschema``
+    ``urn:stripe-bridge:data:<name>`` is ``data/<name>.json``.
+    """
+    if schema_urn.startswith(DATA_SCHEMA_URN_PREFIX):
+        return "data/" + schema_urn.removeprefix(DATA_SCHEMA_URN_PREFIX) + ".json"
+    if schema_urn.startswith(SCHEMA_URN_PREFIX):
+        return schema_urn.removeprefix(SCHEMA_URN_PREFIX) + ".json"
+    raise ValueError(f"not a stripe-bridge schema: {schema_urn!r}")
+
+
+def _document(schema_id: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"$schema": JSON_SCHEMA_DIALECT, "$id": schema_id, "$comment": GENERATED, **schema}
 
 
 def translation_schema(model: type[Translation]) -> dict[str, Any]:
     """The JSON Schema of ``model`` (``data.translation`` of its events)."""
-    return {
-        "$schema": JSON_SCHEMA_DIALECT,
-        "$id": model.dataschema(),
-        "$comment": GENERATED,
-        **model.model_json_schema(),
-    }
+    return _document(model.dataschema(), model.model_json_schema())
+
+
+def data_schema_document(model: type[Translation] | None) -> dict[str, Any]:
+    """The JSON Schema of ``data`` of events translated into ``model`` (None: untranslated)."""
+    schema = EventData.model_json_schema()
+    translation: dict[str, Any] = {"type": "null"}
+    if model is not None:
+        translation = {"anyOf": [{"$ref": model.dataschema()}, {"type": "null"}]}
+    description = schema["properties"]["translation"]["description"]
+    schema["properties"]["translation"] = {**translation, "description": description}
+    return _document(data_schema(model), schema)
 
 
 def envelope_schema() -> dict[str, Any]:
     """The structured CloudEvent every message is (message.build_message)."""
-    return {
-        "$schema": JSON_SCHEMA_DIALECT,
-        "$id": "urn:stripe-bridge:schema:cloudevent",
-        "$comment": GENERATED,
-        "title": "stripe-bridge CloudEvent",
-        "type": "object",
-        "required": [
-            "specversion", "id", "type", "source", "time", "datacontenttype",
-            "stripelivemode", "data",
-        ],
-        "properties": {
-            "specversion": {"const": "1.0"},
-            "id": {"type": "string", "pattern": "^evt_", "description": "The Stripe event id."},
-            "type": {"type": "string", "pattern": r"^com\.stripe\.[a-z0-9_]+(\.[a-z0-9_]+)+$"},
-            "source": {"type": "string", "pattern": r"^urn:stripe:(live|test)(:acct_\w+)?$"},
-            "time": {"type": "string", "format": "date-time"},
-            "datacontenttype": {"const": "application/json"},
-            "stripelivemode": {"type": "boolean"},
-            "subject": {"type": "string", "description": "Id of the object the event is about."},
-            "stripeapiversion": {"type": "string"},
-            "dataschema": {"type": "string", "pattern": "^" + SCHEMA_URN_PREFIX},
-            "translationerror": {"type": "string"},
-            "data": {
-                "type": "object",
-                "required": ["translation", "stripe"],
-                "properties": {
-                    "translation": {"type": ["object", "null"]},
-                    "stripe": {
-                        "type": "object",
-                        "description": "The Stripe event exactly as Stripe sent it.",
-                        "required": ["id", "object", "type", "created", "livemode", "data"],
-                        "properties": {"object": {"const": "event"}},
-                    },
-                },
-            },
-        },
-    }  # fmt: skip
+    schema = CloudEventMessage.model_json_schema()
+    return _document("urn:stripe-bridge:schema:cloudevent", schema)
 
 
-def _payload(event_type: registry.EventType) -> dict[str, Any]:
-    translation = {
-        "anyOf": [{"$ref": schema_file(event_type.model.dataschema())}, {"type": "null"}]
-    }
+def _payload(data: str, properties: dict[str, Any]) -> dict[str, Any]:
+    data_properties = {"dataschema": {"const": data}, "data": {"$ref": schema_file(data)}}
     return {
         "allOf": [
             {"$ref": ENVELOPE_FILE},
-            {
-                "properties": {
-                    "type": {"const": f"com.stripe.{event_type.name}"},
-                    "dataschema": {"const": event_type.model.dataschema()},
-                    "data": {"properties": {"translation": translation}},
-                },
-            },
+            {"required": ["dataschema"], "properties": {**properties, **data_properties}},
         ]
     }
 
@@ -130,7 +114,14 @@ def asyncapi_document() -> dict[str, Any]:
     operations: dict[str, Any] = {}
     messages: dict[str, Any] = {}
     entries: list[tuple[str, str, str, str, dict[str, Any], dict[str, Any]]] = [
-        (t.function_name, f"stripe.{{mode}}.{t.name}", t.name, t.summary, _payload(t), {})
+        (
+            t.function_name,
+            f"stripe.{{mode}}.{t.name}",
+            t.name,
+            t.summary,
+            _payload(data_schema(t.model), {"type": {"const": TYPE_PREFIX + t.name}}),
+            {},
+        )
         for t in registry.EVENT_TYPES
     ]
     entries.append(
@@ -139,12 +130,7 @@ def asyncapi_document() -> dict[str, Any]:
             "stripe.{mode}.{stripeType}",
             "any other Stripe event type",
             "Published untranslated (data.translation is null), nothing dropped.",
-            {
-                "allOf": [
-                    {"$ref": ENVELOPE_FILE},
-                    {"properties": {"data": {"properties": {"translation": {"type": "null"}}}}},
-                ]
-            },
+            _payload(data_schema(None), {}),
             {"stripeType": {"description": "The Stripe event type, e.g. charge.succeeded."}},
         )
     )
@@ -183,13 +169,16 @@ def schema_files(root: Path) -> dict[Path, str]:
     """Every file under ``schemas/`` that ``generate`` writes."""
     folder = root / "schemas"
     models = {t.model for t in registry.EVENT_TYPES}
-    files = {
-        folder / schema_file(model.dataschema()): json.dumps(translation_schema(model), indent=2)
-        + "\n"
-        for model in sorted(models, key=lambda m: m.SCHEMA)
-    }
-    files[folder / ENVELOPE_FILE] = json.dumps(envelope_schema(), indent=2) + "\n"
+    ordered = sorted(models, key=lambda m: m.SCHEMA)
+    files = {folder / schema_file(m.dataschema()): _json(translation_schema(m)) for m in ordered}
+    for data in (*ordered, None):
+        files[folder / schema_file(data_schema(data))] = _json(data_schema_document(data))
+    files[folder / ENVELOPE_FILE] = _json(envelope_schema())
     files[folder / ASYNCAPI_FILE] = f"# {GENERATED}\n" + yaml.safe_dump(
         asyncapi_document(), sort_keys=False, width=100
     )
     return files
+
+
+def _json(document: dict[str, Any]) -> str:
+    return json.dumps(document, indent=2) + "\n"
