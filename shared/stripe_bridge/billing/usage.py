@@ -30,7 +30,7 @@ from .uri import is_uri_reference
 
 USAGE_STREAM = "USAGE"
 USAGE_SUBJECT_PREFIX = "usage"
-#: Where events OpenMeter refused as invalid are kept, with the reason, for a human.
+#: Where events OpenMeter refused (invalid, or a 412) are kept, with the reason, for a human.
 DEAD_LETTER_STREAM = "USAGE_DLQ"
 DEAD_LETTER_SUBJECT_PREFIX = "usage_dlq"
 #: Header on dead-lettered messages: OpenMeter's problem detail for the refusal (the header
