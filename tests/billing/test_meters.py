@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator, FormatChecker
+from pydantic import ValidationError
 from stripe_bridge.billing.lifecycle import Lifecycle
 from stripe_bridge.billing.limits import DEFAULT_METERS
 from stripe_bridge.billing.meters import METERS_FILE, meter_definitions
+from stripe_bridge.billing.tiers import DEFAULT_TIERS, TierConfig
 from stripe_bridge.billing.usage import UsageRecord
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,3 +68,12 @@ def test_usage_meters_read_what_usage_events_carry() -> None:
         data = record.cloudevent()["data"]
         paths = [meter["valueProperty"], *meter["groupBy"].values()]
         assert {path.removeprefix("$.") for path in paths} <= data.keys()
+
+
+@pytest.mark.parametrize("meter", ["api-calls", "Tokens", "tokens__total", "a.b"])
+def test_a_tier_file_meter_must_be_an_openmeter_slug(meter: str) -> None:
+    """A tier limiting a meter no usage record can carry would never count anything."""
+    config = DEFAULT_TIERS.model_dump(mode="json")
+    config["meters"] = {**config["meters"], meter: "day"}
+    with pytest.raises(ValidationError, match="meters"):
+        TierConfig.model_validate(config)

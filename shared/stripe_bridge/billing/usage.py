@@ -26,6 +26,7 @@ from stripe_bridge_events.deadletter import REASON_HEADER
 from ..jetstream import JetStreamPublisher, Stored
 from ..message import CONTENT_TYPE, MSG_ID_HEADER
 from ..stream import StreamSpec, provision
+from .limits import METER_PATTERN
 from .uri import is_uri_reference
 
 USAGE_STREAM = "USAGE"
@@ -39,9 +40,6 @@ DEAD_LETTER_REASON_HEADER = REASON_HEADER
 #: CloudEvents ``source`` of usage recorded through this library (OpenMeter dedups id+source).
 DEFAULT_SOURCE = "stripe-bridge"
 
-#: OpenMeter's meter slug (MeterCreate.slug); a meter is also the event type and a NATS
-#: subject token, which this pattern keeps free of dots and wildcards.
-METER_PATTERN = r"^[a-z0-9]+(?:_[a-z0-9]+)*$"
 #: Keys of the event's ``data`` this module writes; a property of the same name would
 #: overwrite the measured value or a dimension OpenMeter meters group by.
 RESERVED_PROPERTIES = frozenset({"value", "session_id", "agent_id"})
