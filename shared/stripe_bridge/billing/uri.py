@@ -6,6 +6,7 @@ IP literals are checked for their characters only, not for a well-formed IPv6 ad
 
 from __future__ import annotations
 
+import functools
 import re
 
 _UNRESERVED = r"A-Za-z0-9\-._~"
@@ -35,6 +36,8 @@ _URI_REFERENCE = re.compile(
 )
 
 
+# Producers send a handful of sources over and over; the match costs microseconds each.
+@functools.lru_cache(maxsize=1024)
 def is_uri_reference(value: str) -> bool:
     """Whether ``value`` is a URI-reference (RFC 3986 section 4.1): a URI or a relative one."""
     return _URI_REFERENCE.fullmatch(value) is not None
