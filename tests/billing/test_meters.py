@@ -14,11 +14,15 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 from pydantic import ValidationError
-from stripe_bridge.billing.lifecycle import Lifecycle
+from stripe_bridge.billing.lifecycle import Lifecycle, decide, fact_from_event
 from stripe_bridge.billing.limits import DEFAULT_METERS
 from stripe_bridge.billing.meters import METERS_FILE, meter_definitions
 from stripe_bridge.billing.tiers import DEFAULT_TIERS, TierConfig
 from stripe_bridge.billing.usage import UsageRecord
+from stripe_bridge.envelope import StripeEvent
+from stripe_bridge_testing.openmeter_standin import validate_event
+
+from ..helpers import fixture_event
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((Path(__file__).parent / "openmeter_meter_create.schema.json").read_text())
@@ -77,3 +81,23 @@ def test_a_tier_file_meter_must_be_an_openmeter_slug(meter: str) -> None:
     config["meters"] = {**config["meters"], meter: "day"}
     with pytest.raises(ValidationError, match="meters"):
         TierConfig.model_validate(config)
+
+
+@pytest.mark.parametrize(
+    "fixture",
+    ["subscription_created", "subscription_updated_basil", "subscription_deleted",
+     "invoice_paid", "invoice_paid_basil", "invoice_payment_failed"],
+)  # fmt: skip
+def test_lifecycle_meters_read_what_real_lifecycle_events_carry(fixture: str) -> None:
+    """From real Stripe payloads: each lifecycle event is a valid OpenMeter Event and
+    carries every key its meter groups by."""
+    meters = {m["eventType"]: m for m in meter_definitions()}
+    fact = fact_from_event(StripeEvent.model_validate(fixture_event(fixture)))
+    assert fact is not None
+    _, events = decide(None, fact)
+    assert events
+    for sent in events:
+        cloudevent = sent.cloudevent()
+        assert validate_event(cloudevent) is None
+        group_by = meters[cloudevent["type"]]["groupBy"].values()
+        assert {path.removeprefix("$.") for path in group_by} <= cloudevent["data"].keys()
