@@ -173,9 +173,10 @@ class IngestStandIn(HttpStandIn):
             self._faults.extend(faults)
 
     def fail_midway(self, after: int, status: int = 500) -> None:
-        """Ingest the first ``after`` events of the next valid request, then answer ``status``.
+        """Ingest the first ``after`` events of the next request, then answer ``status``.
 
-        What OpenMeter does when its collector fails on one event of a batch.
+        What OpenMeter does when its collector fails on one event of a batch. If that
+        request is invalid, its 400 comes first (nothing is ingested) and the fault is spent.
         """
         fault = Fault(status, after=after)
         with self._lock:
