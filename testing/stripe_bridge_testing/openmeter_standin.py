@@ -3,7 +3,8 @@
 It answers as OpenMeter's published contract says, from openmeterio/openmeter at commit
 7e57a394a0283fb210a644685ad1d257f6d5c85c:
 
-- ``api/openapi.cloud.yaml`` line 4333, operation ``ingestEvents`` (``POST /api/v1/events``):
+- ``api/openapi.cloud.yaml`` line 4333 (self-hosted ``api/openapi.yaml`` line 4335 says the
+  same), operation ``ingestEvents`` (``POST /api/v1/events``):
   responses 204, 400, 401, 403, 412, 500, 503 and a default (lines 4337-4375), every error
   ``application/problem+json`` (``UnexpectedProblemResponse``, line 25164: type, title,
   status, detail, instance); request bodies (lines 4383-4396) ``application/cloudevents+json``
