@@ -1,40 +1,80 @@
 """A local stand-in of OpenMeter's ingest endpoint, for tests, benchmarks and development.
 
-It follows the documented contract of ``POST /api/v1/events`` (operation ``ingestEvents``):
-Bearer authentication, ``application/cloudevents+json`` (one event) or
-``application/cloudevents-batch+json`` (an array), the Event schema's required fields, 204
-on success and RFC 7807 ``application/problem+json`` errors. A batch with one invalid event
-is refused whole. Like OpenMeter's ingest API it deduplicates nothing at request time: it
-records every accepted event, so callers can count deliveries per (id, source).
+It answers as OpenMeter's published contract says, from openmeterio/openmeter at commit
+7e57a394a0283fb210a644685ad1d257f6d5c85c:
+
+- ``api/openapi.cloud.yaml`` line 4333 (self-hosted ``api/openapi.yaml`` line 4335 says the
+  same), operation ``ingestEvents`` (``POST /api/v1/events``):
+  responses 204, 400, 401, 403, 412, 500, 503 and a default (lines 4337-4375), every error
+  ``application/problem+json`` (``UnexpectedProblemResponse``, line 25164: type, title,
+  status, detail, instance); request bodies (lines 4383-4396) ``application/cloudevents+json``
+  (one Event), ``application/cloudevents-batch+json`` (an array) or ``application/json``
+  (either);
+- the ``Event`` schema (line 17299): ``id``, ``source``, ``specversion``, ``type``,
+  ``subject`` required non-empty strings; ``source`` a URI-reference (line 17316);
+  ``datacontenttype`` null or ``application/json``; ``dataschema`` null or a URI; ``time``
+  null or an RFC 3339 date-time; ``data`` null or an object;
+- ``openmeter/ingest/httpdriver/ingest.go`` lines 35-89: the Content-Type header is
+  compared whole (``application/json; charset=utf-8`` is a 400) and the body decoded
+  before anything is ingested, so one invalid event refuses the whole request (400);
+- ``openmeter/ingest/service.go`` lines 58-67: valid events are then ingested **one at a
+  time**; a failure mid-batch answers 500 after the events before it were ingested
+  (``fail_midway``). Nothing is rolled back;
+- ``app/config/dedupe.go`` line 204 (``dedupe.enabled`` defaults to false) and
+  ``openmeter/ingest/dedupe.go``: self-hosted OpenMeter meters every ingested event unless
+  dedupe is enabled; with it, an event whose (id, source) was seen is dropped silently
+  (still 204). ``dedupe`` chooses; ``metered`` is what OpenMeter's meters would count.
+
+Statuses outside the spec are scripted only for what sits in front of OpenMeter (an
+ingress or API gateway): 413 and 429 (``PROXY_STATUSES``); anything else is refused.
 
 Faults are scripted: ``fail_next`` (e.g. 429 with Retry-After), ``outage`` (every request
-fails until a deadline) and ``hold_next`` (accept a batch, then stall before answering, to
-let a test crash the client between OpenMeter's accept and the client's ack).
+fails until a deadline), ``fail_midway`` (ingest some events, then fail) and
+``hold_next`` (accept a batch, then stall before answering, to let a test crash the client
+between OpenMeter's accept and the client's ack).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
 from datetime import datetime
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from stripe_bridge.billing.uri import is_uri_reference
 
 from .standin import HttpStandIn, StandInHandler
 
 INGEST_PATH = "/api/v1/events"
 _REQUIRED = ("id", "source", "specversion", "type", "subject")
+#: The error statuses ``ingestEvents`` documents.
+DOCUMENTED_STATUSES = frozenset({400, 401, 403, 412, 500, 503})
+#: Statuses a proxy in front of OpenMeter answers (body too large, rate limited).
+PROXY_STATUSES = frozenset({413, 429})
+SINGLE = "application/cloudevents+json"
+BATCH = "application/cloudevents-batch+json"
+PLAIN = "application/json"
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:")
 
 
 @dataclass(frozen=True)
 class Fault:
-    """One scripted failure answer."""
+    """One scripted failure answer, after ingesting ``after`` events of the request."""
 
     status: int
     retry_after: str | None = None
+    after: int = 0
+
+    def __post_init__(self) -> None:
+        if self.status not in DOCUMENTED_STATUSES | PROXY_STATUSES:
+            raise ValueError(f"OpenMeter's ingest API does not answer {self.status}")
 
 
 @dataclass(frozen=True)
@@ -46,6 +86,16 @@ class RequestLog:
     events: int
 
 
+def _date_time(value: Any) -> bool:
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        return False
+    try:
+        datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+    except ValueError:  # well-formed, impossible: month 13, February 30...
+        return False
+    return True
+
+
 def validate_event(event: Any) -> str | None:
     """Why ``event`` breaks OpenMeter's Event schema, or None if it is valid."""
     if not isinstance(event, dict):
@@ -54,28 +104,56 @@ def validate_event(event: Any) -> str | None:
         value = event.get(name)
         if not isinstance(value, str) or not value:
             return f"{name} must be a non-empty string"
+    # The schema's x-go-type is sdk-go's event.Event, which this project feeds 1.0 only.
     if event["specversion"] != "1.0":
         return "specversion must be 1.0"
+    if not is_uri_reference(event["source"]):
+        return "source must be a URI-reference"
+    if event.get("datacontenttype") not in (None, PLAIN):
+        return "datacontenttype must be application/json"
+    schema = event.get("dataschema")
+    if schema is not None and not (
+        isinstance(schema, str) and _SCHEME.match(schema) and is_uri_reference(schema)
+    ):
+        return "dataschema must be a URI"
     when = event.get("time")
-    if when is not None:
-        try:
-            datetime.fromisoformat(str(when).replace("Z", "+00:00"))
-        except ValueError:
-            return "time must be RFC 3339"
+    if when is not None and not _date_time(when):
+        return "time must be an RFC 3339 date-time"
     data = event.get("data")
     if data is not None and not isinstance(data, dict):
         return "data must be a JSON object"
     return None
 
 
+def events_of(content_type: str, payload: Any) -> list[Any] | None:
+    """The events a body of ``content_type`` carries, or None if the type or shape is wrong."""
+    if content_type == SINGLE and isinstance(payload, dict):
+        return [payload]
+    if content_type == BATCH and isinstance(payload, list):
+        return payload
+    if content_type == PLAIN and isinstance(payload, dict | list) and payload:
+        return [payload] if isinstance(payload, dict) else payload
+    return None
+
+
 class IngestStandIn(HttpStandIn):
-    """The stand-in server, run in a background thread on a free loopback port."""
+    """The stand-in server, run in a background thread on a free loopback port.
+
+    ``accepted`` lists every event ingested, repeats included (deliveries); ``metered``
+    counts what OpenMeter's meters would see: the same without ``dedupe``, each
+    (id, source) once with it.
+    """
 
     def __init__(
-        self, api_key: str = "om_test_key", port: int | None = None, host: str = "127.0.0.1"
+        self,
+        api_key: str = "om_test_key",
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        dedupe: bool = False,
     ) -> None:
         super().__init__(port, host)
         self.api_key = api_key
+        self.dedupe = dedupe
         self.accepted: list[tuple[str, str]] = []
         self.requests: list[RequestLog] = []
         self.held = threading.Event()
@@ -91,11 +169,23 @@ class IngestStandIn(HttpStandIn):
 
     def fail_next(self, count: int, status: int, retry_after: str | None = None) -> None:
         """Answer the next ``count`` requests with ``status`` (and Retry-After)."""
+        faults = [Fault(status, retry_after) for _ in range(count)]
         with self._lock:
-            self._faults.extend(Fault(status, retry_after) for _ in range(count))
+            self._faults.extend(faults)
+
+    def fail_midway(self, after: int, status: int = 500) -> None:
+        """Ingest the first ``after`` events of the next request, then answer ``status``.
+
+        What OpenMeter does when its collector fails on one event of a batch. If that
+        request is invalid, its 400 comes first (nothing is ingested) and the fault is spent.
+        """
+        fault = Fault(status, after=after)
+        with self._lock:
+            self._faults.append(fault)
 
     def outage(self, seconds: float, status: int = 503) -> None:
         """Fail every request with ``status`` for the next ``seconds``."""
+        Fault(status)  # refuse a status OpenMeter never answers now, not in a request
         with self._lock:
             self._outage_until = time.monotonic() + seconds
             self._outage_status = status
@@ -116,9 +206,14 @@ class IngestStandIn(HttpStandIn):
         self._release.set()
 
     def counts(self) -> Counter[tuple[str, str]]:
-        """How many times each (id, source) was accepted."""
+        """How many times each (id, source) was ingested (delivered)."""
         with self._lock:
             return Counter(self.accepted)
+
+    def metered(self) -> Counter[tuple[str, str]]:
+        """How many times OpenMeter's meters count each (id, source), given ``dedupe``."""
+        counts = self.counts()
+        return Counter(dict.fromkeys(counts, 1)) if self.dedupe else counts
 
     def _next_fault(self) -> Fault | None:
         with self._lock:
@@ -128,29 +223,35 @@ class IngestStandIn(HttpStandIn):
                 return Fault(self._outage_status)
         return None
 
-    def _ingest(self, content_type: str, body: bytes) -> tuple[int, str, int]:
-        """Store a valid request's events; (status, problem detail, event count)."""
+    def _ingest(self, content_type: str, body: bytes, fault: Fault | None) -> tuple[int, str, int]:
+        """Decode and validate the whole request, then ingest its events one at a time.
+
+        (status, problem detail, events ingested).
+        """
         try:
             payload = json.loads(body)
         except ValueError:
-            return 400, "request body is not JSON", 0
-        if content_type == "application/cloudevents+json":
-            events = [payload]
-        elif content_type == "application/cloudevents-batch+json" and isinstance(payload, list):
-            events = payload
-        else:
-            return 400, f"unsupported content type or body shape: {content_type}", 0
+            return 400, "invalid event: request body is not JSON", 0
+        if content_type not in (SINGLE, BATCH, PLAIN):
+            return 400, f"invalid content type: {content_type}", 0
+        events = events_of(content_type, payload)
+        if events is None:
+            return 400, "invalid event: no events found", 0
         for index, event in enumerate(events):
             problem = validate_event(event)
             if problem:
-                return 400, f"event {index}: {problem}", len(events)
+                return 400, f"invalid event: event {index}: {problem}", 0
+        if fault is not None:
+            del events[fault.after :]
         hold = False
         with self._lock:
             self.accepted.extend((e["id"], e["source"]) for e in events)
-            if self._hold_armed and self._hold_skip > 0:
+            if fault is None and self._hold_armed and self._hold_skip > 0:
                 self._hold_skip -= 1
-            elif self._hold_armed:
+            elif fault is None and self._hold_armed:
                 hold, self._hold_armed = True, False
+        if fault is not None:
+            return fault.status, "forwarding event to collector: scripted fault", len(events)
         if hold:
             self.held_events = [(e["id"], e["source"]) for e in events]
             self.held.set()
@@ -163,8 +264,9 @@ class IngestStandIn(HttpStandIn):
 
         class Handler(StandInHandler):
             def _problem(self, status: int, detail: str, retry_after: str | None = None) -> None:
-                body = {"type": "about:blank", "title": str(status), "status": status,
-                        "detail": detail, "instance": "urn:request:standin"}  # fmt: skip
+                body = {"type": "about:blank", "title": HTTPStatus(status).phrase,
+                        "status": status, "detail": detail,
+                        "instance": "urn:request:standin"}  # fmt: skip
                 headers = {"Retry-After": retry_after} if retry_after is not None else None
                 self.send(status, body, "application/problem+json", headers)
 
@@ -182,11 +284,11 @@ class IngestStandIn(HttpStandIn):
                     self._problem(401, "invalid API key")
                     return 401, 0
                 fault = standin._next_fault()
-                if fault is not None:
+                if fault is not None and not fault.after:
                     self._problem(fault.status, "scripted fault", fault.retry_after)
                     return fault.status, 0
-                content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
-                status, detail, events = standin._ingest(content_type, body)
+                content_type = self.headers.get("Content-Type") or ""
+                status, detail, events = standin._ingest(content_type, body, fault)
                 if status == 204:
                     self.send(204)
                 else:

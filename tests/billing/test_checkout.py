@@ -115,7 +115,9 @@ async def test_checkout_bad_json_and_method(checkout: httpx.AsyncClient) -> None
     assert (await checkout.put("/", json={})).status_code == 405
     assert (await checkout.get("/healthz")).status_code == 200
     metrics = (await checkout.get("/metrics")).text
-    counted = 'stripe_bridge_billing_requests_total{function="billing_checkout",outcome="bad_json"}'
+    counted = (
+        'stripe_bridge_billing_requests_total{function="billing_checkout",outcome="malformed_json"}'
+    )
     assert f"{counted} 1.0" in metrics
 
 

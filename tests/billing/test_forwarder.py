@@ -182,3 +182,56 @@ async def test_on_bound_runs_only_once_the_consumer_is_bound(
         await asyncio.wait_for(task, 10)
     finally:
         await nc.close()
+
+
+async def test_412_dead_letters_its_batch_without_blocking_or_opening_the_breaker(
+    usage_nats: NatsServer, ingest: IngestStandIn
+) -> None:
+    """412: OpenMeter refused the request on a precondition of its own, not an outage.
+
+    The same request would be refused again: the batch goes to USAGE_DLQ with the reason
+    (alerted on, redrivable), the breaker stays closed and later events flow.
+    """
+    await publish(usage_nats.url, records(10))
+    ingest.fail_next(1, 412)
+    settings = forwarder_settings(ingest, breaker_failures=1)
+    async with running_forwarder(usage_nats.url, settings) as forwarder:
+        dead = "stripe_bridge_openmeter_events_dead_lettered_total"
+        await wait_until_async(
+            lambda: sample(forwarder.metrics, dead) == 10, 20, "the refused batch dead-lettered"
+        )
+        await publish(usage_nats.url, records(5, prefix="later"))
+        await wait_until_async(lambda: len(ingest.accepted) >= 5, 20, "later events accepted")
+    assert [status for status in (r.status for r in ingest.requests)][:2] == [412, 204]
+    assert {i for i, _ in ingest.counts()} == {f"later-{i:05d}" for i in range(5)}
+    letters = await stream_messages(usage_nats.url, DEAD_LETTER_STREAM)
+    assert [m.headers["Nats-Msg-Id"] for m in letters] == [f"u-{i:05d}" for i in range(10)]
+    assert all(m.headers[DEAD_LETTER_REASON_HEADER] == "412: scripted fault" for m in letters)
+    verdict = {"verdict": "precondition_failed"}
+    assert sample(forwarder.metrics, "stripe_bridge_openmeter_requests_total", verdict) == 1
+    transitions = "stripe_bridge_openmeter_breaker_transitions_total"
+    assert sample(forwarder.metrics, transitions, {"state": "open"}) == 0
+
+
+async def test_5xx_mid_batch_loses_nothing_and_repeats_only_what_was_ingested(
+    usage_nats: NatsServer, ingest: IngestStandIn
+) -> None:
+    """OpenMeter ingests event by event: a 500 after 3 of 10 keeps those 3.
+
+    The forwarder cannot know which were kept, so it sends the batch again: every event
+    arrives, the 3 arrive twice. Without dedupe (self-hosted's default) they are metered
+    twice; with it, once (test_dedupe_meters_each_id_and_source_once).
+    """
+    await publish(usage_nats.url, records(10))
+    ingest.fail_midway(after=3)
+    async with running_forwarder(usage_nats.url, forwarder_settings(ingest)) as forwarder:
+        await wait_until_async(
+            lambda: sample(forwarder.metrics, "stripe_bridge_openmeter_events_sent_total") == 10,
+            20,
+            "the batch accepted and acked",
+        )
+    assert [r.status for r in ingest.requests] == [500, 204]
+    counts = ingest.counts()
+    assert len(counts) == 10
+    assert sorted(i for (i, _), n in counts.items() if n == 2) == ["u-00000", "u-00001", "u-00002"]
+    assert sum(counts.values()) == 13

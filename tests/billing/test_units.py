@@ -63,13 +63,14 @@ def test_retry_after_seconds_and_http_date() -> None:
     ("status", "verdict"),
     [(204, Verdict.ACCEPTED), (400, Verdict.INVALID), (413, Verdict.INVALID),
      (429, Verdict.RATE_LIMITED), (401, Verdict.UNAUTHORIZED), (403, Verdict.UNAUTHORIZED),
-     (500, Verdict.UNAVAILABLE), (503, Verdict.UNAVAILABLE), (404, Verdict.UNAVAILABLE)],
+     (500, Verdict.UNAVAILABLE), (503, Verdict.UNAVAILABLE), (404, Verdict.UNAVAILABLE),
+     (422, Verdict.INVALID), (412, Verdict.PRECONDITION_FAILED)],
 )  # fmt: skip
 def test_classify(status: int, verdict: Verdict) -> None:
     problem = {"type": "about:blank", "title": "x", "detail": "why", "instance": "urn:x"}
     answer = classify(httpx.Response(status, json=problem, headers={"Retry-After": "3"}))
     assert answer.verdict is verdict
-    if verdict in (Verdict.INVALID, Verdict.UNAVAILABLE):
+    if verdict in (Verdict.INVALID, Verdict.UNAVAILABLE, Verdict.PRECONDITION_FAILED):
         assert answer.detail == "why"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import httpx
 from stripe_bridge.billing.usage import USAGE_STREAM
@@ -83,3 +84,69 @@ async def test_nats_down_is_503_with_retry_after(
     assert response.status_code == 503
     assert response.headers["retry-after"] == "7"
     assert response.json()["error"] == "usage not stored, retry with the same ids"
+
+
+def _nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+async def test_malformed_bodies_are_400_like_the_webhook_path(
+    usage_nats: NatsServer, start_function: FunctionFactory
+) -> None:
+    """Too deep, UTF-16, a BOM, NaN: 400 malformed_json with one reason, counted, no 500."""
+    fn = start_function("billing_usage", NATS_URL=usage_nats.url, USAGE_API_TOKEN=TOKEN)
+    body = json.dumps(RECORD)
+    async with httpx.AsyncClient(base_url=fn.url, headers=AUTH, timeout=30) as client:
+        deep = await client.post("/", content=_nested(100_000))
+        utf16 = await client.post("/", content=body.encode("utf-16"))
+        bom = await client.post("/", content=b"\xef\xbb\xbf" + body.encode())
+        nan = await client.post("/", content=body.replace("1234", "NaN").encode())
+        metrics = (await client.get("/metrics")).text
+    assert deep.status_code == 400, deep.text
+    assert deep.json() == {"error": "nested deeper than 64 levels"}
+    assert [r.status_code for r in (utf16, bom, nan)] == [400, 400, 400]
+    assert utf16.json() == {"error": "body is not UTF-8"}
+    assert 'outcome="malformed_json"} 4.0' in metrics
+    assert await stream_messages(usage_nats.url, USAGE_STREAM) == []
+
+
+# (field changes, the field the 422 names) for records OpenMeter would refuse or misread.
+INVALID_RECORDS: list[tuple[dict[str, Any], str]] = [
+    ({"source": "agent town"}, "source"),
+    ({"source": ":no-scheme"}, "source"),
+    ({"properties": {"value": "not-a-number"}}, "properties"),
+    ({"properties": {"session_id": "x"}}, "properties"),
+    ({"meter": "Tokens"}, "meter"),
+    ({"meter": "api-calls"}, "meter"),
+    ({"meter": "tokens__total"}, "meter"),
+    ({"value": "5"}, "value"),
+    ({"value": True}, "value"),
+    ({"value": 2**53}, "value"),
+    ({"customer_id": "cus_1\x00"}, "customer_id"),
+    ({"customer_id": "cus_1\nforged log line"}, "customer_id"),
+    ({"properties": {"model": "a\tb"}}, "properties"),
+    ({"time": "1970-01-01T00:00:00Z"}, "time"),
+    ({"time": "2999-01-01T00:00:00Z"}, "time"),
+]
+
+
+async def test_records_openmeter_would_refuse_or_misread_are_422(
+    usage_nats: NatsServer, start_function: FunctionFactory
+) -> None:
+    fn = start_function("billing_usage", NATS_URL=usage_nats.url, USAGE_API_TOKEN=TOKEN)
+    async with httpx.AsyncClient(base_url=fn.url, headers=AUTH, timeout=30) as client:
+        answers = [
+            await client.post("/", json={**RECORD, **change}) for change, _ in INVALID_RECORDS
+        ]
+        twice = await client.post("/", json=[RECORD, {**RECORD, "value": 1}])
+        valid = await client.post(
+            "/",
+            json={**RECORD, "source": "https://agents.example/town?x=1#y", "meter": "api_calls"},
+        )
+    for (change, field), answer in zip(INVALID_RECORDS, answers, strict=True):
+        assert answer.status_code == 422, (change, answer.text)
+        assert answer.json()["error"].startswith(field), (change, answer.text)
+    assert twice.status_code == 422
+    assert twice.json() == {"error": "1.id: duplicates record 0 in this request"}
+    assert valid.status_code == 202, valid.text
+    assert len(await stream_messages(usage_nats.url, USAGE_STREAM)) == 1

@@ -30,9 +30,9 @@ def control_handler(standin: IngestStandIn) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:
             """Quiet."""
 
-        def _json(self, body: Any) -> None:
+        def _json(self, body: Any, status: int = 200) -> None:
             data = json.dumps(body).encode()
-            self.send_response(200)
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
@@ -43,7 +43,11 @@ def control_handler(standin: IngestStandIn) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             query = parse_qs(urlparse(self.path).query)
-            standin.fail_next(int(query["count"][0]), int(query["status"][0]))
+            try:
+                standin.fail_next(int(query["count"][0]), int(query["status"][0]))
+            except ValueError as exc:  # a status OpenMeter never answers
+                self._json({"error": str(exc)}, 400)
+                return
             self._json({"scripted": True})
 
     return Handler

@@ -4,16 +4,17 @@ Each is an ``http.HttpFunction`` like the webhook functions (the same probes, me
 body-size contract, served by ``stripe-bridge serve``). Their modules under ``functions/``
 are generated from ``billing.catalog`` by ``stripe-bridge generate``.
 
-Statuses: 200/202 done; 400 body is not JSON; 401 missing/wrong bearer token; 405 not
-POST; 413 body (or record count) too large; 422 fields invalid, a redirect URL of an
-origin not allowed or Stripe refused the request; 500 our Stripe key is refused; 503 NATS
-or Stripe unavailable (with Retry-After).
+Statuses: 200/202 done; 400 body is not strict JSON (``malformed_json``, the webhook
+path's rule: UTF-8 without BOM, finite numbers, at most 64 levels deep); 401 missing/wrong
+bearer token; 405 not POST; 413 body (or record count) too large; 422 fields invalid
+(duplicate usage ids in one request included), a redirect URL of an origin not allowed
+or Stripe refused the request; 500 our Stripe key is refused; 503 NATS or Stripe
+unavailable (with Retry-After).
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.requests import Request
 
 from ..config import ConfigError, Settings, load_model
+from ..envelope import MalformedBody, parse_body
 from ..http import HttpFunction, Reply
 from ..jetstream import JetStreamPublisher, PublishError
 from ..push import MetricsPusher
@@ -136,11 +138,20 @@ def _validation_message(exc: ValidationError) -> str:
 
 
 def read_json(body: bytes) -> Any:
-    """``body`` as JSON, or a 400 Refusal."""
+    """``body`` as strict JSON (``envelope.parse_body``), or a 400 ``malformed_json`` Refusal."""
     try:
-        return json.loads(body)
-    except ValueError:
-        raise Refusal(400, "bad_json", "body is not JSON") from None
+        return parse_body(body)
+    except MalformedBody as exc:
+        raise Refusal(400, "malformed_json", str(exc)) from None
+
+
+def unique_ids(records: list[UsageRecord]) -> None:
+    """A 422 Refusal if two records of one request share an id (one would be dropped)."""
+    first: dict[str, int] = {}
+    for index, record in enumerate(records):
+        seen = first.setdefault(record.id, index)
+        if seen != index:
+            raise Refusal(422, "invalid", f"{index}.id: duplicates record {seen} in this request")
 
 
 def parse(model: type[ModelT], payload: Any) -> ModelT:
@@ -218,6 +229,7 @@ def make_usage_function(settings: Settings, usage: UsageSettings | None = None) 
                 records = many.validate_python(payload)
             except ValidationError as exc:
                 raise Refusal(422, "invalid", _validation_message(exc)) from None
+            unique_ids(records)
         else:
             records = [parse(UsageRecord, payload)]
         stored = duplicates = 0

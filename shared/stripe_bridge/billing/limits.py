@@ -10,6 +10,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from enum import StrEnum
 
+#: A meter's name: OpenMeter's meter slug (MeterCreate.slug, openmeterio/openmeter
+#: ``api/openapi.cloud.yaml``). It is also the usage event's type and a NATS subject token,
+#: which this pattern keeps free of dots and wildcards.
+METER_PATTERN = r"^[a-z0-9]+(?:_[a-z0-9]+)*$"
+
 
 class Window(StrEnum):
     """How long one count lasts before it starts again at zero."""

@@ -1,12 +1,17 @@
 """``forward-openmeter``: a durable JetStream pull consumer that feeds OpenMeter's ingest API.
 
-Contract used (OpenMeter API ``ingestEvents``): ``POST {OPENMETER_URL}/api/v1/events``,
+Contract used (OpenMeter API ``ingestEvents``, openmeterio/openmeter 7e57a394
+``api/openapi.cloud.yaml`` line 4333): ``POST {OPENMETER_URL}/api/v1/events``,
 ``Content-Type: application/cloudevents-batch+json``, ``Authorization: Bearer <key>``,
-body a JSON array of CloudEvents; 204 when accepted, RFC 7807 problem JSON otherwise.
+body a JSON array of CloudEvents; 204 when accepted, else 400, 401, 403, 412, 500 or 503
+with RFC 7807 problem JSON. 413 and 429 are not OpenMeter's but a proxy's in front of it
+(a body limit, a rate limit), so they are handled too.
 
 Delivery is at least once: a message is acked only after OpenMeter answered 2xx for the
-request that carried it, so a crash between the 2xx and the ack re-sends that batch.
-OpenMeter deduplicates on (id, source), which the re-sent events keep unchanged.
+request that carried it, so a crash between the 2xx and the ack re-sends that batch, and
+so does a 5xx: OpenMeter ingests a batch event by event and keeps those before a failure.
+The re-sent events keep their (id, source); OpenMeter counts them once only with its
+dedupe enabled (docs/billing.md, "OpenMeter settings this relies on").
 """
 
 from __future__ import annotations
@@ -67,6 +72,8 @@ class Verdict(StrEnum):
 
     ACCEPTED = "accepted"
     INVALID = "invalid"
+    #: 412: a precondition of OpenMeter's own failed; the same request fails again.
+    PRECONDITION_FAILED = "precondition_failed"
     RATE_LIMITED = "rate_limited"
     UNAVAILABLE = "unavailable"
     UNAUTHORIZED = "unauthorized"
@@ -119,8 +126,12 @@ def classify(response: httpx.Response) -> Answer:
     retry_after = parse_retry_after(response.headers.get("retry-after"))
     if 200 <= status < 300:
         return Answer(Verdict.ACCEPTED, status)
+    # 400 is OpenMeter's "invalid event"; a proxy's 413 and an RFC 9110 422 also refuse
+    # the content itself: splitting the batch finds the events at fault.
     if status in (400, 413, 422):
         return Answer(Verdict.INVALID, status, _problem_detail(response))
+    if status == 412:
+        return Answer(Verdict.PRECONDITION_FAILED, status, _problem_detail(response))
     if status == 429:
         return Answer(Verdict.RATE_LIMITED, status, retry_after=retry_after)
     if status in (401, 403):
@@ -175,7 +186,7 @@ class ForwarderMetrics:
         )
         self.dead_lettered = Counter(
             "stripe_bridge_openmeter_events_dead_lettered",
-            "Usage events OpenMeter refused as invalid, moved to the dead-letter stream.",
+            "Usage events OpenMeter refused (invalid, or 412), moved to the dead-letter stream.",
             registry=r,
         )
         self.requests = Counter(
@@ -325,7 +336,13 @@ class Forwarder:
         self.metrics.ack_pending.set(info.num_ack_pending)
 
     async def deliver(self, msgs: list[Any], stop: asyncio.Event) -> None:
-        """Send one fetched batch; split it on 400 until the invalid events are isolated."""
+        """Send one fetched batch; split it on 400 until the invalid events are isolated.
+
+        A 412 dead-letters the whole batch: the spec's "conditions given in the request
+        header fields evaluated to false" cannot be about our events (we send no
+        conditional headers), so it is OpenMeter's state refusing this request; retrying
+        would block the stream forever and splitting would only repeat the refusal.
+        """
         self._inflight = msgs
         queue: list[list[Any]] = [msgs]
         while queue:
@@ -336,6 +353,9 @@ class Forwarder:
             if answer.verdict is Verdict.ACCEPTED:
                 self.metrics.sent.inc(len(batch))
                 await self._ack(batch)
+            elif answer.verdict is Verdict.PRECONDITION_FAILED:
+                for msg in batch:
+                    await self._dead_letter(msg, answer)
             elif len(batch) > 1:
                 half = len(batch) // 2
                 queue[:0] = [batch[:half], batch[half:]]
@@ -373,7 +393,8 @@ class Forwarder:
             answer = await self.client.send([msg.data for msg in batch])
             self.metrics.request_seconds.observe(time.monotonic() - started)
             self.metrics.requests.labels(answer.verdict.value).inc()
-            if answer.verdict in (Verdict.ACCEPTED, Verdict.INVALID):
+            if answer.verdict in (Verdict.ACCEPTED, Verdict.INVALID, Verdict.PRECONDITION_FAILED):
+                # OpenMeter answered for itself: up, whatever it thought of the request.
                 self.breaker.record_success()
                 return answer
             if answer.verdict is Verdict.UNAUTHORIZED:

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..envelope import StripeEvent
-from .limits import DEFAULT_METERS, UnknownCustomer, WhenUnavailable, Window
+from .limits import DEFAULT_METERS, METER_PATTERN, UnknownCustomer, WhenUnavailable, Window
 
 TIERS_BUCKET = "BILLING_TIERS"
 
@@ -90,9 +90,9 @@ class TierConfig(BaseModel):
         default="tier", description="Price/product/subscription metadata naming a tier."
     )
     paying_statuses: frozenset[str] = frozenset({"active", "trialing", "past_due"})
-    meters: dict[str, Window] = Field(
+    meters: dict[Annotated[str, Field(pattern=METER_PATTERN, max_length=64)], Window] = Field(
         default_factory=lambda: dict(DEFAULT_METERS),
-        description="Every meter counted for limits, and its window.",
+        description="Every meter counted for limits (an OpenMeter meter slug), and its window.",
     )
     unknown_customer: UnknownCustomer = Field(
         default=UnknownCustomer.DEFAULT_TIER,

@@ -2,29 +2,36 @@
 
 A record is validated once, here, and published to ``usage.<meter>`` with its id as
 ``Nats-Msg-Id``: a producer that retries after a lost PubAck cannot count usage twice
-within the stream's duplicate window, and OpenMeter deduplicates the same id + source
-again downstream.
+within the stream's duplicate window, and OpenMeter (with dedupe enabled, docs/billing.md)
+deduplicates the same id + source again downstream.
+
+Validation is OpenMeter's Event schema (openmeterio/openmeter ``api/openapi.cloud.yaml``
+at 7e57a394, ``Event``: ``source`` is a URI-reference) and MeterCreate's slug rule, so that
+nothing stored in USAGE is refused or misread by OpenMeter later, where only a dead letter
+could take it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import uuid
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
 
 from cloudevents.conversion import to_structured
 from cloudevents.http import CloudEvent
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 from stripe_bridge_events.deadletter import REASON_HEADER
 
 from ..jetstream import JetStreamPublisher, Stored
 from ..message import CONTENT_TYPE, MSG_ID_HEADER
 from ..stream import StreamSpec, provision
+from .limits import METER_PATTERN
+from .uri import is_uri_reference
 
 USAGE_STREAM = "USAGE"
 USAGE_SUBJECT_PREFIX = "usage"
-#: Where events OpenMeter refused as invalid are kept, with the reason, for a human.
+#: Where events OpenMeter refused (invalid, or a 412) are kept, with the reason, for a human.
 DEAD_LETTER_STREAM = "USAGE_DLQ"
 DEAD_LETTER_SUBJECT_PREFIX = "usage_dlq"
 #: Header on dead-lettered messages: OpenMeter's problem detail for the refusal (the header
@@ -33,7 +40,20 @@ DEAD_LETTER_REASON_HEADER = REASON_HEADER
 #: CloudEvents ``source`` of usage recorded through this library (OpenMeter dedups id+source).
 DEFAULT_SOURCE = "stripe-bridge"
 
-_NAME = r"^[A-Za-z0-9_-]+$"
+#: Keys of the event's ``data`` this module writes; a property of the same name would
+#: overwrite the measured value or a dimension OpenMeter meters group by.
+RESERVED_PROPERTIES = frozenset({"value", "session_id", "agent_id"})
+#: Largest value: every integer up to it is exact in a float64, OpenMeter's and JSON's number.
+MAX_VALUE = float(2**53 - 1)
+#: Usage from before this is a mistake (a zero or unset clock), not a backfill.
+EARLIEST_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+#: How far ahead of our clock a producer's clock may be.
+MAX_CLOCK_SKEW = timedelta(hours=1)
+#: Text without control characters (NUL, newline, tab...): they forge log lines and keys.
+_PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+
+#: A customer id, session, agent or property value: 1..255 printable characters.
+Text = Annotated[str, Field(min_length=1, max_length=255, pattern=_PRINTABLE)]
 
 
 def _new_id() -> str:
@@ -42,6 +62,12 @@ def _new_id() -> str:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _uri_reference(value: str) -> str:
+    if not is_uri_reference(value):
+        raise ValueError("must be a URI-reference (RFC 3986), e.g. `agent-town`")
+    return value
 
 
 class UsageRecord(BaseModel):
@@ -53,9 +79,19 @@ class UsageRecord(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    meter: str = Field(pattern=_NAME, max_length=64, description="Meter, e.g. `tokens`.")
-    customer_id: str = Field(min_length=1, max_length=255, description="Who is billed.")
-    value: float = Field(ge=0, allow_inf_nan=False, description="Amount used (>= 0).")
+    meter: str = Field(
+        pattern=METER_PATTERN,
+        max_length=64,
+        description="Meter (an OpenMeter slug), e.g. `tokens`.",
+    )
+    customer_id: Text = Field(description="Who is billed.")
+    value: float = Field(
+        ge=0,
+        le=MAX_VALUE,
+        strict=True,
+        allow_inf_nan=False,
+        description='Amount used: a JSON number, 0 to 2**53-1 (`"5"` or `true` are refused).',
+    )
     id: str = Field(
         default_factory=_new_id,
         min_length=1,
@@ -63,15 +99,41 @@ class UsageRecord(BaseModel):
         pattern=r"^[A-Za-z0-9_.:-]+$",
         description="Idempotency key: retries must reuse it.",
     )
-    time: AwareDatetime = Field(default_factory=_now, description="When the usage happened.")
-    source: str = Field(default=DEFAULT_SOURCE, min_length=1, max_length=255)
-    session_id: str | None = Field(default=None, max_length=255)
-    agent_id: str | None = Field(
-        default=None, max_length=255, description="Agent Town: the agent (citizen) that used it."
+    time: AwareDatetime = Field(
+        default_factory=_now, description="When the usage happened (2000 to now + 1 hour)."
     )
-    properties: dict[str, str] = Field(
-        default_factory=dict, description="Group-by dimensions, e.g. model or agent."
+    source: Annotated[str, AfterValidator(_uri_reference)] = Field(
+        default=DEFAULT_SOURCE,
+        min_length=1,
+        max_length=255,
+        description="CloudEvents source, a URI-reference (RFC 3986), e.g. `agent-town`.",
     )
+    session_id: Text | None = None
+    agent_id: Text | None = Field(
+        default=None, description="Agent Town: the agent (citizen) that used it."
+    )
+    properties: dict[Text, Text] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="Group-by dimensions, e.g. model; `value`, `session_id`, `agent_id` are taken.",
+    )
+
+    @field_validator("time")
+    @classmethod
+    def _plausible_time(cls, when: datetime) -> datetime:
+        if when < EARLIEST_TIME:
+            raise ValueError(f"must not be before {EARLIEST_TIME.date().isoformat()}")
+        if when > _now() + MAX_CLOCK_SKEW:
+            raise ValueError("must not be more than an hour in the future")
+        return when
+
+    @field_validator("properties")
+    @classmethod
+    def _no_reserved_keys(cls, properties: dict[str, str]) -> dict[str, str]:
+        taken = sorted(RESERVED_PROPERTIES & properties.keys())
+        if taken:
+            raise ValueError(f"reserved names {taken}: pass them as fields of the record")
+        return properties
 
     def cloudevent(self) -> dict[str, Any]:
         """The CloudEvent (JSON form) OpenMeter ingests for this record."""

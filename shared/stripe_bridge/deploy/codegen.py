@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .. import registry
 from ..billing.catalog import BILLING_FUNCTIONS, BillingFunction
+from ..billing.meters import meter_files
 from ..billing.openmeter import ForwarderMetrics
 from ..billing.projector import ProjectorMetrics
 from ..config import Settings
@@ -151,6 +152,7 @@ def generated_files(root: Path) -> dict[Path, str]:
     files[observability] = observability_doc(observability.read_text())
     files.update(dashboard_files(root))
     files.update(schema_files(root))
+    files.update(meter_files(root))
     for function in BILLING_FUNCTIONS:
         files[root / "functions" / function.name / "main.py"] = billing_function_module(function)
     return files
