@@ -32,8 +32,10 @@ class PublishFailure(StrEnum):
 
 
 #: JetStream error codes meaning "no room": insufficient resources, account resources
-#: exceeded, insufficient storage (nats-server server/errors.json).
-_STORAGE_FULL_CODES = frozenset({10023, 10002, 10047})
+#: exceeded, insufficient storage, and the stream's own store refusing the write (10077,
+#: e.g. "maximum bytes exceeded" of a max_bytes stream discarding new; it comes with code
+#: 503, which without this would read as a lost quorum) (nats-server server/errors.json).
+_STORAGE_FULL_CODES = frozenset({10023, 10002, 10047, 10077})
 #: JetStream error code of "stream not found" (nats-server server/errors.json).
 _STREAM_NOT_FOUND = 10059
 #: How long telling a missing stream from a leaderless one may take after a failed publish.
@@ -57,8 +59,15 @@ class MessageTooLarge(Exception):
         self.limit = limit
 
 
+#: Makes JetStream refuse a message that would land in another stream than the bridge's.
+EXPECTED_STREAM_HEADER = "Nats-Expected-Stream"
+
+
 def wire_size(body: bytes, headers: dict[str, str]) -> int:
-    """Bytes the server counts against ``max_payload``: headers (NATS/1.0 block) plus body."""
+    """Bytes the server counts against ``max_payload``: headers (NATS/1.0 block) plus body.
+
+    Exactly what nats-py writes for ``headers`` (``Key: value`` lines, CRLF-terminated).
+    """
     header_block = len("NATS/1.0\r\n\r\n") + sum(
         len(key.encode()) + len(value.encode()) + 4 for key, value in headers.items()
     )
@@ -219,16 +228,16 @@ class JetStreamPublisher:
 
         from nats import errors as nats_errors
 
-        size, limit = wire_size(body, headers), self._nc.max_payload
+        # The headers as they go on the wire, then their size: given ``stream=``, nats-py
+        # would add Nats-Expected-Stream (into the caller's dict) after any check here, and
+        # bodies within those bytes of the limit made the server drop the connection.
+        final = {**headers, EXPECTED_STREAM_HEADER: self._settings.nats_stream}
+        size, limit = wire_size(body, final), self._nc.max_payload
         if size > limit:
             raise MessageTooLarge(size, limit)
         try:
             ack = await js.publish(
-                subject,
-                body,
-                timeout=self._settings.publish_timeout,
-                stream=self._settings.nats_stream,
-                headers=headers,
+                subject, body, timeout=self._settings.publish_timeout, headers=final
             )
         except js_errors.NoStreamResponseError as exc:
             # nats-py's name for "no responders": the stream is missing, or it has no
