@@ -46,6 +46,7 @@ REJECTED_REASONS = (
     "body_read_timeout",
     "client_disconnected",
     "malformed_json",
+    "ambiguous_json",
     "not_a_stripe_event",
 )
 #: Reasons of ``outcome="rejected"`` for an event of a known type that can never be stored.

@@ -18,7 +18,7 @@ from starlette.requests import Request
 
 from . import registry
 from .config import ConfigError, LogDeliveries, Settings
-from .envelope import MalformedBody, StripeEvent, parse_body
+from .envelope import AmbiguousBody, MalformedBody, StripeEvent, parse_body
 from .http import BodyReader, HttpFunction, Reply, start
 from .ingest import Ingested, IngestStatus, Runtime, ingest
 from .metrics import UNKNOWN_TYPE
@@ -116,6 +116,8 @@ class WebhookFunction(HttpFunction[Outcome]):
         metrics.clock_skew.set(time.time() - signed_at)
         try:
             raw = parse_body(body)
+        except AmbiguousBody as exc:
+            return _rejected("ambiguous_json", str(exc))
         except MalformedBody as exc:
             return _rejected("malformed_json", str(exc))
         try:
