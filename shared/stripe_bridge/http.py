@@ -182,6 +182,15 @@ class HttpFunction(ABC, Generic[ReplyT]):
             return self.refusal(413, "body_too_large", f"limit is {self.max_body_bytes} bytes")
         return await self.answer(request, body)
 
+    def headers_timed_out(self, seconds: float) -> ReplyT:
+        """A request's headers did not arrive within ``seconds``: counted and logged like
+        every refusal; the server writes the reply and closes the connection.
+        """
+        detail = f"request headers not received within {seconds:g} s"
+        reply = self.refusal(408, "header_read_timeout", detail, {"Connection": "close"})
+        self.record(reply, seconds)
+        return reply
+
     async def _probe(self, path: str) -> Response:
         if path == "/healthz":
             return JSONResponse({"status": "alive"})

@@ -43,6 +43,7 @@ REJECTED_REASONS = (
     "not_found",
     "method_not_allowed",
     "body_too_large",
+    "header_read_timeout",
     "body_read_timeout",
     "client_disconnected",
     "malformed_json",

@@ -8,9 +8,12 @@ function in one process for local development (a Starlette router).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import http
 import importlib.util
 import inspect
+import json
 import math
 import signal
 import traceback
@@ -43,6 +46,9 @@ GRACEFUL_SHUTDOWN_SECONDS = math.ceil(
 )
 #: Exit code when the server could not start (e.g. the port is taken), as uvicorn.run uses.
 STARTUP_FAILURE_EXIT = 3
+#: Default of HEADER_READ_TIMEOUT_SECONDS: Stripe and queue-proxy send a request's headers
+#: at once; only a stalled or hostile client needs longer.
+HEADER_READ_TIMEOUT_SECONDS = 5.0
 _ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 if TYPE_CHECKING:
@@ -143,18 +149,92 @@ def dev_app(runtime: Runtime) -> Starlette:
     return app
 
 
+def _late_headers_answer(function: HttpFunction[Any] | None, seconds: float) -> bytes:
+    """The 408 for a request whose headers are late, counted and logged by ``function``."""
+    if function is None:
+        body: Any = {"error": "header_read_timeout"}
+        headers: dict[str, str] = {}
+    else:
+        reply = function.headers_timed_out(seconds)
+        body, headers = reply.body, reply.headers
+    content = json.dumps(body).encode()
+    status = http.HTTPStatus.REQUEST_TIMEOUT
+    lines = [f"HTTP/1.1 {status.value} {status.phrase}", "content-type: application/json"]
+    lines += [f"{k}: {v}" for k, v in headers.items() if k.lower() != "connection"]
+    lines += [f"content-length: {len(content)}", "connection: close", "", ""]
+    return "\r\n".join(lines).encode() + content
+
+
+def header_timeout_protocol(
+    seconds: float, function: HttpFunction[Any] | None = None
+) -> type[asyncio.Protocol]:
+    """Uvicorn's httptools protocol, closing connections whose request headers are late.
+
+    Uvicorn bounds idle keep-alive connections, but not a request whose headers stall nor
+    a new connection that sends nothing: either held its connection as long as the client
+    liked. A request started and unfinished after ``seconds`` is answered 408 (counted and
+    logged by ``function``), a connection silent since it opened is closed. A request whose
+    headers come in one read, the usual case, arms no timer.
+    """
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class HeaderTimeoutProtocol(HttpToolsProtocol):
+        awaiting_headers = False
+        header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self.header_timer = self.loop.call_later(seconds, self.headers_late)
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.awaiting_headers and self.header_timer is None:
+                self.header_timer = self.loop.call_later(seconds, self.headers_late)
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self.awaiting_headers = True
+
+        def on_headers_complete(self) -> None:
+            self.awaiting_headers = False
+            self.stop_header_timer()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.stop_header_timer()
+            super().connection_lost(exc)
+
+        def stop_header_timer(self) -> None:
+            if self.header_timer is not None:
+                self.header_timer.cancel()
+                self.header_timer = None
+
+        def headers_late(self) -> None:
+            self.header_timer = None
+            if self.transport.is_closing():
+                return
+            if self.awaiting_headers:
+                self.transport.write(_late_headers_answer(function, seconds))
+            self.transport.close()
+
+    return HeaderTimeoutProtocol
+
+
 def run(
     app: ASGIApp,
     host: str,
     port: int,
     log_level: str = "warning",
     reader: BodyReader | None = None,
+    header_timeout: float = HEADER_READ_TIMEOUT_SECONDS,
+    function: HttpFunction[Any] | None = None,
 ) -> None:
     """Run ``app`` under uvicorn; SIGTERM lets in-flight requests finish, then exits 0.
 
     Bodies still arriving at SIGTERM get ``reader``'s short grace, not the whole graceful
     period (``function_app`` keeps its reader in ``app.reader``, ``dev_app`` in
-    ``app.state.reader``).
+    ``app.state.reader``). Request headers must arrive within ``header_timeout`` seconds;
+    ``function`` counts and logs the 408s (``header_timeout_protocol``).
     """
     import uvicorn
 
@@ -170,6 +250,7 @@ def run(
             host=host,
             port=port,
             lifespan="on",
+            http=header_timeout_protocol(header_timeout, function),
             log_level=log_level,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
             access_log=False,
