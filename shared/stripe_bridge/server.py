@@ -49,7 +49,6 @@ STARTUP_FAILURE_EXIT = 3
 #: Default of HEADER_READ_TIMEOUT_SECONDS: Stripe and queue-proxy send a request's headers
 #: at once; only a stalled or hostile client needs longer.
 HEADER_READ_TIMEOUT_SECONDS = 5.0
-_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -138,12 +137,14 @@ def dev_app(runtime: Runtime) -> Starlette:
     settings = runtime.settings
     reader = BodyReader(settings.max_body_bytes, settings.body_read_timeout_seconds)
     routes: list[Any] = []
+    # Each route to an ASGI app (FunctionApp), not a request handler: Starlette then
+    # passes every method through, so the function answers 404 before its method check.
     for event_type in registry.EVENT_TYPES:
         path = f"/{event_type.name}"
         handler = WebhookFunction(runtime, frozenset({event_type.name}), path, reader)
-        routes.append(Route(path, handler.handle, methods=_ALL_METHODS))
+        routes.append(Route(path, FunctionApp(handler)))
     catch_all = WebhookFunction(runtime, None, "/", reader)
-    routes.append(Route("/{path:path}", catch_all.handle, methods=_ALL_METHODS))
+    routes.append(Route("/{path:path}", FunctionApp(catch_all)))
     app = Starlette(routes=routes, lifespan=_closing(runtime))
     app.state.reader = reader
     return app
