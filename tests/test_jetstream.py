@@ -17,10 +17,10 @@ from stripe_bridge.jetstream import (
     JetStreamPublisher,
     MessageTooLarge,
     PublishError,
-    PublishFailure,
     Stored,
 )
 from stripe_bridge.natsserver import NatsServer
+from stripe_bridge.reasons import Reason
 
 from .conftest import provision_stream
 
@@ -66,7 +66,7 @@ async def test_around_max_payload_a_message_is_stored_or_refused_never_sent_too_
             except MessageTooLarge:
                 answers[size] = "too_large"
             except PublishError as exc:
-                answers[size] = exc.failure.value
+                answers[size] = exc.reason.value
             else:
                 assert isinstance(stored, Stored) and not stored.duplicate
                 answers[size] = "stored"
@@ -100,12 +100,12 @@ async def test_a_full_stream_is_storage_full_not_stream_unavailable(
             try:
                 await publisher.publish("stripe.test.invoice.paid", b"x" * 1024, _headers())
             except PublishError as exc:
-                failure = exc.failure
+                failure = exc.reason
                 break
         assert publisher.connected
     finally:
         await publisher.close()
-    assert failure is PublishFailure.STORAGE_FULL
+    assert failure is Reason.STORAGE_FULL
 
 
 async def test_a_missing_stream_is_no_stream(nats_server: NatsServer) -> None:
@@ -116,7 +116,7 @@ async def test_a_missing_stream_is_no_stream(nats_server: NatsServer) -> None:
         assert not await publisher.ready()
     finally:
         await publisher.close()
-    assert raised.value.failure is PublishFailure.NO_STREAM
+    assert raised.value.reason is Reason.NO_STREAM
 
 
 async def test_the_callers_headers_are_left_as_they_were(

@@ -8,27 +8,16 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
 from .config import RECONNECT_WAIT_SECONDS, Settings, inbox_prefix
+from .reasons import Reason
 
 log = logging.getLogger(__name__)
 
 #: How long a positive "the stream exists" answer is trusted by /readyz.
 _STREAM_CHECK_TTL = 10.0
-
-
-class PublishFailure(StrEnum):
-    """Why a publish did not get a PubAck; also the ``reason`` label of the metrics."""
-
-    UNAVAILABLE = "nats_unavailable"
-    TIMEOUT = "puback_timeout"
-    NO_STREAM = "no_stream"  # the stream does not exist: `stripe-bridge provision`
-    STREAM_UNAVAILABLE = "stream_unavailable"  # it exists but has no leader (quorum lost)
-    STORAGE_FULL = "storage_full"
-    REJECTED = "jetstream_error"
 
 
 #: JetStream error codes meaning "no room": insufficient resources, account resources
@@ -43,11 +32,11 @@ _STREAM_CHECK_SECONDS = 1.0
 
 
 class PublishError(Exception):
-    """The message was not durably stored (or we cannot know that it was)."""
+    """The message was not durably stored (or we cannot know that it was); ``reason`` why."""
 
-    def __init__(self, failure: PublishFailure, detail: str = "") -> None:
-        super().__init__(f"{failure.value}: {detail}" if detail else failure.value)
-        self.failure = failure
+    def __init__(self, reason: Reason, detail: str = "") -> None:
+        super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
+        self.reason = reason
 
 
 class MessageTooLarge(Exception):
@@ -137,12 +126,12 @@ def import_nats(settings: Settings) -> Any:
     return nats
 
 
-def _api_failure(exc: Any) -> PublishFailure:
+def _api_failure(exc: Any) -> Reason:
     if exc.err_code in _STORAGE_FULL_CODES:
-        return PublishFailure.STORAGE_FULL
+        return Reason.STORAGE_FULL
     if exc.code == 503:  # "JetStream system temporarily unavailable": no leader
-        return PublishFailure.STREAM_UNAVAILABLE
-    return PublishFailure.REJECTED
+        return Reason.STREAM_UNAVAILABLE
+    return Reason.JETSTREAM_ERROR
 
 
 class JetStreamPublisher:
@@ -174,7 +163,7 @@ class JetStreamPublisher:
             # Requests that queued behind a failed attempt fail at once: one attempt per
             # outage burst, not one each, keeps every answer far inside Stripe's 30 s.
             if self._failed_at >= arrived or arrived - self._failed_at < RECONNECT_WAIT_SECONDS:
-                raise PublishError(PublishFailure.UNAVAILABLE, "connect failed moments ago")
+                raise PublishError(Reason.NATS_UNAVAILABLE, "connect failed moments ago")
             nats = import_nats(self._settings)  # deferred: keeps module import cheap
 
             async def disconnected() -> None:
@@ -203,7 +192,7 @@ class JetStreamPublisher:
             except Exception as exc:
                 self._failed_at = time.monotonic()
                 self._on_change(False)
-                raise PublishError(PublishFailure.UNAVAILABLE, type(exc).__name__) from exc
+                raise PublishError(Reason.NATS_UNAVAILABLE, type(exc).__name__) from exc
             nc.options["max_reconnect_attempts"] = -1
             if self._settings.max_body_bytes > nc.max_payload:
                 log.warning(
@@ -244,14 +233,14 @@ class JetStreamPublisher:
             # leader right now (quorum lost, election under way). Only the API tells which.
             raise PublishError(await self._why_no_stream(js)) from exc
         except (TimeoutError, nats_errors.TimeoutError) as exc:
-            raise PublishError(PublishFailure.TIMEOUT) from exc
+            raise PublishError(Reason.PUBACK_TIMEOUT) from exc
         except js_errors.APIError as exc:
             raise PublishError(_api_failure(exc), str(exc.description)) from exc
         except (nats_errors.Error, OSError) as exc:
-            raise PublishError(PublishFailure.UNAVAILABLE, type(exc).__name__) from exc
+            raise PublishError(Reason.NATS_UNAVAILABLE, type(exc).__name__) from exc
         return Stored(ack.stream, ack.seq, bool(ack.duplicate))
 
-    async def _why_no_stream(self, js: Any) -> PublishFailure:
+    async def _why_no_stream(self, js: Any) -> Reason:
         from nats.js import errors as js_errors
 
         try:
@@ -260,10 +249,10 @@ class JetStreamPublisher:
             )
         except js_errors.NotFoundError as exc:
             if exc.err_code == _STREAM_NOT_FOUND:
-                return PublishFailure.NO_STREAM
+                return Reason.NO_STREAM
         except Exception:  # no answer or an error: JetStream cannot say, so not "missing"
             pass
-        return PublishFailure.STREAM_UNAVAILABLE
+        return Reason.STREAM_UNAVAILABLE
 
     async def ready(self) -> bool:
         """Connected, and the stream exists (checked at most every few seconds)."""

@@ -14,6 +14,7 @@ import http
 import importlib.util
 import inspect
 import json
+import logging
 import math
 import signal
 import traceback
@@ -27,13 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import registry
 from .config import Settings
-from .http import (
-    STOPPING_BODY_GRACE_SECONDS,
-    BodyReader,
-    FunctionRuntime,
-    HttpFunction,
-    function_of,
-)
+from .http import STOPPING_BODY_GRACE_SECONDS, BodyReader, FunctionRuntime, HttpFunction
 from .ingest import Runtime
 from .webhook import WebhookFunction
 
@@ -52,6 +47,8 @@ HEADER_READ_TIMEOUT_SECONDS = 5.0
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
+
+log = logging.getLogger(__name__)
 
 
 def _closing(runtime: FunctionRuntime) -> Any:
@@ -104,11 +101,13 @@ class FunctionApp:
 
 
 def load_function(source: Path, target: str = "handle") -> tuple[FunctionApp, HttpFunction[Any]]:
-    """Load the ``target`` of ``source``; return it as an ASGI app, and its function.
+    """Load the function of ``source``; return it as an ASGI app, and the function.
 
-    The same contract as functions-framework's ASGI loader for an async HTTP target (every
-    path and method reaches the target) without importing it: functions-framework brings
-    Flask, Werkzeug and Jinja2, about 90 ms of every cold start, for nothing the image uses.
+    ``target`` must name an async function there, as functions-framework's ASGI loader
+    requires (the same ``FUNCTION_TARGET`` serves under both); the app calls the module's
+    ``function`` itself. Every path and method reaches it, as under functions-framework,
+    without importing that: it brings Flask, Werkzeug and Jinja2, about 90 ms of every cold
+    start, for nothing the image uses.
     """
     spec = importlib.util.spec_from_file_location(f"function_{source.parent.name}", source)
     if spec is None or spec.loader is None:
@@ -118,7 +117,11 @@ def load_function(source: Path, target: str = "handle") -> tuple[FunctionApp, Ht
     handler = getattr(module, target, None)
     if handler is None or not inspect.iscoroutinefunction(handler):
         raise AttributeError(f"{source} has no async function named {target!r}")
-    function = function_of(vars(module), handler)
+    # Every module under functions/ keeps its function as ``function`` (deploy.codegen);
+    # served directly, without the target's extra await.
+    function = getattr(module, "function", None)
+    if not isinstance(function, HttpFunction):
+        raise TypeError(f"{source} has no stripe-bridge function named 'function'")
     return FunctionApp(function), function
 
 
@@ -168,7 +171,7 @@ def _late_headers_answer(function: HttpFunction[Any] | None, seconds: float) -> 
 
 def header_timeout_protocol(
     seconds: float, function: HttpFunction[Any] | None = None
-) -> type[asyncio.Protocol]:
+) -> type[asyncio.Protocol] | str:
     """Uvicorn's httptools protocol, closing connections whose request headers are late.
 
     Uvicorn bounds idle keep-alive connections, but not a request whose headers stall nor
@@ -176,8 +179,15 @@ def header_timeout_protocol(
     liked. A request started and unfinished after ``seconds`` is answered 408 (counted and
     logged by ``function``), a connection silent since it opened is closed. A request whose
     headers come in one read, the usual case, arms no timer.
+
+    httptools is a runtime dependency (the image has it); without it (the benchmark's h11
+    reference run) uvicorn's own h11 protocol serves, with no header timeout, said once.
     """
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:
+        log.warning("httptools is not installed: no header read timeout (h11 fallback)")
+        return "h11"
 
     class HeaderTimeoutProtocol(HttpToolsProtocol):
         awaiting_headers = False
