@@ -1,6 +1,6 @@
 """The HTTP shell every function shares, webhook and billing alike.
 
-``HttpFunction.handle`` is a function's target, every request of it, read top to bottom:
+``HttpFunction.handle`` answers every request of a function, read top to bottom:
 
 1. the probes, answered here: ``GET``/``HEAD`` ``/healthz`` 200 (alive), ``/readyz`` 200
    or 503 (the function's own dependencies), ``/metrics`` (its collectors); other methods
@@ -15,9 +15,9 @@
 
 ``start`` builds a function at import time of ``functions/<name>/main.py``: one logging
 setup, and invalid configuration exits 2 with one line. The module keeps it as
-``function``, its target as ``handle = function.handle``: a bound coroutine method, which
-functions-framework takes as an async function and ``server.load_function`` follows back
-to the function through ``__self__``.
+``function``, which ``server.load_function`` serves directly; its ``handle`` there is a
+plain coroutine function awaiting ``function.handle``, because functions-framework takes
+no method as a target.
 """
 
 from __future__ import annotations
