@@ -25,8 +25,7 @@ from prometheus_client import (
 from prometheus_client.metrics import MetricWrapperBase
 
 from . import registry as event_registry
-from .reasons import UNKNOWN_TYPE, Reason
-from .signature import SignatureFailure
+from .reasons import SIGNATURE_REASONS, UNKNOWN_TYPE, Reason
 
 # ``*_created`` series double every counter on the Pushgateway and no query here uses them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -176,8 +175,8 @@ class BridgeMetrics:
             self.translation_failures.labels(event_type)
         for early in EARLY_REASONS:
             self.webhooks.labels(UNKNOWN_TYPE, early.outcome, early.value)
-        for failure in SignatureFailure:
-            self.signature_failures.labels(failure.value)
+        for signature in SIGNATURE_REASONS:
+            self.signature_failures.labels(signature.value)
         for publish in PUBLISH_FAILURE_REASONS:
             self.publish_failures.labels(publish.value)
         for operation in IDEMPOTENCY_OPERATIONS:

@@ -42,7 +42,7 @@ class Reason(StrEnum):
     #: Nobody reads the answer; 499 is nginx's "client closed request", for log and metrics.
     CLIENT_DISCONNECTED = "client_disconnected", 499
     SHUTTING_DOWN = "shutting_down", 503
-    # Stripe-Signature (signature.SignatureFailure, value for value).
+    # Stripe-Signature (signature.verify).
     MISSING_SIGNATURE = "missing_signature", 400
     MALFORMED_SIGNATURE = "malformed_signature", 400
     NO_V1_SIGNATURE = "no_v1_signature", 400
@@ -68,15 +68,22 @@ class Reason(StrEnum):
     JETSTREAM_ERROR = "jetstream_error", 503, True
     INTERNAL_ERROR = "internal_error", 503, True
 
-    @classmethod
-    def of(cls, value: str) -> Reason:
-        """The member whose value is ``value`` (e.g. a SignatureFailure's); ValueError if none."""
-        return cls(value)  # type: ignore[call-arg]  # a lookup: __new__ only builds members
-
     @property
     def outcome(self) -> str:
         """The ``outcome`` label: ``failed`` (5xx, transient) or ``rejected``."""
         return "failed" if self.status >= 500 else "rejected"
+
+
+#: Why a Stripe-Signature did not verify (also counted by ``stripe_bridge_signature_failures``).
+SIGNATURE_REASONS = (
+    Reason.MISSING_SIGNATURE,
+    Reason.MALFORMED_SIGNATURE,
+    Reason.NO_V1_SIGNATURE,
+    Reason.SIGNATURE_MISMATCH,
+    Reason.TIMESTAMP_TOO_OLD,
+    Reason.TIMESTAMP_IN_FUTURE,
+    Reason.NO_SECRET_CONFIGURED,
+)
 
 
 class Refused(Exception):

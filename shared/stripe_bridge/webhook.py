@@ -94,8 +94,8 @@ class WebhookFunction(HttpFunction[Outcome]):
         except SignatureError as exc:
             if exc.timestamp is not None:  # authentic, but out of tolerance
                 metrics.clock_skew.set(time.time() - exc.timestamp)
-            metrics.signature_failures.labels(exc.failure.value).inc()
-            raise Refused(Reason.of(exc.failure), "Stripe-Signature did not verify") from None
+            metrics.signature_failures.labels(exc.reason.value).inc()
+            raise Refused(exc.reason, "Stripe-Signature did not verify") from None
         metrics.clock_skew.set(time.time() - signed_at)
 
     def reply_for(self, result: Ingested) -> Outcome:
