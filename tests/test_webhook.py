@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,6 +23,7 @@ from stripe_bridge.reasons import UNKNOWN_TYPE, Reason, Refused
 from stripe_bridge.server import FunctionApp
 from stripe_bridge.webhook import WebhookFunction
 
+from .conftest import provision_stream
 from .helpers import SECRET, fixture_event, signed_headers
 
 Client = tuple[httpx.AsyncClient, WebhookFunction]
@@ -147,3 +149,55 @@ async def test_a_nats_outage_is_503_with_retry_after_under_the_event_type(
     assert answer.json()["error"] in {"nats_unavailable", "puback_timeout"}
     assert answer.headers["Retry-After"] == "30"
     assert _count(function, answer.json()["error"], "invoice.paid") == 1
+
+
+@pytest.fixture
+def small_payload_stream(tmp_path: Path) -> Iterator[NatsServer]:
+    """A nats-server with ``max_payload`` 16 KiB and the STRIPE stream."""
+    conf, store = tmp_path / "nats.conf", tmp_path / "jetstream"
+    conf.write_text(f'max_payload: 16384\njetstream {{ store_dir: "{store}" }}\n')
+    with NatsServer(store, config_file=conf) as server:
+        provision_stream(server.url)
+        yield server
+
+
+async def test_near_max_payload_an_event_is_stored_or_413_never_503(
+    small_payload_stream: NatsServer,
+) -> None:
+    # Bodies just under the size whose CloudEvent fills max_payload were once answered 503
+    # puback_timeout on every retry, each dropping the function's NATS connection.
+    settings = load_settings(
+        stripe_webhook_secret=SECRET,
+        nats_url=small_payload_stream.url,
+        max_body_bytes=65536,
+        publish_timeout=2,
+    )
+    function = WebhookFunction(Runtime(settings, "stripe_event"), None)
+    transport = httpx.ASGITransport(app=FunctionApp(function))
+
+    async def status_with(padding: int) -> int:
+        event = fixture_event("invoice_paid", fresh_id=True)
+        event["data"]["object"]["metadata"] = {"padding": "x" * padding}
+        body, headers = _signed(event)
+        answer = await client.post("/", content=body, headers=headers)
+        assert answer.status_code in (200, 413), (padding, answer.text)
+        return answer.status_code
+
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://fn") as client:
+            # The smallest padding refused, found by bisection, then every size around it.
+            stored, refused = 0, 16384
+            assert await status_with(stored) == 200
+            assert await status_with(refused) == 413
+            while refused - stored > 1:
+                middle = (stored + refused) // 2
+                if await status_with(middle) == 200:
+                    stored = middle
+                else:
+                    refused = middle
+            answers = [await status_with(p) for p in range(refused - 60, refused + 20)]
+        assert answers == [200] * 60 + [413] * 20
+        assert function.runtime.metrics.nats_connected._value.get() == 1
+        assert _count(function, "event_too_large", "invoice.paid") >= 20
+    finally:
+        await function.runtime.close()
