@@ -9,6 +9,7 @@ from stripe_bridge.config import load_settings
 from stripe_bridge.envelope import StripeEvent
 from stripe_bridge.ingest import Ingested, IngestStatus, Runtime, ingest
 from stripe_bridge.natsserver import NatsServer, free_port
+from stripe_bridge.reasons import Reason
 
 from .helpers import fixture_event, stream_messages
 
@@ -25,7 +26,9 @@ async def test_published_then_duplicate_then_in_progress(stream: NatsServer) -> 
         busy = await ingest(runtime, held, raw)
     finally:
         await runtime.close()
-    assert first == Ingested(IngestStatus.PUBLISHED, event.id, "invoice.paid", "", "STRIPE", 1)
+    assert first == Ingested(
+        IngestStatus.PUBLISHED, event.id, "invoice.paid", stream="STRIPE", seq=1
+    )
     assert again == Ingested(IngestStatus.DUPLICATE, event.id, "invoice.paid")
     assert busy == Ingested(IngestStatus.IN_PROGRESS, held.id, "invoice.paid")
     stored = await stream_messages(stream.url)
@@ -45,5 +48,7 @@ async def test_failed_releases_the_claim() -> None:
         retry = await runtime.store.claim(event.id)
     finally:
         await runtime.close()
-    assert failed == Ingested(IngestStatus.FAILED, event.id, "invoice.paid", "nats_unavailable")
+    assert failed == Ingested(
+        IngestStatus.FAILED, event.id, "invoice.paid", Reason.NATS_UNAVAILABLE
+    )
     assert retry.state.value == "claimed"

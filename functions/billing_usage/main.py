@@ -5,8 +5,14 @@ Serve it only as the image does, which drains NATS and pushes the final metrics 
 SIGTERM (functions-framework would skip both): stripe-bridge serve --source <this file>
 """
 
+from starlette.requests import Request
+from starlette.responses import Response
 from stripe_bridge.billing.endpoints import make_usage_function
 from stripe_bridge.http import start
 
 function = start("billing_usage", make_usage_function)
-handle = function.target
+
+
+async def handle(request: Request) -> Response:
+    """The functions-framework target; `stripe-bridge serve` runs `function` itself."""
+    return await function.handle(request)

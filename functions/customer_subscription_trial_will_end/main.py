@@ -6,7 +6,13 @@ SIGTERM (functions-framework would skip both):
     FUNCTION_SOURCE=<this file> stripe-bridge serve
 """
 
+from starlette.requests import Request
+from starlette.responses import Response
 from stripe_bridge.webhook import make_function
 
 function = make_function("customer_subscription_trial_will_end")
-handle = function.target
+
+
+async def handle(request: Request) -> Response:
+    """The functions-framework target; `stripe-bridge serve` runs `function` itself."""
+    return await function.handle(request)

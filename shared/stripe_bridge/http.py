@@ -1,20 +1,23 @@
 """The HTTP shell every function shares, webhook and billing alike.
 
-``HttpFunction.handle`` answers every request of one function (``target`` is the same as a
-plain coroutine function, which functions-framework requires). It answers the probes itself
-and refuses what no function accepts, then hands the body to the function:
+``HttpFunction.handle`` answers every request of a function, read top to bottom:
 
-- ``GET``/``HEAD`` ``/healthz`` 200 (alive), ``/readyz`` 200 or 503 (the function's own
-  dependencies), ``/metrics`` (its collectors); other methods there get 405 ``Allow: GET``;
-- any other path takes ``POST`` only (405 ``Allow: POST``) and a body of at most
-  ``max_body_bytes`` (413 as soon as the ``Content-Length`` or the streamed body exceeds it)
-  that arrives within its ``BodyReader``'s timeout (408; 499 when the client leaves; after
-  SIGTERM a short grace, then 503 ``shutting_down``);
-- every request past the probes is one ``Reply``, which the function counts and logs.
+1. the probes, answered here: ``GET``/``HEAD`` ``/healthz`` 200 (alive), ``/readyz`` 200
+   or 503 (the function's own dependencies), ``/metrics`` (its collectors); other methods
+   there get 405 ``Allow: GET``;
+2. ``respond``: the function's own steps (``webhook.py``, ``billing/endpoints.py``). They
+   take the body through ``post_body`` (``POST`` only, 405 ``Allow: POST``; at most
+   ``max_body_bytes``, 413 as soon as the ``Content-Length`` or the streamed body exceeds
+   it; within the ``BodyReader``'s timeout, 408; 499 when the client leaves; after SIGTERM
+   a short grace, then 503 ``shutting_down``) and end a request early by raising
+   ``Refused`` with a ``Reason``, which ``refused`` turns into the function's reply;
+3. the reply, counted and logged once (``record``), sent as JSON.
 
 ``start`` builds a function at import time of ``functions/<name>/main.py``: one logging
-setup, and invalid configuration exits 2 with one line. The module keeps the function as
-``function`` beside its target ``handle``; ``function_of`` finds it again, typed.
+setup, and invalid configuration exits 2 with one line. The module keeps it as
+``function``, which ``server.load_function`` serves directly; its ``handle`` there is a
+plain coroutine function awaiting ``function.handle``, because functions-framework takes
+no method as a target.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -31,9 +34,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from .config import ConfigError, Settings, configure_logging, load_settings, report_config_error
+from .reasons import Reason, Refused
 
-#: A functions-framework async HTTP target.
-Target = Callable[[Request], Awaitable[Response]]
 PROBES = ("/healthz", "/readyz", "/metrics")
 #: How long a body still arriving at SIGTERM may take before it is answered 503.
 STOPPING_BODY_GRACE_SECONDS = 2.0
@@ -120,7 +122,7 @@ def _grace_deadline() -> float:
 
 
 class HttpFunction(ABC, Generic[ReplyT]):
-    """One function behind the shared HTTP contract; subclasses answer, refuse and record."""
+    """One function behind the shared HTTP contract; subclasses respond, refuse and record."""
 
     def __init__(
         self, runtime: FunctionRuntime, max_body_bytes: int, reader: BodyReader | None = None
@@ -128,26 +130,6 @@ class HttpFunction(ABC, Generic[ReplyT]):
         self.runtime = runtime
         self.max_body_bytes = max_body_bytes
         self.reader = reader or BodyReader(max_body_bytes)
-
-        async def target(request: Request) -> Response:
-            return await self.handle(request)
-
-        #: ``handle`` as a plain coroutine function: functions-framework takes no method.
-        self.target: Target = target
-
-    @abstractmethod
-    async def answer(self, request: Request, body: bytes) -> ReplyT:
-        """The reply to a POST whose body is within the limit."""
-
-    @abstractmethod
-    def refusal(
-        self, status: int, reason: str, detail: str, headers: dict[str, str] | None = None
-    ) -> ReplyT:
-        """The reply refusing a request with ``status`` (``reason`` is the metric label)."""
-
-    @abstractmethod
-    def record(self, reply: ReplyT, seconds: float) -> None:
-        """Count and log one reply (never the body or a secret)."""
 
     async def handle(self, request: Request) -> Response:
         """The target: probes, then one counted and logged reply per request."""
@@ -157,30 +139,53 @@ class HttpFunction(ABC, Generic[ReplyT]):
                 return _method_not_allowed("GET")
             return await self._probe(path)
         started = time.perf_counter()
-        reply = await self.deliver(request)
+        try:
+            reply = await self.respond(request, path)
+        except Refused as refusal:
+            reply = self.refused(refusal)
         self.record(reply, time.perf_counter() - started)
         return JSONResponse(reply.body, reply.status, headers=reply.headers)
 
-    async def deliver(self, request: Request) -> ReplyT:
-        """Refuse other methods and bodies over the limit; ``answer`` the rest."""
+    @abstractmethod
+    async def respond(self, request: Request, path: str) -> ReplyT:
+        """The reply to a request past the probes (``path`` without a trailing ``/``);
+        raises Refused to end it early."""
+
+    @abstractmethod
+    def refused(self, refusal: Refused) -> ReplyT:
+        """The reply to a request ended by ``refusal``."""
+
+    @abstractmethod
+    def record(self, reply: ReplyT, seconds: float) -> None:
+        """Count and log one reply (never the body or a secret)."""
+
+    async def post_body(self, request: Request) -> bytes:
+        """The body of a POST within the size and time limits; raises Refused otherwise."""
         if request.method != "POST":
-            # A reply like any refusal, so that it is counted and logged.
-            return self.refusal(405, "method_not_allowed", "use POST", {"Allow": "POST"})
+            raise Refused(Reason.METHOD_NOT_ALLOWED, "use POST", {"Allow": "POST"})
         try:
             body = await self.reader.read(request)
         except ClientDisconnect:
-            # Nobody reads this answer; 499 (nginx's "client closed request") in log and metrics.
-            return self.refusal(499, "client_disconnected", "the client left mid-body")
+            raise Refused(Reason.CLIENT_DISCONNECTED, "the client left mid-body") from None
         except TimeoutError:
             # The unread rest of the body cannot be skipped: close the connection.
             close = {"Connection": "close"}
             if self.reader.stopping:
-                return self.refusal(503, "shutting_down", "stopping; retry", close)
+                raise Refused(Reason.SHUTTING_DOWN, "stopping; retry", close) from None
             detail = f"body not received within {self.reader.timeout:g} s"
-            return self.refusal(408, "body_read_timeout", detail, close)
+            raise Refused(Reason.BODY_READ_TIMEOUT, detail, close) from None
         if body is None:
-            return self.refusal(413, "body_too_large", f"limit is {self.max_body_bytes} bytes")
-        return await self.answer(request, body)
+            raise Refused(Reason.BODY_TOO_LARGE, f"limit is {self.max_body_bytes} bytes")
+        return body
+
+    def headers_timed_out(self, seconds: float) -> ReplyT:
+        """A request's headers did not arrive within ``seconds``: counted and logged like
+        every refusal; the server writes the reply and closes the connection.
+        """
+        detail = f"request headers not received within {seconds:g} s"
+        reply = self.refused(Refused(Reason.HEADER_READ_TIMEOUT, detail, {"Connection": "close"}))
+        self.record(reply, seconds)
+        return reply
 
     async def _probe(self, path: str) -> Response:
         if path == "/healthz":
@@ -227,11 +232,3 @@ def start(name: str, make: Callable[[Settings], FunctionT]) -> FunctionT:
         return make(settings)
     except ConfigError as exc:
         raise SystemExit(report_config_error(f"stripe-bridge {name}", exc)) from None
-
-
-def function_of(namespace: Mapping[str, object], target: object) -> HttpFunction[Any]:
-    """The function in ``namespace`` (a module's globals) whose ``target`` is ``target``."""
-    for value in namespace.values():
-        if isinstance(value, HttpFunction) and value.target is target:
-            return value
-    raise TypeError(f"{target!r} is not the target of a stripe-bridge function")

@@ -22,6 +22,7 @@ from .jetstream import JetStreamPublisher, MessageTooLarge, PublishError
 from .message import build_message
 from .metrics import BridgeMetrics, served_event_types
 from .push import MetricsPusher
+from .reasons import Reason
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ class IngestStatus(StrEnum):
     IN_PROGRESS = "in_progress"
     #: Not known to be stored, claim released; ``reason`` says why. Retry later.
     FAILED = "failed"
-    #: Can never be stored as it is (``event_too_large``), claim released; ``reason``.
+    #: Can never be stored as it is (``Reason.EVENT_TOO_LARGE``), claim released.
     REJECTED = "rejected"
 
 
@@ -90,8 +91,9 @@ class Ingested:
     status: IngestStatus
     event_id: str
     event_type: str
-    #: Why it FAILED: ``idempotency_unavailable``, a ``PublishFailure`` or ``internal_error``.
-    reason: str = ""
+    #: Why it FAILED or was REJECTED: idempotency, a PublishError's reason, internal_error,
+    #: event_too_large.
+    reason: Reason | None = None
     stream: str | None = None
     seq: int | None = None
 
@@ -104,15 +106,14 @@ async def ingest(runtime: Runtime, event: StripeEvent, raw: dict[str, Any] | byt
     """
     metrics = runtime.metrics
 
-    def outcome(status: IngestStatus, reason: str = "") -> Ingested:
+    def outcome(status: IngestStatus, reason: Reason | None = None) -> Ingested:
         return Ingested(status, event.id, event.type, reason)
 
     try:
         claim = await runtime.store.claim(event.id)
     except IdempotencyError:
         metrics.idempotency_errors.labels(runtime.store.backend, "claim").inc()
-        reason = "idempotency_unavailable"
-        return outcome(IngestStatus.FAILED, reason)
+        return outcome(IngestStatus.FAILED, Reason.IDEMPOTENCY_UNAVAILABLE)
     if claim.state is ClaimState.DONE:
         return outcome(IngestStatus.DUPLICATE)
     if claim.state is ClaimState.IN_PROGRESS:
@@ -127,12 +128,14 @@ async def ingest(runtime: Runtime, event: StripeEvent, raw: dict[str, Any] | byt
     except MessageTooLarge:
         # No retry can fix it until NATS max_payload is raised (docs/configuration.md).
         await _release(runtime, event.id, claim.token)
-        return outcome(IngestStatus.REJECTED, "event_too_large")
+        return outcome(IngestStatus.REJECTED, Reason.EVENT_TOO_LARGE)
     except Exception as exc:  # whatever happened, the event is not known to be stored
-        reason = exc.failure.value if isinstance(exc, PublishError) else "internal_error"
-        if not isinstance(exc, PublishError):
+        if isinstance(exc, PublishError):
+            reason = exc.reason
+        else:
+            reason = Reason.INTERNAL_ERROR
             log.exception("unexpected publish error event_id=%s", event.id)
-        metrics.publish_failures.labels(reason).inc()
+        metrics.publish_failures.labels(reason.value).inc()
         await _release(runtime, event.id, claim.token)
         return outcome(IngestStatus.FAILED, reason)
     metrics.publish_seconds.observe(time.perf_counter() - started)

@@ -8,11 +8,11 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
 from .config import RECONNECT_WAIT_SECONDS, Settings, inbox_prefix
+from .reasons import Reason
 
 log = logging.getLogger(__name__)
 
@@ -20,20 +20,11 @@ log = logging.getLogger(__name__)
 _STREAM_CHECK_TTL = 10.0
 
 
-class PublishFailure(StrEnum):
-    """Why a publish did not get a PubAck; also the ``reason`` label of the metrics."""
-
-    UNAVAILABLE = "nats_unavailable"
-    TIMEOUT = "puback_timeout"
-    NO_STREAM = "no_stream"  # the stream does not exist: `stripe-bridge provision`
-    STREAM_UNAVAILABLE = "stream_unavailable"  # it exists but has no leader (quorum lost)
-    STORAGE_FULL = "storage_full"
-    REJECTED = "jetstream_error"
-
-
 #: JetStream error codes meaning "no room": insufficient resources, account resources
-#: exceeded, insufficient storage (nats-server server/errors.json).
-_STORAGE_FULL_CODES = frozenset({10023, 10002, 10047})
+#: exceeded, insufficient storage, and the stream's own store refusing the write (10077,
+#: e.g. "maximum bytes exceeded" of a max_bytes stream discarding new; it comes with code
+#: 503, which without this would read as a lost quorum) (nats-server server/errors.json).
+_STORAGE_FULL_CODES = frozenset({10023, 10002, 10047, 10077})
 #: JetStream error code of "stream not found" (nats-server server/errors.json).
 _STREAM_NOT_FOUND = 10059
 #: How long telling a missing stream from a leaderless one may take after a failed publish.
@@ -41,11 +32,11 @@ _STREAM_CHECK_SECONDS = 1.0
 
 
 class PublishError(Exception):
-    """The message was not durably stored (or we cannot know that it was)."""
+    """The message was not durably stored (or we cannot know that it was); ``reason`` why."""
 
-    def __init__(self, failure: PublishFailure, detail: str = "") -> None:
-        super().__init__(f"{failure.value}: {detail}" if detail else failure.value)
-        self.failure = failure
+    def __init__(self, reason: Reason, detail: str = "") -> None:
+        super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
+        self.reason = reason
 
 
 class MessageTooLarge(Exception):
@@ -57,8 +48,15 @@ class MessageTooLarge(Exception):
         self.limit = limit
 
 
+#: Makes JetStream refuse a message that would land in another stream than the bridge's.
+EXPECTED_STREAM_HEADER = "Nats-Expected-Stream"
+
+
 def wire_size(body: bytes, headers: dict[str, str]) -> int:
-    """Bytes the server counts against ``max_payload``: headers (NATS/1.0 block) plus body."""
+    """Bytes the server counts against ``max_payload``: headers (NATS/1.0 block) plus body.
+
+    Exactly what nats-py writes for ``headers`` (``Key: value`` lines, CRLF-terminated).
+    """
     header_block = len("NATS/1.0\r\n\r\n") + sum(
         len(key.encode()) + len(value.encode()) + 4 for key, value in headers.items()
     )
@@ -128,12 +126,12 @@ def import_nats(settings: Settings) -> Any:
     return nats
 
 
-def _api_failure(exc: Any) -> PublishFailure:
+def _api_failure(exc: Any) -> Reason:
     if exc.err_code in _STORAGE_FULL_CODES:
-        return PublishFailure.STORAGE_FULL
+        return Reason.STORAGE_FULL
     if exc.code == 503:  # "JetStream system temporarily unavailable": no leader
-        return PublishFailure.STREAM_UNAVAILABLE
-    return PublishFailure.REJECTED
+        return Reason.STREAM_UNAVAILABLE
+    return Reason.JETSTREAM_ERROR
 
 
 class JetStreamPublisher:
@@ -165,7 +163,7 @@ class JetStreamPublisher:
             # Requests that queued behind a failed attempt fail at once: one attempt per
             # outage burst, not one each, keeps every answer far inside Stripe's 30 s.
             if self._failed_at >= arrived or arrived - self._failed_at < RECONNECT_WAIT_SECONDS:
-                raise PublishError(PublishFailure.UNAVAILABLE, "connect failed moments ago")
+                raise PublishError(Reason.NATS_UNAVAILABLE, "connect failed moments ago")
             nats = import_nats(self._settings)  # deferred: keeps module import cheap
 
             async def disconnected() -> None:
@@ -194,7 +192,7 @@ class JetStreamPublisher:
             except Exception as exc:
                 self._failed_at = time.monotonic()
                 self._on_change(False)
-                raise PublishError(PublishFailure.UNAVAILABLE, type(exc).__name__) from exc
+                raise PublishError(Reason.NATS_UNAVAILABLE, type(exc).__name__) from exc
             nc.options["max_reconnect_attempts"] = -1
             if self._settings.max_body_bytes > nc.max_payload:
                 log.warning(
@@ -219,30 +217,30 @@ class JetStreamPublisher:
 
         from nats import errors as nats_errors
 
-        size, limit = wire_size(body, headers), self._nc.max_payload
+        # The headers as they go on the wire, then their size: given ``stream=``, nats-py
+        # would add Nats-Expected-Stream (into the caller's dict) after any check here, and
+        # bodies within those bytes of the limit made the server drop the connection.
+        final = {**headers, EXPECTED_STREAM_HEADER: self._settings.nats_stream}
+        size, limit = wire_size(body, final), self._nc.max_payload
         if size > limit:
             raise MessageTooLarge(size, limit)
         try:
             ack = await js.publish(
-                subject,
-                body,
-                timeout=self._settings.publish_timeout,
-                stream=self._settings.nats_stream,
-                headers=headers,
+                subject, body, timeout=self._settings.publish_timeout, headers=final
             )
         except js_errors.NoStreamResponseError as exc:
             # nats-py's name for "no responders": the stream is missing, or it has no
             # leader right now (quorum lost, election under way). Only the API tells which.
             raise PublishError(await self._why_no_stream(js)) from exc
         except (TimeoutError, nats_errors.TimeoutError) as exc:
-            raise PublishError(PublishFailure.TIMEOUT) from exc
+            raise PublishError(Reason.PUBACK_TIMEOUT) from exc
         except js_errors.APIError as exc:
             raise PublishError(_api_failure(exc), str(exc.description)) from exc
         except (nats_errors.Error, OSError) as exc:
-            raise PublishError(PublishFailure.UNAVAILABLE, type(exc).__name__) from exc
+            raise PublishError(Reason.NATS_UNAVAILABLE, type(exc).__name__) from exc
         return Stored(ack.stream, ack.seq, bool(ack.duplicate))
 
-    async def _why_no_stream(self, js: Any) -> PublishFailure:
+    async def _why_no_stream(self, js: Any) -> Reason:
         from nats.js import errors as js_errors
 
         try:
@@ -251,10 +249,10 @@ class JetStreamPublisher:
             )
         except js_errors.NotFoundError as exc:
             if exc.err_code == _STREAM_NOT_FOUND:
-                return PublishFailure.NO_STREAM
+                return Reason.NO_STREAM
         except Exception:  # no answer or an error: JetStream cannot say, so not "missing"
             pass
-        return PublishFailure.STREAM_UNAVAILABLE
+        return Reason.STREAM_UNAVAILABLE
 
     async def ready(self) -> bool:
         """Connected, and the stream exists (checked at most every few seconds)."""

@@ -25,8 +25,7 @@ from prometheus_client import (
 from prometheus_client.metrics import MetricWrapperBase
 
 from . import registry as event_registry
-from .jetstream import PublishFailure
-from .signature import SignatureFailure
+from .reasons import SIGNATURE_REASONS, UNKNOWN_TYPE, Reason
 
 # ``*_created`` series double every counter on the Pushgateway and no query here uses them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -34,30 +33,17 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 #: Latency buckets around Stripe's ~30 s delivery timeout and a PubAck's milliseconds.
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
-#: ``event_type`` label of deliveries refused before their type was known.
-UNKNOWN_TYPE = "unknown"
 #: Outcomes of a delivery (the ``outcome`` label) that carry no reason.
 PLAIN_OUTCOMES = ("published", "duplicate", "in_progress")
-#: Reasons of ``outcome="rejected"`` known before the body is parsed (plus signature failures).
-REJECTED_REASONS = (
-    "not_found",
-    "method_not_allowed",
-    "body_too_large",
-    "body_read_timeout",
-    "client_disconnected",
-    "malformed_json",
-    "not_a_stripe_event",
+#: Reasons counted under the event's type (the ones about storing it); the others come
+#: before the type is known and are counted under ``unknown``. A refused foreign type is
+#: counted under that type, which no function serves: nothing to create in advance.
+EVENT_REASONS = tuple(r for r in Reason if r.about_event and r is not Reason.UNSUPPORTED_EVENT_TYPE)
+EARLY_REASONS = tuple(r for r in Reason if not r.about_event)
+#: Reasons of a publish without PubAck (the ``reason`` label of publish failures).
+PUBLISH_FAILURE_REASONS = tuple(
+    r for r in EVENT_REASONS if r.status >= 500 and r is not Reason.IDEMPOTENCY_UNAVAILABLE
 )
-#: Reasons of ``outcome="rejected"`` for an event of a known type that can never be stored.
-EVENT_REJECTED_REASONS = ("event_too_large",)
-#: Reasons of ``outcome="failed"``: dependency outages, answered 503 so Stripe retries.
-FAILED_REASONS = (
-    "idempotency_unavailable",
-    *(failure.value for failure in PublishFailure),
-    "internal_error",
-)
-#: Reasons of ``outcome="failed"`` before the body was read: the process is stopping.
-EARLY_FAILED_REASONS = ("shutting_down",)
 IDEMPOTENCY_OPERATIONS = ("claim", "mark_done", "release")
 #: Reasons of a failed metrics push (the ``reason`` label of push failures).
 PUSH_FAILURE_REASONS = ("unreachable", "timeout", "rejected")
@@ -184,24 +170,19 @@ class BridgeMetrics:
         for event_type in event_types:
             for outcome in PLAIN_OUTCOMES:
                 self.webhooks.labels(event_type, outcome, "")
-            for reason in FAILED_REASONS:
-                self.webhooks.labels(event_type, "failed", reason)
-            for reason in EVENT_REJECTED_REASONS:
-                self.webhooks.labels(event_type, "rejected", reason)
+            for known in EVENT_REASONS:
+                self.webhooks.labels(event_type, known.outcome, known.value)
             self.translation_failures.labels(event_type)
-        for reason in (*REJECTED_REASONS, *(f.value for f in SignatureFailure)):
-            self.webhooks.labels(UNKNOWN_TYPE, "rejected", reason)
-        for reason in EARLY_FAILED_REASONS:
-            self.webhooks.labels(UNKNOWN_TYPE, "failed", reason)
-        for failure in SignatureFailure:
-            self.signature_failures.labels(failure.value)
-        for reason in FAILED_REASONS:
-            if reason != "idempotency_unavailable":
-                self.publish_failures.labels(reason)
+        for early in EARLY_REASONS:
+            self.webhooks.labels(UNKNOWN_TYPE, early.outcome, early.value)
+        for signature in SIGNATURE_REASONS:
+            self.signature_failures.labels(signature.value)
+        for publish in PUBLISH_FAILURE_REASONS:
+            self.publish_failures.labels(publish.value)
         for operation in IDEMPOTENCY_OPERATIONS:
             self.idempotency_errors.labels(backend, operation)
-        for reason in PUSH_FAILURE_REASONS:
-            self.push_failures.labels(reason)
+        for push in PUSH_FAILURE_REASONS:
+            self.push_failures.labels(push)
         for outcome in (*PLAIN_OUTCOMES, "rejected", "failed"):
             self.request_seconds.labels(outcome)
 

@@ -8,9 +8,13 @@ function in one process for local development (a Starlette router).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import http
 import importlib.util
 import inspect
+import json
+import logging
 import math
 import signal
 import traceback
@@ -24,13 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import registry
 from .config import Settings
-from .http import (
-    STOPPING_BODY_GRACE_SECONDS,
-    BodyReader,
-    FunctionRuntime,
-    HttpFunction,
-    function_of,
-)
+from .http import STOPPING_BODY_GRACE_SECONDS, BodyReader, FunctionRuntime, HttpFunction
 from .ingest import Runtime
 from .webhook import WebhookFunction
 
@@ -43,10 +41,14 @@ GRACEFUL_SHUTDOWN_SECONDS = math.ceil(
 )
 #: Exit code when the server could not start (e.g. the port is taken), as uvicorn.run uses.
 STARTUP_FAILURE_EXIT = 3
-_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+#: Default of HEADER_READ_TIMEOUT_SECONDS: Stripe and queue-proxy send a request's headers
+#: at once; only a stalled or hostile client needs longer.
+HEADER_READ_TIMEOUT_SECONDS = 5.0
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
+
+log = logging.getLogger(__name__)
 
 
 def _closing(runtime: FunctionRuntime) -> Any:
@@ -99,11 +101,13 @@ class FunctionApp:
 
 
 def load_function(source: Path, target: str = "handle") -> tuple[FunctionApp, HttpFunction[Any]]:
-    """Load the ``target`` of ``source``; return it as an ASGI app, and its function.
+    """Load the function of ``source``; return it as an ASGI app, and the function.
 
-    The same contract as functions-framework's ASGI loader for an async HTTP target (every
-    path and method reaches the target) without importing it: functions-framework brings
-    Flask, Werkzeug and Jinja2, about 90 ms of every cold start, for nothing the image uses.
+    ``target`` must name an async function there, as functions-framework's ASGI loader
+    requires (the same ``FUNCTION_TARGET`` serves under both); the app calls the module's
+    ``function`` itself. Every path and method reaches it, as under functions-framework,
+    without importing that: it brings Flask, Werkzeug and Jinja2, about 90 ms of every cold
+    start, for nothing the image uses.
     """
     spec = importlib.util.spec_from_file_location(f"function_{source.parent.name}", source)
     if spec is None or spec.loader is None:
@@ -113,7 +117,11 @@ def load_function(source: Path, target: str = "handle") -> tuple[FunctionApp, Ht
     handler = getattr(module, target, None)
     if handler is None or not inspect.iscoroutinefunction(handler):
         raise AttributeError(f"{source} has no async function named {target!r}")
-    function = function_of(vars(module), handler)
+    # Every module under functions/ keeps its function as ``function`` (deploy.codegen);
+    # served directly, without the target's extra await.
+    function = getattr(module, "function", None)
+    if not isinstance(function, HttpFunction):
+        raise TypeError(f"{source} has no stripe-bridge function named 'function'")
     return FunctionApp(function), function
 
 
@@ -132,15 +140,95 @@ def dev_app(runtime: Runtime) -> Starlette:
     settings = runtime.settings
     reader = BodyReader(settings.max_body_bytes, settings.body_read_timeout_seconds)
     routes: list[Any] = []
+    # Each route to an ASGI app (FunctionApp), not a request handler: Starlette then
+    # passes every method through, so the function answers 404 before its method check.
     for event_type in registry.EVENT_TYPES:
         path = f"/{event_type.name}"
         handler = WebhookFunction(runtime, frozenset({event_type.name}), path, reader)
-        routes.append(Route(path, handler.handle, methods=_ALL_METHODS))
+        routes.append(Route(path, FunctionApp(handler)))
     catch_all = WebhookFunction(runtime, None, "/", reader)
-    routes.append(Route("/{path:path}", catch_all.handle, methods=_ALL_METHODS))
+    routes.append(Route("/{path:path}", FunctionApp(catch_all)))
     app = Starlette(routes=routes, lifespan=_closing(runtime))
     app.state.reader = reader
     return app
+
+
+def _late_headers_answer(function: HttpFunction[Any] | None, seconds: float) -> bytes:
+    """The 408 for a request whose headers are late, counted and logged by ``function``."""
+    if function is None:
+        body: Any = {"error": "header_read_timeout"}
+        headers: dict[str, str] = {}
+    else:
+        reply = function.headers_timed_out(seconds)
+        body, headers = reply.body, reply.headers
+    content = json.dumps(body).encode()
+    status = http.HTTPStatus.REQUEST_TIMEOUT
+    lines = [f"HTTP/1.1 {status.value} {status.phrase}", "content-type: application/json"]
+    lines += [f"{k}: {v}" for k, v in headers.items() if k.lower() != "connection"]
+    lines += [f"content-length: {len(content)}", "connection: close", "", ""]
+    return "\r\n".join(lines).encode() + content
+
+
+def header_timeout_protocol(
+    seconds: float, function: HttpFunction[Any] | None = None
+) -> type[asyncio.Protocol] | str:
+    """Uvicorn's httptools protocol, closing connections whose request headers are late.
+
+    Uvicorn bounds idle keep-alive connections, but not a request whose headers stall nor
+    a new connection that sends nothing: either held its connection as long as the client
+    liked. A request started and unfinished after ``seconds`` is answered 408 (counted and
+    logged by ``function``), a connection silent since it opened is closed. A request whose
+    headers come in one read, the usual case, arms no timer.
+
+    httptools is a runtime dependency (the image has it); without it (the benchmark's h11
+    reference run) uvicorn's own h11 protocol serves, with no header timeout, said once.
+    """
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:
+        log.warning("httptools is not installed: no header read timeout (h11 fallback)")
+        return "h11"
+
+    class HeaderTimeoutProtocol(HttpToolsProtocol):
+        awaiting_headers = False
+        header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self.header_timer = self.loop.call_later(seconds, self.headers_late)
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.awaiting_headers and self.header_timer is None:
+                self.header_timer = self.loop.call_later(seconds, self.headers_late)
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self.awaiting_headers = True
+
+        def on_headers_complete(self) -> None:
+            self.awaiting_headers = False
+            self.stop_header_timer()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.stop_header_timer()
+            super().connection_lost(exc)
+
+        def stop_header_timer(self) -> None:
+            if self.header_timer is not None:
+                self.header_timer.cancel()
+                self.header_timer = None
+
+        def headers_late(self) -> None:
+            self.header_timer = None
+            if self.transport.is_closing():
+                return
+            if self.awaiting_headers:
+                self.transport.write(_late_headers_answer(function, seconds))
+            self.transport.close()
+
+    return HeaderTimeoutProtocol
 
 
 def run(
@@ -149,12 +237,15 @@ def run(
     port: int,
     log_level: str = "warning",
     reader: BodyReader | None = None,
+    header_timeout: float = HEADER_READ_TIMEOUT_SECONDS,
+    function: HttpFunction[Any] | None = None,
 ) -> None:
     """Run ``app`` under uvicorn; SIGTERM lets in-flight requests finish, then exits 0.
 
     Bodies still arriving at SIGTERM get ``reader``'s short grace, not the whole graceful
     period (``function_app`` keeps its reader in ``app.reader``, ``dev_app`` in
-    ``app.state.reader``).
+    ``app.state.reader``). Request headers must arrive within ``header_timeout`` seconds;
+    ``function`` counts and logs the 408s (``header_timeout_protocol``).
     """
     import uvicorn
 
@@ -170,6 +261,7 @@ def run(
             host=host,
             port=port,
             lifespan="on",
+            http=header_timeout_protocol(header_timeout, function),
             log_level=log_level,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
             access_log=False,

@@ -12,19 +12,8 @@ import hashlib
 import hmac
 import time
 from collections.abc import Sequence
-from enum import StrEnum
 
-
-class SignatureFailure(StrEnum):
-    """Why a signature was refused; also the ``reason`` label of the metrics."""
-
-    MISSING = "missing_signature"
-    MALFORMED = "malformed_signature"
-    NO_V1 = "no_v1_signature"
-    STALE = "timestamp_too_old"
-    FUTURE = "timestamp_in_future"
-    MISMATCH = "signature_mismatch"
-    NO_SECRET = "no_secret_configured"
+from .reasons import Reason
 
 
 class SignatureError(Exception):
@@ -34,9 +23,9 @@ class SignatureError(Exception):
     authentic delivery, whose age shows how far the clocks are apart.
     """
 
-    def __init__(self, failure: SignatureFailure, timestamp: int | None = None) -> None:
-        super().__init__(failure.value)
-        self.failure = failure
+    def __init__(self, reason: Reason, timestamp: int | None = None) -> None:
+        super().__init__(reason.value)
+        self.reason = reason
         self.timestamp = timestamp
 
 
@@ -58,18 +47,18 @@ def _parse(header: str) -> tuple[int, list[str]]:
     for item in header.split(","):
         key, sep, value = item.strip().partition("=")
         if not sep:
-            raise SignatureError(SignatureFailure.MALFORMED)
+            raise SignatureError(Reason.MALFORMED_SIGNATURE)
         if key == "t":
             try:
                 timestamp = int(value)
             except ValueError:
-                raise SignatureError(SignatureFailure.MALFORMED) from None
+                raise SignatureError(Reason.MALFORMED_SIGNATURE) from None
         elif key == "v1":
             v1.append(value)
     if timestamp is None:
-        raise SignatureError(SignatureFailure.MALFORMED)
+        raise SignatureError(Reason.MALFORMED_SIGNATURE)
     if not v1:
-        raise SignatureError(SignatureFailure.NO_V1)
+        raise SignatureError(Reason.NO_V1_SIGNATURE)
     return timestamp, v1
 
 
@@ -85,9 +74,9 @@ def verify(
     The request is accepted when any ``v1`` signature matches any of ``secrets``.
     """
     if not secrets:
-        raise SignatureError(SignatureFailure.NO_SECRET)
+        raise SignatureError(Reason.NO_SECRET_CONFIGURED)
     if not header:
-        raise SignatureError(SignatureFailure.MISSING)
+        raise SignatureError(Reason.MISSING_SIGNATURE)
     timestamp, candidates = _parse(header)
     expected = [compute_signature(secret, timestamp, body) for secret in secrets]
     # Compare every pair without an early exit so timing does not reveal which matched.
@@ -96,11 +85,11 @@ def verify(
         for digest in expected:
             matched |= hmac.compare_digest(candidate, digest)
     if not matched:
-        raise SignatureError(SignatureFailure.MISMATCH)
+        raise SignatureError(Reason.SIGNATURE_MISMATCH)
     # Checked after the HMAC, so that a refusal for time is known to be Stripe's delivery.
     current = time.time() if now is None else now
     if timestamp < current - tolerance:
-        raise SignatureError(SignatureFailure.STALE, timestamp)
+        raise SignatureError(Reason.TIMESTAMP_TOO_OLD, timestamp)
     if timestamp > current + tolerance:
-        raise SignatureError(SignatureFailure.FUTURE, timestamp)
+        raise SignatureError(Reason.TIMESTAMP_IN_FUTURE, timestamp)
     return timestamp

@@ -1,8 +1,11 @@
-"""A webhook function: verify a Stripe delivery, then ``ingest`` it; answer in HTTP.
+"""A webhook function: one Stripe delivery, from request to reply, in ``respond``.
 
-Read in request order: ``http.HttpFunction.handle`` (probes, method, body cap) →
-``WebhookFunction.answer`` (signature, JSON, envelope, served type) → ``ingest.ingest``
-(claim → publish → PubAck → done) → ``reply_for`` (the result as status, body, headers).
+The shell (``http.HttpFunction.handle``) answers the probes, then calls ``respond``, which
+reads in request order: the endpoint's path → the body (``post_body``: POST, size, time) →
+``Stripe-Signature`` → strict JSON → the Stripe event envelope → the served type →
+``ingest.ingest`` (claim → publish → PubAck → done) → the result as HTTP (``reply_for``).
+Every step that refuses raises ``Refused`` with its ``Reason``; ``refused`` makes the reply,
+``record`` counts and logs it, once per request.
 """
 
 from __future__ import annotations
@@ -11,17 +14,16 @@ import logging
 import time
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 from pydantic import ValidationError
 from starlette.requests import Request
 
 from . import registry
 from .config import ConfigError, LogDeliveries, Settings
-from .envelope import MalformedBody, StripeEvent, parse_body
+from .envelope import AmbiguousBody, MalformedBody, StripeEvent, parse_body
 from .http import BodyReader, HttpFunction, Reply, start
 from .ingest import Ingested, IngestStatus, Runtime, ingest
-from .metrics import UNKNOWN_TYPE
+from .reasons import UNKNOWN_TYPE, Reason, Refused
 from .signature import SignatureError, verify
 
 log = logging.getLogger(__name__)
@@ -35,10 +37,6 @@ class Outcome(Reply):
 
     event_type: str = UNKNOWN_TYPE
     event_id: str | None = None
-
-
-def _rejected(reason: str, detail: str, status: int = 400, **kw: Any) -> Outcome:
-    return Outcome(status, {"error": reason, "detail": detail}, "rejected", reason, **kw)
 
 
 class WebhookFunction(HttpFunction[Outcome]):
@@ -60,28 +58,95 @@ class WebhookFunction(HttpFunction[Outcome]):
         # A Stripe endpoint URL has one path; deliveries to any other are refused.
         self.endpoint_path = endpoint_path.rstrip("/")
         self.log_successes = settings.log_deliveries is LogDeliveries.ALL
+        self.retry_after = {"Retry-After": str(settings.retry_after_seconds)}
 
-    def refusal(
-        self, status: int, reason: str, detail: str, headers: dict[str, str] | None = None
-    ) -> Outcome:
-        """A refused delivery (counted under ``reason``; ``failed`` when it is a 5xx)."""
-        if status >= 500:
-            retry = {"Retry-After": str(self.runtime.settings.retry_after_seconds)}
-            return Outcome(
-                status, {"error": reason}, "failed", reason, {**retry, **(headers or {})}
-            )
-        return _rejected(reason, detail, status, headers=headers or {})
-
-    async def deliver(self, request: Request) -> Outcome:
-        """The shell's delivery on the endpoint's path (404 elsewhere), counted in flight."""
+    async def respond(self, request: Request, path: str) -> Outcome:
+        """One delivery, step by step, counted in flight; a refusal raises Refused."""
         metrics = self.runtime.metrics
         metrics.inflight.inc()
         try:
-            if request.url.path.rstrip("/") != self.endpoint_path:
-                return _rejected("not_found", "Stripe deliveries go to the endpoint URL", 404)
-            return await super().deliver(request)
+            if path != self.endpoint_path:  # before the method: 404 whatever it is
+                raise Refused(Reason.NOT_FOUND, "Stripe deliveries go to the endpoint URL")
+            body = await self.post_body(request)
+            self._verify(request.headers.get(SIGNATURE_HEADER), body)
+            event = _parse_event(body)
+            if self.serves is not None and event.type not in self.serves:
+                served = ", ".join(sorted(self.serves))
+                raise Refused(
+                    Reason.UNSUPPORTED_EVENT_TYPE,
+                    f"this function serves {served}",
+                    event_type=event.type,
+                    event_id=event.id,
+                )
+            # The body, not a re-serialisation: it is published as it was signed.
+            return self.reply_for(await ingest(self.runtime, event, body))
         finally:
             metrics.inflight.dec()
+
+    def _verify(self, header: str | None, body: bytes) -> None:
+        """Refuse unless ``header`` signs ``body``; keep the clock-skew gauge current."""
+        settings = self.runtime.settings
+        metrics = self.runtime.metrics
+        try:
+            signed_at = verify(
+                header, body, settings.secrets(), settings.stripe_signature_tolerance
+            )
+        except SignatureError as exc:
+            if exc.timestamp is not None:  # authentic, but out of tolerance
+                metrics.clock_skew.set(time.time() - exc.timestamp)
+            metrics.signature_failures.labels(exc.reason.value).inc()
+            raise Refused(exc.reason, "Stripe-Signature did not verify") from None
+        metrics.clock_skew.set(time.time() - signed_at)
+
+    def reply_for(self, result: Ingested) -> Outcome:
+        """What ``ingest``'s result means in HTTP: 200, 409, or its refusal (413, 503)."""
+        event_type, event_id = result.event_type, result.event_id
+        if result.reason is not None:  # FAILED (503) or REJECTED (event_too_large, 413)
+            detail = _INGEST_DETAIL.get(result.reason, "")
+            raise Refused(result.reason, detail, event_type=event_type, event_id=event_id)
+        outcome = result.status.value
+        if result.status is IngestStatus.IN_PROGRESS:
+            detail = "another delivery of this event is being stored; retry later"
+            return Outcome(
+                status=409,
+                body={"error": "in_progress", "detail": detail},
+                outcome=outcome,
+                headers=self.retry_after,
+                event_type=event_type,
+                event_id=event_id,
+            )
+        body: dict[str, object]
+        if result.status is IngestStatus.PUBLISHED:
+            body = {
+                "status": "published",
+                "id": result.event_id,
+                "stream": result.stream,
+                "seq": result.seq,
+            }
+        else:
+            body = {"status": "duplicate", "id": result.event_id}
+        return Outcome(
+            status=200, body=body, outcome=outcome, event_type=event_type, event_id=event_id
+        )
+
+    def refused(self, refusal: Refused) -> Outcome:
+        """The refusal as HTTP: 4xx with its detail; 5xx with ``Retry-After`` (Stripe retries)."""
+        reason = refusal.reason
+        if reason.status >= 500:
+            body = {"error": reason.value}
+            headers = {**self.retry_after, **refusal.headers}
+        else:
+            body = {"error": reason.value, "detail": refusal.detail}
+            headers = refusal.headers
+        return Outcome(
+            status=reason.status,
+            body=body,
+            outcome=reason.outcome,
+            reason=reason.value,
+            headers=headers,
+            event_type=refusal.event_type,
+            event_id=refusal.event_id,
+        )
 
     def record(self, reply: Outcome, seconds: float) -> None:
         """Count the delivery, log one line, let the pusher push."""
@@ -97,81 +162,24 @@ class WebhookFunction(HttpFunction[Outcome]):
         if self.runtime.pusher is not None:
             self.runtime.pusher.request_done()
 
-    async def answer(self, request: Request, body: bytes) -> Outcome:
-        """Verify, parse and check the delivery; ingest it."""
-        settings = self.runtime.settings
-        metrics = self.runtime.metrics
-        try:
-            signed_at = verify(
-                request.headers.get(SIGNATURE_HEADER),
-                body,
-                settings.secrets(),
-                settings.stripe_signature_tolerance,
-            )
-        except SignatureError as exc:
-            if exc.timestamp is not None:  # authentic, but out of tolerance
-                metrics.clock_skew.set(time.time() - exc.timestamp)
-            metrics.signature_failures.labels(exc.failure.value).inc()
-            return _rejected(exc.failure.value, "Stripe-Signature did not verify")
-        metrics.clock_skew.set(time.time() - signed_at)
-        try:
-            raw = parse_body(body)
-        except MalformedBody as exc:
-            return _rejected("malformed_json", str(exc))
-        try:
-            event = StripeEvent.model_validate(raw)
-        except ValidationError as exc:
-            fields = (
-                ",".join(sorted({str(e["loc"][0]) for e in exc.errors() if e["loc"]})) or "body"
-            )
-            return _rejected("not_a_stripe_event", f"invalid or missing: {fields}")
-        if self.serves is not None and event.type not in self.serves:
-            return _rejected(
-                "unsupported_event_type",
-                f"this function serves {', '.join(sorted(self.serves))}",
-                event_type=event.type,
-                event_id=event.id,
-            )
-        # The body, not ``raw``: it is published as it was signed, not serialised again.
-        return reply_for(await ingest(self.runtime, event, body), self.runtime.settings)
+
+#: The detail of a refusal ``ingest`` reports (a 5xx sends none).
+_INGEST_DETAIL = {Reason.EVENT_TOO_LARGE: "over the NATS server's max_payload"}
 
 
-def reply_for(result: Ingested, settings: Settings) -> Outcome:
-    """What ``ingest``'s result means in HTTP: 200, 409, 413 or 503 (``Retry-After``)."""
-    status, body = {
-        IngestStatus.PUBLISHED: (
-            200,
-            {
-                "status": "published",
-                "id": result.event_id,
-                "stream": result.stream,
-                "seq": result.seq,
-            },
-        ),
-        IngestStatus.DUPLICATE: (200, {"status": "duplicate", "id": result.event_id}),
-        IngestStatus.IN_PROGRESS: (
-            409,
-            {
-                "error": "in_progress",
-                "detail": "another delivery of this event is being stored; retry later",
-            },
-        ),
-        IngestStatus.FAILED: (503, {"error": result.reason}),
-        IngestStatus.REJECTED: (
-            413,
-            {"error": result.reason, "detail": "over the NATS server's max_payload"},
-        ),
-    }[result.status]
-    headers = {"Retry-After": str(settings.retry_after_seconds)} if status in (409, 503) else {}
-    return Outcome(
-        status,
-        body,
-        result.status.value,
-        result.reason,
-        headers,
-        result.event_type,
-        result.event_id,
-    )
+def _parse_event(body: bytes) -> StripeEvent:
+    """``body`` as a Stripe event: strict JSON, then the envelope without coercion."""
+    try:
+        raw = parse_body(body)
+    except AmbiguousBody as exc:
+        raise Refused(Reason.AMBIGUOUS_JSON, str(exc)) from None
+    except MalformedBody as exc:
+        raise Refused(Reason.MALFORMED_JSON, str(exc)) from None
+    try:
+        return StripeEvent.model_validate(raw)
+    except ValidationError as exc:
+        fields = ",".join(sorted({str(e["loc"][0]) for e in exc.errors() if e["loc"]})) or "body"
+        raise Refused(Reason.NOT_A_STRIPE_EVENT, f"invalid or missing: {fields}") from None
 
 
 def serves_for(function_name: str) -> frozenset[str] | None:
@@ -191,5 +199,5 @@ def webhook_function(function_name: str, settings: Settings) -> WebhookFunction:
 
 
 def make_function(function_name: str) -> WebhookFunction:
-    """The function of ``functions/<function_name>/main.py`` (its target is ``.target``)."""
+    """The function of ``functions/<function_name>/main.py`` (its target is ``.handle``)."""
     return start(function_name, partial(webhook_function, function_name))

@@ -77,6 +77,12 @@ PARSER_CASES: list[tuple[str, Callable[[], bytes]]] = [
     ("malformed_json", with_value("data.object.amount_due", float("nan"))),
     ("malformed_json", with_value("data.object.amount_due", float("-inf"))),
     ("malformed_json", with_value("data.object.amount_due", None, raw=b"1e400")),
+    # Ambiguous JSON (RFC 8259 sections 4 and 8.2): parsers disagree on which "id" counts or
+    # what an unpaired surrogate is; stored, a consumer could read another event than ours.
+    ("ambiguous_json", lambda: encode(fresh_invoice())[:-1] + b', "id": "evt_other"}'),
+    ("ambiguous_json", with_value("data.object", None, raw=b'{"id": "in_1", "id": "in_2"}')),
+    ("ambiguous_json", with_value("data.object.description", None, raw=b'"a\\ud800"')),
+    ("ambiguous_json", with_value("data.object.description", None, raw=b'"\\uDC00a"')),
     # Lax coercion: "false" was published on stripe.test.* while the raw said the string.
     ("not_a_stripe_event", with_value("livemode", "false")),
     ("not_a_stripe_event", with_value("livemode", "yes")),

@@ -15,8 +15,10 @@ from typing import Any
 import httpx
 import pytest
 from stripe_bridge import registry
+from stripe_bridge.config import load_settings
+from stripe_bridge.ingest import Runtime
 from stripe_bridge.natsserver import NatsServer, free_port
-from stripe_bridge.server import load_function
+from stripe_bridge.server import dev_app, load_function
 from stripe_bridge.webhook import WebhookFunction
 from stripe_bridge_testing.processes import FunctionProcess
 
@@ -82,6 +84,39 @@ async def test_catch_all_function_serves_every_type(
     assert [a.json().get("status") for a in answers] == ["published"] * len(events)
 
 
+#: Every method a client may send, FF's seven and the others (WebDAV's, TRACE).
+METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "PROPFIND"]
+
+
+async def test_an_unknown_path_is_404_whatever_the_method(
+    shared_stream: NatsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # docs/configuration.md: path first, then method. As `serve` runs one function and as
+    # `dev` serves them all: TRACE on another path once got the router's 405 under dev.
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("NATS_URL", shared_stream.url)
+    app, function = load_function(REPO_ROOT / "functions" / registry.CATCH_ALL / "main.py")
+    runtime = Runtime(
+        load_settings(stripe_webhook_secret=SECRET, nats_url=shared_stream.url), "dev"
+    )
+    try:
+        for served in (app, dev_app(runtime)):
+            transport = httpx.ASGITransport(app=served)
+            async with httpx.AsyncClient(transport=transport, base_url="http://fn") as client:
+                for method in METHODS:
+                    answer = await client.request(method, "/other/path")
+                    assert answer.status_code == 404, (served, method, answer.text)
+                    if method != "HEAD":
+                        assert answer.json()["error"] == "not_found"
+                for method in ("TRACE", "PROPFIND", "GET"):
+                    answer = await client.request(method, "/")
+                    assert answer.status_code == 405, (served, method, answer.text)
+                    assert answer.headers["Allow"] == "POST"
+    finally:
+        await function.runtime.close()
+        await runtime.close()
+
+
 async def test_secret_rotation_accepts_both_secrets(
     shared_stream: NatsServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -121,4 +156,8 @@ async def test_functions_framework_cli_serves_a_function(
         response = post_event(fn.url, event)
         assert response.status_code == 200, response.text
         assert response.json()["status"] == "published"
+        # functions-framework routes seven methods to the target; any other gets its
+        # router's plain 405 before the function, on every path (docs/configuration.md).
+        assert httpx.get(fn.url + "other", timeout=10).status_code == 404
+        assert httpx.request("TRACE", fn.url + "other", timeout=10).status_code == 405
     assert (await stored_event(stream.url, event["id"]))["type"] == "com.stripe.invoice.paid"

@@ -19,8 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 from stripe_bridge.config import load_settings
-from stripe_bridge.jetstream import JetStreamPublisher, PublishError, PublishFailure
+from stripe_bridge.jetstream import JetStreamPublisher, PublishError
 from stripe_bridge.natsserver import NatsServer, free_port
+from stripe_bridge.reasons import Reason
 from stripe_bridge_testing.processes import FunctionProcess
 from stripe_bridge_testing.waiting import wait_until
 
@@ -151,14 +152,14 @@ async def test_a_burst_while_nats_is_down_costs_one_connect_attempt(
     publisher = JetStreamPublisher(load_settings(nats_url=f"nats://127.0.0.1:{free_port()}"))
     caplog.set_level(logging.WARNING, logger="stripe_bridge.jetstream")
 
-    async def deliver() -> PublishFailure:
+    async def deliver() -> Reason:
         try:
             await publisher.publish("stripe.test.invoice.paid", b"{}", {})
         except PublishError as exc:
-            return exc.failure
+            return exc.reason
         raise AssertionError("published with NATS down")
 
     failures = await asyncio.gather(*(deliver() for _ in range(40)))
-    assert failures == [PublishFailure.UNAVAILABLE] * 40
+    assert failures == [Reason.NATS_UNAVAILABLE] * 40
     attempts = [r for r in caplog.records if r.getMessage().startswith("nats error")]
     assert 1 <= len(attempts) <= 2  # one attempt: each server tried at most twice

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import pytest
 from stripe_bridge.config import load_settings
-from stripe_bridge.signature import (
-    SignatureError,
-    SignatureFailure,
-    compute_signature,
-    sign_header,
-    verify,
-)
+from stripe_bridge.reasons import Reason
+from stripe_bridge.signature import SignatureError, compute_signature, sign_header, verify
 
 BODY = b'{"id": "evt_1", "object": "event"}'
 OLD = b"whsec_old_secret"
@@ -23,10 +18,10 @@ def check(header: str | None, secrets: list[bytes], body: bytes = BODY) -> int:
     return verify(header, body, secrets, TOLERANCE, now=NOW)
 
 
-def refused(header: str | None, secrets: list[bytes], body: bytes = BODY) -> SignatureFailure:
+def refused(header: str | None, secrets: list[bytes], body: bytes = BODY) -> Reason:
     with pytest.raises(SignatureError) as info:
         check(header, secrets, body)
-    return info.value.failure
+    return info.value.reason
 
 
 def test_valid_signature_returns_its_timestamp() -> None:
@@ -47,7 +42,7 @@ def test_v0_signatures_are_ignored() -> None:
     good = compute_signature(NEW, NOW, BODY)
     assert check(f"t={NOW},v0={'0' * 64},v1={good}", [NEW]) == NOW
     # A matching v0 alone proves nothing.
-    assert refused(f"t={NOW},v0={good}", [NEW]) is SignatureFailure.NO_V1
+    assert refused(f"t={NOW},v0={good}", [NEW]) is Reason.NO_V1_SIGNATURE
 
 
 def test_several_v1_during_rotation_any_may_match() -> None:
@@ -56,7 +51,7 @@ def test_several_v1_during_rotation_any_may_match() -> None:
     header = f"t={NOW},v1={old_sig},v1={new_sig}"
     assert check(header, [NEW]) == NOW
     assert check(header, [OLD]) == NOW
-    assert refused(header, [b"whsec_other"]) is SignatureFailure.MISMATCH
+    assert refused(header, [b"whsec_other"]) is Reason.SIGNATURE_MISMATCH
 
 
 def test_several_configured_secrets_any_may_match() -> None:
@@ -74,13 +69,11 @@ def test_comma_separated_secrets_from_the_environment(monkeypatch: pytest.Monkey
 @pytest.mark.parametrize(
     ("offset", "failure"),
     [
-        (-TOLERANCE - 1, SignatureFailure.STALE),
-        (TOLERANCE + 1, SignatureFailure.FUTURE),
+        (-TOLERANCE - 1, Reason.TIMESTAMP_TOO_OLD),
+        (TOLERANCE + 1, Reason.TIMESTAMP_IN_FUTURE),
     ],
 )
-def test_timestamps_outside_the_tolerance_are_refused(
-    offset: int, failure: SignatureFailure
-) -> None:
+def test_timestamps_outside_the_tolerance_are_refused(offset: int, failure: Reason) -> None:
     # Correctly signed, so only the timestamp can be the reason.
     assert refused(sign_header(NEW, BODY, NOW + offset), [NEW]) is failure
 
@@ -100,24 +93,24 @@ def test_timestamps_at_the_tolerance_are_accepted(offset: int) -> None:
     ],
 )
 def test_malformed_headers(header: str) -> None:
-    assert refused(header, [NEW]) is SignatureFailure.MALFORMED
+    assert refused(header, [NEW]) is Reason.MALFORMED_SIGNATURE
 
 
 @pytest.mark.parametrize("header", [None, ""])
 def test_missing_header(header: str | None) -> None:
-    assert refused(header, [NEW]) is SignatureFailure.MISSING
+    assert refused(header, [NEW]) is Reason.MISSING_SIGNATURE
 
 
 def test_mismatch_on_other_secret_or_tampered_body() -> None:
-    assert refused(sign_header(OLD, BODY, NOW), [NEW]) is SignatureFailure.MISMATCH
-    assert refused(sign_header(NEW, BODY, NOW), [NEW], BODY + b" ") is SignatureFailure.MISMATCH
+    assert refused(sign_header(OLD, BODY, NOW), [NEW]) is Reason.SIGNATURE_MISMATCH
+    assert refused(sign_header(NEW, BODY, NOW), [NEW], BODY + b" ") is Reason.SIGNATURE_MISMATCH
     # A signature over another timestamp does not verify under this one.
     moved = f"t={NOW},v1={compute_signature(NEW, NOW - 1, BODY)}"
-    assert refused(moved, [NEW]) is SignatureFailure.MISMATCH
+    assert refused(moved, [NEW]) is Reason.SIGNATURE_MISMATCH
 
 
 def test_no_secret_configured_refuses_everything() -> None:
-    assert refused(sign_header(NEW, BODY, NOW), []) is SignatureFailure.NO_SECRET
+    assert refused(sign_header(NEW, BODY, NOW), []) is Reason.NO_SECRET_CONFIGURED
 
 
 def test_error_message_is_the_reason_only() -> None:

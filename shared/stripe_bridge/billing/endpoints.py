@@ -30,6 +30,7 @@ from ..envelope import MalformedBody, parse_body
 from ..http import HttpFunction, Reply
 from ..jetstream import JetStreamPublisher, PublishError
 from ..push import MetricsPusher
+from ..reasons import Refused
 from .checkout import (
     CheckoutError,
     CheckoutRequest,
@@ -180,6 +181,10 @@ class BillingEndpoint(HttpFunction[Reply]):
         super().__init__(runtime, max_body_bytes)
         self.work = work
 
+    async def respond(self, request: Request, path: str) -> Reply:
+        """A POST within the limits (the shell's ``post_body``), answered by ``work``."""
+        return await self.answer(request, await self.post_body(request))
+
     async def answer(self, request: Request, body: bytes) -> Reply:
         """``work``'s answer, or its refusal."""
         try:
@@ -194,6 +199,11 @@ class BillingEndpoint(HttpFunction[Reply]):
     ) -> Reply:
         """``{"error": detail}``, counted under outcome ``reason``."""
         return Reply(status, {"error": detail}, reason, headers=headers or {})
+
+    def refused(self, refusal: Refused) -> Reply:
+        """A refusal of the shell, counted under its reason as the outcome."""
+        reason = refusal.reason
+        return self.refusal(reason.status, reason.value, refusal.detail, refusal.headers)
 
     def record(self, reply: Reply, seconds: float) -> None:
         """Count the request by outcome and log one line."""
@@ -238,7 +248,7 @@ def make_usage_function(settings: Settings, usage: UsageSettings | None = None) 
                 ack = await record_usage(publisher, record)
             except PublishError as exc:
                 raise Refusal(
-                    503, exc.failure.value, "usage not stored, retry with the same ids",
+                    503, exc.reason.value, "usage not stored, retry with the same ids",
                     retry_after=settings.retry_after_seconds,
                 ) from exc  # fmt: skip
             duplicates += ack.duplicate

@@ -36,6 +36,7 @@ from starlette.requests import Request
 from ..config import ConfigError, Settings, load_model
 from ..http import Reply
 from ..jetstream import connect_options, import_nats
+from ..reasons import Reason, Refused
 from .endpoints import BillingEndpoint, BillingRuntime, Refusal, parse, read_json
 from .limits import UnknownCustomer, WhenUnavailable, Window, reset_at
 from .projector import read_state
@@ -286,14 +287,14 @@ class EntitlementsRuntime(BillingRuntime):
 class EntitlementsFunction(BillingEndpoint):
     """The HTTP shell: GET for the customer view, POST for checks, 404 elsewhere."""
 
-    async def deliver(self, request: Request) -> Reply:
+    async def respond(self, request: Request, path: str) -> Reply:
         """The customer view takes GET; everything else follows the shell's POST rules
         (405, 413), then ``work`` answers 404 off ``/v1/check``."""
-        if CUSTOMER_PATH.fullmatch(request.url.path.rstrip("/")):
+        if CUSTOMER_PATH.fullmatch(path):
             if request.method != "GET":
-                return self.refusal(405, "method_not_allowed", "use GET", {"Allow": "GET"})
+                raise Refused(Reason.METHOD_NOT_ALLOWED, "use GET", {"Allow": "GET"})
             return await self.answer(request, b"")
-        return await super().deliver(request)
+        return await super().respond(request, path)
 
 
 def make_entitlements_function(

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from ..config import EnvModel, load_model
 from ..exitcodes import ExitCode
-from ..server import function_app, run
+from ..server import HEADER_READ_TIMEOUT_SECONDS, function_app, run
 
 
 class ServeSettings(EnvModel):
@@ -20,6 +20,7 @@ class ServeSettings(EnvModel):
     function_target: str = "handle"
     host: str = "0.0.0.0"
     port: int = Field(default=8080, ge=1, le=65535)
+    header_read_timeout_seconds: float = Field(default=HEADER_READ_TIMEOUT_SECONDS, gt=0, le=60)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -52,5 +53,7 @@ def run_serve(args: argparse.Namespace) -> int:
         return ExitCode.CONFIG
     port = args.port if args.port is not None else env.port
     app = function_app(source, args.target or env.function_target)
-    run(app, args.host or env.host, port, reader=app.reader)
+    host = args.host or env.host
+    timeout = env.header_read_timeout_seconds
+    run(app, host, port, reader=app.reader, header_timeout=timeout, function=app.function)
     return ExitCode.OK

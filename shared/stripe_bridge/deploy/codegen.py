@@ -33,10 +33,16 @@ SIGTERM (functions-framework would skip both):
     FUNCTION_SOURCE=<this file> stripe-bridge serve
 """
 
+from starlette.requests import Request
+from starlette.responses import Response
 from stripe_bridge.webhook import make_function
 
 function = make_function("{function_name}")
-handle = function.target
+
+
+async def handle(request: Request) -> Response:
+    """The functions-framework target; `stripe-bridge serve` runs `function` itself."""
+    return await function.handle(request)
 '''
 
 
@@ -49,11 +55,17 @@ Serve it only as the image does, which drains NATS and pushes the final metrics 
 SIGTERM (functions-framework would skip both): stripe-bridge serve --source <this file>
 """
 
+from starlette.requests import Request
+from starlette.responses import Response
 from stripe_bridge.billing.{function.module} import {function.factory}
 from stripe_bridge.http import start
 
 function = start("{function.name}", {function.factory})
-handle = function.target
+
+
+async def handle(request: Request) -> Response:
+    """The functions-framework target; `stripe-bridge serve` runs `function` itself."""
+    return await function.handle(request)
 '''
 
 
