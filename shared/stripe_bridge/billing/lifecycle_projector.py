@@ -1,6 +1,6 @@
 """``project-lifecycle``: billing events from STRIPE become OpenMeter lifecycle events.
 
-For each of the six billing events the gate of its subscription or invoice (KV bucket
+For each of the seven billing events the gate of its subscription or invoice (KV bucket
 ``BILLING_LIFECYCLE``, compare-and-set) decides what to send (``lifecycle.decide``); the
 lifecycle CloudEvents are published into the USAGE stream on ``usage.lifecycle.<type>``
 with their id as ``Nats-Msg-Id``, and ``forward-openmeter`` delivers them with the usage
@@ -99,7 +99,7 @@ async def pass_gate(kv: Any, fact: Fact) -> list[LifecycleEvent]:
 
 
 class LifecycleProjector(StripeConsumer[Fact]):
-    """Turns the six billing events into lifecycle events in USAGE, in gate order."""
+    """Turns the seven billing events into lifecycle events in USAGE, in gate order."""
 
     def __init__(
         self,
@@ -123,7 +123,7 @@ class LifecycleProjector(StripeConsumer[Fact]):
         self.kv = await key_value(self.js, LIFECYCLE_BUCKET, self.bucket_replicas, history=1)
 
     def item_for(self, event: StripeEvent) -> tuple[str, Fact] | None:
-        """The lifecycle fact of one of the six events; others are acked untouched."""
+        """The lifecycle fact of one of the seven events; others are acked untouched."""
         fact = fact_from_event(event)
         if fact is None:
             return None
