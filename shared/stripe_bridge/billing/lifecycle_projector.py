@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ..envelope import StripeEvent
 from ..message import CONTENT_TYPE, MSG_ID_HEADER
+from .deadletters import dead_letter_counter
 from .lifecycle import Fact, Gate, LifecycleEvent, decide, fact_from_event
 from .stripe_consumer import StripeConsumer, key_value
 from .usage import USAGE_SUBJECT_PREFIX
@@ -62,6 +63,7 @@ class LifecycleMetrics:
             "Stripe events in the stream not yet delivered to the lifecycle projector.",
             registry=r,
         )
+        self.dead_letters = dead_letter_counter(r)
 
 
 def encode_lifecycle(event: LifecycleEvent) -> tuple[str, bytes, dict[str, str]]:
@@ -113,7 +115,15 @@ class LifecycleProjector(StripeConsumer[Fact]):
     ) -> None:
         self.metrics = metrics or LifecycleMetrics()
         super().__init__(
-            nc, self.metrics.events, self.metrics.lag, stream, subject_prefix, durable, batch_size
+            nc,
+            self.metrics.events,
+            self.metrics.lag,
+            self.metrics.dead_letters,
+            stream,
+            subject_prefix,
+            durable,
+            batch_size,
+            bucket_replicas,
         )
         self.kv: Any = None
         self.bucket_replicas = bucket_replicas
