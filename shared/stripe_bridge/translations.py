@@ -11,6 +11,7 @@ versions, fixtures get mixed); only the fields a model cannot do without are req
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from stripe_bridge_events.models import (
@@ -24,6 +25,77 @@ from stripe_bridge_events.models import (
 )
 
 from .envelope import StripeEvent
+
+
+@dataclass(frozen=True)
+class FieldSource:
+    """Where one translated field is read from in each API era (docs/event-types.md)."""
+
+    field: str
+    #: 2017-08-15: plans only; invoices say ``paid``, no ``amount_paid``/``amount_remaining``.
+    v2017: str
+    #: From 2018 (Stripe's example invoices have them from 2018-04): ``amount_paid`` and
+    #: ``amount_remaining`` on invoices.
+    v2018: str
+    #: From 2020 (the Prices API; Stripe's examples have ``price`` from 2020-08): items
+    #: and lines carry ``price`` (and still ``plan``).
+    v2020: str
+    #: 2025-03-31.basil and newer.
+    basil: str
+
+
+#: The era table of docs/event-types.md: what each translation reads, era by era.
+FIELD_SOURCES = (
+    FieldSource(
+        "invoice `amount_paid`",
+        "`amount_due` if `paid`, else 0",
+        "`amount_paid`",
+        "`amount_paid`",
+        "`amount_paid`",
+    ),
+    FieldSource(
+        "invoice `amount_remaining`",
+        "`amount_due` - `amount_paid`",
+        "`amount_remaining`",
+        "`amount_remaining`",
+        "`amount_remaining`",
+    ),
+    FieldSource(
+        "invoice `subscription_id`",
+        "`subscription`",
+        "`subscription`",
+        "`subscription`",
+        "`parent.subscription_details.subscription`",
+    ),
+    FieldSource(
+        "invoice line `price_id`",
+        "`plan.id`",
+        "`plan.id`",
+        "`price.id` (else `plan.id`)",
+        "`pricing.price_details.price`",
+    ),
+    FieldSource(
+        "item `price_id`, `product_id`, `lookup_key`",
+        "`plan`",
+        "`plan`",
+        "`price` (else `plan`)",
+        "`price`",
+    ),
+    FieldSource(
+        "item `unit_amount`, `currency`",
+        "`plan.amount`, `plan.currency`",
+        "`plan.amount`, `plan.currency`",
+        "`price.unit_amount` (else `plan.amount`)",
+        "`price.unit_amount`",
+    ),
+    FieldSource(
+        "subscription `current_period_start`/`_end`",
+        "the subscription's",
+        "the subscription's",
+        "the subscription's",
+        "the items' (earliest start, latest end)",
+    ),
+)
 
 
 def _id(value: Any) -> str | None:
@@ -67,8 +139,8 @@ def translate_checkout_session(event: StripeEvent) -> CheckoutSessionCompleted:
 
 
 def price_of(holder: dict[str, Any]) -> dict[str, Any]:
-    """The price of a subscription item or invoice line: ``price`` since 2020-08-27, the
-    ``plan`` it replaced before (the only one in 2017-08-15 payloads)."""
+    """The price of a subscription item or invoice line: ``price`` since the Prices API
+    (2020), the ``plan`` it replaced before (the only one in 2017-08-15 payloads)."""
     for key in ("price", "plan"):
         found = holder.get(key)
         if isinstance(found, dict):
@@ -141,7 +213,7 @@ def _invoice_line(line: dict[str, Any]) -> InvoiceLine:
     pricing = (line.get("pricing") or {}).get("price_details") or {}
     return InvoiceLine(
         line_id=line.get("id"),
-        # price (2020-08-27), plan (before), pricing.price_details.price (basil).
+        # price (2020), plan (before), pricing.price_details.price (basil).
         price_id=_first_present(_id(price_of(line)), _id(pricing.get("price"))),
         quantity=line.get("quantity"),
         amount=line.get("amount"),
