@@ -161,3 +161,30 @@ async def test_another_consumers_redriven_record_is_not_counted_twice(
         assert (await read_count(counter.buckets[Window.MONTH], kv_key))[0].used == 3
     finally:
         await nc.close()
+
+
+async def test_a_record_redriven_twice_is_counted_once(nats_server: NatsServer) -> None:
+    import nats
+
+    nc = await nats.connect(nats_server.url)
+    try:
+        js = nc.jetstream()
+        await provision_usage_streams(js)
+        record = UsageRecord(meter="tokens", customer_id="cus_2x", value=4, id="u-2x", time=WHEN)
+        _, body, headers = encode(record)
+        # The counter's dead letter and the forwarder's dead letter of its redriven copy
+        # (the forwarder keeps every header, the counter's mark too).
+        mine = {**headers, "Stripe-Bridge-Dead-Lettered-By": "counter", REASON_HEADER: "x"}
+        for _ in range(2):
+            await js.publish("usage_dlq.tokens", body, headers={**mine, "Nats-Msg-Id": str(_)})
+        await redrive(js, KNOWN[DEAD_LETTER_STREAM], Choice(), False)
+        counter = UsageCounter(nc, DEFAULT_TIERS)
+
+        async def read_both() -> bool:
+            return bool(counter.buckets) and await counter.checkpoint() == 2
+
+        await run_until(counter, read_both, "both redriven copies read")
+        key = count_key("cus_2x", "tokens", Window.MONTH, WHEN)
+        assert (await read_count(counter.buckets[Window.MONTH], key))[0].used == 4
+    finally:
+        await nc.close()

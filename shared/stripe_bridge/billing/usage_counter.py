@@ -247,7 +247,8 @@ class UsageCounter:
         """Count one message (already counted or unmetered ones change nothing); one that
         cannot be read is dead-lettered (DeadLetterFailed if that failed)."""
         seq = msg.metadata.sequence.stream
-        if redriven_for(msg.headers, self.name) is False:
+        redriven = redriven_for(msg.headers, self.name)
+        if redriven is False:
             # Another consumer's dead letter, handed back to it: counted here the first time.
             self.metrics.records.labels(msg.subject.split(".")[-1], "already_counted").inc()
             return
@@ -264,11 +265,34 @@ class UsageCounter:
         if window is None:
             self.metrics.records.labels(meter, "unmetered").inc()
             return
+        if redriven and not await self._first_redriven_copy(record_id, seq):
+            self.metrics.records.labels(meter, "already_counted").inc()
+            return
         key = count_key(customer, meter, window, when)
         added = await apply_record(self.buckets[window], key, seq, value, record_id)
         self.metrics.records.labels(meter, "counted" if added else "already_counted").inc()
         if added:
             self.metrics.quantity.labels(meter).inc(value)
+        if redriven:
+            await self._counted_redriven_copy(record_id, seq)
+
+    def _redriven_key(self, record_id: str) -> str:
+        return f"_redriven.{customer_token(record_id)}"
+
+    async def _first_redriven_copy(self, record_id: str, seq: int) -> bool:
+        """Whether the redriven copy at ``seq`` is the one of its record that counts.
+
+        A forwarder that refuses a redriven record again copies the counter's mark into
+        its own dead letter, so one record can come back more than once; the first copy
+        counted is remembered (``_counted_redriven_copy``, after the count: a crash in
+        between re-reads the same ``seq``, which the count's ``last_seq`` already skips).
+        """
+        marker, _ = await read_count(self.buckets[Window.TOTAL], self._redriven_key(record_id))
+        return marker.last_seq in (0, seq)
+
+    async def _counted_redriven_copy(self, record_id: str, seq: int) -> None:
+        kv = self.buckets[Window.TOTAL]
+        await write_count(kv, self._redriven_key(record_id), MeterCount(last_seq=seq), None)
 
     async def _consumer(self, start: int) -> Any:
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
