@@ -143,3 +143,47 @@ async def test_unreadable_message_is_dead_lettered_not_dropped(stream: NatsServe
         assert info.num_pending == 0 and info.num_ack_pending == 0
     finally:
         await nc.close()
+
+
+async def test_a_dead_letter_that_cannot_be_stored_leaves_the_message_in_place(
+    stream: NatsServer,
+) -> None:
+    from nats.js.errors import NotFoundError
+    from stripe_bridge.billing.deadletters import stripe_dead_letter
+
+    import nats
+
+    def nowhere(msg: Any, durable: str, reason: str) -> tuple[str, dict[str, str]]:
+        # A subject no stream holds: the publish gets no PubAck, as when STRIPE_DLQ is down.
+        subject, headers = stripe_dead_letter(msg, durable, reason)
+        return "nowhere." + subject, headers
+
+    nc = await nats.connect(stream.url)
+    try:
+        js = nc.jetstream()
+        await js.publish("stripe.test.customer.subscription.updated", b"not json")
+        projector = TierProjector(nc, CONFIG)
+        projector.dead_letters.address = nowhere
+
+        async def redelivered() -> bool:
+            try:
+                info = await js.consumer_info("STRIPE", "tiers")
+            except NotFoundError:  # not bound yet
+                return False
+            return bool(info.num_redelivered)
+
+        await run_until(projector, redelivered, "the message handed back, not terminated")
+        assert await stream_messages(stream.url, DEAD_LETTER_STREAM) == []
+        labels = {"consumer": "tiers", "event_type": "unknown"}
+        assert projector.metrics.registry.get_sample_value(DEAD, labels) is None
+
+        # STRIPE_DLQ reachable again: the next delivery is dead-lettered.
+        projector.dead_letters.address = stripe_dead_letter
+
+        async def parked() -> bool:
+            return bool(await stream_messages(stream.url, DEAD_LETTER_STREAM))
+
+        await run_until(projector, parked, "the message dead-lettered at last")
+        assert projector.metrics.registry.get_sample_value(DEAD, labels) == 1
+    finally:
+        await nc.close()
