@@ -18,10 +18,10 @@ from stripe_bridge.billing.projector import TierProjector
 from stripe_bridge.billing.usage import USAGE_STREAM, provision_usage_streams
 from stripe_bridge.envelope import StripeEvent
 from stripe_bridge.natsserver import NatsServer
-from stripe_bridge.redrive import KNOWN, Choice, redrive
 from stripe_bridge_events.deadletter import DEAD_LETTER_STREAM, REASON_HEADER, SOURCE_HEADER
 from stripe_bridge_testing.waiting import wait_until_async
 
+from ..bridge.support import cli
 from .eras import era_event
 from .sequences import CONFIG, T0
 from .test_projector import publish_deliveries
@@ -100,9 +100,21 @@ async def test_unusable_event_is_dead_lettered_counted_and_redriven_after_the_fi
         assert buggy.metrics.registry.get_sample_value(DEAD, labels) == 1
         assert await lifecycle_types(stream.url) == ["subscription.started"]
 
-        # The fix is deployed (the real projector); redrive hands the dead letter back.
-        moved = await redrive(nc.jetstream(), KNOWN[DEAD_LETTER_STREAM], Choice(), False)
-        assert [r.outcome for r in moved] == ["redriven"]
+        # What the runbook says to run: list the reasons, then (the fix deployed: the
+        # real projector) hand back what the reason names.
+        listed = await asyncio.to_thread(
+            cli, "redrive", "--nats-url", stream.url, "--dry-run", "--json"
+        )
+        assert listed.returncode == 0, listed.stderr
+        (entry,) = [json.loads(line) for line in listed.stdout.splitlines()]
+        assert entry["outcome"] == "would_redrive" and "amount_remaining" in entry["reason"]
+        moved = await asyncio.to_thread(
+            cli, "redrive", "--nats-url", stream.url, "--reason", "amount_remaining", "--json"
+        )
+        assert moved.returncode == 0, moved.stderr
+        assert json.loads(moved.stdout)["target"] == (
+            "stripe_dlq.redrive.lifecycle.stripe.test.invoice.payment_failed"
+        )
         fixed = LifecycleProjector(nc)
 
         async def failed_sent() -> bool:
