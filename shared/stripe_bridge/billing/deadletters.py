@@ -11,8 +11,8 @@ or a restart from the checkpoint) and is tried again, never dropped.
   ``stripe_dlq.redrive.<durable>.<original subject>``, which the consumer reads through a
   second durable (``redriven``) and handles like any message.
 - USAGE consumers (count-usage) use USAGE's dead letters as forward-openmeter does:
-  ``usage_dlq.<meter>`` with the record's own ``Nats-Msg-Id``, so a record both refuse is
-  stored once, and ``redrive --from USAGE_DLQ`` hands it back to USAGE for both.
+  ``usage_dlq.<meter>``, marked with who refused it (``usage_dead_letter``);
+  ``redrive --from USAGE_DLQ`` hands it back to ``usage.<meter>`` for every USAGE consumer.
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ def dead_letter_counter(registry: CollectorRegistry) -> Counter:
     """The counter every billing consumer reports its dead letters on (one alert reads it)."""
     return Counter(
         "stripe_bridge_consumer_dead_letters",
-        "Messages a billing consumer could not use, moved to STRIPE_DLQ with the reason "
-        "(stripe-bridge redrive brings them back), by consumer (durable) and event type.",
+        "Messages a billing consumer could not use, moved to STRIPE_DLQ or USAGE_DLQ with "
+        "the reason (stripe-bridge redrive brings them back), by consumer and event type.",
         ["consumer", "event_type"],
         registry=registry,
     )
@@ -147,8 +147,8 @@ class DeadLetters:
     async def park(self, msg: Any, event_type: str, reason: str) -> bool:
         """Copy ``msg`` to the dead letters (awaiting the PubAck); False if that failed.
 
-        The caller terminates the original only on True, so a dead letter is never lost
-        between the two: on False it naks, and the next delivery tries again.
+        The caller lets the original go only on True, so nothing is lost between the two:
+        on False it keeps it (nak, or a restart from the checkpoint) and tries again.
         """
         from nats import errors as nats_errors
 
