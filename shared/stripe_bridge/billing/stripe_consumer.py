@@ -28,6 +28,8 @@ from .deadletters import DeadLetters, open_dead_letters, reason_of, redriven
 log = logging.getLogger(__name__)
 
 ItemT = TypeVar("ItemT")
+#: How often an idle consumer looks for messages ``redrive`` handed back.
+REDRIVE_POLL_SECONDS = 5.0
 
 
 class StripeConsumer(ABC, Generic[ItemT]):
@@ -143,14 +145,18 @@ class StripeConsumer(ABC, Generic[ItemT]):
         sub, again = await self.subscribe()
         if on_bound is not None:
             on_bound()
-        checked = 0.0
+        checked = redrive_due = 0.0
         try:
             while not stop.is_set():
                 try:
                     msgs = await _fetch(sub, self.batch_size, fetch_wait)
                     await self.handle_batch(msgs)
-                    # Redriven dead letters: rare, so a short look each round.
-                    await self.handle_batch(await _fetch(again, self.batch_size, 0.05))
+                    if time.monotonic() >= redrive_due:
+                        # Redriven dead letters are rare: a short look every few seconds
+                        # (at once again while they keep coming) keeps idle cost down.
+                        back = await _fetch(again, self.batch_size, 0.05)
+                        await self.handle_batch(back)
+                        redrive_due = time.monotonic() + (0 if back else REDRIVE_POLL_SECONDS)
                     if not msgs or time.monotonic() - checked > 1.0:
                         checked = time.monotonic()
                         info = await sub.consumer_info()
