@@ -66,6 +66,9 @@ class SubscriptionItem(BaseModel):
     price_id: str | None
     product_id: str | None
     lookup_key: str | None
+    #: The price's ``unit_amount`` (a plan's ``amount`` before prices); None when tiered.
+    unit_amount: int | None = None
+    currency: str | None = None
     quantity: int | None
     current_period_start: int | None
     current_period_end: int | None

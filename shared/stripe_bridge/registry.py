@@ -88,6 +88,12 @@ EVENT_TYPES: tuple[EventType, ...] = (
         "An invoice was paid (also on month-end renewals).",
     ),
     EventType(
+        "invoice.payment_succeeded",
+        InvoiceChanged,
+        translate_invoice,
+        "A payment on an invoice succeeded (what accounts on older API versions listen to).",
+    ),
+    EventType(
         "invoice.payment_failed",
         InvoiceChanged,
         translate_invoice,

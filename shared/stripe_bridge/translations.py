@@ -2,13 +2,16 @@
 
 The models are the consumer SDK's (``stripe_bridge_events.models``); this module fills
 them from Stripe events. Each translation reads ``api_version`` and copes with both the
-pre-basil object shapes and the 2025-03-31.basil ones, preferring the shape the version
-announces and falling back to the other when a field is missing (accounts pin versions,
-fixtures get mixed).
+object shapes of every API era (docs/event-types.md, "Fields by API era"): plans before
+prices (2017-08-15: items and lines carry only ``plan``), invoices before ``amount_paid``
+and ``amount_remaining``, and the 2025-03-31.basil moves. Each prefers the shape the
+version announces and falls back to the others when a field is missing (accounts pin
+versions, fixtures get mixed); only the fields a model cannot do without are required.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from stripe_bridge_events.models import (
@@ -24,10 +27,81 @@ from stripe_bridge_events.models import (
 from .envelope import StripeEvent
 
 
+@dataclass(frozen=True)
+class FieldSource:
+    """Where one translated field is read from in each API era (docs/event-types.md)."""
+
+    field: str
+    #: 2017-08-15: plans only; invoices say ``paid``, no ``amount_paid``/``amount_remaining``.
+    v2017: str
+    #: From 2018 (Stripe's example invoices have them from 2018-04): ``amount_paid`` and
+    #: ``amount_remaining`` on invoices.
+    v2018: str
+    #: From 2020 (the Prices API; Stripe's examples have ``price`` from 2020-08): items
+    #: and lines carry ``price`` (and still ``plan``).
+    v2020: str
+    #: 2025-03-31.basil and newer.
+    basil: str
+
+
+#: The era table of docs/event-types.md: what each translation reads, era by era.
+FIELD_SOURCES = (
+    FieldSource(
+        "invoice `amount_paid`",
+        "`amount_due` if `paid`, else 0",
+        "`amount_paid`",
+        "`amount_paid`",
+        "`amount_paid`",
+    ),
+    FieldSource(
+        "invoice `amount_remaining`",
+        "`amount_due` - `amount_paid`",
+        "`amount_remaining`",
+        "`amount_remaining`",
+        "`amount_remaining`",
+    ),
+    FieldSource(
+        "invoice `subscription_id`",
+        "`subscription`",
+        "`subscription`",
+        "`subscription`",
+        "`parent.subscription_details.subscription`",
+    ),
+    FieldSource(
+        "invoice line `price_id`",
+        "`plan.id`",
+        "`plan.id`",
+        "`price.id` (else `plan.id`)",
+        "`pricing.price_details.price`",
+    ),
+    FieldSource(
+        "item `price_id`, `product_id`, `lookup_key`",
+        "`plan`",
+        "`plan`",
+        "`price` (else `plan`)",
+        "`price`",
+    ),
+    FieldSource(
+        "item `unit_amount`, `currency`",
+        "`plan.amount`, `plan.currency`",
+        "`plan.amount`, `plan.currency`",
+        "`price.unit_amount` (else `plan.amount`)",
+        "`price.unit_amount`",
+    ),
+    FieldSource(
+        "subscription `current_period_start`/`_end`",
+        "the subscription's",
+        "the subscription's",
+        "the subscription's",
+        "the items' (earliest start, latest end)",
+    ),
+)
+
+
 def _id(value: Any) -> str | None:
-    """Stripe fields are either an id or an expanded object carrying one."""
+    """Stripe fields are either an id or an expanded object carrying one (never "")."""
     if isinstance(value, str):
-        return value
+        return value or None
     if isinstance(value, dict):
         inner = value.get("id")
         return inner if isinstance(inner, str) else None
@@ -64,13 +138,31 @@ def translate_checkout_session(event: StripeEvent) -> CheckoutSessionCompleted:
     )
 
 
+def price_of(holder: dict[str, Any]) -> dict[str, Any]:
+    """The price of a subscription item or invoice line: ``price`` since the Prices API
+    (2020), the ``plan`` it replaced before (the only one in 2017-08-15 payloads)."""
+    for key in ("price", "plan"):
+        found = holder.get(key)
+        if isinstance(found, dict):
+            return found
+    return {}
+
+
+def unit_amount(price: dict[str, Any]) -> int | None:
+    """A price's ``unit_amount``, or the ``amount`` of a plan (the same, named before prices)."""
+    found = _first_present(price.get("unit_amount"), price.get("amount"))
+    return found if isinstance(found, int) else None
+
+
 def _subscription_item(item: dict[str, Any]) -> SubscriptionItem:
-    price = item.get("price") or item.get("plan") or {}
+    price = price_of(item)
     return SubscriptionItem(
         item_id=item.get("id"),
         price_id=_id(price),
         product_id=_id(price.get("product")),
         lookup_key=price.get("lookup_key"),
+        unit_amount=unit_amount(price),
+        currency=price.get("currency"),
         quantity=item.get("quantity"),
         current_period_start=item.get("current_period_start"),
         current_period_end=item.get("current_period_end"),
@@ -121,7 +213,8 @@ def _invoice_line(line: dict[str, Any]) -> InvoiceLine:
     pricing = (line.get("pricing") or {}).get("price_details") or {}
     return InvoiceLine(
         line_id=line.get("id"),
-        price_id=_first_present(_id(line.get("price")), _id(pricing.get("price"))),
+        # price (2020), plan (before), pricing.price_details.price (basil).
+        price_id=_first_present(_id(price_of(line)), _id(pricing.get("price"))),
         quantity=line.get("quantity"),
         amount=line.get("amount"),
         period_start=period.get("start"),
@@ -129,9 +222,26 @@ def _invoice_line(line: dict[str, Any]) -> InvoiceLine:
     )
 
 
+def invoice_amounts(obj: dict[str, Any]) -> tuple[int, int, int]:
+    """``(amount_due, amount_paid, amount_remaining)`` of an invoice of any era.
+
+    ``amount_paid`` and ``amount_remaining`` arrived in 2018 (absent from Stripe's example
+    invoices until 2018-04, present since); before, an invoice said only ``paid``. Stripe
+    defines ``amount_remaining`` as ``amount_due - amount_paid``, and a paid invoice of
+    that era was paid in full (partial payments came with basil).
+    """
+    due = int(obj["amount_due"])
+    paid = obj.get("amount_paid")
+    if paid is None:
+        paid = due if obj.get("paid") else 0
+    remaining = obj.get("amount_remaining")
+    return due, int(paid), int(due - paid if remaining is None else remaining)
+
+
 def translate_invoice(event: StripeEvent) -> InvoiceChanged:
-    """Translate ``invoice.paid`` and ``invoice.payment_failed``."""
+    """Translate ``invoice.paid``, ``invoice.payment_succeeded`` and ``invoice.payment_failed``."""
     obj = event.data.object
+    amount_due, amount_paid, amount_remaining = invoice_amounts(obj)
     return InvoiceChanged(
         invoice_id=obj["id"],
         customer_id=_id(obj.get("customer")),
@@ -139,9 +249,9 @@ def translate_invoice(event: StripeEvent) -> InvoiceChanged:
         status=obj.get("status"),
         billing_reason=obj.get("billing_reason"),
         currency=obj["currency"],
-        amount_due=obj["amount_due"],
-        amount_paid=obj["amount_paid"],
-        amount_remaining=obj["amount_remaining"],
+        amount_due=amount_due,
+        amount_paid=amount_paid,
+        amount_remaining=amount_remaining,
         attempt_count=obj.get("attempt_count"),
         next_payment_attempt=obj.get("next_payment_attempt"),
         period_start=obj.get("period_start"),

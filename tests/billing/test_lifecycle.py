@@ -1,4 +1,4 @@
-"""The lifecycle gate: the six mappings, and a downstream order that survives Stripe's."""
+"""The lifecycle gate: the seven mappings, and a downstream order that survives Stripe's."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def downstream(sent: list[LifecycleEvent]) -> list[str]:
     return list(first)
 
 
-def test_the_six_mappings_from_real_payloads() -> None:
+def test_the_seven_mappings_from_real_payloads() -> None:
     cases = {
         "checkout_session_completed": Lifecycle.STARTED,
         "subscription_created": Lifecycle.STARTED,
@@ -52,6 +52,7 @@ def test_the_six_mappings_from_real_payloads() -> None:
         "subscription_deleted": Lifecycle.ENDED,
         "invoice_paid": Lifecycle.PAYMENT_SUCCESS,
         "invoice_paid_basil": Lifecycle.PAYMENT_SUCCESS,
+        "invoice_payment_succeeded": Lifecycle.PAYMENT_SUCCESS,
         "invoice_payment_failed": Lifecycle.PAYMENT_FAILED,
     }
     for name, kind in cases.items():

@@ -124,20 +124,6 @@ async def test_concurrent_writers_compare_and_set(nats_server: NatsServer) -> No
     assert conflicts is not None and conflicts > 0
 
 
-async def test_unreadable_messages_are_terminated_not_retried(stream: NatsServer) -> None:
-    import nats
-
-    nc = await nats.connect(stream.url)
-    await nc.jetstream().publish("stripe.test.customer.subscription.updated", b"not json")
-    await nc.close()
-    await publish_deliveries(stream.url, lifecycle()[:1])
-    (projector,) = await run_projectors(stream.url, 1, ["tiers"])
-    invalid = projector.metrics.registry.get_sample_value(
-        "stripe_bridge_tiers_events_total", {"event_type": "unknown", "outcome": "invalid"}
-    )
-    assert invalid == 1
-
-
 async def test_tier_command_shows_tier_and_cause(
     stream: NatsServer, capsys: pytest.CaptureFixture[str]
 ) -> None:

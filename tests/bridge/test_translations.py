@@ -19,6 +19,7 @@ from stripe_bridge.message import build_message, parse_message
 from stripe_bridge.natsserver import NatsServer
 from stripe_bridge_testing.processes import FunctionProcess
 
+from ..billing.eras import AMOUNT, ERAS, PRICE, PRODUCT, era_event
 from ..helpers import fixture_event, post_event
 from .support import last_seq, metric, stored_event, stored_message
 
@@ -117,6 +118,16 @@ EXPECTED: dict[str, tuple[str, dict[str, Any]]] = {
             "currency": "usd",
         },
     ),
+    "invoice_payment_succeeded": (
+        # Sent with invoice.paid for the same invoice; older integrations listen to this.
+        "invoice.payment_succeeded",
+        {
+            "invoice_id": "in_1KJqKBJDPojXS6LNJbvLUgEy",
+            "subscription_id": "sub_JsuPyCPhXWfZar",
+            "status": "paid",
+            "amount_remaining": 0,
+        },
+    ),
     "invoice_payment_failed": (
         "invoice.payment_failed",
         {
@@ -150,6 +161,8 @@ PRE_BASIL_ITEM = {
     "price_id": "price_1IDQm5JDPojXS6LNM31hxKzp",
     "product_id": "prod_Ip4vqwv3EJ7Mi0",
     "lookup_key": None,
+    "unit_amount": 0,
+    "currency": "usd",
     "quantity": 1,
     "current_period_start": None,
     "current_period_end": None,
@@ -206,6 +219,35 @@ def test_invoice_lines_in_both_shapes() -> None:
     # Pre-basil lines carry `price`; basil lines carry `pricing.price_details.price`.
     assert translation_of("invoice_paid")["lines"] == [INVOICE_LINE]
     assert translation_of("invoice_paid_basil")["lines"] == [INVOICE_LINE]
+
+
+def translation_of_era(era: str, event_type: str) -> dict[str, Any]:
+    event = era_event(era, event_type, "evt_era", 1_700_000_000, "sub_era")
+    message = build_message(StripeEvent.model_validate(event), event, "stripe")
+    assert message.translation_error is None
+    translation: dict[str, Any] = parse_message(message.body)["data"]["translation"]
+    return translation
+
+
+@pytest.mark.parametrize("era", ERAS)
+def test_every_api_era_translates_with_its_money_fields(era: str) -> None:
+    # Stripe's own example objects of each era (tests/billing/eras.py): 2017-08-15 has
+    # no amount_paid/amount_remaining and plan-only items and lines; basil moved the
+    # subscription link, the line's price and the periods.
+    failed = translation_of_era(era, "invoice.payment_failed")
+    assert (failed["amount_due"], failed["amount_paid"], failed["amount_remaining"]) == (
+        AMOUNT,
+        0,
+        AMOUNT,
+    )
+    assert failed["subscription_id"] == "sub_era"
+    assert [line["price_id"] for line in failed["lines"]] == [PRICE]
+    assert [line["amount"] for line in failed["lines"]] == [AMOUNT]
+    paid = translation_of_era(era, "invoice.payment_succeeded")
+    assert (paid["amount_paid"], paid["amount_remaining"]) == (AMOUNT, 0)
+    (item,) = translation_of_era(era, "customer.subscription.updated")["items"]
+    assert (item["price_id"], item["product_id"]) == (PRICE, PRODUCT)
+    assert (item["unit_amount"], item["currency"]) == (AMOUNT, "usd")
 
 
 def test_api_version_decides_which_shape_wins() -> None:

@@ -57,6 +57,23 @@ def test_every_fixture_parses_to_what_the_bridge_translated(name: str) -> None:
         )
 
 
+def test_subscription_v1_messages_stored_before_unit_amount_still_parse() -> None:
+    # Item unit_amount and currency were added to subscription.v1 (issue #18, additive):
+    # messages already in the stream, written without them, must parse as before.
+    body = json.loads(body_of(fixture_event("subscription_updated")))
+    for item in body["data"]["translation"]["items"]:
+        del item["unit_amount"], item["currency"]
+    event = parse(json.dumps(body).encode())
+    assert isinstance(event, TypedEvent)
+    assert isinstance(event.translation, SubscriptionChanged)
+    (item,) = event.translation.items
+    assert (item.unit_amount, item.currency, item.price_id) == (
+        None,
+        None,
+        "price_1IDQm5JDPojXS6LNM31hxKzp",
+    )
+
+
 def test_a_failed_translation_parses_untranslated_with_its_reason() -> None:
     event = parse(body_of(broken_invoice()))
     assert isinstance(event, UntranslatedEvent)

@@ -39,7 +39,7 @@ def load(path: Path) -> dict[str, Any]:
 
 def test_every_service_of_both_environments_is_checked() -> None:
     per_env = len(knative.services(knative.PROFILES["staging"]))
-    assert per_env == 13  # 9 webhook functions (8 types + catch-all), 4 billing functions
+    assert per_env == 14  # 10 webhook functions (9 types + catch-all), 4 billing functions
     assert len(rendered_services()) == per_env * len(knative.PROFILES)
 
 

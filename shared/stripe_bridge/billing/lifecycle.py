@@ -1,4 +1,4 @@
-"""OpenMeter lifecycle events from the six billing events, in an order downstream can trust.
+"""OpenMeter lifecycle events from the seven billing events, in an order downstream can trust.
 
 Mapping (the system this project replaces, issue #11)::
 
@@ -7,7 +7,14 @@ Mapping (the system this project replaces, issue #11)::
     customer.subscription.updated                   -> subscription.updated
     customer.subscription.deleted                   -> subscription.ended
     invoice.paid                                    -> payment.success
+    invoice.payment_succeeded                       -> payment.success
     invoice.payment_failed                          -> payment.failed
+
+Accounts on older API versions (and many integrations) subscribe to
+``invoice.payment_succeeded`` rather than ``invoice.paid``; Stripe sends both for a paid
+invoice, and the invoice's gate sends ``payment.success`` once for whichever comes first.
+Every payload era is read (translations.py): plan-only items and lines, invoices without
+``amount_paid``, basil's moved fields; only what the event's data needs is required.
 
 Stripe delivers out of order and more than once, so what is sent is decided by a *gate*
 per subscription (and per invoice), kept in a KV bucket and changed only forwards:
@@ -62,6 +69,7 @@ MAPPING: dict[str, Lifecycle] = {
     "customer.subscription.updated": Lifecycle.UPDATED,
     "customer.subscription.deleted": Lifecycle.ENDED,
     "invoice.paid": Lifecycle.PAYMENT_SUCCESS,
+    "invoice.payment_succeeded": Lifecycle.PAYMENT_SUCCESS,
     "invoice.payment_failed": Lifecycle.PAYMENT_FAILED,
 }
 
@@ -128,8 +136,6 @@ def _customer(value: Any) -> str | None:
 
 def _subscription_data(event: StripeEvent) -> dict[str, Any]:
     sub = translate_subscription(event)
-    items = event.data.object.get("items", {}).get("data") or [{}]
-    price = items[0].get("price") or items[0].get("plan") or {}
     first = sub.items[0] if sub.items else None
     return {
         "subscription_id": sub.subscription_id,
@@ -138,8 +144,8 @@ def _subscription_data(event: StripeEvent) -> dict[str, Any]:
         "price_id": first.price_id if first else None,
         "product_id": first.product_id if first else None,
         "quantity": first.quantity if first else None,
-        "amount": price.get("unit_amount"),
-        "currency": event.data.object.get("currency") or price.get("currency"),
+        "amount": first.unit_amount if first else None,
+        "currency": event.data.object.get("currency") or (first.currency if first else None),
         "period_start": sub.current_period_start,
         "period_end": sub.current_period_end,
         "cancel_at_period_end": sub.cancel_at_period_end,

@@ -1,6 +1,6 @@
 """``project-lifecycle``: billing events from STRIPE become OpenMeter lifecycle events.
 
-For each of the six billing events the gate of its subscription or invoice (KV bucket
+For each of the seven billing events the gate of its subscription or invoice (KV bucket
 ``BILLING_LIFECYCLE``, compare-and-set) decides what to send (``lifecycle.decide``); the
 lifecycle CloudEvents are published into the USAGE stream on ``usage.lifecycle.<type>``
 with their id as ``Nats-Msg-Id``, and ``forward-openmeter`` delivers them with the usage
@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ..envelope import StripeEvent
 from ..message import CONTENT_TYPE, MSG_ID_HEADER
+from .deadletters import dead_letter_counter
 from .lifecycle import Fact, Gate, LifecycleEvent, decide, fact_from_event
 from .stripe_consumer import StripeConsumer, key_value
 from .usage import USAGE_SUBJECT_PREFIX
@@ -62,6 +63,7 @@ class LifecycleMetrics:
             "Stripe events in the stream not yet delivered to the lifecycle projector.",
             registry=r,
         )
+        self.dead_letters = dead_letter_counter(r)
 
 
 def encode_lifecycle(event: LifecycleEvent) -> tuple[str, bytes, dict[str, str]]:
@@ -99,7 +101,7 @@ async def pass_gate(kv: Any, fact: Fact) -> list[LifecycleEvent]:
 
 
 class LifecycleProjector(StripeConsumer[Fact]):
-    """Turns the six billing events into lifecycle events in USAGE, in gate order."""
+    """Turns the seven billing events into lifecycle events in USAGE, in gate order."""
 
     def __init__(
         self,
@@ -113,7 +115,15 @@ class LifecycleProjector(StripeConsumer[Fact]):
     ) -> None:
         self.metrics = metrics or LifecycleMetrics()
         super().__init__(
-            nc, self.metrics.events, self.metrics.lag, stream, subject_prefix, durable, batch_size
+            nc,
+            self.metrics.events,
+            self.metrics.lag,
+            self.metrics.dead_letters,
+            stream,
+            subject_prefix,
+            durable,
+            batch_size,
+            bucket_replicas,
         )
         self.kv: Any = None
         self.bucket_replicas = bucket_replicas
@@ -123,7 +133,7 @@ class LifecycleProjector(StripeConsumer[Fact]):
         self.kv = await key_value(self.js, LIFECYCLE_BUCKET, self.bucket_replicas, history=1)
 
     def item_for(self, event: StripeEvent) -> tuple[str, Fact] | None:
-        """The lifecycle fact of one of the six events; others are acked untouched."""
+        """The lifecycle fact of one of the seven events; others are acked untouched."""
         fact = fact_from_event(event)
         if fact is None:
             return None

@@ -8,6 +8,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ..envelope import StripeEvent
+from .deadletters import dead_letter_counter
 from .stripe_consumer import StripeConsumer, key_value
 from .tiers import (
     PROJECTED_EVENTS,
@@ -51,6 +52,7 @@ class ProjectorMetrics:
             "Stripe events in the stream not yet delivered to the projector.",
             registry=r,
         )
+        self.dead_letters = dead_letter_counter(r)
 
 
 async def tiers_bucket(js: Any, replicas: int = 1) -> Any:
@@ -113,7 +115,15 @@ class TierProjector(StripeConsumer[Update]):
     ) -> None:
         self.metrics = metrics or ProjectorMetrics()
         super().__init__(
-            nc, self.metrics.events, self.metrics.lag, stream, subject_prefix, durable, batch_size
+            nc,
+            self.metrics.events,
+            self.metrics.lag,
+            self.metrics.dead_letters,
+            stream,
+            subject_prefix,
+            durable,
+            batch_size,
+            bucket_replicas,
         )
         self.config = config
         self.kv: Any = None

@@ -1,9 +1,11 @@
 """The loop every consumer of the STRIPE stream shares (tier projector, lifecycle events).
 
-A durable pull consumer on ``<prefix>.>``: fetch a batch, read each message once (an
-unreadable one is terminated, one the consumer has nothing to do with is acked), then
-commit each customer's items in order while customers run in parallel; unacked messages
-come back after ``ack_wait``, so every ``commit`` must be idempotent.
+A durable pull consumer on ``<prefix>.>``: fetch a batch, read each message once (one the
+consumer cannot read or use is dead-lettered to ``STRIPE_DLQ`` with the reason, counted,
+then terminated; one it has nothing to do with is acked), then commit each customer's
+items in order while customers run in parallel; unacked messages come back after
+``ack_wait``, so every ``commit`` must be idempotent. A second durable reads what
+``stripe-bridge redrive`` hands back from the dead letters (``deadletters``).
 """
 
 from __future__ import annotations
@@ -21,10 +23,13 @@ from pydantic import ValidationError
 
 from ..envelope import StripeEvent
 from ..message import parse_message
+from .deadletters import DeadLetters, open_dead_letters, reason_of, redriven
 
 log = logging.getLogger(__name__)
 
 ItemT = TypeVar("ItemT")
+#: How often an idle consumer looks for messages ``redrive`` handed back.
+REDRIVE_POLL_SECONDS = 5.0
 
 
 class StripeConsumer(ABC, Generic[ItemT]):
@@ -35,25 +40,29 @@ class StripeConsumer(ABC, Generic[ItemT]):
         nc: Any,
         events: Counter,
         lag: Gauge,
+        dead_lettered: Counter,
         stream: str = "STRIPE",
         subject_prefix: str = "stripe",
         durable: str = "tiers",
         batch_size: int = 100,
+        replicas: int = 1,
     ) -> None:
         self.nc = nc
         self.js = nc.jetstream()
         self.events = events
         self.lag = lag
+        self.dead_letters = DeadLetters(self.js, durable, dead_lettered)
         self.stream = stream
         self.subject = f"{subject_prefix}.>"
         self.durable = durable
         self.batch_size = batch_size
+        self.replicas = replicas
 
     @abstractmethod
     def item_for(self, event: StripeEvent) -> tuple[str, ItemT] | None:
         """(customer id, item) for ``event``, or None if it means nothing here.
 
-        Raise KeyError/TypeError/ValueError for an event that cannot be read (terminated).
+        Raise KeyError/TypeError/ValueError for an event that cannot be used (dead-lettered).
         """
 
     @abstractmethod
@@ -65,27 +74,31 @@ class StripeConsumer(ABC, Generic[ItemT]):
         """Open what ``commit`` writes to (KV buckets, streams), before consuming."""
 
     async def prepare(self, msg: Any) -> tuple[str, str, ItemT] | None:
-        """(event type, customer, item) of one message, or None once acked/terminated."""
+        """(event type, customer, item) of one message, or None once acked/dead-lettered."""
         try:
             cloudevent = parse_message(msg.data)
             event = StripeEvent.model_validate(cloudevent["data"]["stripe"])
         except (ValueError, KeyError, TypeError, ValidationError) as exc:
-            log.warning("unreadable message seq=%s: %s", msg.metadata.sequence.stream, exc)
-            self.events.labels("unknown", "invalid").inc()
-            await msg.term()
+            await self.reject(msg, "unknown", f"unreadable: {reason_of(exc)}")
             return None
         try:
             found = self.item_for(event)
         except (KeyError, TypeError, ValueError) as exc:
-            log.warning("event %s (%s) not usable: %s", event.id, event.type, exc)
-            self.events.labels(event.type, "invalid").inc()
-            await msg.term()
+            await self.reject(msg, event.type, f"{event.id} not usable: {reason_of(exc)}")
             return None
         if found is None:
             await msg.ack()
             return None
         customer, item = found
         return event.type, customer, item
+
+    async def reject(self, msg: Any, event_type: str, reason: str) -> None:
+        """Dead-letter ``msg`` and terminate it here; nak it if the dead letter failed."""
+        self.events.labels(event_type, "invalid").inc()
+        if await self.dead_letters.park(msg, event_type, reason):
+            await msg.term()
+        else:
+            await msg.nak(delay=1)
 
     async def handle_batch(self, msgs: list[Any]) -> None:
         """Commit a fetched batch: customers in parallel, each customer's events in order."""
@@ -102,11 +115,12 @@ class StripeConsumer(ABC, Generic[ItemT]):
 
         await asyncio.gather(*(one_customer(items) for items in by_customer.values()))
 
-    async def subscribe(self) -> Any:
-        """Open the targets and bind the durable pull consumer."""
+    async def subscribe(self) -> tuple[Any, Any]:
+        """Open the targets and the dead letters; bind the durable and its redrive durable."""
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
         await self.open()
+        await open_dead_letters(self.js, self.replicas)
         config = ConsumerConfig(
             durable_name=self.durable,
             ack_policy=AckPolicy.EXPLICIT,
@@ -114,9 +128,10 @@ class StripeConsumer(ABC, Generic[ItemT]):
             ack_wait=30,
             max_deliver=-1,
         )
-        return await self.js.pull_subscribe(
+        main = await self.js.pull_subscribe(
             self.subject, durable=self.durable, stream=self.stream, config=config
         )
+        return main, await redriven(self.js, self.durable)
 
     async def run(
         self,
@@ -127,18 +142,21 @@ class StripeConsumer(ABC, Generic[ItemT]):
         """Consume until ``stop`` is set; ``on_bound`` runs once the consumer is bound."""
         from nats import errors as nats_errors
 
-        sub = await self.subscribe()
+        sub, again = await self.subscribe()
         if on_bound is not None:
             on_bound()
-        checked = 0.0
+        checked = redrive_due = 0.0
         try:
             while not stop.is_set():
                 try:
-                    try:
-                        msgs = await sub.fetch(self.batch_size, timeout=fetch_wait)
-                    except TimeoutError:  # nats-py raises asyncio's or its own subclass
-                        msgs = []
+                    msgs = await _fetch(sub, self.batch_size, fetch_wait)
                     await self.handle_batch(msgs)
+                    if time.monotonic() >= redrive_due:
+                        # Redriven dead letters are rare: a short look every few seconds
+                        # (at once again while they keep coming) keeps idle cost down.
+                        back = await _fetch(again, self.batch_size, 0.05)
+                        await self.handle_batch(back)
+                        redrive_due = time.monotonic() + (0 if back else REDRIVE_POLL_SECONDS)
                     if not msgs or time.monotonic() - checked > 1.0:
                         checked = time.monotonic()
                         info = await sub.consumer_info()
@@ -151,6 +169,16 @@ class StripeConsumer(ABC, Generic[ItemT]):
         finally:
             # A bound pull subscription makes a later drain() wait its whole timeout.
             await sub.unsubscribe()
+            await again.unsubscribe()
+
+
+async def _fetch(sub: Any, batch: int, wait: float) -> list[Any]:
+    """Up to ``batch`` messages, waiting at most ``wait`` seconds; [] when none came."""
+    try:
+        msgs: list[Any] = await sub.fetch(batch, timeout=wait)
+    except TimeoutError:  # nats-py raises asyncio's or its own subclass
+        return []
+    return msgs
 
 
 async def key_value(js: Any, bucket: str, replicas: int = 1, **config: Any) -> Any:

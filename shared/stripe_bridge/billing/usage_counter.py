@@ -10,6 +10,10 @@ and the counter reads the stream strictly in sequence order (an ordered consumer
 checkpoint, never a redelivery out of order), applying a record only if its sequence is
 above the entry's ``last_seq``. A restart re-reads from the checkpoint and skips what was
 applied; a second counter reading the same stream skips what the first applied.
+
+A record the counter cannot read is dead-lettered to USAGE_DLQ with the reason (as the
+forwarder does, ``deadletters.usage_dead_letter``) before the checkpoint passes it; if
+that fails, the counter restarts from its checkpoint rather than skip it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import base64
 import contextlib
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import Callable
@@ -28,6 +33,14 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import BaseModel, ConfigDict, Field
 
+from .deadletters import (
+    DeadLetterFailed,
+    DeadLetters,
+    dead_letter_counter,
+    reason_of,
+    redriven_for,
+    usage_dead_letter,
+)
 from .limits import Window, window_start
 from .stripe_consumer import key_value
 from .tiers import TierConfig
@@ -156,7 +169,7 @@ class CounterMetrics:
         self.records = Counter(
             "stripe_bridge_usage_counted_records",
             "Usage records read by the counter, by meter and outcome (counted, "
-            "already_counted, unmetered, invalid).",
+            "already_counted, unmetered, invalid: dead-lettered).",
             ["meter", "outcome"],
             registry=r,
         )
@@ -171,6 +184,7 @@ class CounterMetrics:
             "Usage records in the stream after the counter's checkpoint.",
             registry=r,
         )
+        self.dead_letters = dead_letter_counter(r)
 
 
 def _record(data: bytes) -> tuple[str, str, float, datetime, str]:
@@ -178,6 +192,8 @@ def _record(data: bytes) -> tuple[str, str, float, datetime, str]:
     event = json.loads(data)
     when = datetime.fromisoformat(str(event["time"]).replace("Z", "+00:00"))
     value = float(event["data"]["value"])
+    if not math.isfinite(value):
+        raise ValueError(f"value {value} is not a finite number")
     return str(event["type"]), str(event["subject"]), value, when, str(event["id"])
 
 
@@ -200,6 +216,7 @@ class UsageCounter:
         self.metrics = metrics or CounterMetrics()
         self.bucket_replicas = bucket_replicas
         self.buckets: dict[Window, Any] = {}
+        self.dead_letters = DeadLetters(self.js, name, self.metrics.dead_letters, usage_dead_letter)
 
     @property
     def checkpoint_key(self) -> str:
@@ -221,24 +238,61 @@ class UsageCounter:
             if await write_count(kv, self.checkpoint_key, MeterCount(last_seq=seq), revision):
                 return
 
+    def read(self, data: bytes) -> tuple[str, str, float, datetime, str]:
+        """(meter, customer, value, time, id) of a usage record; ValueError/KeyError/TypeError
+        if it cannot be counted."""
+        return _record(data)
+
     async def apply(self, msg: Any) -> None:
-        """Count one message (already counted or unmetered ones change nothing)."""
+        """Count one message (already counted or unmetered ones change nothing); one that
+        cannot be read is dead-lettered (DeadLetterFailed if that failed)."""
         seq = msg.metadata.sequence.stream
+        redriven = redriven_for(msg.headers, self.name)
+        if redriven is False:
+            # Another consumer's dead letter, handed back to it: counted here the first time.
+            self.metrics.records.labels(msg.subject.split(".")[-1], "already_counted").inc()
+            return
         try:
-            meter, customer, value, when, record_id = _record(msg.data)
+            meter, customer, value, when, record_id = self.read(msg.data)
         except (ValueError, KeyError, TypeError) as exc:
-            log.warning("unreadable usage record seq=%s: %s", seq, type(exc).__name__)
-            self.metrics.records.labels("unknown", "invalid").inc()
+            subject_meter = msg.subject.split(".")[-1]
+            self.metrics.records.labels(subject_meter, "invalid").inc()
+            reason = f"unreadable usage record: {reason_of(exc)}"
+            if not await self.dead_letters.park(msg, subject_meter, reason):
+                raise DeadLetterFailed(f"{USAGE_STREAM}:{seq}") from exc
             return
         window = self.config.meters.get(meter)
         if window is None:
             self.metrics.records.labels(meter, "unmetered").inc()
+            return
+        if redriven and not await self._first_redriven_copy(record_id, seq):
+            self.metrics.records.labels(meter, "already_counted").inc()
             return
         key = count_key(customer, meter, window, when)
         added = await apply_record(self.buckets[window], key, seq, value, record_id)
         self.metrics.records.labels(meter, "counted" if added else "already_counted").inc()
         if added:
             self.metrics.quantity.labels(meter).inc(value)
+        if redriven:
+            await self._counted_redriven_copy(record_id, seq)
+
+    def _redriven_key(self, record_id: str) -> str:
+        return f"_redriven.{customer_token(record_id)}"
+
+    async def _first_redriven_copy(self, record_id: str, seq: int) -> bool:
+        """Whether the redriven copy at ``seq`` is the one of its record that counts.
+
+        A forwarder that refuses a redriven record again copies the counter's mark into
+        its own dead letter, so one record can come back more than once; the first copy
+        counted is remembered (``_counted_redriven_copy``, after the count: a crash in
+        between re-reads the same ``seq``, which the count's ``last_seq`` already skips).
+        """
+        marker, _ = await read_count(self.buckets[Window.TOTAL], self._redriven_key(record_id))
+        return marker.last_seq in (0, seq)
+
+    async def _counted_redriven_copy(self, record_id: str, seq: int) -> None:
+        kv = self.buckets[Window.TOTAL]
+        await write_count(kv, self._redriven_key(record_id), MeterCount(last_seq=seq), None)
 
     async def _consumer(self, start: int) -> Any:
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -268,7 +322,7 @@ class UsageCounter:
         while not stop.is_set():
             try:
                 await self._read(stop, fetch_wait, None if bound else on_bound)
-            except (nats_errors.Error, CounterConflict, TimeoutError) as exc:
+            except (nats_errors.Error, CounterConflict, DeadLetterFailed, TimeoutError) as exc:
                 log.warning("usage counter restarts from its checkpoint: %s", type(exc).__name__)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)

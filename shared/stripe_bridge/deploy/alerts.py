@@ -470,13 +470,18 @@ def _no_target_up(job: str) -> str:
 
 
 def _billing_alerts() -> list[Alert]:
-    """``forward-openmeter`` and ``project-tiers``, scraped on their ``--metrics-port``."""
+    """The billing consumers, scraped on their ``--metrics-port``."""
     breaker = "stripe_bridge_openmeter_breaker_state"
     sent = "stripe_bridge_openmeter_events_sent_total"
     dead = "stripe_bridge_openmeter_events_dead_lettered_total"
     lag = "stripe_bridge_openmeter_consumer_lag"
     ack_pending = "stripe_bridge_openmeter_ack_pending"
     tiers_lag = "stripe_bridge_tiers_consumer_lag"
+    consumer_dead = "stripe_bridge_consumer_dead_letters_total"
+    lifecycle = (
+        f'{{job="{LIFECYCLE_JOB}",{_PROD},instance="lifecycle-0:9464",'
+        'consumer="lifecycle",event_type="invoice.payment_failed"}'
+    )
     fwd = f'{{job="{FORWARDER_JOB}",{_PROD},instance="fwd-0:9464"}}'
     proj = f'{{job="{PROJECTOR_JOB}",{_PROD},instance="tiers-0:9464"}}'
     # Replicas sharing a durable all report the consumer's numbers: take the max, not the sum.
@@ -509,6 +514,22 @@ def _billing_alerts() -> list[Alert]:
             "openmeter-dead-letters",
             firing=Scenario({f"{dead}{fwd}": "0 0 0 0 0 3 3 3 3 3"}, "8m", (PROD,)),
             quiet=Scenario({f"{dead}{fwd}": "3x40"}, "30m"),
+        ),
+        Alert(
+            "BillingConsumerDeadLetters",
+            f"sum by (environment, consumer) (increase({consumer_dead}[15m])) > 0",
+            "0m",
+            "warning",
+            "{{ $labels.consumer }} dead-lettered messages it could not use",
+            "Those Stripe events or usage records changed no tier, lifecycle event or count; "
+            "they wait in STRIPE_DLQ or USAGE_DLQ with the reason until a fix and a redrive.",
+            "billing-consumer-dead-letters",
+            firing=Scenario(
+                {f"{consumer_dead}{lifecycle}": "0 0 0 0 0 1 1 1 1 1"},
+                "8m",
+                ({**PROD, "consumer": "lifecycle"},),
+            ),
+            quiet=Scenario({f"{consumer_dead}{lifecycle}": "1x40"}, "30m"),
         ),
         Alert(
             "OpenMeterUsageStalled",

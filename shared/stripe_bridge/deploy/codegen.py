@@ -13,6 +13,7 @@ from ..billing.projector import ProjectorMetrics
 from ..config import Settings
 from ..exitcodes import exit_code_table
 from ..metrics import metric_attributes, metrics_table
+from ..translations import FIELD_SOURCES
 from .dashboards import dashboard_files
 from .schemas import schema_files
 
@@ -97,7 +98,31 @@ Each type has its own function and Knative service; the catch-all function accep
 type (translated ones are translated there too). Subjects are
 `<NATS_SUBJECT_PREFIX>.<live|test>.<event type>`, e.g. `stripe.live.invoice.paid`.
 
-{event_type_table()}"""
+{event_type_table()}
+## Fields by API era
+
+Stripe renders every event in the API version of the endpoint or account, so one
+deployment receives payloads of several eras. Each translation reads the shape its
+`api_version` announces and falls back to the others; only the fields a model cannot do
+without (ids, `status`, `currency`, `amount_due`) are required. Proven on Stripe's own
+example objects of each era (`openapi/fixtures3.json` in stripe/openapi, in
+`tests/fixtures/eras/`). `invoice.payment_succeeded` (what older integrations listen to) and
+`invoice.paid` arrive for the same paid invoice; the lifecycle projector sends one
+`payment.success` for both (docs/billing.md).
+
+{field_source_table()}"""
+
+
+def field_source_table() -> str:
+    """The Markdown table of where each translated field comes from, era by era."""
+    rows = [
+        "| translated field | 2017-08-15 | 2018 (amounts) | 2020 (prices) "
+        "| 2025-03-31.basil and newer |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for f in FIELD_SOURCES:
+        rows.append(f"| {f.field} | {f.v2017} | {f.v2018} | {f.v2020} | {f.basil} |")
+    return "\n".join(rows) + "\n"
 
 
 def settings_table() -> str:

@@ -1,0 +1,18 @@
+"""Knative function for Stripe `invoice.payment_succeeded` events.
+
+Generated from stripe_bridge.registry by `stripe-bridge generate`; do not edit.
+Serve it only as the image does, which drains NATS and pushes the final metrics on
+SIGTERM (functions-framework would skip both):
+    FUNCTION_SOURCE=<this file> stripe-bridge serve
+"""
+
+from starlette.requests import Request
+from starlette.responses import Response
+from stripe_bridge.webhook import make_function
+
+function = make_function("invoice_payment_succeeded")
+
+
+async def handle(request: Request) -> Response:
+    """The functions-framework target; `stripe-bridge serve` runs `function` itself."""
+    return await function.handle(request)
