@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 from stripe_bridge.cli import main
-from stripe_bridge.deploy import knative
+from stripe_bridge.deploy import knative, profiles
 
 from .kubeapi import FakeKubeAPI
 
 NAMESPACE = "stripe-test"
 SERVICES = [
-    service["metadata"]["name"] for service in knative.services(knative.PROFILES["staging"])
+    service["metadata"]["name"] for service in knative.services(profiles.PROFILES["staging"])
 ]
 #: consumers.yaml: (plural, name) of each Deployment and CronJob, and how apply prints it.
 WORKLOADS = {
@@ -76,7 +76,7 @@ def test_creates_then_unchanged_then_updates_and_reports_ready(
     assert all(c.query["fieldManager"] == ["stripe-bridge"] for c in patches)
     assert all(c.query["force"] == ["true"] for c in patches)
     stored = kube.objects[(NAMESPACE, "stripe-invoice-paid")]
-    rendered = knative.service(knative.PROFILES["staging"], knative.function_specs()[5])
+    rendered = knative.service(profiles.PROFILES["staging"], knative.function_specs()[5])
     assert rendered["metadata"]["name"] == "stripe-invoice-paid"
     assert stored["spec"] == rendered["spec"]
     # The webhook registration steps name each URL and its event type.

@@ -9,7 +9,7 @@ from stripe_bridge.billing.projector import tiers_bucket
 from stripe_bridge.billing.tiers import TIERS_BUCKET
 from stripe_bridge.billing.usage import USAGE_STREAM, provision_usage_streams
 from stripe_bridge.config import inbox_prefix
-from stripe_bridge.deploy.knative import NATS_BILLING_USER, NATS_USAGE_USER, NATS_USER
+from stripe_bridge.deploy.k8s import NATS_BILLING_USER, NATS_USAGE_USER, NATS_USER
 from stripe_bridge_testing.natscluster import LocalNatsCluster
 from stripe_bridge_testing.waiting import wait_until_async
 

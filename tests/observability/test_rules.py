@@ -13,7 +13,8 @@ import yaml
 from stripe_bridge import registry
 from stripe_bridge.billing.openmeter import ForwarderMetrics
 from stripe_bridge.billing.projector import ProjectorMetrics
-from stripe_bridge.deploy.alerts import EXPORTER_PREFIX, RUNBOOK_URL, alerts
+from stripe_bridge.deploy.alert_model import EXPORTER_PREFIX, RUNBOOK_URL
+from stripe_bridge.deploy.alerts import alerts
 from stripe_bridge.deploy.codegen import observability_doc, replace_section
 from stripe_bridge.deploy.dashboards import bridge_dashboard, dashboard_files
 from stripe_bridge.metrics import metrics_table

@@ -12,15 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .knative import (
-    Profile,
-    _container,
-    _nats_env,
-    _pod_security,
-    _secret_env,
-    _value_env,
-    common_labels,
-)
+from .k8s import command_container, common_labels, nats_env, pod_security, secret_env, value_env
+from .profiles import Profile
 
 NAME = "nats-backup"
 CLAIM = "nats-backups"
@@ -67,7 +60,7 @@ def backup_volume(profile: Profile) -> dict[str, Any]:
 
 
 def _optional_secret_env(name: str, key: str) -> dict[str, Any]:
-    env = _secret_env(name, S3_SECRET, key)
+    env = secret_env(name, S3_SECRET, key)
     env["valueFrom"]["secretKeyRef"]["optional"] = True
     return env
 
@@ -77,13 +70,13 @@ def backup_cronjob(profile: Profile, image: str | None = None) -> dict[str, Any]
     labels = _labels(profile)
     args = ["export", "--all", "--dir", MOUNT, "--keep", str(BACKUP_KEEP)]
     env = [
-        *_nats_env(profile, NATS_ADMIN_USER, NATS_ADMIN_PASSWORD_KEY),
+        *nats_env(profile, NATS_ADMIN_USER, NATS_ADMIN_PASSWORD_KEY),
         *(_optional_secret_env(name, key) for name, key in S3_KEYS.items()),
-        _value_env("PUSHGATEWAY_URL", profile.pushgateway_url),
-        _value_env("ENVIRONMENT", profile.name),
-        _value_env("LOG_LEVEL", profile.log_level),
+        value_env("PUSHGATEWAY_URL", profile.pushgateway_url),
+        value_env("ENVIRONMENT", profile.name),
+        value_env("LOG_LEVEL", profile.log_level),
     ]
-    container = _container(profile, NAME, args, env, image)
+    container = command_container(profile, NAME, args, env, image)
     container["volumeMounts"] = [{"name": "backups", "mountPath": MOUNT}]
     return {
         "apiVersion": "batch/v1",
@@ -107,7 +100,7 @@ def backup_cronjob(profile: Profile, image: str | None = None) -> dict[str, Any]
                             "restartPolicy": "Never",
                             "automountServiceAccountToken": False,
                             "enableServiceLinks": False,
-                            "securityContext": {**_pod_security(), "fsGroup": 10001},
+                            "securityContext": {**pod_security(), "fsGroup": 10001},
                             "containers": [container],
                             "volumes": [
                                 {"name": "backups", "persistentVolumeClaim": {"claimName": CLAIM}}

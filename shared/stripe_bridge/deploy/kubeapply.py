@@ -18,16 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from ..exitcodes import ExitCode
-from .knative import (
-    ALL_EVENTS,
-    DEPLOYER_GROUP,
-    FIELD_MANAGER,
-    SERVICES_PLURAL,
-    SERVING_GROUP,
-    SERVING_VERSION,
-    WEBHOOK_SECRET,
-    FunctionSpec,
-)
+from .access import DEPLOYER_GROUP
+from .k8s import FIELD_MANAGER, WEBHOOK_SECRET
+from .knative import ALL_EVENTS, SERVICES_PLURAL, SERVING_GROUP, SERVING_VERSION, FunctionSpec
 
 #: Exit codes of ``knative apply``.
 EXIT_NOT_READY = ExitCode.FAILED
