@@ -378,7 +378,10 @@ def test_backup_cronjob_exports_everything_daily_to_its_volume(env: str) -> None
     (claim,) = documents(KNATIVE_DIR / env / "backup-volume.yaml")
     assert claim["metadata"]["name"] == backup.CLAIM
     variables = container_env(cronjob)
-    assert variables["NATS_USER"]["value"] == "admin"
+    # The read-only user nats.conf grants exactly what `export --all` needs (test_auth).
+    assert variables["NATS_USER"]["value"] == k8s.NATS_BACKUP_USER == "backup"
+    password = variables["NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert password == {"name": k8s.NATS_AUTH_SECRET, "key": "backup-password"}
     assert variables["ENVIRONMENT"]["value"] == env
     assert variables["PUSHGATEWAY_URL"]["value"] == profiles.PROFILES[env].pushgateway_url
     for name in ("BACKUP_S3_BUCKET", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):

@@ -12,7 +12,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from .k8s import command_container, common_labels, nats_env, pod_security, secret_env, value_env
+from .k8s import (
+    NATS_BACKUP_PASSWORD_KEY,
+    NATS_BACKUP_USER,
+    command_container,
+    common_labels,
+    nats_env,
+    pod_security,
+    secret_env,
+    value_env,
+)
 from .profiles import Profile
 
 NAME = "nats-backup"
@@ -22,9 +31,6 @@ MOUNT = "/backups"
 SCHEDULE = "17 3 * * *"
 #: Daily backups kept on the volume and in the bucket: two weeks.
 BACKUP_KEEP = 14
-#: Export reads every stream (STRIPE, USAGE, the KV buckets): only the operators' user can.
-NATS_ADMIN_USER = "admin"
-NATS_ADMIN_PASSWORD_KEY = "admin-password"
 #: Optional: where and how to copy backups to S3-compatible storage.
 S3_SECRET = "stripe-bridge-backup-s3"
 S3_KEYS = {
@@ -70,7 +76,8 @@ def backup_cronjob(profile: Profile, image: str | None = None) -> dict[str, Any]
     labels = _labels(profile)
     args = ["export", "--all", "--dir", MOUNT, "--keep", str(BACKUP_KEEP)]
     env = [
-        *nats_env(profile, NATS_ADMIN_USER, NATS_ADMIN_PASSWORD_KEY),
+        # Export reads every stream (STRIPE, USAGE, the KV buckets) as the read-only user.
+        *nats_env(profile, NATS_BACKUP_USER, NATS_BACKUP_PASSWORD_KEY),
         *(_optional_secret_env(name, key) for name, key in S3_KEYS.items()),
         value_env("PUSHGATEWAY_URL", profile.pushgateway_url),
         value_env("ENVIRONMENT", profile.name),

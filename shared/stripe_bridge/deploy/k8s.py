@@ -35,6 +35,9 @@ NATS_BILLING_PASSWORD_KEY = "billing-password"
 #: The usage function logs in as ``usage``: it may publish usage.> only (not stripe.>).
 NATS_USAGE_USER = "usage"
 NATS_USAGE_PASSWORD_KEY = "usage-password"
+#: The nats-backup CronJob logs in as ``backup``: it may read every stream, never write.
+NATS_BACKUP_USER = "backup"
+NATS_BACKUP_PASSWORD_KEY = "backup-password"
 
 #: The billing functions' and consumers' own Secrets.
 BILLING_SECRET = "stripe-bridge-billing"

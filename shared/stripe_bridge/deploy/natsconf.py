@@ -24,6 +24,7 @@ PASSWORD_ENV = {
     "usage": "NATS_USAGE_PASSWORD",
     "consumer": "NATS_CONSUMER_PASSWORD",
     "billing": "NATS_BILLING_PASSWORD",
+    "backup": "NATS_BACKUP_PASSWORD",
     "admin": "NATS_ADMIN_PASSWORD",
 }
 #: Subjects the publisher user (the webhook functions) may publish to: Stripe events.
