@@ -33,8 +33,12 @@ LIFECYCLE_JOB = "lifecycle-projector"
 COUNTER_JOB = "usage-counter"
 #: Usage events waiting for the forwarder above which a growing backlog is worth a look.
 USAGE_BACKLOG = 10000
-#: Stripe events waiting for the tier projector (Stripe sends a few per customer per month).
-TIERS_BACKLOG = 100
+#: Stripe events waiting for the tier or lifecycle projector (Stripe sends a few per customer
+#: per month, so a hundred waiting is a stuck projector, not a busy one).
+STRIPE_EVENTS_BACKLOG = 100
+#: Usage records not yet counted: limit checks read counts this far behind (a burst of agent
+#: usage is thousands a minute, so only a backlog that stays is worth a look).
+COUNTER_BACKLOG = 1000
 #: The exporter's ``-healthz`` gauge: 0 while the server's /healthz says ok, 1 otherwise
 #: (JetStream not current, no meta leader, or the server does not answer at all).
 HEALTHZ_STATUS = f"{EXPORTER_PREFIX}_healthz_status"

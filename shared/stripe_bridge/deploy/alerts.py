@@ -18,9 +18,12 @@ import yaml
 from .alert_model import (
     _PROD,
     _STAGING,
+    COUNTER_BACKLOG,
+    COUNTER_JOB,
     FORWARDER_JOB,
     GENERATED,
     HEALTHZ_STATUS,
+    LIFECYCLE_JOB,
     NATS_JOB,
     NO_EVENTS_WINDOW,
     PROD,
@@ -28,7 +31,7 @@ from .alert_model import (
     PUSHGATEWAY_JOB,
     STORAGE_ALERT_RATIO,
     STORAGE_RATIO,
-    TIERS_BACKLOG,
+    STRIPE_EVENTS_BACKLOG,
     USAGE_BACKLOG,
     Alert,
     Scenario,
@@ -39,7 +42,13 @@ from .backup_alerts import backup_alerts
 
 def alerts() -> list[Alert]:
     """Every alerting rule: the bridge, the NATS cluster, the billing consumers, backups."""
-    return [*_bridge_alerts(), *_nats_alerts(), *_billing_alerts(), *backup_alerts()]
+    return [
+        *_bridge_alerts(),
+        *_nats_alerts(),
+        *_billing_alerts(),
+        *_lifecycle_and_counter_alerts(),
+        *backup_alerts(),
+    ]
 
 
 def _bridge_alerts() -> list[Alert]:
@@ -526,10 +535,10 @@ def _billing_alerts() -> list[Alert]:
         ),
         Alert(
             name="TierProjectorLag",
-            expr=f"max by (environment) ({tiers_lag}) > {TIERS_BACKLOG}",
+            expr=f"max by (environment) ({tiers_lag}) > {STRIPE_EVENTS_BACKLOG}",
             duration="15m",
             severity="warning",
-            summary=f"More than {TIERS_BACKLOG} Stripe events wait for the tier projector",
+            summary=f"More than {STRIPE_EVENTS_BACKLOG} Stripe events wait for the tier projector",
             description=(
                 "Customers' tiers and entitlements in BILLING_TIERS are stale: upgrades and "
                 "cancellations are not seen by the apps yet."
@@ -551,6 +560,75 @@ def _billing_alerts() -> list[Alert]:
             # Never scraped at all (not deployed, or crash-looping before it serves /metrics).
             firing=Scenario({f'up{{job="{FORWARDER_JOB}"}}': "1x12"}, "10m", ({},)),
             quiet=Scenario({f"up{proj}": "1x12"}, "10m"),
+        ),
+    ]
+
+
+def _lifecycle_and_counter_alerts() -> list[Alert]:
+    """``project-lifecycle`` and ``count-usage``: lag (their gauges) and down (scrape targets)."""
+    lifecycle_lag = "stripe_bridge_lifecycle_consumer_lag"
+    counter_lag = "stripe_bridge_usage_counter_lag"
+    lifecycle = f'{{job="{LIFECYCLE_JOB}",{_PROD},instance="lifecycle-0:9090"}}'
+    counter = f'{{job="{COUNTER_JOB}",{_PROD},instance="counter-0:9090"}}'
+    return [
+        Alert(
+            name="LifecycleProjectorLag",
+            expr=f"max by (environment) ({lifecycle_lag}) > {STRIPE_EVENTS_BACKLOG}",
+            duration="15m",
+            severity="warning",
+            summary=(
+                f"More than {STRIPE_EVENTS_BACKLOG} Stripe events wait for the lifecycle projector"
+            ),
+            description=(
+                "Subscription started/updated/ended and payment events reach OpenMeter late: "
+                "entitlements and invoices there lag behind Stripe."
+            ),
+            anchor="lifecycle-projector-lag",
+            firing=Scenario({f"{lifecycle_lag}{lifecycle}": "500x30"}, "20m", (PROD,)),
+            quiet=Scenario({f"{lifecycle_lag}{lifecycle}": "3x30"}, "20m"),
+        ),
+        Alert(
+            name="LifecycleProjectorDown",
+            expr=no_target_up(LIFECYCLE_JOB),
+            duration="5m",
+            severity="critical",
+            summary="No lifecycle projector is running (no scrape target up)",
+            description=(
+                "Subscription and payment lifecycle events wait in STRIPE and none reaches "
+                "OpenMeter."
+            ),
+            anchor="lifecycle-projector-down",
+            firing=Scenario({f"up{lifecycle}": "1 1 0 0 0 0 0 0 0 0 0 0"}, "10m", (PROD,)),
+            quiet=Scenario({f"up{lifecycle}": "1x12"}, "10m"),
+        ),
+        Alert(
+            name="UsageCounterLag",
+            expr=f"max by (environment) ({counter_lag}) > {COUNTER_BACKLOG}",
+            duration="10m",
+            severity="warning",
+            summary=f"More than {COUNTER_BACKLOG} usage records wait for the usage counter",
+            description=(
+                "Usage counts in the BILLING_USAGE_* buckets are behind: limit checks "
+                "(POST /v1/check) miss the latest usage and let customers past their limits."
+            ),
+            anchor="usage-counter-lag",
+            # A burst the counter works off within minutes is quiet.
+            firing=Scenario({f"{counter_lag}{counter}": "5000x30"}, "20m", (PROD,)),
+            quiet=Scenario({f"{counter_lag}{counter}": "5000 4000 3000 2000 1000 0x25"}, "20m"),
+        ),
+        Alert(
+            name="UsageCounterDown",
+            expr=no_target_up(COUNTER_JOB),
+            duration="5m",
+            severity="critical",
+            summary="No usage counter is running (no scrape target up)",
+            description=(
+                "Usage is not counted: limit checks read counts that miss every record since, "
+                "so customers can exceed their tier's limits."
+            ),
+            anchor="usage-counter-down",
+            firing=Scenario({f"up{counter}": "1 1 0 0 0 0 0 0 0 0 0 0"}, "10m", (PROD,)),
+            quiet=Scenario({f"up{counter}": "1x12"}, "10m"),
         ),
     ]
 
