@@ -12,6 +12,21 @@ has been read a few times since its last change. Deployments (``apps/v1``) and C
 controller is simulated the same way: after a few reads every replica is updated and
 available, or (``ready_status="False"``) the ``Progressing`` condition reports
 ``ProgressDeadlineExceeded``, as Kubernetes does when new pods never become available.
+
+Field ownership is tracked as server-side apply does (managed fields): each manager owns
+the leaf fields it set (``.spec.replicas``, ``.spec.template.spec.containers[name="x"].image``;
+lists of named objects are keyed by name, other lists are one atomic field). An apply that
+changes a field another manager owns is refused with the API server's 409 ``Conflict``
+Status unless ``force=true``, which moves those fields to the applier (same value: owned
+by both, no conflict). The Status is built as k8s.io/apimachinery builds it
+(pkg/util/managedfields/internal/conflict.go ``NewConflictError``/``printManager``,
+pkg/api/errors ``NewApplyConflict``; read at eed236ce): reason ``Conflict``, code 409,
+``details.causes`` of reason ``FieldManagerConflict``, message ``Apply failed with N
+conflicts: conflicts with "<manager>" using <apiVersion>:`` and one ``- <path>`` line per
+field. ``seed`` stores an object as an earlier writer left it, e.g. ``kubectl apply``
+without ``--server-side`` (an ``Update`` by ``kubectl-client-side-apply``). Not modelled:
+the stored object is the applied body (fields only other managers set are not merged in),
+and ownership is not returned as ``metadata.managedFields``.
 """
 
 from __future__ import annotations
@@ -27,6 +42,9 @@ from stripe_bridge.natsserver import free_port
 from stripe_bridge_testing.standin import HttpStandIn, StandInHandler
 
 TOKEN = "test-token-not-a-secret"
+#: The manager ``kubectl apply`` (client-side) records its writes under
+#: (kubernetes/kubectl pkg/cmd/apply/apply.go ``FieldManagerClientSideApply``).
+CLIENT_SIDE_APPLY = "kubectl-client-side-apply"
 GROUP_PATH = "/apis/serving.knative.dev/v1"
 #: Path prefix -> plural of the built-in kinds ``knative apply`` also writes.
 WORKLOAD_PATHS = {"/apis/apps/v1": "deployments", "/apis/batch/v1": "cronjobs"}
@@ -40,6 +58,67 @@ class Call:
     path: str
     query: dict[str, list[str]]
     content_type: str
+
+
+@dataclass
+class Manager:
+    """One entry of an object's managed fields: who wrote which leaf fields, and how."""
+
+    name: str
+    #: "Apply" (server-side apply) or "Update" (any other write, client-side apply included).
+    operation: str
+    api_version: str
+    fields: set[str]
+
+    def printed(self) -> str:
+        """As apimachinery's ``printManager`` names it in conflict messages."""
+        if self.operation == "Update":
+            return f'"{self.name}" using {self.api_version}'
+        return f'"{self.name}"'
+
+
+def leaf_fields(value: Any, path: str = "") -> dict[str, Any]:
+    """Field path -> value for every field server-side apply tracks an owner of."""
+    if isinstance(value, dict) and value:
+        fields: dict[str, Any] = {}
+        for key, item in value.items():
+            fields.update(leaf_fields(item, f"{path}.{key}"))
+        return fields
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(i, dict) and "name" in i for i in value)
+    ):
+        fields = {}
+        for item in value:
+            fields.update(leaf_fields(item, f'{path}[name="{item["name"]}"]'))
+        return fields
+    return {path: value}
+
+
+def owned_fields(obj: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a manifest that have owners (not its identity: kind, name, namespace)."""
+    metadata = {k: v for k, v in obj["metadata"].items() if k in ("labels", "annotations")}
+    return leaf_fields({"metadata": metadata, "spec": obj["spec"]})
+
+
+def conflict_status(conflicts: list[tuple[Manager, str]]) -> dict[str, Any]:
+    """The 409 Status of an apply that would change fields other managers own."""
+    causes = [
+        {"reason": "FieldManagerConflict", "message": f"conflict with {m.printed()}", "field": f}
+        for m, f in conflicts
+    ]
+    if len(conflicts) == 1:
+        manager, path = conflicts[0]
+        message = f"Apply failed with 1 conflict: conflict with {manager.printed()}: {path}"
+    else:
+        lines = []
+        for name in sorted({m.name for m, _ in conflicts}):
+            mine = [(m, f) for m, f in conflicts if m.name == name]
+            lines.append(f"conflicts with {mine[0][0].printed()}:")
+            lines += [f"- {f}" for _, f in mine]
+        message = f"Apply failed with {len(conflicts)} conflicts: " + "\n".join(lines)
+    return {**_status(409, "Conflict", message), "details": {"causes": causes}}
 
 
 @dataclass
@@ -57,6 +136,8 @@ class FakeKubeAPI(HttpStandIn):
     #: Deployments and CronJobs by (plural, namespace, name).
     workloads: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     reads: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: Managed fields of each stored object (by its key in ``objects`` or ``workloads``).
+    managers: dict[Any, dict[str, Manager]] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
     port: int = field(default_factory=free_port)
 
@@ -79,6 +160,30 @@ class FakeKubeAPI(HttpStandIn):
         }
         path.write_text(yaml.safe_dump(config))
         return path
+
+    def seed(
+        self,
+        manifest: dict[str, Any],
+        namespace: str,
+        manager: str = CLIENT_SIDE_APPLY,
+        operation: str = "Update",
+    ) -> None:
+        """Store ``manifest`` as if ``manager`` had written it (default: ``kubectl apply``)."""
+        name = manifest["metadata"]["name"]
+        if manifest["kind"] == "Service":
+            store: dict[Any, dict[str, Any]] = self.objects
+            key: Any = (namespace, name)
+        else:
+            plural = {"Deployment": "deployments", "CronJob": "cronjobs"}[manifest["kind"]]
+            store, key = self.workloads, (plural, namespace, name)
+        metadata = {**manifest["metadata"], "namespace": namespace, "generation": 1}
+        store[key] = {**manifest, "metadata": metadata, "status": {}}
+        fields = set(owned_fields(manifest))
+        self.managers[key] = {manager: Manager(manager, operation, manifest["apiVersion"], fields)}
+
+    def owners(self, key: Any, path: str) -> set[str]:
+        """Who owns field ``path`` of the object stored under ``key``."""
+        return {m.name for m in self.managers.get(key, {}).values() if path in m.fields}
 
     # --- the simulated API
 
@@ -137,12 +242,27 @@ class FakeKubeAPI(HttpStandIn):
         dry_run: bool,
         store: dict[Any, dict[str, Any]] | None = None,
         store_key: Any = None,
+        manager: str = "",
+        force: bool = False,
     ) -> tuple[int, Any]:
-        """Server-side apply into ``store`` (the Services unless given) under ``store_key``."""
+        """Server-side apply into ``store`` (the Services unless given) under ``store_key``;
+        409 (a Status) if it would change fields another manager owns and not ``force``."""
         namespace, name = key
         store = self.objects if store is None else store
         store_key = key if store_key is None else store_key
         current = store.get(store_key)
+        before = owned_fields(current) if current is not None else {}
+        after = owned_fields(body)
+        changed = {f for f, value in after.items() if f in before and before[f] != value}
+        others = [m for m in self.managers.get(store_key, {}).values() if m.name != manager]
+        conflicts = sorted(
+            ((m, f) for m in others for f in sorted(changed & m.fields)),
+            key=lambda c: (c[0].name, c[1]),
+        )
+        if conflicts and not force:
+            return 409, conflict_status(conflicts)
+        if not dry_run:
+            self._take_ownership(store_key, manager, set(after), changed)
         generation = 1
         if current is not None:
             generation = current["metadata"]["generation"]
@@ -165,6 +285,15 @@ class FakeKubeAPI(HttpStandIn):
                 self.reads[key if store_key == key else store_key[1:]] = 0
             store[store_key] = stored
         return (201 if current is None else 200), stored
+
+    def _take_ownership(self, key: Any, manager: str, fields: set[str], changed: set[str]) -> None:
+        """``manager`` owns ``fields`` now (and only those); others lose the ``changed`` ones."""
+        managers = self.managers.setdefault(key, {})
+        for other in managers.values():
+            other.fields -= changed
+        managers[manager] = Manager(manager, "Apply", "", fields)
+        for name in [n for n, m in managers.items() if not m.fields]:
+            del managers[name]
 
 
 def _status(code: int, reason: str, message: str) -> dict[str, Any]:
@@ -243,8 +372,14 @@ def _handler(api: FakeKubeAPI) -> type[BaseHTTPRequestHandler]:
                 return
             body = yaml.safe_load(raw)
             dry_run = query.get("dryRun") == ["All"]
-            code, stored = api.apply(key[1:], body, dry_run, api.workloads, key)
+            code, stored = api.apply(
+                key[1:], body, dry_run, api.workloads, key, *self._applier(query)
+            )
             self._send(code, stored)
+
+        def _applier(self, query: dict[str, list[str]]) -> tuple[str, bool]:
+            """The apply's field manager and whether it forces conflicts (``force=true``)."""
+            return query["fieldManager"][0], query.get("force") == ["true"]
 
         def _valid_apply(self, query: dict[str, list[str]]) -> bool:
             """An apply patch with a field manager; otherwise answer as the API server does."""
@@ -269,7 +404,8 @@ def _handler(api: FakeKubeAPI) -> type[BaseHTTPRequestHandler]:
                 self._send(403, _status(403, "Forbidden", message))
                 return
             body = yaml.safe_load(raw)
-            code, stored = api.apply(key, body, query.get("dryRun") == ["All"])
+            dry_run = query.get("dryRun") == ["All"]
+            code, stored = api.apply(key, body, dry_run, None, None, *self._applier(query))
             self._send(code, stored)
 
         def do_GET(self) -> None:

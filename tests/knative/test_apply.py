@@ -8,14 +8,17 @@ talks to it through a real kubeconfig, exactly as it would to a cluster.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from stripe_bridge.cli import main
-from stripe_bridge.deploy import knative, profiles
+from stripe_bridge.deploy import knative, profiles, workloads
+from stripe_bridge.deploy.k8s import FIELD_MANAGER
 
-from .kubeapi import FakeKubeAPI
+from .kubeapi import CLIENT_SIDE_APPLY, FakeKubeAPI, owned_fields
 
 NAMESPACE = "stripe-test"
 SERVICES = [
@@ -234,3 +237,82 @@ def test_unreachable_api_server(
     err = capsys.readouterr().err.strip()
     assert f"cannot reach the Kubernetes API at {kube.url}" in err
     assert len(err.splitlines()) == 1
+
+
+OLD_IMAGE = "registry.example.com/stripe-bridge:0.0.9"
+FORWARDER_IMAGE = '.spec.template.spec.containers[name="forward-openmeter"].image'
+
+
+def old_forwarder() -> dict[str, Any]:
+    """forward-openmeter as an older manifest had it: another image, three replicas."""
+    profile = profiles.PROFILES["staging"]
+    (spec,) = (s for s in workloads.consumer_specs(profile) if s.name == "forward-openmeter")
+    deployment = workloads.deployment(profile, spec, OLD_IMAGE)
+    return {**deployment, "spec": {**deployment["spec"], "replicas": 3}}
+
+
+def test_an_apply_without_force_is_refused_over_client_side_history(
+    kube: FakeKubeAPI, tmp_path: Path
+) -> None:
+    from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
+
+    kube.seed(old_forwarder(), NAMESPACE)  # `kubectl apply -f consumers.yaml`, client-side
+    kubeconfig = str(kube.kubeconfig(tmp_path / "kubeconfig"))
+    api = client.AppsV1Api(config.new_client_from_config(kubeconfig))  # type: ignore[no-untyped-call]
+    current = workloads.consumers(profiles.PROFILES["staging"])[0]
+    with pytest.raises(ApiException) as refused:
+        api.patch_namespaced_deployment(
+            "forward-openmeter", NAMESPACE, current, field_manager=FIELD_MANAGER,
+            _content_type="application/apply-patch+yaml",
+        )  # fmt: skip
+    assert refused.value.status == 409
+    status = json.loads(str(refused.value.body))
+    assert (status["kind"], status["status"], status["reason"], status["code"]) == (
+        "Status", "Failure", "Conflict", 409,
+    )  # fmt: skip
+    manager = f'"{CLIENT_SIDE_APPLY}" using apps/v1'
+    assert status["message"] == (
+        f"Apply failed with 2 conflicts: conflicts with {manager}:\n"
+        f"- .spec.replicas\n- {FORWARDER_IMAGE}"
+    )
+    assert status["details"]["causes"] == [
+        {"reason": "FieldManagerConflict", "message": f"conflict with {manager}", "field": f}
+        for f in (".spec.replicas", FORWARDER_IMAGE)
+    ]
+    key = ("deployments", NAMESPACE, "forward-openmeter")
+    assert kube.workloads[key]["spec"]["replicas"] == 3
+    assert kube.owners(key, FORWARDER_IMAGE) == {CLIENT_SIDE_APPLY}
+
+
+def test_knative_apply_takes_over_objects_first_applied_client_side(
+    kube: FakeKubeAPI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    profile = profiles.PROFILES["staging"]
+    old = [*knative.services(profile, OLD_IMAGE), *workloads.consumers(profile, OLD_IMAGE)]
+    for manifest in [old_forwarder() if m["metadata"]["name"] == "forward-openmeter" else m
+                     for m in old]:  # fmt: skip
+        kube.seed(manifest, NAMESPACE)
+    config = kube.kubeconfig(tmp_path / "kubeconfig")
+
+    assert apply(config) == 0
+    out = capsys.readouterr().out
+    assert all(f"{name}: updated" in out for name in SERVICES), out
+    assert all(f"{label}: updated" in out for label in WORKLOADS.values()), out
+    # stripe-bridge owns every field it sets; the fields it changed are its alone, the
+    # ones the old manifests set to the same value are shared until kubectl stops sending them.
+    for manifest in [*knative.services(profile), *workloads.consumers(profile)]:
+        name = manifest["metadata"]["name"]
+        key = (NAMESPACE, name) if manifest["kind"] == "Service" else (
+            f"{manifest['kind'].lower()}s", NAMESPACE, name,
+        )  # fmt: skip
+        for path in owned_fields(manifest):
+            assert FIELD_MANAGER in kube.owners(key, path), (name, path)
+    forwarder = ("deployments", NAMESPACE, "forward-openmeter")
+    assert kube.owners(forwarder, FORWARDER_IMAGE) == {FIELD_MANAGER}
+    assert kube.owners(forwarder, ".spec.replicas") == {FIELD_MANAGER}
+    assert kube.workloads[forwarder]["spec"]["replicas"] == 1
+
+    assert apply(config) == 0
+    out = capsys.readouterr().out
+    assert all(f"{name}: unchanged" in out for name in SERVICES), out
