@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,8 @@ from stripe_bridge_events.deadletter import (
 from stripe_bridge_testing.natscluster import LocalNatsCluster
 from stripe_bridge_testing.waiting import wait_until_async
 
-from .conftest import STREAM, connect
+from .conftest import STREAM, connect, provision_r3
+from .test_rolling_restart import roll_under_writes
 
 KV_STREAM = f"KV_{TIERS_BUCKET}"
 
@@ -387,3 +389,47 @@ async def test_consumer_dead_letters_and_reads_its_redrives(cluster: LocalNatsCl
         assert redrive.num_ack_pending == 0
     finally:
         await admin.close()
+
+
+def without_backup_user(conf: str) -> str:
+    """nats.conf as it was before the ``backup`` user (the config a rolling change replaces)."""
+    start = conf.index("      {\n        user: backup\n")
+    end = conf.index("\n      }\n", start) + len("\n      }\n")
+    return conf[:start] + conf[end:]
+
+
+@pytest.mark.timeout(400)
+def test_adding_the_backup_user_is_a_rolling_change_that_loses_no_write(tmp_path: Path) -> None:
+    """docs/deploy.md's order: the Secret key first (the servers' environment has it), then
+    NATS rolled with the new nats.conf one pod at a time, under writes to R3 STRIPE."""
+    nodes = LocalNatsCluster(tmp_path / "cluster")
+    confs = [tmp_path / "cluster" / f"n{i}" / "nats.conf" for i in range(len(nodes.nodes))]
+    new = [conf.read_text() for conf in confs]
+    for conf, text in zip(confs, new, strict=True):
+        conf.write_text(without_backup_user(text))
+    try:
+        nodes.start()
+        provision_r3(nodes)
+
+        async def backup_logs_in() -> bool:
+            try:
+                nc = await connect(nodes, NATS_BACKUP_USER, allow_reconnect=False)
+            except Exception:  # the old config knows no such user: authorization violation
+                return False
+            try:
+                name: str = (await nc.jetstream().stream_info(STREAM)).config.name
+                return name == STREAM
+            finally:
+                await nc.close()
+
+        assert asyncio.run(backup_logs_in()) is False
+        # The ConfigMap changed: each server reads the new file when the roll restarts it.
+        for conf, text in zip(confs, new, strict=True):
+            conf.write_text(text)
+        rolls, writes = asyncio.run(roll_under_writes(nodes))
+        print(f"writes {writes.acked} acked, {writes.retried} retried, {writes.failed} lost")
+        assert [roll.node for roll in rolls] == [2, 1, 0]
+        assert writes.acked > 0 and writes.failed == 0, writes.errors
+        assert asyncio.run(backup_logs_in()) is True
+    finally:
+        nodes.stop()
