@@ -18,7 +18,7 @@ from stripe_bridge.cli import main
 from stripe_bridge.deploy import knative, profiles, workloads
 from stripe_bridge.deploy.k8s import FIELD_MANAGER
 
-from .kubeapi import CLIENT_SIDE_APPLY, FakeKubeAPI, owned_fields
+from .kubeapi import CLIENT_SIDE_APPLY, LAST_APPLIED, FakeKubeAPI, dotted, owned_fields
 
 NAMESPACE = "stripe-test"
 SERVICES = [
@@ -285,34 +285,69 @@ def test_an_apply_without_force_is_refused_over_client_side_history(
     assert kube.owners(key, FORWARDER_IMAGE) == {CLIENT_SIDE_APPLY}
 
 
-def test_knative_apply_takes_over_objects_first_applied_client_side(
+def with_legacy_label(manifest: dict[str, Any]) -> dict[str, Any]:
+    """``manifest`` with a label today's manifests no longer set."""
+    labels = {**manifest["metadata"]["labels"], "legacy": "true"}
+    return {**manifest, "metadata": {**manifest["metadata"], "labels": labels}}
+
+
+def test_knative_apply_adopts_objects_first_applied_client_side(
     kube: FakeKubeAPI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     profile = profiles.PROFILES["staging"]
     old = [*knative.services(profile, OLD_IMAGE), *workloads.consumers(profile, OLD_IMAGE)]
-    for manifest in [old_forwarder() if m["metadata"]["name"] == "forward-openmeter" else m
-                     for m in old]:  # fmt: skip
-        kube.seed(manifest, NAMESPACE)
+    for manifest in old:
+        if manifest["metadata"]["name"] == "forward-openmeter":
+            manifest = old_forwarder()
+        kube.seed(with_legacy_label(manifest), NAMESPACE)  # `kubectl apply -f`, client-side
     config = kube.kubeconfig(tmp_path / "kubeconfig")
 
     assert apply(config) == 0
     out = capsys.readouterr().out
-    assert all(f"{name}: updated" in out for name in SERVICES), out
-    assert all(f"{label}: updated" in out for label in WORKLOADS.values()), out
-    # stripe-bridge owns every field it sets; the fields it changed are its alone, the
-    # ones the old manifests set to the same value are shared until kubectl stops sending them.
+    adopted = "updated (adopted from client-side kubectl apply)"
+    assert all(f"{name}: {adopted}" in out for name in SERVICES), out
+    assert all(f"{label}: {adopted}" in out for label in WORKLOADS.values()), out
+    # stripe-bridge alone owns every field it sets, and what only the client-side history
+    # set (a dropped label, kubectl's last-applied annotation) is gone: nothing is left for
+    # a later manifest change to trip over.
     for manifest in [*knative.services(profile), *workloads.consumers(profile)]:
         name = manifest["metadata"]["name"]
         key = (NAMESPACE, name) if manifest["kind"] == "Service" else (
             f"{manifest['kind'].lower()}s", NAMESPACE, name,
         )  # fmt: skip
-        for path in owned_fields(manifest):
-            assert FIELD_MANAGER in kube.owners(key, path), (name, path)
+        assert set(kube.managers[key]) == {FIELD_MANAGER}, (name, kube.managers[key])
+        for path in map(dotted, owned_fields(manifest)):
+            assert kube.owners(key, path) == {FIELD_MANAGER}, (name, path)
+        stored = kube.objects[key] if len(key) == 2 else kube.workloads[key]
+        assert "legacy" not in stored["metadata"]["labels"], name
+        assert LAST_APPLIED not in stored["metadata"].get("annotations", {}), name
+        assert stored["spec"] == manifest["spec"], name
     forwarder = ("deployments", NAMESPACE, "forward-openmeter")
-    assert kube.owners(forwarder, FORWARDER_IMAGE) == {FIELD_MANAGER}
-    assert kube.owners(forwarder, ".spec.replicas") == {FIELD_MANAGER}
     assert kube.workloads[forwarder]["spec"]["replicas"] == 1
 
     assert apply(config) == 0
     out = capsys.readouterr().out
     assert all(f"{name}: unchanged" in out for name in SERVICES), out
+    assert all(f"{label}: unchanged" in out for label in WORKLOADS.values()), out
+
+
+def test_an_apply_keeps_fields_another_manager_set(
+    kube: FakeKubeAPI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = kube.kubeconfig(tmp_path / "kubeconfig")
+    assert apply(config, "--no-consumers") == 0
+    # An operator's annotation, written by another server-side applier.
+    service = knative.services(profiles.PROFILES["staging"])[0]
+    name = service["metadata"]["name"]
+    mark = {
+        "apiVersion": service["apiVersion"], "kind": "Service",
+        "metadata": {"name": name, "annotations": {"team.example.com/owner": "billing"}},
+        "spec": {},
+    }  # fmt: skip
+    assert kube.apply((NAMESPACE, name), mark, False, manager="operator")[0] == 200
+    capsys.readouterr()
+
+    assert apply(config, "--no-consumers") == 0
+    assert f"{name}: unchanged" in capsys.readouterr().out
+    annotations = kube.objects[(NAMESPACE, name)]["metadata"]["annotations"]
+    assert annotations["team.example.com/owner"] == "billing"
