@@ -39,7 +39,7 @@ from typing import Any
 import httpx
 from stripe_bridge import registry
 from stripe_bridge.billing.usage import DEFAULT_SOURCE
-from stripe_bridge.deploy.alerts import FORWARDER_JOB, PROJECTOR_JOB
+from stripe_bridge.deploy.alert_model import FORWARDER_JOB, PROJECTOR_JOB
 from stripe_bridge.deploy.billing_rows import backup_row, usage_row
 from stripe_bridge.deploy.kustomize import build
 from stripe_bridge.deploy.natsconf import (

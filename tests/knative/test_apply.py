@@ -8,18 +8,21 @@ talks to it through a real kubeconfig, exactly as it would to a cluster.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from stripe_bridge.cli import main
-from stripe_bridge.deploy import knative
+from stripe_bridge.deploy import knative, profiles, workloads
+from stripe_bridge.deploy.k8s import FIELD_MANAGER
 
-from .kubeapi import FakeKubeAPI
+from .kubeapi import CLIENT_SIDE_APPLY, LAST_APPLIED, FakeKubeAPI, dotted, owned_fields
 
 NAMESPACE = "stripe-test"
 SERVICES = [
-    service["metadata"]["name"] for service in knative.services(knative.PROFILES["staging"])
+    service["metadata"]["name"] for service in knative.services(profiles.PROFILES["staging"])
 ]
 #: consumers.yaml: (plural, name) of each Deployment and CronJob, and how apply prints it.
 WORKLOADS = {
@@ -76,7 +79,7 @@ def test_creates_then_unchanged_then_updates_and_reports_ready(
     assert all(c.query["fieldManager"] == ["stripe-bridge"] for c in patches)
     assert all(c.query["force"] == ["true"] for c in patches)
     stored = kube.objects[(NAMESPACE, "stripe-invoice-paid")]
-    rendered = knative.service(knative.PROFILES["staging"], knative.function_specs()[5])
+    rendered = knative.service(profiles.PROFILES["staging"], knative.function_specs()[5])
     assert rendered["metadata"]["name"] == "stripe-invoice-paid"
     assert stored["spec"] == rendered["spec"]
     # The webhook registration steps name each URL and its event type.
@@ -234,3 +237,117 @@ def test_unreachable_api_server(
     err = capsys.readouterr().err.strip()
     assert f"cannot reach the Kubernetes API at {kube.url}" in err
     assert len(err.splitlines()) == 1
+
+
+OLD_IMAGE = "registry.example.com/stripe-bridge:0.0.9"
+FORWARDER_IMAGE = '.spec.template.spec.containers[name="forward-openmeter"].image'
+
+
+def old_forwarder() -> dict[str, Any]:
+    """forward-openmeter as an older manifest had it: another image, three replicas."""
+    profile = profiles.PROFILES["staging"]
+    (spec,) = (s for s in workloads.consumer_specs(profile) if s.name == "forward-openmeter")
+    deployment = workloads.deployment(profile, spec, OLD_IMAGE)
+    return {**deployment, "spec": {**deployment["spec"], "replicas": 3}}
+
+
+def test_an_apply_without_force_is_refused_over_client_side_history(
+    kube: FakeKubeAPI, tmp_path: Path
+) -> None:
+    from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
+
+    kube.seed(old_forwarder(), NAMESPACE)  # `kubectl apply -f consumers.yaml`, client-side
+    kubeconfig = str(kube.kubeconfig(tmp_path / "kubeconfig"))
+    api = client.AppsV1Api(config.new_client_from_config(kubeconfig))  # type: ignore[no-untyped-call]
+    current = workloads.consumers(profiles.PROFILES["staging"])[0]
+    with pytest.raises(ApiException) as refused:
+        api.patch_namespaced_deployment(
+            "forward-openmeter", NAMESPACE, current, field_manager=FIELD_MANAGER,
+            _content_type="application/apply-patch+yaml",
+        )  # fmt: skip
+    assert refused.value.status == 409
+    status = json.loads(str(refused.value.body))
+    assert (status["kind"], status["status"], status["reason"], status["code"]) == (
+        "Status", "Failure", "Conflict", 409,
+    )  # fmt: skip
+    manager = f'"{CLIENT_SIDE_APPLY}" using apps/v1'
+    assert status["message"] == (
+        f"Apply failed with 2 conflicts: conflicts with {manager}:\n"
+        f"- .spec.replicas\n- {FORWARDER_IMAGE}"
+    )
+    assert status["details"]["causes"] == [
+        {"reason": "FieldManagerConflict", "message": f"conflict with {manager}", "field": f}
+        for f in (".spec.replicas", FORWARDER_IMAGE)
+    ]
+    key = ("deployments", NAMESPACE, "forward-openmeter")
+    assert kube.workloads[key]["spec"]["replicas"] == 3
+    assert kube.owners(key, FORWARDER_IMAGE) == {CLIENT_SIDE_APPLY}
+
+
+def with_legacy_label(manifest: dict[str, Any]) -> dict[str, Any]:
+    """``manifest`` with a label today's manifests no longer set."""
+    labels = {**manifest["metadata"]["labels"], "legacy": "true"}
+    return {**manifest, "metadata": {**manifest["metadata"], "labels": labels}}
+
+
+def test_knative_apply_adopts_objects_first_applied_client_side(
+    kube: FakeKubeAPI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    profile = profiles.PROFILES["staging"]
+    old = [*knative.services(profile, OLD_IMAGE), *workloads.consumers(profile, OLD_IMAGE)]
+    for manifest in old:
+        if manifest["metadata"]["name"] == "forward-openmeter":
+            manifest = old_forwarder()
+        kube.seed(with_legacy_label(manifest), NAMESPACE)  # `kubectl apply -f`, client-side
+    config = kube.kubeconfig(tmp_path / "kubeconfig")
+
+    assert apply(config) == 0
+    out = capsys.readouterr().out
+    adopted = "updated (adopted from client-side kubectl apply)"
+    assert all(f"{name}: {adopted}" in out for name in SERVICES), out
+    assert all(f"{label}: {adopted}" in out for label in WORKLOADS.values()), out
+    # stripe-bridge alone owns every field it sets, and what only the client-side history
+    # set (a dropped label, kubectl's last-applied annotation) is gone: nothing is left for
+    # a later manifest change to trip over.
+    for manifest in [*knative.services(profile), *workloads.consumers(profile)]:
+        name = manifest["metadata"]["name"]
+        key = (NAMESPACE, name) if manifest["kind"] == "Service" else (
+            f"{manifest['kind'].lower()}s", NAMESPACE, name,
+        )  # fmt: skip
+        assert set(kube.managers[key]) == {FIELD_MANAGER}, (name, kube.managers[key])
+        for path in map(dotted, owned_fields(manifest)):
+            assert kube.owners(key, path) == {FIELD_MANAGER}, (name, path)
+        stored = kube.objects[key] if len(key) == 2 else kube.workloads[key]
+        assert "legacy" not in stored["metadata"]["labels"], name
+        assert LAST_APPLIED not in stored["metadata"].get("annotations", {}), name
+        assert stored["spec"] == manifest["spec"], name
+    forwarder = ("deployments", NAMESPACE, "forward-openmeter")
+    assert kube.workloads[forwarder]["spec"]["replicas"] == 1
+
+    assert apply(config) == 0
+    out = capsys.readouterr().out
+    assert all(f"{name}: unchanged" in out for name in SERVICES), out
+    assert all(f"{label}: unchanged" in out for label in WORKLOADS.values()), out
+
+
+def test_an_apply_keeps_fields_another_manager_set(
+    kube: FakeKubeAPI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = kube.kubeconfig(tmp_path / "kubeconfig")
+    assert apply(config, "--no-consumers") == 0
+    # An operator's annotation, written by another server-side applier.
+    service = knative.services(profiles.PROFILES["staging"])[0]
+    name = service["metadata"]["name"]
+    mark = {
+        "apiVersion": service["apiVersion"], "kind": "Service",
+        "metadata": {"name": name, "annotations": {"team.example.com/owner": "billing"}},
+        "spec": {},
+    }  # fmt: skip
+    assert kube.apply((NAMESPACE, name), mark, False, manager="operator")[0] == 200
+    capsys.readouterr()
+
+    assert apply(config, "--no-consumers") == 0
+    assert f"{name}: unchanged" in capsys.readouterr().out
+    annotations = kube.objects[(NAMESPACE, name)]["metadata"]["annotations"]
+    assert annotations["team.example.com/owner"] == "billing"

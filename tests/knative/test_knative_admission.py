@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 from stripe_bridge import names, registry
-from stripe_bridge.deploy import knative
+from stripe_bridge.deploy import knative, profiles
 
 from ..helpers import REPO_ROOT
 from . import knative_rules as rules
@@ -38,9 +38,9 @@ def load(path: Path) -> dict[str, Any]:
 
 
 def test_every_service_of_both_environments_is_checked() -> None:
-    per_env = len(knative.services(knative.PROFILES["staging"]))
+    per_env = len(knative.services(profiles.PROFILES["staging"]))
     assert per_env == 14  # 10 webhook functions (9 types + catch-all), 4 billing functions
-    assert len(rendered_services()) == per_env * len(knative.PROFILES)
+    assert len(rendered_services()) == per_env * len(profiles.PROFILES)
 
 
 @pytest.mark.parametrize("path", rendered_services(), ids=lambda p: f"{p.parent.name}/{p.stem}")
@@ -50,7 +50,7 @@ def test_knative_admits_the_rendered_service(path: Path) -> None:
 
 @pytest.fixture
 def good() -> dict[str, Any]:
-    return knative.service(knative.PROFILES["production"], knative.function_specs()[0])
+    return knative.service(profiles.PROFILES["production"], knative.function_specs()[0])
 
 
 def container(service: dict[str, Any]) -> dict[str, Any]:
@@ -274,9 +274,9 @@ def test_go_durations_parse_as_go_does() -> None:
 
 
 def test_service_names_leave_room_for_the_namespace_in_one_host_label() -> None:
-    longest_namespace = max(len(p.namespace) for p in knative.PROFILES.values())
+    longest_namespace = max(len(p.namespace) for p in profiles.PROFILES.values())
     assert names.MAX_SERVICE_NAME + 1 + longest_namespace <= 63
-    for profile in knative.PROFILES.values():
+    for profile in profiles.PROFILES.values():
         for service in knative.services(profile):
             name = service["metadata"]["name"]
             assert len(name) <= names.MAX_SERVICE_NAME, name
@@ -319,7 +319,7 @@ def test_termination_grace_covers_the_queue_proxy_drain_and_the_app_shutdown(pat
 
 
 def test_the_old_budget_did_not_add_up() -> None:
-    service = knative.service(knative.PROFILES["staging"], knative.function_specs()[0])
+    service = knative.service(profiles.PROFILES["staging"], knative.function_specs()[0])
     pod(service)["timeoutSeconds"] = 25  # before #15
     grace = rules.pod_termination_grace(service)
     # The grace ran out inside queue-proxy's drain: the app had only the kubelet's 2 s.

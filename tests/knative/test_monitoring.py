@@ -16,8 +16,8 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from stripe_bridge.deploy import knative, promoperator
-from stripe_bridge.deploy.alerts import (
+from stripe_bridge.deploy import profiles, promoperator
+from stripe_bridge.deploy.alert_model import (
     COUNTER_JOB,
     FORWARDER_JOB,
     LIFECYCLE_JOB,
@@ -79,7 +79,7 @@ def labels_match(selector: dict[str, str], labels: dict[str, str]) -> bool:
 
 @pytest.mark.parametrize("env", ENVS)
 def test_pod_monitors_select_the_pods_and_ports_the_manifests_run(env: str) -> None:
-    profile = knative.PROFILES[env]
+    profile = profiles.PROFILES[env]
     monitors = {m["metadata"]["name"]: m for m in documents(KNATIVE_DIR / env / "monitoring.yaml")}
     statefulset = next(
         d

@@ -25,7 +25,7 @@ from stripe_bridge.billing.entitlements import EntitlementSettings
 from stripe_bridge.billing.openmeter import ForwarderSettings
 from stripe_bridge.commands import knative as render_command
 from stripe_bridge.config import Settings
-from stripe_bridge.deploy import knative
+from stripe_bridge.deploy import k8s, knative, profiles, workloads
 
 from ..helpers import REPO_ROOT
 
@@ -34,7 +34,7 @@ SCHEMA_FILE = Path(__file__).parent / "knative-serving-v1-service.schema.yaml"
 K8S_VERSION = "1.37.0"
 #: Kubernetes' label value syntax (63 characters at most).
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-ENVS = list(knative.PROFILES)
+ENVS = list(profiles.PROFILES)
 
 
 def strict(schema: Any) -> Any:
@@ -116,21 +116,21 @@ def test_the_schema_rejects_what_knative_would(
 
 
 def test_creds_auth_variant_validates(service_validator: jsonschema.Draft7Validator) -> None:
-    profile = knative.PROFILES["staging"]
-    creds = knative.Profile(**{**profile.__dict__, "nats_auth": "creds"})
+    profile = profiles.PROFILES["staging"]
+    creds = profiles.Profile(**{**profile.__dict__, "nats_auth": "creds"})
     manifest = knative.service(creds, knative.function_specs()[0])
     service_validator.validate(manifest)
     spec = manifest["spec"]["template"]["spec"]
     env = {e["name"]: e for e in spec["containers"][0]["env"]}
-    assert env["NATS_CREDS"]["value"] == f"{knative.NATS_CREDS_DIR}/{knative.NATS_CREDS_KEY}"
+    assert env["NATS_CREDS"]["value"] == f"{k8s.NATS_CREDS_DIR}/{k8s.NATS_CREDS_KEY}"
     assert "NATS_PASSWORD" not in env
     assert spec["containers"][0]["volumeMounts"][0]["readOnly"] is True
-    assert spec["volumes"][0]["secret"]["secretName"] == knative.NATS_CREDS_SECRET
+    assert spec["volumes"][0]["secret"]["secretName"] == k8s.NATS_CREDS_SECRET
 
 
 @pytest.mark.parametrize("env", ENVS)
 def test_services_carry_scaling_probes_secrets_and_labels(env: str) -> None:
-    profile = knative.PROFILES[env]
+    profile = profiles.PROFILES[env]
     for fn, manifest in zip(knative.function_specs(), all_services(env), strict=True):
         template = manifest["spec"]["template"]
         notes = template["metadata"]["annotations"]
@@ -139,7 +139,7 @@ def test_services_carry_scaling_probes_secrets_and_labels(env: str) -> None:
         assert (
             int(notes["autoscaling.knative.dev/target"]) <= template["spec"]["containerConcurrency"]
         )
-        assert notes[knative.ANNOTATION_EVENT_TYPE] == fn.event_type
+        assert notes[k8s.ANNOTATION_EVENT_TYPE] == fn.event_type
         spec = template["spec"]
         assert spec["responseStartTimeoutSeconds"] < 30, "must answer before Stripe gives up"
         (container,) = template["spec"]["containers"]
@@ -155,21 +155,21 @@ def test_services_carry_scaling_probes_secrets_and_labels(env: str) -> None:
         # The profiles share a Pushgateway: the environment label keeps them apart.
         assert env_vars["ENVIRONMENT"]["value"] == env
         webhook = env_vars["STRIPE_WEBHOOK_SECRET"]["valueFrom"]["secretKeyRef"]
-        assert webhook == {"name": knative.WEBHOOK_SECRET, "key": fn.function_name}
-        assert env_vars["REDIS_URL"]["valueFrom"]["secretKeyRef"]["name"] == knative.REDIS_SECRET
+        assert webhook == {"name": k8s.WEBHOOK_SECRET, "key": fn.function_name}
+        assert env_vars["REDIS_URL"]["valueFrom"]["secretKeyRef"]["name"] == k8s.REDIS_SECRET
         password = env_vars["NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]
-        assert password == {"name": knative.NATS_AUTH_SECRET, "key": knative.NATS_PASSWORD_KEY}
+        assert password == {"name": k8s.NATS_AUTH_SECRET, "key": k8s.NATS_PASSWORD_KEY}
         for labels in (manifest["metadata"]["labels"], template["metadata"]["labels"]):
             assert labels["app.kubernetes.io/name"] == "stripe-bridge"
             assert labels["app.kubernetes.io/component"] == "webhook-function"
-            assert labels[knative.LABEL_FUNCTION] == fn.function_name
-            assert labels[knative.LABEL_NATS_CLIENT] == "true"
+            assert labels[k8s.LABEL_FUNCTION] == fn.function_name
+            assert labels[k8s.LABEL_NATS_CLIENT] == "true"
             assert all(LABEL_VALUE.match(v) and len(v) <= 63 for v in labels.values()), labels
         assert len(fn.service_name) <= 63
 
 
 def test_environments_differ_where_they_should() -> None:
-    staging, production = knative.PROFILES["staging"], knative.PROFILES["production"]
+    staging, production = profiles.PROFILES["staging"], profiles.PROFILES["production"]
     assert staging.namespace != production.namespace
     assert staging.max_scale < production.max_scale
     assert staging.min_scale == production.min_scale == 0
@@ -225,7 +225,7 @@ def test_one_service_per_billing_function_with_what_it_needs(
         template = manifest["spec"]["template"]
         labels = template["metadata"]["labels"]
         assert labels["app.kubernetes.io/component"] == "billing-function"
-        assert labels[knative.LABEL_FUNCTION] == fn.name
+        assert labels[k8s.LABEL_FUNCTION] == fn.name
         # Pushed like the webhook functions' (issue #15): no scrape annotations to rely on.
         assert not any(k.startswith("prometheus.io/") for k in template["metadata"]["annotations"])
         assert container_env(manifest)["ENVIRONMENT"]["value"] == env
@@ -240,12 +240,12 @@ def test_one_service_per_billing_function_with_what_it_needs(
         # Exactly the credentials it needs, and the NetworkPolicy label only with NATS.
         nats = Need.NATS in fn.needs or Need.KV in fn.needs
         assert ("NATS_PASSWORD" in variables) is nats
-        assert (labels.get(knative.LABEL_NATS_CLIENT) == "true") is nats
+        assert (labels.get(k8s.LABEL_NATS_CLIENT) == "true") is nats
         assert ("STRIPE_API_KEY" in variables) is (Need.STRIPE in fn.needs)
         assert ("USAGE_API_TOKEN" in variables) is (Need.USAGE_TOKEN in fn.needs)
         # Checkout/Portal hand out sessions for any customer id, entitlements reserves any
         # customer's usage: no public URL for them.
-        visibility = manifest["metadata"]["labels"].get(knative.LABEL_VISIBILITY)
+        visibility = manifest["metadata"]["labels"].get(k8s.LABEL_VISIBILITY)
         internal = Need.STRIPE in fn.needs or Need.CLUSTER_LOCAL in fn.needs
         assert (visibility == "cluster-local") is internal
         assert "STRIPE_WEBHOOK_SECRET" not in variables
@@ -255,17 +255,17 @@ def test_one_service_per_billing_function_with_what_it_needs(
             assert secret_ref(variables["NATS_PASSWORD"]) == ("nats-auth", "usage-password")
         if Need.KV in fn.needs:
             # The billing KV buckets are the billing user's.
-            assert variables["NATS_USER"]["value"] == knative.NATS_BILLING_USER
+            assert variables["NATS_USER"]["value"] == k8s.NATS_BILLING_USER
             assert secret_ref(variables["NATS_PASSWORD"]) == ("nats-auth", "billing-password")
         if Need.USAGE_TOKEN in fn.needs:
             assert secret_ref(variables["USAGE_API_TOKEN"]) == (
-                knative.BILLING_SECRET,
-                knative.USAGE_TOKEN_KEY,
+                k8s.BILLING_SECRET,
+                k8s.USAGE_TOKEN_KEY,
             )
         if Need.STRIPE in fn.needs:
             assert secret_ref(variables["STRIPE_API_KEY"]) == (
-                knative.BILLING_SECRET,
-                knative.STRIPE_KEY_KEY,
+                k8s.BILLING_SECRET,
+                k8s.STRIPE_KEY_KEY,
             )
             # Required by StripeSettings: the function would exit 2 without it.
             assert variables["CHECKOUT_SUCCESS_URL"]["value"].startswith("https://")
@@ -273,9 +273,9 @@ def test_one_service_per_billing_function_with_what_it_needs(
 
 def test_stripe_api_base_only_when_the_profile_sets_one() -> None:
     (checkout,) = [fn for fn in BILLING_FUNCTIONS if fn.name == "billing_checkout"]
-    profile = knative.PROFILES["staging"]
+    profile = profiles.PROFILES["staging"]
     assert "STRIPE_API_BASE" not in container_env(knative.billing_service(profile, checkout))
-    mock = knative.Profile(**{**profile.__dict__, "stripe_api_base": "http://stripe-mock:12111"})
+    mock = profiles.Profile(**{**profile.__dict__, "stripe_api_base": "http://stripe-mock:12111"})
     variables = container_env(knative.billing_service(mock, checkout))
     assert variables["STRIPE_API_BASE"]["value"] == "http://stripe-mock:12111"
 
@@ -283,7 +283,7 @@ def test_stripe_api_base_only_when_the_profile_sets_one() -> None:
 def test_billing_services_follow_billing_functions() -> None:
     """Adding a function to BILLING_FUNCTIONS is all it takes to get a Service."""
     for env in ENVS:
-        names = [s["metadata"]["name"] for s in knative.services(knative.PROFILES[env])]
+        names = [s["metadata"]["name"] for s in knative.services(profiles.PROFILES[env])]
         assert names[-len(BILLING_FUNCTIONS) :] == [fn.service_name for fn in BILLING_FUNCTIONS]
         assert {f"{n}.yaml" for n in names} <= {p.name for p in (KNATIVE_DIR / env).iterdir()}
 
@@ -305,7 +305,7 @@ def test_consumers_validate_against_kubernetes_schemas(env: str) -> None:
     ]
     for doc in docs.values():
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
-        assert doc["metadata"]["namespace"] == knative.PROFILES[env].namespace
+        assert doc["metadata"]["namespace"] == profiles.PROFILES[env].namespace
 
 
 def test_kubernetes_validate_rejects_a_broken_deployment() -> None:
@@ -320,7 +320,7 @@ def test_kubernetes_validate_rejects_a_broken_deployment() -> None:
 def test_consumer_deployments_run_the_commands_as_nats_billing_user(env: str) -> None:
     from stripe_bridge.cli import build_parser
 
-    profile = knative.PROFILES[env]
+    profile = profiles.PROFILES[env]
     docs = consumer_docs(env)
     parser = build_parser()
     for name in ("forward-openmeter", "project-tiers", "project-lifecycle", "count-usage"):
@@ -329,10 +329,10 @@ def test_consumer_deployments_run_the_commands_as_nats_billing_user(env: str) ->
         template = spec["template"]
         assert spec["selector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
         labels = template["metadata"]["labels"]
-        assert labels[knative.LABEL_NATS_CLIENT] == "true", "nats/'s NetworkPolicy needs it"
+        assert labels[k8s.LABEL_NATS_CLIENT] == "true", "nats/'s NetworkPolicy needs it"
         notes = template["metadata"]["annotations"]
         assert notes["prometheus.io/scrape"] == "true"
-        assert notes["prometheus.io/port"] == str(knative.METRICS_PORT)
+        assert notes["prometheus.io/port"] == str(workloads.METRICS_PORT)
         pod = template["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["runAsUser"] != 0
@@ -343,18 +343,18 @@ def test_consumer_deployments_run_the_commands_as_nats_billing_user(env: str) ->
         # The arguments parse with the real CLI, and the probed port is the metrics port.
         args = parser.parse_args(container["args"])
         assert args.command == name
-        assert args.metrics_port == knative.METRICS_PORT
+        assert args.metrics_port == workloads.METRICS_PORT
         assert args.replicas == profile.stream_replicas
         for probe in ("readinessProbe", "livenessProbe"):
             assert container[probe]["httpGet"] == {"path": "/metrics", "port": "metrics"}
-        assert container["ports"] == [{"name": "metrics", "containerPort": knative.METRICS_PORT}]
+        assert container["ports"] == [{"name": "metrics", "containerPort": workloads.METRICS_PORT}]
         variables = container_env(deployment)
-        assert variables["NATS_USER"]["value"] == knative.NATS_BILLING_USER
+        assert variables["NATS_USER"]["value"] == k8s.NATS_BILLING_USER
         assert secret_ref(variables["NATS_PASSWORD"]) == ("nats-auth", "billing-password")
         assert set(variables) <= env_names(Settings) | env_names(ForwarderSettings)
     forwarder = container_env(docs["forward-openmeter"])
-    assert secret_ref(forwarder["OPENMETER_URL"]) == (knative.OPENMETER_SECRET, "url")
-    assert secret_ref(forwarder["OPENMETER_API_KEY"]) == (knative.OPENMETER_SECRET, "api-key")
+    assert secret_ref(forwarder["OPENMETER_URL"]) == (k8s.OPENMETER_SECRET, "url")
+    assert secret_ref(forwarder["OPENMETER_API_KEY"]) == (k8s.OPENMETER_SECRET, "api-key")
     assert docs["forward-openmeter"]["spec"]["replicas"] == profile.forwarder_replicas
     assert docs["project-tiers"]["spec"]["replicas"] == 1
     assert container_env(docs["project-tiers"])["NATS_STREAM"]["value"] == "STRIPE"
@@ -378,9 +378,12 @@ def test_backup_cronjob_exports_everything_daily_to_its_volume(env: str) -> None
     (claim,) = documents(KNATIVE_DIR / env / "backup-volume.yaml")
     assert claim["metadata"]["name"] == backup.CLAIM
     variables = container_env(cronjob)
-    assert variables["NATS_USER"]["value"] == "admin"
+    # The read-only user nats.conf grants exactly what `export --all` needs (test_auth).
+    assert variables["NATS_USER"]["value"] == k8s.NATS_BACKUP_USER == "backup"
+    password = variables["NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert password == {"name": k8s.NATS_AUTH_SECRET, "key": "backup-password"}
     assert variables["ENVIRONMENT"]["value"] == env
-    assert variables["PUSHGATEWAY_URL"]["value"] == knative.PROFILES[env].pushgateway_url
+    assert variables["PUSHGATEWAY_URL"]["value"] == profiles.PROFILES[env].pushgateway_url
     for name in ("BACKUP_S3_BUCKET", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         ref = variables[name]["valueFrom"]["secretKeyRef"]
         assert ref["name"] == backup.S3_SECRET and ref["optional"] is True
@@ -388,7 +391,7 @@ def test_backup_cronjob_exports_everything_daily_to_its_volume(env: str) -> None
 
 
 def test_production_runs_two_forwarders_and_r3_billing_streams() -> None:
-    production = knative.PROFILES["production"]
+    production = profiles.PROFILES["production"]
     assert production.forwarder_replicas == 2
     assert production.stream_replicas == 3
 
@@ -407,7 +410,7 @@ def test_pushgateway_gc_cronjob(env: str) -> None:
     assert args.older_than == 3600
     assert not args.dry_run
     (url,) = container["env"]
-    assert url == {"name": "PUSHGATEWAY_URL", "value": knative.PROFILES[env].pushgateway_url}
+    assert url == {"name": "PUSHGATEWAY_URL", "value": profiles.PROFILES[env].pushgateway_url}
     assert pod["restartPolicy"] == "Never"
     assert pod["securityContext"]["runAsNonRoot"] is True
 
@@ -447,7 +450,7 @@ def test_rbac_allows_what_apply_does() -> None:
         assert rule["resources"] == [plural]
         assert {"get", "create", "patch"} <= set(rule["verbs"])
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
-    assert role["metadata"]["namespace"] == knative.PROFILES["staging"].namespace
+    assert role["metadata"]["namespace"] == profiles.PROFILES["staging"].namespace
 
 
 def test_secret_template_has_every_key_the_manifests_read() -> None:
@@ -461,7 +464,7 @@ def test_secret_template_has_every_key_the_manifests_read() -> None:
             for var in container_env(manifest).values():
                 if "valueFrom" in var:
                     name, key = secret_ref(var)
-                    if name != knative.NATS_AUTH_SECRET:  # nats/'s, nats/secret.example.yaml
+                    if name != k8s.NATS_AUTH_SECRET:  # nats/'s, nats/secret.example.yaml
                         assert key in template[name], (manifest["metadata"]["name"], name, key)
 
 

@@ -14,13 +14,13 @@ import re
 from typing import Any
 
 import pytest
-from stripe_bridge.deploy import knative
+from stripe_bridge.deploy import knative, profiles, workloads
 from stripe_bridge.deploy.kustomize import build
 
 from ..helpers import REPO_ROOT
 
 README = REPO_ROOT / "knative" / "README.md"
-PROFILE = knative.PROFILES["staging"]
+PROFILE = profiles.PROFILES["staging"]
 
 
 def walkthrough() -> list[str]:
@@ -32,7 +32,7 @@ def walkthrough() -> list[str]:
 
 
 def staging_objects() -> list[dict[str, Any]]:
-    objects = knative.services(PROFILE) + knative.consumers(PROFILE)
+    objects = knative.services(PROFILE) + workloads.consumers(PROFILE)
     return objects + build(REPO_ROOT / "nats" / "overlays" / "staging")
 
 
@@ -97,7 +97,7 @@ def test_names_in_the_commands_exist(command: str) -> None:
     if overlay := re.search(r"--overlay (\S+)", command):
         assert (REPO_ROOT / "nats" / "overlays" / overlay[1]).is_dir()
     if env := re.search(r"--env (\S+)", command):
-        assert env[1] in knative.PROFILES
+        assert env[1] in profiles.PROFILES
     for name, namespace in re.findall(r"http://([a-z0-9-]+)\.(stripe-bridge[a-z-]*)\.", command):
         services = {s["metadata"]["name"] for s in knative.services(PROFILE)}
         assert namespace == PROFILE.namespace and name in services, command

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from stripe_bridge.deploy import alerts, knative
+from stripe_bridge.deploy import alert_model, knative, profiles
 from stripe_bridge.deploy.kustomize import build
 from stripe_bridge.deploy.natsconf import (
     MAX_FILE_STORE_ENV,
@@ -39,6 +39,7 @@ from stripe_bridge.deploy.natsconf import (
     render_nats_conf,
     size_bytes,
 )
+from stripe_bridge.deploy.workloads import consumers
 from stripe_bridge.natsserver import NatsServer, free_port
 
 from ..helpers import REPO_ROOT
@@ -56,9 +57,9 @@ def nats_objects(env: str, root: Path = REPO_ROOT) -> list[dict[str, Any]]:
 
 
 def workloads(env: str) -> list[dict[str, Any]]:
-    profile = knative.PROFILES[env]
+    profile = profiles.PROFILES[env]
     return [o for o in nats_objects(env) if o["kind"] == "StatefulSet"] + [
-        o for o in knative.consumers(profile) if o["kind"] == "Deployment"
+        o for o in consumers(profile) if o["kind"] == "Deployment"
     ]
 
 
@@ -236,7 +237,7 @@ def test_the_storage_chain_is_ordered(env: str) -> None:
     store = size_bytes(sizing.max_file_store)
     stripe = size_bytes(sizing.stripe_max_bytes)
     assert store <= 0.9 * size_bytes(volume)
-    assert alerts.STORAGE_ALERT_RATIO * store < stripe < store
+    assert alert_model.STORAGE_ALERT_RATIO * store < stripe < store
     assert "max_memory_store: 64M" in render_nats_conf(kubernetes_params())
 
 
@@ -281,9 +282,9 @@ def test_anti_affinity_is_preferred_in_staging_and_required_in_production() -> N
 
 @pytest.mark.parametrize("env", ENVS)
 def test_pods_get_no_service_links(env: str) -> None:
-    profile = knative.PROFILES[env]
+    profile = profiles.PROFILES[env]
     pods = [statefulset(env)["spec"]["template"]["spec"]]
-    for obj in knative.consumers(profile) + knative.services(profile):
+    for obj in consumers(profile) + knative.services(profile):
         spec = obj["spec"]
         if obj["kind"] == "CronJob":
             spec = spec["jobTemplate"]["spec"]

@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
+from stripe_bridge.backup_job import export_all, read_manifest
 from stripe_bridge.billing.projector import tiers_bucket
 from stripe_bridge.billing.tiers import TIERS_BUCKET
 from stripe_bridge.billing.usage import USAGE_STREAM, provision_usage_streams
 from stripe_bridge.config import inbox_prefix
-from stripe_bridge.deploy.knative import NATS_BILLING_USER, NATS_USAGE_USER, NATS_USER
+from stripe_bridge.deploy.k8s import (
+    NATS_BACKUP_USER,
+    NATS_BILLING_USER,
+    NATS_USAGE_USER,
+    NATS_USER,
+)
+from stripe_bridge.stream import dead_letter_spec, provision
+from stripe_bridge_events.deadletter import (
+    DEAD_LETTER_STREAM,
+    dead_letter,
+    dead_letter_subject,
+    redrive_filter,
+)
 from stripe_bridge_testing.natscluster import LocalNatsCluster
 from stripe_bridge_testing.waiting import wait_until_async
 
-from .conftest import STREAM, connect
+from .conftest import STREAM, connect, provision_r3
+from .test_rolling_restart import roll_under_writes
 
 KV_STREAM = f"KV_{TIERS_BUCKET}"
 
@@ -210,3 +226,210 @@ async def test_unknown_user_and_wrong_password_are_refused(cluster: LocalNatsClu
                 allow_reconnect=False,
                 error_cb=Errors().record,
             )
+
+
+async def stored_once_ready(js: Any, subject: str) -> None:
+    """Publish to a stream just created: its interest may not have reached every node yet."""
+    from nats.js.errors import NoStreamResponseError
+
+    async def published() -> bool:
+        try:
+            await js.publish(subject, b"{}", headers={"Nats-Msg-Id": subject})
+        except NoStreamResponseError:
+            return False
+        return True
+
+    await wait_until_async(published, 30, f"a stream storing {subject}")
+
+
+async def _everything_stored(cluster: LocalNatsCluster) -> dict[str, int]:
+    """Fill every kind of stream a backup reads; return each stream's message count."""
+    from nats.js.api import AckPolicy, ConsumerConfig
+
+    admin = await connect(cluster)
+    try:
+        ajs = admin.jetstream()
+        for i in range(3):
+            await ajs.publish(f"stripe.test.e{i}", b"{}", headers={"Nats-Msg-Id": f"e{i}"})
+        await provision_usage_streams(ajs)
+        await stored_once_ready(ajs, "usage.tokens")
+        await provision(ajs, dead_letter_spec())
+        await stored_once_ready(ajs, dead_letter_subject("downstream", "stripe.test.e0"))
+        await (await tiers_bucket(ajs)).put("cus_1", b'{"tier": "pro"}')
+        # project-tiers' durable: a backup must not be able to touch it.
+        tiers = ConsumerConfig(durable_name="tiers", ack_policy=AckPolicy.EXPLICIT)
+        await ajs.add_consumer(STREAM, tiers)
+        return {info.config.name: info.state.messages for info in await ajs.streams_info()}
+    finally:
+        await admin.close()
+
+
+async def test_backup_user_exports_every_stream_and_bucket(
+    cluster: LocalNatsCluster, tmp_path: Path
+) -> None:
+    counts = await _everything_stored(cluster)
+    assert {STREAM, USAGE_STREAM, DEAD_LETTER_STREAM, KV_STREAM} <= set(counts)
+    nc, errors = await as_user(cluster, NATS_BACKUP_USER)
+    try:
+        js = nc.jetstream(timeout=2)
+        manifest = read_manifest(await export_all(js, tmp_path))
+        assert {s.name: s.messages for s in manifest.streams} == counts
+        # KV reads (direct get or message get, whichever the bucket allows).
+        entry = await (await js.key_value(TIERS_BUCKET)).get("cus_1")
+        assert entry.value == b'{"tier": "pro"}'
+        denied = [e for e in errors.seen if "consumer.delete" not in e]
+        assert denied == [], "the export hit a permission it lacks"
+    finally:
+        await nc.close()
+
+
+async def test_backup_user_is_refused_every_write(cluster: LocalNatsCluster) -> None:
+    from nats.js.api import ConsumerConfig, StreamConfig
+
+    counts = await _everything_stored(cluster)
+    nc, errors = await as_user(cluster, NATS_BACKUP_USER)
+    try:
+        js = nc.jetstream(timeout=1)
+        for subject in ("stripe.test.forged", "usage.tokens", "stripe_dlq.redrive.tiers.x"):
+            await nc.publish(subject, b"{}")
+            await errors.wait_for(f'permissions violation for publish to "{subject}"')
+        await refused(
+            nc, errors, f"$kv.{TIERS_BUCKET.lower()}.cus_1",
+            lambda: js.publish(f"$KV.{TIERS_BUCKET}.cus_1", b'{"tier": "free"}'),
+        )  # fmt: skip
+        await refused(
+            nc, errors, "$js.api.stream.create.evil",
+            lambda: js.add_stream(StreamConfig(name="EVIL", subjects=["evil.>"])),
+        )  # fmt: skip
+        await refused(
+            nc, errors, "$js.api.stream.update.stripe",
+            lambda: js.update_stream(StreamConfig(name=STREAM, subjects=["stripe.>"])),
+        )  # fmt: skip
+        for action, verb in ((js.delete_stream, "delete"), (js.purge_stream, "purge")):
+            await refused(
+                nc, errors, f"$js.api.stream.{verb}.stripe", lambda a=action: a(STREAM)
+            )  # fmt: skip
+        await refused(
+            nc, errors, "$js.api.stream.msg.delete.stripe", lambda: js.delete_msg(STREAM, 1)
+        )  # fmt: skip
+        await refused(
+            nc, errors, "$js.api.consumer.delete.stripe.tiers",
+            lambda: js.delete_consumer(STREAM, "tiers"),
+        )  # fmt: skip
+        # Durable and named creates could redefine project-tiers' durable: refused.
+        await refused(
+            nc, errors, "$js.api.consumer.durable.create.stripe.tiers",
+            lambda: js.add_consumer(STREAM, ConsumerConfig(durable_name="tiers")),
+        )  # fmt: skip
+        await refused(
+            nc, errors, "$js.api.consumer.create.stripe.tiers",
+            lambda: js.add_consumer(STREAM, ConsumerConfig(name="tiers")),
+        )  # fmt: skip
+    finally:
+        await nc.close()
+    admin = await connect(cluster)
+    try:
+        ajs = admin.jetstream()
+        assert {i.config.name: i.state.messages for i in await ajs.streams_info()} == counts
+        assert (await ajs.consumer_info(STREAM, "tiers")).config.durable_name == "tiers"
+        assert (await (await ajs.key_value(TIERS_BUCKET)).get("cus_1")).value == b'{"tier": "pro"}'
+    finally:
+        await admin.close()
+
+
+async def test_consumer_dead_letters_and_reads_its_redrives(cluster: LocalNatsCluster) -> None:
+    admin = await connect(cluster)
+    try:
+        ajs = admin.jetstream()
+        await provision(ajs, dead_letter_spec())
+        await ajs.publish("stripe.test.poison", b"{}")
+        # What `stripe-bridge redrive` (an operator) publishes after a fix.
+        await stored_once_ready(ajs, "stripe_dlq.redrive.downstream.stripe.test.fixed")
+    finally:
+        await admin.close()
+    nc, errors = await as_user(cluster, "consumer")
+    try:
+        js = nc.jetstream(timeout=2)
+        sub = await js.pull_subscribe("stripe.>", durable="downstream", stream=STREAM)
+        [poison] = await sub.fetch(1, timeout=2)
+        subject, headers = dead_letter(
+            poison.subject, poison.headers, "downstream", "unparseable", STREAM,
+            poison.metadata.sequence.stream,
+        )  # fmt: skip
+        ack = await js.publish(subject, poison.data, headers=headers)
+        assert ack.stream == DEAD_LETTER_STREAM
+        await poison.term()
+        redriven = await js.pull_subscribe(
+            redrive_filter("downstream"), durable="downstream-redrive", stream=DEAD_LETTER_STREAM
+        )
+        [fixed] = await redriven.fetch(1, timeout=2)
+        assert fixed.subject == "stripe_dlq.redrive.downstream.stripe.test.fixed"
+        await fixed.ack_sync(timeout=2)
+        assert errors.seen == [], "the dead-letter path hit a permission it lacks"
+
+        # Redrives are the operators': a consumer cannot forge one for another durable.
+        await nc.publish("stripe_dlq.redrive.tiers.stripe.test.forged", b"{}")
+        await errors.wait_for('permissions violation for publish to "stripe_dlq.redrive.tiers')
+        for action, verb in ((js.delete_stream, "delete"), (js.purge_stream, "purge")):
+            await refused(
+                nc, errors, f"$js.api.stream.{verb}.stripe_dlq",
+                lambda a=action: a(DEAD_LETTER_STREAM),
+            )  # fmt: skip
+        await refused(
+            nc, errors, "$js.api.consumer.delete.stripe_dlq.downstream-redrive",
+            lambda: js.delete_consumer(DEAD_LETTER_STREAM, "downstream-redrive"),
+        )  # fmt: skip
+    finally:
+        await nc.close()
+    admin = await connect(cluster)
+    try:
+        ajs = admin.jetstream()
+        assert (await ajs.stream_info(DEAD_LETTER_STREAM)).state.messages == 2
+        redrive = await ajs.consumer_info(DEAD_LETTER_STREAM, "downstream-redrive")
+        assert redrive.num_ack_pending == 0
+    finally:
+        await admin.close()
+
+
+def without_backup_user(conf: str) -> str:
+    """nats.conf as it was before the ``backup`` user (the config a rolling change replaces)."""
+    start = conf.index("      {\n        user: backup\n")
+    end = conf.index("\n      }\n", start) + len("\n      }\n")
+    return conf[:start] + conf[end:]
+
+
+@pytest.mark.timeout(400)
+def test_adding_the_backup_user_is_a_rolling_change_that_loses_no_write(tmp_path: Path) -> None:
+    """docs/deploy.md's order: the Secret key first (the servers' environment has it), then
+    NATS rolled with the new nats.conf one pod at a time, under writes to R3 STRIPE."""
+    nodes = LocalNatsCluster(tmp_path / "cluster")
+    confs = [tmp_path / "cluster" / f"n{i}" / "nats.conf" for i in range(len(nodes.nodes))]
+    new = [conf.read_text() for conf in confs]
+    for conf, text in zip(confs, new, strict=True):
+        conf.write_text(without_backup_user(text))
+    try:
+        nodes.start()
+        provision_r3(nodes)
+
+        async def backup_logs_in() -> bool:
+            try:
+                nc = await connect(nodes, NATS_BACKUP_USER, allow_reconnect=False)
+            except Exception:  # the old config knows no such user: authorization violation
+                return False
+            try:
+                name: str = (await nc.jetstream().stream_info(STREAM)).config.name
+                return name == STREAM
+            finally:
+                await nc.close()
+
+        assert asyncio.run(backup_logs_in()) is False
+        # The ConfigMap changed: each server reads the new file when the roll restarts it.
+        for conf, text in zip(confs, new, strict=True):
+            conf.write_text(text)
+        rolls, writes = asyncio.run(roll_under_writes(nodes))
+        print(f"writes {writes.acked} acked, {writes.retried} retried, {writes.failed} lost")
+        assert [roll.node for roll in rolls] == [2, 1, 0]
+        assert writes.acked > 0 and writes.failed == 0, writes.errors
+        assert asyncio.run(backup_logs_in()) is True
+    finally:
+        nodes.stop()

@@ -24,7 +24,7 @@ from stripe_bridge.billing.usage import (
     record_usage,
 )
 from stripe_bridge.config import Settings
-from stripe_bridge.deploy.knative import NATS_BILLING_USER, NATS_USAGE_USER, NATS_USER
+from stripe_bridge.deploy.k8s import NATS_BILLING_USER, NATS_USAGE_USER, NATS_USER
 from stripe_bridge.jetstream import JetStreamPublisher
 from stripe_bridge_testing.natscluster import LocalNatsCluster
 from stripe_bridge_testing.openmeter_standin import IngestStandIn

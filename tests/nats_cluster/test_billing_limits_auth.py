@@ -13,7 +13,7 @@ from stripe_bridge.billing.tiers import DEFAULT_TIERS
 from stripe_bridge.billing.usage import UsageRecord, provision_usage_streams, record_usage
 from stripe_bridge.billing.usage_counter import UsageCounter
 from stripe_bridge.config import Settings
-from stripe_bridge.deploy.knative import NATS_BILLING_USER
+from stripe_bridge.deploy.k8s import NATS_BILLING_USER
 from stripe_bridge_testing.natscluster import LocalNatsCluster
 from stripe_bridge_testing.waiting import wait_until_async
 

@@ -177,12 +177,30 @@ def test_apply_without_kubectl_exits_127_with_a_hint(
     assert "kubectl not found" in err and len(err.strip().splitlines()) == 1
 
 
+def test_apply_runs_kubectl_server_side_forcing_conflicts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A kubectl that records its arguments: what reaches the API server is kubectl's job.
+    argv = tmp_path / "argv"
+    kubectl = tmp_path / "kubectl"
+    kubectl.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {argv}\n')
+    kubectl.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert main(["nats", "apply", "--root", str(REPO_ROOT), "--overlay", "staging"]) == 0
+    args = argv.read_text().splitlines()
+    assert args == [
+        "apply", "--server-side", "--force-conflicts", "-k",
+        str(REPO_ROOT / "nats" / "overlays" / "staging"),
+    ]  # fmt: skip
+
+
 def test_apply_dry_run_prints_the_command_and_manifests(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert main(["nats", "apply", "--root", str(REPO_ROOT), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("# kubectl apply --server-side -k ")
+    # Without --force-conflicts, objects first applied client-side refuse the apply (409).
+    assert out.startswith("# kubectl apply --server-side --force-conflicts -k ")
     assert "namespace: stripe-bridge\n" in out and "kind: StatefulSet" in out
 
 

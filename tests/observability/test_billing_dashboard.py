@@ -18,7 +18,12 @@ import httpx
 from stripe_bridge.billing.tiers import DEFAULT_TIERS
 from stripe_bridge.billing.usage import UsageRecord
 from stripe_bridge.cli import main
-from stripe_bridge.deploy.alerts import COUNTER_JOB, FORWARDER_JOB, LIFECYCLE_JOB, PROJECTOR_JOB
+from stripe_bridge.deploy.alert_model import (
+    COUNTER_JOB,
+    FORWARDER_JOB,
+    LIFECYCLE_JOB,
+    PROJECTOR_JOB,
+)
 from stripe_bridge.natsserver import NatsServer
 from stripe_bridge_testing.openmeter_standin import IngestStandIn
 from stripe_bridge_testing.processes import (

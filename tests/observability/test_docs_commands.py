@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
-from stripe_bridge.deploy import knative
+from stripe_bridge.deploy import access, knative, profiles, workloads
 from stripe_bridge.deploy.kustomize import build
 
 from ..helpers import REPO_ROOT
@@ -26,8 +26,8 @@ THIRD_PARTY_NAMESPACES = {"monitoring"}
 def deployed() -> list[dict[str, Any]]:
     """Every object of both environments: Services, consumers and the NATS overlay."""
     objects: list[dict[str, Any]] = []
-    for env, profile in knative.PROFILES.items():
-        objects += knative.services(profile) + knative.consumers(profile)
+    for env, profile in profiles.PROFILES.items():
+        objects += knative.services(profile) + workloads.consumers(profile)
         objects += build(REPO_ROOT / "nats" / "overlays" / env)
     return objects
 
@@ -86,7 +86,7 @@ def test_kubectl_command_matches_the_manifests(command: str, objects: list[dict[
         names = {o["metadata"]["name"] for o in here if o["kind"] == kinds[kind]}
         assert name in names, (kind, name, command)
     if " secret " in command and "patch" in command:
-        templates = {s["metadata"]["name"]: s for s in knative.secrets_template()}
+        templates = {s["metadata"]["name"]: s for s in access.secrets_template()}
         name = command.split(" secret ")[1].split()[0]
         assert name in templates, command
         (patch_text,) = re.findall(r"-p '([^']*)'", command)

@@ -17,7 +17,7 @@ from stripe_bridge.billing.catalog import BILLING_FUNCTIONS
 from stripe_bridge.billing.endpoints import make_usage_function
 from stripe_bridge.cli import main
 from stripe_bridge.config import Settings
-from stripe_bridge.deploy import knative
+from stripe_bridge.deploy import k8s, knative, profiles, workloads
 from stripe_bridge.push import list_groups
 from stripe_bridge_testing.processes import PushgatewayServer
 
@@ -39,8 +39,8 @@ async def test_gc_of_one_environment_leaves_the_others_groups(
 
 
 def test_the_cronjob_passes_its_environment() -> None:
-    for env, profile in knative.PROFILES.items():
-        cronjob = knative.pushgateway_gc_cronjob(profile)
+    for env, profile in profiles.PROFILES.items():
+        cronjob = workloads.pushgateway_gc_cronjob(profile)
         pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
         args = pod["containers"][0]["args"]
         assert args[args.index("--environment") + 1] == env
@@ -61,7 +61,7 @@ async def test_billing_functions_push_their_metrics(pushgateway: PushgatewayServ
     await endpoint.runtime.close()
     (group,) = [g.labels for g in list_groups(pushgateway.url)]
     assert group["function"] == "billing_usage" and group["environment"] == "staging"
-    for profile in knative.PROFILES.values():
+    for profile in profiles.PROFILES.values():
         for fn in BILLING_FUNCTIONS:
             service = knative.billing_service(profile, fn)
             template = service["spec"]["template"]
@@ -76,12 +76,12 @@ async def test_billing_functions_push_their_metrics(pushgateway: PushgatewayServ
 def test_docs_scrape_the_pushgateway_the_functions_push_to() -> None:
     text = (REPO_ROOT / "docs" / "observability.md").read_text()
     (job,) = re.findall(r"job_name: pushgateway\n.*?targets: \[\"([^\"]+)\"\]", text, re.S)
-    pushed_to = {urlparse(p.pushgateway_url).netloc for p in knative.PROFILES.values()}
+    pushed_to = {urlparse(p.pushgateway_url).netloc for p in profiles.PROFILES.values()}
     assert pushed_to == {job}
 
 
 def test_knative_readme_names_the_usage_functions_nats_user() -> None:
     text = (REPO_ROOT / "knative" / "README.md").read_text()
     (row,) = [line for line in text.splitlines() if line.startswith("| `billing_usage`")]
-    assert f"`NATS_USER={knative.NATS_USAGE_USER}`" in row
-    assert f"`{knative.NATS_USAGE_PASSWORD_KEY}`" in row
+    assert f"`NATS_USER={k8s.NATS_USAGE_USER}`" in row
+    assert f"`{k8s.NATS_USAGE_PASSWORD_KEY}`" in row

@@ -11,11 +11,15 @@ from typing import Any
 import pytest
 import yaml
 from stripe_bridge import registry
+from stripe_bridge.billing.lifecycle_projector import LifecycleMetrics
 from stripe_bridge.billing.openmeter import ForwarderMetrics
 from stripe_bridge.billing.projector import ProjectorMetrics
-from stripe_bridge.deploy.alerts import EXPORTER_PREFIX, RUNBOOK_URL, alerts
+from stripe_bridge.billing.usage_counter import CounterMetrics
+from stripe_bridge.deploy.alert_model import EXPORTER_PREFIX, RUNBOOK_URL
+from stripe_bridge.deploy.alerts import alerts
 from stripe_bridge.deploy.codegen import observability_doc, replace_section
 from stripe_bridge.deploy.dashboards import bridge_dashboard, dashboard_files
+from stripe_bridge.deploy.promoperator import CONSUMER_JOBS
 from stripe_bridge.metrics import metrics_table
 
 from ..helpers import REPO_ROOT
@@ -42,19 +46,45 @@ def test_metric_list_in_docs_is_current() -> None:
     assert "`stripe_bridge_tiers_consumer_lag` | gauge | - |" in doc
 
 
-def test_billing_alerts_use_metrics_the_consumers_expose() -> None:
-    exposed = {
+#: Each long-running consumer (workloads.consumer_specs) and the metrics it serves.
+CONSUMER_METRICS = {
+    "forward-openmeter": ForwarderMetrics,
+    "project-tiers": ProjectorMetrics,
+    "project-lifecycle": LifecycleMetrics,
+    "count-usage": CounterMetrics,
+}
+
+
+def exposed_by(*holders: Any) -> set[str]:
+    return {
         sample.name
-        for holder in (ForwarderMetrics(), ProjectorMetrics())
+        for holder in holders
         for metric in holder.registry.collect()
         for sample in metric.samples
     }
+
+
+def test_billing_alerts_use_metrics_the_consumers_expose() -> None:
+    exposed = exposed_by(*(metrics() for metrics in CONSUMER_METRICS.values()))
     used = {
         name
         for alert in alerts()
-        for name in re.findall(r"stripe_bridge_(?:openmeter|tiers)_[a-z_]+", alert.expr)
+        for name in re.findall(
+            r"stripe_bridge_(?:openmeter|tiers|lifecycle|usage_counter)_[a-z_]+", alert.expr
+        )
     }
     assert used and used <= exposed, used - exposed
+
+
+@pytest.mark.parametrize("consumer", sorted(CONSUMER_METRICS))
+def test_every_consumer_has_a_lag_and_a_down_alert(consumer: str) -> None:
+    assert set(CONSUMER_METRICS) == set(CONSUMER_JOBS), "a consumer without alerts"
+    (lag,) = (name for name in exposed_by(CONSUMER_METRICS[consumer]()) if name.endswith("_lag"))
+    lagging = [a for a in alerts() if re.search(rf"\b{lag}\b", a.expr)]
+    assert lagging, f"no alert on {lag}"
+    # Lag is a gauge the consumer serves: when it is down only its scrape target tells.
+    up = f'up{{job="{CONSUMER_JOBS[consumer]}"}}'
+    assert [a for a in alerts() if up in a.expr], f"no alert on {up} being 0"
 
 
 def test_promtool_checks_rules() -> None:

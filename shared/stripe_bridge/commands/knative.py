@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..deploy import knative, kubeapply, promoperator
+from ..deploy import knative, kubeapply, manifests, profiles, promoperator, workloads
 from ..exitcodes import ExitCode
 from .common import write_or_check
 
@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="write knative/ manifests from the registry (and the Prometheus Operator objects)",
     )
     render.add_argument(
-        "--env", choices=list(knative.PROFILES), help="one environment (default: all)"
+        "--env", choices=list(profiles.PROFILES), help="one environment (default: all)"
     )
     render.add_argument("--out", type=Path, default=Path("knative"), help="output folder")
     render.add_argument("--check", action="store_true", help="only report drift; exit 1 if any")
@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="create or update the Services, Deployments and CronJob (server-side apply), "
         "report URLs and Ready",
     )
-    apply.add_argument("--env", choices=list(knative.PROFILES), default="staging")
+    apply.add_argument("--env", choices=list(profiles.PROFILES), default="staging")
     apply.add_argument("--namespace", help="target namespace (default: the environment's)")
     apply.add_argument("--image", help="container image (default: the environment's)")
     apply.add_argument(
@@ -58,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def rendered(envs: list[str] | None = None) -> dict[str, str]:
     """Every file ``render`` writes, by path relative to ``knative/``."""
-    return {**knative.render(envs), **promoperator.render(envs)}
+    return {**manifests.render(envs), **promoperator.render(envs)}
 
 
 def run_render(args: argparse.Namespace) -> int:
@@ -70,7 +70,7 @@ def run_render(args: argparse.Namespace) -> int:
 
 def run_apply(args: argparse.Namespace) -> int:
     """Apply every Service, wait for Ready, print URLs and the webhook registration steps."""
-    profile = knative.PROFILES[args.env]
+    profile = profiles.PROFILES[args.env]
     namespace = args.namespace or profile.namespace
     try:
         client = kubeapply.api_client(args.kubeconfig, args.context)
@@ -78,8 +78,8 @@ def run_apply(args: argparse.Namespace) -> int:
         deployer.check_knative()
         states = [deployer.apply(m) for m in knative.services(profile, args.image)]
         if not args.no_consumers:
-            workloads = knative.consumers(profile, args.image)
-            states += [deployer.apply_workload(m) for m in workloads]
+            objects = workloads.consumers(profile, args.image)
+            states += [deployer.apply_workload(m) for m in objects]
         for state in states:
             print(f"{state.label}: {state.action}")
         if args.dry_run:

@@ -75,7 +75,11 @@ def run_build(args: argparse.Namespace) -> int:
 def run_apply(args: argparse.Namespace) -> int:
     """``kubectl apply -k <overlay>``; with --dry-run print what would be applied instead."""
     directory = _overlay_dir(args)
-    command = ["kubectl", "apply", "--server-side", "-k", str(directory)]
+    # The apply contract (docs/deploy.md): server-side, kubectl's own field manager, and
+    # --force-conflicts: nats/ describes these objects whole, so another manager holding one
+    # of their fields is a hand edit or `kubectl apply` (client-side) history, which kubectl
+    # moves to its manager after the apply (kubectl pkg/cmd/apply migrateToSSAIfNecessary).
+    command = ["kubectl", "apply", "--server-side", "--force-conflicts", "-k", str(directory)]
     if args.dry_run:
         print("# " + " ".join(command))
         return run_build(args)

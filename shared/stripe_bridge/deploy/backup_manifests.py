@@ -12,15 +12,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from .knative import (
-    Profile,
-    _container,
-    _nats_env,
-    _pod_security,
-    _secret_env,
-    _value_env,
+from .k8s import (
+    NATS_BACKUP_PASSWORD_KEY,
+    NATS_BACKUP_USER,
+    command_container,
     common_labels,
+    nats_env,
+    pod_security,
+    secret_env,
+    value_env,
 )
+from .profiles import Profile
 
 NAME = "nats-backup"
 CLAIM = "nats-backups"
@@ -29,9 +31,6 @@ MOUNT = "/backups"
 SCHEDULE = "17 3 * * *"
 #: Daily backups kept on the volume and in the bucket: two weeks.
 BACKUP_KEEP = 14
-#: Export reads every stream (STRIPE, USAGE, the KV buckets): only the operators' user can.
-NATS_ADMIN_USER = "admin"
-NATS_ADMIN_PASSWORD_KEY = "admin-password"
 #: Optional: where and how to copy backups to S3-compatible storage.
 S3_SECRET = "stripe-bridge-backup-s3"
 S3_KEYS = {
@@ -67,7 +66,7 @@ def backup_volume(profile: Profile) -> dict[str, Any]:
 
 
 def _optional_secret_env(name: str, key: str) -> dict[str, Any]:
-    env = _secret_env(name, S3_SECRET, key)
+    env = secret_env(name, S3_SECRET, key)
     env["valueFrom"]["secretKeyRef"]["optional"] = True
     return env
 
@@ -77,13 +76,14 @@ def backup_cronjob(profile: Profile, image: str | None = None) -> dict[str, Any]
     labels = _labels(profile)
     args = ["export", "--all", "--dir", MOUNT, "--keep", str(BACKUP_KEEP)]
     env = [
-        *_nats_env(profile, NATS_ADMIN_USER, NATS_ADMIN_PASSWORD_KEY),
+        # Export reads every stream (STRIPE, USAGE, the KV buckets) as the read-only user.
+        *nats_env(profile, NATS_BACKUP_USER, NATS_BACKUP_PASSWORD_KEY),
         *(_optional_secret_env(name, key) for name, key in S3_KEYS.items()),
-        _value_env("PUSHGATEWAY_URL", profile.pushgateway_url),
-        _value_env("ENVIRONMENT", profile.name),
-        _value_env("LOG_LEVEL", profile.log_level),
+        value_env("PUSHGATEWAY_URL", profile.pushgateway_url),
+        value_env("ENVIRONMENT", profile.name),
+        value_env("LOG_LEVEL", profile.log_level),
     ]
-    container = _container(profile, NAME, args, env, image)
+    container = command_container(profile, NAME, args, env, image)
     container["volumeMounts"] = [{"name": "backups", "mountPath": MOUNT}]
     return {
         "apiVersion": "batch/v1",
@@ -107,7 +107,7 @@ def backup_cronjob(profile: Profile, image: str | None = None) -> dict[str, Any]
                             "restartPolicy": "Never",
                             "automountServiceAccountToken": False,
                             "enableServiceLinks": False,
-                            "securityContext": {**_pod_security(), "fsGroup": 10001},
+                            "securityContext": {**pod_security(), "fsGroup": 10001},
                             "containers": [container],
                             "volumes": [
                                 {"name": "backups", "persistentVolumeClaim": {"claimName": CLAIM}}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..billing.tiers import DEFAULT_TIERS
 from .backup_alerts import LAST_SUCCESS, SIZE, SUCCESS, USED
-from .dashboards import Panel, Row, _rate
+from .grafana import Panel, Row, rate
 
 #: The billing dashboard's environment filter (its ``environment`` variable).
 _ENV = '{environment=~"$environment"}'
@@ -21,7 +21,7 @@ def usage_row() -> Row:
     panels = [
         Panel(
             f"Usage: {meter} (per {window.value} limits)",
-            [("counted/s", f"sum ({_rate(_meter(quantity, meter))})")],
+            [("counted/s", f"sum ({rate(_meter(quantity, meter))})")],
             description=f"What count-usage added to customers' {meter} counts "
             f"(window: {window.value}); Agent Town records carry agent_id and session_id.",
             width=6,
@@ -34,7 +34,7 @@ def usage_row() -> Row:
             [
                 (
                     "{{decision}}",
-                    f"sum by (decision) ({_rate('stripe_bridge_entitlement_checks_total' + _ENV)})",
+                    f"sum by (decision) ({rate('stripe_bridge_entitlement_checks_total' + _ENV)})",
                 )
             ],
             unit="reqps",

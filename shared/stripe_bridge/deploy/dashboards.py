@@ -13,23 +13,16 @@ it) in a scrape job called ``nats``.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .. import registry
 from ..push import JOB
-from .alerts import (
-    FORWARDER_JOB,
-    HEALTHZ_STATUS,
-    NATS_JOB,
-    PROJECTOR_JOB,
-    STORAGE_RATIO,
-    alerts_test_yaml,
-    alerts_yaml,
-)
+from .alert_model import FORWARDER_JOB, HEALTHZ_STATUS, NATS_JOB, PROJECTOR_JOB, STORAGE_RATIO
+from .alerts import alerts_test_yaml, alerts_yaml
+from .billing_rows import backup_row, usage_row
+from .grafana import Dashboard, Panel, Row, dashboard_json, rate
 
 _BRIDGE = '{environment=~"$environment",function=~"$function"}'
 _TYPED = '{event_type=~"$event_type",environment=~"$environment",function=~"$function"}'
@@ -40,52 +33,12 @@ def _webhooks(matchers: str = "") -> str:
     return f"stripe_bridge_webhooks_total{_TYPED[:-1]}{extra}}}"
 
 
-def _rate(selector: str) -> str:
-    return f"rate({selector}[$__rate_interval])"
-
-
 def _quantiles(histogram: str, selector: str = _BRIDGE) -> list[tuple[str, str]]:
-    bucket = _rate(f"{histogram}_bucket{selector}")
+    bucket = rate(f"{histogram}_bucket{selector}")
     return [
         (f"p{int(q * 100)}", f"histogram_quantile({q}, sum by (le) ({bucket}))")
         for q in (0.5, 0.9, 0.99)
     ]
-
-
-@dataclass(frozen=True)
-class Panel:
-    """One Grafana panel: a title, its queries (legend, PromQL) and a unit."""
-
-    title: str
-    targets: Sequence[tuple[str, str]]
-    unit: str = "short"
-    description: str = ""
-    kind: str = "timeseries"
-    width: int = 12
-
-
-@dataclass(frozen=True)
-class Row:
-    """A titled row of panels."""
-
-    title: str
-    panels: Sequence[Panel]
-
-
-@dataclass(frozen=True)
-class Dashboard:
-    """A dashboard: uid, title, variables and rows."""
-
-    uid: str
-    title: str
-    description: str
-    rows: Sequence[Row]
-    variables: Sequence[dict[str, Any]] = field(default_factory=list)
-
-    def panels(self) -> Iterator[Panel]:
-        """Every panel, in order."""
-        for row in self.rows:
-            yield from row.panels
 
 
 def _custom_variable(name: str, label: str, values: Sequence[str]) -> dict[str, Any]:
@@ -126,7 +79,7 @@ def bridge_dashboard() -> Dashboard:
     per_type = [
         Panel(
             t.name,
-            [("stored/s", f"sum({_rate(_webhooks_for(t.name))})")],
+            [("stored/s", f"sum({rate(_webhooks_for(t.name))})")],
             unit="reqps",
             description=t.summary,
             kind="stat",
@@ -134,9 +87,9 @@ def bridge_dashboard() -> Dashboard:
         )
         for t in registry.EVENT_TYPES
     ]
-    failed = _rate(_webhooks('outcome="failed"'))
-    rejected = _rate(_webhooks('outcome="rejected"'))
-    repeated = _rate(_webhooks('outcome=~"duplicate|in_progress"'))
+    failed = rate(_webhooks('outcome="failed"'))
+    rejected = rate(_webhooks('outcome="rejected"'))
+    repeated = rate(_webhooks('outcome=~"duplicate|in_progress"'))
     return Dashboard(
         uid="stripe-bridge",
         title="Stripe bridge",
@@ -157,14 +110,14 @@ def bridge_dashboard() -> Dashboard:
                         [
                             (
                                 "{{event_type}} {{outcome}}",
-                                f"sum by (event_type, outcome) ({_rate(_webhooks())})",
+                                f"sum by (event_type, outcome) ({rate(_webhooks())})",
                             )
                         ],
                         unit="reqps",
                     ),
                     Panel(
                         "Error ratio (answered 5xx, Stripe retries)",
-                        [("failed", f"sum({failed}) / sum({_rate(_webhooks())})")],
+                        [("failed", f"sum({failed}) / sum({rate(_webhooks())})")],
                         unit="percentunit",
                     ),
                     Panel(
@@ -183,7 +136,7 @@ def bridge_dashboard() -> Dashboard:
                             (
                                 "{{reason}}",
                                 "sum by (reason) "
-                                f"({_rate('stripe_bridge_signature_failures_total' + _BRIDGE)})",
+                                f"({rate('stripe_bridge_signature_failures_total' + _BRIDGE)})",
                             )
                         ],
                         unit="reqps",
@@ -206,7 +159,7 @@ def bridge_dashboard() -> Dashboard:
                             (
                                 "{{event_type}}",
                                 "sum by (event_type) "
-                                f"({_rate('stripe_bridge_translation_failures_total' + _TYPED)})",
+                                f"({rate('stripe_bridge_translation_failures_total' + _TYPED)})",
                             )
                         ],
                         unit="reqps",
@@ -237,7 +190,7 @@ def bridge_dashboard() -> Dashboard:
                             (
                                 "{{reason}}",
                                 "sum by (reason) "
-                                f"({_rate('stripe_bridge_publish_failures_total' + _BRIDGE)})",
+                                f"({rate('stripe_bridge_publish_failures_total' + _BRIDGE)})",
                             )
                         ],
                         unit="reqps",
@@ -258,7 +211,7 @@ def bridge_dashboard() -> Dashboard:
                             (
                                 "{{backend}} {{operation}}",
                                 "sum by (backend, operation) "
-                                f"({_rate('stripe_bridge_idempotency_errors_total' + _BRIDGE)})",
+                                f"({rate('stripe_bridge_idempotency_errors_total' + _BRIDGE)})",
                             )
                         ],
                         unit="reqps",
@@ -316,7 +269,7 @@ def bridge_dashboard() -> Dashboard:
                             (
                                 "{{reason}}",
                                 "sum by (reason) "
-                                f"({_rate('stripe_bridge_push_failures_total' + _BRIDGE)})",
+                                f"({rate('stripe_bridge_push_failures_total' + _BRIDGE)})",
                             )
                         ],
                         unit="reqps",
@@ -494,7 +447,7 @@ def billing_dashboard() -> Dashboard:
 
     def rate_sum(metric: str, by: str = "") -> str:
         grouping = f" by ({by})" if by else ""
-        return f"sum{grouping} ({_rate(metric + env)})"
+        return f"sum{grouping} ({rate(metric + env)})"
 
     om = "stripe_bridge_openmeter_"
     return Dashboard(
@@ -602,91 +555,10 @@ def billing_dashboard() -> Dashboard:
                     ),
                 ],
             ),
-            *extra_rows(),
+            usage_row(),
+            backup_row(),
         ],
     )
-
-
-def extra_rows() -> list[Row]:
-    """Rows other modules append to the billing dashboard (limits, backups)."""
-    from .billing_rows import backup_row, usage_row  # they build on this module
-
-    return [usage_row(), backup_row()]
-
-
-def dashboard_json(dashboard: Dashboard) -> str:
-    """The Grafana dashboard JSON model (import it, or provision it from a ConfigMap)."""
-    panels: list[dict[str, Any]] = []
-    y = 0
-    panel_id = 1
-    datasource = {"type": "prometheus", "uid": "${datasource}"}
-    for row in dashboard.rows:
-        panels.append(
-            {
-                "id": panel_id,
-                "type": "row",
-                "title": row.title,
-                "collapsed": False,
-                "gridPos": {"h": 1, "w": 24, "x": 0, "y": y},
-                "panels": [],
-            }
-        )
-        panel_id += 1
-        y += 1
-        x = 0
-        for panel in row.panels:
-            height = 4 if panel.kind == "stat" else 8
-            if x + panel.width > 24:
-                x, y = 0, y + height
-            panels.append(
-                {
-                    "id": panel_id,
-                    "type": panel.kind,
-                    "title": panel.title,
-                    "description": panel.description,
-                    "datasource": datasource,
-                    "gridPos": {"h": height, "w": panel.width, "x": x, "y": y},
-                    "fieldConfig": {"defaults": {"unit": panel.unit}, "overrides": []},
-                    "targets": [
-                        {
-                            "refId": chr(ord("A") + i),
-                            "datasource": datasource,
-                            "expr": expr,
-                            "legendFormat": legend,
-                        }
-                        for i, (legend, expr) in enumerate(panel.targets)
-                    ],
-                }
-            )
-            panel_id += 1
-            x += panel.width
-        y += 8
-    model = {
-        "uid": dashboard.uid,
-        "title": dashboard.title,
-        "description": dashboard.description,
-        "tags": ["stripe-bridge"],
-        "timezone": "utc",
-        "schemaVersion": 39,
-        "editable": True,
-        "graphTooltip": 1,
-        "refresh": "30s",
-        "time": {"from": "now-6h", "to": "now"},
-        "templating": {
-            "list": [
-                {
-                    "type": "datasource",
-                    "name": "datasource",
-                    "label": "Data source",
-                    "query": "prometheus",
-                },
-                *dashboard.variables,
-            ]
-        },
-        "annotations": {"list": []},
-        "panels": panels,
-    }
-    return json.dumps(model, indent=2, sort_keys=True) + "\n"
 
 
 def dashboard_files(root: Path) -> dict[Path, str]:

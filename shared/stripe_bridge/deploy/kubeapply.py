@@ -18,16 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from ..exitcodes import ExitCode
-from .knative import (
-    ALL_EVENTS,
-    DEPLOYER_GROUP,
-    FIELD_MANAGER,
-    SERVICES_PLURAL,
-    SERVING_GROUP,
-    SERVING_VERSION,
-    WEBHOOK_SECRET,
-    FunctionSpec,
-)
+from .access import DEPLOYER_GROUP
+from .k8s import FIELD_MANAGER, WEBHOOK_SECRET
+from .knative import ALL_EVENTS, SERVICES_PLURAL, SERVING_GROUP, SERVING_VERSION, FunctionSpec
 
 #: Exit codes of ``knative apply``.
 EXIT_NOT_READY = ExitCode.FAILED
@@ -35,6 +28,13 @@ EXIT_CONFIG = ExitCode.CONFIG
 EXIT_API = ExitCode.UNAVAILABLE
 
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
+JSON_PATCH_CONTENT_TYPE = "application/json-patch+json"
+#: Where client-side ``kubectl apply`` keeps the manifest it applied; the manager owning it
+#: with an ``Update`` is that history (kubectl pkg/cmd/apply/apply.go).
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+#: Attempts at the managed-fields patch: a controller's status write in between changes
+#: the resourceVersion it tests (kubectl retries the same way).
+_ADOPT_ATTEMPTS = 5
 _RESOURCE = f"{SERVICES_PLURAL}.{SERVING_GROUP}"
 
 
@@ -162,6 +162,39 @@ class Deployer:
         target = name or resource
         return DeployError(f"{verb} {target} failed: HTTP {status} {_status_message(exc)}")
 
+    def _adopt(
+        self,
+        name: str,
+        resource: str,
+        applied: dict[str, Any],
+        read: Callable[[], dict[str, Any] | None],
+        json_patch: Callable[[list[dict[str, Any]]], Any],
+        reapply: Callable[[], Any],
+    ) -> bool:
+        """Take over ``applied``'s client-side apply history, then apply again so what only
+        that history set is removed; whether there was any (docs/deploy.md, apply contract)."""
+        from kubernetes.client.exceptions import ApiException
+
+        current: dict[str, Any] | None = applied
+        for _attempt in range(_ADOPT_ATTEMPTS):
+            ops = client_side_adoption(current or {})
+            if ops is None:
+                return False
+            try:
+                json_patch(ops)
+                break
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise self._api_error(exc, "adopt", name, resource) from None
+                current = read()
+        else:
+            raise DeployError(
+                f"adopt {name} failed: its resourceVersion kept changing "
+                f"({_ADOPT_ATTEMPTS} attempts); apply again"
+            )
+        self._call("patch", name, reapply, resource=resource)
+        return True
+
     def check_knative(self) -> None:
         """DeployError unless the API server serves Knative Serving's ``services``."""
         missing = DeployError(
@@ -202,29 +235,32 @@ class Deployer:
         name = manifest["metadata"]["name"]
         body = {**manifest, "metadata": {**manifest["metadata"], "namespace": self.namespace}}
         before = self.get(name)
-        # force: this tool owns these fields; a hand edit (kubectl edit) must not block a deploy.
-        data, status, _headers = self._call(
-            "patch",
-            name,
-            lambda: self.api.patch_namespaced_custom_object_with_http_info(
-                SERVING_GROUP,
-                SERVING_VERSION,
-                self.namespace,
-                SERVICES_PLURAL,
-                name,
-                body,
-                field_manager=FIELD_MANAGER,
-                force=True,
+
+        def patch(patch_body: Any, content_type: str, **options: Any) -> Any:
+            return self.api.patch_namespaced_custom_object_with_http_info(
+                SERVING_GROUP, SERVING_VERSION, self.namespace, SERVICES_PLURAL, name,
+                patch_body, _content_type=content_type, **options,
+            )  # fmt: skip
+
+        def apply() -> Any:
+            # force: this tool owns these fields; a hand edit (kubectl edit) or client-side
+            # apply history must not block a deploy (docs/deploy.md, the apply contract).
+            return patch(
+                body, APPLY_CONTENT_TYPE, field_manager=FIELD_MANAGER, force=True,
                 dry_run="All" if self.dry_run else None,
-                _content_type=APPLY_CONTENT_TYPE,
-            ),
-        )
+            )  # fmt: skip
+
+        data, status, _headers = self._call("patch", name, apply)
+        after = data if isinstance(data, dict) else self.get(name) or {}
+        adopted = not self.dry_run and self._adopt(
+            name, _RESOURCE, after, lambda: self.get(name),
+            lambda ops: patch(ops, JSON_PATCH_CONTENT_TYPE), apply,
+        )  # fmt: skip
         if before is None or status == 201:
             action = "created"
         else:
-            after = data if isinstance(data, dict) else self.get(name) or {}
-            action = "updated" if _changed(before, after) else "unchanged"
-        return ServiceState(name, f"{action} (dry run)" if self.dry_run else action)
+            action = "updated" if adopted or _changed(before, after) else "unchanged"
+        return ServiceState(name, _action(action, self.dry_run, adopted))
 
     def _workload(self, kind: str) -> tuple[str, Any, Any]:
         """The resource name, read call and apply call of a Deployment or CronJob."""
@@ -266,26 +302,25 @@ class Deployer:
         resource, _read, patch = self._workload(kind)
         body = {**manifest, "metadata": {**manifest["metadata"], "namespace": self.namespace}}
         before = self.get_workload(kind, name)
-        data, status, _headers = self._call(
-            "patch",
-            name,
-            lambda: patch(
-                name,
-                self.namespace,
-                body,
-                field_manager=FIELD_MANAGER,
-                force=True,
-                dry_run="All" if self.dry_run else None,
-                _content_type=APPLY_CONTENT_TYPE,
-            ),
-            resource=resource,
-        )
+
+        def apply() -> Any:
+            return patch(
+                name, self.namespace, body, field_manager=FIELD_MANAGER, force=True,
+                dry_run="All" if self.dry_run else None, _content_type=APPLY_CONTENT_TYPE,
+            )  # fmt: skip
+
+        data, status, _headers = self._call("patch", name, apply, resource=resource)
+        after = self.client.sanitize_for_serialization(data)
+        adopted = not self.dry_run and self._adopt(
+            name, resource, after, lambda: self.get_workload(kind, name),
+            lambda ops: patch(name, self.namespace, ops, _content_type=JSON_PATCH_CONTENT_TYPE),
+            apply,
+        )  # fmt: skip
         if before is None or status == 201:
             action = "created"
         else:
-            after = self.client.sanitize_for_serialization(data)
-            action = "updated" if _changed(before, after) else "unchanged"
-        state = ServiceState(name, f"{action} (dry run)" if self.dry_run else action, kind=kind)
+            action = "updated" if adopted or _changed(before, after) else "unchanged"
+        state = ServiceState(name, _action(action, self.dry_run, adopted), kind=kind)
         if kind == "CronJob":
             # Nothing runs until its schedule: applied is all there is to wait for.
             state.ready, state.reason = "True", "scheduled"
@@ -316,6 +351,13 @@ class Deployer:
             if not pending or remaining <= 0:
                 return states
             time.sleep(min(poll, remaining))
+
+
+def _action(action: str, dry_run: bool, adopted: bool) -> str:
+    """How the output says what apply did."""
+    if dry_run:
+        return f"{action} (dry run)"
+    return f"{action} (adopted from client-side kubectl apply)" if adopted else action
 
 
 def _generation(service: dict[str, Any]) -> int:
@@ -368,6 +410,56 @@ def _read_rollout(deployment: dict[str, Any], state: ServiceState) -> None:
         state.ready, state.reason = "True", f"{available}/{wanted} available"
     else:
         state.ready, state.reason = "Unknown", f"{available}/{wanted} available"
+
+
+def _merge_fields(into: dict[str, Any], fields: dict[str, Any]) -> None:
+    for key, sub in fields.items():
+        _merge_fields(into.setdefault(key, {}), sub)
+
+
+def client_side_adoption(obj: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The JSON patch moving ``obj``'s client-side ``kubectl apply`` history to our field
+    manager, as kubectl does after a server-side apply (k8s.io/client-go util/csaupgrade);
+    None when there is none.
+
+    After it, a field only the old client-side manifests set is ours, so the next apply
+    (which does not send it) removes it, the last-applied annotation included.
+    """
+    metadata = obj.get("metadata") or {}
+    entries: list[dict[str, Any]] = list(metadata.get("managedFields") or [])
+
+    def client_side(entry: dict[str, Any]) -> bool:
+        annotations = (entry.get("fieldsV1") or {}).get("f:metadata", {}).get("f:annotations", {})
+        return entry.get("operation") == "Update" and f"f:{LAST_APPLIED}" in annotations
+
+    history = [e for e in entries if client_side(e)]
+    if not history:
+        return None
+    ours = [
+        e for e in entries if e.get("manager") == FIELD_MANAGER and e.get("operation") == "Apply"
+    ]
+    fields: dict[str, Any] = {}
+    for entry in [*ours, *history]:
+        _merge_fields(fields, entry.get("fieldsV1") or {})
+    apply_entry = {
+        "manager": FIELD_MANAGER,
+        "operation": "Apply",
+        "apiVersion": obj.get("apiVersion"),
+    }
+    base = ours[0] if ours else apply_entry
+    rest = [e for e in entries if e not in history and e not in ours]
+    return [
+        {
+            "op": "test",
+            "path": "/metadata/resourceVersion",
+            "value": metadata.get("resourceVersion"),
+        },
+        {
+            "op": "replace",
+            "path": "/metadata/managedFields",
+            "value": [*rest, {**base, "fieldsType": "FieldsV1", "fieldsV1": fields}],
+        },
+    ]
 
 
 def registration_steps(

@@ -24,6 +24,7 @@ PASSWORD_ENV = {
     "usage": "NATS_USAGE_PASSWORD",
     "consumer": "NATS_CONSUMER_PASSWORD",
     "billing": "NATS_BILLING_PASSWORD",
+    "backup": "NATS_BACKUP_PASSWORD",
     "admin": "NATS_ADMIN_PASSWORD",
 }
 #: Subjects the publisher user (the webhook functions) may publish to: Stripe events.
@@ -41,7 +42,7 @@ class Sizing:
     disable JetStream); STRIPE's ``max_bytes`` below that (room for USAGE, USAGE_DLQ and
     the KV bucket; with discard=new a full stream refuses writes, so the bridge answers 503
     and Stripe retries, instead of JetStream failing); the storage alert
-    (alerts.STORAGE_ALERT_RATIO of max_file_store) below that again.
+    (alert_model.STORAGE_ALERT_RATIO of max_file_store) below that again.
     """
 
     volume: str

@@ -24,16 +24,16 @@ from typing import Any
 import yaml
 
 from .. import __version__
-from . import knative
-from .alerts import (
+from . import k8s, profiles, workloads
+from .alert_model import (
     COUNTER_JOB,
     FORWARDER_JOB,
     LIFECYCLE_JOB,
     NATS_JOB,
     PROJECTOR_JOB,
     PUSHGATEWAY_JOB,
-    alerts_yaml,
 )
+from .alerts import alerts_yaml
 
 API_VERSION = "monitoring.coreos.com/v1"
 MONITORING_NAMESPACE = "monitoring"
@@ -52,7 +52,7 @@ _LABELS = {
     "app.kubernetes.io/name": "stripe-bridge",
     "app.kubernetes.io/part-of": "stripe-bridge",
     "app.kubernetes.io/version": __version__,
-    "app.kubernetes.io/managed-by": knative.FIELD_MANAGER,
+    "app.kubernetes.io/managed-by": k8s.FIELD_MANAGER,
 }
 
 
@@ -96,7 +96,7 @@ def pushgateway_monitor() -> dict[str, Any]:
 
 
 def _pod_monitor(
-    profile: knative.Profile, name: str, selector: dict[str, str], port: str, job: str
+    profile: profiles.Profile, name: str, selector: dict[str, str], port: str, job: str
 ) -> dict[str, Any]:
     endpoint = {
         "port": port,
@@ -115,14 +115,14 @@ def _pod_monitor(
     }
 
 
-def pod_monitors(profile: knative.Profile) -> list[dict[str, Any]]:
+def pod_monitors(profile: profiles.Profile) -> list[dict[str, Any]]:
     """The NATS exporter and the consumers of ``profile``'s namespace."""
     monitors = [
         _pod_monitor(
             profile, "nats", {"app.kubernetes.io/name": "nats"}, NATS_METRICS_PORT, NATS_JOB
         )
     ]
-    for spec in knative.consumer_specs(profile):
+    for spec in workloads.consumer_specs(profile):
         selector = {"app.kubernetes.io/instance": spec.name}
         monitors.append(
             _pod_monitor(profile, spec.name, selector, "metrics", CONSUMER_JOBS[spec.name])
@@ -132,7 +132,7 @@ def pod_monitors(profile: knative.Profile) -> list[dict[str, Any]]:
 
 def render(envs: list[str] | None = None) -> dict[str, str]:
     """The files by path relative to ``knative/`` (the shared one, then per environment)."""
-    files = {"monitoring.yaml": knative.to_yaml(prometheus_rule(), pushgateway_monitor())}
-    for env in envs or list(knative.PROFILES):
-        files[f"{env}/monitoring.yaml"] = knative.to_yaml(*pod_monitors(knative.PROFILES[env]))
+    files = {"monitoring.yaml": k8s.to_yaml(prometheus_rule(), pushgateway_monitor())}
+    for env in envs or list(profiles.PROFILES):
+        files[f"{env}/monitoring.yaml"] = k8s.to_yaml(*pod_monitors(profiles.PROFILES[env]))
     return files
