@@ -26,7 +26,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Gauge, pushadd_to_gateway
 from pydantic import BaseModel
 
+from . import backup
 from .backup import ExportedMessage, ImportCounts, export_stream, import_messages
+from .natsfaults import retrying
 
 MANIFEST = "manifest.json"
 BACKUP_JOB = "stripe-bridge-backup"
@@ -60,13 +62,36 @@ def backup_name(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime(_NAME_FORMAT)
 
 
+class BackupUnfinished(Exception):
+    """An export --all run failed: its folder has no manifest, so nothing takes it for a
+    backup (restores refuse it, retention deletes it once a newer backup finishes)."""
+
+
 async def export_all(js: Any, root: Path, moment: datetime | None = None) -> Path:
-    """Export every stream into a new folder under ``root``; return the folder."""
+    """Export every stream into a new folder under ``root``; return the folder.
+
+    Each stream is read with its reader's retries (a leader change resumes after the last
+    message written); a failure beyond them raises BackupUnfinished naming the folder.
+    """
     moment = moment or datetime.now(UTC)
     folder = root / backup_name(moment)
     folder.mkdir(parents=True, exist_ok=False)
+    try:
+        manifest = BackupManifest(created=moment, streams=await _export_streams(js, folder))
+    except Exception as exc:
+        raise BackupUnfinished(
+            f"backup {folder} unfinished, no manifest: {type(exc).__name__}: {exc}"
+        ) from exc
+    partial = folder / f"{MANIFEST}.partial"
+    partial.write_text(manifest.model_dump_json(indent=2))
+    partial.rename(folder / MANIFEST)
+    return folder
+
+
+async def _export_streams(js: Any, folder: Path) -> list[StreamBackup]:
     streams = []
-    for info in sorted(await js.streams_info(), key=lambda i: i.config.name):
+    infos = await retrying(js.streams_info, backup.READ_RETRY_SECONDS)
+    for info in sorted(infos, key=lambda i: i.config.name):
         name = info.config.name
         path = folder / f"{name}.jsonl"
         with path.open("w") as out:
@@ -80,11 +105,7 @@ async def export_all(js: Any, root: Path, moment: datetime | None = None) -> Pat
                 file=path.name,
             )
         )
-    manifest = BackupManifest(created=moment, streams=streams)
-    partial = folder / f"{MANIFEST}.partial"
-    partial.write_text(manifest.model_dump_json(indent=2))
-    partial.rename(folder / MANIFEST)
-    return folder
+    return streams
 
 
 def read_manifest(folder: Path) -> BackupManifest:

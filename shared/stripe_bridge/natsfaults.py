@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+#: Pause between two tries of a request that failed transiently.
+RETRY_PAUSE_SECONDS = 0.5
+
 
 def is_transient(exc: BaseException) -> bool:
     """Whether ``exc`` is a NATS or JetStream failure that heals by itself, in seconds.
@@ -18,3 +27,15 @@ def is_transient(exc: BaseException) -> bool:
     # nats-py's TimeoutError subclasses asyncio's, which is the builtin one.
     transient = (TimeoutError, nats_errors.NoRespondersError, js_errors.ServiceUnavailableError)
     return isinstance(exc, transient)
+
+
+async def retrying(call: Callable[[], Awaitable[T]], seconds: float) -> T:
+    """``await call()``, tried again after each transient failure for up to ``seconds``."""
+    started = time.monotonic()
+    while True:
+        try:
+            return await call()
+        except Exception as exc:
+            if not is_transient(exc) or time.monotonic() - started > seconds:
+                raise
+        await asyncio.sleep(RETRY_PAUSE_SECONDS)
