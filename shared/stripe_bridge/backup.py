@@ -18,12 +18,13 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
 from .message import MSG_ID_HEADER
-from .natsfaults import RETRY_PAUSE_SECONDS, is_transient
+from .natsfaults import RETRY_PAUSE_SECONDS, is_transient, retrying
 
 log = logging.getLogger(__name__)
 
@@ -293,9 +294,16 @@ async def import_messages(
             counts.duplicate += 1
             on_message(counts)
             continue
-        ack = await js.publish(
-            message.subject, message.payload(), stream=stream, headers=message.publish_headers()
+        # Again after a transient failure: a stored first try comes back as a duplicate
+        # (Nats-Msg-Id), or as the same value again for a KV message.
+        publish = partial(
+            js.publish,
+            message.subject,
+            message.payload(),
+            stream=stream,
+            headers=message.publish_headers(),
         )
+        ack = await retrying(publish, READ_RETRY_SECONDS)
         if ack.duplicate:
             counts.duplicate += 1
         else:

@@ -20,6 +20,7 @@ import shutil
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -82,9 +83,9 @@ async def export_all(js: Any, root: Path, moment: datetime | None = None) -> Pat
         raise BackupUnfinished(
             f"backup {folder} unfinished, no manifest: {type(exc).__name__}: {exc}"
         ) from exc
-    partial = folder / f"{MANIFEST}.partial"
-    partial.write_text(manifest.model_dump_json(indent=2))
-    partial.rename(folder / MANIFEST)
+    draft = folder / f"{MANIFEST}.partial"
+    draft.write_text(manifest.model_dump_json(indent=2))
+    draft.rename(folder / MANIFEST)
     return folder
 
 
@@ -129,9 +130,10 @@ async def import_all(js: Any, folder: Path) -> dict[str, ImportCounts]:
     counts = {}
     for stream in manifest.streams:
         try:
-            await js.stream_info(stream.name)
+            await retrying(partial(js.stream_info, stream.name), backup.READ_RETRY_SECONDS)
         except NotFoundError:
-            await js.add_stream(StreamConfig.from_response(dict(stream.config)))
+            config = StreamConfig.from_response(dict(stream.config))
+            await retrying(partial(js.add_stream, config), backup.READ_RETRY_SECONDS)
         counts[stream.name] = await import_messages(
             js, stream.name, _messages(folder / stream.file)
         )
