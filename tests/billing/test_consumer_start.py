@@ -58,3 +58,18 @@ def test_clean_sigterm_logs_no_warning(command: str, stream: NatsServer, tmp_pat
     assert f"{command} stopped" in process.log()
     assert "WARNING" not in process.log()
     assert "Traceback" not in process.log()
+
+
+@pytest.mark.parametrize("command", ["project-tiers", "project-lifecycle"])
+def test_a_missing_stream_exits_3_in_one_line(
+    command: str, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    # STRIPE was never provisioned: waiting does not help, so no waiting for the budget.
+    process = StartingConsumer(command, nats_server.url, tmp_path, NATS_START_TIMEOUT="600")
+    try:
+        assert process.wait(60) == 3
+    finally:
+        process.stop()
+    (line,) = log_lines(process)
+    assert f"{command}: nats at {nats_server.url} refused the start: NotFoundError" in line
+    assert "stream not found" in line

@@ -55,6 +55,11 @@ class _OutOfTime(Exception):
     """The start budget ran out."""
 
 
+class _Refused(Exception):
+    """NATS answered the start with an error that waiting does not heal (a missing stream,
+    a permission): Kubernetes' back-off retries it, in case someone fixes it meanwhile."""
+
+
 class _Connection:
     """The consumer's client and its nats-py callbacks: one line per event, none for a
     clean shutdown."""
@@ -139,6 +144,16 @@ async def run_until_stopped(
             EXIT_NATS,
         )
         return EXIT_NATS
+    except _Refused as refused:
+        log.error(
+            "%s: nats at %s refused the start: %s: %s; exiting %d",
+            name,
+            redact_url(settings.nats_url),
+            type(refused.__cause__).__name__,
+            refused.__cause__,
+            EXIT_NATS,
+        )
+        return EXIT_NATS
     finally:
         await connection.close()
     log.info("%s stopped", name)
@@ -195,6 +210,8 @@ async def _start_and_run(
     metrics_port: int | None,
 ) -> None:
     """Run ``worker``; before it is bound, retry transient failures until ``deadline``."""
+    from nats import errors as nats_errors
+
     bound = asyncio.Event()
 
     def on_bound(registry: CollectorRegistry) -> None:
@@ -216,6 +233,8 @@ async def _start_and_run(
         exc = task.exception()
         if exc is None:
             return  # it returned before binding: stop was set
+        if isinstance(exc, nats_errors.Error) and not is_transient(exc):
+            raise _Refused(exc) from exc
         if not is_transient(exc):
             raise exc
         connection.last_error = exc
