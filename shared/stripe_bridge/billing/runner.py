@@ -108,8 +108,8 @@ async def _within(awaitable: Awaitable[Any], stop: asyncio.Event, deadline: floa
     if task.done() and not stop.is_set():
         return task.result()
     task.cancel()
-    with contextlib.suppress(BaseException):
-        await task
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task  # its own failure does not matter any more
     raise _Stopped if stop.is_set() else _OutOfTime
 
 
@@ -223,10 +223,11 @@ async def _start_and_run(
         try:
             await _within(_until_bound(task, bound), stop, deadline)
         except (_Stopped, _OutOfTime):
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-            raise
+            if not bound.is_set():  # bound meanwhile: it runs, and stops on ``stop``
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+                raise
         if bound.is_set():
             await task  # running: its failures are its own to report
             return
