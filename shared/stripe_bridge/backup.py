@@ -9,17 +9,24 @@ repeated or interrupted import adds duplicates to the count, never copies to the
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
+import logging
 import re
-from collections.abc import AsyncIterator, Callable, Iterable
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
 from .message import MSG_ID_HEADER
+from .natsfaults import RETRY_PAUSE_SECONDS, is_transient, retrying
+
+log = logging.getLogger(__name__)
 
 #: Headers that are publish preconditions, not data: never replayed on import.
 _PRECONDITION_PREFIX = "Nats-Expected-"
@@ -72,57 +79,175 @@ class ExportedMessage(BaseModel):
         return {k: v for k, v in self.headers.items() if not k.startswith(_PRECONDITION_PREFIX)}
 
 
-async def iter_stream(
-    js: Any, stream: str, since: datetime | None = None, subject: str | None = None
-) -> AsyncIterator[Any]:
-    """Every message of ``stream`` stored at or after ``since`` (all when None), in order.
+#: How long a reader keeps retrying without reading anything before it fails loudly: a
+#: leader election takes seconds; a stream without quorum this long is an outage.
+READ_RETRY_SECONDS = 60.0
+#: Empty fetches in a row, with messages pending, after which the consumer is recreated.
+_STALLED_FETCHES = 5
+#: JetStream error code of "consumer not found" (nats-server server/errors.json): an
+#: ephemeral consumer lives on one node and is gone when that node is.
+_CONSUMER_NOT_FOUND = 10014
 
-    ``subject`` filters (wildcards allowed); None reads every subject.
 
-    An ephemeral pull consumer without acks reads in batches; it ends at the message the
-    server reports nothing pending after, and is removed when the iteration ends.
+class StreamReader:
+    """Every message of ``stream`` stored at or after ``since`` (all when None), in order,
+    each exactly once, across leader changes: ``async with iter_stream(...) as messages``.
+
+    ``subject`` filters (wildcards allowed); None reads every subject. It ends with the
+    stream's last message at the start (or earlier, when the server reports nothing
+    pending). An ephemeral pull consumer without acks reads in batches; a transient failure
+    (no leader, 503, timeout, the consumer gone with its node) recreates it after the last
+    message read, for up to ``retry_seconds`` without progress, then raises.
+
+    Leaving the ``async with`` block (or ``aclose()``) deletes the consumer at once; a full
+    ``async for`` does too.
     """
-    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-    from nats import errors as nats_errors
+    def __init__(
+        self,
+        js: Any,
+        stream: str,
+        since: datetime | None = None,
+        subject: str | None = None,
+        retry_seconds: float | None = None,
+    ) -> None:
+        self.js = js
+        self.stream = stream
+        self.since = since
+        self.subject = subject
+        self.retry_seconds = READ_RETRY_SECONDS if retry_seconds is None else retry_seconds
+        #: Consumers created: 1 without faults, one more per resume.
+        self.consumers = 0
+        self._messages = self._read()
 
-    info = await js.stream_info(stream)
-    if info.state.messages == 0:
-        return
-    config = ConsumerConfig(
-        ack_policy=AckPolicy.NONE,
-        deliver_policy=DeliverPolicy.BY_START_TIME if since else DeliverPolicy.ALL,
-        opt_start_time=since.astimezone(UTC) if since else None,
-        filter_subject=subject,
-        inactive_threshold=60.0,
-        mem_storage=True,
-    )
-    name = (await js.add_consumer(stream, config)).name
-    subscription = await js.pull_subscribe_bind(consumer=name, stream=stream)
-    try:
+    def __aiter__(self) -> StreamReader:
+        return self
+
+    async def __anext__(self) -> Any:
+        return await self._messages.__anext__()
+
+    async def aclose(self) -> None:
+        """Stop reading and delete the consumer."""
+        await self._messages.aclose()
+
+    async def __aenter__(self) -> StreamReader:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _read(self) -> AsyncGenerator[Any, None]:
+        last = 0  # stream sequence of the last message yielded
+        end: int | None = None  # the stream's last sequence when reading began
+        progress_at = time.monotonic()
+        while True:
+            try:
+                if end is None:
+                    info = await self.js.stream_info(self.stream)
+                    if info.state.messages == 0:
+                        return
+                    end = info.state.last_seq
+                async with (
+                    self._consumer(last) as subscription,
+                    contextlib.aclosing(self._fetch(subscription)) as fetched,
+                ):
+                    async for msg in fetched:
+                        seq = msg.metadata.sequence.stream
+                        if seq <= last:
+                            continue  # never twice, whatever a consumer delivers again
+                        last, progress_at = seq, time.monotonic()
+                        yield msg
+                        if seq >= end:
+                            return
+                    return
+            except Exception as exc:
+                if not _recoverable(exc) or time.monotonic() - progress_at > self.retry_seconds:
+                    raise
+                log.info(
+                    "reading %s: resuming after seq %d (%s)", self.stream, last, type(exc).__name__
+                )
+                await asyncio.sleep(RETRY_PAUSE_SECONDS)
+
+    @contextlib.asynccontextmanager
+    async def _consumer(self, last: int) -> AsyncIterator[Any]:
+        """A pull subscription on a new ephemeral consumer starting after ``last``."""
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+        start: dict[str, Any]
+        if last:
+            start = {"deliver_policy": DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": last + 1}
+        elif self.since:
+            start = {
+                "deliver_policy": DeliverPolicy.BY_START_TIME,
+                "opt_start_time": self.since.astimezone(UTC),
+            }
+        else:
+            start = {"deliver_policy": DeliverPolicy.ALL}
+        config = ConsumerConfig(
+            ack_policy=AckPolicy.NONE,
+            filter_subject=self.subject,
+            inactive_threshold=60.0,
+            mem_storage=True,
+            **start,
+        )
+        name = (await self.js.add_consumer(self.stream, config)).name
+        self.consumers += 1
+        try:
+            subscription = await self.js.pull_subscribe_bind(consumer=name, stream=self.stream)
+            try:
+                yield subscription
+            finally:
+                await subscription.unsubscribe()
+        finally:
+            # Best effort: inactive_threshold removes the consumer anyway if this fails.
+            with contextlib.suppress(Exception):
+                await self.js.delete_consumer(self.stream, name)
+
+    @staticmethod
+    async def _fetch(subscription: Any) -> AsyncGenerator[Any, None]:
+        """Batches until the server reports nothing pending."""
+        empty = 0
         while True:
             try:
                 batch = await subscription.fetch(_BATCH, timeout=1.0)
-            except (TimeoutError, nats_errors.TimeoutError):
+            except TimeoutError:  # nats-py raises asyncio's or its own subclass
                 consumer = await subscription.consumer_info()
                 if consumer.num_pending == 0:
                     return
+                empty += 1
+                if empty >= _STALLED_FETCHES:
+                    raise
                 continue
+            empty = 0
             for msg in batch:
                 yield msg
             if batch and batch[-1].metadata.num_pending == 0:
                 return
-    finally:
-        await subscription.unsubscribe()
-        # Best effort: inactive_threshold removes the consumer anyway if this fails.
-        with contextlib.suppress(Exception):
-            await js.delete_consumer(stream, name)
+
+
+def _recoverable(exc: BaseException) -> bool:
+    """A failure a new consumer after the last message read gets past."""
+    from nats.js.errors import NotFoundError
+
+    consumer_gone = isinstance(exc, NotFoundError) and exc.err_code == _CONSUMER_NOT_FOUND
+    return consumer_gone or is_transient(exc)
+
+
+def iter_stream(
+    js: Any,
+    stream: str,
+    since: datetime | None = None,
+    subject: str | None = None,
+    retry_seconds: float | None = None,
+) -> StreamReader:
+    """A StreamReader of ``stream``: use it in ``async with`` when the loop may stop early."""
+    return StreamReader(js, stream, since, subject, retry_seconds)
 
 
 async def stored_ids(js: Any, stream: str, since: datetime | None = None) -> set[str]:
     """``Nats-Msg-Id`` of every message stored in ``stream`` (since ``since``)."""
     ids = set()
-    async for msg in iter_stream(js, stream, since):
+    async for msg in iter_stream(js, stream, since):  # read to the end: closes itself
         if msg.headers and MSG_ID_HEADER in msg.headers:
             ids.add(msg.headers[MSG_ID_HEADER])
     return ids
@@ -136,9 +261,10 @@ async def export_stream(
 ) -> int:
     """Write ``stream`` (from ``since``) as JSON Lines through ``write``; return the count."""
     count = 0
-    async for msg in iter_stream(js, stream, since):
-        write(ExportedMessage.from_msg(msg).model_dump_json() + "\n")
-        count += 1
+    async with iter_stream(js, stream, since) as messages:
+        async for msg in messages:
+            write(ExportedMessage.from_msg(msg).model_dump_json() + "\n")
+            count += 1
     return count
 
 
@@ -168,9 +294,16 @@ async def import_messages(
             counts.duplicate += 1
             on_message(counts)
             continue
-        ack = await js.publish(
-            message.subject, message.payload(), stream=stream, headers=message.publish_headers()
+        # Again after a transient failure: a stored first try comes back as a duplicate
+        # (Nats-Msg-Id), or as the same value again for a KV message.
+        publish = partial(
+            js.publish,
+            message.subject,
+            message.payload(),
+            stream=stream,
+            headers=message.publish_headers(),
         )
+        ack = await retrying(publish, READ_RETRY_SECONDS)
         if ack.duplicate:
             counts.duplicate += 1
         else:

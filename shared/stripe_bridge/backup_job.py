@@ -20,13 +20,16 @@ import shutil
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, pushadd_to_gateway
 from pydantic import BaseModel
 
+from . import backup
 from .backup import ExportedMessage, ImportCounts, export_stream, import_messages
+from .natsfaults import retrying
 
 MANIFEST = "manifest.json"
 BACKUP_JOB = "stripe-bridge-backup"
@@ -60,13 +63,36 @@ def backup_name(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime(_NAME_FORMAT)
 
 
+class BackupUnfinished(Exception):
+    """An export --all run failed: its folder has no manifest, so nothing takes it for a
+    backup (restores refuse it, retention deletes it once a newer backup finishes)."""
+
+
 async def export_all(js: Any, root: Path, moment: datetime | None = None) -> Path:
-    """Export every stream into a new folder under ``root``; return the folder."""
+    """Export every stream into a new folder under ``root``; return the folder.
+
+    Each stream is read with its reader's retries (a leader change resumes after the last
+    message written); a failure beyond them raises BackupUnfinished naming the folder.
+    """
     moment = moment or datetime.now(UTC)
     folder = root / backup_name(moment)
     folder.mkdir(parents=True, exist_ok=False)
+    try:
+        manifest = BackupManifest(created=moment, streams=await _export_streams(js, folder))
+    except Exception as exc:
+        raise BackupUnfinished(
+            f"backup {folder} unfinished, no manifest: {type(exc).__name__}: {exc}"
+        ) from exc
+    draft = folder / f"{MANIFEST}.partial"
+    draft.write_text(manifest.model_dump_json(indent=2))
+    draft.rename(folder / MANIFEST)
+    return folder
+
+
+async def _export_streams(js: Any, folder: Path) -> list[StreamBackup]:
     streams = []
-    for info in sorted(await js.streams_info(), key=lambda i: i.config.name):
+    infos = await retrying(js.streams_info, backup.READ_RETRY_SECONDS)
+    for info in sorted(infos, key=lambda i: i.config.name):
         name = info.config.name
         path = folder / f"{name}.jsonl"
         with path.open("w") as out:
@@ -80,11 +106,7 @@ async def export_all(js: Any, root: Path, moment: datetime | None = None) -> Pat
                 file=path.name,
             )
         )
-    manifest = BackupManifest(created=moment, streams=streams)
-    partial = folder / f"{MANIFEST}.partial"
-    partial.write_text(manifest.model_dump_json(indent=2))
-    partial.rename(folder / MANIFEST)
-    return folder
+    return streams
 
 
 def read_manifest(folder: Path) -> BackupManifest:
@@ -108,9 +130,10 @@ async def import_all(js: Any, folder: Path) -> dict[str, ImportCounts]:
     counts = {}
     for stream in manifest.streams:
         try:
-            await js.stream_info(stream.name)
+            await retrying(partial(js.stream_info, stream.name), backup.READ_RETRY_SECONDS)
         except NotFoundError:
-            await js.add_stream(StreamConfig.from_response(dict(stream.config)))
+            config = StreamConfig.from_response(dict(stream.config))
+            await retrying(partial(js.add_stream, config), backup.READ_RETRY_SECONDS)
         counts[stream.name] = await import_messages(
             js, stream.name, _messages(folder / stream.file)
         )

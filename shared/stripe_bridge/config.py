@@ -133,6 +133,13 @@ class Settings(EnvModel):
     nats_connect_timeout: float = Field(
         default=2.0, gt=0, le=30, description="Max wait for one NATS connect attempt, s."
     )
+    nats_start_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="Billing consumers: how long to keep trying to reach NATS and bind at"
+        " start before exiting 3, s.",
+    )
     publish_timeout: float = Field(
         default=5.0, gt=0, le=20, description="Max wait for a JetStream PubAck, s."
     )

@@ -147,6 +147,7 @@ class JetStreamPublisher:
         self._stream_seen_at = 0.0
         self._failed_at = float("-inf")
         self._on_change = on_connection_change or (lambda _connected: None)
+        self._closing = False
 
     @property
     def connected(self) -> bool:
@@ -167,7 +168,8 @@ class JetStreamPublisher:
             nats = import_nats(self._settings)  # deferred: keeps module import cheap
 
             async def disconnected() -> None:
-                log.warning("nats disconnected")
+                if not self._closing:  # close() disconnects too: that is no news
+                    log.warning("nats disconnected")
                 self._on_change(False)
 
             async def reconnected() -> None:
@@ -273,6 +275,7 @@ class JetStreamPublisher:
 
     async def close(self) -> None:
         """Drain (flush what is in flight) and close; safe to call twice."""
+        self._closing = True
         nc, self._nc, self._js = self._nc, None, None
         if nc is not None and not nc.is_closed:
             try:

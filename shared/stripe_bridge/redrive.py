@@ -101,23 +101,25 @@ async def redrive(
 ) -> list[Redriven]:
     """Redrive every chosen dead letter of ``stream``; report each, in stream order."""
     results = []
-    async for msg in iter_stream(js, stream.name, subject=choice.subject or stream.dead_letters):
-        if not choice.wants(msg):
-            continue
-        headers = dict(msg.headers or {})
-        seq = msg.metadata.sequence.stream
-        target = target_of(stream, msg.subject, headers)
-        result = Redriven(
-            seq=seq,
-            subject=msg.subject,
-            target=target,
-            reason=headers.get(REASON_HEADER, ""),
-            outcome="no_target" if target is None else "would_redrive",
-        )
-        if target is not None and not dry_run:
-            result.outcome = await _move(js, stream.name, msg, target, headers)
-        results.append(result)
-        on_message(result)
+    subject = choice.subject or stream.dead_letters
+    async with iter_stream(js, stream.name, subject=subject) as messages:
+        async for msg in messages:
+            if not choice.wants(msg):
+                continue
+            headers = dict(msg.headers or {})
+            seq = msg.metadata.sequence.stream
+            target = target_of(stream, msg.subject, headers)
+            result = Redriven(
+                seq=seq,
+                subject=msg.subject,
+                target=target,
+                reason=headers.get(REASON_HEADER, ""),
+                outcome="no_target" if target is None else "would_redrive",
+            )
+            if target is not None and not dry_run:
+                result.outcome = await _move(js, stream.name, msg, target, headers)
+            results.append(result)
+            on_message(result)
     return results
 
 

@@ -108,3 +108,14 @@ def test_retention_keeps_the_newest_finished_backups(tmp_path: Path) -> None:
         backup_name(start + timedelta(days=4)),
         unfinished_now.name,
     ]
+
+
+def test_a_backup_volume_problem_is_failed_not_unavailable(
+    stream: NatsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Not NATS's fault, so not "worth a retry" (3): here the volume path is a plain file.
+    volume = tmp_path / "volume"
+    volume.write_text("not a directory")
+    assert main(["export", "--all", "--dir", str(volume), "--nats-url", stream.url]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("stripe-bridge export --all: ") and str(volume) in line

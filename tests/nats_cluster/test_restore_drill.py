@@ -45,6 +45,22 @@ async def populate(cluster: LocalNatsCluster) -> None:
         await nc.close()
 
 
+def kv_values(bucket: str, streams: dict[str, Any]) -> dict[str, bytes]:
+    """A bucket's current values, from its ``KV_<bucket>`` stream as read above.
+
+    Not ``kv.keys()``: its ordered consumer on a just-written R3 bucket sometimes reports
+    no keys at all (NoKeysError), which failed this drill on a loaded machine.
+    """
+    values: dict[str, bytes] = {}
+    for subject, _id, data, headers in streams[f"KV_{bucket}"][0]:
+        key = subject.removeprefix(f"$KV.{bucket}.")
+        if headers.get("KV-Operation") in ("DEL", "PURGE"):
+            values.pop(key, None)
+        else:
+            values[key] = data
+    return values
+
+
 async def snapshot(cluster: LocalNatsCluster) -> dict[str, Any]:
     """Per stream, every message (subject, id, data, headers) in sequence order; KV values."""
     nc = await connect(cluster)
@@ -58,10 +74,9 @@ async def snapshot(cluster: LocalNatsCluster) -> dict[str, Any]:
                 headers = dict(msg.headers or {})
                 messages.append((msg.subject, headers.get("Nats-Msg-Id"), msg.data, headers))
             streams[name] = (messages, info.config.num_replicas, info.config.subjects)
-        values = {}
-        for bucket in ("BILLING_TIERS", LIFECYCLE_BUCKET):
-            kv = await js.key_value(bucket)
-            values[bucket] = {key: (await kv.get(key)).value for key in await kv.keys()}
+        values = {
+            bucket: kv_values(bucket, streams) for bucket in ("BILLING_TIERS", LIFECYCLE_BUCKET)
+        }
         return {"streams": streams, "kv": values}
     finally:
         await nc.close()

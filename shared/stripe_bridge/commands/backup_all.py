@@ -12,6 +12,7 @@ from typing import Any
 
 from ..backup_job import (
     BackupMetrics,
+    BackupUnfinished,
     S3Copy,
     apply_retention,
     export_all,
@@ -63,7 +64,7 @@ def run_export_all(args: argparse.Namespace) -> int:
     metrics = BackupMetrics()
     started = time.monotonic()
     try:
-        folder = on_jetstream("export", settings, lambda js: export_all(js, args.dir))
+        folder = on_jetstream("export", settings, lambda js: _export(js, args.dir))
         manifest = read_manifest(folder)
         deleted = apply_retention(args.dir, args.keep)
         if args.s3_bucket:
@@ -89,6 +90,18 @@ def run_export_all(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return ExitCode.OK
+
+
+async def _export(js: Any, root: Path) -> Path:
+    """export_all; a failure of the volume (not of NATS) is FAILED, not worth a retry."""
+    try:
+        return await export_all(js, root)
+    except Exception as exc:
+        cause = exc.__cause__ if isinstance(exc, BackupUnfinished) else exc
+        # TimeoutError is an OSError too, but here it is a NATS request's.
+        if isinstance(cause, OSError) and not isinstance(cause, TimeoutError):
+            raise CommandError(f"stripe-bridge export --all: {exc}", ExitCode.FAILED) from exc
+        raise
 
 
 def _push(metrics: BackupMetrics, args: argparse.Namespace, failed: bool) -> None:

@@ -77,7 +77,8 @@ def on_jetstream(
     """Run ``work(jetstream context)`` on a fresh connection, closed afterwards.
 
     Any failure becomes a CommandError (exit code UNAVAILABLE: NATS unreachable or refusing)
-    naming the command and the (redacted) NATS URL, followed by ``advice``.
+    naming the command and the (redacted) NATS URL, followed by ``advice``; a CommandError
+    that ``work`` raised passes unchanged.
     """
 
     async def go() -> T:
@@ -89,6 +90,8 @@ def on_jetstream(
 
     try:
         return asyncio.run(go())
+    except CommandError:
+        raise  # ``work`` already said what failed, and how the command ends
     except Exception as exc:
         where = redact_url(settings.nats_url)
         detail = f"{where}: {type(exc).__name__}: {exc}{advice}"

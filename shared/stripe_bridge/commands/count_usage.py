@@ -6,7 +6,7 @@ import argparse
 import asyncio
 from typing import Any
 
-from ..billing.runner import run_until_stopped, serve_metrics
+from ..billing.runner import Bound, run_until_stopped
 from ..billing.usage import provision_usage_streams
 from ..billing.usage_counter import UsageCounter
 from .common import add_consumer_arguments, add_nats_arguments, settings_from
@@ -30,11 +30,9 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     config = load_tiers(args.tiers_file)
 
-    async def work(nc: Any, stop: asyncio.Event) -> None:
+    async def work(nc: Any, stop: asyncio.Event, bound: Bound) -> None:
         await provision_usage_streams(nc.jetstream(), args.replicas)
         counter = UsageCounter(nc, config, name=args.name, bucket_replicas=args.replicas)
-        await counter.run(
-            stop, on_bound=lambda: serve_metrics(counter.metrics.registry, args.metrics_port)
-        )
+        await counter.run(stop, on_bound=lambda: bound(counter.metrics.registry))
 
-    return asyncio.run(run_until_stopped(settings, work, "count-usage"))
+    return asyncio.run(run_until_stopped(settings, work, "count-usage", args.metrics_port))

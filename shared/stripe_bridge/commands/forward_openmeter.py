@@ -7,7 +7,7 @@ import asyncio
 from typing import Any
 
 from ..billing.openmeter import Forwarder, ForwarderSettings, OpenMeterAuthError
-from ..billing.runner import EXIT_AUTH, run_until_stopped, serve_metrics
+from ..billing.runner import EXIT_AUTH, Bound, run_until_stopped
 from ..billing.usage import provision_usage_streams
 from ..config import load_model
 from .common import add_nats_arguments, settings_from
@@ -46,16 +46,15 @@ def run(args: argparse.Namespace) -> int:
         overrides["durable"] = args.durable
     forwarder_settings = load_model(ForwarderSettings, **overrides)
 
-    async def work(nc: Any, stop: asyncio.Event) -> None:
+    async def work(nc: Any, stop: asyncio.Event, bound: Bound) -> None:
         if not args.no_provision:
             await provision_usage_streams(nc.jetstream(), args.replicas)
         forwarder = Forwarder(nc, forwarder_settings)
-        # /metrics is the readiness probe: serve it only once the consumer is bound.
-        await forwarder.run(
-            stop, on_bound=lambda: serve_metrics(forwarder.metrics.registry, args.metrics_port)
-        )
+        await forwarder.run(stop, on_bound=lambda: bound(forwarder.metrics.registry))
 
     try:
-        return asyncio.run(run_until_stopped(settings, work, "forward-openmeter"))
+        return asyncio.run(
+            run_until_stopped(settings, work, "forward-openmeter", args.metrics_port)
+        )
     except OpenMeterAuthError:
         return EXIT_AUTH

@@ -7,7 +7,7 @@ import asyncio
 from typing import Any
 
 from ..billing.lifecycle_projector import LifecycleProjector
-from ..billing.runner import run_until_stopped, serve_metrics
+from ..billing.runner import Bound, run_until_stopped
 from ..billing.usage import provision_usage_streams
 from .common import add_consumer_arguments, add_nats_arguments, settings_from
 
@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     """Project until SIGTERM; exit 3 if connecting to NATS fails, 2 on bad config."""
     settings = settings_from(args)
 
-    async def work(nc: Any, stop: asyncio.Event) -> None:
+    async def work(nc: Any, stop: asyncio.Event, bound: Bound) -> None:
         # The events go into USAGE, which forward-openmeter may not have created yet.
         await provision_usage_streams(nc.jetstream(), args.replicas)
         projector = LifecycleProjector(
@@ -38,8 +38,6 @@ def run(args: argparse.Namespace) -> int:
             durable=args.durable,
             bucket_replicas=args.replicas,
         )
-        await projector.run(
-            stop, on_bound=lambda: serve_metrics(projector.metrics.registry, args.metrics_port)
-        )
+        await projector.run(stop, on_bound=lambda: bound(projector.metrics.registry))
 
-    return asyncio.run(run_until_stopped(settings, work, "project-lifecycle"))
+    return asyncio.run(run_until_stopped(settings, work, "project-lifecycle", args.metrics_port))

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..billing.projector import TierProjector
-from ..billing.runner import run_until_stopped, serve_metrics
+from ..billing.runner import Bound, run_until_stopped
 from ..billing.tiers import TierConfig
 from ..config import ConfigError
 from .common import add_consumer_arguments, add_nats_arguments, settings_from
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     config = load_tiers(args.tiers_file)
 
-    async def work(nc: Any, stop: asyncio.Event) -> None:
+    async def work(nc: Any, stop: asyncio.Event, bound: Bound) -> None:
         projector = TierProjector(
             nc,
             config,
@@ -59,9 +59,6 @@ def run(args: argparse.Namespace) -> int:
             durable=args.durable,
             bucket_replicas=args.replicas,
         )
-        # /metrics is the readiness probe: serve it only once the consumer is bound.
-        await projector.run(
-            stop, on_bound=lambda: serve_metrics(projector.metrics.registry, args.metrics_port)
-        )
+        await projector.run(stop, on_bound=lambda: bound(projector.metrics.registry))
 
-    return asyncio.run(run_until_stopped(settings, work, "project-tiers"))
+    return asyncio.run(run_until_stopped(settings, work, "project-tiers", args.metrics_port))

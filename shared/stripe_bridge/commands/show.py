@@ -31,16 +31,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 async def find(js: Any, stream: str, event_id: str, since: Any = None) -> dict[str, Any] | None:
     """The stored message whose ``Nats-Msg-Id`` is ``event_id``, or None."""
-    async for msg in iter_stream(js, stream, since):
-        if (msg.headers or {}).get(MSG_ID_HEADER) == event_id:
-            return {
-                "stream": stream,
-                "seq": msg.metadata.sequence.stream,
-                "subject": msg.subject,
-                "stored": msg.metadata.timestamp.isoformat(),
-                "headers": dict(msg.headers or {}),
-                "cloudevent": json.loads(msg.data),
-            }
+    # ``async with``: returning early deletes the reader's consumer while still connected.
+    async with iter_stream(js, stream, since) as messages:
+        async for msg in messages:
+            if (msg.headers or {}).get(MSG_ID_HEADER) == event_id:
+                return {
+                    "stream": stream,
+                    "seq": msg.metadata.sequence.stream,
+                    "subject": msg.subject,
+                    "stored": msg.metadata.timestamp.isoformat(),
+                    "headers": dict(msg.headers or {}),
+                    "cloudevent": json.loads(msg.data),
+                }
     return None
 
 

@@ -1,0 +1,19 @@
+"""A clean SIGTERM (Knative scaling to zero) is no news: nothing logged above INFO."""
+
+from __future__ import annotations
+
+from stripe_bridge.natsserver import NatsServer
+
+from ..conftest import FunctionFactory
+from ..helpers import fixture_event, post_event
+
+
+def test_sigterm_after_publishing_logs_no_warning(
+    stream: NatsServer, start_function: FunctionFactory
+) -> None:
+    fn = start_function("invoice_paid", NATS_URL=stream.url)
+    answer = post_event(fn.url, fixture_event("invoice_paid", fresh_id=True))
+    assert answer.status_code == 200  # the NATS connection is open
+    assert fn.stop() == 0
+    assert "WARNING" not in fn.log()
+    assert "nats disconnected" not in fn.log()
