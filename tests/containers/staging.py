@@ -32,7 +32,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -106,11 +106,19 @@ def http_ok(url: str) -> bool:
 
 @dataclass
 class Staging:
-    """One staging stack: its containers, the secrets it made and its loopback ports."""
+    """One staging stack: its containers, the secrets it made and its loopback ports.
+
+    The last three fields are the staging test's choices; bench/bench_month_end.py changes
+    them (every consumer, the manifests' forwarder settings, a rate-limited OpenMeter).
+    """
 
     stack: Stack
     secrets: dict[str, str]
     ports: dict[str, int]
+    consumers: tuple[str, ...] = CONSUMERS
+    forwarder_overrides: dict[str, str] = field(default_factory=lambda: dict(FORWARDER_OVERRIDES))
+    #: Requests per second the OpenMeter stand-in accepts before answering 429 (None: any).
+    openmeter_rate_limit: float | None = None
 
     @classmethod
     def new(cls, workdir: Path) -> Staging:
@@ -266,10 +274,14 @@ class Staging:
         """The OpenMeter stand-in, run by the image's Python from read-only mounts."""
         script = Path(__file__).with_name("openmeter_container.py")
         harness = REPO_ROOT / "testing" / "stripe_bridge_testing"
+        key = self.secret("stripe-bridge-openmeter", "api-key")
+        args = ["/standin/openmeter_container.py", key]
+        if self.openmeter_rate_limit is not None:
+            args.append(str(self.openmeter_rate_limit))
         return self.stack.run(
             "openmeter",
             image,
-            ["/standin/openmeter_container.py", self.secret("stripe-bridge-openmeter", "api-key")],
+            args,
             env={"PYTHONPATH": "/standin"},
             publish={8081: self.publish("openmeter-control")},
             mounts=[
@@ -284,7 +296,7 @@ class Staging:
         spec = deployments(ENVIRONMENT)[name]
         env = spec.environment(self.secret_map())
         if name == "forward-openmeter":
-            env |= FORWARDER_OVERRIDES
+            env |= self.forwarder_overrides
         port = self.publish(name)
         container = self.stack.run(
             name,
@@ -327,9 +339,9 @@ class Staging:
         if consumers:
             # forward-openmeter creates the USAGE streams billing-usage publishes to.
             self.start_openmeter(image)
-            for name in CONSUMERS:
+            for name in self.consumers:
                 self.start_consumer(image, name)
-            for name in CONSUMERS:
+            for name in self.consumers:
                 self.wait_ready(name, deployments(ENVIRONMENT)[name].readiness.path)
         ready = [self.start_function(image, service) for service in functions]
         for _, spec in ready:
