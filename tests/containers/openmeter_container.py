@@ -6,7 +6,8 @@ mounted beside it: the image never contains it) serves the harness's IngestStand
 it answers 429 with Retry-After) on port 8080 of every address, and a control port 8081
 for the staging driver: ``GET /counts`` (every accepted (id, source) and how often),
 ``GET /accepted`` (the same with the wall-clock time each was first ingested),
-``GET /stats`` (requests per status, early retries after a 429) and
+``GET /stats`` (requests per status, early retries after a 429, distinct (id, source)
+ingested) and
 ``POST /fail?count=N&status=S`` (script failures). It stops on SIGTERM.
 """
 
@@ -47,7 +48,8 @@ def control_handler(standin: IngestStandIn) -> type[BaseHTTPRequestHandler]:
             if path == "/stats":
                 statuses = Counter(str(r.status) for r in standin.requests)
                 early = standin.rate_limit.early_retries if standin.rate_limit else 0
-                self._json({"statuses": statuses, "early_retries": early})
+                ingested = len(standin.first_ingested)
+                self._json({"statuses": statuses, "early_retries": early, "ingested": ingested})
             elif path == "/accepted":
                 first = dict(standin.first_ingested)
                 self._json([[i, s, n, first[i, s]] for (i, s), n in standin.counts().items()])
