@@ -26,24 +26,9 @@ def test_month_end_burst_counts_nothing_lost_or_duplicated(
     function_image: str, tmp_path: Path
 ) -> None:
     out = tmp_path / "month-end.json"
+    options = "--events 300 --rate 50 --openmeter-rate-limit 2 --max-seconds 120"
     run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.bench_month_end",
-            "--events",
-            "300",
-            "--rate",
-            "50",
-            "--openmeter-rate-limit",
-            "2",
-            "--max-seconds",
-            "120",
-            "--drain-seconds",
-            "300",
-            "--json",
-            str(out),
-        ],  # fmt: skip
+        [sys.executable, "-m", "bench.bench_month_end", *options.split(), "--json", str(out)],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
