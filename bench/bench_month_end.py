@@ -418,18 +418,22 @@ def lag_figures(samples: list[Sample], burst_start: float, burst_end: float) -> 
     return out
 
 
-def resource_figures(samples: list[Sample]) -> dict[str, Any]:
-    """Per container: mean and peak CPU (cores) and peak and last RSS (MiB)."""
+def cores(a: Sample, b: Sample, name: str) -> float:
+    """CPU cores ``name`` used on average between samples ``a`` and ``b``."""
+    return (b.cpu[name] - a.cpu[name]) / (b.at - a.at) if b.at > a.at else 0.0
+
+
+def resource_figures(samples: list[Sample], idle: tuple[Sample, Sample]) -> dict[str, Any]:
+    """Per container: CPU (cores) while idle, mean and peak over the burst and drain, CPU
+    seconds in all, and peak and last RSS (MiB)."""
     first, last = samples[0], samples[-1]
     wall = last.at - first.at
     out = {}
     for name in sorted(first.cpu):
-        peaks = [
-            (b.cpu[name] - a.cpu[name]) / (b.at - a.at)
-            for a, b in itertools.pairwise(samples)
-            if b.at > a.at
-        ]
+        peaks = [cores(a, b, name) for a, b in itertools.pairwise(samples)]
         out[name] = {
+            "cpu_idle": cores(*idle, name),
+            "cpu_seconds": last.cpu[name] - first.cpu[name],
             "cpu_mean": (last.cpu[name] - first.cpu[name]) / wall if wall else 0.0,
             "cpu_peak": max(peaks, default=0.0),
             "rss_peak_mib": max(s.rss[name] for s in samples) / 2**20,
@@ -441,7 +445,9 @@ def resource_figures(samples: list[Sample]) -> dict[str, Any]:
 # -- the run --------------------------------------------------------------------------------
 
 
-async def measure(staging: Staging, burst: Burst, drain_seconds: float) -> dict[str, Any]:
+async def measure(
+    staging: Staging, burst: Burst, drain_seconds: float, idle_seconds: float
+) -> dict[str, Any]:
     """Send the burst while sampling, wait for the drain, check exactly once; the figures."""
     import nats
 
@@ -450,7 +456,10 @@ async def measure(staging: Staging, burst: Burst, drain_seconds: float) -> dict[
     try:
         js = nc.jetstream(timeout=30)
         sampler = Sampler(js, cgroups_of(staging))
-        await sampler.sample()
+        idle = await sampler.sample()
+        await asyncio.sleep(idle_seconds)  # the measurement window of the idle stack
+        idle_end = await sampler.sample()
+        sampler.samples[:] = [idle_end]
         sampling = asyncio.create_task(sampler.run())
         client_cpu = time.process_time()
         load_before = os.getloadavg()
@@ -524,7 +533,8 @@ async def measure(staging: Staging, burst: Burst, drain_seconds: float) -> dict[
         "burst_seconds": burst_end - sent.started,
         "drain_seconds": drain_end - burst_end,
         "lag": lag_figures(samples, sent.started, burst_end),
-        "containers": resource_figures(samples),
+        "containers": resource_figures(samples, (idle, idle_end)),
+        "idle_seconds": idle_seconds,
         "openmeter": {
             "statuses": stats["statuses"],
             "rate_limited_429": int(stats["statuses"].get("429", 0)),
@@ -539,6 +549,30 @@ async def measure(staging: Staging, burst: Burst, drain_seconds: float) -> dict[
         },
         "load_average": {"before": load_before[0], "after": load_after[0]},
         "cpus": os.cpu_count(),
+    }
+
+
+def cpu_per_item(f: dict[str, Any]) -> dict[str, float | None]:
+    """CPU milliseconds per unit of work, by part of the stack: what the sizing table
+    (docs/deploy.md) scales from."""
+    use = f["containers"]
+    stripe = f["sent"]["stripe_events"]
+    usage = f["sent"]["usage_records"]
+    to_openmeter = f["exactly_once"]["openmeter"]["expected"]
+    stored = stripe + f["exactly_once"]["USAGE"]["expected"]
+
+    def cost(prefix: str, items: int) -> float | None:
+        seconds = sum(u["cpu_seconds"] for name, u in use.items() if name.startswith(prefix))
+        return seconds * 1000 / items if items else None
+
+    return {
+        "webhook functions, per Stripe event": cost("stripe-", stripe),
+        "billing-usage, per usage record": cost("billing-usage", usage),
+        "NATS (3 nodes together), per stored message": cost("nats-", stored),
+        "forward-openmeter, per event to OpenMeter": cost("forward-openmeter", to_openmeter),
+        "project-tiers, per Stripe event": cost("project-tiers", stripe),
+        "project-lifecycle, per Stripe event": cost("project-lifecycle", stripe),
+        "count-usage, per usage record": cost("count-usage", usage),
     }
 
 
@@ -593,12 +627,19 @@ def print_report(f: dict[str, Any]) -> None:
             f"  {name:28} peak {lag['peak']:>8,} at {lag['peak_at']:6.1f} s; drained "
             + ("never" if after is None else f"{after:.1f} s after the burst")
         )
-    print("per container: CPU cores mean / peak (1 s), RSS MiB peak / last:")
+    print(
+        f"per container: CPU cores idle ({f['idle_seconds']:g} s before) / mean over burst and "
+        "drain / peak (1 s); CPU s; RSS MiB peak / last:"
+    )
     for name, use in f["containers"].items():
         print(
-            f"  {name:44} {use['cpu_mean']:5.2f} / {use['cpu_peak']:5.2f}   "
+            f"  {name:44} {use['cpu_idle']:5.3f} / {use['cpu_mean']:5.2f} / "
+            f"{use['cpu_peak']:5.2f}  {use['cpu_seconds']:7.1f}  "
             f"{use['rss_peak_mib']:6.1f} / {use['rss_last_mib']:6.1f}"
         )
+    print("CPU ms per item:")
+    for part, ms in f["cpu_ms_per_item"].items():
+        print(f"  {part:48} {'-' if ms is None else format(ms, '.3f')}")
     once = f["exactly_once"]
     for where in ("STRIPE", "USAGE", "openmeter"):
         c = once[where]
@@ -643,6 +684,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--max-seconds", type=float, default=180.0, help="stop sending after")
     parser.add_argument("--drain-seconds", type=float, default=300.0, help="wait for the drain")
+    parser.add_argument(
+        "--idle-seconds", type=float, default=10.0, help="measure the idle stack this long first"
+    )
     parser.add_argument("--max-inflight", type=int, default=256, help="requests in flight")
     parser.add_argument("--seed", type=int, default=20)
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
@@ -669,9 +713,10 @@ def main(argv: list[str] | None = None) -> int:
             started = time.monotonic()
             staging.up(functions, prometheus=False)
             print(f"stack up in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
-            figures = asyncio.run(measure(staging, burst, args.drain_seconds))
+            figures = asyncio.run(measure(staging, burst, args.drain_seconds, args.idle_seconds))
         finally:
             staging.down()
+    figures["cpu_ms_per_item"] = cpu_per_item(figures)
     print_report(figures)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
