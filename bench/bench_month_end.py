@@ -487,6 +487,9 @@ async def measure(
         dead = {
             stream: await stored_count(js, stream) for stream in (DEAD_LETTER_STREAM, USAGE_DLQ)
         }
+        stored_bytes = {
+            stream: (await js.stream_info(stream)).state.bytes for stream in (STREAM, USAGE_STREAM)
+        }
     finally:
         await nc.close()
     accepted = await asyncio.to_thread(control, staging, "/accepted")
@@ -546,6 +549,11 @@ async def measure(
             "USAGE": exactly_once(usage_ids | lifecycle, usage_counts),
             "openmeter": exactly_once(usage_ids | lifecycle, at_openmeter),
             "dead_letters": dead,
+        },
+        "stream_bytes": stored_bytes,
+        "bytes_per_message": {
+            STREAM: stored_bytes[STREAM] / max(1, len(sent.stripe_ids)),
+            USAGE_STREAM: stored_bytes[USAGE_STREAM] / max(1, len(usage_ids | lifecycle)),
         },
         "load_average": {"before": load_before[0], "after": load_after[0]},
         "cpus": os.cpu_count(),
@@ -648,6 +656,13 @@ def print_report(f: dict[str, Any]) -> None:
             f"{c['duplicated']} duplicated, {c['unexpected']} unexpected {c['examples'] or ''}"
         )
     print(f"dead letters: {once['dead_letters']}")
+    print(
+        "stored (one replica): "
+        + ", ".join(
+            f"{stream} {f['stream_bytes'][stream] / 2**20:.1f} MiB, {size:.0f} B per message"
+            for stream, size in f["bytes_per_message"].items()
+        )
+    )
 
 
 def verdict(f: dict[str, Any]) -> list[str]:
