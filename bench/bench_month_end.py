@@ -21,8 +21,9 @@ settings, the OpenMeter stand-in answering 429 with Retry-After over
 3. checks exactly once: every acknowledged Stripe event id once in STRIPE, every usage
    record and every expected lifecycle event once in USAGE and once at OpenMeter, nothing
    else, no dead letters;
-4. prints the figures (``--json``: also as JSON). Exit code 0 only if nothing was lost,
-   duplicated, refused or dead-lettered.
+4. prints the figures (``--json``: also as JSON). Exit code 0 only if everything drained
+   and nothing was lost, duplicated, refused, dead-lettered or retried before its
+   Retry-After.
 
 Every container and the network are removed at the end, on success, failure or SIGTERM.
 """
@@ -67,7 +68,7 @@ STREAM = "STRIPE"
 #: How long one delivery is retried (Stripe retries for days; a bench run is minutes).
 RETRY_SECONDS = 120.0
 RETRY_PAUSE = 1.0
-#: A request that takes longer is abandoned and retried (Stripe waits at most ~10 s...).
+#: A request that takes longer is abandoned and retried, as Stripe does when it times out.
 REQUEST_TIMEOUT = 30.0
 #: uvicorn closes a keep-alive connection idle for 5 s; never reuse one idle this long.
 IDLE_SECONDS = 2.0
@@ -666,12 +667,17 @@ def print_report(f: dict[str, Any]) -> None:
 
 
 def verdict(f: dict[str, Any]) -> list[str]:
-    """What went wrong (empty: nothing lost, duplicated, refused or dead-lettered)."""
+    """What went wrong (empty: drained, nothing lost, duplicated, refused, dead-lettered)."""
     wrong = []
     for where in ("STRIPE", "USAGE", "openmeter"):
         c = f["exactly_once"][where]
         if c["lost"] or c["duplicated"] or c["unexpected"]:
-            wrong.append(f"{where}: {c['lost']} lost, {c['duplicated']} duplicated")
+            wrong.append(
+                f"{where}: {c['lost']} missing, {c['duplicated']} duplicated, "
+                f"{c['unexpected']} unexpected"
+            )
+    if not f["drained"]:
+        wrong.append("not drained within --drain-seconds: missing ones may still be on their way")
     if any(f["exactly_once"]["dead_letters"].values()):
         wrong.append(f"dead letters {f['exactly_once']['dead_letters']}")
     if f["sent"]["refused_count"] or f["sent"]["gave_up"]:
@@ -709,7 +715,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Start the stack, measure, remove the stack; 0 only if nothing was lost or duplicated."""
+    """Start the stack, measure, remove the stack; 0 only if ``verdict`` found nothing."""
     args = parse_args(argv)
     burst = Burst(
         args.events, args.rate, args.usage_factor, args.usage_batch, args.max_seconds,
