@@ -62,4 +62,7 @@ def test_month_end_burst_counts_nothing_lost_or_duplicated(
     assert lags["USAGE/openmeter"]["peak"] > 0
     containers = figures["containers"]
     for name in ("nats-0", "nats-1", "nats-2", "forward-openmeter", "stripe-invoice-paid"):
-        assert containers[name]["cpu_mean"] > 0 and containers[name]["rss_peak_mib"] > 1, name
+        use = containers[name]
+        assert use["cpu_mean"] > 0 and use["cpu_idle"] >= 0 and use["rss_peak_mib"] > 1, name
+    assert all(ms is not None and ms > 0 for ms in figures["cpu_ms_per_item"].values())
+    assert figures["bytes_per_message"]["STRIPE"] > figures["bytes_per_message"]["USAGE"] > 0
