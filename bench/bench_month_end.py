@@ -687,6 +687,13 @@ def verdict(f: dict[str, Any]) -> list[str]:
     return wrong
 
 
+def print_logs(staging: Staging, lines: int = 15) -> None:
+    """The last ``lines`` log lines (DEBUG left out) of every container started, on stderr."""
+    for container in staging.stack.started:
+        log = [line for line in container.logs().splitlines() if " DEBUG " not in line]
+        print(f"--- {container.name}:", *log[-lines:], sep="\n  ", file=sys.stderr)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options; the defaults are issue #20's month-end burst."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
@@ -729,10 +736,17 @@ def main(argv: list[str] | None = None) -> int:
         staging.consumers = tuple(deployments(ENVIRONMENT))
         staging.forwarder_overrides = {}
         staging.openmeter_rate_limit = args.openmeter_rate_limit
+        # Eighteen containers starting on a shared 2-core machine: the staging test's 90 s
+        # for one readiness probe was not always enough (project-tiers, load average 11).
+        staging.ready_timeout = 240.0
         functions = [*services(), USAGE_SERVICE]
         try:
             started = time.monotonic()
-            staging.up(functions, prometheus=False)
+            try:
+                staging.up(functions, prometheus=False)
+            except BaseException:
+                print_logs(staging)
+                raise
             print(f"stack up in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
             figures = asyncio.run(measure(staging, burst, args.drain_seconds, args.idle_seconds))
         finally:

@@ -108,8 +108,9 @@ def http_ok(url: str) -> bool:
 class Staging:
     """One staging stack: its containers, the secrets it made and its loopback ports.
 
-    The last three fields are the staging test's choices; bench/bench_month_end.py changes
-    them (every consumer, the manifests' forwarder settings, a rate-limited OpenMeter).
+    The last four fields are the staging test's choices; bench/bench_month_end.py changes
+    them (every consumer, the manifests' forwarder settings, a rate-limited OpenMeter, more
+    time to start on a machine its own burst and other work keep busy).
     """
 
     stack: Stack
@@ -119,6 +120,8 @@ class Staging:
     forwarder_overrides: dict[str, str] = field(default_factory=lambda: dict(FORWARDER_OVERRIDES))
     #: Requests per second the OpenMeter stand-in accepts before answering 429 (None: any).
     openmeter_rate_limit: float | None = None
+    #: How long a container may take to answer its readiness probe.
+    ready_timeout: float = 90.0
 
     @classmethod
     def new(cls, workdir: Path) -> Staging:
@@ -321,10 +324,10 @@ class Staging:
         )
         return container, spec
 
-    def wait_ready(self, name: str, path: str, timeout: float = 90) -> None:
+    def wait_ready(self, name: str, path: str) -> None:
         """The published port of ``name`` answers ``path`` with 200."""
         url = self.url(name) + path
-        wait_until(lambda: http_ok(url), timeout, f"{name} at {path}")
+        wait_until(lambda: http_ok(url), self.ready_timeout, f"{name} at {path}")
 
     def up(self, functions: list[str], consumers: bool = True, prometheus: bool = True) -> str:
         """Build or reuse the images, start everything, wait until ready; the image's name."""
