@@ -446,6 +446,20 @@ def resource_figures(samples: list[Sample], idle: tuple[Sample, Sample]) -> dict
 # -- the run --------------------------------------------------------------------------------
 
 
+async def wait_drained(
+    staging: Staging, sampler: Sampler, at_openmeter: int, seconds: float
+) -> bool:
+    """Whether, within ``seconds``, every consumer's lag was 0 in the latest sample and the
+    OpenMeter stand-in had ingested ``at_openmeter`` distinct events."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        stats = await asyncio.to_thread(control, staging, "/stats")
+        if stats["ingested"] >= at_openmeter and not any(sampler.samples[-1].lags.values()):
+            return True
+        await asyncio.sleep(SAMPLE_SECONDS)  # polling pace; the deadline bounds it
+    return False
+
+
 async def measure(
     staging: Staging, burst: Burst, drain_seconds: float, idle_seconds: float
 ) -> dict[str, Any]:
@@ -468,16 +482,8 @@ async def measure(
         burst_end = time.monotonic()
         client_cpu = time.process_time() - client_cpu
         lifecycle = sent.lifecycle_ids
-        expected_at_openmeter = len(sent.usage_ids) + len(lifecycle)
-        deadline = time.monotonic() + drain_seconds
-        drained = False
-        while time.monotonic() < deadline:
-            latest = sampler.samples[-1]
-            ingested = (await asyncio.to_thread(control, staging, "/stats"))["ingested"]
-            if ingested >= expected_at_openmeter and not any(latest.lags.values()):
-                drained = True
-                break
-            await asyncio.sleep(SAMPLE_SECONDS)  # polling pace; the deadline bounds it
+        expected = len(sent.usage_ids) + len(lifecycle)
+        drained = await wait_drained(staging, sampler, expected, drain_seconds)
         sampler.stopped.set()
         await sampling
         await sampler.sample()
