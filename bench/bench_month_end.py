@@ -519,6 +519,7 @@ async def measure(
         "burst": burst.__dict__,
         "mix": MIX,
         "openmeter_rate_limit": staging.openmeter_rate_limit,
+        "log_level": staging.log_level or "the manifests'",
         "sent": {
             "stripe_events": len(sent.stripe_ids),
             "usage_records": len(sent.usage_ids),
@@ -604,7 +605,8 @@ def print_report(f: dict[str, Any]) -> None:
     print(
         f"month-end burst: {b['events']:,} Stripe events at {b['rate']:g}/s "
         f"+ {b['usage_factor']} usage records per event in batches of {b['usage_batch']}; "
-        f"OpenMeter stand-in limit {f['openmeter_rate_limit'] or 'none'} requests/s"
+        f"OpenMeter stand-in limit {f['openmeter_rate_limit'] or 'none'} requests/s; "
+        f"LOG_LEVEL {f['log_level']}"
     )
     print(
         f"sent {sent['stripe_events']:,} events and {sent['usage_records']:,} usage records "
@@ -722,6 +724,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--idle-seconds", type=float, default=10.0, help="measure the idle stack this long first"
     )
     parser.add_argument("--max-inflight", type=int, default=256, help="requests in flight")
+    parser.add_argument(
+        "--log-level", help="LOG_LEVEL of functions and consumers (default: the manifests')"
+    )
     parser.add_argument("--seed", type=int, default=20)
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     return parser.parse_args(argv)
@@ -745,6 +750,7 @@ def main(argv: list[str] | None = None) -> int:
         # Eighteen containers starting on a shared 2-core machine: the staging test's 90 s
         # for one readiness probe was not always enough (project-tiers, load average 11).
         staging.ready_timeout = 240.0
+        staging.log_level = args.log_level
         functions = [*services(), USAGE_SERVICE]
         try:
             started = time.monotonic()

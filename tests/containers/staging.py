@@ -108,9 +108,10 @@ def http_ok(url: str) -> bool:
 class Staging:
     """One staging stack: its containers, the secrets it made and its loopback ports.
 
-    The last four fields are the staging test's choices; bench/bench_month_end.py changes
+    The last five fields are the staging test's choices; bench/bench_month_end.py changes
     them (every consumer, the manifests' forwarder settings, a rate-limited OpenMeter, more
-    time to start on a machine its own burst and other work keep busy).
+    time to start on a machine its own burst and other work keep busy, and optionally
+    another log level, to measure what DEBUG costs).
     """
 
     stack: Stack
@@ -122,6 +123,8 @@ class Staging:
     openmeter_rate_limit: float | None = None
     #: How long a container may take to answer its readiness probe.
     ready_timeout: float = 90.0
+    #: LOG_LEVEL for the functions and consumers instead of the manifests' (DEBUG).
+    log_level: str | None = None
 
     @classmethod
     def new(cls, workdir: Path) -> Staging:
@@ -294,12 +297,17 @@ class Staging:
             options=["--entrypoint", "python3", "--read-only"],
         )
 
+    def log_override(self) -> dict[str, str]:
+        """The LOG_LEVEL that replaces the manifest's, if ``log_level`` is set."""
+        return {"LOG_LEVEL": self.log_level} if self.log_level else {}
+
     def start_consumer(self, image: str, name: str) -> Container:
         """A Deployment of knative/staging/consumers.yaml, ready at its readiness probe."""
         spec = deployments(ENVIRONMENT)[name]
         env = spec.environment(self.secret_map())
         if name == "forward-openmeter":
             env |= self.forwarder_overrides
+        env |= self.log_override()
         port = self.publish(name)
         container = self.stack.run(
             name,
@@ -314,7 +322,7 @@ class Staging:
     def start_function(self, image: str, service: str) -> tuple[Container, ContainerSpec]:
         """A Knative Service of knative/staging/ as its revision's container."""
         spec = knative_service(ENVIRONMENT, service)
-        env = spec.environment(self.secret_map()) | knative_env(spec)
+        env = spec.environment(self.secret_map()) | knative_env(spec) | self.log_override()
         container = self.stack.run(
             service,
             image,
