@@ -2,7 +2,8 @@
 
 Run from the repository root: ``.venv/bin/python -m bench.bench_month_end [--events N]
 [--rate R] [--usage-factor F] [--usage-batch B] [--openmeter-rate-limit Q]
-[--max-seconds S] [--drain-seconds D] [--json out.json]``.
+[--max-seconds S] [--drain-seconds D] [--idle-seconds I] [--max-inflight N]
+[--log-level LEVEL] [--json out.json]``.
 
 It starts the staging stack of tests/containers/staging.py (3 NATS containers with the
 StatefulSet's nats.conf, Redis, the Pushgateway, the webhook functions of the mix and
