@@ -112,8 +112,7 @@ class Load:
 
     def percentile(self, q: float) -> float:
         """Latency percentile ``q`` (0-100) in milliseconds."""
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] * 1000
+        return percentile(self.latencies, q) * 1000
 
 
 @dataclass
@@ -160,6 +159,12 @@ def subject() -> str:
 #: A figure whose repeats spread more than this around their median (highest minus lowest,
 #: over the median) is reported as too noisy to conclude from.
 NOISY_SPREAD = 0.25
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Percentile ``q`` (0-100) of ``values`` (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
 def median(values: Iterable[float]) -> float:

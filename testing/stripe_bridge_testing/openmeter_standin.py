@@ -28,6 +28,14 @@ It answers as OpenMeter's published contract says, from openmeterio/openmeter at
 Statuses outside the spec are scripted only for what sits in front of OpenMeter (an
 ingress or API gateway): 413 and 429 (``PROXY_STATUSES``); anything else is refused.
 
+``rate_limit`` (requests per second) is OpenMeter Cloud's ingest rate limit as
+https://openmeter.io/docs/cloud/api/rate-limiting describes it: requests over the limit
+answer 429 with ``Retry-After`` (seconds to wait; the ``X-RateLimit-*`` headers are not
+sent: nothing here reads them); the limit itself is "according to pricing", so it is the
+caller's to choose. It is a token bucket
+holding one second of requests; a request that comes back before the Retry-After it was
+given is refused again and counted (``early_retries``: a client that ignores Retry-After).
+
 Faults are scripted: ``fail_next`` (e.g. 429 with Retry-After), ``outage`` (every request
 fails until a deadline), ``fail_midway`` (ingest some events, then fail) and
 ``hold_next`` (accept a batch, then stall before answering, to let a test crash the client
@@ -37,10 +45,12 @@ between OpenMeter's accept and the client's ack).
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from http import HTTPStatus
@@ -75,6 +85,38 @@ class Fault:
     def __post_init__(self) -> None:
         if self.status not in DOCUMENTED_STATUSES | PROXY_STATUSES:
             raise ValueError(f"OpenMeter's ingest API does not answer {self.status}")
+
+
+class RateLimit:
+    """A token bucket of ``per_second`` requests, holding one second's worth."""
+
+    def __init__(self, per_second: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if per_second <= 0:
+            raise ValueError("rate_limit must be positive")
+        self.per_second = per_second
+        self.capacity = max(1.0, per_second)
+        self._clock = clock
+        self._tokens = self.capacity
+        self._at = clock()
+        self._not_before = 0.0
+        self.early_retries = 0
+
+    def take(self) -> int | None:
+        """None if the request may pass, else the whole seconds it must wait (Retry-After).
+
+        Not thread-safe: the caller holds the stand-in's lock.
+        """
+        now = self._clock()
+        self._tokens = min(self.capacity, self._tokens + (now - self._at) * self.per_second)
+        self._at = now
+        if now < self._not_before:
+            self.early_retries += 1
+        elif self._tokens >= 1:
+            self._tokens -= 1
+            return None
+        wait = max(1, math.ceil((1 - self._tokens) / self.per_second))
+        self._not_before = max(self._not_before, now + wait)
+        return wait
 
 
 @dataclass(frozen=True)
@@ -150,11 +192,15 @@ class IngestStandIn(HttpStandIn):
         port: int | None = None,
         host: str = "127.0.0.1",
         dedupe: bool = False,
+        rate_limit: float | None = None,
     ) -> None:
         super().__init__(port, host)
         self.api_key = api_key
         self.dedupe = dedupe
+        self.rate_limit = RateLimit(rate_limit) if rate_limit is not None else None
         self.accepted: list[tuple[str, str]] = []
+        #: (id, source) -> wall-clock time it was first ingested (end-to-end delays).
+        self.first_ingested: dict[tuple[str, str], float] = {}
         self.requests: list[RequestLog] = []
         self.held = threading.Event()
         #: The events of the request ``hold_next`` stalled (accepted, not yet answered).
@@ -215,6 +261,13 @@ class IngestStandIn(HttpStandIn):
         counts = self.counts()
         return Counter(dict.fromkeys(counts, 1)) if self.dedupe else counts
 
+    def _throttle(self) -> int | None:
+        """Seconds of Retry-After if ``rate_limit`` refuses this request, else None."""
+        if self.rate_limit is None:
+            return None
+        with self._lock:
+            return self.rate_limit.take()
+
     def _next_fault(self) -> Fault | None:
         with self._lock:
             if self._faults:
@@ -244,8 +297,12 @@ class IngestStandIn(HttpStandIn):
         if fault is not None:
             del events[fault.after :]
         hold = False
+        now = time.time()
         with self._lock:
-            self.accepted.extend((e["id"], e["source"]) for e in events)
+            keys = [(e["id"], e["source"]) for e in events]
+            self.accepted.extend(keys)
+            for key in keys:
+                self.first_ingested.setdefault(key, now)
             if fault is None and self._hold_armed and self._hold_skip > 0:
                 self._hold_skip -= 1
             elif fault is None and self._hold_armed:
@@ -283,6 +340,10 @@ class IngestStandIn(HttpStandIn):
                 if self.headers.get("Authorization") != f"Bearer {standin.api_key}":
                     self._problem(401, "invalid API key")
                     return 401, 0
+                wait = standin._throttle()
+                if wait is not None:
+                    self._problem(429, "rate limit exceeded", str(wait))
+                    return 429, 0
                 fault = standin._next_fault()
                 if fault is not None and not fault.after:
                     self._problem(fault.status, "scripted fault", fault.retry_after)

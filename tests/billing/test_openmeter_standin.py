@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from stripe_bridge.billing.uri import is_uri_reference
-from stripe_bridge_testing.openmeter_standin import Fault, IngestStandIn
+from stripe_bridge_testing.openmeter_standin import Fault, IngestStandIn, RateLimit
 
 from .conftest import API_KEY
 
@@ -133,6 +133,34 @@ def test_dedupe_meters_each_id_and_source_once() -> None:
         assert ingest.counts()[("e-0", "stripe-bridge")] == 2
         assert set(ingest.metered().values()) == {1}
         assert len(ingest.metered()) == 4
+
+
+def test_rate_limit_answers_429_with_retry_after_and_ingests_nothing() -> None:
+    # https://openmeter.io/docs/cloud/api/rate-limiting: over the limit, 429 and Retry-After.
+    with IngestStandIn(API_KEY, rate_limit=2) as ingest:
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        with httpx.Client(base_url=ingest.url, headers=headers, timeout=10) as client:
+            answers = [post(client, [event(i)]) for i in range(3)]
+            invalid = post(client, [event(9, id="")])
+        assert [a.status_code for a in answers] == [204, 204, 429]
+        assert answers[2].headers["content-type"] == "application/problem+json"
+        assert answers[2].json()["status"] == 429
+        assert int(answers[2].headers["retry-after"]) >= 1
+        assert invalid.status_code == 429  # the gateway refuses before OpenMeter reads it
+        assert set(ingest.counts()) == {("e-0", "stripe-bridge"), ("e-1", "stripe-bridge")}
+        assert ingest.rate_limit is not None and ingest.rate_limit.early_retries == 1
+
+
+def test_rate_limit_refills_and_counts_retries_before_retry_after() -> None:
+    now = [100.0]
+    limit = RateLimit(4, clock=lambda: now[0])
+    assert [limit.take() for _ in range(5)] == [None, None, None, None, 1]
+    now[0] += 0.5  # two tokens back, but the client was told to wait 1 s
+    assert limit.take() == 1 and limit.early_retries == 1  # and waits 1 s from now
+    now[0] += 1.0
+    assert [limit.take() for _ in range(4)] == [None, None, None, None]
+    with pytest.raises(ValueError):
+        RateLimit(0)
 
 
 # RFC 3986 section 5.4 (every example reference is a URI-reference) and refusals.

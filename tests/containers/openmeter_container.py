@@ -1,9 +1,13 @@
 """The OpenMeter stand-in as a staging container: run by the image's Python, mounted read-only.
 
-``python3 openmeter_container.py API_KEY`` (with the test harness, testing/, mounted beside
-it: the image never contains it) serves the harness's IngestStandIn (OpenMeter's
-documented ingest contract) on port 8080 of every address, and a control port 8081 for
-the staging driver: ``GET /counts`` (every accepted (id, source) and how often) and
+``python3 openmeter_container.py API_KEY [RATE_LIMIT]`` (with the test harness, testing/,
+mounted beside it: the image never contains it) serves the harness's IngestStandIn
+(OpenMeter's documented ingest contract; with RATE_LIMIT, requests per second beyond which
+it answers 429 with Retry-After) on port 8080 of every address, and a control port 8081
+for the staging driver: ``GET /counts`` (every accepted (id, source) and how often),
+``GET /accepted`` (the same with the wall-clock time each was first ingested),
+``GET /stats`` (requests per status, early retries after a 429, distinct (id, source)
+ingested) and
 ``POST /fail?count=N&status=S`` (script failures). It stops on SIGTERM.
 """
 
@@ -13,6 +17,7 @@ import json
 import signal
 import sys
 import threading
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -39,7 +44,17 @@ def control_handler(standin: IngestStandIn) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(data)
 
         def do_GET(self) -> None:
-            self._json([[i, s, n] for (i, s), n in standin.counts().items()])
+            path = urlparse(self.path).path
+            if path == "/stats":
+                statuses = Counter(str(r.status) for r in standin.requests)
+                early = standin.rate_limit.early_retries if standin.rate_limit else 0
+                ingested = len(standin.first_ingested)
+                self._json({"statuses": statuses, "early_retries": early, "ingested": ingested})
+            elif path == "/accepted":
+                first = dict(standin.first_ingested)
+                self._json([[i, s, n, first[i, s]] for (i, s), n in standin.counts().items()])
+            else:
+                self._json([[i, s, n] for (i, s), n in standin.counts().items()])
 
         def do_POST(self) -> None:
             query = parse_qs(urlparse(self.path).query)
@@ -53,11 +68,12 @@ def control_handler(standin: IngestStandIn) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def main(api_key: str) -> None:
+def main(api_key: str, rate_limit: float | None = None) -> None:
     """Serve until SIGTERM."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with IngestStandIn(api_key, port=INGEST_PORT, host="0.0.0.0") as standin:
+    server = IngestStandIn(api_key, port=INGEST_PORT, host="0.0.0.0", rate_limit=rate_limit)
+    with server as standin:
         control = ThreadingHTTPServer(("0.0.0.0", CONTROL_PORT), control_handler(standin))
         threading.Thread(target=control.serve_forever, daemon=True).start()
         stop.wait()
@@ -65,4 +81,4 @@ def main(api_key: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], float(sys.argv[2]) if len(sys.argv) > 2 else None)

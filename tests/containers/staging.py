@@ -32,7 +32,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -106,11 +106,25 @@ def http_ok(url: str) -> bool:
 
 @dataclass
 class Staging:
-    """One staging stack: its containers, the secrets it made and its loopback ports."""
+    """One staging stack: its containers, the secrets it made and its loopback ports.
+
+    The last five fields are the staging test's choices; bench/bench_month_end.py changes
+    them (every consumer, the manifests' forwarder settings, a rate-limited OpenMeter, more
+    time to start on a machine its own burst and other work keep busy, and optionally
+    another log level, to measure what DEBUG costs).
+    """
 
     stack: Stack
     secrets: dict[str, str]
     ports: dict[str, int]
+    consumers: tuple[str, ...] = CONSUMERS
+    forwarder_overrides: dict[str, str] = field(default_factory=lambda: dict(FORWARDER_OVERRIDES))
+    #: Requests per second the OpenMeter stand-in accepts before answering 429 (None: any).
+    openmeter_rate_limit: float | None = None
+    #: How long a container may take to answer its readiness probe.
+    ready_timeout: float = 90.0
+    #: LOG_LEVEL for the functions and consumers instead of the manifests' (DEBUG).
+    log_level: str | None = None
 
     @classmethod
     def new(cls, workdir: Path) -> Staging:
@@ -266,10 +280,14 @@ class Staging:
         """The OpenMeter stand-in, run by the image's Python from read-only mounts."""
         script = Path(__file__).with_name("openmeter_container.py")
         harness = REPO_ROOT / "testing" / "stripe_bridge_testing"
+        key = self.secret("stripe-bridge-openmeter", "api-key")
+        args = ["/standin/openmeter_container.py", key]
+        if self.openmeter_rate_limit is not None:
+            args.append(str(self.openmeter_rate_limit))
         return self.stack.run(
             "openmeter",
             image,
-            ["/standin/openmeter_container.py", self.secret("stripe-bridge-openmeter", "api-key")],
+            args,
             env={"PYTHONPATH": "/standin"},
             publish={8081: self.publish("openmeter-control")},
             mounts=[
@@ -279,12 +297,17 @@ class Staging:
             options=["--entrypoint", "python3", "--read-only"],
         )
 
+    def log_override(self) -> dict[str, str]:
+        """The LOG_LEVEL that replaces the manifest's, if ``log_level`` is set."""
+        return {"LOG_LEVEL": self.log_level} if self.log_level else {}
+
     def start_consumer(self, image: str, name: str) -> Container:
         """A Deployment of knative/staging/consumers.yaml, ready at its readiness probe."""
         spec = deployments(ENVIRONMENT)[name]
         env = spec.environment(self.secret_map())
         if name == "forward-openmeter":
-            env |= FORWARDER_OVERRIDES
+            env |= self.forwarder_overrides
+        env |= self.log_override()
         port = self.publish(name)
         container = self.stack.run(
             name,
@@ -299,7 +322,7 @@ class Staging:
     def start_function(self, image: str, service: str) -> tuple[Container, ContainerSpec]:
         """A Knative Service of knative/staging/ as its revision's container."""
         spec = knative_service(ENVIRONMENT, service)
-        env = spec.environment(self.secret_map()) | knative_env(spec)
+        env = spec.environment(self.secret_map()) | knative_env(spec) | self.log_override()
         container = self.stack.run(
             service,
             image,
@@ -309,10 +332,10 @@ class Staging:
         )
         return container, spec
 
-    def wait_ready(self, name: str, path: str, timeout: float = 90) -> None:
+    def wait_ready(self, name: str, path: str) -> None:
         """The published port of ``name`` answers ``path`` with 200."""
         url = self.url(name) + path
-        wait_until(lambda: http_ok(url), timeout, f"{name} at {path}")
+        wait_until(lambda: http_ok(url), self.ready_timeout, f"{name} at {path}")
 
     def up(self, functions: list[str], consumers: bool = True, prometheus: bool = True) -> str:
         """Build or reuse the images, start everything, wait until ready; the image's name."""
@@ -327,9 +350,9 @@ class Staging:
         if consumers:
             # forward-openmeter creates the USAGE streams billing-usage publishes to.
             self.start_openmeter(image)
-            for name in CONSUMERS:
+            for name in self.consumers:
                 self.start_consumer(image, name)
-            for name in CONSUMERS:
+            for name in self.consumers:
                 self.wait_ready(name, deployments(ENVIRONMENT)[name].readiness.path)
         ready = [self.start_function(image, service) for service in functions]
         for _, spec in ready:
