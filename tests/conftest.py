@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from stripe_bridge.natsserver import NatsServer
 from stripe_bridge.stream import StreamSpec, provision
-from stripe_bridge_testing.natscluster import LocalNatsCluster
-from stripe_bridge_testing.processes import (
-    FunctionProcess,
-    ManagedProcess,
-    PushgatewayServer,
-    RedisServer,
-)
-from stripe_bridge_testing.s3_standin import S3StandIn
-from stripe_bridge_testing.standin import HttpStandIn
+from stripe_bridge_testing.processes import FunctionProcess, PushgatewayServer, RedisServer
 
 from .helpers import REPO_ROOT, SECRET
 
@@ -90,34 +81,3 @@ def start_function(tmp_path: Path) -> Iterator[FunctionFactory]:
     finally:
         for process in started:
             process.stop()
-
-
-#: What starts a server; a test reaching one (itself, through its module or a fixture) is
-#: marked ``servers``, and ``scripts/check`` runs only the others (``-m "not servers"``).
-SERVER_TYPES: tuple[type, ...] = (
-    NatsServer,
-    LocalNatsCluster,
-    ManagedProcess,
-    HttpStandIn,
-    S3StandIn,
-)
-
-
-def _starts_servers(namespace: dict[str, object]) -> bool:
-    return any(
-        isinstance(value, type) and issubclass(value, SERVER_TYPES) for value in namespace.values()
-    )
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that may start a server (see SERVER_TYPES) as ``servers``."""
-    for item in items:
-        module = getattr(item, "module", None)
-        fixtures = getattr(item, "_fixtureinfo", None)
-        namespaces = [vars(module)] if module is not None else []
-        if fixtures is not None:
-            for definitions in fixtures.name2fixturedefs.values():
-                for definition in definitions:
-                    namespaces.append(vars(sys.modules[definition.func.__module__]))
-        if any(_starts_servers(namespace) for namespace in namespaces):
-            item.add_marker(pytest.mark.servers)

@@ -6,6 +6,7 @@ import inspect
 import re
 
 import httpx
+import pytest
 from prometheus_client import generate_latest
 from stripe_bridge import http, ingest, registry, webhook
 from stripe_bridge.metrics import (
@@ -71,6 +72,7 @@ def test_every_reason_the_handler_gives_is_preinitialised() -> None:
     assert b"_created" not in generate_latest(metrics.registry)
 
 
+@pytest.mark.servers  # serves /metrics
 def test_metrics_endpoint_serves_zeros_before_any_delivery(
     start_function: FunctionFactory,
 ) -> None:

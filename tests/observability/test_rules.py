@@ -57,12 +57,14 @@ def test_billing_alerts_use_metrics_the_consumers_expose() -> None:
     assert used and used <= exposed, used - exposed
 
 
+@pytest.mark.servers  # runs promtool
 def test_promtool_checks_rules() -> None:
     result = run("promtool", "check", "rules", "alerts.yml")
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(alerts())} rules found" in result.stdout
 
 
+@pytest.mark.servers  # runs promtool (about 20 s)
 def test_promtool_unit_tests_fire_and_stay_quiet() -> None:
     cases = yaml.safe_load((DASHBOARDS / "alerts_test.yml").read_text())["tests"]
     names = {case["name"] for case in cases}
@@ -86,6 +88,7 @@ def test_every_alert_has_severity_and_a_runbook_section() -> None:
         assert f"`{rule['alert']}`" in runbook
 
 
+@pytest.mark.servers  # runs amtool
 def test_alertmanager_example_routes_critical_to_pagerduty() -> None:
     check = run("amtool", "check-config", "alertmanager.yml")
     assert check.returncode == 0, check.stdout + check.stderr
