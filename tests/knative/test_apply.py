@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 from stripe_bridge.cli import main
 from stripe_bridge.deploy import knative
-
-from .kubeapi import FakeKubeAPI
+from stripe_bridge_testing.kubeapi import FakeKubeAPI
 
 NAMESPACE = "stripe-test"
 SERVICES = [
