@@ -3,15 +3,41 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from stripe_bridge.natsserver import NatsServer
+from stripe_bridge.natsserver import PORTS_ENV, NatsServer
 from stripe_bridge.stream import StreamSpec, provision
+from stripe_bridge_testing.parallel import worker_ports
 from stripe_bridge_testing.processes import FunctionProcess, PushgatewayServer, RedisServer
 
 from .helpers import REPO_ROOT, SECRET
+
+#: Folders whose tests run on one xdist worker (``--dist loadgroup``), and why; every other
+#: module is a group of its own, so its module-scoped servers start once.
+SHARED_WORKER = {
+    "tests/containers": "the session builds the image once; two builds must not race",
+    "tests/consumers": "the package-scoped `published` stream is filled once",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """On an xdist worker, hand out ports only from the worker's own slice."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is not None:
+        count = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+        os.environ[PORTS_ENV] = worker_ports(worker, count)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the node ids
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Group each test by its module, or by its SHARED_WORKER folder, for ``loadgroup``."""
+    for item in items:
+        module = item.path.relative_to(config.rootpath).as_posix()
+        shared = [folder for folder in SHARED_WORKER if module.startswith(folder + "/")]
+        item.add_marker(pytest.mark.xdist_group(shared[0] if shared else module))
 
 
 def provision_stream(url: str, **spec: object) -> None:

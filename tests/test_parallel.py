@@ -1,0 +1,31 @@
+"""stripe_bridge_testing/parallel.py and free_port's slice: xdist workers never share a port."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from stripe_bridge.natsserver import PORT_RANGE, PORTS_ENV, free_port
+from stripe_bridge_testing.parallel import worker_ports
+
+
+def bounds(ports: str) -> tuple[int, int]:
+    low, high = ports.split("-")
+    return int(low), int(high)
+
+
+def test_worker_slices_are_disjoint_and_inside_the_range() -> None:
+    slices = [bounds(worker_ports(f"gw{i}", 4)) for i in range(4)]
+    assert slices[0][0] == PORT_RANGE[0]
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(slices))
+    assert slices[-1][1] <= PORT_RANGE[1]
+    with pytest.raises(ValueError, match="gw4 out of 4"):
+        worker_ports("gw4", 4)
+
+
+def test_free_port_hands_out_only_the_workers_slice(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PORTS_ENV, worker_ports("gw2", 3))
+    low, high = bounds(worker_ports("gw2", 3))
+    ports = {free_port() for _ in range(200)}
+    assert len(ports) == 200
+    assert all(low <= port < high for port in ports)
