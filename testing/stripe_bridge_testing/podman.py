@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .checkout import REPO_ROOT
+from .repo import REPO_ROOT
 
 PODMAN = str(REPO_ROOT / "scripts" / "podman")
 RUN_LABEL = "io.stripe-bridge.run"
