@@ -10,17 +10,31 @@ from pathlib import Path
 import pytest
 from stripe_bridge.natsserver import PORTS_ENV, NatsServer
 from stripe_bridge.stream import StreamSpec, provision
-from stripe_bridge_testing.parallel import worker_ports
+from stripe_bridge_testing.parallel import FolderScheduling, worker_ports
 from stripe_bridge_testing.processes import FunctionProcess, PushgatewayServer, RedisServer
+from xdist.remote import Producer
 
 from .helpers import REPO_ROOT, SECRET
 
-#: Folders whose tests run on one xdist worker (``--dist loadgroup``), and why; every other
-#: module is a group of its own, so its module-scoped servers start once.
+#: Folders whose tests run on one xdist worker, and why; every other module is a unit of
+#: its own (``--dist loadfile``, as scripts/test runs), so its module-scoped servers start once.
 SHARED_WORKER = {
     "tests/containers": "the session builds the image once; two builds must not race",
     "tests/consumers": "the package-scoped `published` stream is filled once",
 }
+#: The longest modules (``--durations`` of a whole run, docs/testing.md "Time"): their
+#: workers start them first, so none of them is left running alone at the end.
+START_FIRST = (
+    "tests/containers/",
+    "tests/nats_cluster/test_partition.py",
+    "tests/nats_cluster/test_rolling_restart.py",
+    "tests/coldstart/test_bench_runs.py",
+    "tests/bridge/test_cli.py",
+    "tests/bridge/test_faults.py",
+    "tests/nats_cluster/test_failover.py",
+    "tests/observability/test_rules.py",
+    "tests/observability/test_billing_dashboard.py",
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -31,13 +45,22 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[PORTS_ENV] = worker_ports(worker, count)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the node ids
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Group each test by its module, or by its SHARED_WORKER folder, for ``loadgroup``."""
-    for item in items:
-        module = item.path.relative_to(config.rootpath).as_posix()
-        shared = [folder for folder in SHARED_WORKER if module.startswith(folder + "/")]
-        item.add_marker(pytest.mark.xdist_group(shared[0] if shared else module))
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put the START_FIRST modules first (a stable sort: the rest keep their order)."""
+
+    def rank(item: pytest.Item) -> int:
+        module = item.nodeid.split("::", 1)[0]
+        starts = [i for i, prefix in enumerate(START_FIRST) if module.startswith(prefix)]
+        return starts[0] if starts else len(START_FIRST)
+
+    items.sort(key=rank)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Producer) -> FolderScheduling | None:
+    """``--dist loadfile`` keeps each SHARED_WORKER folder on one worker."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    return FolderScheduling(config, log, SHARED_WORKER)
 
 
 def provision_stream(url: str, **spec: object) -> None:
