@@ -18,8 +18,9 @@ from .helpers import REPO_ROOT, SECRET
 
 #: Folders whose tests run on one xdist worker, and why; every other module is a unit of
 #: its own (``--dist loadfile``, as scripts/test runs), so its module-scoped servers start once.
+#: (The two container modules run side by side: the second worker waits for the first's
+#: image build and reuses it, see ``stripe_bridge_testing.podman.scripts_image``.)
 SHARED_WORKER = {
-    "tests/containers": "the session builds the image once; two builds must not race",
     "tests/consumers": "the package-scoped `published` stream is filled once",
 }
 #: The longest modules (``--durations`` of a whole run, docs/testing.md "Time"): their
