@@ -55,10 +55,11 @@ from stripe_bridge.billing.usage import DEFAULT_SOURCE, USAGE_STREAM
 from stripe_bridge.signature import sign_header
 from stripe_bridge_events.deadletter import DEAD_LETTER_STREAM
 
-# The container harness (tests/containers/, moving into stripe_bridge_testing): bench/
+# The container harness (stripe_bridge_testing, and the staging stack in tests/containers/): bench/
 # imports it here and nowhere else.
-from tests.containers.manifests import deployments
-from tests.containers.podman import podman
+from stripe_bridge_testing.manifests import deployments
+from stripe_bridge_testing.podman import podman
+
 from tests.containers.staging import ENVIRONMENT, USAGE_SERVICE, Staging
 
 from .bench_bridge import HttpConnection, percentile

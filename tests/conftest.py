@@ -3,24 +3,65 @@
 from __future__ import annotations
 
 import asyncio
-import sys
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from stripe_bridge.natsserver import NatsServer
+from stripe_bridge.natsserver import PORTS_ENV, NatsServer
 from stripe_bridge.stream import StreamSpec, provision
-from stripe_bridge_testing.natscluster import LocalNatsCluster
-from stripe_bridge_testing.processes import (
-    FunctionProcess,
-    ManagedProcess,
-    PushgatewayServer,
-    RedisServer,
-)
-from stripe_bridge_testing.s3_standin import S3StandIn
-from stripe_bridge_testing.standin import HttpStandIn
+from stripe_bridge_testing.parallel import FolderScheduling, worker_ports
+from stripe_bridge_testing.processes import FunctionProcess, PushgatewayServer, RedisServer
+from xdist.remote import Producer
 
 from .helpers import REPO_ROOT, SECRET
+
+#: Folders whose tests run on one xdist worker, and why; every other module is a unit of
+#: its own (``--dist loadfile``, as scripts/test runs), so its module-scoped servers start once.
+#: (The two container modules run side by side: the second worker waits for the first's
+#: image build and reuses it, see ``stripe_bridge_testing.podman.scripts_image``.)
+SHARED_WORKER = {
+    "tests/consumers": "the package-scoped `published` stream is filled once",
+}
+#: The longest modules (``--durations`` of a whole run, docs/testing.md "Time"): their
+#: workers start them first, so none of them is left running alone at the end.
+START_FIRST = (
+    "tests/containers/",
+    "tests/nats_cluster/test_partition.py",
+    "tests/nats_cluster/test_rolling_restart.py",
+    "tests/coldstart/test_bench_runs.py",
+    "tests/bridge/test_cli.py",
+    "tests/bridge/test_faults.py",
+    "tests/nats_cluster/test_failover.py",
+    "tests/observability/test_rules.py",
+    "tests/observability/test_billing_dashboard.py",
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """On an xdist worker, hand out ports only from the worker's own slice."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is not None:
+        count = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+        os.environ[PORTS_ENV] = worker_ports(worker, count)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put the START_FIRST modules first (a stable sort: the rest keep their order)."""
+
+    def rank(item: pytest.Item) -> int:
+        module = item.nodeid.split("::", 1)[0]
+        starts = [i for i, prefix in enumerate(START_FIRST) if module.startswith(prefix)]
+        return starts[0] if starts else len(START_FIRST)
+
+    items.sort(key=rank)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Producer) -> FolderScheduling | None:
+    """``--dist loadfile`` keeps each SHARED_WORKER folder on one worker."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    return FolderScheduling(config, log, SHARED_WORKER)
 
 
 def provision_stream(url: str, **spec: object) -> None:
@@ -90,34 +131,3 @@ def start_function(tmp_path: Path) -> Iterator[FunctionFactory]:
     finally:
         for process in started:
             process.stop()
-
-
-#: What starts a server; a test reaching one (itself, through its module or a fixture) is
-#: marked ``servers``, and ``scripts/check`` runs only the others (``-m "not servers"``).
-SERVER_TYPES: tuple[type, ...] = (
-    NatsServer,
-    LocalNatsCluster,
-    ManagedProcess,
-    HttpStandIn,
-    S3StandIn,
-)
-
-
-def _starts_servers(namespace: dict[str, object]) -> bool:
-    return any(
-        isinstance(value, type) and issubclass(value, SERVER_TYPES) for value in namespace.values()
-    )
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that may start a server (see SERVER_TYPES) as ``servers``."""
-    for item in items:
-        module = getattr(item, "module", None)
-        fixtures = getattr(item, "_fixtureinfo", None)
-        namespaces = [vars(module)] if module is not None else []
-        if fixtures is not None:
-            for definitions in fixtures.name2fixturedefs.values():
-                for definition in definitions:
-                    namespaces.append(vars(sys.modules[definition.func.__module__]))
-        if any(_starts_servers(namespace) for namespace in namespaces):
-            item.add_marker(pytest.mark.servers)

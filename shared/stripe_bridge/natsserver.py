@@ -31,14 +31,23 @@ def nats_server_binary() -> str:
 #: Test servers take ports below the kernel's ephemeral range (32768-60999 on Linux), so a
 #: port handed out here cannot be taken meanwhile by an outgoing connection, which is how
 #: ``bind(0)`` ports got stolen between "free" and the server's own bind on a busy machine.
-_PORT_RANGE = (20000, 32000)
+PORT_RANGE = (20000, 32000)
+#: Narrows that range ("LOW-HIGH", HIGH excluded): each parallel test worker (pytest-xdist)
+#: gets a slice of its own, so two workers never hand out the same port.
+PORTS_ENV = "STRIPE_BRIDGE_TEST_PORTS"
 _handed_out: set[int] = set()
+
+
+def _port_range() -> tuple[int, int]:
+    low, _, high = os.environ.get(PORTS_ENV, "").partition("-")
+    return (int(low), int(high)) if high else PORT_RANGE
 
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that is free now on ``host`` and not handed out before by this process."""
+    port_range = _port_range()
     for _ in range(1000):
-        port = random.randrange(*_PORT_RANGE)
+        port = random.randrange(*port_range)
         if port in _handed_out:
             continue
         with socket.socket() as sock:
@@ -48,7 +57,7 @@ def free_port(host: str = "127.0.0.1") -> int:
                 continue
         _handed_out.add(port)
         return port
-    raise RuntimeError(f"no free port in {_PORT_RANGE} on {host}")
+    raise RuntimeError(f"no free port in {port_range} on {host}")
 
 
 class NatsServer:

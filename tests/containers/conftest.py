@@ -9,8 +9,7 @@ from __future__ import annotations
 import time
 
 import pytest
-
-from .podman import missing_requirement, scripts_image
+from stripe_bridge_testing.podman import missing_requirement, scripts_image
 
 
 @pytest.fixture(scope="session")

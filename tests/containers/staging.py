@@ -51,13 +51,13 @@ from stripe_bridge.deploy.natsconf import (
     render_nats_conf,
 )
 from stripe_bridge.natsserver import free_port, nats_server_binary
+from stripe_bridge_testing.manifests import ContainerSpec, deployments, knative_env, knative_service
+from stripe_bridge_testing.podman import RUN_ID, Container, Stack, scripts_image
 from stripe_bridge_testing.waiting import wait_until
 
 from ..bridge.test_functions import FIXTURE_OF
 from ..helpers import REPO_ROOT, SECRET, fixture_event, signed_headers, stream_messages
 from ..observability.test_e2e import VARIABLES, assert_every_panel_has_data
-from .manifests import ContainerSpec, deployments, knative_env, knative_service
-from .podman import RUN_ID, Container, Stack, scripts_image
 
 ENVIRONMENT = "staging"
 NATS_REPLICAS = 3

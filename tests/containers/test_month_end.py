@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from stripe_bridge_testing.podman import RUN_ID
 
 from ..helpers import REPO_ROOT
-from .podman import RUN_ID
 
 pytestmark = [pytest.mark.container, pytest.mark.servers, pytest.mark.timeout(900)]
 

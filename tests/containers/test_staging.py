@@ -13,9 +13,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from stripe_bridge_testing.podman import RUN_ID
 
 from ..helpers import REPO_ROOT
-from .podman import RUN_ID
 
 pytestmark = [pytest.mark.container, pytest.mark.servers, pytest.mark.timeout(600)]
 

@@ -17,8 +17,13 @@ import pytest
 from stripe_bridge.cli import main
 from stripe_bridge.deploy import knative, profiles, workloads
 from stripe_bridge.deploy.k8s import FIELD_MANAGER
-
-from .kubeapi import CLIENT_SIDE_APPLY, LAST_APPLIED, FakeKubeAPI, dotted, owned_fields
+from stripe_bridge_testing.kubeapi import (
+    CLIENT_SIDE_APPLY,
+    LAST_APPLIED,
+    FakeKubeAPI,
+    dotted,
+    owned_fields,
+)
 
 NAMESPACE = "stripe-test"
 SERVICES = [

@@ -13,6 +13,7 @@ import subprocess
 import tomllib
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from stripe_bridge.deploy import knative
@@ -107,6 +108,7 @@ def test_lock_pins_every_runtime_dependency_with_hashes_and_nothing_else() -> No
     )
 
 
+@pytest.mark.servers  # runs scripts/lock
 def test_lock_check_passes_here_and_fails_on_stale_copies(tmp_path: Path) -> None:
     # scripts/lock --check asks no registry: it compares the committed files with each other.
     def check(root: Path) -> subprocess.CompletedProcess[str]:

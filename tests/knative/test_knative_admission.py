@@ -16,9 +16,9 @@ import pytest
 import yaml
 from stripe_bridge import names, registry
 from stripe_bridge.deploy import knative, profiles
+from stripe_bridge_testing import knative_rules as rules
 
 from ..helpers import REPO_ROOT
-from . import knative_rules as rules
 
 RENDERED = sorted((REPO_ROOT / "knative").glob("*/*.yaml"))
 

@@ -53,6 +53,7 @@ def test_every_manifest_file_is_valid(path: Path) -> None:
 
 
 @pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.servers  # runs kubectl kustomize
 def test_kustomize_build_renders_valid_objects(target: str) -> None:
     objects = build(TARGETS[target])
     kinds = sorted(kind for kind, _name in by_kind(objects))
@@ -85,6 +86,7 @@ def test_overlays_set_namespace_and_volume_size() -> None:
     assert sizes == {"staging": {"storage": "5Gi"}, "production": {"storage": "50Gi"}}
 
 
+@pytest.mark.servers  # runs nats-server --version
 def test_statefulset_follows_the_helm_chart_shape() -> None:
     objects = by_kind(build(TARGETS["production"]))
     sts = objects[("StatefulSet", "nats")]

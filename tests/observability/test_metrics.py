@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 from prometheus_client import generate_latest
 from stripe_bridge import registry
 from stripe_bridge.metrics import (
@@ -53,6 +54,7 @@ def test_every_reason_is_created_at_zero() -> None:
     assert b"_created" not in generate_latest(metrics.registry)
 
 
+@pytest.mark.servers  # serves /metrics
 def test_metrics_endpoint_serves_zeros_before_any_delivery(
     start_function: FunctionFactory,
 ) -> None:

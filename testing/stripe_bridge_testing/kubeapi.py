@@ -42,7 +42,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 from stripe_bridge.natsserver import free_port
-from stripe_bridge_testing.standin import HttpStandIn, StandInHandler
+
+from .standin import HttpStandIn, StandInHandler
 
 TOKEN = "test-token-not-a-secret"
 JSON_PATCH = "application/json-patch+json"

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from ..helpers import REPO_ROOT
+from .repo import REPO_ROOT
 
 #: (Secret name, key) -> value: what the cluster's Secrets would hold.
 Secrets = Mapping[tuple[str, str], str]

@@ -9,6 +9,7 @@ machine never share a container; the names other containers resolve (``nats``,
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 import shutil
@@ -17,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..helpers import REPO_ROOT
+from .repo import REPO_ROOT
 
 PODMAN = str(REPO_ROOT / "scripts" / "podman")
 RUN_LABEL = "io.stripe-bridge.run"
@@ -66,14 +67,23 @@ def missing_requirement() -> str | None:
 
 
 def scripts_image(*args: str) -> str:
-    """Run scripts/image ARGS (build or reuse an image); the image's name."""
-    done = subprocess.run(
-        [str(REPO_ROOT / "scripts" / "image"), *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    """Run scripts/image ARGS (build or reuse an image); the image's name.
+
+    Callers in other processes (xdist workers, a staging run) take turns on a lock file:
+    the second finds the image up to date instead of building it beside the first, which
+    failed (both wrote scripts/image's wheel folder at once).
+    """
+    lock = REPO_ROOT / ".stripe-bridge" / "image.lock"
+    lock.parent.mkdir(exist_ok=True)
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        done = subprocess.run(
+            [str(REPO_ROOT / "scripts" / "image"), *args],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
     if done.returncode != 0:
         raise PodmanError(f"scripts/image {' '.join(args)} failed: {done.stderr.strip()}")
     return done.stdout.strip().splitlines()[-1]
