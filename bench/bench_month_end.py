@@ -57,7 +57,7 @@ from stripe_bridge_events.deadletter import DEAD_LETTER_STREAM
 
 # The container harness (stripe_bridge_testing, and the staging stack in tests/containers/): bench/
 # imports it here and nowhere else.
-from stripe_bridge_testing.manifests import deployments
+from stripe_bridge_testing.container_specs import deployments
 from stripe_bridge_testing.podman import podman
 
 from tests.containers.staging import ENVIRONMENT, USAGE_SERVICE, Staging

@@ -235,3 +235,44 @@ async def test_5xx_mid_batch_loses_nothing_and_repeats_only_what_was_ingested(
     assert len(counts) == 10
     assert sorted(i for (i, _), n in counts.items() if n == 2) == ["u-00000", "u-00001", "u-00002"]
     assert sum(counts.values()) == 13
+
+
+async def test_a_long_wait_outlives_nats_going_away(
+    usage_nats: NatsServer, ingest: IngestStandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While OpenMeter is down the forwarder holds its batch and progress-acks it; a NATS node
+    going away then (the staging run stops one mid-outage) made that progress ack raise
+    OutboundBufferLimitError (no buffering while disconnected, as the runner connects), and
+    the forwarder died with its batch. It waits on, and delivers once both are back."""
+    import nats
+
+    caplog.set_level("INFO", logger="stripe_bridge.billing.openmeter")
+    await publish(usage_nats.url, records(10))
+    ingest.outage(3600)
+    settings = forwarder_settings(ingest, ack_wait=1.5, breaker_reset=0.5)
+    nc = await nats.connect(
+        usage_nats.url, pending_size=0, reconnect_time_wait=0.2, max_reconnect_attempts=-1
+    )
+    forwarder = Forwarder(nc, settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(forwarder.run(stop))
+    try:
+        await wait_until_async(
+            lambda: any(r.status == 503 for r in ingest.requests), 20, "a batch refused"
+        )
+        usage_nats.stop()
+
+        def deferred() -> bool:
+            return task.done() or "progress ack deferred" in caplog.text
+
+        await wait_until_async(deferred, 20, "a progress ack while NATS is away")
+        assert not task.done(), task.exception()
+        usage_nats.start()  # same port and store: the stream and the durable persist
+        ingest.outage(0)
+        await wait_until_async(lambda: len(ingest.counts()) >= 10, 30, "10 accepted after both")
+        assert not task.done()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await nc.close()
+    assert len(ingest.counts()) == 10

@@ -22,7 +22,7 @@ from stripe_bridge_testing.stripe_standin import StripeStandIn
 
 from ..helpers import REPO_ROOT, fixture_event
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.servers
 
 API_KEY = "sk_test_floor"
 #: The newest release without ``StripeClient.v1`` (stripe-python's CHANGELOG: 12.5.0 adds it).

@@ -51,7 +51,12 @@ from stripe_bridge.deploy.natsconf import (
     render_nats_conf,
 )
 from stripe_bridge.natsserver import free_port, nats_server_binary
-from stripe_bridge_testing.manifests import ContainerSpec, deployments, knative_env, knative_service
+from stripe_bridge_testing.container_specs import (
+    ContainerSpec,
+    deployments,
+    knative_env,
+    knative_service,
+)
 from stripe_bridge_testing.podman import RUN_ID, Container, Stack, scripts_image
 from stripe_bridge_testing.waiting import wait_until
 

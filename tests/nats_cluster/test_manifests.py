@@ -179,6 +179,7 @@ def test_apply_without_kubectl_exits_127_with_a_hint(
     assert "kubectl not found" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.servers  # runs a stand-in kubectl
 def test_apply_runs_kubectl_server_side_forcing_conflicts(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -430,9 +430,25 @@ class Forwarder:
                 pass
             # Long waits (Retry-After, open breaker) must not let ack_wait expire: that
             # would redeliver the same events to another forwarder while we still hold them.
-            for msg in self._inflight:
-                await msg.in_progress()
+            await self._keep_inflight()
         return not stop.is_set()
+
+    async def _keep_inflight(self) -> None:
+        """Tell NATS the in-flight messages are still being worked on.
+
+        While NATS is away (a node restarting, the connection reconnecting) the progress
+        acks cannot go out; the next round of the wait tries again. Should ack_wait lapse
+        meanwhile, the events are redelivered and sent again: a repeat OpenMeter's dedupe
+        drops, not a crash of the forwarder (which took every in-flight batch with it).
+        """
+        from nats import errors as nats_errors
+
+        for msg in self._inflight:
+            try:
+                await msg.in_progress()
+            except nats_errors.Error as exc:
+                log.info("progress ack deferred while NATS is away: %s", type(exc).__name__)
+                return
 
     async def _dead_letter(self, msg: Any, answer: Answer) -> None:
         """Keep an event OpenMeter refused in the dead-letter stream, then drop it here."""
