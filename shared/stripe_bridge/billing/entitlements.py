@@ -23,15 +23,23 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cachetools import LRUCache
 from prometheus_client import Counter
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.requests import Request
+from stripe_bridge_entitlements.cas import Contention
+from stripe_bridge_entitlements.reservations import (
+    RESERVATIONS_BUCKET,
+    Reservations,
+    Standing,
+    reservations_bucket,
+)
 
 from ..config import ConfigError, Settings, load_model
 from ..http import Reply
@@ -39,15 +47,15 @@ from ..jetstream import connect_options, import_nats
 from .endpoints import BillingEndpoint, BillingRuntime, Refusal, parse, read_json
 from .limits import UnknownCustomer, WhenUnavailable, Window, reset_at
 from .projector import read_state
-from .tiers import TIERS_BUCKET, TierConfig, TierDefinition
-from .usage_counter import Reservation, count_key, read_count, usage_buckets, write_count
+from .tiers import TIERS_BUCKET, CustomerState, TierConfig, TierDefinition
+from .usage_counter import count_key, usage_buckets
 
 log = logging.getLogger(__name__)
 
 CUSTOMER_PATH = re.compile(r"/v1/customers/([^/]{1,255})/entitlements")
 CHECK_PATH = "/v1/check"
 CHECK_MAX_BYTES = 16 * 1024
-CAS_ATTEMPTS = 20
+T = TypeVar("T")
 
 
 class EntitlementSettings(BaseSettings):
@@ -64,6 +72,13 @@ class EntitlementSettings(BaseSettings):
     )
     reservation_ttl: float = Field(default=300, gt=0, le=86400)
     nats_timeout: float = Field(default=0.5, gt=0, le=10, description="Per KV request, s.")
+    unavailable_after: float = Field(
+        default=10,
+        ge=0,
+        le=120,
+        description="Seconds of retried NATS trouble before `when_unavailable` applies "
+        "(a JetStream leader election takes a few seconds and is not unavailability).",
+    )
     tier_cache_size: int = Field(default=100_000, ge=1)
 
 
@@ -100,6 +115,8 @@ class Entitlements:
         self._kv: dict[str, Any] = {}
         self._lock = asyncio.Lock()
         self._failed_at = float("-inf")
+        #: When the current run of NATS trouble began (None: the last request worked).
+        self._trouble_since: float | None = None
         #: Tier names last read per customer: what a degraded answer goes by.
         self.last_tier: LRUCache[str, str] = LRUCache(maxsize=own.tier_cache_size)
 
@@ -126,12 +143,16 @@ class Entitlements:
                 js = nc.jetstream(timeout=self.own.nats_timeout)
                 windows = await usage_buckets(js)
                 tiers = await self._tiers_bucket(js)
+                reservations = await reservations_bucket(js)
             except Exception as exc:
                 self._failed_at = time.monotonic()
                 raise NatsUnavailable(type(exc).__name__) from exc
             nc.options["max_reconnect_attempts"] = -1
             self._nc = nc
-            self._kv = {w.value: kv for w, kv in windows.items()} | {TIERS_BUCKET: tiers}
+            self._kv = {w.value: kv for w, kv in windows.items()} | {
+                TIERS_BUCKET: tiers,
+                RESERVATIONS_BUCKET: reservations,
+            }
             return self._kv
 
     @staticmethod
@@ -143,19 +164,42 @@ class Entitlements:
         except BucketNotFoundError:
             return None  # the projector never ran: every customer is unknown
 
-    async def _call(self, work: Any) -> Any:
-        """Run ``work`` (a coroutine on NATS), mapping NATS trouble onto NatsUnavailable."""
+    async def _retrying(self, work: Callable[[dict[str, Any]], Awaitable[T]]) -> T:
+        """``work(buckets)``, retried with backoff while NATS is in trouble, for at most
+        ``unavailable_after`` seconds since the trouble began; then NatsUnavailable.
+
+        A leader election (quorum kept) makes KV requests time out for a few seconds: that
+        is not "unavailable", and answering by ``when_unavailable`` then would over-grant.
+        Once the trouble has lasted that long, each call tries once and gives up.
+        """
         from nats import errors as nats_errors
 
-        try:
-            return await asyncio.wait_for(work, self.own.nats_timeout * 4)
-        except (nats_errors.Error, TimeoutError, OSError) as exc:
-            raise NatsUnavailable(type(exc).__name__) from exc
+        delay = 0.05
+        while True:
+            try:
+                buckets = await self._buckets()
+                result = await asyncio.wait_for(work(buckets), self.own.nats_timeout * 4)
+            except (NatsUnavailable, nats_errors.Error, TimeoutError, OSError) as exc:
+                now = time.monotonic()
+                if self._trouble_since is None:
+                    self._trouble_since = now
+                left = self._trouble_since + self.own.unavailable_after - now
+                if left <= 0:
+                    raise NatsUnavailable(type(exc).__name__) from exc
+                await asyncio.sleep(min(delay, left))  # backoff, not synchronisation
+                delay = min(delay * 2, 0.5)
+                continue
+            self._trouble_since = None
+            return result
 
     async def tier_of(self, customer: str) -> tuple[TierDefinition | None, bool]:
         """(tier, known): the customer's tier; None when unknown customers are denied."""
-        kv = (await self._buckets())[TIERS_BUCKET]
-        state = None if kv is None else (await self._call(read_state(kv, customer)))[0]
+
+        async def read(kv: dict[str, Any]) -> CustomerState | None:
+            tiers = kv[TIERS_BUCKET]
+            return None if tiers is None else (await read_state(tiers, customer))[0]
+
+        state = await self._retrying(read)
         if state is not None:
             self.last_tier[customer] = state.tier
             return self.config.get(state.tier) or self.config.tiers[0], True
@@ -185,31 +229,34 @@ class Entitlements:
         now = datetime.now(UTC)
         base |= {"tier": tier.name, "known": known, "limit": limit}
         base["reset_at"] = _iso(reset_at(window, now))
-        kv = (await self._buckets())[window.value]
         key = count_key(request.customer, request.meter, window, now)
-        for _ in range(CAS_ATTEMPTS):
-            count, revision = await self._call(read_count(kv, key))
-            moment = time.time()
-            reservations = count.pruned(moment)
-            reserved = sum(r.quantity for r in reservations.values())
-            remaining = None if limit is None else max(0.0, limit - count.used - reserved)
-            allowed = remaining is None or request.quantity <= remaining
-            answer = base | {"used": count.used, "reserved": reserved, "remaining": remaining}
-            if not (request.reserve and allowed and remaining is not None):
-                return answer | {"allowed": allowed, "reservation_id": None}
-            rid = request.reservation_id or str(uuid.uuid4())
-            if rid in reservations:  # the same reservation asked again: already held
-                return answer | {"allowed": True, "reservation_id": rid}
-            held = Reservation(quantity=request.quantity, expires=moment + self.own.reservation_ttl)
-            new = count.model_copy(update={"reservations": {**reservations, rid: held}})
-            if await self._call(write_count(kv, key, new, revision)):
-                return answer | {
-                    "allowed": True,
-                    "reserved": reserved + request.quantity,
-                    "remaining": remaining - request.quantity,
-                    "reservation_id": rid,
-                }
-        raise Refusal(503, "contention", "too many concurrent checks, retry", retry_after=1)
+        # One id for every attempt: a retried reservation finds its own hold.
+        rid = request.reservation_id or str(uuid.uuid4())
+
+        async def decide(kv: dict[str, Any]) -> Standing:
+            counts = kv[window.value]
+            if request.reserve:
+                return await self._ledger(kv).reserve(counts, key, limit, request.quantity, rid)
+            return await self._ledger(kv).standing(counts, key, limit, request.quantity)
+
+        try:
+            standing = await self._retrying(decide)
+        except Contention:
+            raise Refusal(503, "contention", "too many concurrent checks, retry", 1) from None
+        return base | standing.model_dump()
+
+    async def release(self, customer: str, meter: str, reservation_id: str) -> bool:
+        """Free what reservation ``reservation_id`` holds; False if nothing is held."""
+        window = self._window(meter)
+        key = count_key(customer, meter, window, datetime.now(UTC))
+
+        async def release(kv: dict[str, Any]) -> bool:
+            return await self._ledger(kv).release(kv[window.value], key, reservation_id)
+
+        return await self._retrying(release)
+
+    def _ledger(self, kv: dict[str, Any]) -> Reservations:
+        return Reservations(kv[RESERVATIONS_BUCKET], self.own.reservation_ttl)
 
     def degraded(self, request: CheckRequest) -> dict[str, Any]:
         """The answer while NATS is unreachable: the tier's ``when_unavailable``."""
@@ -234,21 +281,24 @@ class Entitlements:
         if tier is None:
             raise Refusal(404, "unknown_customer", "no billing events for this customer")
         now = datetime.now(UTC)
-        kv = await self._buckets()
-        meters: dict[str, Any] = {}
-        for meter, window in self.config.meters.items():
-            key = count_key(customer, meter, window, now)
-            count, _ = await self._call(read_count(kv[window.value], key))
-            limit = tier.limits.get(meter)
-            reserved = count.reserved(time.time())
-            meters[meter] = {
-                "window": window.value,
-                "limit": limit,
-                "used": count.used,
-                "reserved": reserved,
-                "remaining": None if limit is None else max(0.0, limit - count.used - reserved),
-                "reset_at": _iso(reset_at(window, now)),
-            }
+
+        async def read(kv: dict[str, Any]) -> dict[str, Any]:
+            meters: dict[str, Any] = {}
+            for meter, window in self.config.meters.items():
+                key = count_key(customer, meter, window, now)
+                limit = tier.limits.get(meter)
+                standing = await self._ledger(kv).standing(kv[window.value], key, limit, 0)
+                meters[meter] = {
+                    "window": window.value,
+                    "limit": limit,
+                    "used": standing.used,
+                    "reserved": standing.reserved,
+                    "remaining": standing.remaining,
+                    "reset_at": _iso(reset_at(window, now)),
+                }
+            return meters
+
+        meters = await self._retrying(read)
         return {
             "customer": customer,
             "known": known,
