@@ -24,7 +24,6 @@ import base64
 import math
 import re
 import time
-import uuid
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -38,6 +37,9 @@ BUCKET_MAX_AGE = 86400 + 3600
 SLOTS = 60
 #: Quantities below this are rounding residue of float sums, not holds.
 EPSILON = 1e-9
+#: Reservation ids the ledger remembers (newest last): a write whose answer was lost and is
+#: retried finds its own id and holds nothing twice.
+RECENT = 32
 _SAFE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
@@ -70,6 +72,7 @@ class Ledger(BaseModel):
 
     held: dict[int, float] = Field(default_factory=dict)
     consumed: dict[int, float] = Field(default_factory=dict)
+    recent: dict[str, int] = Field(default_factory=dict, description="id -> slot, newest last")
 
     def holding(self, now: float, last_seq: int) -> float:
         """What the ledger holds at ``now`` with the counter at ``last_seq``."""
@@ -81,7 +84,14 @@ class Ledger(BaseModel):
         return Ledger(
             held={s: q for s, q in self.held.items() if s > now},
             consumed={s: q for s, q in self.consumed.items() if s > last_seq},
+            recent=self.recent,
         )
+
+    def holding_for(self, reservation_id: str, slot: int, quantity: float) -> Ledger:
+        """With ``quantity`` more held in ``slot`` for ``reservation_id``."""
+        recent = list({**self.recent, reservation_id: slot}.items())[-RECENT:]
+        held = _add(self.held, slot, quantity)
+        return self.model_copy(update={"held": held, "recent": dict(recent)})
 
     def encode(self) -> bytes:
         """The stored form."""
@@ -186,44 +196,47 @@ class Reservations:
         key: str,
         limit: float | None,
         quantity: float,
-        reservation_id: str | None = None,
+        reservation_id: str,
     ) -> Standing:
-        """Hold ``quantity`` if it fits (nothing is held without a limit). The same id asked
-        again while held answers allowed and holds nothing more."""
+        """Hold ``quantity`` under ``reservation_id`` if it fits (nothing is held without a
+        limit). The same id asked again while held answers allowed and holds nothing more,
+        also when the first answer was lost and the call is retried."""
         if limit is None:
             return await self.standing(count_kv, key, limit, quantity)
-        rid = reservation_id or str(uuid.uuid4())
-        if reservation_id is not None and (await cas.read(self.kv, hold_key(key, rid))).value:
-            again = await self.standing(count_kv, key, limit, 0)
-            return again.model_copy(update={"allowed": True, "reservation_id": rid})
+        rid = reservation_id
+        if (await cas.read(self.kv, hold_key(key, rid))).value is not None:
+            return await self._again(count_kv, key, limit, rid)
 
-        async def step(entry: cas.Entry) -> tuple[bytes | None, tuple[Standing, int]]:
+        async def step(entry: cas.Entry) -> tuple[bytes | None, tuple[Standing, int | None]]:
             count = await read_count(count_kv, key)
             now = time.time()
             ledger = _ledger(entry)
+            if rid in ledger.recent:  # our own write, whose answer was lost
+                return None, (decide(limit, 0, count, ledger, now), ledger.recent[rid])
             decision = decide(limit, quantity, count, ledger, now)
             if not decision.allowed:
-                return None, (decision, 0)
+                return None, (decision, None)
             slot = self._slot(now)
-            kept = ledger.compacted(now, count.last_seq)
-            new = kept.model_copy(update={"held": _add(kept.held, slot, quantity)})
-            return new.encode(), (decision, slot)
+            new = ledger.compacted(now, count.last_seq).holding_for(rid, slot, quantity)
+            granted = decision.model_copy(
+                update={
+                    "reserved": decision.reserved + quantity,
+                    "remaining": (decision.remaining or 0.0) - quantity,
+                }
+            )
+            return new.encode(), (granted, slot)
 
         decision, slot = await cas.update(self.kv, ledger_key(key), step, self.attempts)
-        if not decision.allowed:
+        if slot is None:
             return decision
         hold = Hold(quantity=quantity, slot=slot).model_dump_json().encode()
-        if not await cas.write(self.kv, hold_key(key, rid), hold, None):
-            # The same id won a race against itself: give back what this call held.
-            await self._take_back(count_kv, key, Hold(quantity=quantity, slot=slot), None)
-            return decision.model_copy(update={"reservation_id": rid})
-        return decision.model_copy(
-            update={
-                "reserved": decision.reserved + quantity,
-                "remaining": (decision.remaining or 0.0) - quantity,
-                "reservation_id": rid,
-            }
-        )
+        # Absent, or already written by the same id racing itself: held once either way.
+        await cas.write(self.kv, hold_key(key, rid), hold, None)
+        return decision.model_copy(update={"allowed": True, "reservation_id": rid})
+
+    async def _again(self, count_kv: Any, key: str, limit: float, rid: str) -> Standing:
+        again = await self.standing(count_kv, key, limit, 0)
+        return again.model_copy(update={"allowed": True, "reservation_id": rid})
 
     async def release(self, count_kv: Any, key: str, reservation_id: str) -> bool:
         """Free what reservation ``reservation_id`` holds; False if it is not held."""
