@@ -7,6 +7,8 @@ the last unit never both succeed.
 
 from __future__ import annotations
 
+import asyncio
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -76,9 +78,12 @@ Step = Callable[[Entry], Awaitable[tuple[bytes | None, R]]]
 async def update(kv: Any, key: str, step: Step[R], attempts: int = CAS_ATTEMPTS) -> R:
     """Read ``key``, let ``step`` decide, write by compare-and-set; again if someone else
     wrote first. Raises Contention after ``attempts`` lost writes."""
-    for _ in range(attempts):
+    for attempt in range(attempts):
         entry = await read(kv, key)
         value, result = await step(entry)
         if value is None or await write(kv, key, value, entry.revision):
             return result
+        # Lost to another writer: a random pause, growing, so that racers spread out
+        # instead of all reading and losing again together.
+        await asyncio.sleep(random.uniform(0, min(0.001 * 2**attempt, 0.05)))
     raise Contention(key)

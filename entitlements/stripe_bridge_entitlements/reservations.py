@@ -136,14 +136,22 @@ def hold_key(count_key: str, reservation_id: str) -> str:
     return f"H.{count_key}.{_token(reservation_id)}"
 
 
+def remaining(limit: float | None, count: CountView, ledger: Ledger, now: float) -> float | None:
+    """What is left under ``limit`` beside usage and holds (None: no limit)."""
+    if limit is None:
+        return None
+    reserved = ledger.holding(now, count.last_seq) + count.legacy_held(now)
+    return max(0.0, limit - count.used - reserved)
+
+
 def decide(
     limit: float | None, quantity: float, count: CountView, ledger: Ledger, now: float
 ) -> Standing:
     """Allow ``quantity`` if it fits under ``limit`` beside usage and holds (None: no limit)."""
     reserved = ledger.holding(now, count.last_seq) + count.legacy_held(now)
-    remaining = None if limit is None else max(0.0, limit - count.used - reserved)
-    allowed = remaining is None or quantity <= remaining
-    return Standing(allowed=allowed, used=count.used, reserved=reserved, remaining=remaining)
+    left = remaining(limit, count, ledger, now)
+    allowed = left is None or quantity <= left
+    return Standing(allowed=allowed, used=count.used, reserved=reserved, remaining=left)
 
 
 async def reservations_bucket(js: Any, replicas: int = 1) -> Any:
@@ -270,3 +278,29 @@ class Reservations:
             return Ledger(held=held, consumed=consumed).encode(), None
 
         await cas.update(self.kv, ledger_key(key), step, self.attempts)
+
+
+#: The bucket (no expiry) where the entitlements function puts the tier file it runs with,
+#: and the key: in-process clients watch it for the limits.
+LIMITS_BUCKET = "BILLING_LIMITS"
+TIER_FILE_KEY = "tiers"
+
+
+async def limits_bucket(js: Any, replicas: int = 1) -> Any:
+    """The limits bucket, created if missing."""
+    from nats.js.api import KeyValueConfig
+    from nats.js.errors import BucketNotFoundError
+
+    try:
+        return await js.key_value(LIMITS_BUCKET)
+    except BucketNotFoundError:
+        config = KeyValueConfig(bucket=LIMITS_BUCKET, history=1, replicas=replicas)
+        return await js.create_key_value(config)
+
+
+async def publish_tier_file(js: Any, tier_file: bytes) -> None:
+    """Put the tier file (JSON) where clients watch it, unless it is there already."""
+    kv = await limits_bucket(js)
+    entry = await cas.read(kv, TIER_FILE_KEY)
+    if entry.value != tier_file:
+        await kv.put(TIER_FILE_KEY, tier_file)

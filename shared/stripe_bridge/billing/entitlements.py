@@ -34,10 +34,12 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.requests import Request
 from stripe_bridge_entitlements.cas import Contention
+from stripe_bridge_entitlements.patience import Patience, Unavailable
 from stripe_bridge_entitlements.reservations import (
     RESERVATIONS_BUCKET,
     Reservations,
     Standing,
+    publish_tier_file,
     reservations_bucket,
 )
 
@@ -115,8 +117,7 @@ class Entitlements:
         self._kv: dict[str, Any] = {}
         self._lock = asyncio.Lock()
         self._failed_at = float("-inf")
-        #: When the current run of NATS trouble began (None: the last request worked).
-        self._trouble_since: float | None = None
+        self.patience = Patience(own.unavailable_after, own.nats_timeout * 4)
         #: Tier names last read per customer: what a degraded answer goes by.
         self.last_tier: LRUCache[str, str] = LRUCache(maxsize=own.tier_cache_size)
 
@@ -144,6 +145,8 @@ class Entitlements:
                 windows = await usage_buckets(js)
                 tiers = await self._tiers_bucket(js)
                 reservations = await reservations_bucket(js)
+                # The in-process clients read the limits from here (docs/entitlements.md).
+                await publish_tier_file(js, self.config.model_dump_json().encode())
             except Exception as exc:
                 self._failed_at = time.monotonic()
                 raise NatsUnavailable(type(exc).__name__) from exc
@@ -165,32 +168,16 @@ class Entitlements:
             return None  # the projector never ran: every customer is unknown
 
     async def _retrying(self, work: Callable[[dict[str, Any]], Awaitable[T]]) -> T:
-        """``work(buckets)``, retried with backoff while NATS is in trouble, for at most
-        ``unavailable_after`` seconds since the trouble began; then NatsUnavailable.
+        """``work(buckets)``, retried while NATS is in trouble for at most
+        ``unavailable_after`` seconds (``Patience``); then NatsUnavailable."""
 
-        A leader election (quorum kept) makes KV requests time out for a few seconds: that
-        is not "unavailable", and answering by ``when_unavailable`` then would over-grant.
-        Once the trouble has lasted that long, each call tries once and gives up.
-        """
-        from nats import errors as nats_errors
+        async def attempt() -> T:
+            return await work(await self._buckets())
 
-        delay = 0.05
-        while True:
-            try:
-                buckets = await self._buckets()
-                result = await asyncio.wait_for(work(buckets), self.own.nats_timeout * 4)
-            except (NatsUnavailable, nats_errors.Error, TimeoutError, OSError) as exc:
-                now = time.monotonic()
-                if self._trouble_since is None:
-                    self._trouble_since = now
-                left = self._trouble_since + self.own.unavailable_after - now
-                if left <= 0:
-                    raise NatsUnavailable(type(exc).__name__) from exc
-                await asyncio.sleep(min(delay, left))  # backoff, not synchronisation
-                delay = min(delay * 2, 0.5)
-                continue
-            self._trouble_since = None
-            return result
+        try:
+            return await self.patience.run(attempt, also=(NatsUnavailable,))
+        except Unavailable as exc:
+            raise NatsUnavailable(str(exc)) from exc
 
     async def tier_of(self, customer: str) -> tuple[TierDefinition | None, bool]:
         """(tier, known): the customer's tier; None when unknown customers are denied."""
