@@ -142,6 +142,28 @@ class _Customer:
     remaining: dict[str, tuple[float, float, str]] = field(default_factory=dict)
 
 
+@dataclass
+class _Watch:
+    """One KV watch: what it follows and how entries reach memory; restarted on reconnect."""
+
+    kv: Any
+    keys: str
+    apply: Callable[[str, bytes | None], None]
+    watcher: Any = None
+    task: asyncio.Task[None] | None = None
+
+
+async def _stop(watch: _Watch) -> None:
+    """Stop ``watch``'s watcher and its task (a dead connection may refuse the unsubscribe)."""
+    if watch.task is not None:
+        watch.task.cancel()
+        await asyncio.gather(watch.task, return_exceptions=True)
+    if watch.watcher is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(watch.watcher.stop(), 1)
+    watch.task = watch.watcher = None
+
+
 def _newest(table: dict[str, tuple[int, Any]], meter: str, key: str, value: Any) -> None:
     """Keep ``value`` under ``meter`` unless memory holds a newer window's entry."""
     held = table.get(meter)
@@ -176,8 +198,8 @@ class EntitlementsClient:
         self.metrics = ClientMetrics()
         self._customers: dict[str, _Customer] = {}
         self._buckets: dict[str, Any] = {}
-        self._tasks: list[asyncio.Task[None]] = []
-        self._watchers: list[Any] = []
+        self._watches: list[_Watch] = []
+        self._recovery: asyncio.Task[None] | None = None
         self._lost_at: float | None = None
         self._starts: tuple[int, dict[Window, int]] = (-1, {})
 
@@ -201,7 +223,10 @@ class EntitlementsClient:
 
         async def back() -> None:
             if holder:
-                holder[0]._lost_at = None
+                client = holder[0]
+                if client._recovery is not None:
+                    client._recovery.cancel()
+                client._recovery = asyncio.create_task(client._recover())
 
         async def quiet(_exc: Exception) -> None:
             return None  # staleness says it; nats-py would log every reconnect attempt
@@ -270,8 +295,13 @@ class EntitlementsClient:
 
     async def _watch(self, kv: Any, keys: str, apply: Callable[[str, bytes | None], None]) -> None:
         """Apply every entry under ``keys`` now and as it changes; return once caught up."""
-        watcher = await kv.watch(keys)
-        self._watchers.append(watcher)
+        watch = _Watch(kv, keys, apply)
+        self._watches.append(watch)
+        await self._follow(watch)
+
+    async def _follow(self, watch: _Watch) -> None:
+        """Start ``watch``'s watcher; return once the entries it holds are applied."""
+        watcher = await watch.kv.watch(watch.keys)
         caught_up = asyncio.Event()
 
         async def follow() -> None:
@@ -280,11 +310,24 @@ class EntitlementsClient:
                     caught_up.set()
                     continue
                 deleted = entry.operation in ("DEL", "PURGE")
-                apply(entry.key, None if deleted else entry.value)
+                watch.apply(entry.key, None if deleted else entry.value)
                 self.metrics.updates += 1
 
-        self._tasks.append(asyncio.create_task(follow()))
-        await caught_up.wait()
+        watch.watcher, watch.task = watcher, asyncio.create_task(follow())
+        await asyncio.wait_for(caught_up.wait(), self.patience.attempt_timeout * 10)
+
+    async def _recover(self) -> None:
+        """After a reconnect: watch everything again (a restarted server lost the watches'
+        consumers, which nats-py notices only after missed heartbeats, ~20 s) and only
+        then report memory current again."""
+        try:
+            for watch in self._watches:
+                await _stop(watch)
+            await asyncio.gather(*(self._follow(watch) for watch in self._watches))
+        except Exception:  # still stale, and says so; the next reconnect tries again
+            return
+        if self.nc.is_connected:
+            self._lost_at = None
 
     def _window_start(self, window: Window) -> int:
         """Window starts, recomputed once a second (checks must stay microseconds)."""
@@ -369,7 +412,7 @@ class EntitlementsClient:
         ledger = self._reservations()
         try:
             standing = await self.patience.run(
-                lambda: ledger.reserve(counts, key, limit, quantity, rid), also=(KeyError,)
+                lambda: ledger.reserve(counts, key, limit, quantity, rid, reservation_id is None)
             )
         except Unavailable:
             allowed = tier.when_unavailable == "allow"
@@ -428,12 +471,10 @@ class EntitlementsClient:
 
     async def close(self) -> None:
         """Stop watching and close the connection."""
-        for task in self._tasks:
-            task.cancel()
-        for watcher in self._watchers:
-            with contextlib.suppress(Exception):
-                await watcher.stop()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._recovery is not None:
+            self._recovery.cancel()
+        for watch in self._watches:
+            await _stop(watch)
         # A reconnect loop without end survives close() when NATS is down (nats-py): end it.
         self.nc.options["max_reconnect_attempts"] = 1
         if not self.nc.is_closed:

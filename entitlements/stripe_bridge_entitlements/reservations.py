@@ -205,14 +205,16 @@ class Reservations:
         limit: float | None,
         quantity: float,
         reservation_id: str,
+        new_id: bool = False,
     ) -> Standing:
         """Hold ``quantity`` under ``reservation_id`` if it fits (nothing is held without a
         limit). The same id asked again while held answers allowed and holds nothing more,
-        also when the first answer was lost and the call is retried."""
+        also when the first answer was lost and the call is retried. ``new_id``: the id was
+        made for this call, so it cannot be held already (one read less)."""
         if limit is None:
             return await self.standing(count_kv, key, limit, quantity)
         rid = reservation_id
-        if (await cas.read(self.kv, hold_key(key, rid))).value is not None:
+        if not new_id and (await cas.read(self.kv, hold_key(key, rid))).value is not None:
             return await self._again(count_kv, key, limit, rid)
 
         async def step(entry: cas.Entry) -> tuple[bytes | None, tuple[Standing, int | None]]:

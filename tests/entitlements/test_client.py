@@ -125,7 +125,7 @@ async def test_kv_writes_of_tiers_and_counts_reach_the_clients_checks(
         await client.close()
 
 
-async def test_staleness_grows_when_nats_stops_then_when_unavailable_applies(
+async def test_staleness_grows_when_nats_stops_and_memory_recovers_when_it_is_back(
     tmp_path: Path,
 ) -> None:
     server = NatsServer(tmp_path / "nats").start()
@@ -147,6 +147,17 @@ async def test_staleness_grows_when_nats_stops_then_when_unavailable_applies(
             free, pro = client.check("cus_free", "api_calls"), client.check("cus_pro", "tokens")
             assert (free.allowed, pro.allowed) == (False, True)
             assert free.reason == "nats_unavailable"
+            # NATS back (a restart: the watches' consumers are gone): current again only
+            # once watched again, and a write made then reaches memory at once, not after
+            # nats-py's missed heartbeats (~20 s).
+            server.start()
+            await wait_until_async(lambda: client.staleness == 0, 30, "current again")
+            await _put_count(server.url, "cus_free", "api_calls", Window.DAY, 90)
+            await wait_until_async(
+                lambda: client.check("cus_free", "api_calls").remaining == 10,
+                8,
+                "a write after the restart reaches memory",
+            )
         finally:
             await client.close()
     finally:

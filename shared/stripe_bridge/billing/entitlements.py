@@ -223,7 +223,9 @@ class Entitlements:
         async def decide(kv: dict[str, Any]) -> Standing:
             counts = kv[window.value]
             if request.reserve:
-                return await self._ledger(kv).reserve(counts, key, limit, request.quantity, rid)
+                new_id = request.reservation_id is None
+                ledger = self._ledger(kv)
+                return await ledger.reserve(counts, key, limit, request.quantity, rid, new_id)
             return await self._ledger(kv).standing(counts, key, limit, request.quantity)
 
         try:
