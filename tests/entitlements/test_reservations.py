@@ -7,12 +7,15 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 from stripe_bridge.billing.entitlements import CheckRequest, Entitlements, EntitlementSettings
 from stripe_bridge.billing.tiers import DEFAULT_TIERS, TierConfig
 from stripe_bridge.config import Settings
 from stripe_bridge.natsserver import NatsServer
 from stripe_bridge_testing.waiting import wait_until_async
+
+from ..conftest import FunctionFactory
 
 #: The first tier (what an unknown customer gets) with room for thousands of reservations.
 ROOMY = TierConfig.model_validate(
@@ -151,3 +154,23 @@ async def test_expired_and_released_reservations_free_their_units(
 async def _allowed(logic: Entitlements, customer: str) -> bool:
     answer = await logic.check(CheckRequest(customer=customer, meter="api_calls", quantity=10))
     return bool(answer["allowed"])
+
+
+async def test_the_function_releases_over_http(
+    nats_server: NatsServer, start_function: FunctionFactory
+) -> None:
+    fn = start_function("billing_entitlements", NATS_URL=nats_server.url)
+    hold = {"customer": "cus_h", "meter": "api_calls", "quantity": 100, "reserve": True}
+    async with httpx.AsyncClient(base_url=fn.url, timeout=10) as client:
+        held = await client.post("/v1/check", json=hold | {"reservation_id": "job-1"})
+        full = await client.post("/v1/check", json=hold)
+        release = {"customer": "cus_h", "meter": "api_calls", "reservation_id": "job-1"}
+        first = await client.post("/v1/release", json=release)
+        again = await client.post("/v1/release", json=release)
+        after = await client.post("/v1/check", json=hold)
+        invalid = await client.post("/v1/release", json={"customer": "cus_h"})
+    assert held.json()["allowed"] and not full.json()["allowed"]  # free: 100 a day
+    assert (first.status_code, first.json()) == (200, {"released": True})
+    assert again.json() == {"released": False}
+    assert after.json()["allowed"] and after.json()["remaining"] == 0
+    assert invalid.status_code == 422

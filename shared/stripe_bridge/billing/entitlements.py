@@ -4,10 +4,11 @@
   so far (counted by ``count-usage``), reservations, what remains and when it resets;
 - ``POST /v1/check`` ``{customer, meter, quantity, reserve?, reservation_id?}``: allow or
   deny with ``remaining`` and ``reset_at``. With ``reserve`` an allowed quantity is held
-  by compare-and-set on the count's KV revision, so two checks racing for the last unit
-  are never both allowed; the caller then records the usage with the reservation id as
-  the usage record's id, and the counter turns the reservation into usage (unused
-  reservations expire after ``ENTITLEMENTS_RESERVATION_TTL`` seconds).
+  in the count's reservation ledger by compare-and-set (``stripe_bridge_entitlements``),
+  so checks racing for the last units are never allowed beyond the limit; the caller then
+  records the usage with the reservation id as the usage record's id (unused
+  reservations expire after ``ENTITLEMENTS_RESERVATION_TTL`` seconds);
+- ``POST /v1/release`` ``{customer, meter, reservation_id}``: free a reservation not used.
 
 A customer the tier projector never saw gets the first tier's limits (``known: false``),
 or is denied when the tier file says ``unknown_customer: deny``. When NATS cannot be
@@ -56,6 +57,7 @@ log = logging.getLogger(__name__)
 
 CUSTOMER_PATH = re.compile(r"/v1/customers/([^/]{1,255})/entitlements")
 CHECK_PATH = "/v1/check"
+RELEASE_PATH = "/v1/release"
 CHECK_MAX_BYTES = 16 * 1024
 T = TypeVar("T")
 
@@ -96,6 +98,16 @@ class CheckRequest(BaseModel):
     reservation_id: str | None = Field(
         default=None, min_length=1, max_length=255, pattern=r"^[A-Za-z0-9_.:-]+$"
     )
+
+
+class ReleaseRequest(BaseModel):
+    """The body of ``POST /v1/release``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    customer: str = Field(min_length=1, max_length=255)
+    meter: str = Field(pattern=r"^[A-Za-z0-9_-]+$", max_length=64)
+    reservation_id: str = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9_.:-]+$")
 
 
 class NatsUnavailable(Exception):
@@ -357,8 +369,18 @@ def make_entitlements_function(
                 return 200, await logic.view(match[1])
             except NatsUnavailable:
                 raise Refusal(503, "nats_unavailable", "NATS unavailable", 1) from None
-        if request.url.path.rstrip("/") != CHECK_PATH:
-            raise Refusal(404, "not_found", f"no such path; POST {CHECK_PATH}")
+        path = request.url.path.rstrip("/")
+        if path == RELEASE_PATH:
+            release = parse(ReleaseRequest, read_json(body))
+            try:
+                freed = await logic.release(release.customer, release.meter, release.reservation_id)
+            except NatsUnavailable:
+                raise Refusal(503, "nats_unavailable", "NATS unavailable, retry", 1) from None
+            except Contention:
+                raise Refusal(503, "contention", "too many concurrent writers, retry", 1) from None
+            return 200, {"released": freed}
+        if path != CHECK_PATH:
+            raise Refusal(404, "not_found", f"no such path; POST {CHECK_PATH} or {RELEASE_PATH}")
         check = parse(CheckRequest, read_json(body))
         try:
             answer = await logic.check(check)
