@@ -71,16 +71,27 @@ async def claim(kv: Any, key: str) -> bytes | None:
     return entry.value
 
 
-#: Given the entry read, the value to write (None: write nothing) and the result to return.
-Step = Callable[[Entry], Awaitable[tuple[bytes | None, R]]]
+#: Given the entry read (and what ``alongside`` read with it), the value to write (None:
+#: write nothing) and the result to return.
+Step = Callable[[Entry, Any], Awaitable[tuple[bytes | None, R]]]
 
 
-async def update(kv: Any, key: str, step: Step[R], attempts: int = CAS_ATTEMPTS) -> R:
-    """Read ``key``, let ``step`` decide, write by compare-and-set; again if someone else
-    wrote first. Raises Contention after ``attempts`` lost writes."""
+async def update(
+    kv: Any,
+    key: str,
+    step: Step[R],
+    attempts: int = CAS_ATTEMPTS,
+    alongside: Callable[[], Awaitable[Any]] | None = None,
+) -> R:
+    """Read ``key`` (and ``alongside()``, concurrently: what ``step`` decides by besides the
+    entry), let ``step`` decide, write by compare-and-set; again if someone else wrote
+    first. Raises Contention after ``attempts`` lost writes."""
     for attempt in range(attempts):
-        entry = await read(kv, key)
-        value, result = await step(entry)
+        if alongside is None:
+            entry, other = await read(kv, key), None
+        else:
+            entry, other = await asyncio.gather(read(kv, key), alongside())
+        value, result = await step(entry, other)
         if value is None or await write(kv, key, value, entry.revision):
             return result
         # Lost to another writer: a random pause, growing, so that racers spread out

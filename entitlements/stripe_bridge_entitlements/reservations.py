@@ -20,6 +20,7 @@ as usage moves from its slot to ``consumed[seq]`` and stays held until the count
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import math
 import re
@@ -193,10 +194,11 @@ class Reservations:
     async def standing(
         self, count_kv: Any, key: str, limit: float | None, quantity: float
     ) -> Standing:
-        """The decision on ``quantity`` without holding anything (two reads)."""
-        count = await read_count(count_kv, key)
-        ledger = _ledger(await cas.read(self.kv, ledger_key(key)))
-        return decide(limit, quantity, count, ledger, time.time())
+        """The decision on ``quantity`` without holding anything (two reads, together)."""
+        count, entry = await asyncio.gather(
+            read_count(count_kv, key), cas.read(self.kv, ledger_key(key))
+        )
+        return decide(limit, quantity, count, _ledger(entry), time.time())
 
     async def reserve(
         self,
@@ -217,8 +219,9 @@ class Reservations:
         if not new_id and (await cas.read(self.kv, hold_key(key, rid))).value is not None:
             return await self._again(count_kv, key, limit, rid)
 
-        async def step(entry: cas.Entry) -> tuple[bytes | None, tuple[Standing, int | None]]:
-            count = await read_count(count_kv, key)
+        async def step(
+            entry: cas.Entry, count: CountView
+        ) -> tuple[bytes | None, tuple[Standing, int | None]]:
             now = time.time()
             ledger = _ledger(entry)
             if rid in ledger.recent:  # our own write, whose answer was lost
@@ -236,7 +239,9 @@ class Reservations:
             )
             return new.encode(), (granted, slot)
 
-        decision, slot = await cas.update(self.kv, ledger_key(key), step, self.attempts)
+        decision, slot = await cas.update(
+            self.kv, ledger_key(key), step, self.attempts, lambda: read_count(count_kv, key)
+        )
         if slot is None:
             return decision
         hold = Hold(quantity=quantity, slot=slot).model_dump_json().encode()
@@ -267,8 +272,7 @@ class Reservations:
     async def _take_back(self, count_kv: Any, key: str, hold: Hold, seq: int | None) -> None:
         """Remove ``hold`` from its slot; with ``seq``, hold it as uncounted usage instead."""
 
-        async def step(entry: cas.Entry) -> tuple[bytes | None, None]:
-            count = await read_count(count_kv, key)
+        async def step(entry: cas.Entry, count: CountView) -> tuple[bytes | None, None]:
             now = time.time()
             ledger = _ledger(entry).compacted(now, count.last_seq)
             if hold.slot not in ledger.held:  # expired: it holds nothing any more
@@ -279,7 +283,9 @@ class Reservations:
                 consumed = _add(consumed, seq, hold.quantity)
             return Ledger(held=held, consumed=consumed).encode(), None
 
-        await cas.update(self.kv, ledger_key(key), step, self.attempts)
+        await cas.update(
+            self.kv, ledger_key(key), step, self.attempts, lambda: read_count(count_kv, key)
+        )
 
 
 #: The bucket (no expiry) where the entitlements function puts the tier file it runs with,
