@@ -411,6 +411,8 @@ class EntitlementsClient:
         rid = reservation_id or str(uuid.uuid4())
         ledger = self._reservations()
         try:
+            if self.staleness > self.unavailable_after:  # lost long ago: no second wait
+                raise Unavailable("disconnected")
             standing = await self.patience.run(
                 lambda: ledger.reserve(counts, key, limit, quantity, rid, reservation_id is None)
             )

@@ -147,6 +147,10 @@ async def test_staleness_grows_when_nats_stops_and_memory_recovers_when_it_is_ba
             free, pro = client.check("cus_free", "api_calls"), client.check("cus_pro", "tokens")
             assert (free.allowed, pro.allowed) == (False, True)
             assert free.reason == "nats_unavailable"
+            held_free = await client.reserve("cus_free", "api_calls")
+            held_pro = await client.reserve("cus_pro", "tokens")
+            assert (held_free.allowed, held_pro.allowed) == (False, True)
+            assert held_free.degraded and held_pro.reservation_id is None
             # NATS back (a restart: the watches' consumers are gone): current again only
             # once watched again, and a write made then reaches memory at once, not after
             # nats-py's missed heartbeats (~20 s).
