@@ -131,14 +131,14 @@ async def test_expired_and_released_reservations_free_their_units(
     config = TierConfig.model_validate(
         DEFAULT_TIERS.model_dump() | {"tiers": [{"name": "free", "limits": {"api_calls": 10}}]}
     )
-    short = _logic(nats_server.url, config, ttl=3)
+    short = _logic(nats_server.url, config, ttl=5)
     logic = _logic(nats_server.url, config)
     try:
         assert (await short.check(_reserve("cus_exp", 10)))["allowed"]
         assert not (await short.check(_reserve("cus_exp", 1)))["allowed"]
         # Expiry: the units come back once the hold's slot has passed.
         await wait_until_async(
-            lambda: _allowed(logic, "cus_exp"), 15, "an expired reservation frees its units"
+            lambda: _allowed(logic, "cus_exp"), 30, "an expired reservation frees its units"
         )
         held = await logic.check(_reserve("cus_rel", 10, rid="job-7"))
         assert held["allowed"] and held["reservation_id"] == "job-7"
