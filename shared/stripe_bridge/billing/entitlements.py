@@ -283,21 +283,23 @@ class Entitlements:
             raise Refusal(404, "unknown_customer", "no billing events for this customer")
         now = datetime.now(UTC)
 
+        async def one(kv: dict[str, Any], meter: str, window: Window) -> dict[str, Any]:
+            key = count_key(customer, meter, window, now)
+            limit = tier.limits.get(meter)
+            standing = await self._ledger(kv).standing(kv[window.value], key, limit, 0)
+            return {
+                "window": window.value,
+                "limit": limit,
+                "used": standing.used,
+                "reserved": standing.reserved,
+                "remaining": standing.remaining,
+                "reset_at": _iso(reset_at(window, now)),
+            }
+
         async def read(kv: dict[str, Any]) -> dict[str, Any]:
-            meters: dict[str, Any] = {}
-            for meter, window in self.config.meters.items():
-                key = count_key(customer, meter, window, now)
-                limit = tier.limits.get(meter)
-                standing = await self._ledger(kv).standing(kv[window.value], key, limit, 0)
-                meters[meter] = {
-                    "window": window.value,
-                    "limit": limit,
-                    "used": standing.used,
-                    "reserved": standing.reserved,
-                    "remaining": standing.remaining,
-                    "reset_at": _iso(reset_at(window, now)),
-                }
-            return meters
+            meters = self.config.meters.items()  # every meter's reads at once
+            found = await asyncio.gather(*(one(kv, meter, window) for meter, window in meters))
+            return dict(zip(self.config.meters, found, strict=True))
 
         meters = await self._retrying(read)
         return {
