@@ -37,6 +37,7 @@ from typing import Any, NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import BaseModel, ConfigDict, Field
+from stripe_bridge_entitlements.reservations import Reservations, reservations_bucket
 
 from .deadletters import (
     DeadLetterFailed,
@@ -266,6 +267,7 @@ class UsageCounter:
         self.buckets: dict[Window, Any] = {}
         self.dedup_horizon = dedup_horizon_days * 86400
         self.seen: Any = None
+        self.reservations: Reservations | None = None
         self.dead_letters = DeadLetters(self.js, name, self.metrics.dead_letters, usage_dead_letter)
 
     @property
@@ -322,6 +324,12 @@ class UsageCounter:
             self.metrics.records.labels(meter, "already_counted").inc()
             return
         key = count_key(customer, meter, window, when)
+        if self.reservations is not None:
+            # A reservation under the record's id (a check that reserved, then recorded its
+            # usage through billing_usage) becomes this usage rather than holding the same
+            # units until it expires (the in-process client hands it over itself; then
+            # this finds nothing). Its ledger keeps it until ``seq`` is counted.
+            await self.reservations.consume(self.buckets[window], key, record_id, seq)
         added = await apply_record(self.buckets[window], key, seq, value, record_id)
         self.metrics.records.labels(meter, "counted" if added else "already_counted").inc()
         if added:
@@ -354,6 +362,9 @@ class UsageCounter:
         self.seen = await key_value(
             self.js, SEEN_BUCKET, self.bucket_replicas, history=1, ttl=self.dedup_horizon
         )
+        # consume() never reserves: the hold's own slot says when it expires, not this ttl.
+        ledger = await reservations_bucket(self.js, self.bucket_replicas)
+        self.reservations = Reservations(ledger, ttl=1)
         bound = False
         while not stop.is_set():
             try:
