@@ -1,18 +1,24 @@
-"""Benchmark ``POST /v1/check`` of one entitlements function process beside a raw KV get.
+"""Benchmark the in-process entitlements client beside raw nats-py KV calls, in one run.
 
-Run: ``.venv/bin/python bench/bench_entitlements.py [--checks N] [--concurrency C] [--json P]``.
+Run: ``.venv/bin/python bench/bench_entitlements.py [--repeats R] [--checks N] [--ops N]
+[--held 0,1000,10000] [--json P]``.
 
-In one run, on loopback only, it starts its own nats-server and one function process
-(``stripe-bridge serve --source functions/billing_entitlements/main.py``, as the container
-runs it), then measures, with the same request count and concurrency:
+On loopback only it starts its own nats-server, creates the buckets the bridge creates and
+publishes a tier file (the free tier with a limit too high to reach), then measures, in
+``--repeats`` interleaved repeats (each repeat runs every row once, starting one row later
+than the repeat before):
 
-* the baseline: a raw ``kv.get`` of one usage count (nats-py, no HTTP);
-* ``/v1/check`` without a reservation (HTTP, JSON, tier read + count read);
-* ``/v1/check`` with ``reserve: true`` (one more compare-and-set write), for distinct
-  customers so that only the work is measured, not contention on one key.
+* ``raw kv.get`` (nats-py, one count): the round trip a check over the network costs;
+* ``client.check``: ``EntitlementsClient.check`` from memory, one call at a time;
+* ``raw kv.update``: a compare-and-set loop on one key (nats-py), the floor of any exact
+  reservation;
+* ``client.reserve``: ``EntitlementsClient.reserve``, one at a time (reads the count and
+  the ledger, writes the ledger and the reservation's own key);
+* ``propagation``: a count written with ``kv.put`` until ``client.check`` sees it;
+* ``reserve, N held``: ``client.reserve`` on a customer already holding N reservations.
 
-It prints checks/s and p50/p99 latency of each. Every loop is bounded; everything it
-started stops at the end. Figures are printed, never asserted.
+Every figure printed is the median of the repeats with its lowest and highest. Every loop
+is bounded; everything it started stops at the end. Figures are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -29,99 +35,200 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-from stripe_bridge.billing.limits import Window
+from stripe_bridge.billing.projector import tiers_bucket
+from stripe_bridge.billing.tiers import DEFAULT_TIERS, TierConfig
+from stripe_bridge.billing.usage import provision_usage_streams
 from stripe_bridge.billing.usage_counter import count_key, usage_buckets
 from stripe_bridge.natsserver import NatsServer
-from stripe_bridge_testing.processes import FunctionProcess
+from stripe_bridge_entitlements.client import EntitlementsClient
+from stripe_bridge_entitlements.reservations import publish_tier_file, reservations_bucket
+from stripe_bridge_entitlements.windows import Window
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+#: The free tier with limits no run reaches: every reservation is granted and held.
+ROOMY = TierConfig.model_validate(
+    DEFAULT_TIERS.model_dump() | {"tiers": [{"name": "free", "limits": {"api_calls": 10**12}}]}
+)
+LIMIT = 10**12
 
 
-async def measure(
-    name: str, count: int, concurrency: int, one: Callable[[int], Awaitable[None]]
-) -> dict[str, Any]:
-    """Run ``one(i)`` ``count`` times with ``concurrency`` workers; rate and latencies."""
-    latencies: list[float] = []
-    queue = iter(range(count))
-
-    async def worker() -> None:
-        for i in queue:
-            started = time.perf_counter()
-            await one(i)
-            latencies.append(time.perf_counter() - started)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - started
+def figures(name: str, latencies: list[float], elapsed: float, unit: float) -> dict[str, Any]:
+    """Rate and p50/p99 of one phase (``unit``: seconds per printed unit)."""
     ordered = sorted(latencies)
     return {
         "name": name,
-        "checks": len(latencies),
-        "rate": len(latencies) / elapsed,
-        "p50_ms": statistics.median(ordered) * 1000,
-        "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000,
+        "ops": len(ordered),
+        "rate": len(ordered) / elapsed,
+        "p50": statistics.median(ordered) / unit,
+        "p99": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] / unit,
+        "unit": {1e-6: "us", 1e-3: "ms"}[unit],
     }
 
 
-async def run(checks: int, concurrency: int, url: str, fn_url: str) -> list[dict[str, Any]]:
-    """The three measurements against a running server and function."""
+async def timed(name: str, count: int, one: Callable[[int], Awaitable[Any]]) -> dict[str, Any]:
+    """``one(i)`` ``count`` times in sequence, in milliseconds."""
+    latencies = []
+    started = time.perf_counter()
+    for i in range(count):
+        t = time.perf_counter()
+        await one(i)
+        latencies.append(time.perf_counter() - t)
+    return figures(name, latencies, time.perf_counter() - started, 1e-3)
+
+
+def checks(client: EntitlementsClient, count: int) -> dict[str, Any]:
+    """``count`` in-memory checks, in microseconds (each one timed on its own)."""
+    clock = time.perf_counter
+    check = client.check
+    latencies = [0.0] * count
+    started = clock()
+    for i in range(count):
+        t = clock()
+        check("cus_bench", "api_calls", 1)
+        latencies[i] = clock() - t
+    elapsed = clock() - started
+    return figures("client.check", latencies, elapsed, 1e-6)
+
+
+async def propagation(kv: Any, client: EntitlementsClient, count: int) -> dict[str, Any]:
+    """A count written with ``kv.put`` until ``client.check`` answers by it, in ms."""
+    key = count_key("cus_prop", "api_calls", Window.DAY, datetime.now(UTC))
+    latencies = []
+    started = time.perf_counter()
+    base = int(time.time() * 1000) % 1_000_000 * 1000  # distinct from any earlier repeat
+    for i in range(count):
+        used = base + i + 1
+        t = time.perf_counter()
+        await kv.put(key, json.dumps({"used": used}).encode())
+        deadline = t + 10
+        while client.check("cus_prop", "api_calls").remaining != LIMIT - used:
+            if time.perf_counter() > deadline:
+                raise RuntimeError("the client never saw a count written")
+            await asyncio.sleep(0)  # let the watcher run; poll again at once
+        latencies.append(time.perf_counter() - t)
+    return figures("propagation kv.put -> check", latencies, time.perf_counter() - started, 1e-3)
+
+
+async def hold(client: EntitlementsClient, customer: str, count: int) -> None:
+    """Make ``customer`` hold ``count`` reservations (16 at a time)."""
+    await client.serve(customer)
+    for start in range(0, count, 16):
+        batch = range(start, min(count, start + 16))
+        answers = await asyncio.gather(*(client.reserve(customer, "api_calls") for _ in batch))
+        if not all(a.allowed for a in answers):
+            raise RuntimeError("a reservation was refused")
+
+
+async def run(
+    url: str, repeats: int, count: int, ops: int, held: list[int]
+) -> list[dict[str, Any]]:
+    """Every row ``repeats`` times, interleaved; one dict per row and repeat."""
     import nats
 
     nc = await nats.connect(url)
+    js = nc.jetstream()
+    await provision_usage_streams(js)
+    counts = (await usage_buckets(js))[Window.DAY]
+    await tiers_bucket(js)
+    await reservations_bucket(js)
+    await publish_tier_file(js, ROOMY.model_dump_json().encode())
+    client = await EntitlementsClient.connect(url, reservation_ttl=3600)
     try:
-        kv = (await usage_buckets(nc.jetstream()))[Window.DAY]
+        await client.serve("cus_bench")
+        await client.serve("cus_prop")
         key = count_key("cus_bench", "api_calls", Window.DAY, datetime.now(UTC))
-        await kv.put(key, b'{"used": 1, "last_seq": 1}')
+        await counts.put(key, b'{"used": 1, "last_seq": 1}')
+        cas_key = "bench.cas"
+        revision = [await counts.put(cas_key, b"0")]
+        for n in held:
+            await hold(client, f"cus_held_{n}", n)
 
         async def raw_get(_i: int) -> None:
-            await kv.get(key)
+            await counts.get(key)
 
-        async with httpx.AsyncClient(base_url=fn_url, timeout=10) as client:
+        async def raw_update(i: int) -> None:
+            revision[0] = await counts.update(cas_key, str(i).encode(), last=revision[0])
 
-            def check(reserve: bool) -> Callable[[int], Awaitable[None]]:
-                async def one(i: int) -> None:
-                    customer = f"cus_{i}" if reserve else "cus_bench"
-                    body = {"customer": customer, "meter": "api_calls", "reserve": reserve}
-                    response = await client.post("/v1/check", json=body)
-                    if response.status_code != 200 or response.json()["degraded"]:
-                        raise RuntimeError(f"check failed: {response.status_code} {response.text}")
+        async def reserve(_i: int) -> None:
+            if not (await client.reserve("cus_bench", "api_calls")).allowed:
+                raise RuntimeError("a reservation was refused")
 
-                return one
+        def held_reserve(n: int) -> Callable[[], Awaitable[dict[str, Any]]]:
+            async def phase() -> dict[str, Any]:
+                async def one(_i: int) -> None:
+                    if not (await client.reserve(f"cus_held_{n}", "api_calls")).allowed:
+                        raise RuntimeError("a reservation was refused")
 
-            await measure("warm-up", 50, 4, check(False))
-            return [
-                await measure("raw kv.get (baseline)", checks, concurrency, raw_get),
-                await measure("/v1/check", checks, concurrency, check(False)),
-                await measure("/v1/check reserve", checks, concurrency, check(True)),
-            ]
+                return await timed(f"reserve, {n} held", ops, one)
+
+            return phase
+
+        async def check_phase() -> dict[str, Any]:
+            return checks(client, count)
+
+        async def get_phase() -> dict[str, Any]:
+            return await timed("raw kv.get", ops, raw_get)
+
+        async def update_phase() -> dict[str, Any]:
+            return await timed("raw kv.update (CAS)", ops, raw_update)
+
+        async def reserve_phase() -> dict[str, Any]:
+            return await timed("client.reserve", ops, reserve)
+
+        async def propagation_phase() -> dict[str, Any]:
+            return await propagation(counts, client, max(20, ops // 5))
+
+        rows: list[Callable[[], Awaitable[dict[str, Any]]]] = [get_phase, check_phase]
+        rows += [update_phase, reserve_phase, propagation_phase]
+        rows += [held_reserve(n) for n in held]
+        checks(client, min(count, 10_000))  # warm-up
+        results = []
+        for repeat in range(repeats):
+            for row in rows[repeat % len(rows) :] + rows[: repeat % len(rows)]:
+                results.append(await row() | {"repeat": repeat})
+        return results
     finally:
+        await client.close()
         await nc.close()
 
 
+def summary(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per row: the median of the repeats' rate, p50 and p99, with lowest and highest."""
+    names = list(dict.fromkeys(r["name"] for r in results))
+    rows = []
+    for name in names:
+        runs = [r for r in results if r["name"] == name]
+        row: dict[str, Any] = {"name": name, "unit": runs[0]["unit"], "ops": runs[0]["ops"]}
+        for field in ("rate", "p50", "p99"):
+            values = [r[field] for r in runs]
+            row[field] = statistics.median(values)
+            row[f"{field}_range"] = [min(values), max(values)]
+        rows.append(row)
+    return rows
+
+
 def main() -> int:
-    """Start the servers, measure, print."""
+    """Start nats-server, measure, print."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checks", type=int, default=3000)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--checks", type=int, default=200_000, help="checks per phase")
+    parser.add_argument("--ops", type=int, default=1000, help="NATS operations per phase")
+    parser.add_argument("--held", default="0,1000,10000", help="reservations held, per row")
     parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args()
+    held = [int(n) for n in args.held.split(",") if n]
     with tempfile.TemporaryDirectory() as tmp, NatsServer(Path(tmp) / "nats") as server:
-        env = {"NATS_URL": server.url, "LOG_LEVEL": "WARNING", "STRIPE_WEBHOOK_SECRET": "whsec_x"}
-        function = FunctionProcess("billing_entitlements", env, Path(tmp) / "fn", REPO_ROOT)
-        function.start()
-        try:
-            figures = asyncio.run(run(args.checks, args.concurrency, server.url, function.url))
-        finally:
-            function.stop()
-    print(f"{args.checks} each, concurrency {args.concurrency}, one function process:")
-    for row in figures:
+        results = asyncio.run(run(server.url, args.repeats, args.checks, args.ops, held))
+    rows = summary(results)
+    print(f"median [lowest-highest] of {args.repeats} interleaved repeats, one process:")
+    for row in rows:
+        low, high = row["rate_range"]
+        unit = row["unit"]
         print(
-            f"  {row['name']:<24} {row['rate']:>8.0f} checks/s"
-            f"   p50 {row['p50_ms']:6.2f} ms   p99 {row['p99_ms']:6.2f} ms"
+            f"  {row['name']:<28} {row['rate']:>9.0f}/s [{low:.0f}-{high:.0f}]"
+            f"   p50 {row['p50']:8.2f} {unit}   p99 {row['p99']:8.2f} {unit}"
         )
     if args.json:
-        args.json.write_text(json.dumps(figures, indent=2))
+        args.json.write_text(json.dumps({"rows": rows, "phases": results}, indent=2))
     return 0
 
 

@@ -27,7 +27,7 @@ from stripe_bridge.billing.tiers import (
     Update,
     Version,
 )
-from stripe_bridge.billing.usage import UsageRecord, encode
+from stripe_bridge.billing.usage import UsageRecord, encode, provision_usage_streams
 from stripe_bridge.billing.usage_counter import (
     UsageCounter,
     count_key,
@@ -37,6 +37,7 @@ from stripe_bridge.billing.usage_counter import (
 from stripe_bridge.cli import main
 from stripe_bridge.config import Settings
 from stripe_bridge.natsserver import NatsServer
+from stripe_bridge_entitlements.reservations import Reservations, reservations_bucket
 from stripe_bridge_testing.waiting import wait_until_async
 
 from ..conftest import FunctionFactory
@@ -96,8 +97,6 @@ def _records(count: int) -> list[UsageRecord]:
 
 
 async def _publish(url: str, records: list[UsageRecord]) -> None:
-    from stripe_bridge.billing.usage import provision_usage_streams
-
     import nats
 
     nc = await nats.connect(url)
@@ -211,13 +210,22 @@ async def test_racing_checks_for_the_last_unit_allow_exactly_one(nats_server: Na
         assert sum(a["allowed"] for a in answers) == 1
         assert [a["remaining"] for a in answers if not a["allowed"]] == [0.0] * 7
         winner = next(a for a in answers if a["allowed"])
-        # The caller records what it reserved, under the reservation id: counted once.
+        # The caller records what it reserved, under the reservation id, and hands the
+        # reservation over to the usage it became: counted once, first held, then used.
         record = UsageRecord(
             meter="api_calls", customer_id=customer, value=1, id=winner["reservation_id"], time=NOW
         )
-        await _publish(nats_server.url, [record])
         nc = await nats.connect(nats_server.url)
         try:
+            js = nc.jetstream()
+            await provision_usage_streams(js)
+            ack = await js.publish(*encode(record)[:2], headers=encode(record)[2])
+            ledger = Reservations(await reservations_bucket(js), 300)
+            counts = (await usage_buckets(js))[Window.DAY]
+            key = count_key(customer, "api_calls", Window.DAY, NOW)
+            assert await ledger.consume(counts, key, winner["reservation_id"], ack.seq)
+            held = (await logic.view(customer))["meters"]["api_calls"]
+            assert (held["used"], held["reserved"], held["remaining"]) == (0, 100, 0)
             await _run_counter(nc, "counter", 1)
         finally:
             await nc.close()
@@ -229,13 +237,52 @@ async def test_racing_checks_for_the_last_unit_allow_exactly_one(nats_server: Na
         await logic.close()
 
 
+async def test_usage_recorded_over_http_takes_its_reservation_over(
+    nats_server: NatsServer,
+) -> None:
+    """A caller that reserves through /v1/check and records the usage through billing_usage
+    (which knows nothing of reservations) under the reservation id: the counter turns the
+    reservation into that usage. Before, the units stayed held beside the usage until the
+    reservation expired (300 s), and the customer's last units were wrongly denied."""
+    import nats
+
+    logic = _entitlements(nats_server.url)
+    customer = "cus_http"
+    try:
+        # An unknown customer gets the first tier: free, 100 api_calls a day.
+        held = await logic.check(
+            CheckRequest(customer=customer, meter="api_calls", quantity=60, reserve=True)
+        )
+        assert held["allowed"] and held["remaining"] == 40
+        record = UsageRecord(
+            meter="api_calls", customer_id=customer, value=60, id=held["reservation_id"], time=NOW
+        )
+        nc = await nats.connect(nats_server.url)
+        try:
+            js = nc.jetstream()
+            await provision_usage_streams(js)
+            subject, body, headers = encode(record)
+            await js.publish(subject, body, headers=headers)  # what billing_usage stores
+            await _run_counter(nc, "counter", 1)
+        finally:
+            await nc.close()
+        api = (await logic.view(customer))["meters"]["api_calls"]
+        assert (api["used"], api["reserved"], api["remaining"]) == (60, 0, 40)
+        last = await logic.check(CheckRequest(customer=customer, meter="api_calls", quantity=40))
+        assert last["allowed"]
+    finally:
+        await logic.close()
+
+
 async def test_entitlements_function_answers_and_degrades_per_tier(
     tmp_path: Path, start_function: FunctionFactory
 ) -> None:
     nats_server = NatsServer(tmp_path / "nats").start()
     try:
         await _make_pro(nats_server.url, "cus_pro")
-        fn = start_function("billing_entitlements", NATS_URL=nats_server.url)
+        fn = start_function(
+            "billing_entitlements", NATS_URL=nats_server.url, ENTITLEMENTS_UNAVAILABLE_AFTER="1"
+        )
         async with httpx.AsyncClient(base_url=fn.url, timeout=10) as client:
             view = await client.get("/v1/customers/cus_pro/entitlements")
             check = await client.post(

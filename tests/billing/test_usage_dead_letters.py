@@ -17,7 +17,7 @@ from stripe_bridge.billing.usage import (
     encode,
     provision_usage_streams,
 )
-from stripe_bridge.billing.usage_counter import UsageCounter, count_key, read_count
+from stripe_bridge.billing.usage_counter import Record, UsageCounter, count_key, read_count
 from stripe_bridge.natsserver import NatsServer
 from stripe_bridge.redrive import KNOWN, Choice, redrive
 from stripe_bridge_events.deadletter import REASON_HEADER
@@ -30,9 +30,9 @@ WHEN = datetime.fromisoformat("2026-01-15T12:00:00+00:00")
 class WholeNumbersOnly(UsageCounter):
     """The counter before the fix: it refused fractional values."""
 
-    def read(self, data: bytes) -> tuple[str, str, float, datetime, str]:
+    def read(self, data: bytes) -> Record:
         record = super().read(data)
-        if not record[2].is_integer():
+        if not record.value.is_integer():
             raise ValueError("fractional value")
         return record
 
@@ -186,5 +186,47 @@ async def test_a_record_redriven_twice_is_counted_once(nats_server: NatsServer) 
         await run_until(counter, read_both, "both redriven copies read")
         key = count_key("cus_2x", "tokens", Window.MONTH, WHEN)
         assert (await read_count(counter.buckets[Window.MONTH], key))[0].used == 4
+    finally:
+        await nc.close()
+
+
+async def test_a_late_retry_after_the_duplicate_window_is_counted_once(
+    nats_server: NatsServer,
+) -> None:
+    """Issue #19: a record retried with the same id after USAGE's 2-hour duplicate window was
+    stored again and counted again (14 for a value of 7). The stream then holds two copies;
+    the counter counts the record once over its horizon, and a new id still counts."""
+    import nats
+
+    nc = await nats.connect(nats_server.url)
+    try:
+        js = nc.jetstream()
+        await provision_usage_streams(js)
+        late = UsageRecord(meter="tokens", customer_id="cus_late", value=7, id="rec-1", time=WHEN)
+        await publish(js, late)
+        # What the stream stores once its duplicate window has passed: the same record
+        # under a fresh Nats-Msg-Id (the window is the stream's, not the counter's).
+        subject, body, headers = encode(late)
+        await js.publish(subject, body, headers={**headers, "Nats-Msg-Id": "after-window"})
+        other = UsageRecord(meter="tokens", customer_id="cus_late", value=5, id="rec-2", time=WHEN)
+        await publish(js, other)
+        assert (await js.stream_info("USAGE")).state.messages == 3
+
+        counter = UsageCounter(nc, DEFAULT_TIERS)
+        key = count_key("cus_late", "tokens", Window.MONTH, WHEN)
+
+        async def counted() -> bool:
+            if not counter.buckets:
+                return False
+            return (await read_count(counter.buckets[Window.MONTH], key))[0].used == 12
+
+        await run_until(counter, counted, "7 + 5 counted")
+        records = counter.metrics.records
+        assert records.labels("tokens", "already_counted")._value.get() == 1
+        assert records.labels("tokens", "counted")._value.get() == 2
+        # A restart re-reads nothing twice: the count stays 12.
+        again = UsageCounter(nc, DEFAULT_TIERS, name="counter")
+        await run_until(again, counted, "the count unchanged after a restart")
+        assert (await read_count(again.buckets[Window.MONTH], key))[0].used == 12
     finally:
         await nc.close()

@@ -4,10 +4,11 @@
   so far (counted by ``count-usage``), reservations, what remains and when it resets;
 - ``POST /v1/check`` ``{customer, meter, quantity, reserve?, reservation_id?}``: allow or
   deny with ``remaining`` and ``reset_at``. With ``reserve`` an allowed quantity is held
-  by compare-and-set on the count's KV revision, so two checks racing for the last unit
-  are never both allowed; the caller then records the usage with the reservation id as
-  the usage record's id, and the counter turns the reservation into usage (unused
-  reservations expire after ``ENTITLEMENTS_RESERVATION_TTL`` seconds).
+  in the count's reservation ledger by compare-and-set (``stripe_bridge_entitlements``),
+  so checks racing for the last units are never allowed beyond the limit; the caller then
+  records the usage with the reservation id as the usage record's id (unused
+  reservations expire after ``ENTITLEMENTS_RESERVATION_TTL`` seconds);
+- ``POST /v1/release`` ``{customer, meter, reservation_id}``: free a reservation not used.
 
 A customer the tier projector never saw gets the first tier's limits (``known: false``),
 or is denied when the tier file says ``unknown_customer: deny``. When NATS cannot be
@@ -23,15 +24,25 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cachetools import LRUCache
 from prometheus_client import Counter
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.requests import Request
+from stripe_bridge_entitlements.cas import Contention
+from stripe_bridge_entitlements.patience import Patience, Unavailable
+from stripe_bridge_entitlements.reservations import (
+    RESERVATIONS_BUCKET,
+    Reservations,
+    Standing,
+    publish_tier_file,
+    reservations_bucket,
+)
 
 from ..config import ConfigError, Settings, load_model
 from ..http import Reply
@@ -40,15 +51,16 @@ from ..reasons import Reason, Refused
 from .endpoints import BillingEndpoint, BillingRuntime, Refusal, parse, read_json
 from .limits import UnknownCustomer, WhenUnavailable, Window, reset_at
 from .projector import read_state
-from .tiers import TIERS_BUCKET, TierConfig, TierDefinition
-from .usage_counter import Reservation, count_key, read_count, usage_buckets, write_count
+from .tiers import TIERS_BUCKET, CustomerState, TierConfig, TierDefinition
+from .usage_counter import count_key, usage_buckets
 
 log = logging.getLogger(__name__)
 
 CUSTOMER_PATH = re.compile(r"/v1/customers/([^/]{1,255})/entitlements")
 CHECK_PATH = "/v1/check"
+RELEASE_PATH = "/v1/release"
 CHECK_MAX_BYTES = 16 * 1024
-CAS_ATTEMPTS = 20
+T = TypeVar("T")
 
 
 class EntitlementSettings(BaseSettings):
@@ -65,6 +77,13 @@ class EntitlementSettings(BaseSettings):
     )
     reservation_ttl: float = Field(default=300, gt=0, le=86400)
     nats_timeout: float = Field(default=0.5, gt=0, le=10, description="Per KV request, s.")
+    unavailable_after: float = Field(
+        default=10,
+        ge=0,
+        le=120,
+        description="Seconds of retried NATS trouble before `when_unavailable` applies "
+        "(a JetStream leader election takes a few seconds and is not unavailability).",
+    )
     tier_cache_size: int = Field(default=100_000, ge=1)
 
 
@@ -80,6 +99,16 @@ class CheckRequest(BaseModel):
     reservation_id: str | None = Field(
         default=None, min_length=1, max_length=255, pattern=r"^[A-Za-z0-9_.:-]+$"
     )
+
+
+class ReleaseRequest(BaseModel):
+    """The body of ``POST /v1/release``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    customer: str = Field(min_length=1, max_length=255)
+    meter: str = Field(pattern=r"^[A-Za-z0-9_-]+$", max_length=64)
+    reservation_id: str = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9_.:-]+$")
 
 
 class NatsUnavailable(Exception):
@@ -101,6 +130,7 @@ class Entitlements:
         self._kv: dict[str, Any] = {}
         self._lock = asyncio.Lock()
         self._failed_at = float("-inf")
+        self.patience = Patience(own.unavailable_after, own.nats_timeout * 4)
         #: Tier names last read per customer: what a degraded answer goes by.
         self.last_tier: LRUCache[str, str] = LRUCache(maxsize=own.tier_cache_size)
 
@@ -127,12 +157,18 @@ class Entitlements:
                 js = nc.jetstream(timeout=self.own.nats_timeout)
                 windows = await usage_buckets(js)
                 tiers = await self._tiers_bucket(js)
+                reservations = await reservations_bucket(js)
+                # The in-process clients read the limits from here (docs/entitlements.md).
+                await publish_tier_file(js, self.config.model_dump_json().encode())
             except Exception as exc:
                 self._failed_at = time.monotonic()
                 raise NatsUnavailable(type(exc).__name__) from exc
             nc.options["max_reconnect_attempts"] = -1
             self._nc = nc
-            self._kv = {w.value: kv for w, kv in windows.items()} | {TIERS_BUCKET: tiers}
+            self._kv = {w.value: kv for w, kv in windows.items()} | {
+                TIERS_BUCKET: tiers,
+                RESERVATIONS_BUCKET: reservations,
+            }
             return self._kv
 
     @staticmethod
@@ -144,19 +180,26 @@ class Entitlements:
         except BucketNotFoundError:
             return None  # the projector never ran: every customer is unknown
 
-    async def _call(self, work: Any) -> Any:
-        """Run ``work`` (a coroutine on NATS), mapping NATS trouble onto NatsUnavailable."""
-        from nats import errors as nats_errors
+    async def _retrying(self, work: Callable[[dict[str, Any]], Awaitable[T]]) -> T:
+        """``work(buckets)``, retried while NATS is in trouble for at most
+        ``unavailable_after`` seconds (``Patience``); then NatsUnavailable."""
+
+        async def attempt() -> T:
+            return await work(await self._buckets())
 
         try:
-            return await asyncio.wait_for(work, self.own.nats_timeout * 4)
-        except (nats_errors.Error, TimeoutError, OSError) as exc:
-            raise NatsUnavailable(type(exc).__name__) from exc
+            return await self.patience.run(attempt, also=(NatsUnavailable,))
+        except Unavailable as exc:
+            raise NatsUnavailable(str(exc)) from exc
 
     async def tier_of(self, customer: str) -> tuple[TierDefinition | None, bool]:
         """(tier, known): the customer's tier; None when unknown customers are denied."""
-        kv = (await self._buckets())[TIERS_BUCKET]
-        state = None if kv is None else (await self._call(read_state(kv, customer)))[0]
+
+        async def read(kv: dict[str, Any]) -> CustomerState | None:
+            tiers = kv[TIERS_BUCKET]
+            return None if tiers is None else (await read_state(tiers, customer))[0]
+
+        state = await self._retrying(read)
         if state is not None:
             self.last_tier[customer] = state.tier
             return self.config.get(state.tier) or self.config.tiers[0], True
@@ -186,31 +229,36 @@ class Entitlements:
         now = datetime.now(UTC)
         base |= {"tier": tier.name, "known": known, "limit": limit}
         base["reset_at"] = _iso(reset_at(window, now))
-        kv = (await self._buckets())[window.value]
         key = count_key(request.customer, request.meter, window, now)
-        for _ in range(CAS_ATTEMPTS):
-            count, revision = await self._call(read_count(kv, key))
-            moment = time.time()
-            reservations = count.pruned(moment)
-            reserved = sum(r.quantity for r in reservations.values())
-            remaining = None if limit is None else max(0.0, limit - count.used - reserved)
-            allowed = remaining is None or request.quantity <= remaining
-            answer = base | {"used": count.used, "reserved": reserved, "remaining": remaining}
-            if not (request.reserve and allowed and remaining is not None):
-                return answer | {"allowed": allowed, "reservation_id": None}
-            rid = request.reservation_id or str(uuid.uuid4())
-            if rid in reservations:  # the same reservation asked again: already held
-                return answer | {"allowed": True, "reservation_id": rid}
-            held = Reservation(quantity=request.quantity, expires=moment + self.own.reservation_ttl)
-            new = count.model_copy(update={"reservations": {**reservations, rid: held}})
-            if await self._call(write_count(kv, key, new, revision)):
-                return answer | {
-                    "allowed": True,
-                    "reserved": reserved + request.quantity,
-                    "remaining": remaining - request.quantity,
-                    "reservation_id": rid,
-                }
-        raise Refusal(503, "contention", "too many concurrent checks, retry", retry_after=1)
+        # One id for every attempt: a retried reservation finds its own hold.
+        rid = request.reservation_id or str(uuid.uuid4())
+
+        async def decide(kv: dict[str, Any]) -> Standing:
+            counts = kv[window.value]
+            if request.reserve:
+                new_id = request.reservation_id is None
+                ledger = self._ledger(kv)
+                return await ledger.reserve(counts, key, limit, request.quantity, rid, new_id)
+            return await self._ledger(kv).standing(counts, key, limit, request.quantity)
+
+        try:
+            standing = await self._retrying(decide)
+        except Contention:
+            raise Refusal(503, "contention", "too many concurrent checks, retry", 1) from None
+        return base | standing.model_dump()
+
+    async def release(self, customer: str, meter: str, reservation_id: str) -> bool:
+        """Free what reservation ``reservation_id`` holds; False if nothing is held."""
+        window = self._window(meter)
+        key = count_key(customer, meter, window, datetime.now(UTC))
+
+        async def release(kv: dict[str, Any]) -> bool:
+            return await self._ledger(kv).release(kv[window.value], key, reservation_id)
+
+        return await self._retrying(release)
+
+    def _ledger(self, kv: dict[str, Any]) -> Reservations:
+        return Reservations(kv[RESERVATIONS_BUCKET], self.own.reservation_ttl)
 
     def degraded(self, request: CheckRequest) -> dict[str, Any]:
         """The answer while NATS is unreachable: the tier's ``when_unavailable``."""
@@ -235,21 +283,26 @@ class Entitlements:
         if tier is None:
             raise Refusal(404, "unknown_customer", "no billing events for this customer")
         now = datetime.now(UTC)
-        kv = await self._buckets()
-        meters: dict[str, Any] = {}
-        for meter, window in self.config.meters.items():
+
+        async def one(kv: dict[str, Any], meter: str, window: Window) -> dict[str, Any]:
             key = count_key(customer, meter, window, now)
-            count, _ = await self._call(read_count(kv[window.value], key))
             limit = tier.limits.get(meter)
-            reserved = count.reserved(time.time())
-            meters[meter] = {
+            standing = await self._ledger(kv).standing(kv[window.value], key, limit, 0)
+            return {
                 "window": window.value,
                 "limit": limit,
-                "used": count.used,
-                "reserved": reserved,
-                "remaining": None if limit is None else max(0.0, limit - count.used - reserved),
+                "used": standing.used,
+                "reserved": standing.reserved,
+                "remaining": standing.remaining,
                 "reset_at": _iso(reset_at(window, now)),
             }
+
+        async def read(kv: dict[str, Any]) -> dict[str, Any]:
+            meters = self.config.meters.items()  # every meter's reads at once
+            found = await asyncio.gather(*(one(kv, meter, window) for meter, window in meters))
+            return dict(zip(self.config.meters, found, strict=True))
+
+        meters = await self._retrying(read)
         return {
             "customer": customer,
             "known": known,
@@ -319,8 +372,18 @@ def make_entitlements_function(
                 return 200, await logic.view(match[1])
             except NatsUnavailable:
                 raise Refusal(503, "nats_unavailable", "NATS unavailable", 1) from None
-        if request.url.path.rstrip("/") != CHECK_PATH:
-            raise Refusal(404, "not_found", f"no such path; POST {CHECK_PATH}")
+        path = request.url.path.rstrip("/")
+        if path == RELEASE_PATH:
+            release = parse(ReleaseRequest, read_json(body))
+            try:
+                freed = await logic.release(release.customer, release.meter, release.reservation_id)
+            except NatsUnavailable:
+                raise Refusal(503, "nats_unavailable", "NATS unavailable, retry", 1) from None
+            except Contention:
+                raise Refusal(503, "contention", "too many concurrent writers, retry", 1) from None
+            return 200, {"released": freed}
+        if path != CHECK_PATH:
+            raise Refusal(404, "not_found", f"no such path; POST {CHECK_PATH} or {RELEASE_PATH}")
         check = parse(CheckRequest, read_json(body))
         try:
             answer = await logic.check(check)

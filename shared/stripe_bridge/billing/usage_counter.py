@@ -5,11 +5,15 @@ longer than its window); key ``<customer>.<meter>.<window start>``. Each entry h
 count, the stream sequence of the last record applied (``last_seq``) and the reservations
 ``/v1/check`` made on it, and changes only by compare-and-set.
 
-Exactly once: the USAGE stream already drops a record whose id (``Nats-Msg-Id``) it holds,
-and the counter reads the stream strictly in sequence order (an ordered consumer from its
-checkpoint, never a redelivery out of order), applying a record only if its sequence is
-above the entry's ``last_seq``. A restart re-reads from the checkpoint and skips what was
-applied; a second counter reading the same stream skips what the first applied.
+Exactly once: the counter reads the stream strictly in sequence order (an ordered consumer
+from its checkpoint, never a redelivery out of order), applying a record only if its
+sequence is above the entry's ``last_seq``. A restart re-reads from the checkpoint and
+skips what was applied; a second counter reading the same stream skips what the first
+applied. A record id is counted once over the dedup horizon (``--dedup-horizon-days``,
+default 32, OpenMeter's own example expiration), not only over USAGE's 2-hour duplicate
+window: the first stream sequence seen for a (source, id) is remembered in
+``BILLING_USAGE_SEEN`` (an entry per record, expiring after the horizon), and a later copy
+of the same record, a producer's late retry stored again, is ``already_counted``.
 
 A record the counter cannot read is dead-lettered to USAGE_DLQ with the reason (as the
 forwarder does, ``deadletters.usage_dead_letter``) before the checkpoint passes it; if
@@ -21,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -28,10 +33,11 @@ import re
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import BaseModel, ConfigDict, Field
+from stripe_bridge_entitlements.reservations import Reservations, reservations_bucket
 
 from .deadletters import (
     DeadLetterFailed,
@@ -56,6 +62,10 @@ WINDOW_TTL: dict[Window, float] = {
     Window.TOTAL: 0,
 }
 CAS_ATTEMPTS = 50
+#: The bucket remembering, per record, the stream sequence of the copy that counts.
+SEEN_BUCKET = "BILLING_USAGE_SEEN"
+#: How long a record id stays counted once (OpenMeter's example dedupe expiration, 768h).
+DEFAULT_DEDUP_HORIZON_DAYS = 32.0
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
@@ -110,6 +120,30 @@ async def usage_buckets(js: Any, replicas: int = 1) -> dict[Window, Any]:
         window: await key_value(js, usage_bucket(window), replicas, history=1, ttl=ttl or None)
         for window, ttl in WINDOW_TTL.items()
     }
+
+
+def record_key(source: str, record_id: str) -> str:
+    """The ``BILLING_USAGE_SEEN`` key of a record: OpenMeter's identity, (source, id), hashed
+    (ids may hold any character; a key may not)."""
+    return hashlib.sha256(f"{source}\0{record_id}".encode()).hexdigest()
+
+
+async def first_sighting(kv: Any, key: str, seq: int) -> bool:
+    """Whether the copy at stream sequence ``seq`` is the one of its record that counts.
+
+    The first copy seen claims the record's key with its sequence. Remembering it before
+    the count is safe: a crash in between re-reads the same ``seq`` (still the claimant,
+    so it is counted then), while any other copy, a late retry stored again or a record
+    redriven twice, finds another sequence there.
+    """
+    from nats.js.errors import KeyWrongLastSequenceError
+
+    try:
+        await kv.create(key, str(seq).encode())
+    except KeyWrongLastSequenceError:
+        entry = await kv.get(key)
+        return int(entry.value) == seq
+    return True
 
 
 async def read_count(kv: Any, key: str) -> tuple[MeterCount, int | None]:
@@ -187,14 +221,28 @@ class CounterMetrics:
         self.dead_letters = dead_letter_counter(r)
 
 
-def _record(data: bytes) -> tuple[str, str, float, datetime, str]:
-    """(meter, customer, value, time, id) of a usage CloudEvent."""
+class Record(NamedTuple):
+    """What the counter reads of a usage CloudEvent."""
+
+    meter: str
+    customer: str
+    value: float
+    time: datetime
+    id: str
+    source: str
+
+
+def _record(data: bytes) -> Record:
+    """The counted fields of a usage CloudEvent."""
     event = json.loads(data)
     when = datetime.fromisoformat(str(event["time"]).replace("Z", "+00:00"))
     value = float(event["data"]["value"])
     if not math.isfinite(value):
         raise ValueError(f"value {value} is not a finite number")
-    return str(event["type"]), str(event["subject"]), value, when, str(event["id"])
+    return Record(
+        str(event["type"]), str(event["subject"]), value, when, str(event["id"]),
+        str(event["source"]),
+    )  # fmt: skip
 
 
 class UsageCounter:
@@ -208,6 +256,7 @@ class UsageCounter:
         batch_size: int = 256,
         metrics: CounterMetrics | None = None,
         bucket_replicas: int = 1,
+        dedup_horizon_days: float = DEFAULT_DEDUP_HORIZON_DAYS,
     ) -> None:
         self.js = nc.jetstream()
         self.config = config
@@ -216,6 +265,9 @@ class UsageCounter:
         self.metrics = metrics or CounterMetrics()
         self.bucket_replicas = bucket_replicas
         self.buckets: dict[Window, Any] = {}
+        self.dedup_horizon = dedup_horizon_days * 86400
+        self.seen: Any = None
+        self.reservations: Reservations | None = None
         self.dead_letters = DeadLetters(self.js, name, self.metrics.dead_letters, usage_dead_letter)
 
     @property
@@ -238,9 +290,9 @@ class UsageCounter:
             if await write_count(kv, self.checkpoint_key, MeterCount(last_seq=seq), revision):
                 return
 
-    def read(self, data: bytes) -> tuple[str, str, float, datetime, str]:
-        """(meter, customer, value, time, id) of a usage record; ValueError/KeyError/TypeError
-        if it cannot be counted."""
+    def read(self, data: bytes) -> Record:
+        """The counted fields of a usage record; ValueError/KeyError/TypeError if it cannot
+        be counted."""
         return _record(data)
 
     async def apply(self, msg: Any) -> None:
@@ -253,7 +305,7 @@ class UsageCounter:
             self.metrics.records.labels(msg.subject.split(".")[-1], "already_counted").inc()
             return
         try:
-            meter, customer, value, when, record_id = self.read(msg.data)
+            meter, customer, value, when, record_id, source = self.read(msg.data)
         except (ValueError, KeyError, TypeError) as exc:
             subject_meter = msg.subject.split(".")[-1]
             self.metrics.records.labels(subject_meter, "invalid").inc()
@@ -265,34 +317,23 @@ class UsageCounter:
         if window is None:
             self.metrics.records.labels(meter, "unmetered").inc()
             return
-        if redriven and not await self._first_redriven_copy(record_id, seq):
+        # One copy of a record counts: a late retry stored again after USAGE's duplicate
+        # window, or a record redriven more than once (a forwarder that refuses a redriven
+        # record again copies the counter's mark into its own dead letter), is a repeat.
+        if not await first_sighting(self.seen, record_key(source, record_id), seq):
             self.metrics.records.labels(meter, "already_counted").inc()
             return
         key = count_key(customer, meter, window, when)
+        if self.reservations is not None:
+            # A reservation under the record's id (a check that reserved, then recorded its
+            # usage through billing_usage) becomes this usage rather than holding the same
+            # units until it expires (the in-process client hands it over itself; then
+            # this finds nothing). Its ledger keeps it until ``seq`` is counted.
+            await self.reservations.consume(self.buckets[window], key, record_id, seq)
         added = await apply_record(self.buckets[window], key, seq, value, record_id)
         self.metrics.records.labels(meter, "counted" if added else "already_counted").inc()
         if added:
             self.metrics.quantity.labels(meter).inc(value)
-        if redriven:
-            await self._counted_redriven_copy(record_id, seq)
-
-    def _redriven_key(self, record_id: str) -> str:
-        return f"_redriven.{customer_token(record_id)}"
-
-    async def _first_redriven_copy(self, record_id: str, seq: int) -> bool:
-        """Whether the redriven copy at ``seq`` is the one of its record that counts.
-
-        A forwarder that refuses a redriven record again copies the counter's mark into
-        its own dead letter, so one record can come back more than once; the first copy
-        counted is remembered (``_counted_redriven_copy``, after the count: a crash in
-        between re-reads the same ``seq``, which the count's ``last_seq`` already skips).
-        """
-        marker, _ = await read_count(self.buckets[Window.TOTAL], self._redriven_key(record_id))
-        return marker.last_seq in (0, seq)
-
-    async def _counted_redriven_copy(self, record_id: str, seq: int) -> None:
-        kv = self.buckets[Window.TOTAL]
-        await write_count(kv, self._redriven_key(record_id), MeterCount(last_seq=seq), None)
 
     async def _consumer(self, start: int) -> Any:
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -318,6 +359,12 @@ class UsageCounter:
         from nats import errors as nats_errors
 
         self.buckets = await usage_buckets(self.js, self.bucket_replicas)
+        self.seen = await key_value(
+            self.js, SEEN_BUCKET, self.bucket_replicas, history=1, ttl=self.dedup_horizon
+        )
+        # consume() never reserves: the hold's own slot says when it expires, not this ttl.
+        ledger = await reservations_bucket(self.js, self.bucket_replicas)
+        self.reservations = Reservations(ledger, ttl=1)
         bound = False
         while not stop.is_set():
             try:

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..billing.runner import Bound, run_until_stopped
 from ..billing.usage import provision_usage_streams
-from ..billing.usage_counter import UsageCounter
+from ..billing.usage_counter import DEFAULT_DEDUP_HORIZON_DAYS, UsageCounter
 from .common import add_consumer_arguments, add_nats_arguments, settings_from
 from .project_tiers import add_tiers_argument, load_tiers
 
@@ -21,6 +21,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_nats_arguments(parser)
     add_tiers_argument(parser)
     parser.add_argument("--name", default="counter", help="checkpoint name (default: counter)")
+    parser.add_argument(
+        "--dedup-horizon-days",
+        type=float,
+        default=DEFAULT_DEDUP_HORIZON_DAYS,
+        help="a record id is counted once over this many days (default: %(default)g, "
+        "OpenMeter's example dedupe expiration); keep it at least OpenMeter's",
+    )
     add_consumer_arguments(parser, "the USAGE streams and the usage buckets")
     parser.set_defaults(func=run)
 
@@ -32,7 +39,13 @@ def run(args: argparse.Namespace) -> int:
 
     async def work(nc: Any, stop: asyncio.Event, bound: Bound) -> None:
         await provision_usage_streams(nc.jetstream(), args.replicas)
-        counter = UsageCounter(nc, config, name=args.name, bucket_replicas=args.replicas)
+        counter = UsageCounter(
+            nc,
+            config,
+            name=args.name,
+            bucket_replicas=args.replicas,
+            dedup_horizon_days=args.dedup_horizon_days,
+        )
         await counter.run(stop, on_bound=lambda: bound(counter.metrics.registry))
 
     return asyncio.run(run_until_stopped(settings, work, "count-usage", args.metrics_port))

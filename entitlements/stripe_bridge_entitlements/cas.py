@@ -1,0 +1,100 @@
+"""Compare-and-set on NATS KV: the one read-modify-write loop every entitlements write uses.
+
+A write names the revision it read; the server refuses it when another writer changed the
+key in between, and the loop reads again. That is what makes two reservations racing for
+the last unit never both succeed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+#: Attempts before a write gives up as contended (each one a read and a write).
+CAS_ATTEMPTS = 50
+
+R = TypeVar("R")
+
+
+class Contention(Exception):
+    """Compare-and-set kept losing to other writers of the same key."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A key's value and revision as read (both None when the key is absent or deleted)."""
+
+    value: bytes | None = None
+    revision: int | None = None
+
+
+async def read(kv: Any, key: str) -> Entry:
+    """The entry at ``key`` (an empty Entry when absent)."""
+    from nats.js.errors import KeyDeletedError, KeyNotFoundError
+
+    try:
+        entry = await kv.get(key)
+    except (KeyNotFoundError, KeyDeletedError):
+        return Entry()
+    return Entry(entry.value, entry.revision)
+
+
+async def write(kv: Any, key: str, value: bytes, revision: int | None) -> bool:
+    """Write ``value`` if the key is still at ``revision`` (None: still absent)."""
+    from nats.js.errors import KeyWrongLastSequenceError
+
+    try:
+        if revision is None:
+            await kv.create(key, value)
+        else:
+            await kv.update(key, value, last=revision)
+    except KeyWrongLastSequenceError:
+        return False
+    return True
+
+
+async def claim(kv: Any, key: str) -> bytes | None:
+    """Delete ``key`` if present and return the value deleted; None if absent, or if another
+    claimer deleted or changed it first (exactly one claimer gets the value)."""
+    from nats.js.errors import KeyWrongLastSequenceError
+
+    entry = await read(kv, key)
+    if entry.value is None:
+        return None
+    try:
+        await kv.delete(key, last=entry.revision)
+    except KeyWrongLastSequenceError:
+        return None
+    return entry.value
+
+
+#: Given the entry read (and what ``alongside`` read with it), the value to write (None:
+#: write nothing) and the result to return.
+Step = Callable[[Entry, Any], Awaitable[tuple[bytes | None, R]]]
+
+
+async def update(
+    kv: Any,
+    key: str,
+    step: Step[R],
+    attempts: int = CAS_ATTEMPTS,
+    alongside: Callable[[], Awaitable[Any]] | None = None,
+) -> R:
+    """Read ``key`` (and ``alongside()``, concurrently: what ``step`` decides by besides the
+    entry), let ``step`` decide, write by compare-and-set; again if someone else wrote
+    first. Raises Contention after ``attempts`` lost writes."""
+    for attempt in range(attempts):
+        if alongside is None:
+            entry, other = await read(kv, key), None
+        else:
+            entry, other = await asyncio.gather(read(kv, key), alongside())
+        value, result = await step(entry, other)
+        if value is None or await write(kv, key, value, entry.revision):
+            return result
+        # Lost to another writer: a random pause, growing, so that racers spread out
+        # instead of all reading and losing again together.
+        await asyncio.sleep(random.uniform(0, min(0.001 * 2**attempt, 0.05)))
+    raise Contention(key)

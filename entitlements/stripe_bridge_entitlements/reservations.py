@@ -1,0 +1,314 @@
+"""Reservations that cost the same however many are held, exact by compare-and-set.
+
+Per customer, meter and window (the usage count's key, ``<customer>.<meter>[.<start>]``)
+the ``BILLING_RESERVATIONS`` bucket holds:
+
+- ``L.<count key>``: the ledger, a few numbers whatever the number of reservations:
+  quantities held by expiry slot (``ttl / SLOTS`` wide, so at most ``SLOTS + 1`` of them)
+  and quantities recorded as usage but not yet counted, by usage stream sequence. Every
+  reservation changes it by compare-and-set, so two racing for the last unit are never
+  both granted; every write drops expired slots and sequences the counter has counted.
+- ``H.<count key>.<reservation id>``: one reservation (quantity, slot), so that the same id
+  asked again is not held twice and ``release``/``consume`` know what to take back.
+
+What a customer may still use: ``limit - used - held``, where ``used`` (and the last stream
+sequence counted, ``last_seq``) come from the usage counter's entry. A reservation recorded
+as usage moves from its slot to ``consumed[seq]`` and stays held until the counter's
+``last_seq`` reaches ``seq``: counted once, by the ledger until the counter has it, then by
+``used``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import math
+import re
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from . import cas
+
+RESERVATIONS_BUCKET = "BILLING_RESERVATIONS"
+#: Entries outlive the longest reservation TTL (1 day) and a counter that lags an hour.
+BUCKET_MAX_AGE = 86400 + 3600
+#: Expiry slots per TTL: the ledger's size bound; a hold lasts up to ttl/SLOTS longer.
+SLOTS = 60
+#: Quantities below this are rounding residue of float sums, not holds.
+EPSILON = 1e-9
+#: Reservation ids the ledger remembers (newest last): a write whose answer was lost and is
+#: retried finds its own id and holds nothing twice.
+RECENT = 32
+_SAFE = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+class CountView(BaseModel):
+    """The usage counter's entry, as far as a decision reads it."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    used: float = 0
+    last_seq: int = 0
+    #: Reservations of the format before the ledger (id -> {quantity, expires}); still
+    #: honoured until they expire, so an upgrade never frees units early.
+    reservations: dict[str, dict[str, float]] = Field(default_factory=dict)
+
+    def legacy_held(self, now: float) -> float:
+        """What unexpired reservations of the old format hold."""
+        return sum(r["quantity"] for r in self.reservations.values() if r["expires"] > now)
+
+
+def _add(table: dict[int, float], key: int, quantity: float) -> dict[int, float]:
+    total = round(table.get(key, 0.0) + quantity, 9)
+    rest = {k: v for k, v in table.items() if k != key}
+    return rest | {key: total} if total > EPSILON else rest
+
+
+class Ledger(BaseModel):
+    """Held quantities of one count key, by expiry slot and by uncounted usage sequence."""
+
+    model_config = ConfigDict(frozen=True)
+
+    held: dict[int, float] = Field(default_factory=dict)
+    consumed: dict[int, float] = Field(default_factory=dict)
+    recent: dict[str, int] = Field(default_factory=dict, description="id -> slot, newest last")
+
+    def holding(self, now: float, last_seq: int) -> float:
+        """What the ledger holds at ``now`` with the counter at ``last_seq``."""
+        held = sum(q for slot, q in self.held.items() if slot > now)
+        return held + sum(q for seq, q in self.consumed.items() if seq > last_seq)
+
+    def compacted(self, now: float, last_seq: int) -> Ledger:
+        """Without expired slots and sequences the counter has counted."""
+        return Ledger(
+            held={s: q for s, q in self.held.items() if s > now},
+            consumed={s: q for s, q in self.consumed.items() if s > last_seq},
+            recent=self.recent,
+        )
+
+    def holding_for(self, reservation_id: str, slot: int, quantity: float) -> Ledger:
+        """With ``quantity`` more held in ``slot`` for ``reservation_id``."""
+        recent = list({**self.recent, reservation_id: slot}.items())[-RECENT:]
+        held = _add(self.held, slot, quantity)
+        return self.model_copy(update={"held": held, "recent": dict(recent)})
+
+    def encode(self) -> bytes:
+        """The stored form."""
+        return self.model_dump_json().encode()
+
+
+class Hold(BaseModel):
+    """One reservation: what it holds and in which expiry slot."""
+
+    model_config = ConfigDict(frozen=True)
+
+    quantity: float
+    slot: int
+
+
+class Standing(BaseModel):
+    """A customer's position on one meter, and the decision on a quantity."""
+
+    model_config = ConfigDict(frozen=True)
+
+    allowed: bool
+    used: float
+    reserved: float
+    remaining: float | None
+    reservation_id: str | None = None
+
+
+def _token(value: str) -> str:
+    """A KV key token: ``value`` if plain, else ``=`` + base64 (ids may hold ``:`` and ``.``)."""
+    if _SAFE.match(value):
+        return value
+    return "=" + base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+
+
+def ledger_key(count_key: str) -> str:
+    """Where the ledger of ``count_key`` lives."""
+    return f"L.{count_key}"
+
+
+def hold_key(count_key: str, reservation_id: str) -> str:
+    """Where one reservation on ``count_key`` lives."""
+    return f"H.{count_key}.{_token(reservation_id)}"
+
+
+def remaining(limit: float | None, count: CountView, ledger: Ledger, now: float) -> float | None:
+    """What is left under ``limit`` beside usage and holds (None: no limit)."""
+    if limit is None:
+        return None
+    reserved = ledger.holding(now, count.last_seq) + count.legacy_held(now)
+    return max(0.0, limit - count.used - reserved)
+
+
+def decide(
+    limit: float | None, quantity: float, count: CountView, ledger: Ledger, now: float
+) -> Standing:
+    """Allow ``quantity`` if it fits under ``limit`` beside usage and holds (None: no limit)."""
+    reserved = ledger.holding(now, count.last_seq) + count.legacy_held(now)
+    left = remaining(limit, count, ledger, now)
+    allowed = left is None or quantity <= left
+    return Standing(allowed=allowed, used=count.used, reserved=reserved, remaining=left)
+
+
+async def reservations_bucket(js: Any, replicas: int = 1) -> Any:
+    """The reservations bucket, created if missing."""
+    from nats.js.api import KeyValueConfig
+    from nats.js.errors import BucketNotFoundError
+
+    try:
+        return await js.key_value(RESERVATIONS_BUCKET)
+    except BucketNotFoundError:
+        config = KeyValueConfig(
+            bucket=RESERVATIONS_BUCKET, history=1, ttl=BUCKET_MAX_AGE, replicas=replicas
+        )
+        return await js.create_key_value(config)
+
+
+async def read_count(count_kv: Any, key: str) -> CountView:
+    """The usage counter's entry at ``key`` (zero when absent)."""
+    entry = await cas.read(count_kv, key)
+    return CountView() if entry.value is None else CountView.model_validate_json(entry.value)
+
+
+def _ledger(entry: cas.Entry) -> Ledger:
+    return Ledger() if entry.value is None else Ledger.model_validate_json(entry.value)
+
+
+class Reservations:
+    """Reserve, release and consume on the ledger bucket ``kv``; holds last ``ttl`` seconds."""
+
+    def __init__(self, kv: Any, ttl: float, attempts: int = cas.CAS_ATTEMPTS) -> None:
+        self.kv = kv
+        self.ttl = ttl
+        self.width = max(1, math.ceil(ttl / SLOTS))
+        self.attempts = attempts
+
+    def _slot(self, now: float) -> int:
+        return math.ceil((now + self.ttl) / self.width) * self.width
+
+    async def standing(
+        self, count_kv: Any, key: str, limit: float | None, quantity: float
+    ) -> Standing:
+        """The decision on ``quantity`` without holding anything (two reads, together)."""
+        count, entry = await asyncio.gather(
+            read_count(count_kv, key), cas.read(self.kv, ledger_key(key))
+        )
+        return decide(limit, quantity, count, _ledger(entry), time.time())
+
+    async def reserve(
+        self,
+        count_kv: Any,
+        key: str,
+        limit: float | None,
+        quantity: float,
+        reservation_id: str,
+        new_id: bool = False,
+    ) -> Standing:
+        """Hold ``quantity`` under ``reservation_id`` if it fits (nothing is held without a
+        limit). The same id asked again while held answers allowed and holds nothing more,
+        also when the first answer was lost and the call is retried. ``new_id``: the id was
+        made for this call, so it cannot be held already (one read less)."""
+        if limit is None:
+            return await self.standing(count_kv, key, limit, quantity)
+        rid = reservation_id
+        if not new_id and (await cas.read(self.kv, hold_key(key, rid))).value is not None:
+            return await self._again(count_kv, key, limit, rid)
+
+        async def step(
+            entry: cas.Entry, count: CountView
+        ) -> tuple[bytes | None, tuple[Standing, int | None]]:
+            now = time.time()
+            ledger = _ledger(entry)
+            if rid in ledger.recent:  # our own write, whose answer was lost
+                return None, (decide(limit, 0, count, ledger, now), ledger.recent[rid])
+            decision = decide(limit, quantity, count, ledger, now)
+            if not decision.allowed:
+                return None, (decision, None)
+            slot = self._slot(now)
+            new = ledger.compacted(now, count.last_seq).holding_for(rid, slot, quantity)
+            granted = decision.model_copy(
+                update={
+                    "reserved": decision.reserved + quantity,
+                    "remaining": (decision.remaining or 0.0) - quantity,
+                }
+            )
+            return new.encode(), (granted, slot)
+
+        decision, slot = await cas.update(
+            self.kv, ledger_key(key), step, self.attempts, lambda: read_count(count_kv, key)
+        )
+        if slot is None:
+            return decision
+        hold = Hold(quantity=quantity, slot=slot).model_dump_json().encode()
+        # Absent, or already written by the same id racing itself: held once either way.
+        await cas.write(self.kv, hold_key(key, rid), hold, None)
+        return decision.model_copy(update={"allowed": True, "reservation_id": rid})
+
+    async def _again(self, count_kv: Any, key: str, limit: float, rid: str) -> Standing:
+        again = await self.standing(count_kv, key, limit, 0)
+        return again.model_copy(update={"allowed": True, "reservation_id": rid})
+
+    async def release(self, count_kv: Any, key: str, reservation_id: str) -> bool:
+        """Free what reservation ``reservation_id`` holds; False if it is not held."""
+        return await self._settle(count_kv, key, reservation_id, None)
+
+    async def consume(self, count_kv: Any, key: str, reservation_id: str, seq: int) -> bool:
+        """The reservation was recorded as usage at stream sequence ``seq``: hold it until
+        the counter has counted ``seq``, then it is usage. False if it is not held."""
+        return await self._settle(count_kv, key, reservation_id, seq)
+
+    async def _settle(self, count_kv: Any, key: str, reservation_id: str, seq: int | None) -> bool:
+        value = await cas.claim(self.kv, hold_key(key, reservation_id))
+        if value is None:
+            return False
+        await self._take_back(count_kv, key, Hold.model_validate_json(value), seq)
+        return True
+
+    async def _take_back(self, count_kv: Any, key: str, hold: Hold, seq: int | None) -> None:
+        """Remove ``hold`` from its slot; with ``seq``, hold it as uncounted usage instead."""
+
+        async def step(entry: cas.Entry, count: CountView) -> tuple[bytes | None, None]:
+            now = time.time()
+            ledger = _ledger(entry).compacted(now, count.last_seq)
+            if hold.slot not in ledger.held:  # expired: it holds nothing any more
+                return None, None
+            held = _add(ledger.held, hold.slot, -hold.quantity)
+            consumed = ledger.consumed
+            if seq is not None and seq > count.last_seq:
+                consumed = _add(consumed, seq, hold.quantity)
+            return Ledger(held=held, consumed=consumed).encode(), None
+
+        await cas.update(
+            self.kv, ledger_key(key), step, self.attempts, lambda: read_count(count_kv, key)
+        )
+
+
+#: The bucket (no expiry) where the entitlements function puts the tier file it runs with,
+#: and the key: in-process clients watch it for the limits.
+LIMITS_BUCKET = "BILLING_LIMITS"
+TIER_FILE_KEY = "tiers"
+
+
+async def limits_bucket(js: Any, replicas: int = 1) -> Any:
+    """The limits bucket, created if missing."""
+    from nats.js.api import KeyValueConfig
+    from nats.js.errors import BucketNotFoundError
+
+    try:
+        return await js.key_value(LIMITS_BUCKET)
+    except BucketNotFoundError:
+        config = KeyValueConfig(bucket=LIMITS_BUCKET, history=1, replicas=replicas)
+        return await js.create_key_value(config)
+
+
+async def publish_tier_file(js: Any, tier_file: bytes) -> None:
+    """Put the tier file (JSON) where clients watch it, unless it is there already."""
+    kv = await limits_bucket(js)
+    entry = await cas.read(kv, TIER_FILE_KEY)
+    if entry.value != tier_file:
+        await kv.put(TIER_FILE_KEY, tier_file)

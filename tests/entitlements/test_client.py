@@ -1,0 +1,223 @@
+"""The in-process client (issue #19) against a real nats-server: KV writes reach its memory,
+staleness grows when NATS stops, reservations stay exact across racing clients and become
+usage once the counter has counted them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from stripe_bridge.billing import usage_counter
+from stripe_bridge.billing.projector import project, tiers_bucket
+from stripe_bridge.billing.tiers import (
+    DEFAULT_TIERS,
+    TIERS_BUCKET,
+    Cause,
+    SubscriptionRecord,
+    TierConfig,
+    Update,
+    Version,
+)
+from stripe_bridge.billing.usage import provision_usage_streams
+from stripe_bridge.billing.usage_counter import UsageCounter, count_key, usage_buckets
+from stripe_bridge.natsserver import NatsServer
+from stripe_bridge_entitlements import keys
+from stripe_bridge_entitlements.client import EntitlementsClient
+from stripe_bridge_entitlements.reservations import publish_tier_file, reservations_bucket
+from stripe_bridge_entitlements.windows import Window
+from stripe_bridge_testing.waiting import wait_until_async
+
+NOW = datetime.now(UTC)
+
+
+def test_keys_are_the_counters_and_projectors_keys() -> None:
+    for customer in ["cus_1", "acct/with spaces", "é"]:
+        for window in Window:
+            assert keys.count_key(customer, "tokens", window, NOW) == count_key(
+                customer, "tokens", window, NOW
+            )
+        assert keys.customer_token(customer) == usage_counter.customer_token(customer)
+    assert [keys.usage_bucket(w) for w in Window] == [usage_counter.usage_bucket(w) for w in Window]
+    assert keys.TIERS_BUCKET == TIERS_BUCKET
+
+
+async def provision(url: str, config: TierConfig = DEFAULT_TIERS) -> None:
+    """What the bridge creates: USAGE, the buckets, the tier file the function publishes."""
+    import nats
+
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        await provision_usage_streams(js)
+        await usage_buckets(js)
+        await tiers_bucket(js)
+        await reservations_bucket(js)
+        await publish_tier_file(js, config.model_dump_json().encode())
+    finally:
+        await nc.close()
+
+
+@pytest.fixture
+async def bridge(nats_server: NatsServer) -> AsyncIterator[NatsServer]:
+    await provision(nats_server.url)
+    yield nats_server
+
+
+async def _make(url: str, customer: str, tier: str) -> None:
+    import nats
+
+    record = SubscriptionRecord(
+        subscription_id=f"sub_{tier}",
+        status="active",
+        tier=tier,
+        version=Version(created=2, rank=3, event_id=f"evt_{tier}"),
+        cause=Cause(event_id=f"evt_{tier}", event_type="customer.subscription.created", created=2),
+    )
+    nc = await nats.connect(url)
+    try:
+        kv = await tiers_bucket(nc.jetstream())
+        await project(kv, Update(customer_id=customer, subscription=record), DEFAULT_TIERS)
+    finally:
+        await nc.close()
+
+
+async def _put_count(url: str, customer: str, meter: str, window: Window, used: float) -> None:
+    import nats
+
+    nc = await nats.connect(url)
+    try:
+        kv = (await usage_buckets(nc.jetstream()))[window]
+        await kv.put(count_key(customer, meter, window, NOW), f'{{"used": {used}}}'.encode())
+    finally:
+        await nc.close()
+
+
+async def test_kv_writes_of_tiers_and_counts_reach_the_clients_checks(
+    bridge: NatsServer,
+) -> None:
+    client = await EntitlementsClient.connect(bridge.url)
+    try:
+        await client.serve("cus_a")
+        first = client.check("cus_a", "api_calls", 100)
+        assert (first.allowed, first.tier, first.remaining) == (True, "free", 100)
+        assert client.check("cus_a", "shared_memory").allowed is False
+        await _put_count(bridge.url, "cus_a", "api_calls", Window.DAY, 95)
+        await wait_until_async(
+            lambda: client.check("cus_a", "api_calls", 6).allowed is False,
+            10,
+            "the count reaches memory",
+        )
+        assert client.check("cus_a", "api_calls", 5).remaining == 5
+        await _make(bridge.url, "cus_a", "teams")
+        await wait_until_async(
+            lambda: client.check("cus_a", "api_calls", 6).tier == "teams", 10, "the tier"
+        )
+        assert client.check("cus_a", "api_calls", 6).allowed
+        assert client.check("cus_a", "shared_memory").allowed
+        assert client.check("cus_a", "citizens", 10**9).allowed  # unlimited on teams
+        assert client.check("cus_a", "no_such_thing").reason == "unknown_name"
+        assert client.staleness == 0
+        assert client.metrics.snapshot()["checks"]["allowed"] >= 4
+    finally:
+        await client.close()
+
+
+async def test_staleness_grows_when_nats_stops_and_memory_recovers_when_it_is_back(
+    tmp_path: Path,
+) -> None:
+    server = NatsServer(tmp_path / "nats").start()
+    try:
+        await provision(server.url)
+        await _make(server.url, "cus_pro", "pro")  # pro: when_unavailable allow
+        client = await EntitlementsClient.connect(server.url, unavailable_after=1)
+        try:
+            await client.serve("cus_pro")
+            await client.serve("cus_free")  # free: when_unavailable deny
+            assert client.check("cus_free", "api_calls").allowed
+            server.stop()
+            await wait_until_async(lambda: client.staleness > 0, 10, "staleness grows")
+            # Within unavailable_after memory still answers; beyond it the tier's rule.
+            await wait_until_async(
+                lambda: client.check("cus_free", "api_calls").degraded, 10, "degraded"
+            )
+            assert client.staleness > 1
+            free, pro = client.check("cus_free", "api_calls"), client.check("cus_pro", "tokens")
+            assert (free.allowed, pro.allowed) == (False, True)
+            assert free.reason == "nats_unavailable"
+            held_free = await client.reserve("cus_free", "api_calls")
+            held_pro = await client.reserve("cus_pro", "tokens")
+            assert (held_free.allowed, held_pro.allowed) == (False, True)
+            assert held_free.degraded and held_pro.reservation_id is None
+            # NATS back (a restart: the watches' consumers are gone): current again only
+            # once watched again, and a write made then reaches memory at once, not after
+            # nats-py's missed heartbeats (~20 s).
+            server.start()
+            await wait_until_async(lambda: client.staleness == 0, 30, "current again")
+            await _put_count(server.url, "cus_free", "api_calls", Window.DAY, 90)
+            await wait_until_async(
+                lambda: client.check("cus_free", "api_calls").remaining == 10,
+                8,
+                "a write after the restart reaches memory",
+            )
+        finally:
+            await client.close()
+    finally:
+        server.stop()
+
+
+async def test_racing_clients_reserve_exactly_and_recorded_usage_is_counted_once(
+    bridge: NatsServer,
+) -> None:
+    import nats
+
+    clients = [await EntitlementsClient.connect(bridge.url) for _ in range(4)]
+    try:
+        for c in clients:
+            await c.serve("cus_race")
+        # free: 100 api_calls a day; 4 clients x 30 reservations of 1 race for them.
+        answers = await asyncio.gather(
+            *(c.reserve("cus_race", "api_calls") for c in clients for _ in range(30))
+        )
+        granted = [a for a in answers if a.allowed]
+        assert len(granted) == 100 and not any(a.degraded for a in answers)
+        watcher = clients[3]
+        await wait_until_async(
+            lambda: watcher.check("cus_race", "api_calls").remaining == 0, 10, "holds in memory"
+        )
+        # Record two reservations as usage and release one: three units come back only
+        # for the release; the recorded ones stay held until counted, then are usage.
+        first, second, third = (a.reservation_id for a in granted[:3])
+        assert first and second and third
+        await clients[0].record_usage("cus_race", "api_calls", 1, reservation_id=first)
+        await clients[1].record_usage("cus_race", "api_calls", 1, reservation_id=second)
+        assert await clients[2].release("cus_race", "api_calls", third)
+        await wait_until_async(
+            lambda: watcher.check("cus_race", "api_calls").remaining == 1, 10, "the release"
+        )
+        nc = await nats.connect(bridge.url)
+        counter = UsageCounter(nc, DEFAULT_TIERS, batch_size=16)
+        stop = asyncio.Event()
+        task = asyncio.create_task(counter.run(stop, fetch_wait=0.1))
+        try:
+            await wait_until_async(lambda: _counted(counter) == 2, 30, "two records counted")
+            after = await clients[0].reserve("cus_race", "api_calls", 2)
+            assert not after.allowed and after.remaining == 1  # 2 used + 97 held + 1 free
+        finally:
+            stop.set()
+            await task
+            await nc.close()
+    finally:
+        for c in clients:
+            await c.close()
+
+
+def _counted(counter: UsageCounter) -> float:
+    total = 0.0
+    for metric in counter.metrics.registry.collect():
+        for sample in metric.samples:
+            if sample.name == "stripe_bridge_usage_counted_quantity_total":
+                total += sample.value
+    return total
