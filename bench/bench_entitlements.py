@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 from stripe_bridge.billing.limits import Window
 from stripe_bridge.billing.usage_counter import count_key, usage_buckets
-from stripe_bridge.natsserver import NatsServer
+from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge_testing.processes import FunctionProcess
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from stripe_bridge.backup_job import BACKUP_JOB, MANIFEST, apply_retention, backup_name
 from stripe_bridge.cli import main
 from stripe_bridge.exitcodes import ExitCode
-from stripe_bridge.natsserver import NatsServer, free_port
+from stripe_bridge.ops.backup_job import BACKUP_JOB, MANIFEST, apply_retention, backup_name
+from stripe_bridge.ops.natsserver import NatsServer, free_port
 from stripe_bridge.push import stale_groups
 from stripe_bridge_testing.processes import PushgatewayServer
 from stripe_bridge_testing.s3_standin import S3StandIn

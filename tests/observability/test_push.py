@@ -9,7 +9,7 @@ import httpx
 import pytest
 from stripe_bridge.cli import main
 from stripe_bridge.metrics import BridgeMetrics
-from stripe_bridge.natsserver import free_port
+from stripe_bridge.ops.natsserver import free_port
 from stripe_bridge.push import JOB, MetricsPusher, group_path, list_groups, stale_groups
 from stripe_bridge_testing.processes import PushgatewayServer
 from stripe_bridge_testing.waiting import wait_until_async

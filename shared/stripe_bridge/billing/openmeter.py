@@ -32,13 +32,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ..ops.stream import USAGE_DLQ_SUBJECT_PREFIX as DEAD_LETTER_SUBJECT_PREFIX
+from ..ops.stream import USAGE_STREAM, USAGE_SUBJECT_PREFIX
 from .breaker import BreakerState, CircuitBreaker
-from .usage import (
-    DEAD_LETTER_REASON_HEADER,
-    DEAD_LETTER_SUBJECT_PREFIX,
-    USAGE_STREAM,
-    USAGE_SUBJECT_PREFIX,
-)
+from .usage import DEAD_LETTER_REASON_HEADER
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from ..config import Settings, configure_logging, redact_url
 from ..exitcodes import ExitCode
 from ..jetstream import connect_options
-from ..natsfaults import is_transient
+from ..ops.natsfaults import is_transient
 
 log = logging.getLogger(__name__)
 

@@ -33,6 +33,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..ops.stream import USAGE_STREAM, USAGE_SUBJECT_PREFIX
 from .deadletters import (
     DeadLetterFailed,
     DeadLetters,
@@ -44,7 +45,6 @@ from .deadletters import (
 from .limits import Window, window_start
 from .stripe_consumer import key_value
 from .tiers import TierConfig
-from .usage import USAGE_STREAM, USAGE_SUBJECT_PREFIX
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..backup_job import (
+from ..config import ConfigError, configure_logging
+from ..errors import CommandError
+from ..exitcodes import ExitCode
+from ..ops.backup_job import (
     BackupMetrics,
     BackupUnfinished,
     S3Copy,
@@ -19,9 +22,6 @@ from ..backup_job import (
     import_all,
     read_manifest,
 )
-from ..config import ConfigError, configure_logging
-from ..errors import CommandError
-from ..exitcodes import ExitCode
 from .common import on_jetstream, settings_from
 
 log = logging.getLogger(__name__)

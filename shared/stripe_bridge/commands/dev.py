@@ -13,13 +13,14 @@ import secrets
 import sys
 from pathlib import Path
 
-from .. import registry, stripecli
+from .. import registry
 from ..config import IdempotencyBackend, configure_logging, load_settings
 from ..exitcodes import ExitCode
 from ..ingest import Runtime
-from ..natsserver import NatsServer
+from ..ops import stripecli
+from ..ops.natsserver import NatsServer
+from ..ops.stream import StreamSpec, provision
 from ..server import dev_app, run
-from ..stream import StreamSpec, provision
 from .common import connect
 
 DEFAULT_PORT = 8080

@@ -11,9 +11,9 @@ import argparse
 import os
 import sys
 
-from ..backup import parse_duration
 from ..config import redact_url
 from ..exitcodes import ExitCode
+from ..ops.backup import parse_duration
 from ..push import PushgatewayError, delete_group, stale_groups
 
 

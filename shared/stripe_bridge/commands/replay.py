@@ -10,11 +10,11 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from ..backup import stored_ids
 from ..config import ConfigError, redact_url
 from ..exitcodes import ExitCode
 from ..ingest import Ingested, Runtime
-from ..replay import (
+from ..ops.backup import stored_ids
+from ..ops.replay import (
     EventNotFound,
     EventQuery,
     ReplayCounts,

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from ..exitcodes import ExitCode
-from ..samples import sample_event
+from ..ops.samples import sample_event
 from ..signature import sign_header
 from .dev import DEFAULT_DATA_DIR, DEFAULT_PORT, read_dev_secret
 

@@ -9,9 +9,9 @@ from typing import Any
 
 from stripe_bridge_events import TypedEvent, parse
 
-from ..backup import iter_stream
 from ..exitcodes import ExitCode
 from ..message import MSG_ID_HEADER
+from ..ops.backup import iter_stream
 from .common import add_nats_arguments, on_jetstream, settings_from, since_option
 
 

@@ -25,8 +25,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .envelope import StripeEvent
-from .ingest import Ingested, IngestStatus, Runtime, ingest
+from ..envelope import StripeEvent
+from ..ingest import Ingested, IngestStatus, Runtime, ingest
 
 #: Page size of the Events API (its maximum).
 PAGE_SIZE = 100
