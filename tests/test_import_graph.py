@@ -26,6 +26,7 @@ REQUEST_PATH = tuple(
         "http",
         "webhook",
         "ingest",
+        "runtime",
         "jetstream",
         "envelope",
         "signature",

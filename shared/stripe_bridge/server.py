@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from . import registry
 from .config import Settings
 from .http import STOPPING_BODY_GRACE_SECONDS, BodyReader, FunctionRuntime, HttpFunction
-from .ingest import Runtime
+from .runtime import Runtime
 from .webhook import WebhookFunction
 
 #: Uvicorn waits this long for in-flight requests on SIGTERM: a body still arriving gets

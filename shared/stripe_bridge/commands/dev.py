@@ -16,10 +16,10 @@ from pathlib import Path
 from .. import registry
 from ..config import IdempotencyBackend, configure_logging, load_settings
 from ..exitcodes import ExitCode
-from ..ingest import Runtime
 from ..ops import stripecli
 from ..ops.natsserver import NatsServer
 from ..ops.stream import StreamSpec, provision
+from ..runtime import Runtime
 from ..server import dev_app, run
 from .common import connect
 

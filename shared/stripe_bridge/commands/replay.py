@@ -12,7 +12,7 @@ from typing import Any
 
 from ..config import ConfigError, redact_url
 from ..exitcodes import ExitCode
-from ..ingest import Ingested, Runtime
+from ..ingest import Ingested
 from ..ops.backup import stored_ids
 from ..ops.replay import (
     EventNotFound,
@@ -23,6 +23,7 @@ from ..ops.replay import (
     fetch_events,
     replay_events,
 )
+from ..runtime import Runtime
 from .common import add_nats_arguments, connect, settings_from, since_option
 
 DEFAULT_API_BASE = "https://api.stripe.com"

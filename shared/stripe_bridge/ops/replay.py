@@ -26,7 +26,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..envelope import StripeEvent
-from ..ingest import Ingested, IngestStatus, Runtime, ingest
+from ..ingest import Ingested, IngestStatus, ingest
+from ..runtime import Runtime
 
 #: Page size of the Events API (its maximum).
 PAGE_SIZE = 100
