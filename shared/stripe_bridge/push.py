@@ -33,6 +33,8 @@ from prometheus_client import (
 )
 
 from .config import Settings, redact_url
+from .errors import StripeBridgeError
+from .exitcodes import ExitCode
 
 log = logging.getLogger(__name__)
 
@@ -181,8 +183,10 @@ class Group:
     push_time: float
 
 
-class PushgatewayError(Exception):
+class PushgatewayError(StripeBridgeError):
     """The Pushgateway could not be reached or answered with an error."""
+
+    exit_code = ExitCode.UNAVAILABLE
 
 
 def list_groups(url: str, timeout: float = 10.0) -> list[Group]:

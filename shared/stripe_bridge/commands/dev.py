@@ -10,11 +10,11 @@ import argparse
 import asyncio
 import os
 import secrets
-import sys
 from pathlib import Path
 
 from .. import registry
 from ..config import IdempotencyBackend, configure_logging, load_settings
+from ..errors import CommandError
 from ..exitcodes import ExitCode
 from ..ops import stripecli
 from ..ops.natsserver import NatsServer
@@ -100,11 +100,8 @@ def run_dev(args: argparse.Namespace) -> int:
     try:
         nats.start()
     except (RuntimeError, TimeoutError) as exc:
-        print(
-            f"stripe-bridge dev: cannot start nats-server on port {args.nats_port}: {exc}",
-            file=sys.stderr,
-        )
-        return ExitCode.FAILED
+        message = f"stripe-bridge dev: cannot start nats-server on port {args.nats_port}: {exc}"
+        raise CommandError(message) from exc
     try:
         settings = load_settings(
             nats_url=nats.url,

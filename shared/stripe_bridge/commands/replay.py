@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..config import ConfigError, redact_url
+from ..errors import CommandError
 from ..exitcodes import ExitCode
 from ..ingest import Ingested
 from ..ops.backup import stored_ids
 from ..ops.replay import (
-    EventNotFound,
     EventQuery,
     ReplayCounts,
     ReplayError,
@@ -137,16 +137,12 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         events, known, counts = asyncio.run(go())
-    except EventNotFound as exc:
-        print(f"stripe-bridge replay: {exc}", file=sys.stderr)
-        return ExitCode.NOT_FOUND
     except ReplayError as exc:
-        print(f"stripe-bridge replay: {exc}", file=sys.stderr)
-        return ExitCode.UNAVAILABLE
+        raise CommandError(f"stripe-bridge replay: {exc}", exc.exit_code) from exc
     except Exception as exc:
         where = redact_url(settings.nats_url)
-        print(f"stripe-bridge replay: {where}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return ExitCode.UNAVAILABLE
+        detail = f"{where}: {type(exc).__name__}: {exc}"
+        raise CommandError(f"stripe-bridge replay: {detail}", ExitCode.UNAVAILABLE) from exc
     what = describe(args, query)
     if args.dry_run:
         for event in events:

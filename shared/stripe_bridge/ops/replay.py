@@ -26,6 +26,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..envelope import StripeEvent
+from ..errors import StripeBridgeError
+from ..exitcodes import ExitCode
 from ..ingest import Ingested, IngestStatus, ingest
 from ..runtime import Runtime
 
@@ -33,8 +35,10 @@ from ..runtime import Runtime
 PAGE_SIZE = 100
 
 
-class ReplayError(Exception):
+class ReplayError(StripeBridgeError):
     """Replay cannot start: Stripe or NATS refused or is unreachable (one line, no secrets)."""
+
+    exit_code = ExitCode.UNAVAILABLE
 
 
 @dataclass
@@ -85,6 +89,8 @@ class EventQuery:
 
 class EventNotFound(ReplayError):
     """Stripe has no event of that id (or it is older than the Events API keeps, 30 days)."""
+
+    exit_code = ExitCode.NOT_FOUND
 
 
 @contextmanager
