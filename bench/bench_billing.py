@@ -38,9 +38,9 @@ from stripe_bridge.billing.tiers import DEFAULT_TIERS
 from stripe_bridge.billing.usage import UsageRecord, encode, provision_usage_streams
 from stripe_bridge.envelope import StripeEvent
 from stripe_bridge.message import build_message
-from stripe_bridge.natsserver import NatsServer
-from stripe_bridge.samples import sample_event
-from stripe_bridge.stream import StreamSpec, provision
+from stripe_bridge.ops.natsserver import NatsServer
+from stripe_bridge.ops.samples import sample_event
+from stripe_bridge.ops.stream import StreamSpec, provision
 from stripe_bridge_testing.openmeter_standin import IngestStandIn
 
 DEADLINE = 300.0

@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
-from stripe_bridge.natsserver import NatsServer
-from stripe_bridge.stream import StreamSpec, provision
+from stripe_bridge.ops.natsserver import NatsServer
+from stripe_bridge.ops.stream import StreamSpec, provision
 from stripe_bridge_testing.natscluster import LocalNatsCluster
 from stripe_bridge_testing.processes import FunctionProcess
 

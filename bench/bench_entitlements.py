@@ -39,7 +39,7 @@ from stripe_bridge.billing.projector import tiers_bucket
 from stripe_bridge.billing.tiers import DEFAULT_TIERS, TierConfig
 from stripe_bridge.billing.usage import provision_usage_streams
 from stripe_bridge.billing.usage_counter import count_key, usage_buckets
-from stripe_bridge.natsserver import NatsServer
+from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge_entitlements.client import EntitlementsClient
 from stripe_bridge_entitlements.reservations import publish_tier_file, reservations_bucket
 from stripe_bridge_entitlements.windows import Window

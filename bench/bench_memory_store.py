@@ -29,10 +29,10 @@ from typing import Any
 
 import httpx
 from stripe_bridge.idempotency import MemoryStore
-from stripe_bridge.natsserver import NatsServer
-from stripe_bridge.samples import sample_event
+from stripe_bridge.ops.natsserver import NatsServer
+from stripe_bridge.ops.samples import sample_event
+from stripe_bridge.ops.stream import StreamSpec, provision
 from stripe_bridge.signature import sign_header
-from stripe_bridge.stream import StreamSpec, provision
 from stripe_bridge_testing.processes import FunctionProcess, rss_mib
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -50,8 +50,8 @@ from pathlib import Path
 from typing import Any
 
 from stripe_bridge.billing.lifecycle import LIFECYCLE_SOURCE
-from stripe_bridge.billing.usage import DEAD_LETTER_STREAM as USAGE_DLQ
-from stripe_bridge.billing.usage import DEFAULT_SOURCE, USAGE_STREAM
+from stripe_bridge.billing.usage import DEFAULT_SOURCE
+from stripe_bridge.ops.stream import USAGE_DLQ, USAGE_STREAM
 from stripe_bridge.signature import sign_header
 from stripe_bridge_events.deadletter import DEAD_LETTER_STREAM
 

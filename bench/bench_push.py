@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
-from stripe_bridge.natsserver import NatsServer
+from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge_testing.processes import BlackHoleServer, FunctionProcess, PushgatewayServer
 
 from bench.bench_bridge import FUNCTION, REPO_ROOT, Load, function_env, function_loads

@@ -91,7 +91,7 @@ def main() -> None:
 
     done("import uvicorn")
 
-    from stripe_bridge.samples import sample_event
+    from stripe_bridge.ops.samples import sample_event
     from stripe_bridge.signature import sign_header
 
     secret = os.environ["STRIPE_WEBHOOK_SECRET"].split(",")[0].encode()

@@ -1,7 +1,7 @@
 """What a month-end burst sends: Stripe events of the real type mix, usage records, and
 the lifecycle events OpenMeter must end up with.
 
-The Stripe events are the stored real payloads (``stripe_bridge.samples``), each with a
+The Stripe events are the stored real payloads (``stripe_bridge.ops.samples``), each with a
 fresh event id and its own subscription or invoice id, so every event is about an object
 no other event of the burst touches. That keeps the expected lifecycle output exact: it is
 written here from docs/billing.md's table and first rule (a subscription's first event
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stripe_bridge import registry
-from stripe_bridge.samples import sample_event
+from stripe_bridge.ops.samples import sample_event
 
 #: Month-end renewals: every renewed subscription rolls its period (``updated``) and pays
 #: its invoice; some payments fail, some subscriptions end, new ones start. Weights, not

@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from stripe_bridge.natsserver import NatsServer
+from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge_testing.processes import FunctionProcess
 
 from bench.bench_bridge import (

@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from stripe_bridge.natsserver import PORTS_ENV, NatsServer
-from stripe_bridge.stream import StreamSpec, provision
+from stripe_bridge.ops.natsserver import PORTS_ENV, NatsServer
+from stripe_bridge.ops.stream import StreamSpec, provision
 from stripe_bridge_testing.parallel import FolderScheduling, worker_ports
 from stripe_bridge_testing.processes import FunctionProcess, PushgatewayServer, RedisServer
 from xdist.remote import Producer

@@ -41,7 +41,7 @@ def test_the_image_distribution_holds_no_test_code(tmp_path: Path) -> None:
     assert packages == {"stripe_bridge", wheel.name.split("-py3")[0] + ".dist-info"}
     # The package data the runtime and the deploy wing read is in it...
     assert "stripe_bridge/deploy/templates/nats.conf.tmpl" in names
-    assert "stripe_bridge/samples/invoice_paid.json" in names
+    assert "stripe_bridge/ops/samples/invoice_paid.json" in names
     # ...and none of the harness: not its modules, not an import of it or of tests.
     harness = {p.stem for p in HARNESS.glob("*.py")} - {"__init__"}
     assert {"processes", "natscluster", "openmeter_standin", "standin"} <= harness

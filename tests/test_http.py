@@ -18,7 +18,7 @@ import pytest
 from stripe_bridge import registry
 from stripe_bridge.billing.catalog import BILLING_FUNCTIONS
 from stripe_bridge.billing.usage import provision_usage_streams
-from stripe_bridge.natsserver import NatsServer
+from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge.server import load_function
 
 from .conftest import provision_stream

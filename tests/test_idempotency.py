@@ -18,7 +18,7 @@ from stripe_bridge.idempotency import (
     MemoryStore,
     RedisStore,
 )
-from stripe_bridge.natsserver import free_port
+from stripe_bridge.ops.natsserver import free_port
 from stripe_bridge_testing.processes import RedisServer
 from stripe_bridge_testing.waiting import wait_until_async
 

@@ -26,6 +26,7 @@ REQUEST_PATH = tuple(
         "http",
         "webhook",
         "ingest",
+        "runtime",
         "jetstream",
         "envelope",
         "signature",
@@ -47,15 +48,12 @@ OFF_THE_REQUEST_PATH = tuple(
         "billing",
         "commands",
         "cli",
-        "backup",
-        "backup_job",
-        "redrive",
-        "replay",
-        "natsserver",
-        "stripecli",
-        "samples",
+        "ops",
     )
 )
+#: The operations wing serves billing and the CLI and must not import them (nor deploy).
+OPS = f"{PACKAGE}.ops"
+ABOVE_OPS = tuple(f"{PACKAGE}.{name}" for name in ("billing", "commands", "cli", "deploy"))
 
 
 def _module_name(path: Path) -> str:
@@ -174,4 +172,17 @@ def test_the_request_path_imports_no_deploy_billing_or_ops_code(entry: str) -> N
         for module, importer in reachable(graph, start).items():
             if _under(module, OFF_THE_REQUEST_PATH):
                 arrows.append(f"{start}: {importer} -> {module}")
+    assert not arrows, "\n".join(arrows)
+
+
+def test_the_ops_wing_imports_no_billing_commands_or_deploy_code() -> None:
+    graph = import_graph()
+    starts = [m for m in graph if _under(m, (OPS,))]
+    assert f"{OPS}.redrive" in starts and f"{OPS}.backup" in starts
+    arrows = [
+        f"{start}: {importer} -> {module}"
+        for start in starts
+        for module, importer in reachable(graph, start).items()
+        if _under(module, ABOVE_OPS)
+    ]
     assert not arrows, "\n".join(arrows)

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from stripe_bridge.config import load_settings
 from stripe_bridge.envelope import StripeEvent
-from stripe_bridge.ingest import Ingested, IngestStatus, Runtime, ingest
-from stripe_bridge.natsserver import NatsServer, free_port
+from stripe_bridge.ingest import Ingested, IngestStatus, ingest
+from stripe_bridge.ops.natsserver import NatsServer, free_port
 from stripe_bridge.reasons import Reason
+from stripe_bridge.runtime import Runtime
 
 from .helpers import fixture_event, stream_messages
 

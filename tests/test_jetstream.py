@@ -19,7 +19,7 @@ from stripe_bridge.jetstream import (
     PublishError,
     Stored,
 )
-from stripe_bridge.natsserver import NatsServer
+from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge.reasons import Reason
 
 from .conftest import provision_stream

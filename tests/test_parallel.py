@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from stripe_bridge.natsserver import PORT_RANGE, PORTS_ENV, free_port
+from stripe_bridge.ops.natsserver import PORT_RANGE, PORTS_ENV, free_port
 from stripe_bridge_testing.parallel import worker_ports
 
 

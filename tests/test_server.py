@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import time
 
-from stripe_bridge.natsserver import NatsServer
+from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge_testing.waiting import wait_until
 
 from .bridge.support import metric

@@ -17,9 +17,9 @@ from typing import Any
 import httpx
 import pytest
 from stripe_bridge.config import load_settings
-from stripe_bridge.ingest import Runtime
-from stripe_bridge.natsserver import NatsServer
+from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge.reasons import UNKNOWN_TYPE, Reason, Refused
+from stripe_bridge.runtime import Runtime
 from stripe_bridge.server import FunctionApp
 from stripe_bridge.webhook import WebhookFunction
 

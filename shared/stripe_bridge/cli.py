@@ -8,8 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .config import ConfigError, report_config_error
-from .errors import CommandError
+from .errors import StripeBridgeError
 from .exitcodes import ExitCode
 
 #: Subcommand modules; each has ``register(subparsers)`` that sets ``func`` on its parser.
@@ -81,10 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser_for(argv).parse_args(argv)
     try:
         code: int = args.func(args)
-    except ConfigError as exc:
-        return report_config_error("stripe-bridge", exc)
-    except CommandError as exc:
-        print(exc, file=sys.stderr)
+    except StripeBridgeError as exc:
+        print(exc.line("stripe-bridge"), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return ExitCode.INTERRUPTED

@@ -23,10 +23,9 @@ from pydantic import (
     model_validator,
 )
 
+from .errors import StripeBridgeError
 from .exitcodes import ExitCode
 
-#: Exit code of a process (function, command, consumer) stopped by invalid configuration.
-EXIT_CONFIG = ExitCode.CONFIG
 #: Pause between nats-py's connection attempts (also bounds how often a dead NATS is retried).
 RECONNECT_WAIT_SECONDS = 0.5
 
@@ -45,14 +44,16 @@ class LogDeliveries(StrEnum):
     FAILURES = "failures"  # only answers that are not 2xx
 
 
-class ConfigError(Exception):
-    """Configuration is invalid; the message is one line meant for an operator."""
+class ConfigError(StripeBridgeError):
+    """Configuration is invalid: nothing was done (a process stops at start, exit CONFIG)."""
+
+    exit_code = ExitCode.CONFIG
 
 
 def report_config_error(program: str, exc: ConfigError) -> int:
     """Print ``exc`` as ``program``'s one line on stderr; return the exit code to stop with."""
-    print(f"{program}: {exc}", file=sys.stderr)
-    return EXIT_CONFIG
+    print(exc.line(program), file=sys.stderr)
+    return exc.exit_code
 
 
 class LogFormat(StrEnum):

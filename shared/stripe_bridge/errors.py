@@ -1,11 +1,34 @@
-"""Errors a command reports to the operator as one line (the CLI turns them into exit codes)."""
+"""The one error base: a failure the operator reads as one line, carrying its exit code.
+
+``cli.main`` catches it once, prints ``line`` on stderr and exits ``exit_code``.
+"""
 
 from .exitcodes import ExitCode
 
 
-class CommandError(Exception):
-    """A command failed; the message is the one line ``main`` prints, then exits ``exit_code``."""
+class StripeBridgeError(Exception):
+    """A failure meant for an operator: a one-line message and the process exit code.
 
-    def __init__(self, message: str, exit_code: ExitCode = ExitCode.FAILED) -> None:
+    Errors raised below the commands (configuration, a deploy step) do not know which
+    program runs: ``line`` puts it in front. Subclasses set their usual ``exit_code``; a
+    raiser may pass another.
+    """
+
+    exit_code: ExitCode = ExitCode.FAILED
+
+    def __init__(self, message: str, exit_code: ExitCode | None = None) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+    def line(self, program: str) -> str:
+        """The one line on stderr: ``program: message``."""
+        return f"{program}: {self}"
+
+
+class CommandError(StripeBridgeError):
+    """A command failed; its message is the whole line (``stripe-bridge <command>: ...``)."""
+
+    def line(self, program: str) -> str:
+        """The message as it is: the command wrote the whole line."""
+        return str(self)

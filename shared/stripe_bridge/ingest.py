@@ -11,62 +11,18 @@ import logging
 import time
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry
-
-from .config import Settings
 from .envelope import StripeEvent
-from .idempotency import ClaimState, IdempotencyError, IdempotencyStore, make_store
-from .jetstream import JetStreamPublisher, MessageTooLarge, PublishError
+from .idempotency import ClaimState, IdempotencyError
+from .jetstream import MessageTooLarge, PublishError
 from .message import build_message
-from .metrics import BridgeMetrics, served_event_types
-from .push import MetricsPusher
 from .reasons import Reason
 
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
 log = logging.getLogger(__name__)
-
-
-class Runtime:
-    """Process-wide parts: settings, metrics, idempotency store, NATS publisher, pusher.
-
-    Nothing connects at construction; the NATS connection opens on first use.
-    """
-
-    def __init__(
-        self,
-        settings: Settings,
-        function_name: str,
-        metrics: BridgeMetrics | None = None,
-        store: IdempotencyStore | None = None,
-    ) -> None:
-        self.settings = settings
-        self.function_name = settings.function_name or function_name
-        self.metrics = metrics or BridgeMetrics()
-        self.store = store or make_store(settings)
-        # Named after the function, so that the server's connz tells the functions apart.
-        named = settings.model_copy(update={"function_name": self.function_name})
-        self.publisher = JetStreamPublisher(named, self.metrics.set_nats_connected)
-        self.metrics.preinitialise(served_event_types(function_name), self.store.backend)
-        self.pusher = MetricsPusher.for_function(
-            settings, self.metrics.registry, self.function_name, self.metrics.push_failures
-        )
-
-    @property
-    def collectors(self) -> CollectorRegistry:
-        """The Prometheus collectors ``/metrics`` exposes."""
-        return self.metrics.registry
-
-    async def ready(self) -> bool:
-        """NATS is connected and the stream exists (``/readyz``)."""
-        return await self.publisher.ready()
-
-    async def close(self) -> None:
-        """Drain NATS, push metrics a last time, close the store (SIGTERM path)."""
-        await self.publisher.close()
-        if self.pusher is not None:
-            await self.pusher.final_push()
-        await self.store.close()
 
 
 class IngestStatus(StrEnum):

@@ -17,18 +17,24 @@ every failure is counted and logged, never raised.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from urllib.parse import quote
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    delete_from_gateway,
+    generate_latest,
+)
 
 from .config import Settings, redact_url
+from .errors import StripeBridgeError
+from .exitcodes import ExitCode
 
 log = logging.getLogger(__name__)
 
@@ -40,18 +46,23 @@ PUSH_TIMEOUT_SECONDS = 2.0
 HEARTBEAT_SECONDS = 60.0
 
 
-def group_path(labels: Mapping[str, str]) -> str:
-    """The Pushgateway URL path of the group with these labels (``job`` first)."""
-    parts = ["metrics", "job", quote(labels["job"], safe="")]
-    for name, value in labels.items():
-        if name == "job":
-            continue
-        if value and "/" not in value:
-            parts += [name, quote(value, safe="")]
-        else:
-            # The Pushgateway's escape for values a path segment cannot carry.
-            parts += [f"{name}@base64", base64.urlsafe_b64encode(value.encode()).decode() or "="]
-    return "/".join(parts)
+def group_url(gateway: str, labels: Mapping[str, str]) -> str:
+    """The URL of the Pushgateway group with these labels (``job`` and the grouping key).
+
+    Escaped by prometheus_client itself (base64 for an empty value or one with ``/``, the
+    Pushgateway's rule): it builds the URL only inside ``push_to_gateway`` and
+    ``delete_from_gateway``, whose documented ``handler`` hook receives it, so it is taken
+    from a DELETE handed to a handler that never sends it.
+    """
+    urls: list[str] = []
+
+    def capture(url: str, **_: object) -> Callable[[], None]:
+        urls.append(url)
+        return lambda: None
+
+    grouping_key = {name: value for name, value in labels.items() if name != "job"}
+    delete_from_gateway(gateway, job=labels["job"], grouping_key=grouping_key, handler=capture)
+    return urls[0]
 
 
 class MetricsPusher:
@@ -73,7 +84,7 @@ class MetricsPusher:
         # The Pushgateway adds the grouping key's labels to every pushed series.
         environments = {"environment": environment} if environment else {}
         self.grouping_key = {"job": JOB, **environments, "function": function, "instance": instance}
-        self.endpoint = f"{self.url}/{group_path(self.grouping_key)}"
+        self.endpoint = group_url(self.url, self.grouping_key)
         self.min_interval = min_interval
         self.timeout = timeout
         self.heartbeat = max(HEARTBEAT_SECONDS, min_interval)
@@ -172,8 +183,10 @@ class Group:
     push_time: float
 
 
-class PushgatewayError(Exception):
+class PushgatewayError(StripeBridgeError):
     """The Pushgateway could not be reached or answered with an error."""
+
+    exit_code = ExitCode.UNAVAILABLE
 
 
 def list_groups(url: str, timeout: float = 10.0) -> list[Group]:
@@ -217,7 +230,7 @@ def delete_group(url: str, group: Group, timeout: float = 10.0) -> None:
     import httpx
 
     try:
-        response = httpx.delete(f"{url.rstrip('/')}/{group_path(group.labels)}", timeout=timeout)
+        response = httpx.delete(group_url(url, group.labels), timeout=timeout)
         response.raise_for_status()
     except httpx.HTTPError as exc:
         raise PushgatewayError(f"cannot delete group: {type(exc).__name__}") from None

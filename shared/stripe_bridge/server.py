@@ -28,8 +28,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import registry
 from .config import Settings
+from .exitcodes import ExitCode
 from .http import STOPPING_BODY_GRACE_SECONDS, BodyReader, FunctionRuntime, HttpFunction
-from .ingest import Runtime
+from .runtime import Runtime
 from .webhook import WebhookFunction
 
 #: Uvicorn waits this long for in-flight requests on SIGTERM: a body still arriving gets
@@ -39,8 +40,6 @@ from .webhook import WebhookFunction
 GRACEFUL_SHUTDOWN_SECONDS = math.ceil(
     STOPPING_BODY_GRACE_SECONDS + Settings.model_fields["publish_timeout"].default
 )
-#: Exit code when the server could not start (e.g. the port is taken), as uvicorn.run uses.
-STARTUP_FAILURE_EXIT = 3
 #: Default of HEADER_READ_TIMEOUT_SECONDS: Stripe and queue-proxy send a request's headers
 #: at once; only a stalled or hostile client needs longer.
 HEADER_READ_TIMEOUT_SECONDS = 5.0
@@ -281,4 +280,5 @@ def run(
     finally:
         signal.signal(signal.SIGTERM, previous)
     if not server.started:
-        raise SystemExit(STARTUP_FAILURE_EXIT)
+        # It never served: the port is taken or unusable (uvicorn.run exits 3 too).
+        raise SystemExit(ExitCode.UNAVAILABLE)

@@ -22,8 +22,9 @@ from . import registry
 from .config import ConfigError, LogDeliveries, Settings
 from .envelope import AmbiguousBody, MalformedBody, StripeEvent, parse_body
 from .http import BodyReader, HttpFunction, Reply, start
-from .ingest import Ingested, IngestStatus, Runtime, ingest
+from .ingest import Ingested, IngestStatus, ingest
 from .reasons import UNKNOWN_TYPE, Reason, Refused
+from .runtime import Runtime
 from .signature import SignatureError, verify
 
 log = logging.getLogger(__name__)

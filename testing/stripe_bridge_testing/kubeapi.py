@@ -41,7 +41,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
-from stripe_bridge.natsserver import free_port
+from stripe_bridge.ops.natsserver import free_port
 
 from .standin import HttpStandIn, StandInHandler
 

@@ -24,7 +24,7 @@ from stripe_bridge.deploy.natsconf import (
     new_password,
     render_nats_conf,
 )
-from stripe_bridge.natsserver import NatsServer, free_port
+from stripe_bridge.ops.natsserver import NatsServer, free_port
 
 from .waiting import wait_until
 

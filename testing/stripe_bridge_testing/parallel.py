@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 import pytest
-from stripe_bridge.natsserver import PORT_RANGE
+from stripe_bridge.ops.natsserver import PORT_RANGE
 from xdist.remote import Producer
 from xdist.scheduler import LoadFileScheduling
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Self
 
-from stripe_bridge.natsserver import free_port
+from stripe_bridge.ops.natsserver import free_port
 
 from .waiting import wait_until
 

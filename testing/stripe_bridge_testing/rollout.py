@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.error import HTTPError, URLError
 
-from stripe_bridge.natsserver import nats_server_binary
+from stripe_bridge.ops.natsserver import nats_server_binary
 
 from .natscluster import LocalNatsCluster
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Self
 
-from stripe_bridge.natsserver import free_port
+from stripe_bridge.ops.natsserver import free_port
 
 #: Credentials the stand-in accepts (moto accepts any; boto3 needs some to sign).
 ACCESS_KEY = "backup-test-key"

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
-from stripe_bridge.natsserver import free_port
+from stripe_bridge.ops.natsserver import free_port
 
 
 class StandInHandler(BaseHTTPRequestHandler):

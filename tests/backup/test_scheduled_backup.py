@@ -10,10 +10,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from stripe_bridge.backup_job import BACKUP_JOB, MANIFEST, apply_retention, backup_name
 from stripe_bridge.cli import main
 from stripe_bridge.exitcodes import ExitCode
-from stripe_bridge.natsserver import NatsServer, free_port
+from stripe_bridge.ops.backup_job import BACKUP_JOB, MANIFEST, apply_retention, backup_name
+from stripe_bridge.ops.natsserver import NatsServer, free_port
 from stripe_bridge.push import stale_groups
 from stripe_bridge_testing.processes import PushgatewayServer
 from stripe_bridge_testing.s3_standin import S3StandIn
@@ -119,3 +119,19 @@ def test_a_backup_volume_problem_is_failed_not_unavailable(
     assert main(["export", "--all", "--dir", str(volume), "--nats-url", stream.url]) == 1
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("stripe-bridge export --all: ") and str(volume) in line
+
+
+def test_a_stream_list_without_the_bridges_stream_is_no_backup(
+    nats_server: NatsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A 3-node cluster's last node, its quorum just lost, once listed no stream at all and
+    # the run wrote "0 streams" with a manifest: an empty backup that looked finished.
+    # Without the bridge's STRIPE in the list the run is unfinished, loudly.
+    backups = tmp_path / "backups"
+    argv = ["export", "--all", "--dir", str(backups), "--nats-url", nats_server.url]
+    assert main(argv) == ExitCode.UNAVAILABLE
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    (folder,) = backups.iterdir()
+    assert not (folder / MANIFEST).exists()
+    assert f"backup {folder} unfinished, no manifest: " in line
+    assert "the stream list lacks STRIPE" in line

@@ -8,10 +8,10 @@ import subprocess
 import sys
 from typing import Any
 
-from stripe_bridge.backup import iter_stream
 from stripe_bridge.envelope import StripeEvent
 from stripe_bridge.message import build_message
-from stripe_bridge.natsserver import NatsServer
+from stripe_bridge.ops.backup import iter_stream
+from stripe_bridge.ops.natsserver import NatsServer
 
 from ..billing.sequences import lifecycle
 

@@ -19,7 +19,7 @@ from stripe_bridge.billing.usage import (
     encode,
     provision_usage_streams,
 )
-from stripe_bridge.natsserver import NatsServer, free_port
+from stripe_bridge.ops.natsserver import NatsServer, free_port
 from stripe_bridge_testing.openmeter_standin import IngestStandIn
 from stripe_bridge_testing.processes import ManagedProcess
 from stripe_bridge_testing.waiting import wait_until

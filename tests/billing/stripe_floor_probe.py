@@ -23,7 +23,7 @@ from stripe_bridge.billing.checkout import (
     stripe_client,
 )
 from stripe_bridge.billing.tiers import TierConfig
-from stripe_bridge.replay import EventQuery, fetch_event, fetch_events
+from stripe_bridge.ops.replay import EventQuery, fetch_event, fetch_events
 
 
 async def sessions(settings: StripeSettings) -> list[str]:

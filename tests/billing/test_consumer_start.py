@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from stripe_bridge.natsserver import NatsServer, free_port
+from stripe_bridge.ops.natsserver import NatsServer, free_port
 from stripe_bridge_testing.waiting import wait_until
 
 from .starting import READY, StartingConsumer, consumer, log_lines

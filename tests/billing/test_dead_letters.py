@@ -11,13 +11,14 @@ import asyncio
 import json
 from typing import Any
 
-from stripe_bridge.backup import iter_stream
 from stripe_bridge.billing.lifecycle import Fact
 from stripe_bridge.billing.lifecycle_projector import LifecycleProjector
 from stripe_bridge.billing.projector import TierProjector
-from stripe_bridge.billing.usage import USAGE_STREAM, provision_usage_streams
+from stripe_bridge.billing.usage import provision_usage_streams
 from stripe_bridge.envelope import StripeEvent
-from stripe_bridge.natsserver import NatsServer
+from stripe_bridge.ops.backup import iter_stream
+from stripe_bridge.ops.natsserver import NatsServer
+from stripe_bridge.ops.stream import USAGE_STREAM
 from stripe_bridge_events.deadletter import DEAD_LETTER_STREAM, REASON_HEADER, SOURCE_HEADER
 from stripe_bridge_testing.waiting import wait_until_async
 

@@ -13,13 +13,14 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from stripe_bridge.backup import iter_stream
 from stripe_bridge.billing.lifecycle import fact_from_event
 from stripe_bridge.billing.lifecycle_projector import LifecycleProjector
 from stripe_bridge.billing.tiers import TierConfig, TierDefinition, apply, update_from_event
-from stripe_bridge.billing.usage import USAGE_STREAM, provision_usage_streams
+from stripe_bridge.billing.usage import provision_usage_streams
 from stripe_bridge.envelope import StripeEvent
-from stripe_bridge.natsserver import NatsServer
+from stripe_bridge.ops.backup import iter_stream
+from stripe_bridge.ops.natsserver import NatsServer
+from stripe_bridge.ops.stream import USAGE_STREAM
 from stripe_bridge_testing.waiting import wait_until_async
 
 from .eras import AMOUNT, CUSTOMER, ERAS, PRICE, era_event

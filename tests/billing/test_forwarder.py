@@ -7,12 +7,9 @@ import asyncio
 import pytest
 from stripe_bridge.billing.breaker import BreakerState
 from stripe_bridge.billing.openmeter import Forwarder, OpenMeterAuthError
-from stripe_bridge.billing.usage import (
-    DEAD_LETTER_REASON_HEADER,
-    DEAD_LETTER_STREAM,
-    provision_usage_streams,
-)
-from stripe_bridge.natsserver import NatsServer
+from stripe_bridge.billing.usage import DEAD_LETTER_REASON_HEADER, provision_usage_streams
+from stripe_bridge.ops.natsserver import NatsServer
+from stripe_bridge.ops.stream import USAGE_DLQ as DEAD_LETTER_STREAM
 from stripe_bridge_testing.openmeter_standin import IngestStandIn
 from stripe_bridge_testing.waiting import wait_until_async
 

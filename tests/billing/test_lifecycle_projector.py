@@ -19,7 +19,7 @@ from stripe_bridge.billing.lifecycle_projector import (
 from stripe_bridge.billing.stripe_consumer import key_value
 from stripe_bridge.billing.usage import provision_usage_streams
 from stripe_bridge.envelope import StripeEvent
-from stripe_bridge.natsserver import NatsServer
+from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge_testing.openmeter_standin import IngestStandIn
 from stripe_bridge_testing.waiting import wait_until, wait_until_async
 

@@ -36,7 +36,7 @@ from stripe_bridge.billing.usage_counter import (
 )
 from stripe_bridge.cli import main
 from stripe_bridge.config import Settings
-from stripe_bridge.natsserver import NatsServer
+from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge_entitlements.reservations import Reservations, reservations_bucket
 from stripe_bridge_testing.waiting import wait_until_async
 

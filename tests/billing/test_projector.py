@@ -16,7 +16,7 @@ from stripe_bridge.config import Settings
 from stripe_bridge.envelope import StripeEvent
 from stripe_bridge.jetstream import connect_options
 from stripe_bridge.message import build_message
-from stripe_bridge.natsserver import NatsServer
+from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge_testing.waiting import wait_until, wait_until_async
 
 from .conftest import ConsumerProcess

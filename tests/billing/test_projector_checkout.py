@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from stripe_bridge.billing.projector import read_state, tiers_bucket
-from stripe_bridge.natsserver import NatsServer
+from stripe_bridge.ops.natsserver import NatsServer
 
 from .sequences import CUSTOMER, SUB_A, T0, checkout_event, subscription_event
 from .test_projector import publish_deliveries, run_projectors

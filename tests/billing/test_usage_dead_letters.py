@@ -8,18 +8,14 @@ import json
 from datetime import datetime
 from typing import Any
 
-from stripe_bridge.backup import iter_stream
 from stripe_bridge.billing.limits import Window
 from stripe_bridge.billing.tiers import DEFAULT_TIERS
-from stripe_bridge.billing.usage import (
-    DEAD_LETTER_STREAM,
-    UsageRecord,
-    encode,
-    provision_usage_streams,
-)
+from stripe_bridge.billing.usage import UsageRecord, encode, provision_usage_streams
 from stripe_bridge.billing.usage_counter import Record, UsageCounter, count_key, read_count
-from stripe_bridge.natsserver import NatsServer
-from stripe_bridge.redrive import KNOWN, Choice, redrive
+from stripe_bridge.ops.backup import iter_stream
+from stripe_bridge.ops.natsserver import NatsServer
+from stripe_bridge.ops.redrive import KNOWN, Choice, redrive
+from stripe_bridge.ops.stream import USAGE_DLQ as DEAD_LETTER_STREAM
 from stripe_bridge_events.deadletter import REASON_HEADER
 from stripe_bridge_testing.waiting import wait_until_async
 

@@ -6,8 +6,8 @@ import json
 from typing import Any
 
 import httpx
-from stripe_bridge.billing.usage import USAGE_STREAM
-from stripe_bridge.natsserver import NatsServer
+from stripe_bridge.ops.natsserver import NatsServer
+from stripe_bridge.ops.stream import USAGE_STREAM
 
 from ..conftest import FunctionFactory
 from ..helpers import stream_messages

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from stripe_bridge.natsserver import NatsServer
+from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge_testing.processes import FunctionProcess
 from stripe_bridge_testing.waiting import wait_until
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stripe_bridge.natsserver import NatsServer
+from stripe_bridge.ops.natsserver import NatsServer
 
 from ..conftest import FunctionFactory
 from ..helpers import fixture_event, post_event

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from stripe_bridge import registry
 from stripe_bridge.deploy.codegen import generated_files
-from stripe_bridge.natsserver import NatsServer, free_port
+from stripe_bridge.ops.natsserver import NatsServer, free_port
 from stripe_bridge_testing.natscluster import LocalNatsCluster
 from stripe_bridge_testing.processes import FunctionProcess
 from stripe_bridge_testing.waiting import wait_until

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from stripe_bridge import __version__
 from stripe_bridge.cli import build_parser, main
-from stripe_bridge.natsserver import NatsServer, free_port
+from stripe_bridge.ops.natsserver import NatsServer, free_port
 from stripe_bridge_testing.waiting import wait_until
 
 from ..conftest import FunctionFactory

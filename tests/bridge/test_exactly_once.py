@@ -8,7 +8,7 @@ from collections import Counter
 from itertools import cycle
 
 import httpx
-from stripe_bridge.natsserver import NatsServer
+from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge_testing.processes import FunctionProcess, RedisServer
 from stripe_bridge_testing.waiting import wait_until
 

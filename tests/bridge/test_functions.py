@@ -16,8 +16,8 @@ import httpx
 import pytest
 from stripe_bridge import registry
 from stripe_bridge.config import load_settings
-from stripe_bridge.ingest import Runtime
-from stripe_bridge.natsserver import NatsServer, free_port
+from stripe_bridge.ops.natsserver import NatsServer, free_port
+from stripe_bridge.runtime import Runtime
 from stripe_bridge.server import dev_app, load_function
 from stripe_bridge.webhook import WebhookFunction
 from stripe_bridge_testing.processes import FunctionProcess

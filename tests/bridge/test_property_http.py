@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from stripe_bridge import registry
 from stripe_bridge.config import load_settings
-from stripe_bridge.ingest import Runtime
-from stripe_bridge.natsserver import NatsServer
+from stripe_bridge.ops.natsserver import NatsServer
+from stripe_bridge.runtime import Runtime
 from stripe_bridge.server import dev_app
 from stripe_bridge.signature import compute_signature
 

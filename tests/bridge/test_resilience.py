@@ -20,7 +20,7 @@ import httpx
 import pytest
 from stripe_bridge.config import load_settings
 from stripe_bridge.jetstream import JetStreamPublisher, PublishError
-from stripe_bridge.natsserver import NatsServer, free_port
+from stripe_bridge.ops.natsserver import NatsServer, free_port
 from stripe_bridge.reasons import Reason
 from stripe_bridge_testing.processes import FunctionProcess
 from stripe_bridge_testing.waiting import wait_until

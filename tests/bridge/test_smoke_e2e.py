@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from stripe_bridge.natsserver import NatsServer
+from stripe_bridge.ops.natsserver import NatsServer
 
 from ..conftest import FunctionFactory
 from ..helpers import fixture_event, post_event, stream_messages

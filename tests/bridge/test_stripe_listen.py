@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from stripe_bridge import registry
-from stripe_bridge.natsserver import free_port
+from stripe_bridge.ops.natsserver import free_port
 from stripe_bridge_testing.waiting import wait_until
 
 from ..helpers import FIXTURES

@@ -16,7 +16,7 @@ from cloudevents.http import from_json
 from stripe_bridge import registry
 from stripe_bridge.envelope import StripeEvent
 from stripe_bridge.message import build_message, parse_message
-from stripe_bridge.natsserver import NatsServer
+from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge_testing.processes import FunctionProcess
 
 from ..billing.eras import AMOUNT, ERAS, PRICE, PRODUCT, era_event

@@ -13,7 +13,7 @@ import sys
 import textwrap
 
 from stripe_bridge import cli
-from stripe_bridge.natsserver import NatsServer
+from stripe_bridge.ops.natsserver import NatsServer
 
 from ..helpers import REPO_ROOT
 

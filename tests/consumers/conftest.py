@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from stripe_bridge.natsserver import NatsServer
+from stripe_bridge.ops.natsserver import NatsServer
 
 from ..conftest import function_process, provision_stream
 from ..helpers import FIXTURES, fixture_event, post_event, stream_messages

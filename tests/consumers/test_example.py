@@ -16,7 +16,7 @@ from types import ModuleType
 
 import pytest
 from stripe_bridge.cli import main
-from stripe_bridge.natsserver import NatsServer
+from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge_events import TypedEvent
 from stripe_bridge_events.deadletter import REASON_HEADER, SOURCE_HEADER
 from stripe_bridge_testing.waiting import wait_until_async

@@ -50,7 +50,7 @@ from stripe_bridge.deploy.natsconf import (
     new_password,
     render_nats_conf,
 )
-from stripe_bridge.natsserver import free_port, nats_server_binary
+from stripe_bridge.ops.natsserver import free_port, nats_server_binary
 from stripe_bridge_testing.container_specs import (
     ContainerSpec,
     deployments,

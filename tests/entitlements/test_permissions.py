@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from stripe_bridge.natsserver import NatsServer
+from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge_entitlements.client import EntitlementsClient
 from stripe_bridge_entitlements.permissions import publish_allow, subscribe_allow
 from stripe_bridge_entitlements.windows import Window

@@ -12,7 +12,7 @@ import pytest
 from stripe_bridge.billing.entitlements import CheckRequest, Entitlements, EntitlementSettings
 from stripe_bridge.billing.tiers import DEFAULT_TIERS, TierConfig
 from stripe_bridge.config import Settings
-from stripe_bridge.natsserver import NatsServer
+from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge_entitlements.reservations import SLOTS
 from stripe_bridge_testing.waiting import wait_until_async
 

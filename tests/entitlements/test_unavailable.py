@@ -29,7 +29,7 @@ from stripe_bridge_testing.waiting import wait_until_async
 
 from ..nats_cluster.conftest import connect
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.servers
 
 LIMIT = 200
 WORKERS = 4

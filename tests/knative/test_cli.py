@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from stripe_bridge.cli import main
-from stripe_bridge.natsserver import free_port
+from stripe_bridge.ops.natsserver import free_port
 
 from ..helpers import REPO_ROOT
 

@@ -121,8 +121,8 @@ def test_lock_check_passes_here_and_fails_on_stale_copies(tmp_path: Path) -> Non
     copy.mkdir()
     for name in ("pyproject.toml", "uv.lock", LOCK_FILE, "README.md"):
         shutil.copy(REPO_ROOT / name, copy / name)
-    # The test harness and the SDK are workspace members: uv reads their pyproject.toml too.
-    for member in ("testing", "sdk"):
+    # The workspace members (harness, SDK, entitlements client): uv reads theirs too.
+    for member in ("testing", "sdk", "entitlements"):
         (copy / member).mkdir()
         shutil.copy(REPO_ROOT / member / "pyproject.toml", copy / member / "pyproject.toml")
     shutil.copytree(REPO_ROOT / "scripts", copy / "scripts")

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 from stripe_bridge.deploy import knative
-from stripe_bridge.natsserver import NatsServer
+from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge_testing.rollout import http_probe
 from stripe_bridge_testing.waiting import wait_until
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from stripe_bridge.config import inbox_prefix
-from stripe_bridge.stream import StreamSpec, provision
+from stripe_bridge.ops.stream import StreamSpec, provision
 from stripe_bridge_testing.natscluster import LocalNatsCluster
 
 STREAM = "STRIPE"

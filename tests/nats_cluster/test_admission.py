@@ -40,7 +40,7 @@ from stripe_bridge.deploy.natsconf import (
     size_bytes,
 )
 from stripe_bridge.deploy.workloads import consumers
-from stripe_bridge.natsserver import NatsServer, free_port
+from stripe_bridge.ops.natsserver import NatsServer, free_port
 
 from ..helpers import REPO_ROOT
 

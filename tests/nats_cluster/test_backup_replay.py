@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from stripe_bridge.backup import iter_stream
 from stripe_bridge.cli import main
-from stripe_bridge.natsserver import NatsServer
+from stripe_bridge.ops.backup import iter_stream
+from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge_testing.stripe_standin import StripeStandIn
 from stripe_bridge_testing.waiting import wait_until_async
 

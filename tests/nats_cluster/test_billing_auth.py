@@ -16,16 +16,12 @@ import pytest
 from stripe_bridge.billing.openmeter import Forwarder, ForwarderSettings
 from stripe_bridge.billing.projector import TierProjector, read_state, tiers_bucket
 from stripe_bridge.billing.tiers import TIERS_BUCKET
-from stripe_bridge.billing.usage import (
-    DEAD_LETTER_STREAM,
-    USAGE_STREAM,
-    UsageRecord,
-    provision_usage_streams,
-    record_usage,
-)
+from stripe_bridge.billing.usage import UsageRecord, provision_usage_streams, record_usage
 from stripe_bridge.config import Settings
 from stripe_bridge.deploy.k8s import NATS_BILLING_USER, NATS_USAGE_USER, NATS_USER
 from stripe_bridge.jetstream import JetStreamPublisher
+from stripe_bridge.ops.stream import USAGE_DLQ as DEAD_LETTER_STREAM
+from stripe_bridge.ops.stream import USAGE_STREAM
 from stripe_bridge_testing.natscluster import LocalNatsCluster
 from stripe_bridge_testing.openmeter_standin import IngestStandIn
 from stripe_bridge_testing.waiting import wait_until_async

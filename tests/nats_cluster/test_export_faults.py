@@ -9,11 +9,11 @@ import logging
 from pathlib import Path
 
 import pytest
-from stripe_bridge import backup
-from stripe_bridge.backup import ExportedMessage, iter_stream
-from stripe_bridge.backup_job import MANIFEST
 from stripe_bridge.cli import main
 from stripe_bridge.exitcodes import ExitCode
+from stripe_bridge.ops import backup
+from stripe_bridge.ops.backup import ExportedMessage, iter_stream
+from stripe_bridge.ops.backup_job import MANIFEST
 from stripe_bridge_testing.natscluster import LocalNatsCluster
 from stripe_bridge_testing.waiting import wait_until
 
@@ -43,7 +43,7 @@ async def fill(cluster: LocalNatsCluster, events: int = EVENTS) -> None:
 async def test_a_read_survives_a_node_kill_and_matches_the_stream(
     victim: str, cluster: LocalNatsCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, "stripe_bridge.backup")
+    caplog.set_level(logging.INFO, "stripe_bridge.ops.backup")
     await fill(cluster)
     stored = await stream_messages(cluster.url(nodes=[0]), STREAM)
     nc = await connect(cluster)

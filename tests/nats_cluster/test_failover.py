@@ -13,7 +13,7 @@ from typing import Any
 
 from nats.js.errors import ServiceUnavailableError
 from stripe_bridge.deploy.kustomize import build
-from stripe_bridge.natsserver import nats_server_binary
+from stripe_bridge.ops.natsserver import nats_server_binary
 from stripe_bridge_testing.natscluster import LocalNatsCluster
 from stripe_bridge_testing.processes import FunctionProcess
 from stripe_bridge_testing.waiting import wait_until

@@ -24,7 +24,7 @@ from stripe_bridge.deploy.natsconf import (
     kubernetes_params,
     render_nats_conf,
 )
-from stripe_bridge.natsserver import nats_server_binary
+from stripe_bridge.ops.natsserver import nats_server_binary
 
 from ..helpers import REPO_ROOT
 

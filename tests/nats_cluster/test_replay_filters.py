@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from stripe_bridge.cli import main
-from stripe_bridge.natsserver import NatsServer
+from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge_testing.stripe_standin import StripeStandIn
 
 from ..helpers import fixture_event, stream_messages

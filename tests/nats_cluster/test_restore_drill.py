@@ -8,13 +8,13 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from stripe_bridge.backup import iter_stream
-from stripe_bridge.backup_job import import_all, read_manifest
 from stripe_bridge.billing.lifecycle_projector import LIFECYCLE_BUCKET
 from stripe_bridge.billing.projector import project, tiers_bucket
 from stripe_bridge.billing.stripe_consumer import key_value
 from stripe_bridge.billing.usage import UsageRecord, encode, provision_usage_streams
 from stripe_bridge.cli import main
+from stripe_bridge.ops.backup import iter_stream
+from stripe_bridge.ops.backup_job import import_all, read_manifest
 from stripe_bridge_testing.natscluster import LocalNatsCluster
 
 from ..billing.sequences import CONFIG, lifecycle

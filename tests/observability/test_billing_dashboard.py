@@ -24,7 +24,7 @@ from stripe_bridge.deploy.alert_model import (
     LIFECYCLE_JOB,
     PROJECTOR_JOB,
 )
-from stripe_bridge.natsserver import NatsServer
+from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge_testing.openmeter_standin import IngestStandIn
 from stripe_bridge_testing.processes import (
     FunctionProcess,

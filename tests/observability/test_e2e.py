@@ -16,7 +16,7 @@ import httpx
 import pytest
 from stripe_bridge import registry
 from stripe_bridge.deploy.alerts import alerts
-from stripe_bridge.natsserver import NatsServer
+from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge.push import JOB
 from stripe_bridge_testing.processes import PrometheusServer, PushgatewayServer
 from stripe_bridge_testing.waiting import wait_until

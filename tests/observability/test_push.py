@@ -9,8 +9,15 @@ import httpx
 import pytest
 from stripe_bridge.cli import main
 from stripe_bridge.metrics import BridgeMetrics
-from stripe_bridge.natsserver import free_port
-from stripe_bridge.push import JOB, MetricsPusher, group_path, list_groups, stale_groups
+from stripe_bridge.ops.natsserver import free_port
+from stripe_bridge.push import (
+    JOB,
+    MetricsPusher,
+    delete_group,
+    group_url,
+    list_groups,
+    stale_groups,
+)
 from stripe_bridge_testing.processes import PushgatewayServer
 from stripe_bridge_testing.waiting import wait_until_async
 
@@ -113,13 +120,39 @@ async def test_environments_sharing_a_pushgateway_stay_apart(
 
 async def test_instance_with_slash_is_escaped(pushgateway: PushgatewayServer) -> None:
     assert (
-        group_path({"job": JOB, "instance": "a/b"})
-        == "metrics/job/stripe-bridge/instance@base64/YS9i"
+        group_url("http://pg:9091/", {"job": JOB, "instance": "a/b"})
+        == "http://pg:9091/metrics/job/stripe-bridge/instance@base64/YS9i"
     )
     _, pusher = make_pusher(pushgateway.url, "node/7", min_interval=60)
     await pusher.final_push()
     assert pusher.pushes == 1
     assert published(pushgateway.url, "node/7") == 0
+
+
+@pytest.mark.parametrize("instance", ["node/7", "", "zürich-π", "a b+c%d"])
+async def test_grouping_key_values_that_need_escaping_land_under_their_labels(
+    pushgateway: PushgatewayServer, instance: str
+) -> None:
+    """A slash, an empty value, unicode, a space: each group holds exactly its labels."""
+    environment = "stag/ing"
+    _, pusher = make_pusher(pushgateway.url, instance, 60, environment)
+    await pusher.final_push()
+    assert (pusher.pushes, pusher.failed) == (1, 0)
+
+    def ours() -> list[dict[str, str]]:
+        groups = list_groups(pushgateway.url)
+        return [g.labels for g in groups if g.labels.get("environment") == environment]
+
+    expected = {"job": JOB, "environment": environment, "function": "invoice_paid"}
+    expected |= {"instance": instance}
+    assert expected in ours()
+    labels = {**PUBLISHED, "environment": environment, "instance": instance}
+    assert pushed_value(pushgateway.url, "stripe_bridge_webhooks_total", **labels) == 0
+    # pushgateway-gc deletes that group through the same URL, and only it.
+    delete_group(
+        pushgateway.url, next(g for g in list_groups(pushgateway.url) if g.labels == expected)
+    )
+    assert expected not in ours()
 
 
 async def test_unreachable_pushgateway_is_counted_not_raised() -> None:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from stripe_bridge.natsserver import NatsServer, free_port
+from stripe_bridge.ops.natsserver import NatsServer, free_port
 from stripe_bridge.push import PUSH_TIMEOUT_SECONDS
 from stripe_bridge_testing.processes import BlackHoleServer
 from stripe_bridge_testing.waiting import wait_until

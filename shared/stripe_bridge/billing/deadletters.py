@@ -32,9 +32,9 @@ from stripe_bridge_events.deadletter import (
 )
 
 from ..message import MSG_ID_HEADER
-from ..redrive import REDRIVEN_FROM_HEADER
-from ..stream import dead_letter_spec
-from .usage import DEAD_LETTER_SUBJECT_PREFIX, USAGE_SUBJECT_PREFIX
+from ..ops.redrive import REDRIVEN_FROM_HEADER
+from ..ops.stream import USAGE_DLQ_SUBJECT_PREFIX as DEAD_LETTER_SUBJECT_PREFIX
+from ..ops.stream import USAGE_SUBJECT_PREFIX, dead_letter_spec
 
 log = logging.getLogger(__name__)
 

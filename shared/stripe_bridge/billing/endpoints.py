@@ -29,6 +29,7 @@ from ..config import ConfigError, Settings, load_model
 from ..envelope import MalformedBody, parse_body
 from ..http import HttpFunction, Reply
 from ..jetstream import JetStreamPublisher, PublishError
+from ..ops.stream import USAGE_STREAM
 from ..push import MetricsPusher
 from ..reasons import Refused
 from .checkout import (
@@ -43,7 +44,7 @@ from .checkout import (
     stripe_client,
 )
 from .tiers import TierConfig
-from .usage import USAGE_STREAM, UsageRecord, record_usage
+from .usage import UsageRecord, record_usage
 
 log = logging.getLogger(__name__)
 

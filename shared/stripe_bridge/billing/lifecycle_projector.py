@@ -21,10 +21,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ..envelope import StripeEvent
 from ..message import CONTENT_TYPE, MSG_ID_HEADER
+from ..ops.stream import USAGE_SUBJECT_PREFIX
 from .deadletters import dead_letter_counter
 from .lifecycle import Fact, Gate, LifecycleEvent, decide, fact_from_event
 from .stripe_consumer import StripeConsumer, key_value
-from .usage import USAGE_SUBJECT_PREFIX
 
 log = logging.getLogger(__name__)
 

@@ -32,13 +32,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ..errors import StripeBridgeError
+from ..exitcodes import ExitCode
+from ..ops.stream import USAGE_DLQ_SUBJECT_PREFIX as DEAD_LETTER_SUBJECT_PREFIX
+from ..ops.stream import USAGE_STREAM, USAGE_SUBJECT_PREFIX
 from .breaker import BreakerState, CircuitBreaker
-from .usage import (
-    DEAD_LETTER_REASON_HEADER,
-    DEAD_LETTER_SUBJECT_PREFIX,
-    USAGE_STREAM,
-    USAGE_SUBJECT_PREFIX,
-)
+from .usage import DEAD_LETTER_REASON_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +88,10 @@ class Answer:
     retry_after: float | None = None
 
 
-class OpenMeterAuthError(Exception):
+class OpenMeterAuthError(StripeBridgeError):
     """OpenMeter refused the API key (401/403); retrying cannot help."""
+
+    exit_code = ExitCode.UNAVAILABLE
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

@@ -22,15 +22,12 @@ from prometheus_client import CollectorRegistry, start_http_server
 from ..config import Settings, configure_logging, redact_url
 from ..exitcodes import ExitCode
 from ..jetstream import connect_options
-from ..natsfaults import is_transient
+from ..ops.natsfaults import is_transient
 
 log = logging.getLogger(__name__)
 
-#: Exit codes of the consumers (the table in docs/cli.md; docs/billing.md).
-EXIT_OK = ExitCode.OK
-EXIT_NATS = ExitCode.UNAVAILABLE
-EXIT_AUTH = ExitCode.UNAVAILABLE
-# Invalid configuration exits with config.EXIT_CONFIG (2), through the CLI.
+# Exit codes of the consumers: ExitCode (docs/cli.md); invalid configuration is a
+# ConfigError, exit CONFIG through the CLI.
 #: Pause between two start attempts after a transient failure (a leader election's scale).
 _RETRY_PAUSE_SECONDS = 1.0
 
@@ -130,7 +127,7 @@ async def run_until_stopped(
         await _start_and_run(nc, worker, stop, deadline, connection, metrics_port)
     except _Stopped:
         log.info("%s stopped while starting", name)
-        return EXIT_OK
+        return ExitCode.OK
     except _OutOfTime:
         problem = "not answering" if connection.nc else "unreachable"
         cause = type(connection.last_error).__name__ if connection.last_error else "no answer"
@@ -141,9 +138,9 @@ async def run_until_stopped(
             redact_url(settings.nats_url),
             settings.nats_start_timeout,
             cause,
-            EXIT_NATS,
+            ExitCode.UNAVAILABLE,
         )
-        return EXIT_NATS
+        return ExitCode.UNAVAILABLE
     except _Refused as refused:
         log.error(
             "%s: nats at %s refused the start: %s: %s; exiting %d",
@@ -151,13 +148,13 @@ async def run_until_stopped(
             redact_url(settings.nats_url),
             type(refused.__cause__).__name__,
             refused.__cause__,
-            EXIT_NATS,
+            ExitCode.UNAVAILABLE,
         )
-        return EXIT_NATS
+        return ExitCode.UNAVAILABLE
     finally:
         await connection.close()
     log.info("%s stopped", name)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 async def _connect(

@@ -25,15 +25,17 @@ from stripe_bridge_events.deadletter import REASON_HEADER
 
 from ..jetstream import JetStreamPublisher, Stored
 from ..message import CONTENT_TYPE, MSG_ID_HEADER
-from ..stream import StreamSpec, provision
+from ..ops.stream import (
+    USAGE_DLQ,
+    USAGE_DLQ_SUBJECT_PREFIX,
+    USAGE_STREAM,
+    USAGE_SUBJECT_PREFIX,
+    StreamSpec,
+    provision,
+)
 from .limits import METER_PATTERN
 from .uri import is_uri_reference
 
-USAGE_STREAM = "USAGE"
-USAGE_SUBJECT_PREFIX = "usage"
-#: Where events OpenMeter refused (invalid, or a 412) are kept, with the reason, for a human.
-DEAD_LETTER_STREAM = "USAGE_DLQ"
-DEAD_LETTER_SUBJECT_PREFIX = "usage_dlq"
 #: Header on dead-lettered messages: OpenMeter's problem detail for the refusal (the header
 #: every dead letter carries, stripe_bridge_events.deadletter).
 DEAD_LETTER_REASON_HEADER = REASON_HEADER
@@ -198,8 +200,8 @@ def usage_stream_spec(replicas: int = 1) -> UsageStreamSpec:
 def dead_letter_stream_spec(replicas: int = 1) -> UsageStreamSpec:
     """The dead-letter stream: ``usage_dlq.>``, kept a year for investigation."""
     return UsageStreamSpec(
-        DEAD_LETTER_STREAM,
-        DEAD_LETTER_SUBJECT_PREFIX,
+        USAGE_DLQ,
+        USAGE_DLQ_SUBJECT_PREFIX,
         replicas=replicas,
         max_age_seconds=365 * 86400,
         description="Usage events OpenMeter refused as invalid (stripe-bridge)",

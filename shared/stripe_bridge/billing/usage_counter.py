@@ -39,6 +39,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import BaseModel, ConfigDict, Field
 from stripe_bridge_entitlements.reservations import Reservations, reservations_bucket
 
+from ..ops.stream import USAGE_STREAM, USAGE_SUBJECT_PREFIX
 from .deadletters import (
     DeadLetterFailed,
     DeadLetters,
@@ -50,7 +51,6 @@ from .deadletters import (
 from .limits import Window, window_start
 from .stripe_consumer import key_value
 from .tiers import TierConfig
-from .usage import USAGE_STREAM, USAGE_SUBJECT_PREFIX
 
 log = logging.getLogger(__name__)
 

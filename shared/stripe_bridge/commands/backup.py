@@ -9,9 +9,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..backup import ExportedMessage, ImportCounts, export_stream, import_messages
 from ..config import ConfigError
 from ..exitcodes import ExitCode
+from ..ops.backup import ExportedMessage, ImportCounts, export_stream, import_messages
 from .backup_all import add_backup_arguments, run_export_all, run_import_all
 from .common import add_nats_arguments, on_jetstream, settings_from, since_option
 

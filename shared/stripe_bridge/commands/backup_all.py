@@ -10,7 +10,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..backup_job import (
+from ..config import ConfigError, configure_logging
+from ..errors import CommandError
+from ..exitcodes import ExitCode
+from ..ops.backup_job import (
     BackupMetrics,
     BackupUnfinished,
     S3Copy,
@@ -19,9 +22,6 @@ from ..backup_job import (
     import_all,
     read_manifest,
 )
-from ..config import ConfigError, configure_logging
-from ..errors import CommandError
-from ..exitcodes import ExitCode
 from .common import on_jetstream, settings_from
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,9 @@ def run_export_all(args: argparse.Namespace) -> int:
     metrics = BackupMetrics()
     started = time.monotonic()
     try:
-        folder = on_jetstream("export", settings, lambda js: _export(js, args.dir))
+        folder = on_jetstream(
+            "export", settings, lambda js: _export(js, args.dir, settings.nats_stream)
+        )
         manifest = read_manifest(folder)
         deleted = apply_retention(args.dir, args.keep)
         if args.s3_bucket:
@@ -92,10 +94,11 @@ def run_export_all(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-async def _export(js: Any, root: Path) -> Path:
-    """export_all; a failure of the volume (not of NATS) is FAILED, not worth a retry."""
+async def _export(js: Any, root: Path, stream: str) -> Path:
+    """export_all, which must find the bridge's ``stream``; a failure of the volume (not of
+    NATS) is FAILED, not worth a retry."""
     try:
-        return await export_all(js, root)
+        return await export_all(js, root, required=(stream,))
     except Exception as exc:
         cause = exc.__cause__ if isinstance(exc, BackupUnfinished) else exc
         # TimeoutError is an OSError too, but here it is a NATS request's.

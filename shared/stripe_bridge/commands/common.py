@@ -9,11 +9,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..backup import since_time
 from ..config import ConfigError, Settings, load_settings, redact_url
 from ..errors import CommandError
 from ..exitcodes import ExitCode
 from ..jetstream import connect_options
+from ..ops.backup import since_time
 
 T = TypeVar("T")
 

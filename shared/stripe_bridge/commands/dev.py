@@ -10,16 +10,17 @@ import argparse
 import asyncio
 import os
 import secrets
-import sys
 from pathlib import Path
 
-from .. import registry, stripecli
+from .. import registry
 from ..config import IdempotencyBackend, configure_logging, load_settings
+from ..errors import CommandError
 from ..exitcodes import ExitCode
-from ..ingest import Runtime
-from ..natsserver import NatsServer
+from ..ops import stripecli
+from ..ops.natsserver import NatsServer
+from ..ops.stream import StreamSpec, provision
+from ..runtime import Runtime
 from ..server import dev_app, run
-from ..stream import StreamSpec, provision
 from .common import connect
 
 DEFAULT_PORT = 8080
@@ -99,11 +100,8 @@ def run_dev(args: argparse.Namespace) -> int:
     try:
         nats.start()
     except (RuntimeError, TimeoutError) as exc:
-        print(
-            f"stripe-bridge dev: cannot start nats-server on port {args.nats_port}: {exc}",
-            file=sys.stderr,
-        )
-        return ExitCode.FAILED
+        message = f"stripe-bridge dev: cannot start nats-server on port {args.nats_port}: {exc}"
+        raise CommandError(message) from exc
     try:
         settings = load_settings(
             nats_url=nats.url,

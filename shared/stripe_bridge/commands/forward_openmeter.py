@@ -7,7 +7,7 @@ import asyncio
 from typing import Any
 
 from ..billing.openmeter import Forwarder, ForwarderSettings, OpenMeterAuthError
-from ..billing.runner import EXIT_AUTH, Bound, run_until_stopped
+from ..billing.runner import Bound, run_until_stopped
 from ..billing.usage import provision_usage_streams
 from ..config import load_model
 from .common import add_nats_arguments, settings_from
@@ -56,5 +56,6 @@ def run(args: argparse.Namespace) -> int:
         return asyncio.run(
             run_until_stopped(settings, work, "forward-openmeter", args.metrics_port)
         )
-    except OpenMeterAuthError:
-        return EXIT_AUTH
+    except OpenMeterAuthError as exc:
+        # The forwarder logged the refusal already: exit without a second line.
+        return exc.exit_code

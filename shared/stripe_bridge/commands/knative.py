@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from ..deploy import knative, kubeapply, manifests, profiles, promoperator, workloads
+from ..errors import CommandError
 from ..exitcodes import ExitCode
 from .common import write_or_check
 
@@ -87,8 +87,7 @@ def run_apply(args: argparse.Namespace) -> int:
         if args.wait > 0:
             deployer.wait_ready(states, args.wait, args.poll_interval)
     except kubeapply.DeployError as exc:
-        print(f"stripe-bridge knative apply: {exc}", file=sys.stderr)
-        return exc.exit_code
+        raise CommandError(f"stripe-bridge knative apply: {exc}", exc.exit_code) from exc
     for state in states:
         detail = f" ({state.reason})" if state.reason and state.ready != "True" else ""
         print(f"{state.label}: Ready={state.ready} {state.url or '-'}{detail}")
@@ -96,6 +95,5 @@ def run_apply(args: argparse.Namespace) -> int:
     print(kubeapply.registration_steps(knative.function_specs(), states, namespace), end="")
     not_ready = [state.label for state in states if state.ready != "True"]
     if not_ready and args.wait > 0:
-        print(f"stripe-bridge knative apply: not Ready: {', '.join(not_ready)}", file=sys.stderr)
-        return kubeapply.EXIT_NOT_READY
+        raise CommandError(f"stripe-bridge knative apply: not Ready: {', '.join(not_ready)}")
     return ExitCode.OK

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..deploy.kustomize import KustomizeError, build, render
 from ..deploy.natsconf import generated_files, kubernetes_params, render_nats_conf
+from ..errors import CommandError
 from ..exitcodes import ExitCode
 from .common import write_or_check
 
@@ -67,8 +68,7 @@ def run_build(args: argparse.Namespace) -> int:
     try:
         sys.stdout.write(render(build(_overlay_dir(args))))
     except (KustomizeError, OSError) as exc:
-        print(f"stripe-bridge nats build: {exc}", file=sys.stderr)
-        return ExitCode.FAILED
+        raise CommandError(f"stripe-bridge nats build: {exc}") from exc
     return ExitCode.OK
 
 
@@ -85,14 +85,12 @@ def run_apply(args: argparse.Namespace) -> int:
         return run_build(args)
     kubectl = shutil.which("kubectl")
     if kubectl is None:
-        print(
+        raise CommandError(
             "stripe-bridge nats apply: kubectl not found on PATH; install kubectl "
             "(v1.27+, it includes kustomize) or apply the output of `stripe-bridge nats build`",
-            file=sys.stderr,
+            ExitCode.NO_PROGRAM,
         )
-        return ExitCode.NO_PROGRAM
     result = subprocess.run([kubectl, *command[1:]], check=False)
     if result.returncode != 0:
-        print(f"stripe-bridge nats apply: kubectl exited {result.returncode}", file=sys.stderr)
-        return ExitCode.FAILED
+        raise CommandError(f"stripe-bridge nats apply: kubectl exited {result.returncode}")
     return ExitCode.OK

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..deploy.natsconf import size_bytes
 from ..exitcodes import ExitCode
-from ..stream import StreamSpec, dead_letter_spec, provision
+from ..ops.stream import StreamSpec, dead_letter_spec, provision
 from .common import add_nats_arguments, on_jetstream, settings_from
 
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
-from ..backup import parse_duration
 from ..config import redact_url
+from ..errors import CommandError
 from ..exitcodes import ExitCode
+from ..ops.backup import parse_duration
 from ..push import PushgatewayError, delete_group, stale_groups
 
 
@@ -46,8 +46,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     """Delete (or list) stale groups; exit CONFIG without a URL, UNAVAILABLE if it fails."""
     if not args.url:
-        print("stripe-bridge pushgateway-gc: set --url or PUSHGATEWAY_URL", file=sys.stderr)
-        return ExitCode.CONFIG
+        raise CommandError(
+            "stripe-bridge pushgateway-gc: set --url or PUSHGATEWAY_URL", ExitCode.CONFIG
+        )
     try:
         groups = stale_groups(args.url, args.older_than, args.environment)
         for group in groups:
@@ -56,6 +57,6 @@ def run(args: argparse.Namespace) -> int:
                 delete_group(args.url, group)
             print(f"{'would delete' if args.dry_run else 'deleted'} {labels}")
     except PushgatewayError as exc:
-        print(f"stripe-bridge pushgateway-gc: {redact_url(args.url)}: {exc}", file=sys.stderr)
-        return ExitCode.UNAVAILABLE
+        where = redact_url(args.url)
+        raise CommandError(f"stripe-bridge pushgateway-gc: {where}: {exc}", exc.exit_code) from exc
     return ExitCode.OK

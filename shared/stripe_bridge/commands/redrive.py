@@ -8,7 +8,7 @@ import sys
 from stripe_bridge_events.deadletter import DEAD_LETTER_STREAM
 
 from ..exitcodes import ExitCode
-from ..redrive import KNOWN, Choice, DeadLetterStream, Redriven, redrive
+from ..ops.redrive import KNOWN, Choice, DeadLetterStream, Redriven, redrive
 from .common import add_nats_arguments, on_jetstream, settings_from
 
 

@@ -10,12 +10,12 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from ..backup import stored_ids
 from ..config import ConfigError, redact_url
+from ..errors import CommandError
 from ..exitcodes import ExitCode
-from ..ingest import Ingested, Runtime
-from ..replay import (
-    EventNotFound,
+from ..ingest import Ingested
+from ..ops.backup import stored_ids
+from ..ops.replay import (
     EventQuery,
     ReplayCounts,
     ReplayError,
@@ -23,6 +23,7 @@ from ..replay import (
     fetch_events,
     replay_events,
 )
+from ..runtime import Runtime
 from .common import add_nats_arguments, connect, settings_from, since_option
 
 DEFAULT_API_BASE = "https://api.stripe.com"
@@ -136,16 +137,12 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         events, known, counts = asyncio.run(go())
-    except EventNotFound as exc:
-        print(f"stripe-bridge replay: {exc}", file=sys.stderr)
-        return ExitCode.NOT_FOUND
     except ReplayError as exc:
-        print(f"stripe-bridge replay: {exc}", file=sys.stderr)
-        return ExitCode.UNAVAILABLE
+        raise CommandError(f"stripe-bridge replay: {exc}", exc.exit_code) from exc
     except Exception as exc:
         where = redact_url(settings.nats_url)
-        print(f"stripe-bridge replay: {where}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return ExitCode.UNAVAILABLE
+        detail = f"{where}: {type(exc).__name__}: {exc}"
+        raise CommandError(f"stripe-bridge replay: {detail}", ExitCode.UNAVAILABLE) from exc
     what = describe(args, query)
     if args.dry_run:
         for event in events:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
+from ..errors import CommandError
 from ..exitcodes import ExitCode
-from ..samples import sample_event
+from ..ops.samples import sample_event
 from ..signature import sign_header
 from .dev import DEFAULT_DATA_DIR, DEFAULT_PORT, read_dev_secret
 
@@ -33,17 +33,16 @@ def run(args: argparse.Namespace) -> int:
     secret = args.secret or os.environ.get("STRIPE_WEBHOOK_SECRET", "").split(",")[0].strip()
     secret = secret or read_dev_secret(args.data_dir)
     if not secret:
-        print(
+        raise CommandError(
             "stripe-bridge send: no secret: pass --secret, set STRIPE_WEBHOOK_SECRET or run dev",
-            file=sys.stderr,
+            ExitCode.CONFIG,
         )
-        return ExitCode.CONFIG
     if args.file:
         try:
             event = json.loads(args.file.read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            print(f"stripe-bridge send: cannot read {args.file}: {exc}", file=sys.stderr)
-            return ExitCode.CONFIG
+            message = f"stripe-bridge send: cannot read {args.file}: {exc}"
+            raise CommandError(message, ExitCode.CONFIG) from exc
     else:
         event = sample_event(args.event_type)
         event["livemode"] = bool(args.live)
@@ -56,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         response = httpx.post(args.url, content=body, headers=headers, timeout=35.0)
     except httpx.HTTPError as exc:
-        print(f"stripe-bridge send: {args.url}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return ExitCode.UNAVAILABLE
+        message = f"stripe-bridge send: {args.url}: {type(exc).__name__}: {exc}"
+        raise CommandError(message, ExitCode.UNAVAILABLE) from exc
     print(f"{response.status_code} {event.get('id')} {args.event_type} {response.text}")
     return ExitCode.OK if response.is_success else ExitCode.FAILED

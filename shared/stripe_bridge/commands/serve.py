@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from pydantic import Field
 
 from ..config import EnvModel, load_model
+from ..errors import CommandError
 from ..exitcodes import ExitCode
 from ..server import HEADER_READ_TIMEOUT_SECONDS, function_app, run
 
@@ -42,15 +42,13 @@ def run_serve(args: argparse.Namespace) -> int:
     env = load_model(ServeSettings)
     source_name = args.source or env.function_source
     if not source_name:
-        print(
+        raise CommandError(
             "stripe-bridge serve: set --source or FUNCTION_SOURCE (functions/<name>/main.py)",
-            file=sys.stderr,
+            ExitCode.CONFIG,
         )
-        return ExitCode.CONFIG
     source = Path(source_name)
     if not source.is_file():
-        print(f"stripe-bridge serve: no function source at {source}", file=sys.stderr)
-        return ExitCode.CONFIG
+        raise CommandError(f"stripe-bridge serve: no function source at {source}", ExitCode.CONFIG)
     port = args.port if args.port is not None else env.port
     app = function_app(source, args.target or env.function_target)
     host = args.host or env.host

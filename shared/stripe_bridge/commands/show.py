@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 from stripe_bridge_events import TypedEvent, parse
 
-from ..backup import iter_stream
+from ..errors import CommandError
 from ..exitcodes import ExitCode
 from ..message import MSG_ID_HEADER
+from ..ops.backup import iter_stream
 from .common import add_nats_arguments, on_jetstream, settings_from, since_option
 
 
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if found is None:
         window = f" (stored in the last {args.since})" if args.since else ""
-        print(f"{args.event_id}: not in stream {settings.nats_stream}{window}", file=sys.stderr)
-        return ExitCode.NOT_FOUND
+        message = f"{args.event_id}: not in stream {settings.nats_stream}{window}"
+        raise CommandError(message, ExitCode.NOT_FOUND)
     print(json.dumps(found, indent=2) if args.json else describe(found))
     return ExitCode.OK

@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from ..config import redact_url
+from ..errors import CommandError
 from ..exitcodes import ExitCode
 from .common import add_nats_arguments, connect, settings_from
 
@@ -81,6 +82,6 @@ def run(args: argparse.Namespace) -> int:
         return ExitCode.OK
     except Exception as exc:
         where = redact_url(settings.nats_url)
-        print(f"stripe-bridge tail: {where}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return ExitCode.UNAVAILABLE
+        detail = f"{where}: {type(exc).__name__}: {exc}"
+        raise CommandError(f"stripe-bridge tail: {detail}", ExitCode.UNAVAILABLE) from exc
     return ExitCode.OK

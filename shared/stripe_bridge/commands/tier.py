@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +11,7 @@ from ..billing.limits import reset_at
 from ..billing.projector import read_state
 from ..billing.tiers import TIERS_BUCKET, Cause, CustomerState, TierConfig
 from ..billing.usage_counter import count_key, read_count, usage_bucket
+from ..errors import CommandError
 from ..exitcodes import ExitCode
 from .common import add_nats_arguments, on_jetstream, settings_from
 from .project_tiers import add_tiers_argument, load_tiers
@@ -102,11 +102,10 @@ def run(args: argparse.Namespace) -> int:
     state, usage = on_jetstream("tier", settings, read)
     if state is None:
         # On stderr: with --json, stdout holds JSON or nothing.
-        print(
+        raise CommandError(
             f"{args.customer_id}: unknown (no billing events projected for this customer)",
-            file=sys.stderr,
+            ExitCode.NOT_FOUND,
         )
-        return ExitCode.NOT_FOUND
     if args.json:
         print(json.dumps({**state.model_dump(mode="json"), "usage": usage}, indent=2))
     else:

@@ -6,7 +6,7 @@ The CronJob pushes under ``job="stripe-bridge-backup"``; the Pushgateway is scra
 
 from __future__ import annotations
 
-from ..backup_job import BACKUP_JOB
+from ..ops.backup_job import BACKUP_JOB
 from .alert_model import _PROD, PROD, Alert, Scenario
 
 LAST_SUCCESS = "stripe_bridge_backup_last_success_timestamp_seconds"

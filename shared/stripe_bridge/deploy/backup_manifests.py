@@ -1,7 +1,7 @@
 """The scheduled NATS backup per environment: a CronJob and the volume it writes to.
 
 The CronJob runs ``stripe-bridge export --all`` (every stream and KV bucket, see
-``stripe_bridge.backup_job``) daily into a PersistentVolumeClaim, keeps ``BACKUP_KEEP``
+``stripe_bridge.ops.backup_job``) daily into a PersistentVolumeClaim, keeps ``BACKUP_KEEP``
 backups there and, when the ``stripe-bridge-backup-s3`` Secret names a bucket, in
 S3-compatible storage; it pushes its metrics to the Pushgateway. The claim is rendered
 into ``backup-volume.yaml`` for an administrator to apply once (the deployer's role

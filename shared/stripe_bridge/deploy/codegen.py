@@ -160,9 +160,9 @@ def observability_doc(text: str) -> str:
 
 def limits_and_backup_metrics(text: str) -> str:
     """The metric tables of project-lifecycle, count-usage and the backup CronJob."""
-    from ..backup_job import BackupMetrics
     from ..billing.lifecycle_projector import LifecycleMetrics
     from ..billing.usage_counter import CounterMetrics
+    from ..ops.backup_job import BackupMetrics
 
     sections = {
         "lifecycle-metrics": metric_attributes(LifecycleMetrics()),

@@ -17,15 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import StripeBridgeError
 from ..exitcodes import ExitCode
 from .access import DEPLOYER_GROUP
 from .k8s import FIELD_MANAGER, WEBHOOK_SECRET
 from .knative import ALL_EVENTS, SERVICES_PLURAL, SERVING_GROUP, SERVING_VERSION, FunctionSpec
-
-#: Exit codes of ``knative apply``.
-EXIT_NOT_READY = ExitCode.FAILED
-EXIT_CONFIG = ExitCode.CONFIG
-EXIT_API = ExitCode.UNAVAILABLE
 
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 JSON_PATCH_CONTENT_TYPE = "application/json-patch+json"
@@ -38,12 +34,11 @@ _ADOPT_ATTEMPTS = 5
 _RESOURCE = f"{SERVICES_PLURAL}.{SERVING_GROUP}"
 
 
-class DeployError(Exception):
-    """Deploying cannot go on; the message is one line, ``exit_code`` the process exit code."""
+class DeployError(StripeBridgeError):
+    """Deploying cannot go on: the API server is unreachable or refused (or, raised with
+    ``ExitCode.CONFIG``, the kubeconfig is unusable)."""
 
-    def __init__(self, message: str, exit_code: int = EXIT_API) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+    exit_code = ExitCode.UNAVAILABLE
 
 
 @dataclass
@@ -75,13 +70,13 @@ def api_client(kubeconfig: str | None = None, context: str | None = None) -> Any
     except ImportError:
         raise DeployError(
             "the kubernetes client is not installed: pip install 'stripe-bridge[deploy]'",
-            EXIT_CONFIG,
+            ExitCode.CONFIG,
         ) from None
     default = Path.home() / ".kube" / "config"
     try:
         if kubeconfig is not None:
             if not Path(kubeconfig).is_file():
-                raise DeployError(f"no kubeconfig at {kubeconfig}", EXIT_CONFIG)
+                raise DeployError(f"no kubeconfig at {kubeconfig}", ExitCode.CONFIG)
             return config.new_client_from_config(  # type: ignore[no-untyped-call]
                 config_file=kubeconfig, context=context
             )
@@ -94,11 +89,11 @@ def api_client(kubeconfig: str | None = None, context: str | None = None) -> Any
             )
             return client.ApiClient(configuration)
     except ConfigException as exc:
-        raise DeployError(f"invalid kubeconfig: {_first_line(exc)}", EXIT_CONFIG) from None
+        raise DeployError(f"invalid kubeconfig: {_first_line(exc)}", ExitCode.CONFIG) from None
     raise DeployError(
         f"no kubeconfig: pass --kubeconfig, set KUBECONFIG or create {default} "
         "(for kind: kind export kubeconfig)",
-        EXIT_CONFIG,
+        ExitCode.CONFIG,
     )
 
 

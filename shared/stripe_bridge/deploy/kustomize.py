@@ -23,11 +23,13 @@ from typing import Any
 
 import yaml
 
+from ..errors import StripeBridgeError
+
 KUSTOMIZATION = "kustomization.yaml"
 _SUPPORTED = {"apiVersion", "kind", "resources", "namespace", "labels", "patches", "images"}
 
 
-class KustomizeError(Exception):
+class KustomizeError(StripeBridgeError):
     """The kustomization uses something this subset does not render, or is invalid."""
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -68,17 +68,23 @@ class BackupUnfinished(Exception):
     backup (restores refuse it, retention deletes it once a newer backup finishes)."""
 
 
-async def export_all(js: Any, root: Path, moment: datetime | None = None) -> Path:
+async def export_all(
+    js: Any, root: Path, moment: datetime | None = None, required: Sequence[str] = ()
+) -> Path:
     """Export every stream into a new folder under ``root``; return the folder.
 
     Each stream is read with its reader's retries (a leader change resumes after the last
-    message written); a failure beyond them raises BackupUnfinished naming the folder.
+    message written); a failure beyond them raises BackupUnfinished naming the folder. So
+    does a stream list without a ``required`` stream: a node that lost its quorum has been
+    seen to list no stream at all, which would have been a "complete" empty backup.
     """
     moment = moment or datetime.now(UTC)
     folder = root / backup_name(moment)
     folder.mkdir(parents=True, exist_ok=False)
     try:
-        manifest = BackupManifest(created=moment, streams=await _export_streams(js, folder))
+        manifest = BackupManifest(
+            created=moment, streams=await _export_streams(js, folder, required)
+        )
     except Exception as exc:
         raise BackupUnfinished(
             f"backup {folder} unfinished, no manifest: {type(exc).__name__}: {exc}"
@@ -89,9 +95,15 @@ async def export_all(js: Any, root: Path, moment: datetime | None = None) -> Pat
     return folder
 
 
-async def _export_streams(js: Any, folder: Path) -> list[StreamBackup]:
+async def _export_streams(js: Any, folder: Path, required: Sequence[str]) -> list[StreamBackup]:
     streams = []
     infos = await retrying(js.streams_info, backup.READ_RETRY_SECONDS)
+    missing = set(required) - {info.config.name for info in infos}
+    if missing:
+        raise LookupError(
+            f"the stream list lacks {', '.join(sorted(missing))}: a cluster without quorum "
+            "lists nothing, or the stream was never provisioned (stripe-bridge provision)"
+        )
     for info in sorted(infos, key=lambda i: i.config.name):
         name = info.config.name
         path = folder / f"{name}.jsonl"

@@ -14,7 +14,9 @@ def sample_event(event_type: str, fresh: bool = True) -> dict[str, Any]:
 
     With ``fresh`` the event gets a new id and the current time, like ``stripe trigger``.
     """
-    path = resources.files("stripe_bridge") / "samples" / (event_type.replace(".", "_") + ".json")
+    path = (
+        resources.files("stripe_bridge.ops") / "samples" / (event_type.replace(".", "_") + ".json")
+    )
     if path.is_file():
         event: dict[str, Any] = json.loads(path.read_text())
     else:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from . import registry
-from .errors import CommandError
-from .exitcodes import ExitCode
+from .. import registry
+from ..errors import CommandError
+from ..exitcodes import ExitCode
 
 INSTALL_HINT = "install it (https://docs.stripe.com/stripe-cli) and run `stripe login`"
 

@@ -25,15 +25,20 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .envelope import StripeEvent
-from .ingest import Ingested, IngestStatus, Runtime, ingest
+from ..envelope import StripeEvent
+from ..errors import StripeBridgeError
+from ..exitcodes import ExitCode
+from ..ingest import Ingested, IngestStatus, ingest
+from ..runtime import Runtime
 
 #: Page size of the Events API (its maximum).
 PAGE_SIZE = 100
 
 
-class ReplayError(Exception):
+class ReplayError(StripeBridgeError):
     """Replay cannot start: Stripe or NATS refused or is unreachable (one line, no secrets)."""
+
+    exit_code = ExitCode.UNAVAILABLE
 
 
 @dataclass
@@ -84,6 +89,8 @@ class EventQuery:
 
 class EventNotFound(ReplayError):
     """Stripe has no event of that id (or it is older than the Events API keeps, 30 days)."""
+
+    exit_code = ExitCode.NOT_FOUND
 
 
 @contextmanager

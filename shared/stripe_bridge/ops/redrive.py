@@ -24,10 +24,9 @@ from stripe_bridge_events.deadletter import (
     SOURCE_HEADER,
 )
 
+from ..message import MSG_ID_HEADER
 from .backup import iter_stream
-from .billing.usage import DEAD_LETTER_STREAM as USAGE_DLQ
-from .billing.usage import DEAD_LETTER_SUBJECT_PREFIX, USAGE_SUBJECT_PREFIX
-from .message import MSG_ID_HEADER
+from .stream import USAGE_DLQ, USAGE_DLQ_SUBJECT_PREFIX, USAGE_SUBJECT_PREFIX
 
 #: Headers that describe the dead letter, not the message: dropped when redriven.
 _DEAD_LETTER_HEADERS = (REASON_HEADER, SOURCE_HEADER, REDRIVE_SUBJECT_HEADER, MSG_ID_HEADER)
@@ -50,8 +49,8 @@ KNOWN = {
     DEAD_LETTER_STREAM: DeadLetterStream(DEAD_LETTER_STREAM, f"{DEAD_LETTER_PREFIX}.dead.>"),
     USAGE_DLQ: DeadLetterStream(
         USAGE_DLQ,
-        f"{DEAD_LETTER_SUBJECT_PREFIX}.>",
-        (f"{DEAD_LETTER_SUBJECT_PREFIX}.", f"{USAGE_SUBJECT_PREFIX}."),
+        f"{USAGE_DLQ_SUBJECT_PREFIX}.>",
+        (f"{USAGE_DLQ_SUBJECT_PREFIX}.", f"{USAGE_SUBJECT_PREFIX}."),
     ),
 }
 

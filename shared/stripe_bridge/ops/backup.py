@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from .message import MSG_ID_HEADER
+from ..message import MSG_ID_HEADER
 from .natsfaults import RETRY_PAUSE_SECONDS, is_transient, retrying
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,15 @@ from typing import Any
 
 from stripe_bridge_events.deadletter import DEAD_LETTER_PREFIX, DEAD_LETTER_STREAM
 
-from .config import Settings
+from ..config import Settings
+
+#: The USAGE stream billing records usage into (billing/usage.py) and its dead letters
+#: (USAGE_DLQ, filled by the OpenMeter forwarder): named here, in the operations wing,
+#: because redrive moves those dead letters back and ops imports nothing from billing.
+USAGE_STREAM = "USAGE"
+USAGE_SUBJECT_PREFIX = "usage"
+USAGE_DLQ = "USAGE_DLQ"
+USAGE_DLQ_SUBJECT_PREFIX = "usage_dlq"
 
 
 @dataclass(frozen=True)
