@@ -2,8 +2,9 @@
 
 The usage counter (``stripe_bridge.billing.usage_counter``) keeps one count per customer,
 meter and window in ``BILLING_USAGE_<WINDOW>`` under ``<customer>.<meter>[.<start>]``; the
-tier projector keeps each customer's state in ``BILLING_TIERS`` under the customer id.
-tests/entitlements/test_client.py holds these to the counter's own functions.
+tier projector keeps each customer's state in ``BILLING_TIERS`` under the customer id. The
+counter imports these; tests/entitlements/test_client.py holds the tier bucket to the
+projector's.
 """
 
 from __future__ import annotations

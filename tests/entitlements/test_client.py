@@ -34,13 +34,9 @@ NOW = datetime.now(UTC)
 
 
 def test_keys_are_the_counters_and_projectors_keys() -> None:
-    for customer in ["cus_1", "acct/with spaces", "é"]:
-        for window in Window:
-            assert keys.count_key(customer, "tokens", window, NOW) == count_key(
-                customer, "tokens", window, NOW
-            )
-        assert keys.customer_token(customer) == usage_counter.customer_token(customer)
-    assert [keys.usage_bucket(w) for w in Window] == [usage_counter.usage_bucket(w) for w in Window]
+    # The counter writes with these very functions; the projector names its bucket itself.
+    assert usage_counter.count_key is keys.count_key
+    assert usage_counter.usage_bucket is keys.usage_bucket
     assert keys.TIERS_BUCKET == TIERS_BUCKET
 
 

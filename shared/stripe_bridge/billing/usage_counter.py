@@ -23,13 +23,11 @@ that fails, the counter restarts from its checkpoint rather than skip it.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import hashlib
 import json
 import logging
 import math
-import re
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -37,6 +35,11 @@ from typing import Any, NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import BaseModel, ConfigDict, Field
+
+# Where counts live: one definition, shared with the in-process entitlements client.
+from stripe_bridge_entitlements.keys import count_key as count_key
+from stripe_bridge_entitlements.keys import customer_token as customer_token
+from stripe_bridge_entitlements.keys import usage_bucket as usage_bucket
 from stripe_bridge_entitlements.reservations import Reservations, reservations_bucket
 
 from ..ops.stream import USAGE_STREAM, USAGE_SUBJECT_PREFIX
@@ -48,7 +51,7 @@ from .deadletters import (
     redriven_for,
     usage_dead_letter,
 )
-from .limits import Window, window_start
+from .limits import Window
 from .stripe_consumer import key_value
 from .tiers import TierConfig
 
@@ -66,25 +69,6 @@ CAS_ATTEMPTS = 50
 SEEN_BUCKET = "BILLING_USAGE_SEEN"
 #: How long a record id stays counted once (OpenMeter's example dedupe expiration, 768h).
 DEFAULT_DEDUP_HORIZON_DAYS = 32.0
-_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
-
-
-def usage_bucket(window: Window) -> str:
-    """The KV bucket of one window's counts."""
-    return f"BILLING_USAGE_{window.value.upper()}"
-
-
-def customer_token(customer_id: str) -> str:
-    """A KV key token for a customer id: itself if plain (``cus_...``), else ``=`` + base64."""
-    if _SAFE.match(customer_id):
-        return customer_id
-    return "=" + base64.urlsafe_b64encode(customer_id.encode()).decode().rstrip("=")
-
-
-def count_key(customer_id: str, meter: str, window: Window, when: datetime) -> str:
-    """``<customer>.<meter>.<window start>`` (``total`` windows have no start)."""
-    key = f"{customer_token(customer_id)}.{meter}"
-    return key if window is Window.TOTAL else f"{key}.{window_start(window, when)}"
 
 
 class Reservation(BaseModel):
