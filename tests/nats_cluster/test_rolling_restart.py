@@ -33,6 +33,11 @@ LAG_BYTES = 8 * 1024 * 1024
 #: with these probes on a quiet machine), not a bound: with both cores loaded by other
 #: work one took 10.3 s, two of the bridge's 5 s PubAck timeouts, and lost nothing.
 STALL_SECONDS = 30.0
+#: Each attempt waits for its PubAck as long as the bridge does (PUBLISH_TIMEOUT_SECONDS).
+PUBACK_TIMEOUT = 5.0
+#: How long a write is retried before it counts as lost: Stripe retries for days; a minute
+#: keeps the test bounded.
+RETRY_BUDGET = 60.0
 
 
 def manifest_probes() -> dict[str, Probe]:
@@ -49,7 +54,9 @@ async def roll_under_writes(cluster: LocalNatsCluster) -> tuple[list, Writes]:  
     payload = b"x" * 16 * 1024
     writers = [
         asyncio.create_task(
-            write_continuously(js, f"stripe.test.w{i}", payload, stop, writes, STALL_SECONDS, 50)
+            write_continuously(
+                js, f"stripe.test.w{i}", payload, stop, writes, PUBACK_TIMEOUT, 50, RETRY_BUDGET
+            )
         )
         for i in range(4)
     ]
