@@ -13,6 +13,9 @@ from stripe_bridge.ops.stream import StreamSpec, provision
 from stripe_bridge_testing.natscluster import LocalNatsCluster
 
 STREAM = "STRIPE"
+#: JetStream API timeout of the admin's setup and inspection (not what a test is about):
+#: creating an R3 stream took over nats-py's default 5 s beside a CPU hog.
+ADMIN_TIMEOUT = 30.0
 
 
 async def connect(cluster: LocalNatsCluster, user: str = "admin", **options: Any) -> Any:

@@ -28,7 +28,7 @@ from stripe_bridge_events.deadletter import (
 from stripe_bridge_testing.natscluster import LocalNatsCluster
 from stripe_bridge_testing.waiting import wait_until_async
 
-from .conftest import STREAM, connect, provision_r3
+from .conftest import ADMIN_TIMEOUT, STREAM, connect, provision_r3
 from .test_rolling_restart import roll_under_writes
 
 KV_STREAM = f"KV_{TIERS_BUCKET}"
@@ -67,7 +67,9 @@ async def stored(stream: str, cluster: LocalNatsCluster) -> int:
     """How many messages ``stream`` holds (read as admin)."""
     admin = await connect(cluster)
     try:
-        return int((await admin.jetstream().stream_info(stream)).state.messages)
+        return int(
+            (await admin.jetstream(timeout=ADMIN_TIMEOUT).stream_info(stream)).state.messages
+        )
     finally:
         await admin.close()
 
@@ -94,7 +96,9 @@ async def test_publisher_publishes_only_bridge_subjects_and_cannot_delete(
         await nc.close()
     admin = await connect(cluster)
     try:
-        assert (await admin.jetstream().stream_info(STREAM)).state.messages == 1
+        assert (
+            await admin.jetstream(timeout=ADMIN_TIMEOUT).stream_info(STREAM)
+        ).state.messages == 1
     finally:
         await admin.close()
 
@@ -102,7 +106,7 @@ async def test_publisher_publishes_only_bridge_subjects_and_cannot_delete(
 async def test_usage_user_publishes_only_usage_records(cluster: LocalNatsCluster) -> None:
     admin = await connect(cluster)
     try:
-        await provision_usage_streams(admin.jetstream())
+        await provision_usage_streams(admin.jetstream(timeout=ADMIN_TIMEOUT))
     finally:
         await admin.close()
     nc, errors = await as_user(cluster, NATS_USAGE_USER)
@@ -121,7 +125,7 @@ async def test_usage_user_publishes_only_usage_records(cluster: LocalNatsCluster
 async def test_each_user_reads_only_its_own_inbox(cluster: LocalNatsCluster) -> None:
     admin = await connect(cluster)
     try:
-        await provision_usage_streams(admin.jetstream())
+        await provision_usage_streams(admin.jetstream(timeout=ADMIN_TIMEOUT))
     finally:
         await admin.close()
     spy, errors = await as_user(cluster, NATS_USER)
@@ -162,7 +166,7 @@ async def test_consumer_reads_only_stripe_and_cannot_delete_consumers(
 
     admin = await connect(cluster)
     try:
-        ajs = admin.jetstream()
+        ajs = admin.jetstream(timeout=ADMIN_TIMEOUT)
         for i in range(3):
             await ajs.publish(f"stripe.test.e{i}", b"{}")
         await provision_usage_streams(ajs)
@@ -208,7 +212,9 @@ async def test_consumer_reads_only_stripe_and_cannot_delete_consumers(
         await nc.close()
     admin = await connect(cluster)
     try:
-        assert (await admin.jetstream().consumer_info(STREAM, "tiers")).name == "tiers"
+        assert (
+            await admin.jetstream(timeout=ADMIN_TIMEOUT).consumer_info(STREAM, "tiers")
+        ).name == "tiers"
     finally:
         await admin.close()
     assert await stored(STREAM, cluster) == 3
@@ -248,7 +254,7 @@ async def _everything_stored(cluster: LocalNatsCluster) -> dict[str, int]:
 
     admin = await connect(cluster)
     try:
-        ajs = admin.jetstream()
+        ajs = admin.jetstream(timeout=ADMIN_TIMEOUT)
         for i in range(3):
             await ajs.publish(f"stripe.test.e{i}", b"{}", headers={"Nats-Msg-Id": f"e{i}"})
         await provision_usage_streams(ajs)
@@ -329,7 +335,7 @@ async def test_backup_user_is_refused_every_write(cluster: LocalNatsCluster) -> 
         await nc.close()
     admin = await connect(cluster)
     try:
-        ajs = admin.jetstream()
+        ajs = admin.jetstream(timeout=ADMIN_TIMEOUT)
         assert {i.config.name: i.state.messages for i in await ajs.streams_info()} == counts
         assert (await ajs.consumer_info(STREAM, "tiers")).config.durable_name == "tiers"
         assert (await (await ajs.key_value(TIERS_BUCKET)).get("cus_1")).value == b'{"tier": "pro"}'
@@ -340,7 +346,7 @@ async def test_backup_user_is_refused_every_write(cluster: LocalNatsCluster) -> 
 async def test_consumer_dead_letters_and_reads_its_redrives(cluster: LocalNatsCluster) -> None:
     admin = await connect(cluster)
     try:
-        ajs = admin.jetstream()
+        ajs = admin.jetstream(timeout=ADMIN_TIMEOUT)
         await provision(ajs, dead_letter_spec())
         await ajs.publish("stripe.test.poison", b"{}")
         # What `stripe-bridge redrive` (an operator) publishes after a fix.
@@ -383,7 +389,7 @@ async def test_consumer_dead_letters_and_reads_its_redrives(cluster: LocalNatsCl
         await nc.close()
     admin = await connect(cluster)
     try:
-        ajs = admin.jetstream()
+        ajs = admin.jetstream(timeout=ADMIN_TIMEOUT)
         assert (await ajs.stream_info(DEAD_LETTER_STREAM)).state.messages == 2
         redrive = await ajs.consumer_info(DEAD_LETTER_STREAM, "downstream-redrive")
         assert redrive.num_ack_pending == 0

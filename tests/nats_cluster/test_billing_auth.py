@@ -29,7 +29,7 @@ from stripe_bridge_testing.waiting import wait_until_async
 from ..billing.sequences import CONFIG, CUSTOMER, lifecycle
 from ..billing.test_projector import publish_deliveries
 from ..billing.test_tiers import fold
-from .conftest import STREAM, connect
+from .conftest import ADMIN_TIMEOUT, STREAM, connect
 from .test_auth import as_user, refused
 
 KV_STREAM = f"KV_{TIERS_BUCKET}"
@@ -117,7 +117,7 @@ async def test_forwarder_as_billing_provisions_forwards_acks_and_dead_letters(
     assert errors.seen == [], "the forwarder hit a permission it lacks"
     admin = await connect(cluster)
     try:
-        js = admin.jetstream()
+        js = admin.jetstream(timeout=ADMIN_TIMEOUT)
         dead = await js.get_last_msg(DEAD_LETTER_STREAM, "usage_dlq.tokens")
         assert dead.headers and dead.headers["Nats-Msg-Id"] == "bad-1"
         assert (await js.stream_info(USAGE_STREAM)).config.num_replicas == 3
@@ -165,7 +165,7 @@ async def test_projector_as_billing_projects_into_the_kv_bucket(
     assert errors.seen == [], "the projector hit a permission it lacks"
     admin = await connect(cluster)
     try:
-        info = await admin.jetstream().stream_info(KV_STREAM)
+        info = await admin.jetstream(timeout=ADMIN_TIMEOUT).stream_info(KV_STREAM)
         assert info.config.num_replicas == 3
     finally:
         await admin.close()
@@ -176,8 +176,8 @@ async def test_billing_cannot_publish_events_nor_delete_or_purge_streams(
 ) -> None:
     admin = await connect(cluster)
     try:
-        await provision_usage_streams(admin.jetstream())
-        await tiers_bucket(admin.jetstream())
+        await provision_usage_streams(admin.jetstream(timeout=ADMIN_TIMEOUT))
+        await tiers_bucket(admin.jetstream(timeout=ADMIN_TIMEOUT))
     finally:
         await admin.close()
     nc, errors = await as_user(cluster, NATS_BILLING_USER)
@@ -203,7 +203,9 @@ async def test_billing_cannot_publish_events_nor_delete_or_purge_streams(
         await nc.close()
     admin = await connect(cluster)
     try:
-        names = {info.config.name for info in await admin.jetstream().streams_info()}
+        names = {
+            info.config.name for info in await admin.jetstream(timeout=ADMIN_TIMEOUT).streams_info()
+        }
         assert names == {STREAM, USAGE_STREAM, DEAD_LETTER_STREAM, KV_STREAM}
     finally:
         await admin.close()
