@@ -18,6 +18,7 @@ from typing import Any
 from cloudevents.conversion import to_structured
 from cloudevents.http import CloudEvent
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from stripe_bridge_entitlements import cas
 
 from ..envelope import StripeEvent
 from ..message import CONTENT_TYPE, MSG_ID_HEADER
@@ -77,7 +78,7 @@ def encode_lifecycle(event: LifecycleEvent) -> tuple[str, bytes, dict[str, str]]
 
 async def pass_gate(kv: Any, fact: Fact) -> list[LifecycleEvent]:
     """Decide ``fact`` against its gate with compare-and-set; the events to publish."""
-    from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+    from nats.js.errors import KeyNotFoundError
 
     for _ in range(CAS_ATTEMPTS):
         try:
@@ -88,15 +89,8 @@ async def pass_gate(kv: Any, fact: Fact) -> list[LifecycleEvent]:
         new, events = decide(gate, fact)
         if new == gate:
             return events
-        value = new.model_dump_json().encode()
-        try:
-            if revision is None:
-                await kv.create(fact.gate, value)
-            else:
-                await kv.update(fact.gate, value, last=revision)
+        if await cas.write(kv, fact.gate, new.model_dump_json().encode(), revision):
             return events
-        except KeyWrongLastSequenceError:
-            continue
     raise GateConflict(fact.gate)
 
 

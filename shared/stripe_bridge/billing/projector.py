@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from stripe_bridge_entitlements import cas
 
 from ..envelope import StripeEvent
 from .deadletters import dead_letter_counter
@@ -62,11 +63,8 @@ async def tiers_bucket(js: Any, replicas: int = 1) -> Any:
 
 async def read_state(kv: Any, customer_id: str) -> tuple[CustomerState | None, int | None]:
     """A customer's stored state and its KV revision (None, None if never seen)."""
-    from nats.js.errors import KeyDeletedError, KeyNotFoundError
-
-    try:
-        entry = await kv.get(customer_id)
-    except (KeyNotFoundError, KeyDeletedError):
+    entry = await cas.read(kv, customer_id)
+    if entry.value is None:
         return None, None
     return CustomerState.model_validate_json(entry.value), entry.revision
 
@@ -75,23 +73,15 @@ async def project(
     kv: Any, update: Update, config: TierConfig, metrics: ProjectorMetrics | None = None
 ) -> bool:
     """Apply ``update`` with compare-and-set; True if the stored state changed."""
-    from nats.js.errors import KeyWrongLastSequenceError
-
     for _ in range(CAS_ATTEMPTS):
         current, revision = await read_state(kv, update.customer_id)
         new = apply(current, update, config)
         if new == current:
             return False
-        value = new.model_dump_json().encode()
-        try:
-            if revision is None:
-                await kv.create(update.customer_id, value)
-            else:
-                await kv.update(update.customer_id, value, last=revision)
+        if await cas.write(kv, update.customer_id, new.model_dump_json().encode(), revision):
             return True
-        except KeyWrongLastSequenceError:
-            if metrics is not None:
-                metrics.cas_conflicts.inc()
+        if metrics is not None:
+            metrics.cas_conflicts.inc()
     raise ProjectionConflict(update.customer_id)
 
 

@@ -37,6 +37,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import BaseModel, ConfigDict, Field
 
 # Where counts live: one definition, shared with the in-process entitlements client.
+from stripe_bridge_entitlements import cas
 from stripe_bridge_entitlements.keys import count_key as count_key
 from stripe_bridge_entitlements.keys import customer_token as customer_token
 from stripe_bridge_entitlements.keys import usage_bucket as usage_bucket
@@ -132,28 +133,15 @@ async def first_sighting(kv: Any, key: str, seq: int) -> bool:
 
 async def read_count(kv: Any, key: str) -> tuple[MeterCount, int | None]:
     """The entry at ``key`` and its revision (an empty count and None if absent)."""
-    from nats.js.errors import KeyDeletedError, KeyNotFoundError
-
-    try:
-        entry = await kv.get(key)
-    except (KeyNotFoundError, KeyDeletedError):
+    entry = await cas.read(kv, key)
+    if entry.value is None:
         return MeterCount(), None
     return MeterCount.model_validate_json(entry.value), entry.revision
 
 
 async def write_count(kv: Any, key: str, count: MeterCount, revision: int | None) -> bool:
     """Compare-and-set ``count``; False if another writer changed the entry first."""
-    from nats.js.errors import KeyWrongLastSequenceError
-
-    value = count.model_dump_json().encode()
-    try:
-        if revision is None:
-            await kv.create(key, value)
-        else:
-            await kv.update(key, value, last=revision)
-    except KeyWrongLastSequenceError:
-        return False
-    return True
+    return await cas.write(kv, key, count.model_dump_json().encode(), revision)
 
 
 class CounterConflict(Exception):
