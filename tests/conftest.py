@@ -6,6 +6,7 @@ import asyncio
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from stripe_bridge.ops.natsserver import PORTS_ENV, NatsServer
@@ -104,6 +105,25 @@ def pushgateway(tmp_path: Path) -> Iterator[PushgatewayServer]:
     """A Pushgateway (Debian's prometheus-pushgateway) with its admin API, on loopback."""
     with PushgatewayServer(tmp_path / "pushgateway") as server:
         yield server
+
+
+@pytest.fixture
+def lost_writes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Keys whose compare-and-set write nats-server refused, in order: the real
+    ``cas.write``, watched, so that a test of racing writers can show they raced."""
+    from stripe_bridge_entitlements import cas
+
+    write = cas.write
+    lost: list[str] = []
+
+    async def watched(kv: Any, key: str, value: bytes, revision: int | None) -> bool:
+        if not await write(kv, key, value, revision):
+            lost.append(key)
+            return False
+        return True
+
+    monkeypatch.setattr(cas, "write", watched)
+    return lost
 
 
 FunctionFactory = Callable[..., FunctionProcess]

@@ -1,8 +1,11 @@
-"""Compare-and-set on NATS KV: the one read-modify-write loop every entitlements write uses.
+"""Compare-and-set on NATS KV: the one read-modify-write loop every KV write uses.
 
 A write names the revision it read; the server refuses it when another writer changed the
 key in between, and the loop reads again. That is what makes two reservations racing for
-the last unit never both succeed.
+the last unit never both succeed, and two projector replicas never lose each other's
+update. Every read-modify-write (the reservations ledger, the tier projector, the
+lifecycle gate, the usage counter) goes through ``update``: one loop, one attempts bound
+and backoff, one ``Contention`` error when the bound is reached.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ class Entry:
 
 
 async def read(kv: Any, key: str) -> Entry:
-    """The entry at ``key`` (an empty Entry when absent)."""
+    """The entry at ``key`` (an empty Entry when absent or deleted)."""
     from nats.js.errors import KeyDeletedError, KeyNotFoundError
 
     try:
@@ -82,10 +85,12 @@ async def update(
     step: Step[R],
     attempts: int = CAS_ATTEMPTS,
     alongside: Callable[[], Awaitable[Any]] | None = None,
+    on_conflict: Callable[[], object] | None = None,
 ) -> R:
     """Read ``key`` (and ``alongside()``, concurrently: what ``step`` decides by besides the
     entry), let ``step`` decide, write by compare-and-set; again if someone else wrote
-    first. Raises Contention after ``attempts`` lost writes."""
+    first, calling ``on_conflict`` (a metric) for each lost write. Raises Contention after
+    ``attempts`` lost writes."""
     for attempt in range(attempts):
         if alongside is None:
             entry, other = await read(kv, key), None
@@ -94,6 +99,8 @@ async def update(
         value, result = await step(entry, other)
         if value is None or await write(kv, key, value, entry.revision):
             return result
+        if on_conflict is not None:
+            on_conflict()
         # Lost to another writer: a random pause, growing, so that racers spread out
         # instead of all reading and losing again together.
         await asyncio.sleep(random.uniform(0, min(0.001 * 2**attempt, 0.05)))

@@ -10,7 +10,7 @@ import random
 from pathlib import Path
 
 import pytest
-from stripe_bridge.billing.lifecycle import fact_from_event
+from stripe_bridge.billing.lifecycle import Gate, Lifecycle, fact_from_event
 from stripe_bridge.billing.lifecycle_projector import (
     LIFECYCLE_BUCKET,
     LifecycleProjector,
@@ -72,6 +72,33 @@ async def test_shuffled_deliveries_reach_openmeter_in_rule_order(
     check_downstream(history, received(ingest))
     sources = {source for _, source in ingest.accepted}
     assert sources == {"stripe-bridge/lifecycle"}
+
+
+async def test_two_facts_racing_on_one_gate_are_both_decided_once(
+    nats_server: NatsServer, lost_writes: list[str]
+) -> None:
+    import nats
+
+    facts = [
+        fact_from_event(StripeEvent.model_validate(subscription_event(*event)))
+        for event in [
+            ("evt_r1", "customer.subscription.created", T0, SUB_A, "active"),
+            ("evt_r2", "customer.subscription.deleted", T0 + 60, SUB_A, "canceled"),
+        ]
+    ]
+    nc = await nats.connect(nats_server.url)
+    try:
+        kv = await key_value(nc.jetstream(), LIFECYCLE_BUCKET)
+        # Both read the absent gate before either writes: one write loses and is decided
+        # again on the other's gate, so the start is sent once, not by both.
+        sent = await asyncio.gather(*(pass_gate(kv, fact) for fact in facts if fact))
+        gate = Gate.model_validate_json((await kv.get(f"sub.{SUB_A}")).value)
+    finally:
+        await nc.close()
+    assert lost_writes == [f"sub.{SUB_A}"]
+    kinds = sorted(event.type for events in sent for event in events)
+    assert kinds == [Lifecycle.ENDED, Lifecycle.STARTED]
+    assert gate.started and gate.ended
 
 
 def test_project_lifecycle_process_publishes_and_stops_on_sigterm(

@@ -30,6 +30,7 @@ from stripe_bridge.billing.tiers import (
 from stripe_bridge.billing.usage import UsageRecord, encode, provision_usage_streams
 from stripe_bridge.billing.usage_counter import (
     UsageCounter,
+    apply_record,
     count_key,
     read_count,
     usage_buckets,
@@ -188,6 +189,28 @@ async def _make_pro(url: str, customer: str) -> None:
         await project(kv, Update(customer_id=customer, subscription=record), DEFAULT_TIERS)
     finally:
         await nc.close()
+
+
+async def test_two_records_racing_on_one_count_are_both_added(
+    nats_server: NatsServer, lost_writes: list[str]
+) -> None:
+    import nats
+
+    nc = await nats.connect(nats_server.url)
+    try:
+        kv = (await usage_buckets(nc.jetstream()))[Window.MONTH]
+        key = count_key("cus_race", "tokens", Window.MONTH, NOW)
+        # Both read the absent count before either writes: the second write loses, is
+        # read again and adds on top of the first (in stream order: seq 1 wins).
+        added = await asyncio.gather(
+            apply_record(kv, key, 1, 2.0, "r1"), apply_record(kv, key, 2, 3.0, "r2")
+        )
+        count, _ = await read_count(kv, key)
+    finally:
+        await nc.close()
+    assert lost_writes == [key]
+    assert list(added) == [True, True]
+    assert (count.used, count.last_seq) == (5.0, 2)
 
 
 async def test_racing_checks_for_the_last_unit_allow_exactly_one(nats_server: NatsServer) -> None:

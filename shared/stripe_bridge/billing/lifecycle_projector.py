@@ -33,11 +33,6 @@ LIFECYCLE_BUCKET = "BILLING_LIFECYCLE"
 #: Lifecycle events in USAGE: ``usage.lifecycle.subscription.started`` etc. Meter names
 #: have no dots, so usage counters reading ``usage.*`` never see these.
 LIFECYCLE_SUBJECT_PREFIX = f"{USAGE_SUBJECT_PREFIX}.lifecycle"
-CAS_ATTEMPTS = 25
-
-
-class GateConflict(Exception):
-    """Other writers kept changing the gate; the event is handed back for later."""
 
 
 class LifecycleMetrics:
@@ -77,21 +72,16 @@ def encode_lifecycle(event: LifecycleEvent) -> tuple[str, bytes, dict[str, str]]
 
 
 async def pass_gate(kv: Any, fact: Fact) -> list[LifecycleEvent]:
-    """Decide ``fact`` against its gate with compare-and-set; the events to publish."""
-    from nats.js.errors import KeyNotFoundError
+    """Decide ``fact`` against its gate with compare-and-set; the events to publish.
 
-    for _ in range(CAS_ATTEMPTS):
-        try:
-            entry = await kv.get(fact.gate)
-            gate, revision = Gate.model_validate_json(entry.value), entry.revision
-        except KeyNotFoundError:
-            gate, revision = None, None
+    Raises ``cas.Contention`` when other writers keep changing the gate."""
+
+    async def step(entry: cas.Entry, _: object) -> tuple[bytes | None, list[LifecycleEvent]]:
+        gate = None if entry.value is None else Gate.model_validate_json(entry.value)
         new, events = decide(gate, fact)
-        if new == gate:
-            return events
-        if await cas.write(kv, fact.gate, new.model_dump_json().encode(), revision):
-            return events
-    raise GateConflict(fact.gate)
+        return (None if new == gate else new.model_dump_json().encode()), events
+
+    return await cas.update(kv, fact.gate, step)
 
 
 class LifecycleProjector(StripeConsumer[Fact]):
@@ -144,7 +134,7 @@ class LifecycleProjector(StripeConsumer[Fact]):
                 subject, body, headers = encode_lifecycle(event)
                 await self.js.publish(subject, body, headers=headers)
                 self.metrics.published.labels(event.type.value).inc()
-        except GateConflict:
+        except cas.Contention:
             self.events.labels(event_type, "conflict").inc()
             await msg.nak(delay=1)
             return

@@ -23,13 +23,6 @@ from .tiers import (
 
 log = logging.getLogger(__name__)
 
-#: Compare-and-set attempts per event before the message is handed back for later.
-CAS_ATTEMPTS = 25
-
-
-class ProjectionConflict(Exception):
-    """Other writers kept changing the customer's entry; try the event again later."""
-
 
 class ProjectorMetrics:
     """The projector's metrics, in their own registry."""
@@ -72,17 +65,19 @@ async def read_state(kv: Any, customer_id: str) -> tuple[CustomerState | None, i
 async def project(
     kv: Any, update: Update, config: TierConfig, metrics: ProjectorMetrics | None = None
 ) -> bool:
-    """Apply ``update`` with compare-and-set; True if the stored state changed."""
-    for _ in range(CAS_ATTEMPTS):
-        current, revision = await read_state(kv, update.customer_id)
+    """Apply ``update`` with compare-and-set; True if the stored state changed.
+
+    Raises ``cas.Contention`` when other writers keep changing the customer's entry."""
+
+    async def step(entry: cas.Entry, _: object) -> tuple[bytes | None, bool]:
+        current = None if entry.value is None else CustomerState.model_validate_json(entry.value)
         new = apply(current, update, config)
         if new == current:
-            return False
-        if await cas.write(kv, update.customer_id, new.model_dump_json().encode(), revision):
-            return True
-        if metrics is not None:
-            metrics.cas_conflicts.inc()
-    raise ProjectionConflict(update.customer_id)
+            return None, False
+        return new.model_dump_json().encode(), True
+
+    conflict = None if metrics is None else metrics.cas_conflicts.inc
+    return await cas.update(kv, update.customer_id, step, on_conflict=conflict)
 
 
 class TierProjector(StripeConsumer[Update]):
@@ -137,7 +132,7 @@ class TierProjector(StripeConsumer[Update]):
         """Write ``item`` with compare-and-set, then ack (nak when contention persists)."""
         try:
             changed = await project(self.kv, item, self.config, self.metrics)
-        except ProjectionConflict:
+        except cas.Contention:
             log.warning("kv contention on %s; retried later", item.customer_id)
             self.metrics.events.labels(event_type, "conflict").inc()
             await msg.nak(delay=1)

@@ -65,7 +65,6 @@ WINDOW_TTL: dict[Window, float] = {
     Window.MONTH: 40 * 86400,
     Window.TOTAL: 0,
 }
-CAS_ATTEMPTS = 50
 #: The bucket remembering, per record, the stream sequence of the copy that counts.
 SEEN_BUCKET = "BILLING_USAGE_SEEN"
 #: How long a record id stays counted once (OpenMeter's example dedupe expiration, 768h).
@@ -131,39 +130,34 @@ async def first_sighting(kv: Any, key: str, seq: int) -> bool:
     return True
 
 
+def _count(entry: cas.Entry) -> MeterCount:
+    return MeterCount() if entry.value is None else MeterCount.model_validate_json(entry.value)
+
+
 async def read_count(kv: Any, key: str) -> tuple[MeterCount, int | None]:
     """The entry at ``key`` and its revision (an empty count and None if absent)."""
     entry = await cas.read(kv, key)
-    if entry.value is None:
-        return MeterCount(), None
-    return MeterCount.model_validate_json(entry.value), entry.revision
-
-
-async def write_count(kv: Any, key: str, count: MeterCount, revision: int | None) -> bool:
-    """Compare-and-set ``count``; False if another writer changed the entry first."""
-    return await cas.write(kv, key, count.model_dump_json().encode(), revision)
-
-
-class CounterConflict(Exception):
-    """Compare-and-set kept losing; the counter re-reads from its checkpoint."""
+    return _count(entry), entry.revision
 
 
 async def apply_record(kv: Any, key: str, seq: int, value: float, record_id: str) -> bool:
     """Add one record (stream sequence ``seq``) unless applied; True if it was added now.
 
     A reservation under the record's id becomes usage (the check's caller recorded what it
-    reserved), so the quantity is not counted twice.
+    reserved), so the quantity is not counted twice. Raises ``cas.Contention`` when other
+    writers keep changing the entry (the counter re-reads from its checkpoint).
     """
-    for _ in range(CAS_ATTEMPTS):
-        count, revision = await read_count(kv, key)
+
+    async def step(entry: cas.Entry, _: object) -> tuple[bytes | None, bool]:
+        count = _count(entry)
         if count.last_seq >= seq:
-            return False
+            return None, False
         reservations = count.pruned(time.time())
         reservations.pop(record_id, None)
         new = MeterCount(used=count.used + value, last_seq=seq, reservations=reservations)
-        if await write_count(kv, key, new, revision):
-            return True
-    raise CounterConflict(key)
+        return new.model_dump_json().encode(), True
+
+    return await cas.update(kv, key, step)
 
 
 class CounterMetrics:
@@ -254,13 +248,17 @@ class UsageCounter:
 
     async def save_checkpoint(self, seq: int) -> None:
         """Move the checkpoint forward to ``seq`` (never back, whoever else writes it)."""
-        kv = self.buckets[Window.TOTAL]
-        for _ in range(CAS_ATTEMPTS):
-            count, revision = await read_count(kv, self.checkpoint_key)
-            if count.last_seq >= seq:
-                return
-            if await write_count(kv, self.checkpoint_key, MeterCount(last_seq=seq), revision):
-                return
+
+        async def step(entry: cas.Entry, _: object) -> tuple[bytes | None, None]:
+            if _count(entry).last_seq >= seq:
+                return None, None
+            return MeterCount(last_seq=seq).model_dump_json().encode(), None
+
+        # Losing every attempt means other counters of the same name keep moving it
+        # forward: the next batch saves it again, and a restart re-reads from the older
+        # position, skipping what was applied (each entry's last_seq).
+        with contextlib.suppress(cas.Contention):
+            await cas.update(self.buckets[Window.TOTAL], self.checkpoint_key, step)
 
     def read(self, data: bytes) -> Record:
         """The counted fields of a usage record; ValueError/KeyError/TypeError if it cannot
@@ -341,7 +339,7 @@ class UsageCounter:
         while not stop.is_set():
             try:
                 await self._read(stop, fetch_wait, None if bound else on_bound)
-            except (nats_errors.Error, CounterConflict, DeadLetterFailed, TimeoutError) as exc:
+            except (nats_errors.Error, cas.Contention, DeadLetterFailed, TimeoutError) as exc:
                 log.warning("usage counter restarts from its checkpoint: %s", type(exc).__name__)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)
