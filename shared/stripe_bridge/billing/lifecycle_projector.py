@@ -13,19 +13,18 @@ same ids are published again and deduplicated.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Unpack
 
 from cloudevents.conversion import to_structured
 from cloudevents.http import CloudEvent
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter
 from stripe_bridge_entitlements import cas
 
 from ..envelope import StripeEvent
 from ..message import CONTENT_TYPE, MSG_ID_HEADER
 from ..ops.stream import USAGE_SUBJECT_PREFIX
-from .deadletters import dead_letter_counter
 from .lifecycle import Fact, Gate, LifecycleEvent, decide, fact_from_event
-from .stripe_consumer import StripeConsumer, key_value
+from .stripe_consumer import ConsumerMetrics, ConsumerOptions, StripeConsumer, key_value
 
 log = logging.getLogger(__name__)
 
@@ -35,31 +34,23 @@ LIFECYCLE_BUCKET = "BILLING_LIFECYCLE"
 LIFECYCLE_SUBJECT_PREFIX = f"{USAGE_SUBJECT_PREFIX}.lifecycle"
 
 
-class LifecycleMetrics:
+class LifecycleMetrics(ConsumerMetrics):
     """The lifecycle projector's metrics, in their own registry."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
-        r = self.registry
-        self.events = Counter(
-            "stripe_bridge_lifecycle_events",
+        super().__init__(
+            "lifecycle",
             "Stripe events seen by the lifecycle projector, by type and outcome "
             "(sent, dropped: stale/duplicate/after the end, ignored, invalid, conflict, failed).",
-            ["event_type", "outcome"],
-            registry=r,
+            "Stripe events in the stream not yet delivered to the lifecycle projector.",
+            registry,
         )
         self.published = Counter(
             "stripe_bridge_lifecycle_published",
             "Lifecycle events published into USAGE for OpenMeter, by lifecycle type.",
             ["type"],
-            registry=r,
+            registry=self.registry,
         )
-        self.lag = Gauge(
-            "stripe_bridge_lifecycle_consumer_lag",
-            "Stripe events in the stream not yet delivered to the lifecycle projector.",
-            registry=r,
-        )
-        self.dead_letters = dead_letter_counter(r)
 
 
 def encode_lifecycle(event: LifecycleEvent) -> tuple[str, bytes, dict[str, str]]:
@@ -84,33 +75,15 @@ async def pass_gate(kv: Any, fact: Fact) -> list[LifecycleEvent]:
     return await cas.update(kv, fact.gate, step)
 
 
-class LifecycleProjector(StripeConsumer[Fact]):
+class LifecycleProjector(StripeConsumer[Fact, LifecycleMetrics]):
     """Turns the seven billing events into lifecycle events in USAGE, in gate order."""
 
+    DURABLE = "lifecycle"
+
     def __init__(
-        self,
-        nc: Any,
-        stream: str = "STRIPE",
-        subject_prefix: str = "stripe",
-        durable: str = "lifecycle",
-        batch_size: int = 100,
-        metrics: LifecycleMetrics | None = None,
-        bucket_replicas: int = 1,
+        self, nc: Any, metrics: LifecycleMetrics | None = None, **options: Unpack[ConsumerOptions]
     ) -> None:
-        self.metrics = metrics or LifecycleMetrics()
-        super().__init__(
-            nc,
-            self.metrics.events,
-            self.metrics.lag,
-            self.metrics.dead_letters,
-            stream,
-            subject_prefix,
-            durable,
-            batch_size,
-            bucket_replicas,
-        )
-        self.kv: Any = None
-        self.bucket_replicas = bucket_replicas
+        super().__init__(nc, metrics or LifecycleMetrics(), **options)
 
     async def open(self) -> None:
         """Open (or create) the gates' bucket."""
@@ -135,14 +108,14 @@ class LifecycleProjector(StripeConsumer[Fact]):
                 await self.js.publish(subject, body, headers=headers)
                 self.metrics.published.labels(event.type.value).inc()
         except cas.Contention:
-            self.events.labels(event_type, "conflict").inc()
+            self.metrics.events.labels(event_type, "conflict").inc()
             await msg.nak(delay=1)
             return
         except (nats_errors.Error, TimeoutError) as exc:
             # The gate remembers what it let through: the redelivery publishes the same ids.
             log.warning("lifecycle publish failed for %s: %s", item.event_id, type(exc).__name__)
-            self.events.labels(event_type, "failed").inc()
+            self.metrics.events.labels(event_type, "failed").inc()
             await msg.nak(delay=1)
             return
-        self.events.labels(event_type, "sent" if events else "dropped").inc()
+        self.metrics.events.labels(event_type, "sent" if events else "dropped").inc()
         await msg.ack()

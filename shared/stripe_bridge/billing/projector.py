@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Unpack
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter
 from stripe_bridge_entitlements import cas
 
 from ..envelope import StripeEvent
-from .deadletters import dead_letter_counter
-from .stripe_consumer import StripeConsumer, key_value
+from .stripe_consumer import ConsumerMetrics, ConsumerOptions, StripeConsumer, key_value
 from .tiers import (
     PROJECTED_EVENTS,
     TIERS_BUCKET,
@@ -24,29 +23,21 @@ from .tiers import (
 log = logging.getLogger(__name__)
 
 
-class ProjectorMetrics:
+class ProjectorMetrics(ConsumerMetrics):
     """The projector's metrics, in their own registry."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
-        r = self.registry
-        self.events = Counter(
-            "stripe_bridge_tiers_events",
+        super().__init__(
+            "tiers",
             "Stripe events seen by the tier projector, by type and outcome.",
-            ["event_type", "outcome"],
-            registry=r,
+            "Stripe events in the stream not yet delivered to the projector.",
+            registry,
         )
         self.cas_conflicts = Counter(
             "stripe_bridge_tiers_cas_conflicts",
             "KV compare-and-set attempts that lost to another writer and were retried.",
-            registry=r,
+            registry=self.registry,
         )
-        self.lag = Gauge(
-            "stripe_bridge_tiers_consumer_lag",
-            "Stripe events in the stream not yet delivered to the projector.",
-            registry=r,
-        )
-        self.dead_letters = dead_letter_counter(r)
 
 
 async def tiers_bucket(js: Any, replicas: int = 1) -> Any:
@@ -80,39 +71,24 @@ async def project(
     return await cas.update(kv, update.customer_id, step, on_conflict=conflict)
 
 
-class TierProjector(StripeConsumer[Update]):
+class TierProjector(StripeConsumer[Update, ProjectorMetrics]):
     """Reads Stripe events from the STRIPE stream and projects them into the tiers bucket.
 
     Order within a customer is not needed for correctness (the reducer is
     order-independent); one writer per customer only avoids compare-and-set retries.
     """
 
+    DURABLE = "tiers"
+
     def __init__(
         self,
         nc: Any,
         config: TierConfig,
-        stream: str = "STRIPE",
-        subject_prefix: str = "stripe",
-        durable: str = "tiers",
-        batch_size: int = 100,
         metrics: ProjectorMetrics | None = None,
-        bucket_replicas: int = 1,
+        **options: Unpack[ConsumerOptions],
     ) -> None:
-        self.metrics = metrics or ProjectorMetrics()
-        super().__init__(
-            nc,
-            self.metrics.events,
-            self.metrics.lag,
-            self.metrics.dead_letters,
-            stream,
-            subject_prefix,
-            durable,
-            batch_size,
-            bucket_replicas,
-        )
+        super().__init__(nc, metrics or ProjectorMetrics(), **options)
         self.config = config
-        self.kv: Any = None
-        self.bucket_replicas = bucket_replicas
 
     async def open(self) -> None:
         """Open (or create) the tiers bucket."""

@@ -16,14 +16,14 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypedDict, TypeVar
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import ValidationError
 
 from ..envelope import StripeEvent
 from ..message import parse_message
-from .deadletters import DeadLetters, open_dead_letters, reason_of, redriven
+from .deadletters import DeadLetters, dead_letter_counter, open_dead_letters, reason_of, redriven
 
 log = logging.getLogger(__name__)
 
@@ -32,31 +32,63 @@ ItemT = TypeVar("ItemT")
 REDRIVE_POLL_SECONDS = 5.0
 
 
-class StripeConsumer(ABC, Generic[ItemT]):
+class ConsumerMetrics:
+    """What every STRIPE consumer counts, in its own registry: ``stripe_bridge_<name>_events``
+    by type and outcome, ``stripe_bridge_<name>_consumer_lag`` and its dead letters."""
+
+    def __init__(
+        self, name: str, events_help: str, lag_help: str, registry: CollectorRegistry | None
+    ) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events = Counter(
+            f"stripe_bridge_{name}_events", events_help, ["event_type", "outcome"], registry=r
+        )
+        self.lag = Gauge(f"stripe_bridge_{name}_consumer_lag", lag_help, registry=r)
+        self.dead_letters = dead_letter_counter(r)
+
+
+MetricsT = TypeVar("MetricsT", bound=ConsumerMetrics)
+
+
+class ConsumerOptions(TypedDict, total=False):
+    """Where a STRIPE consumer reads and how (``StripeConsumer``'s keyword arguments), so
+    that subclasses pass them through without repeating them."""
+
+    stream: str
+    subject_prefix: str
+    durable: str
+    batch_size: int
+    bucket_replicas: int
+
+
+class StripeConsumer(ABC, Generic[ItemT, MetricsT]):
     """A durable consumer of Stripe events; subclasses say what an event means to them."""
+
+    #: The durable consumer's name unless one is given.
+    DURABLE: ClassVar[str]
 
     def __init__(
         self,
         nc: Any,
-        events: Counter,
-        lag: Gauge,
-        dead_lettered: Counter,
+        metrics: MetricsT,
         stream: str = "STRIPE",
         subject_prefix: str = "stripe",
-        durable: str = "tiers",
+        durable: str | None = None,
         batch_size: int = 100,
-        replicas: int = 1,
+        bucket_replicas: int = 1,
     ) -> None:
         self.nc = nc
         self.js = nc.jetstream()
-        self.events = events
-        self.lag = lag
-        self.dead_letters = DeadLetters(self.js, durable, dead_lettered)
+        self.metrics = metrics
+        self.durable = durable or self.DURABLE
+        self.dead_letters = DeadLetters(self.js, self.durable, metrics.dead_letters)
         self.stream = stream
         self.subject = f"{subject_prefix}.>"
-        self.durable = durable
         self.batch_size = batch_size
-        self.replicas = replicas
+        self.bucket_replicas = bucket_replicas
+        #: The KV bucket ``commit`` writes to, once ``open`` has run.
+        self.kv: Any = None
 
     @abstractmethod
     def item_for(self, event: StripeEvent) -> tuple[str, ItemT] | None:
@@ -94,7 +126,7 @@ class StripeConsumer(ABC, Generic[ItemT]):
 
     async def reject(self, msg: Any, event_type: str, reason: str) -> None:
         """Dead-letter ``msg`` and terminate it here; nak it if the dead letter failed."""
-        self.events.labels(event_type, "invalid").inc()
+        self.metrics.events.labels(event_type, "invalid").inc()
         if await self.dead_letters.park(msg, event_type, reason):
             await msg.term()
         else:
@@ -120,7 +152,7 @@ class StripeConsumer(ABC, Generic[ItemT]):
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
         await self.open()
-        await open_dead_letters(self.js, self.replicas)
+        await open_dead_letters(self.js, self.bucket_replicas)
         config = ConsumerConfig(
             durable_name=self.durable,
             ack_policy=AckPolicy.EXPLICIT,
@@ -160,7 +192,7 @@ class StripeConsumer(ABC, Generic[ItemT]):
                     if not msgs or time.monotonic() - checked > 1.0:
                         checked = time.monotonic()
                         info = await sub.consumer_info()
-                        self.lag.set(info.num_pending)
+                        self.metrics.lag.set(info.num_pending)
                 except nats_errors.Error as exc:
                     # NATS restarting: unacked messages come back, commits absorb repeats.
                     log.warning("%s pull failed: %s", self.durable, type(exc).__name__)
