@@ -120,14 +120,12 @@ async def first_sighting(kv: Any, key: str, seq: int) -> bool:
     so it is counted then), while any other copy, a late retry stored again or a record
     redriven twice, finds another sequence there.
     """
-    from nats.js.errors import KeyWrongLastSequenceError
-
-    try:
-        await kv.create(key, str(seq).encode())
-    except KeyWrongLastSequenceError:
-        entry = await kv.get(key)
-        return int(entry.value) == seq
-    return True
+    if await cas.write(kv, key, str(seq).encode(), None):
+        return True
+    # Not cas.read: a claim that expired in between raises (the counter restarts from its
+    # checkpoint) rather than reading as absent and dropping the record as a repeat.
+    entry = await kv.get(key)
+    return int(entry.value) == seq
 
 
 def _count(entry: cas.Entry) -> MeterCount:
