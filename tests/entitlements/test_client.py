@@ -256,6 +256,7 @@ async def test_record_usage_carries_agent_and_session_for_openmeter(bridge: Nats
         stored = await nc.jetstream().get_msg(USAGE_STREAM, seq)
     finally:
         await nc.close()
+    assert stored.data is not None
     event = json.loads(stored.data)
     assert (event["id"], event["subject"], event["type"]) == ("r-1", "cus_dims", "tokens")
     assert event["data"] == {"value": 42, "agent_id": "ada", "session_id": "s-1"}
