@@ -138,10 +138,12 @@ def test_forms_decode_as_stripe_python_encodes_them() -> None:
 
 def test_paying_a_session_lists_the_subscription_then_the_completed_session() -> None:
     with StripeStandIn() as api:
-        params = {**CHECKOUT, "metadata": {"tier": "teams"}}
-        params["line_items"] = [{"price": "price_teams_m", "quantity": 1}]
-        params["subscription_data"] = {"metadata": {"tier": "teams"}}
-        session = client(api).v1.checkout.sessions.create(params=params)
+        teams = {
+            "line_items": [{"price": "price_teams_m", "quantity": 1}],
+            "metadata": {"tier": "teams"},
+            "subscription_data": {"metadata": {"tier": "teams"}},
+        }
+        session = checkout(**teams)(client(api))
         assert api.complete_checkout(session.id) == []  # no webhook endpoint: nothing sent
         listed = client(api).v1.events.list(params={"limit": 10}).data
         with pytest.raises(KeyError):
