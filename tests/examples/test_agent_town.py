@@ -39,38 +39,30 @@ DEADLINE = 60
 
 
 @pytest.fixture
-def ingest() -> Iterator[IngestStandIn]:
-    """OpenMeter's ingest endpoint, without dedupe: every delivery is counted."""
-    with IngestStandIn() as server:
-        yield server
-
-
-@pytest.fixture
-def consumers(stream: NatsServer, ingest: IngestStandIn, tmp_path: Path) -> Iterator[None]:
-    """project-tiers and count-usage with the town's tier file, and forward-openmeter."""
+def consumers(stream: NatsServer, tmp_path: Path) -> Iterator[IngestStandIn]:
+    """project-tiers and count-usage with the town's tier file, and forward-openmeter to
+    OpenMeter's ingest stand-in (without dedupe: every delivery counts), which it yields."""
     tiers = ["--nats-url", stream.url, "--tiers-file", str(TIERS)]
-    started = [
-        ConsumerProcess(command, tiers, {}, tmp_path / "consumers", ready=READY[command])
-        for command in ("project-tiers", "count-usage")
-    ]
-    # A long ack wait: a slow machine must not make the forwarder deliver a batch twice.
-    started.append(
-        ForwarderProcess(stream.url, ingest, tmp_path / "consumers", OPENMETER_ACK_WAIT="30")
-    )
-    try:
-        for process in started:
-            process.start(DEADLINE)
-        yield
-    finally:
-        for process in started:
-            process.stop()
+    with IngestStandIn() as ingest:
+        started = [
+            ConsumerProcess(command, tiers, {}, tmp_path / "consumers", ready=READY[command])
+            for command in ("project-tiers", "count-usage")
+        ]
+        # A long ack wait: a slow machine must not make the forwarder deliver a batch twice.
+        started.append(
+            ForwarderProcess(stream.url, ingest, tmp_path / "consumers", OPENMETER_ACK_WAIT="30")
+        )
+        try:
+            for process in started:
+                process.start(DEADLINE)
+            yield ingest
+        finally:
+            for process in started:
+                process.stop()
 
 
 async def test_a_free_town_upgrades_to_teams_and_its_agents_are_metered_once(
-    stream: NatsServer,
-    consumers: None,
-    ingest: IngestStandIn,
-    start_function: FunctionFactory,
+    stream: NatsServer, consumers: IngestStandIn, start_function: FunctionFactory
 ) -> None:
     tiers = {"BILLING_TIERS_FILE": str(TIERS)}
     webhook = start_function(registry.CATCH_ALL, NATS_URL=stream.url)
@@ -127,7 +119,7 @@ async def test_a_free_town_upgrades_to_teams_and_its_agents_are_metered_once(
                 await _counted(client, sessions)
             finally:
                 await client.close()
-    await _metered_once(ingest, sessions)
+    await _metered_once(consumers, sessions)
 
 
 def _refusal(action: Callable[[], object]) -> str:
