@@ -96,8 +96,9 @@ class Town:
         return line
 
     async def run_session(self, agent: str) -> Session:
-        """``agent`` greets every neighbour, spending tokens: reserved before, recorded
-        after (per agent and session, the reservation id as record id), one session counted."""
+        """``agent`` greets every neighbour, spending tokens: reserved before, recorded after
+        (per agent and session, the reservation id as record id); its interactions and the
+        session itself are recorded too."""
         citizen = self.citizens[agent]
         self._allow("sessions", 1)
         hold = await self.client.reserve(self.customer, "tokens", SESSION_BUDGET)
@@ -124,6 +125,13 @@ class Town:
             tokens,
             reservation_id=hold.reservation_id,
             record_id=f"{session_id}.tokens",
+            **ids,
+        )
+        await self.client.record_usage(
+            self.customer,
+            "citizen_interactions",
+            len(lines),
+            record_id=f"{session_id}.interactions",
             **ids,
         )
         await self.client.record_usage(self.customer, "sessions", 1, record_id=session_id, **ids)

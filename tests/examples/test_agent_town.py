@@ -141,16 +141,19 @@ async def _counted(client: EntitlementsClient, sessions: list[Session]) -> None:
 
 
 async def _metered_once(ingest: IngestStandIn, sessions: list[Session]) -> None:
-    """Each session's tokens (by agent) and the session itself reached OpenMeter once."""
+    """Each session's tokens and interactions (by agent) and the session itself reached
+    OpenMeter once."""
     await wait_until_async(
-        lambda: len(ingest.events) >= 2 * len(sessions), DEADLINE, "usage in OpenMeter"
+        lambda: len(ingest.events) >= 3 * len(sessions), DEADLINE, "usage in OpenMeter"
     )
     assert set(ingest.counts().values()) == {1}, ingest.counts()
     got = {(e["type"], e["data"]["session_id"]): e for e in ingest.events}
-    assert len(got) == len(ingest.events) == 2 * len(sessions)
+    assert len(got) == len(ingest.events) == 3 * len(sessions)
     for session in sessions:
         tokens, counted = got["tokens", session.id], got["sessions", session.id]
+        interactions = got["citizen_interactions", session.id]
         assert tokens["data"]["value"] == session.tokens > 0
-        assert tokens["data"]["agent_id"] == counted["data"]["agent_id"] == session.agent
-        assert tokens["subject"] == counted["subject"] == CUSTOMER
+        assert interactions["data"]["value"] == len(session.lines) > 0
         assert counted["data"]["value"] == 1
+        for event in (tokens, interactions, counted):
+            assert (event["subject"], event["data"]["agent_id"]) == (CUSTOMER, session.agent)
