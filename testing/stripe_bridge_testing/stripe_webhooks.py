@@ -10,7 +10,9 @@ session's customer, price and metadata, as a session created in subscription mod
 
 Each delivery is a POST of the event's JSON with the ``Stripe-Signature`` header
 ``t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>" under the endpoint secret>``
-(docs.stripe.com/webhooks#verify-manually).
+(docs.stripe.com/webhooks#verify-manually). Each is sent once: Stripe retries a failed
+delivery for up to three days, the stand-in does not, and returns the answer for the test
+to assert on.
 """
 
 from __future__ import annotations
