@@ -75,10 +75,6 @@ class Town:
         citizen = self.citizens[name] = Citizen(name, tenant)
         return citizen
 
-    def remove_citizen(self, name: str) -> None:
-        """``name`` moves out: its place is free again."""
-        del self.citizens[name]
-
     def share_memory(self) -> None:
         """From now on everyone in a tenant remembers what anyone in it heard (Teams)."""
         self._require("shared_memory")

@@ -115,7 +115,11 @@ async def test_a_free_town_upgrades_to_teams_and_its_agents_are_metered_once(
                 town.share_memory()
                 town.add_citizen("Visitor", tenant="guests")
                 sessions.append(await town.run_session("Grace"))
+                # Shared memory within a tenant; the other tenant hears nothing.
                 assert "Grace to Ada: good morning, Ada" in town.citizens["Linus"].memory
+                assert town.citizens["Visitor"].memory == []
+                with pytest.raises(ValueError, match="different tenants"):
+                    town.talk("Grace", "Visitor", "hello")
                 await _counted(client, sessions)
             finally:
                 await client.close()
