@@ -140,6 +140,8 @@ class _Customer:
     #: meter -> (valid until, remaining, tier name): what checks answer by until the next
     #: update, expiry slot or second (cleared on every update of this customer).
     remaining: dict[str, tuple[float, float, str]] = field(default_factory=dict)
+    #: Set (and replaced) whenever the tier entry changes: what ``wait_for_tier`` waits on.
+    tier_changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass
@@ -274,6 +276,8 @@ class EntitlementsClient:
         def tier(_key: str, value: bytes | None) -> None:
             state.tier = None if value is None else str(json.loads(value)["tier"])
             state.remaining.clear()
+            state.tier_changed.set()
+            state.tier_changed = asyncio.Event()
 
         def count(key: str, value: bytes | None) -> None:
             view = _NO_COUNT if value is None else CountView.model_validate_json(value)
@@ -328,6 +332,25 @@ class EntitlementsClient:
             return
         if self.nc.is_connected:
             self._lost_at = None
+
+    async def wait_for_tier(self, customer: str, tier: str, timeout: float) -> bool:
+        """Wait until checks of ``customer`` answer with ``tier`` (e.g. after a checkout,
+        until the upgrade reaches memory), at most ``timeout`` seconds; False if it did not."""
+        state = self._customers.get(customer)
+        if state is None:
+            raise KeyError(f"customer {customer!r} is not served: await serve() first")
+        deadline = time.monotonic() + timeout
+        while self._tier_name(state) != tier:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(state.tier_changed.wait(), left)
+        return True
+
+    def _tier_name(self, state: _Customer) -> str | None:
+        found = self.tier_file.tier(state.tier) if self.tier_file is not None else None
+        return None if found is None else found.name
 
     def _window_start(self, window: Window) -> int:
         """Window starts, recomputed once a second (checks must stay microseconds)."""
@@ -445,11 +468,20 @@ class EntitlementsClient:
         value: float,
         reservation_id: str | None = None,
         record_id: str | None = None,
+        *,
+        agent_id: str | None = None,
+        session_id: str | None = None,
     ) -> int:
         """Publish one usage record to the USAGE stream (id: the reservation id, else
         ``record_id``, else new; retrying with the same id is safe) and hand the
-        reservation over to it. Returns the record's stream sequence."""
+        reservation over to it. ``agent_id`` and ``session_id`` go into the event's data,
+        where OpenMeter meters group by them. Returns the record's stream sequence."""
         rid = reservation_id or record_id or str(uuid.uuid4())
+        data: dict[str, Any] = {"value": value}
+        if session_id is not None:
+            data["session_id"] = session_id
+        if agent_id is not None:
+            data["agent_id"] = agent_id
         event = {
             "specversion": "1.0",
             "id": rid,
@@ -458,7 +490,7 @@ class EntitlementsClient:
             "subject": customer,
             "time": datetime.now(UTC).isoformat(),
             "datacontenttype": "application/json",
-            "data": {"value": value},
+            "data": data,
         }
         headers = {"Content-Type": "application/cloudevents+json", "Nats-Msg-Id": rid}
         body = json.dumps(event).encode()

@@ -181,7 +181,8 @@ def events_of(content_type: str, payload: Any) -> list[Any] | None:
 class IngestStandIn(HttpStandIn):
     """The stand-in server, run in a background thread on a free loopback port.
 
-    ``accepted`` lists every event ingested, repeats included (deliveries); ``metered``
+    ``accepted`` lists every event ingested, repeats included (deliveries), and ``events``
+    the same events whole (their ``data``: what meters group by); ``metered``
     counts what OpenMeter's meters would see: the same without ``dedupe``, each
     (id, source) once with it.
     """
@@ -199,6 +200,7 @@ class IngestStandIn(HttpStandIn):
         self.dedupe = dedupe
         self.rate_limit = RateLimit(rate_limit) if rate_limit is not None else None
         self.accepted: list[tuple[str, str]] = []
+        self.events: list[dict[str, Any]] = []
         #: (id, source) -> wall-clock time it was first ingested (end-to-end delays).
         self.first_ingested: dict[tuple[str, str], float] = {}
         self.requests: list[RequestLog] = []
@@ -301,6 +303,7 @@ class IngestStandIn(HttpStandIn):
         with self._lock:
             keys = [(e["id"], e["source"]) for e in events]
             self.accepted.extend(keys)
+            self.events.extend(events)
             for key in keys:
                 self.first_ingested.setdefault(key, now)
             if fault is None and self._hold_armed and self._hold_skip > 0:

@@ -21,6 +21,10 @@ Answers follow docs.stripe.com/api/errors: 401 for a missing or wrong Bearer key
 ``invalid_request_error`` with ``param`` and ``code`` for a refused parameter, 404
 ``resource_missing`` for an unknown URL or event id, ``{"object": "list", ...}`` lists
 newest first, paged at ``page_cap`` (the API may return fewer than ``limit``).
+
+``complete_checkout(session_id)`` is the customer paying a created session: the events
+Stripe then sends (stripe_webhooks.py) are listed by ``/v1/events`` and, with
+``webhook_url`` and ``webhook_secret``, delivered signed to that endpoint.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from stripe.params.checkout import SessionCreateParams as CheckoutSessionCreateP
 
 from .standin import HttpStandIn, StandInHandler
 from .stripe_params import Form, Refusal, check, decode_form
+from .stripe_webhooks import Delivery, completion_events, deliver
 
 #: Prices by lookup key, as the checkout tests' tier config names them.
 PRICES = {"pro_monthly": "price_pro_m", "teams_monthly": "price_teams_m"}
@@ -59,7 +64,8 @@ class StripeStandIn(HttpStandIn):
 
     ``undelivered`` holds the event ids whose delivery failed (``delivery_success=false``);
     ``fail_with`` scripts a status every request answers (Stripe down). ``calls`` records
-    each request as (method, path, its form as sent: ``{"line_items[0][price]": ...}``).
+    each request as (method, path, its form as sent: ``{"line_items[0][price]": ...}``);
+    ``sessions`` each created Checkout Session by id (what paying it needs).
     """
 
     def __init__(
@@ -68,14 +74,19 @@ class StripeStandIn(HttpStandIn):
         events: Iterable[dict[str, Any]] = (),
         page_cap: int = 4,
         undelivered: frozenset[str] = frozenset(),
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
     ) -> None:
         super().__init__()
         self.api_key = api_key
-        self.events = sorted(events, key=lambda e: (e["created"], e["id"]), reverse=True)
+        self.events = _newest_first(events)
         self.page_cap = page_cap
         self.undelivered = undelivered
         self.fail_with: int | None = None
         self.calls: list[tuple[str, str, dict[str, str]]] = []
+        self.sessions: dict[str, dict[str, Any]] = {}
+        self.webhook_url = webhook_url
+        self.webhook_secret = webhook_secret
 
     def answer(self, method: str, path: str, pairs: list[tuple[str, str]]) -> tuple[int, Any]:
         """Status and JSON body Stripe would answer; refusals as Stripe's error object."""
@@ -110,6 +121,13 @@ class StripeStandIn(HttpStandIn):
         if path == "/v1/checkout/sessions":
             sid = "cs_test_" + secrets.token_hex(8)
             url = f"https://checkout.stripe.com/c/pay/{sid}"
+            self.sessions[sid] = {
+                "id": sid,
+                "customer": customer,
+                "line_items": form.get("line_items", []),
+                "metadata": form.get("metadata", {}),
+                "subscription_metadata": form.get("subscription_data", {}).get("metadata", {}),
+            }
             return {"id": sid, "object": "checkout.session", "url": url, "mode": form.get("mode")}
         if customer is None and "customer_account" not in form:
             message = "You must provide one of customer or customer_account."
@@ -117,6 +135,18 @@ class StripeStandIn(HttpStandIn):
         sid = "bps_" + secrets.token_hex(8)
         url = f"https://billing.stripe.com/p/session/{sid}"
         return {"id": sid, "object": "billing_portal.session", "url": url}
+
+    def complete_checkout(self, session_id: str) -> list[Delivery]:
+        """The customer pays session ``session_id`` (KeyError if never created): Stripe's
+        events are listed from now on and delivered, in order, to the webhook endpoint."""
+        session = self.sessions[session_id]
+        price_id = session["line_items"][0]["price"]
+        lookup_key = next(key for key, pid in PRICES.items() if pid == price_id)
+        events = completion_events(session, {"id": price_id, "lookup_key": lookup_key})
+        self.events = _newest_first([*self.events, *events])
+        if self.webhook_url is None or self.webhook_secret is None:
+            return []
+        return [deliver(self.webhook_url, self.webhook_secret, event) for event in events]
 
     def _event(self, event_id: str) -> dict[str, Any]:
         for event in self.events:
@@ -200,3 +230,7 @@ class StripeStandIn(HttpStandIn):
 
 def _list(data: list[dict[str, Any]], url: str) -> dict[str, Any]:
     return {"object": "list", "data": data, "has_more": False, "url": url}
+
+
+def _newest_first(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(events, key=lambda e: (e["created"], e["id"]), reverse=True)

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import stripe
+from stripe_bridge.billing.tiers import DEFAULT_TIERS
 from stripe_bridge_testing.stripe_params import Refusal, check, decode_form
 from stripe_bridge_testing.stripe_standin import StripeStandIn
 
@@ -133,3 +134,27 @@ def test_forms_decode_as_stripe_python_encodes_them() -> None:
     with pytest.raises(Refusal) as refused:
         check(decode_form([("metadata", "x"), ("mode", "setup")]), stripe.params.EventListParams)
     assert refused.value.code == "parameter_unknown"
+
+
+def test_paying_a_session_lists_the_subscription_then_the_completed_session() -> None:
+    with StripeStandIn() as api:
+        teams = {
+            "line_items": [{"price": "price_teams_m", "quantity": 1}],
+            "metadata": {"tier": "teams"},
+            "subscription_data": {"metadata": {"tier": "teams"}},
+        }
+        session = checkout(**teams)(client(api))
+        assert api.complete_checkout(session.id) == []  # no webhook endpoint: nothing sent
+        listed = client(api).v1.events.list(params={"limit": 10}).data
+        with pytest.raises(KeyError):
+            api.complete_checkout("cs_test_never_created")
+    completed, created = (event.to_dict() for event in listed)  # newest first
+    assert (created["type"], completed["type"]) == (
+        "customer.subscription.created",
+        "checkout.session.completed",
+    )
+    subscription, paid = created["data"]["object"], completed["data"]["object"]
+    assert subscription["customer"] == paid["customer"] == "cus_Abc123"
+    assert paid["id"] == session.id and paid["subscription"] == subscription["id"]
+    assert paid["metadata"] == subscription["metadata"] == {"tier": "teams"}
+    assert DEFAULT_TIERS.tier_for_subscription(subscription) == "teams"

@@ -24,6 +24,7 @@ from stripe_bridge.billing.tiers import (
 from stripe_bridge.billing.usage import provision_usage_streams
 from stripe_bridge.billing.usage_counter import UsageCounter, count_key, usage_buckets
 from stripe_bridge.ops.natsserver import NatsServer
+from stripe_bridge.ops.stream import USAGE_STREAM
 from stripe_bridge_entitlements import keys
 from stripe_bridge_entitlements.client import EntitlementsClient
 from stripe_bridge_entitlements.reservations import publish_tier_file, reservations_bucket
@@ -217,3 +218,45 @@ def _counted(counter: UsageCounter) -> float:
             if sample.name == "stripe_bridge_usage_counted_quantity_total":
                 total += sample.value
     return total
+
+
+async def test_wait_for_tier_returns_once_the_projected_tier_reaches_memory(
+    bridge: NatsServer,
+) -> None:
+    client = await EntitlementsClient.connect(bridge.url)
+    try:
+        await client.serve("cus_up")
+        assert await client.wait_for_tier("cus_up", "free", 0)  # never projected: the first
+        assert not await client.wait_for_tier("cus_up", "teams", 0.2)
+        waiting = asyncio.create_task(client.wait_for_tier("cus_up", "teams", 30))
+        await _make(bridge.url, "cus_up", "teams")
+        assert await waiting
+        assert client.check("cus_up", "shared_memory").allowed
+        with pytest.raises(KeyError, match="not served"):
+            await client.wait_for_tier("cus_other", "teams", 1)
+    finally:
+        await client.close()
+
+
+async def test_record_usage_carries_agent_and_session_for_openmeter(bridge: NatsServer) -> None:
+    import json
+
+    import nats
+
+    client = await EntitlementsClient.connect(bridge.url)
+    try:
+        await client.serve("cus_dims")
+        seq = await client.record_usage(
+            "cus_dims", "tokens", 42, record_id="r-1", agent_id="ada", session_id="s-1"
+        )
+    finally:
+        await client.close()
+    nc = await nats.connect(bridge.url)
+    try:
+        stored = await nc.jetstream().get_msg(USAGE_STREAM, seq)
+    finally:
+        await nc.close()
+    assert stored.data is not None
+    event = json.loads(stored.data)
+    assert (event["id"], event["subject"], event["type"]) == ("r-1", "cus_dims", "tokens")
+    assert event["data"] == {"value": 42, "agent_id": "ada", "session_id": "s-1"}

@@ -1,0 +1,1 @@
+"""Examples a product team copies: each folder runs as ``python -m examples.<name>``."""
