@@ -58,11 +58,11 @@ def test_probes_answer_as_documented_with_nats_up_down_and_during_drain(
     assert probe(fn.port, probes["liveness"])
 
     stream.stop()
-    wait_until(lambda: not probe(fn.port, probes["readiness"]), 15, "not ready with NATS down")
+    wait_until(lambda: not probe(fn.port, probes["readiness"]), 60, "not ready with NATS down")
     assert probe(fn.port, probes["liveness"]), "NATS down must not restart the container"
 
     stream.start()
-    wait_until(lambda: probe(fn.port, probes["readiness"]), 15, "ready again with NATS back")
+    wait_until(lambda: probe(fn.port, probes["readiness"]), 60, "ready again with NATS back")
 
     # A webhook still being received keeps the process draining after SIGTERM.
     body = json.dumps(fixture_event(FUNCTION, fresh_id=True)).encode()

@@ -53,7 +53,7 @@ async def test_zero_snapshot_first_then_current_values(pushgateway: PushgatewayS
     pusher.request_done()
     # The zero snapshot stays up for min_interval, so Prometheus can scrape the 0.
     await wait_until_async(lambda: published(pushgateway.url, "pod-a-1") == 0, 1.5, "zero pushed")
-    await wait_until_async(lambda: published(pushgateway.url, "pod-a-1") == 1, 10, "value pushed")
+    await wait_until_async(lambda: published(pushgateway.url, "pod-a-1") == 1, 30, "value pushed")
     await pusher.final_push()
     assert pusher.pushes == 3
     assert pusher.failed == 0
@@ -81,7 +81,7 @@ async def test_final_push_carries_latest_values(pushgateway: PushgatewayServer) 
     counter = metrics.webhooks.labels(*PUBLISHED.values())
     counter.inc()
     pusher.request_done()
-    await wait_until_async(lambda: pusher.pushes == 1, 5, "zero snapshot pushed")
+    await wait_until_async(lambda: pusher.pushes == 1, 30, "zero snapshot pushed")
     counter.inc(4)
     await pusher.final_push()
     assert published(pushgateway.url, "pod-c-1") == 5
