@@ -15,10 +15,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from starlette.requests import Request
+from starlette.types import Message
 from stripe_bridge import registry
 from stripe_bridge.billing.catalog import BILLING_FUNCTIONS
 from stripe_bridge.billing.usage import provision_usage_streams
-from stripe_bridge.http import STOPPING_BODY_GRACE_SECONDS
+from stripe_bridge.http import STOPPING_BODY_GRACE_SECONDS, BodyReader
 from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge.server import GRACEFUL_SHUTDOWN_SECONDS, load_function
 
@@ -144,3 +146,20 @@ async def test_by_default_a_body_gets_2_s_after_sigterm_and_requests_7_s(
         assert function.graceful_shutdown_seconds() == GRACEFUL_SHUTDOWN_SECONDS == 7
     finally:
         await function.runtime.close()
+
+
+async def test_after_sigterm_a_stalled_body_gets_the_configured_grace_not_its_read_timeout() -> (
+    None
+):
+    reader = BodyReader(LIMIT, timeout=600, stopping_grace=0.2)
+
+    async def receive() -> Message:
+        await asyncio.Event().wait()  # a client that sent its headers and then nothing
+        raise AssertionError("unreachable")
+
+    request = Request({"type": "http", "method": "POST", "headers": []}, receive)
+    reading = asyncio.create_task(reader.read(request))
+    reader.begin_shutdown()
+    done, _ = await asyncio.wait([reading], timeout=60)
+    assert done, "the read outlived the grace"
+    assert isinstance(reading.exception(), TimeoutError)
