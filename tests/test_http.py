@@ -15,11 +15,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from starlette.requests import Request
+from starlette.types import Message
 from stripe_bridge import registry
 from stripe_bridge.billing.catalog import BILLING_FUNCTIONS
 from stripe_bridge.billing.usage import provision_usage_streams
+from stripe_bridge.http import STOPPING_BODY_GRACE_SECONDS, BodyReader
 from stripe_bridge.ops.natsserver import NatsServer
-from stripe_bridge.server import load_function
+from stripe_bridge.server import GRACEFUL_SHUTDOWN_SECONDS, load_function
 
 from .conftest import provision_stream
 from .helpers import REPO_ROOT, SECRET
@@ -47,21 +50,29 @@ def nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
         yield server
 
 
+def configure(monkeypatch: pytest.MonkeyPatch, **env: str) -> None:
+    """The environment of a function as its Knative Service sets it, plus ``env``."""
+    required = {
+        "STRIPE_WEBHOOK_SECRET": SECRET,
+        "STRIPE_API_KEY": "sk_test_not_called",
+        "CHECKOUT_SUCCESS_URL": "https://app.example/welcome",
+    }
+    for name, value in (required | env).items():
+        monkeypatch.setenv(name, value)
+
+
+def source_of(function_name: str) -> Path:
+    """The file ``stripe-bridge serve`` loads for ``function_name``."""
+    return REPO_ROOT / "functions" / function_name / "main.py"
+
+
 @pytest.fixture(params=FUNCTIONS)
 async def client(
     request: pytest.FixtureRequest, nats: NatsServer, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[httpx.AsyncClient]:
     """A client of one function, configured as its Knative Service would be."""
-    for name, value in {
-        "STRIPE_WEBHOOK_SECRET": SECRET,
-        "NATS_URL": nats.url,
-        "MAX_BODY_BYTES": str(LIMIT),
-        "STRIPE_API_KEY": "sk_test_not_called",
-        "CHECKOUT_SUCCESS_URL": "https://app.example/welcome",
-    }.items():
-        monkeypatch.setenv(name, value)
-    source: Path = REPO_ROOT / "functions" / request.param / "main.py"
-    app, function = load_function(source)
+    configure(monkeypatch, NATS_URL=nats.url, MAX_BODY_BYTES=str(LIMIT))
+    app, function = load_function(source_of(request.param))
     try:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://fn") as http:
@@ -107,3 +118,48 @@ async def test_refusals_are_counted_and_logged(
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("stripe_bridge")]
     assert sum("status=405" in line for line in lines) == 3
     assert sum("status=413" in line for line in lines) == 2
+
+
+@pytest.mark.parametrize("function_name", FUNCTIONS)
+async def test_the_graceful_shutdown_follows_the_configured_publish_timeout_and_body_grace(
+    function_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The window was the defaults' 7 s whatever PUBLISH_TIMEOUT said: a delivery still
+    # waiting for a 15 s PubAck was cut without an answer after SIGTERM.
+    configure(monkeypatch, PUBLISH_TIMEOUT="15", STOPPING_BODY_GRACE_SECONDS="30")
+    _app, function = load_function(source_of(function_name))
+    try:
+        assert function.reader.stopping_grace == 30
+        assert function.graceful_shutdown_seconds() == 45
+    finally:
+        await function.runtime.close()
+
+
+@pytest.mark.parametrize("function_name", FUNCTIONS)
+async def test_by_default_a_body_gets_2_s_after_sigterm_and_requests_7_s(
+    function_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure(monkeypatch)
+    _app, function = load_function(source_of(function_name))
+    try:
+        assert function.reader.stopping_grace == STOPPING_BODY_GRACE_SECONDS == 2
+        assert function.graceful_shutdown_seconds() == GRACEFUL_SHUTDOWN_SECONDS == 7
+    finally:
+        await function.runtime.close()
+
+
+async def test_after_sigterm_a_stalled_body_gets_the_configured_grace_not_its_read_timeout() -> (
+    None
+):
+    reader = BodyReader(LIMIT, timeout=600, stopping_grace=0.2)
+
+    async def receive() -> Message:
+        await asyncio.Event().wait()  # a client that sent its headers and then nothing
+        raise AssertionError("unreachable")
+
+    request = Request({"type": "http", "method": "POST", "headers": []}, receive)
+    reading = asyncio.create_task(reader.read(request))
+    reader.begin_shutdown()
+    done, _ = await asyncio.wait([reading], timeout=60)
+    assert done, "the read outlived the grace"
+    assert isinstance(reading.exception(), TimeoutError)

@@ -81,7 +81,7 @@ async def test_an_abandoned_lease_expires(store: IdempotencyStore) -> None:
     async def claimable() -> bool:
         return (await store.claim(event_id)).state is ClaimState.CLAIMED
 
-    await wait_until_async(claimable, 10, "the lease expired")
+    await wait_until_async(claimable, 30, "the lease expired")
 
 
 async def test_an_unreachable_redis_is_an_idempotency_error() -> None:

@@ -49,7 +49,7 @@ def test_half_sent_headers_get_408_and_the_connection_closed(
     assert held < 20
     labels = {"event_type": "unknown", "outcome": "rejected", "reason": "header_read_timeout"}
     assert metric(fn.url, "stripe_bridge_webhooks_total", **labels) == 1
-    wait_until(lambda: "reason=header_read_timeout" in fn.log(), 10, "the log line")
+    wait_until(lambda: "reason=header_read_timeout" in fn.log(), 30, "the log line")
     assert "status=408" in fn.log()
 
 

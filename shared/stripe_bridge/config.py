@@ -181,6 +181,13 @@ class Settings(EnvModel):
         le=60,
         description="Max time to receive a request body; slower uploads get 408.",
     )
+    stopping_body_grace_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=30,
+        description="After SIGTERM, how long a body still arriving may take before it gets 503"
+        " `shutting_down`, s; the server waits this plus PUBLISH_TIMEOUT for in-flight requests.",
+    )
     retry_after_seconds: int = Field(
         default=30, ge=1, le=3600, description="`Retry-After` sent with 409 and 503 answers."
     )

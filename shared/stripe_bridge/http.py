@@ -23,6 +23,7 @@ no method as a target.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -37,14 +38,18 @@ from .config import ConfigError, Settings, configure_logging, load_settings, rep
 from .reasons import Reason, Refused
 
 PROBES = ("/healthz", "/readyz", "/metrics")
-#: How long a body still arriving at SIGTERM may take before it is answered 503.
-STOPPING_BODY_GRACE_SECONDS = 2.0
+#: Default of STOPPING_BODY_GRACE_SECONDS: how long a body still arriving at SIGTERM may
+#: take before it is answered 503.
+STOPPING_BODY_GRACE_SECONDS: float = Settings.model_fields["stopping_body_grace_seconds"].default
 #: Default of ``BodyReader``'s timeout (the webhook functions use BODY_READ_TIMEOUT_SECONDS).
 BODY_READ_TIMEOUT_SECONDS = 10.0
 
 
 class FunctionRuntime(Protocol):
     """What the shell asks of a function's process-wide parts."""
+
+    #: Its configuration; the server's graceful shutdown follows its PUBLISH_TIMEOUT.
+    settings: Settings
 
     @property
     def collectors(self) -> CollectorRegistry:
@@ -82,11 +87,26 @@ class BodyReader:
     done with a request before its body is complete).
     """
 
-    def __init__(self, max_bytes: int, timeout: float = BODY_READ_TIMEOUT_SECONDS) -> None:
+    def __init__(
+        self,
+        max_bytes: int,
+        timeout: float = BODY_READ_TIMEOUT_SECONDS,
+        stopping_grace: float = STOPPING_BODY_GRACE_SECONDS,
+    ) -> None:
         self.max_bytes = max_bytes
         self.timeout = timeout
+        self.stopping_grace = stopping_grace
         self.stopping = False
         self._reads: set[asyncio.Timeout] = set()
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> BodyReader:
+        """The reader of a webhook function (or ``dev``): every bound from ``settings``."""
+        return cls(
+            settings.max_body_bytes,
+            settings.body_read_timeout_seconds,
+            settings.stopping_body_grace_seconds,
+        )
 
     async def read(self, request: Request) -> bytes | None:
         """The body, or None once it is known to exceed ``max_bytes``.
@@ -95,7 +115,7 @@ class BodyReader:
         """
         deadline = asyncio.get_running_loop().time() + self.timeout
         if self.stopping:
-            deadline = min(deadline, _grace_deadline())
+            deadline = min(deadline, self._grace_deadline())
         async with asyncio.timeout_at(deadline) as timeout:
             self._reads.add(timeout)
             try:
@@ -114,11 +134,21 @@ class BodyReader:
 
     def _shorten_reads(self) -> None:
         for timeout in self._reads:
-            timeout.reschedule(min(timeout.when() or 0.0, _grace_deadline()))
+            timeout.reschedule(min(timeout.when() or 0.0, self._grace_deadline()))
+
+    def _grace_deadline(self) -> float:
+        return asyncio.get_running_loop().time() + self.stopping_grace
 
 
-def _grace_deadline() -> float:
-    return asyncio.get_running_loop().time() + STOPPING_BODY_GRACE_SECONDS
+def graceful_shutdown_seconds(stopping_grace: float, publish_timeout: float) -> int:
+    """How long the server waits for in-flight requests after SIGTERM.
+
+    A body still arriving gets the reader's ``stopping_grace``, then its publish the
+    configured PubAck wait (``publish_timeout``): with a shorter window a delivery waiting
+    for its PubAck is cut without an answer (Stripe retries it, but only after its own
+    timeout).
+    """
+    return math.ceil(stopping_grace + publish_timeout)
 
 
 class HttpFunction(ABC, Generic[ReplyT]):
@@ -129,7 +159,13 @@ class HttpFunction(ABC, Generic[ReplyT]):
     ) -> None:
         self.runtime = runtime
         self.max_body_bytes = max_body_bytes
-        self.reader = reader or BodyReader(max_body_bytes)
+        grace = runtime.settings.stopping_body_grace_seconds
+        self.reader = reader or BodyReader(max_body_bytes, stopping_grace=grace)
+
+    def graceful_shutdown_seconds(self) -> int:
+        """How long the server waits for this function's in-flight requests after SIGTERM."""
+        publish_timeout = self.runtime.settings.publish_timeout
+        return graceful_shutdown_seconds(self.reader.stopping_grace, publish_timeout)
 
     async def handle(self, request: Request) -> Response:
         """The target: probes, then one counted and logged reply per request."""

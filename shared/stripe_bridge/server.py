@@ -15,7 +15,6 @@ import importlib.util
 import inspect
 import json
 import logging
-import math
 import signal
 import traceback
 from collections.abc import AsyncIterator
@@ -29,16 +28,23 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from . import registry
 from .config import Settings
 from .exitcodes import ExitCode
-from .http import STOPPING_BODY_GRACE_SECONDS, BodyReader, FunctionRuntime, HttpFunction
+from .http import (
+    STOPPING_BODY_GRACE_SECONDS,
+    BodyReader,
+    FunctionRuntime,
+    HttpFunction,
+    graceful_shutdown_seconds,
+)
 from .runtime import Runtime
 from .webhook import WebhookFunction
 
-#: Uvicorn waits this long for in-flight requests on SIGTERM: a body still arriving gets
-#: STOPPING_BODY_GRACE_SECONDS, then its publish the default PubAck wait. Under Knative
-#: nothing is in flight by then (queue-proxy drained first, see deploy.knative.TIMEOUT_SECONDS);
-#: part of the termination budget deploy.knative.APP_SHUTDOWN_SECONDS adds up.
-GRACEFUL_SHUTDOWN_SECONDS = math.ceil(
-    STOPPING_BODY_GRACE_SECONDS + Settings.model_fields["publish_timeout"].default
+#: With the default settings uvicorn waits this long for in-flight requests on SIGTERM
+#: (``graceful_shutdown_seconds``; a configured PUBLISH_TIMEOUT or
+#: STOPPING_BODY_GRACE_SECONDS widens it). Under Knative nothing is in flight by then
+#: (queue-proxy drained first, see deploy.knative.TIMEOUT_SECONDS); part of the termination
+#: budget deploy.knative.APP_SHUTDOWN_SECONDS adds up, which the manifests' defaults keep.
+GRACEFUL_SHUTDOWN_SECONDS = graceful_shutdown_seconds(
+    STOPPING_BODY_GRACE_SECONDS, Settings.model_fields["publish_timeout"].default
 )
 #: Default of HEADER_READ_TIMEOUT_SECONDS: Stripe and queue-proxy send a request's headers
 #: at once; only a stalled or hostile client needs longer.
@@ -137,7 +143,7 @@ def dev_app(runtime: Runtime) -> Starlette:
     from starlette.routing import Route
 
     settings = runtime.settings
-    reader = BodyReader(settings.max_body_bytes, settings.body_read_timeout_seconds)
+    reader = BodyReader.for_settings(settings)
     routes: list[Any] = []
     # Each route to an ASGI app (FunctionApp), not a request handler: Starlette then
     # passes every method through, so the function answers 404 before its method check.
@@ -238,13 +244,16 @@ def run(
     reader: BodyReader | None = None,
     header_timeout: float = HEADER_READ_TIMEOUT_SECONDS,
     function: HttpFunction[Any] | None = None,
+    graceful_shutdown: int = GRACEFUL_SHUTDOWN_SECONDS,
 ) -> None:
     """Run ``app`` under uvicorn; SIGTERM lets in-flight requests finish, then exits 0.
 
     Bodies still arriving at SIGTERM get ``reader``'s short grace, not the whole graceful
     period (``function_app`` keeps its reader in ``app.reader``, ``dev_app`` in
-    ``app.state.reader``). Request headers must arrive within ``header_timeout`` seconds;
-    ``function`` counts and logs the 408s (``header_timeout_protocol``).
+    ``app.state.reader``); in-flight requests get ``graceful_shutdown`` seconds
+    (``graceful_shutdown_seconds`` of the served settings). Request headers must arrive
+    within ``header_timeout`` seconds; ``function`` counts and logs the 408s
+    (``header_timeout_protocol``).
     """
     import uvicorn
 
@@ -262,7 +271,7 @@ def run(
             lifespan="on",
             http=header_timeout_protocol(header_timeout, function),
             log_level=log_level,
-            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+            timeout_graceful_shutdown=graceful_shutdown,
             access_log=False,
         )
     )

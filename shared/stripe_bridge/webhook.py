@@ -53,7 +53,7 @@ class WebhookFunction(HttpFunction[Outcome]):
         reader: BodyReader | None = None,
     ) -> None:
         settings = runtime.settings
-        reader = reader or BodyReader(settings.max_body_bytes, settings.body_read_timeout_seconds)
+        reader = reader or BodyReader.for_settings(settings)
         super().__init__(runtime, settings.max_body_bytes, reader)
         self.serves = serves
         # A Stripe endpoint URL has one path; deliveries to any other are refused.

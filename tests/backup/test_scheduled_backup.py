@@ -62,7 +62,7 @@ def test_backup_runs_copy_keep_n_and_push_metrics(
         assert main(args) == 0
         names.append(sorted(p.name for p in root.iterdir())[-1])
         # Folder names have one-second resolution; the next run must get a new one.
-        wait_until(lambda: backup_name(datetime.now(UTC)) != names[-1], 2, "the next second")
+        wait_until(lambda: backup_name(datetime.now(UTC)) != names[-1], 10, "the next second")
     assert sorted(p.name for p in root.iterdir()) == names[1:]
     keys = [o["Key"] for o in s3.client().list_objects_v2(Bucket=BUCKET)["Contents"]]
     assert sorted({k.split("/")[1] for k in keys}) == names[1:]

@@ -131,7 +131,7 @@ async def test_refused_api_key_stops_without_acking(
     settings = forwarder_settings(ingest, api_key="wrong")
     with pytest.raises(OpenMeterAuthError):
         async with running_forwarder(usage_nats.url, settings) as forwarder:
-            await wait_until_async(lambda: bool(ingest.requests), 10, "a request")
+            await wait_until_async(lambda: bool(ingest.requests), 30, "a request")
     assert ingest.accepted == []
     assert sample(forwarder.metrics, "stripe_bridge_openmeter_requests_total",
                   {"verdict": "unauthorized"}) == 1  # fmt: skip

@@ -112,7 +112,7 @@ async def test_what_stripe_never_sends_gets_400(
     assert response.json()["error"] == error
     assert await last_seq(shared_stream.url) == seq
     assert rejected_count(fn, error) == count + 1
-    wait_until(lambda: f"reason={error}" in new_log(fn, log_at), 5, "log line")
+    wait_until(lambda: f"reason={error}" in new_log(fn, log_at), 30, "log line")
     logged = new_log(fn, log_at)
     assert [line for line in logged.splitlines() if "webhook status=" in line] == [
         line for line in logged.splitlines() if line.strip()
@@ -160,7 +160,7 @@ async def test_only_the_endpoint_path_takes_deliveries(
     assert httpx.get(fn.url + path, timeout=10).status_code == 404
     assert await last_seq(shared_stream.url) == seq
     assert rejected_count(fn, "not_found") == count + 2
-    wait_until(lambda: new_log(fn, log_at).count("reason=not_found") == 2, 5, "log lines")
+    wait_until(lambda: new_log(fn, log_at).count("reason=not_found") == 2, 30, "log lines")
     # The endpoint itself (with or without the trailing slash) still takes it.
     assert post_event(fn.url.rstrip("/"), event).json()["status"] == "published"
 
@@ -200,7 +200,7 @@ async def test_an_event_over_max_payload_gets_413_and_disturbs_nothing(
     assert rejected_count(fn, "event_too_large") == count + 1
     assert metric(fn.url, "stripe_bridge_nats_connected") == 1
     assert httpx.get(fn.url + "readyz", timeout=10).status_code == 200
-    wait_until(lambda: "reason=event_too_large" in new_log(fn, log_at), 5, "log line")
+    wait_until(lambda: "reason=event_too_large" in new_log(fn, log_at), 30, "log line")
     assert "Traceback" not in new_log(fn, log_at)
     # Stripe's retry gets the same permanent answer, and it is not held as in progress.
     again = httpx.post(fn.url, content=body, headers=signed_headers(body), timeout=30)
@@ -234,8 +234,8 @@ def test_a_client_gone_mid_body_is_one_counted_line(catch_all: FunctionProcess) 
     fn = catch_all
     count, log_at = rejected_count(fn, "client_disconnected"), len(fn.log())
     with raw_upload(fn, 10_000, b'{"id": "evt_'):
-        wait_until(lambda: metric(fn.url, "stripe_bridge_inflight_requests") == 1, 10, "reading")
-    wait_until(lambda: rejected_count(fn, "client_disconnected") == count + 1, 10, "counted")
+        wait_until(lambda: metric(fn.url, "stripe_bridge_inflight_requests") == 1, 30, "reading")
+    wait_until(lambda: rejected_count(fn, "client_disconnected") == count + 1, 30, "counted")
     logged = new_log(fn, log_at)
     assert logged.count("reason=client_disconnected") == 1
     assert "Traceback" not in logged and "ERROR" not in logged
@@ -252,19 +252,20 @@ def test_a_stalled_body_gets_408_and_sigterm_does_not_wait_for_it(
     assert rejected_count(fn, "body_read_timeout") == 1
     assert "status=408 outcome=rejected reason=body_read_timeout" in fn.log()
 
-    # Stalled uploads once held SIGTERM for the whole graceful period (20 s); with the
-    # default read timeout (10 s) they must not hold it either: nothing is claimed yet.
-    fn = start_function(NATS_URL=nats_server.url)
+    # Stalled uploads once held SIGTERM for the whole graceful period (20 s); nor may they
+    # hold it until their read timeout (60 s here, far above what a loaded machine adds to
+    # the 2 s grace): nothing is claimed yet.
+    fn = start_function(NATS_URL=nats_server.url, BODY_READ_TIMEOUT_SECONDS="60")
     with ExitStack() as stack:
         uploads = [stack.enter_context(raw_upload(fn, 10_000, b"{")) for _ in range(20)]
-        wait_until(lambda: metric(fn.url, "stripe_bridge_inflight_requests") == 20, 10, "20")
+        wait_until(lambda: metric(fn.url, "stripe_bridge_inflight_requests") == 20, 30, "20")
         assert fn.process is not None
         fn.process.send_signal(signal.SIGTERM)
         stopped = time.monotonic()
-        fn.process.wait(30)
+        fn.process.wait(60)
         elapsed = time.monotonic() - stopped
         answer = read_answer(uploads[0])
-    assert elapsed < 5, f"SIGTERM took {elapsed:.1f} s"
+    assert elapsed < 30, f"SIGTERM took {elapsed:.1f} s"
     assert fn.process.returncode == 0
     assert answer.startswith("HTTP/1.1 503 "), answer
     assert '"error":"shutting_down"' in answer.replace(" ", "")

@@ -121,7 +121,7 @@ def test_tail_prints_new_events_and_stops_after_count(
     output = tmp_path / "tail.out"
     tail = cli_process("tail", "--nats-url", stream.url, "--count", "3", stdout=output)
     try:
-        wait_until(lambda: "tailing stripe.>" in output.read_text(), 15, "tail subscribed")
+        wait_until(lambda: "tailing stripe.>" in output.read_text(), 60, "tail subscribed")
         ids = []
         for args in sends:
             sent = cli("send", *args, "--url", fn.url, "--secret", SECRET)

@@ -99,7 +99,7 @@ async def test_nats_outage_mid_run_loses_nothing_and_stores_nothing_twice(
         assert set(statuses[RESTART_AT:]) <= {200, 503}
 
         # Stripe retries every delivery that did not get a 2xx.
-        wait_until(lambda: client.get(fn.url + "readyz").status_code == 200, 15, "reconnect")
+        wait_until(lambda: client.get(fn.url + "readyz").status_code == 200, 60, "reconnect")
         failed = [index for index, status in enumerate(statuses) if status != 200]
         for index in failed:
             body, headers = deliveries[index]

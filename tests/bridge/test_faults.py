@@ -58,7 +58,7 @@ async def test_a_claim_that_timed_out_leaves_no_lease(
         answers.append(post_event(fn.url, event).status_code)
         return answers[-1] == 200
 
-    wait_until(stored, 5, "the retry stored")
+    wait_until(stored, 30, "the retry stored")
     assert set(answers) <= {409, 200}
     key = f"stripe-bridge:STRIPE:event:{event['id']}"
     assert redis_cli(redis_server, "GET", key) == "done"

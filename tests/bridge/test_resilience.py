@@ -38,7 +38,7 @@ def paused(server: NatsServer) -> Iterator[None]:
     os.kill(pid, signal.SIGSTOP)
     try:
         # kill() returns before every thread of the Go runtime has actually stopped.
-        wait_until(lambda: process_state(pid) == "T", 5, "nats-server stopped")
+        wait_until(lambda: process_state(pid) == "T", 30, "nats-server stopped")
         yield
     finally:
         os.kill(pid, signal.SIGCONT)
@@ -75,7 +75,7 @@ def test_cold_start_before_nats_then_one_reused_connection(
     server.start()
     try:
         provision_stream(server.url)
-        wait_until(lambda: ready(fn), 15, "ready once NATS is up")
+        wait_until(lambda: ready(fn), 60, "ready once NATS is up")
         events = [fixture_event("invoice_paid", fresh_id=True) for _ in range(5)]
         for event in events:
             assert post_event(fn.url, event).json()["status"] == "published"
@@ -102,7 +102,7 @@ async def test_a_lost_puback_is_caught_by_the_duplicate_window(
     assert metric(fn.url, "stripe_bridge_publish_failures_total", reason="puback_timeout") == 1
     # The frozen server had the message in its socket: thawed, it stores it after all.
     # The bridge cannot know that, so it must not have marked the event done...
-    wait_until(lambda: ready(fn), 10, "thawed")
+    wait_until(lambda: ready(fn), 60, "thawed")
     retried = httpx.post(fn.url, content=body, headers=headers, timeout=10)
     assert retried.status_code == 200, retried.text
     # ...and JetStream's duplicate window (Nats-Msg-Id) keeps the retry from a second copy.
@@ -124,7 +124,7 @@ async def test_sigterm_lets_the_inflight_delivery_finish(
     with paused(stream):
         sender = threading.Thread(target=deliver)
         sender.start()
-        wait_until(lambda: metric(fn.url, "stripe_bridge_inflight_requests") == 1, 10, "in flight")
+        wait_until(lambda: metric(fn.url, "stripe_bridge_inflight_requests") == 1, 30, "in flight")
         assert fn.process is not None
         fn.process.send_signal(signal.SIGTERM)  # Knative scaling to zero
 
@@ -135,7 +135,7 @@ async def test_sigterm_lets_the_inflight_delivery_finish(
                 return True
             return False
 
-        wait_until(refusing, 10, "function stopped accepting connections")
+        wait_until(refusing, 30, "function stopped accepting connections")
     sender.join(30)
     assert [a.status_code for a in answers] == [200]
     assert answers[0].json()["status"] == "published"

@@ -65,7 +65,7 @@ async def test_the_documented_permissions_are_enough_and_no_more(tmp_path: Path)
             assert errors == []
             # Read-mostly: writing a count is refused.
             await client.nc.publish("$KV.BILLING_USAGE_DAY.cus_p.api_calls.0", b"{}")
-            await wait_until_async(lambda: _refused(errors), 10, "the write refused")
+            await wait_until_async(lambda: _refused(errors), 30, "the write refused")
         finally:
             await client.close()
     finally:

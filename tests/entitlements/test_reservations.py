@@ -58,7 +58,7 @@ class KvWrites:
         our own marker, published after."""
         markers = self.markers + 1
         await self.nc.publish(MARKER, b"")
-        await wait_until_async(lambda: self.markers >= markers, 10, "the marker")
+        await wait_until_async(lambda: self.markers >= markers, 30, "the marker")
 
 
 @pytest.fixture

@@ -91,7 +91,8 @@ def test_sigterm_finishes_in_flight_webhook_drains_nats_and_pushes_metrics(
     tmp_path: Path,
 ) -> None:
     # The environment the rendered Knative Service gives the container (plus PORT,
-    # which Knative sets; FunctionProcess picks a free one and binds to loopback).
+    # which Knative sets; FunctionProcess picks a free one and binds to loopback), and a
+    # longer body grace after SIGTERM (below).
     env = {
         "FUNCTION_SOURCE": str(REPO_ROOT / "functions" / FUNCTION / "main.py"),
         "FUNCTION_TARGET": "handle",
@@ -105,6 +106,9 @@ def test_sigterm_finishes_in_flight_webhook_drains_nats_and_pushes_metrics(
         # Long enough that only the shutdown push can deliver the second webhook's count.
         "PUSHGATEWAY_MIN_INTERVAL": "300",
         "INSTANCE_ID": INSTANCE,
+        # The body's end is sent after the listener is seen closed, which on a loaded
+        # machine can take longer than the default 2 s grace (tests/test_http.py checks it).
+        "STOPPING_BODY_GRACE_SECONDS": "30",
     }
     entrypoint = [str(Path(sys.executable).parent / "stripe-bridge"), "serve"]
     fn = FunctionProcess(FUNCTION, env, tmp_path / "fn", REPO_ROOT, command=entrypoint)
@@ -127,13 +131,13 @@ def test_sigterm_finishes_in_flight_webhook_drains_nats_and_pushes_metrics(
                     metric_value(fetch(fn.url + "metrics"), "stripe_bridge_inflight_requests")
                     == 1.0
                 ),
-                10,
+                30,
                 "webhook in flight",
             )
             assert fn.process is not None
             fn.process.send_signal(signal.SIGTERM)
             # Uvicorn stops listening at once but keeps the in-flight request.
-            wait_until(lambda: refuses_connections(fn.port), 10, "listener closed")
+            wait_until(lambda: refuses_connections(fn.port), 30, "listener closed")
             assert fn.alive(), "exited with a webhook still in flight"
             sock.sendall(chunk(body[-16:]) + b"0\r\n\r\n")
             status, answer = read_response(sock)

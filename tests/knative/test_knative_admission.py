@@ -316,6 +316,10 @@ def test_termination_grace_covers_the_queue_proxy_drain_and_the_app_shutdown(pat
     spec = pod(service)
     assert spec["responseStartTimeoutSeconds"] == knative.REQUEST_TIMEOUT_SECONDS < 30
     assert spec["responseStartTimeoutSeconds"] <= spec["timeoutSeconds"]
+    # The sum holds for the default graceful window, which these two settings widen
+    # (http.graceful_shutdown_seconds): a Service setting either needs its own budget.
+    env = {e["name"] for e in container(service).get("env", [])}
+    assert not env & {"PUBLISH_TIMEOUT", "STOPPING_BODY_GRACE_SECONDS"}
 
 
 def test_the_old_budget_did_not_add_up() -> None:

@@ -28,10 +28,14 @@ from stripe_bridge_events.deadletter import (
 from stripe_bridge_testing.natscluster import LocalNatsCluster
 from stripe_bridge_testing.waiting import wait_until_async
 
-from .conftest import ADMIN_TIMEOUT, STREAM, connect, provision_r3
+from .conftest import ADMIN_TIMEOUT, STREAM, connect, provision_r3, settled
 from .test_rolling_restart import roll_under_writes
 
 KV_STREAM = f"KV_{TIERS_BUCKET}"
+#: JetStream API timeout of the calls a user must be refused: a denied request gets no
+#: answer, only this timeout (and the server's violation report, which ``refused`` awaits).
+#: The calls a user may make wait ADMIN_TIMEOUT, generous for a loaded machine.
+REFUSED_TIMEOUT = 2.0
 
 
 class Errors:
@@ -54,6 +58,15 @@ class Errors:
 async def as_user(cluster: LocalNatsCluster, user: str, **options: Any) -> tuple[Any, Errors]:
     errors = Errors()
     return await connect(cluster, user, error_cb=errors.record, **options), errors
+
+
+async def consumer_settled(cluster: LocalNatsCluster, stream: str, durable: str) -> None:
+    """Wait, as the admin, until a durable a user just created has settled (``settled``)."""
+    admin = await connect(cluster)
+    try:
+        await settled(admin.jetstream(timeout=ADMIN_TIMEOUT), stream, durable)
+    finally:
+        await admin.close()
 
 
 async def refused(nc: Any, errors: Errors, subject: str, action: Any) -> None:
@@ -79,8 +92,10 @@ async def test_publisher_publishes_only_bridge_subjects_and_cannot_delete(
 ) -> None:
     nc, errors = await as_user(cluster, "publisher")
     try:
-        js = nc.jetstream(timeout=1)
-        ack = await js.publish("stripe.test.invoice.paid", b"{}", headers={"Nats-Msg-Id": "a"})
+        js = nc.jetstream(timeout=REFUSED_TIMEOUT)
+        ack = await nc.jetstream(timeout=ADMIN_TIMEOUT).publish(
+            "stripe.test.invoice.paid", b"{}", headers={"Nats-Msg-Id": "a"}
+        )
         assert ack.seq == 1
         # Usage records are the usage user's: the webhook functions cannot forge them.
         for subject in ("payments.secret", "usage.tokens"):
@@ -106,12 +121,14 @@ async def test_publisher_publishes_only_bridge_subjects_and_cannot_delete(
 async def test_usage_user_publishes_only_usage_records(cluster: LocalNatsCluster) -> None:
     admin = await connect(cluster)
     try:
-        await provision_usage_streams(admin.jetstream(timeout=ADMIN_TIMEOUT))
+        ajs = admin.jetstream(timeout=ADMIN_TIMEOUT)
+        await provision_usage_streams(ajs)
+        await settled(ajs, USAGE_STREAM)
     finally:
         await admin.close()
     nc, errors = await as_user(cluster, NATS_USAGE_USER)
     try:
-        ack = await nc.jetstream(timeout=2).publish(
+        ack = await nc.jetstream(timeout=ADMIN_TIMEOUT).publish(
             "usage.tokens", b"{}", headers={"Nats-Msg-Id": "u-1"}
         )
         assert ack.stream == USAGE_STREAM and ack.seq == 1
@@ -125,7 +142,9 @@ async def test_usage_user_publishes_only_usage_records(cluster: LocalNatsCluster
 async def test_each_user_reads_only_its_own_inbox(cluster: LocalNatsCluster) -> None:
     admin = await connect(cluster)
     try:
-        await provision_usage_streams(admin.jetstream(timeout=ADMIN_TIMEOUT))
+        ajs = admin.jetstream(timeout=ADMIN_TIMEOUT)
+        await provision_usage_streams(ajs)
+        await settled(ajs, USAGE_STREAM)
     finally:
         await admin.close()
     spy, errors = await as_user(cluster, NATS_USER)
@@ -140,12 +159,12 @@ async def test_each_user_reads_only_its_own_inbox(cluster: LocalNatsCluster) -> 
             await spy.subscribe(foreign, cb=record)
             await errors.wait_for(f'permissions violation for subscription to "{foreign.lower()}"')
         # billing's reply (on its own inbox) reaches billing and nobody else.
-        info = await billing.jetstream(timeout=2).stream_info(USAGE_STREAM)
+        info = await billing.jetstream(timeout=ADMIN_TIMEOUT).stream_info(USAGE_STREAM)
         assert info.config.name == USAGE_STREAM
         await spy.flush()
         assert seen == []
         # The publisher's own inbox works (its PubAcks); the shared one is not allowed.
-        ack = await spy.jetstream(timeout=2).publish("stripe.test.invoice.paid", b"{}")
+        ack = await spy.jetstream(timeout=ADMIN_TIMEOUT).publish("stripe.test.invoice.paid", b"{}")
         assert ack.seq == 1
     finally:
         await spy.close()
@@ -153,7 +172,9 @@ async def test_each_user_reads_only_its_own_inbox(cluster: LocalNatsCluster) -> 
     shared, shared_errors = await as_user(cluster, NATS_USER, inbox_prefix="_INBOX")
     try:
         with pytest.raises(Exception):  # noqa: B017 - the PubAck cannot reach a denied inbox
-            await shared.jetstream(timeout=1).publish("stripe.test.invoice.paid", b"{}")
+            await shared.jetstream(timeout=REFUSED_TIMEOUT).publish(
+                "stripe.test.invoice.paid", b"{}"
+            )
         await shared_errors.wait_for('permissions violation for subscription to "_inbox.')
     finally:
         await shared.close()
@@ -179,12 +200,14 @@ async def test_consumer_reads_only_stripe_and_cannot_delete_consumers(
         await admin.close()
     nc, errors = await as_user(cluster, "consumer")
     try:
-        js = nc.jetstream(timeout=1)
-        sub = await js.pull_subscribe("stripe.>", durable="downstream", stream=STREAM)
-        msgs = await sub.fetch(3, timeout=2)
+        js = nc.jetstream(timeout=REFUSED_TIMEOUT)
+        patient = nc.jetstream(timeout=ADMIN_TIMEOUT)
+        sub = await patient.pull_subscribe("stripe.>", durable="downstream", stream=STREAM)
+        await consumer_settled(cluster, STREAM, "downstream")
+        msgs = await sub.fetch(3, timeout=ADMIN_TIMEOUT)
         assert [msg.subject for msg in msgs] == [f"stripe.test.e{i}" for i in range(3)]
         for msg in msgs:
-            await msg.ack_sync(timeout=2)
+            await msg.ack_sync(timeout=ADMIN_TIMEOUT)
         assert (await sub.consumer_info()).num_ack_pending == 0
         assert errors.seen == [], "the legitimate path hit a permission it lacks"
 
@@ -348,6 +371,7 @@ async def test_consumer_dead_letters_and_reads_its_redrives(cluster: LocalNatsCl
     try:
         ajs = admin.jetstream(timeout=ADMIN_TIMEOUT)
         await provision(ajs, dead_letter_spec())
+        await settled(ajs, DEAD_LETTER_STREAM)
         await ajs.publish("stripe.test.poison", b"{}")
         # What `stripe-bridge redrive` (an operator) publishes after a fix.
         await stored_once_ready(ajs, "stripe_dlq.redrive.downstream.stripe.test.fixed")
@@ -355,22 +379,25 @@ async def test_consumer_dead_letters_and_reads_its_redrives(cluster: LocalNatsCl
         await admin.close()
     nc, errors = await as_user(cluster, "consumer")
     try:
-        js = nc.jetstream(timeout=2)
-        sub = await js.pull_subscribe("stripe.>", durable="downstream", stream=STREAM)
-        [poison] = await sub.fetch(1, timeout=2)
+        js = nc.jetstream(timeout=REFUSED_TIMEOUT)
+        patient = nc.jetstream(timeout=ADMIN_TIMEOUT)
+        sub = await patient.pull_subscribe("stripe.>", durable="downstream", stream=STREAM)
+        await consumer_settled(cluster, STREAM, "downstream")
+        [poison] = await sub.fetch(1, timeout=ADMIN_TIMEOUT)
         subject, headers = dead_letter(
             poison.subject, poison.headers, "downstream", "unparseable", STREAM,
             poison.metadata.sequence.stream,
         )  # fmt: skip
-        ack = await js.publish(subject, poison.data, headers=headers)
+        ack = await patient.publish(subject, poison.data, headers=headers)
         assert ack.stream == DEAD_LETTER_STREAM
         await poison.term()
-        redriven = await js.pull_subscribe(
+        redriven = await patient.pull_subscribe(
             redrive_filter("downstream"), durable="downstream-redrive", stream=DEAD_LETTER_STREAM
         )
-        [fixed] = await redriven.fetch(1, timeout=2)
+        await consumer_settled(cluster, DEAD_LETTER_STREAM, "downstream-redrive")
+        [fixed] = await redriven.fetch(1, timeout=ADMIN_TIMEOUT)
         assert fixed.subject == "stripe_dlq.redrive.downstream.stripe.test.fixed"
-        await fixed.ack_sync(timeout=2)
+        await fixed.ack_sync(timeout=ADMIN_TIMEOUT)
         assert errors.seen == [], "the dead-letter path hit a permission it lacks"
 
         # Redrives are the operators': a consumer cannot forge one for another durable.

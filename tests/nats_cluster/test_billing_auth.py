@@ -55,7 +55,7 @@ async def test_forwarder_as_billing_provisions_forwards_acks_and_dead_letters(
     try:
         # forward-openmeter at start: first with the default R1, then restarted with
         # --replicas 3 as the production Deployment runs it (a stream update).
-        js = billing.jetstream(timeout=5)
+        js = billing.jetstream(timeout=ADMIN_TIMEOUT)
         created = await provision_usage_streams(js)
         assert created == {USAGE_STREAM: "created", DEAD_LETTER_STREAM: "created"}
         updated = await provision_usage_streams(js, replicas=3)

@@ -19,6 +19,7 @@ from stripe_bridge_testing.waiting import wait_until_async
 
 from ..billing.sequences import CUSTOMER, lifecycle
 from ..billing.test_projector import publish_deliveries
+from .conftest import ADMIN_TIMEOUT
 from .test_auth import as_user, refused
 from .test_billing_auth import usage_publisher
 
@@ -34,7 +35,7 @@ async def test_lifecycle_counter_and_checks_as_billing(cluster: LocalNatsCluster
     billing, errors = await as_user(cluster, NATS_BILLING_USER)
     stop = asyncio.Event()
     try:
-        await provision_usage_streams(billing.jetstream(timeout=5), replicas=3)
+        await provision_usage_streams(billing.jetstream(timeout=ADMIN_TIMEOUT), replicas=3)
         publisher = usage_publisher(cluster)
         try:
             for i in range(5):

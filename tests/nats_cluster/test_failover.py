@@ -202,7 +202,7 @@ async def test_whole_cluster_outage_and_restart(
     cluster.stop()
     statuses = [post_event(fn.url, event).status_code for event in during]
     assert statuses == [503] * len(during)
-    wait_until(lambda: post_event(fn.url + "readyz", {}).status_code != 200, 5, "not ready")
+    wait_until(lambda: post_event(fn.url + "readyz", {}).status_code != 200, 30, "not ready")
 
     for index in range(len(cluster.nodes)):
         cluster.start_node(index)

@@ -48,12 +48,14 @@ def published(url: str, instance: str) -> float | None:
 
 
 async def test_zero_snapshot_first_then_current_values(pushgateway: PushgatewayServer) -> None:
-    metrics, pusher = make_pusher(pushgateway.url, "pod-a-1", min_interval=2.0)
+    # min_interval is long enough for a loaded machine to push and read back the zero
+    # before the value may replace it (with 2 s the zero had to be seen within 1.5 s).
+    metrics, pusher = make_pusher(pushgateway.url, "pod-a-1", min_interval=10.0)
     metrics.webhooks.labels(*PUBLISHED.values()).inc()
     pusher.request_done()
     # The zero snapshot stays up for min_interval, so Prometheus can scrape the 0.
-    await wait_until_async(lambda: published(pushgateway.url, "pod-a-1") == 0, 1.5, "zero pushed")
-    await wait_until_async(lambda: published(pushgateway.url, "pod-a-1") == 1, 10, "value pushed")
+    await wait_until_async(lambda: published(pushgateway.url, "pod-a-1") == 0, 8, "zero pushed")
+    await wait_until_async(lambda: published(pushgateway.url, "pod-a-1") == 1, 30, "value pushed")
     await pusher.final_push()
     assert pusher.pushes == 3
     assert pusher.failed == 0
@@ -81,7 +83,7 @@ async def test_final_push_carries_latest_values(pushgateway: PushgatewayServer) 
     counter = metrics.webhooks.labels(*PUBLISHED.values())
     counter.inc()
     pusher.request_done()
-    await wait_until_async(lambda: pusher.pushes == 1, 5, "zero snapshot pushed")
+    await wait_until_async(lambda: pusher.pushes == 1, 30, "zero snapshot pushed")
     counter.inc(4)
     await pusher.final_push()
     assert published(pushgateway.url, "pod-c-1") == 5

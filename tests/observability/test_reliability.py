@@ -58,7 +58,7 @@ def test_pushgateway_down(stream: NatsServer, start_function: FunctionFactory) -
     # A webhook that waited for even one push attempt would take the whole timeout (a
     # tighter bound failed on a loaded machine: one webhook took 1.02 s, none waited).
     assert max(latencies) < PUSH_TIMEOUT_SECONDS
-    wait_until(lambda: "metrics push failed reason=unreachable" in fn.log(), 10, "failure log")
+    wait_until(lambda: "metrics push failed reason=unreachable" in fn.log(), 30, "failure log")
     failures = fn.log().count("metrics push failed")
     assert fn.stop() in GRACEFUL
     assert fn.log().count("metrics push failed") > failures, "no final push on SIGTERM"
@@ -77,7 +77,7 @@ def test_pushgateway_never_answers(
     report("pushgateway hung", latencies)
     assert max(latencies) < PUSH_TIMEOUT_SECONDS
     assert black_hole.accepted, "the function never tried to push"
-    wait_until(lambda: "metrics push failed reason=timeout" in fn.log(), 10, "timeout log")
+    wait_until(lambda: "metrics push failed reason=timeout" in fn.log(), 30, "timeout log")
     # SIGTERM waits for at most the running push and the final one, then exits cleanly.
     started = time.monotonic()
     assert fn.stop() in GRACEFUL

@@ -100,6 +100,7 @@ class BillingRuntime:
     def __init__(
         self, function: str, settings: Settings, publisher: JetStreamPublisher | None = None
     ) -> None:
+        self.settings = settings
         self.metrics = BillingFunctionMetrics(function)
         self.publisher = publisher
         self.pusher = MetricsPusher.for_function(settings, self.metrics.registry, function)

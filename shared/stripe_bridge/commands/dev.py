@@ -16,6 +16,7 @@ from .. import registry
 from ..config import IdempotencyBackend, configure_logging, load_settings
 from ..errors import CommandError
 from ..exitcodes import ExitCode
+from ..http import graceful_shutdown_seconds
 from ..ops import stripecli
 from ..ops.natsserver import NatsServer
 from ..ops.stream import StreamSpec, provision
@@ -124,7 +125,9 @@ def run_dev(args: argparse.Namespace) -> int:
         listener = stripecli.start_listener(cli, url) if cli is not None else None
         try:
             app = dev_app(Runtime(settings, "dev"))
-            run(app, args.host, args.port, reader=app.state.reader)
+            grace = app.state.reader.stopping_grace
+            graceful = graceful_shutdown_seconds(grace, settings.publish_timeout)
+            run(app, args.host, args.port, reader=app.state.reader, graceful_shutdown=graceful)
         finally:
             if listener is not None:
                 stripecli.stop_listener(listener)

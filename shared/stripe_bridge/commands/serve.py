@@ -53,5 +53,14 @@ def run_serve(args: argparse.Namespace) -> int:
     app = function_app(source, args.target or env.function_target)
     host = args.host or env.host
     timeout = env.header_read_timeout_seconds
-    run(app, host, port, reader=app.reader, header_timeout=timeout, function=app.function)
+    graceful = app.function.graceful_shutdown_seconds()
+    run(
+        app,
+        host,
+        port,
+        reader=app.reader,
+        header_timeout=timeout,
+        function=app.function,
+        graceful_shutdown=graceful,
+    )
     return ExitCode.OK
