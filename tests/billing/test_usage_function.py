@@ -162,13 +162,16 @@ async def test_a_full_usage_stream_is_503_and_keeps_what_it_stored(
     nc = await nats.connect(nats_server.url)
     try:
         js = nc.jetstream()
-        # Room for a few records: each stored message is ~600 bytes.
-        created = await provision_usage_streams(js, max_bytes=4096)
-        again = await provision_usage_streams(js, max_bytes=4096)
+        # As before the limit, then as the consumers now start (an upgrade): room for a
+        # few records, each stored message is ~600 bytes.
+        outcomes = [
+            (await provision_usage_streams(js, max_bytes=limit))[USAGE_STREAM]
+            for limit in (-1, 4096, 4096)
+        ]
         config = (await js.stream_info(USAGE_STREAM)).config
     finally:
         await nc.close()
-    assert created[USAGE_STREAM] == "created" and again[USAGE_STREAM] == "unchanged"
+    assert outcomes == ["created", "updated", "unchanged"]
     assert (config.max_bytes, config.discard) == (4096, "new")
     fn = start_function("billing_usage", NATS_URL=nats_server.url, USAGE_API_TOKEN=TOKEN)
     statuses = []
