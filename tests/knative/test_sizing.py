@@ -17,7 +17,7 @@ from stripe_bridge.cli import build_parser
 from stripe_bridge.deploy import alert_model, knative, profiles, workloads
 from stripe_bridge.deploy.kustomize import build
 from stripe_bridge.deploy.natsconf import size_bytes
-from stripe_bridge.deploy.sizing import columns, counter_ceiling, retention_rate
+from stripe_bridge.deploy.sizing import Column, columns, counter_ceiling, retention_rate
 
 from ..helpers import REPO_ROOT
 
@@ -108,7 +108,7 @@ def test_the_docs_table_is_what_the_manifests_run(env: str) -> None:
 
 
 @pytest.mark.parametrize("column", columns(), ids=lambda c: c.heading)
-def test_every_column_holds_30_days_at_its_rate_and_its_chain_is_ordered(column: Any) -> None:
+def test_every_column_holds_30_days_at_its_rate_and_its_chain_is_ordered(column: Column) -> None:
     nats = column.profile.nats
     store = size_bytes(nats.max_file_store)
     assert store <= 0.9 * size_bytes(nats.volume)
@@ -120,7 +120,7 @@ def test_every_column_holds_30_days_at_its_rate_and_its_chain_is_ordered(column:
 
 
 @pytest.mark.parametrize("column", columns(), ids=lambda c: c.heading)
-def test_every_column_renders(column: Any) -> None:
+def test_every_column_renders(column: Column) -> None:
     """An override is a whole profile: its Services and consumers render and parse."""
     profile = column.profile
     services = {

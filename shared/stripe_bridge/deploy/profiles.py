@@ -122,12 +122,13 @@ PROFILES: dict[str, Profile] = {
 }
 
 
-#: The other rows of the sizing table (docs/deploy.md, Sizing), as production overrides:
-#: to run one, end this file with ``PROFILES["production"] = OVERRIDES["1,000/s"]`` and
-#: render (``stripe-bridge knative render``, ``stripe-bridge nats generate``).
-OVERRIDES: dict[str, Profile] = {
+#: The other columns of the sizing table (docs/deploy.md, Sizing) by the Stripe events/s
+#: they are sized for, as production overrides: to run one, end this file with
+#: ``PROFILES["production"] = OVERRIDES[1000]`` and render (``stripe-bridge knative
+#: render``, ``stripe-bridge nats generate``).
+OVERRIDES: dict[int, Profile] = {
     # Only the storage grows: the rest of production keeps up with 100 events/s.
-    "100/s": replace(
+    100: replace(
         PROFILES["production"],
         nats=replace(
             SIZING["production"],
@@ -137,7 +138,7 @@ OVERRIDES: dict[str, Profile] = {
             usage_max_bytes="2500G",
         ),
     ),
-    "1,000/s": replace(
+    1000: replace(
         PROFILES["production"],
         # 2.7-6.1 ms per event: 3-6 cores of projecting.
         tiers_replicas=4,

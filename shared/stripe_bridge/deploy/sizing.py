@@ -39,9 +39,8 @@ def columns() -> list[Column]:
     return [
         Column("staging", PROFILES["staging"], None),
         Column("production", PROFILES["production"], 10),
-        *(Column(f"override {name}", OVERRIDES[name], float(name[:-2].replace(",", "")))
-          for name in OVERRIDES),
-    ]  # fmt: skip
+        *(Column(f"override {rate:,}/s", profile, rate) for rate, profile in OVERRIDES.items()),
+    ]
 
 
 def retention_rate(profile: Profile) -> float:
