@@ -6,8 +6,11 @@ import json
 from typing import Any
 
 import httpx
+from stripe_bridge.billing.usage import provision_usage_streams
 from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge.ops.stream import USAGE_STREAM
+
+import nats
 
 from ..conftest import FunctionFactory
 from ..helpers import stream_messages
@@ -150,3 +153,39 @@ async def test_records_openmeter_would_refuse_or_misread_are_422(
     assert twice.json() == {"error": "1.id: duplicates record 0 in this request"}
     assert valid.status_code == 202, valid.text
     assert len(await stream_messages(usage_nats.url, USAGE_STREAM)) == 1
+
+
+async def test_a_full_usage_stream_is_503_and_keeps_what_it_stored(
+    nats_server: NatsServer, start_function: FunctionFactory
+) -> None:
+    """USAGE at its max_bytes (docs/deploy.md, Sizing) refuses new records, drops none."""
+    nc = await nats.connect(nats_server.url)
+    try:
+        js = nc.jetstream()
+        # As before the limit, then as the consumers now start (an upgrade): room for a
+        # few records, each stored message is ~600 bytes.
+        outcomes = [
+            (await provision_usage_streams(js, max_bytes=limit))[USAGE_STREAM]
+            for limit in (-1, 4096, 4096)
+        ]
+        config = (await js.stream_info(USAGE_STREAM)).config
+    finally:
+        await nc.close()
+    assert outcomes == ["created", "updated", "unchanged"]
+    assert (config.max_bytes, config.discard) == (4096, "new")
+    fn = start_function("billing_usage", NATS_URL=nats_server.url, USAGE_API_TOKEN=TOKEN)
+    statuses = []
+    async with httpx.AsyncClient(base_url=fn.url, headers=AUTH, timeout=15) as client:
+        for i in range(20):
+            response = await client.post("/", json={**RECORD, "id": f"run-{i}"})
+            statuses.append(response.status_code)
+            if response.status_code != 202:
+                break
+        metrics = (await client.get("/metrics")).text
+    assert statuses[0] == 202 and statuses[-1] == 503, statuses
+    assert response.headers["retry-after"]
+    stored = await stream_messages(nats_server.url, USAGE_STREAM)
+    assert [m.headers["Nats-Msg-Id"] for m in stored] == [
+        f"run-{i}" for i in range(len(statuses) - 1)
+    ]
+    assert 'outcome="storage_full"' in metrics

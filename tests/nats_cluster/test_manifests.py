@@ -24,6 +24,7 @@ from stripe_bridge.deploy.natsconf import (
     kubernetes_params,
     render_nats_conf,
 )
+from stripe_bridge.deploy.profiles import PROFILES
 from stripe_bridge.ops.natsserver import nats_server_binary
 
 from ..helpers import REPO_ROOT
@@ -83,7 +84,7 @@ def test_overlays_set_namespace_and_volume_size() -> None:
         assert len({obj["metadata"]["namespace"] for obj in objects}) == 1
         sts = by_kind(objects)[("StatefulSet", "nats")]
         sizes[target] = sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]
-    assert sizes == {"staging": {"storage": "5Gi"}, "production": {"storage": "50Gi"}}
+    assert sizes == {env: {"storage": PROFILES[env].nats.volume} for env in sizes}
 
 
 @pytest.mark.servers  # runs nats-server --version
@@ -144,7 +145,7 @@ def test_network_policy_limits_each_port_to_its_clients() -> None:
 
 def test_configmap_is_the_fresh_rendering_of_the_one_template() -> None:
     for name, content in generated_files().items():
-        assert (NATS / "base" / name).read_text() == content, "run `stripe-bridge nats generate`"
+        assert (NATS / name).read_text() == content, "run `stripe-bridge nats generate`"
     objects = by_kind(build(TARGETS["production"]))
     text = objects[("ConfigMap", "nats-config")]["data"]["nats.conf"]
     assert text == render_nats_conf(kubernetes_params())

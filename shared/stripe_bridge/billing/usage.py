@@ -192,9 +192,15 @@ class UsageStreamSpec(StreamSpec):
         return dataclasses.replace(super().config(), description=self.description)
 
 
-def usage_stream_spec(replicas: int = 1) -> UsageStreamSpec:
-    """The USAGE stream: ``usage.>``, deduplicated on ``Nats-Msg-Id`` for two hours."""
-    return UsageStreamSpec(USAGE_STREAM, USAGE_SUBJECT_PREFIX, replicas=replicas)
+def usage_stream_spec(replicas: int = 1, max_bytes: int = -1) -> UsageStreamSpec:
+    """The USAGE stream: ``usage.>``, deduplicated on ``Nats-Msg-Id`` for two hours.
+
+    With ``max_bytes`` a full USAGE refuses new records (discard new) instead of taking
+    the room STRIPE needs in the shared store (docs/deploy.md, Sizing).
+    """
+    return UsageStreamSpec(
+        USAGE_STREAM, USAGE_SUBJECT_PREFIX, replicas=replicas, max_bytes=max_bytes
+    )
 
 
 def dead_letter_stream_spec(replicas: int = 1) -> UsageStreamSpec:
@@ -208,9 +214,11 @@ def dead_letter_stream_spec(replicas: int = 1) -> UsageStreamSpec:
     )
 
 
-async def provision_usage_streams(js: Any, replicas: int = 1) -> dict[str, str]:
+async def provision_usage_streams(
+    js: Any, replicas: int = 1, max_bytes: int = -1
+) -> dict[str, str]:
     """Create or update the USAGE and dead-letter streams; what happened to each."""
     return {
         spec.name: await provision(js, spec)
-        for spec in (usage_stream_spec(replicas), dead_letter_stream_spec(replicas))
+        for spec in (usage_stream_spec(replicas, max_bytes), dead_letter_stream_spec(replicas))
     }

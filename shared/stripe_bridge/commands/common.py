@@ -38,6 +38,29 @@ def add_consumer_arguments(parser: argparse.ArgumentParser, creates: str) -> Non
     )
 
 
+def max_bytes(text: str) -> int:
+    """Bytes in ``40G``, ``3500M`` or a plain number; -1 for unlimited."""
+    from ..deploy.natsconf import size_bytes
+
+    if text == "-1":
+        return -1
+    try:
+        return int(text) if text.isdigit() else size_bytes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_usage_limit_argument(parser: argparse.ArgumentParser) -> None:
+    """``--usage-max-bytes``: USAGE's size limit, set whenever the command provisions it."""
+    parser.add_argument(
+        "--usage-max-bytes",
+        type=max_bytes,
+        default=-1,
+        help="max_bytes of the USAGE stream it creates or updates, e.g. 250G (default -1: "
+        "none; give every consumer the same, docs/deploy.md Sizing)",
+    )
+
+
 def since_option(text: str | None) -> datetime | None:
     """``--since`` (e.g. ``6h``) as the moment that long ago; ConfigError if malformed."""
     try:

@@ -9,7 +9,12 @@ from typing import Any
 from ..billing.runner import Bound, run_until_stopped
 from ..billing.usage import provision_usage_streams
 from ..billing.usage_counter import DEFAULT_DEDUP_HORIZON_DAYS, UsageCounter
-from .common import add_consumer_arguments, add_nats_arguments, settings_from
+from .common import (
+    add_consumer_arguments,
+    add_nats_arguments,
+    add_usage_limit_argument,
+    settings_from,
+)
 from .project_tiers import add_tiers_argument, load_tiers
 
 
@@ -29,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "OpenMeter's example dedupe expiration); keep it at least OpenMeter's",
     )
     add_consumer_arguments(parser, "the USAGE streams and the usage buckets")
+    add_usage_limit_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -38,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_tiers(args.tiers_file)
 
     async def work(nc: Any, stop: asyncio.Event, bound: Bound) -> None:
-        await provision_usage_streams(nc.jetstream(), args.replicas)
+        await provision_usage_streams(nc.jetstream(), args.replicas, args.usage_max_bytes)
         counter = UsageCounter(
             nc,
             config,

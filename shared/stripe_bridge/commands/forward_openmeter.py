@@ -10,7 +10,7 @@ from ..billing.openmeter import Forwarder, ForwarderSettings, OpenMeterAuthError
 from ..billing.runner import Bound, run_until_stopped
 from ..billing.usage import provision_usage_streams
 from ..config import load_model
-from .common import add_nats_arguments, settings_from
+from .common import add_nats_arguments, add_usage_limit_argument, settings_from
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=1,
         help="replicas of the USAGE/USAGE_DLQ streams it creates or updates (default 1)",
     )
+    add_usage_limit_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     async def work(nc: Any, stop: asyncio.Event, bound: Bound) -> None:
         if not args.no_provision:
-            await provision_usage_streams(nc.jetstream(), args.replicas)
+            await provision_usage_streams(nc.jetstream(), args.replicas, args.usage_max_bytes)
         forwarder = Forwarder(nc, forwarder_settings)
         await forwarder.run(stop, on_bound=lambda: bound(forwarder.metrics.registry))
 

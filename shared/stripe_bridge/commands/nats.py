@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..deploy.kustomize import KustomizeError, build, render
 from ..deploy.natsconf import generated_files, kubernetes_params, render_nats_conf
+from ..deploy.profiles import PROFILES
 from ..errors import CommandError
 from ..exitcodes import ExitCode
 from .common import write_or_check
@@ -26,7 +27,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     config.add_argument("--replicas", type=int, default=3, help="servers in the cluster")
     config.set_defaults(func=run_render_config)
 
-    generate = actions.add_parser("generate", help="write the generated files in nats/base")
+    generate = actions.add_parser(
+        "generate", help="write the generated files in nats/ (base, overlays)"
+    )
     generate.add_argument("--root", type=Path, default=Path("."), help="repository root")
     generate.add_argument("--check", action="store_true", help="exit 1 if any is out of date")
     generate.set_defaults(func=run_generate)
@@ -52,9 +55,11 @@ def run_render_config(args: argparse.Namespace) -> int:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    """Write (or with --check, compare) nats/base's generated files."""
-    base = args.root / "nats" / "base"
-    files = {base / name: content for name, content in generated_files().items()}
+    """Write (or with --check, compare) the generated files in nats/base and the overlays."""
+    nats_dir = args.root / "nats"
+    sizings = {env: PROFILES[env].nats for env in OVERLAYS}
+    generated = generated_files(sizings=sizings)
+    files = {nats_dir / name: content for name, content in generated.items()}
     return write_or_check(files, args.check, hint="run `stripe-bridge nats generate`")
 
 

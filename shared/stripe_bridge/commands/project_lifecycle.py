@@ -9,7 +9,12 @@ from typing import Any
 from ..billing.lifecycle_projector import LifecycleProjector
 from ..billing.runner import Bound, run_until_stopped
 from ..billing.usage import provision_usage_streams
-from .common import add_consumer_arguments, add_nats_arguments, settings_from
+from .common import (
+    add_consumer_arguments,
+    add_nats_arguments,
+    add_usage_limit_argument,
+    settings_from,
+)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -21,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_nats_arguments(parser)
     parser.add_argument("--durable", default="lifecycle", help="consumer name (default: lifecycle)")
     add_consumer_arguments(parser, "the USAGE streams and the BILLING_LIFECYCLE bucket")
+    add_usage_limit_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -30,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     async def work(nc: Any, stop: asyncio.Event, bound: Bound) -> None:
         # The events go into USAGE, which forward-openmeter may not have created yet.
-        await provision_usage_streams(nc.jetstream(), args.replicas)
+        await provision_usage_streams(nc.jetstream(), args.replicas, args.usage_max_bytes)
         projector = LifecycleProjector(
             nc,
             stream=settings.nats_stream,

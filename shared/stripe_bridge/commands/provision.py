@@ -5,20 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..deploy.natsconf import size_bytes
 from ..exitcodes import ExitCode
 from ..ops.stream import StreamSpec, dead_letter_spec, provision
-from .common import add_nats_arguments, on_jetstream, settings_from
-
-
-def max_bytes(text: str) -> int:
-    """Bytes in ``40G``, ``3500M`` or a plain number; -1 for unlimited."""
-    if text == "-1":
-        return -1
-    try:
-        return int(text) if text.isdigit() else size_bytes(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+from .common import add_nats_arguments, max_bytes, on_jetstream, settings_from
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

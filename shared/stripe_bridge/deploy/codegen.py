@@ -16,6 +16,7 @@ from ..metrics import metric_attributes, metrics_table
 from ..translations import FIELD_SOURCES
 from .dashboards import dashboard_files
 from .schemas import schema_files
+from .sizing import sizing_table
 
 GENERATED_NOTE = "Generated from stripe_bridge.registry by `stripe-bridge generate`; do not edit."
 
@@ -187,6 +188,8 @@ def generated_files(root: Path) -> dict[Path, str]:
     files[cli] = replace_section(cli.read_text(), "exit-codes", exit_code_table())
     observability = root / "docs" / "observability.md"
     files[observability] = observability_doc(observability.read_text())
+    deploy = root / "docs" / "deploy.md"
+    files[deploy] = replace_section(deploy.read_text(), "sizing", sizing_table())
     files.update(dashboard_files(root))
     files.update(schema_files(root))
     files.update(meter_files(root))

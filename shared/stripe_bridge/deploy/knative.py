@@ -143,8 +143,12 @@ def _knative_service(
     env: list[dict[str, Any]],
     readiness_path: str,
     image: str | None,
+    cpu_request: str | None = None,
 ) -> dict[str, Any]:
-    """A scale-to-zero Knative Service running one function of the image."""
+    """A scale-to-zero Knative Service running one function of the image.
+
+    ``cpu_request`` overrides the profile's, for the Services a burst weighs on most.
+    """
     autoscaling = {
         "autoscaling.knative.dev/class": "kpa.autoscaling.knative.dev",
         "autoscaling.knative.dev/metric": "concurrency",
@@ -165,7 +169,10 @@ def _knative_service(
         "readinessProbe": {"httpGet": {"path": readiness_path}},
         "livenessProbe": {"httpGet": {"path": "/healthz"}},
         "resources": resources(
-            profile.cpu_request, profile.memory_request, profile.cpu_limit, profile.memory_limit
+            cpu_request or profile.cpu_request,
+            profile.memory_request,
+            profile.cpu_limit,
+            profile.memory_limit,
         ),
         "securityContext": CONTAINER_SECURITY,
     }
@@ -212,7 +219,14 @@ def service(profile: Profile, fn: FunctionSpec, image: str | None = None) -> dic
     # once it can store them.
     annotations = {ANNOTATION_EVENT_TYPE: fn.event_type}
     return _knative_service(
-        profile, fn.service_name, labels, annotations, _env(profile, fn), "/readyz", image
+        profile,
+        fn.service_name,
+        labels,
+        annotations,
+        _env(profile, fn),
+        "/readyz",
+        image,
+        profile.function_cpu_requests.get(fn.event_type),
     )
 
 

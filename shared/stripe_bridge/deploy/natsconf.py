@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import string
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 
@@ -36,23 +37,46 @@ MAX_FILE_STORE_ENV = "NATS_MAX_FILE_STORE"
 
 @dataclass(frozen=True)
 class Sizing:
-    """One environment's storage chain, largest first (docs/nats.md, Sizing).
+    """One environment's NATS pods and storage chain, largest first (docs/deploy.md, Sizing).
 
     The volume; ``max_file_store`` below it (filesystem overhead, and a full disk would
-    disable JetStream); STRIPE's ``max_bytes`` below that (room for USAGE, USAGE_DLQ and
-    the KV bucket; with discard=new a full stream refuses writes, so the bridge answers 503
-    and Stripe retries, instead of JetStream failing); the storage alert
-    (alert_model.STORAGE_ALERT_RATIO of max_file_store) below that again.
+    disable JetStream); each stream's ``max_bytes`` below that (with discard=new a full
+    stream refuses writes, so the bridge answers 503 and Stripe retries, instead of
+    JetStream failing) but above the storage alert (alert_model.STORAGE_ALERT_RATIO of
+    max_file_store), so that one alert warns before any stream, or the store, is full.
     """
 
     volume: str
     max_file_store: str
     stripe_max_bytes: str
+    usage_max_bytes: str
+    #: The nats container's CPU and memory (requests = limits: Guaranteed) and Go's soft
+    #: memory limit at ~85% of the memory (the chart README's advice, ~80-90%).
+    cpu: str
+    memory: str
+    gomemlimit: str
 
 
 SIZING = {
-    "staging": Sizing(volume="5Gi", max_file_store="4500M", stripe_max_bytes="4000M"),
-    "production": Sizing(volume="50Gi", max_file_store="45G", stripe_max_bytes="40G"),
+    "staging": Sizing(
+        volume="5Gi",
+        max_file_store="4500M",
+        stripe_max_bytes="4000M",
+        usage_max_bytes="4000M",
+        cpu="500m",
+        memory="512Mi",
+        gomemlimit="435MiB",
+    ),
+    # 30 days at 10 Stripe events/s with 10 usage records each (docs/deploy.md, Sizing).
+    "production": Sizing(
+        volume="300Gi",
+        max_file_store="285G",
+        stripe_max_bytes="250G",
+        usage_max_bytes="250G",
+        cpu="2",
+        memory="8Gi",
+        gomemlimit="6960MiB",
+    ),
 }
 
 _POWERS = {"": 0, "K": 1, "M": 2, "G": 3, "T": 4}
@@ -213,9 +237,44 @@ def checksum_patch_yaml(replicas: int = 3) -> str:
     return _GENERATED + yaml.safe_dump(patch, sort_keys=False)
 
 
-def generated_files(replicas: int = 3) -> dict[str, str]:
-    """Relative path under nats/base -> content, for every generated manifest."""
-    return {
-        "nats-config.yaml": configmap_yaml(replicas),
-        "config-checksum.yaml": checksum_patch_yaml(replicas),
+def sizing_patch_yaml(sizing: Sizing) -> str:
+    """nats/overlays/<env>/sizing.yaml: the StatefulSet patch setting ``sizing``.
+
+    nats/base/statefulset.yaml lists GOMEMLIMIT and NATS_MAX_FILE_STORE first (env/0, env/1).
+    """
+    container = "/spec/template/spec/containers/0"
+    quantities = {"cpu": sizing.cpu, "memory": sizing.memory}
+    patch = [
+        {
+            "op": "replace",
+            "path": "/spec/volumeClaimTemplates/0/spec/resources/requests/storage",
+            "value": sizing.volume,
+        },
+        {"op": "replace", "path": f"{container}/env/0/value", "value": sizing.gomemlimit},
+        {"op": "replace", "path": f"{container}/env/1/value", "value": sizing.max_file_store},
+        {
+            "op": "replace",
+            "path": f"{container}/resources",
+            "value": {"requests": quantities, "limits": dict(quantities)},
+        },
+    ]
+    note = _GENERATED.replace("templates/nats.conf.tmpl", "natsconf.SIZING")
+    return note + yaml.safe_dump(patch, sort_keys=False)
+
+
+#: The overlay file each environment's kustomization.yaml patches the StatefulSet with.
+SIZING_PATCH = "sizing.yaml"
+
+
+def generated_files(replicas: int = 3, sizings: Mapping[str, Sizing] = SIZING) -> dict[str, str]:
+    """Relative path under nats/ -> content, for every generated manifest.
+
+    ``sizings``: each overlay's (``stripe-bridge nats generate`` passes the profiles').
+    """
+    files = {
+        "base/nats-config.yaml": configmap_yaml(replicas),
+        "base/config-checksum.yaml": checksum_patch_yaml(replicas),
     }
+    for env, sizing in sizings.items():
+        files[f"overlays/{env}/{SIZING_PATCH}"] = sizing_patch_yaml(sizing)
+    return files

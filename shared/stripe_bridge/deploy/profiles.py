@@ -6,10 +6,12 @@ Every renderer (``knative``, ``workloads``, ``access``, ``backup_manifests``,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from .. import __version__
+from .natsconf import SIZING, Sizing
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,11 @@ class Profile:
     memory_limit: str
     nats_url: str
     pushgateway_url: str
+    #: The NATS pods and storage chain (nats/overlays/<name>/sizing.yaml, the USAGE limit).
+    nats: Sizing
+    #: CPU requests of the webhook Services that take the largest share of the events
+    #: (Stripe event type -> request); the others get ``cpu_request``.
+    function_cpu_requests: Mapping[str, str] = field(default_factory=dict)
     log_level: str = "INFO"
     #: "password" (nats/'s NATS) or "creds" (a mounted .creds file, for JWT-based NATS).
     nats_auth: Literal["password", "creds"] = "password"
@@ -45,6 +52,10 @@ class Profile:
     stripe_api_base: str | None = None
     #: forward-openmeter replicas (they share the durable consumer; JetStream spreads batches).
     forwarder_replicas: int = 1
+    #: Events per OpenMeter request (forward-openmeter ``--batch-size``; OpenMeter takes 1-1000).
+    forwarder_batch_size: int = 100
+    #: project-tiers replicas (they share the durable consumer; writes are compare-and-set).
+    tiers_replicas: int = 1
     #: Replicas of the USAGE/USAGE_DLQ streams and the BILLING_TIERS bucket the consumers create.
     stream_replicas: int = 1
     consumer_cpu_request: str = "50m"
@@ -57,6 +68,10 @@ _IMAGE = f"registry.example.com/stripe-bridge:{__version__}"
 #: nats/ runs NATS in the functions' namespace, behind the Service ``nats``.
 _NATS_URL = "nats://nats:4222"
 _PUSHGATEWAY_URL = "http://prometheus-pushgateway.monitoring.svc.cluster.local:9091"
+
+#: The Services taking the largest share of a month-end burst (docs/deploy.md, Sizing): a
+#: pod at 500m handles ~250-300 events/s (1.7-2.0 ms each on the staging stack).
+BURST_CPU_REQUESTS = {"invoice.paid": "500m", "customer.subscription.updated": "500m"}
 
 PROFILES: dict[str, Profile] = {
     "staging": Profile(
@@ -73,6 +88,7 @@ PROFILES: dict[str, Profile] = {
         memory_limit="256Mi",
         nats_url=_NATS_URL,
         pushgateway_url=_PUSHGATEWAY_URL,
+        nats=SIZING["staging"],
         log_level="DEBUG",
     ),
     "production": Profile(
@@ -90,11 +106,52 @@ PROFILES: dict[str, Profile] = {
         memory_limit="256Mi",
         nats_url=_NATS_URL,
         pushgateway_url=_PUSHGATEWAY_URL,
+        # 10 Stripe events/s sustained (docs/deploy.md, Sizing): the smallest row, and the
+        # reservations NATS holds while idle grow with the row. The month-end burst (up to
+        # 1,000/s) needs more CPU on the two Services that take half the events; it is
+        # requested only while their pods run.
+        nats=SIZING["production"],
+        function_cpu_requests=BURST_CPU_REQUESTS,
         forwarder_replicas=2,
         # nats/ runs three servers: keep billing data on all of them, like STRIPE.
         stream_replicas=3,
         consumer_cpu_request="100m",
         consumer_memory_request="128Mi",
         consumer_cpu_limit="1",
+    ),
+}
+
+
+#: The other columns of the sizing table (docs/deploy.md, Sizing) by the Stripe events/s
+#: they are sized for, as production overrides: to run one, end this file with
+#: ``PROFILES["production"] = OVERRIDES[1000]`` and render (``stripe-bridge knative
+#: render``, ``stripe-bridge nats generate``).
+OVERRIDES: dict[int, Profile] = {
+    # Only the storage grows: the rest of production keeps up with 100 events/s.
+    100: replace(
+        PROFILES["production"],
+        nats=replace(
+            SIZING["production"],
+            volume="3Ti",
+            max_file_store="2850G",
+            stripe_max_bytes="2500G",
+            usage_max_bytes="2500G",
+        ),
+    ),
+    1000: replace(
+        PROFILES["production"],
+        # 2.7-6.1 ms per event: 3-6 cores of projecting.
+        tiers_replicas=4,
+        # 11,200 events/s to OpenMeter: 112 requests/s of 100, at most 20/s per replica.
+        forwarder_replicas=6,
+        # ~3.7 ms per node per event: with 2 CPUs NATS bounds the intake.
+        nats=replace(
+            SIZING["production"],
+            cpu="4",
+            volume="30Ti",
+            max_file_store="28500G",
+            stripe_max_bytes="25000G",
+            usage_max_bytes="25000G",
+        ),
     ),
 }

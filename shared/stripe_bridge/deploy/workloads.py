@@ -47,10 +47,14 @@ def consumer_specs(profile: Profile) -> list[ConsumerSpec]:
     nats = tuple(nats_env(profile, NATS_BILLING_USER, NATS_BILLING_PASSWORD_KEY))
     metrics = ("--metrics-port", str(METRICS_PORT))
     replicas = ("--replicas", str(profile.stream_replicas))
+    # Every consumer that may create USAGE creates it with the same limit, so none of them
+    # sets it back when it starts (natsconf.Sizing: below max_file_store, above the alert).
+    usage = (*replicas, "--usage-max-bytes", profile.nats.usage_max_bytes)
+    batch = ("--batch-size", str(profile.forwarder_batch_size))
     return [
         ConsumerSpec(
             "forward-openmeter",
-            ("forward-openmeter", *metrics, *replicas),
+            ("forward-openmeter", *metrics, *usage, *batch),
             profile.forwarder_replicas,
             (
                 *nats,
@@ -59,21 +63,24 @@ def consumer_specs(profile: Profile) -> list[ConsumerSpec]:
                 value_env("LOG_LEVEL", profile.log_level),
             ),
         ),
-        # One replica: its writes are compare-and-set, so the short overlap of a rolling
-        # update is safe, but a second replica would only add CAS retries.
+        # Replicas share the durable consumer; writes are compare-and-set and a fact
+        # replaces the stored one only when newer, so order across replicas does not matter
+        # (a conflict is retried). More than one only at a rate one cannot keep up with.
         ConsumerSpec(
             "project-tiers",
             ("project-tiers", *metrics, *replicas),
-            1,
+            profile.tiers_replicas,
             (
                 *nats_env(profile, NATS_BILLING_USER, NATS_BILLING_PASSWORD_KEY, stream="STRIPE"),
                 value_env("LOG_LEVEL", profile.log_level),
             ),
         ),
-        # One replica each, for the same reason: compare-and-set makes an overlap safe.
+        # One replica each: compare-and-set makes a rolling update's overlap safe. count-usage
+        # reads USAGE with one ordered consumer: it cannot scale out by replicas, and is the
+        # ceiling docs/deploy.md (Sizing) gives.
         ConsumerSpec(
             "project-lifecycle",
-            ("project-lifecycle", *metrics, *replicas),
+            ("project-lifecycle", *metrics, *usage),
             1,
             (
                 *nats_env(profile, NATS_BILLING_USER, NATS_BILLING_PASSWORD_KEY, stream="STRIPE"),
@@ -82,7 +89,7 @@ def consumer_specs(profile: Profile) -> list[ConsumerSpec]:
         ),
         ConsumerSpec(
             "count-usage",
-            ("count-usage", *metrics, *replicas),
+            ("count-usage", *metrics, *usage),
             1,
             (*nats, value_env("LOG_LEVEL", profile.log_level)),
         ),
