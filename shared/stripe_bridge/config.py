@@ -11,9 +11,11 @@ import os
 import secrets
 import sys
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import (
+    AliasChoices,
+    AliasPath,
     BaseModel,
     ConfigDict,
     Field,
@@ -86,22 +88,47 @@ def configure_logging(level: str, log_format: LogFormat = LogFormat.TEXT) -> Non
 class EnvModel(BaseModel):
     """A flat model read from environment variables named like its fields, in any case.
 
-    Keyword arguments win over the environment; values are validated from their strings as
-    pydantic validates any input (no JSON decoding: a list field splits its own string).
-    This is what pydantic-settings does for such a model, without its import (~70-100 ms)
-    in every function's cold start; the billing consumers' settings still use it.
+    A field's variable is ``env_prefix`` + its name, or, if it has a ``validation_alias``
+    (one name or ``AliasChoices`` of names), the first of those names that is set, without
+    the prefix. Keyword arguments win over the environment; values are validated from their
+    strings as pydantic validates any input (no JSON decoding: a list field splits its own
+    string). This is what pydantic-settings does for such a model, without its import
+    (~70-100 ms) in every function's cold start.
     """
 
     model_config = ConfigDict(extra="ignore", validate_default=True)
 
+    #: Put before every field's name (not before an alias) to name its variable.
+    env_prefix: ClassVar[str] = ""
+
     def __init__(self, **values: Any) -> None:
         environ = {key.lower(): value for key, value in os.environ.items()}
-        found = {
-            name: environ[name]
-            for name in type(self).model_fields
-            if name in environ and name not in values
-        }
+        found: dict[str, str] = {}
+        for name, field in type(self).model_fields.items():
+            keys = _env_names(type(self).env_prefix, name, field.validation_alias)
+            if name in values or any(key in values for key in keys):
+                continue
+            # An aliased field is passed under its alias, so pydantic's errors name it.
+            set_keys = [key for key in keys if key.lower() in environ]
+            if set_keys:
+                key = set_keys[0] if field.validation_alias else name
+                found[key] = environ[set_keys[0].lower()]
         super().__init__(**found, **values)
+
+    @classmethod
+    def env_name(cls, field: str) -> str:
+        """The environment variable that sets ``field`` (a name or an alias), upper case."""
+        aliased = field not in cls.model_fields
+        return (field if aliased else cls.env_prefix + field).upper()
+
+
+def _env_names(prefix: str, name: str, alias: str | AliasPath | AliasChoices | None) -> list[str]:
+    if alias is None:
+        return [prefix + name]
+    choices = alias.choices if isinstance(alias, AliasChoices) else [alias]
+    if not all(isinstance(choice, str) for choice in choices):
+        raise TypeError(f"{name}: an environment alias must be a plain name")
+    return [str(choice) for choice in choices]
 
 
 class Settings(EnvModel):
@@ -276,7 +303,7 @@ class Settings(EnvModel):
         return self.instance_id or f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
-SettingsT = TypeVar("SettingsT", bound=BaseModel)
+EnvModelT = TypeVar("EnvModelT", bound=EnvModel)
 
 
 def inbox_prefix(user: str | None) -> str:
@@ -288,7 +315,7 @@ def inbox_prefix(user: str | None) -> str:
     return f"_INBOX_{user}" if user else "_INBOX"
 
 
-def load_model(model: type[SettingsT], **overrides: Any) -> SettingsT:
+def load_model(model: type[EnvModelT], **overrides: Any) -> EnvModelT:
     """Build ``model`` from the environment; raise ConfigError with one clear line if invalid.
 
     Problems are named by their environment variable (prefix included), as operators set them.
@@ -296,12 +323,17 @@ def load_model(model: type[SettingsT], **overrides: Any) -> SettingsT:
     try:
         return model(**overrides)
     except ValidationError as exc:
-        prefix = str(model.model_config.get("env_prefix") or "")
         problems = "; ".join(
-            f"{(prefix + '.'.join(str(p) for p in err['loc'])).upper() or 'settings'}: {err['msg']}"
-            for err in exc.errors()
+            f"{_variable(model, err['loc'])}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"invalid configuration: {problems}") from None
+
+
+def _variable(model: type[EnvModel], loc: tuple[int | str, ...]) -> str:
+    # A model validator's error has no location: it is about the settings as a whole.
+    if not loc:
+        return "settings"
+    return model.env_name(str(loc[0])) + "".join(f".{part}" for part in loc[1:]).upper()
 
 
 def load_settings(**overrides: object) -> Settings:
