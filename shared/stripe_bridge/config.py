@@ -6,7 +6,6 @@ this model.
 
 from __future__ import annotations
 
-import logging
 import os
 import secrets
 import sys
@@ -27,6 +26,7 @@ from pydantic import (
 
 from .errors import StripeBridgeError
 from .exitcodes import ExitCode
+from .logsetup import LogFormat
 
 #: Pause between nats-py's connection attempts (also bounds how often a dead NATS is retried).
 RECONNECT_WAIT_SECONDS = 0.5
@@ -56,33 +56,6 @@ def report_config_error(program: str, exc: ConfigError) -> int:
     """Print ``exc`` as ``program``'s one line on stderr; return the exit code to stop with."""
     print(exc.line(program), file=sys.stderr)
     return exc.exit_code
-
-
-class LogFormat(StrEnum):
-    """How log records are written to stderr."""
-
-    TEXT = "text"
-    JSON = "json"
-
-
-def configure_logging(level: str, log_format: LogFormat = LogFormat.TEXT) -> None:
-    """One line per record on stderr (callers never log secrets or bodies).
-
-    Neither format shows the caller, thread or process, so records skip collecting them
-    (the logging HOWTO's "Optimization" section): a webhook's line costs about half as much.
-    """
-    logging._srcfile = None  # no stack walk per record for the caller's file and line
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
-    handler = logging.StreamHandler(sys.stderr)
-    if log_format is LogFormat.JSON:
-        from .logjson import JsonFormatter
-
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    logging.basicConfig(level=level, handlers=[handler])
 
 
 class EnvModel(BaseModel):
@@ -306,15 +279,6 @@ class Settings(EnvModel):
 EnvModelT = TypeVar("EnvModelT", bound=EnvModel)
 
 
-def inbox_prefix(user: str | None) -> str:
-    """The reply-subject prefix of NATS ``user``: nats.conf allows each user only its own.
-
-    A shared ``_INBOX.>`` would let any user (the internet-facing functions' ``publisher``
-    among them) subscribe to every other user's JetStream and KV replies.
-    """
-    return f"_INBOX_{user}" if user else "_INBOX"
-
-
 def load_model(model: type[EnvModelT], **overrides: Any) -> EnvModelT:
     """Build ``model`` from the environment; raise ConfigError with one clear line if invalid.
 
@@ -339,16 +303,3 @@ def _variable(model: type[EnvModel], loc: tuple[int | str, ...]) -> str:
 def load_settings(**overrides: object) -> Settings:
     """The bridge's Settings from the environment (see ``load_model``)."""
     return load_model(Settings, **overrides)
-
-
-def redact_url(url: str) -> str:
-    """``url`` (one URL or a comma-separated list) without credentials, for logs and errors."""
-    return ",".join(_redact_one(part) for part in url.split(","))
-
-
-def _redact_one(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    authority, slash, path = rest.partition("/")
-    if not sep or "@" not in authority:
-        return url
-    return f"{scheme}://***@{authority.rpartition('@')[2]}{slash}{path}"

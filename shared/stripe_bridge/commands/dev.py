@@ -13,9 +13,10 @@ import secrets
 from pathlib import Path
 
 from .. import registry
-from ..config import IdempotencyBackend, configure_logging, load_settings
+from ..config import IdempotencyBackend, load_settings
 from ..errors import CommandError
 from ..exitcodes import ExitCode
+from ..logsetup import configure_logging
 from ..ops import stripecli
 from ..ops.natsserver import NatsServer
 from ..ops.stream import StreamSpec, provision
