@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, AliasPath, Field
 from stripe_bridge.config import (
     ConfigError,
     EnvModel,
@@ -80,3 +80,11 @@ def test_a_prefixed_or_aliased_problem_is_named_by_its_variable(
 
     with pytest.raises(ConfigError, match=r"^invalid configuration: SHARED_PATH: Field required$"):
         load_model(Required)
+
+
+def test_an_alias_that_is_no_variable_name_is_a_programming_error() -> None:
+    class Nested(EnvModel):
+        value: str = Field(default="", validation_alias=AliasPath("outer", "inner"))
+
+    with pytest.raises(TypeError, match="value: an environment alias must be a plain name"):
+        Nested()
