@@ -66,7 +66,7 @@ class EnvModel(BaseModel):
     the prefix. Keyword arguments win over the environment; values are validated from their
     strings as pydantic validates any input (no JSON decoding: a list field splits its own
     string). This is what pydantic-settings does for such a model, without its import
-    (~70-100 ms) in every function's cold start.
+    (~30 modules, ~30 ms of CPU on top of pydantic's) in every function's cold start.
     """
 
     model_config = ConfigDict(extra="ignore", validate_default=True)
