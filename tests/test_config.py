@@ -67,6 +67,10 @@ def test_a_prefix_names_the_variables_and_an_alias_skips_it(
     assert load_model(Prefixed, size=5).size == 5
 
 
+def test_the_variables_a_model_reads() -> None:
+    assert Prefixed.variables() == {"THING_SIZE", "SHARED_PATH", "THING_PATH"}
+
+
 def test_a_prefixed_or_aliased_problem_is_named_by_its_variable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -89,6 +89,15 @@ class EnvModel(BaseModel):
         super().__init__(**found, **values)
 
     @classmethod
+    def variables(cls) -> set[str]:
+        """Every environment variable the model reads, upper case (each alias of a field)."""
+        return {
+            key.upper()
+            for name, field in cls.model_fields.items()
+            for key in _env_names(cls.env_prefix, name, field.validation_alias)
+        }
+
+    @classmethod
     def env_name(cls, field: str) -> str:
         """The environment variable that sets ``field`` (a name or an alias), upper case."""
         aliased = field not in cls.model_fields
