@@ -49,8 +49,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from stripe_bridge.config import inbox_prefix
 from stripe_bridge.envelope import StripeEvent
+from stripe_bridge.inbox import inbox_prefix
 from stripe_bridge.message import CONTENT_TYPE, MSG_ID_HEADER, subject_for
 from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge.ops.samples import sample_event

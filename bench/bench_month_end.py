@@ -5,7 +5,7 @@ Run from the repository root: ``.venv/bin/python -m bench.bench_month_end [--eve
 [--max-seconds S] [--drain-seconds D] [--idle-seconds I] [--max-inflight N]
 [--log-level LEVEL] [--json out.json]``.
 
-It starts the staging stack of tests/containers/staging.py (3 NATS containers with the
+It starts the staging stack of testing/stripe_bridge_testing/staging.py (3 NATS containers with the
 StatefulSet's nats.conf, Redis, the Pushgateway, the webhook functions of the mix and
 billing-usage, every Deployment of knative/staging/consumers.yaml with the manifest's
 settings, the OpenMeter stand-in answering 429 with Retry-After over
@@ -55,12 +55,11 @@ from stripe_bridge.ops.stream import USAGE_DLQ, USAGE_STREAM
 from stripe_bridge.signature import sign_header
 from stripe_bridge_events.deadletter import DEAD_LETTER_STREAM
 
-# The container harness (stripe_bridge_testing, and the staging stack in tests/containers/): bench/
+# The container harness (stripe_bridge_testing, its staging stack among it): bench/
 # imports it here and nowhere else.
 from stripe_bridge_testing.container_specs import deployments
 from stripe_bridge_testing.podman import podman
-
-from tests.containers.staging import ENVIRONMENT, USAGE_SERVICE, Staging
+from stripe_bridge_testing.staging import ENVIRONMENT, USAGE_SERVICE, Staging
 
 from .bench_bridge import HttpConnection, percentile
 from .cgroup_stats import Cgroup

@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stripe_bridge.config import inbox_prefix
 from stripe_bridge.deploy.kustomize import build
+from stripe_bridge.inbox import inbox_prefix
 from stripe_bridge.ops.stream import StreamSpec, provision
 from stripe_bridge_testing.natscluster import LocalNatsCluster
 from stripe_bridge_testing.rollout import (

@@ -1,65 +1,17 @@
-"""Helpers shared by the tests: fixtures on disk, signing, reading the stream back."""
+"""Helpers shared by the tests. The harness's deliveries (fixtures, signing, reading the
+stream back) live in stripe_bridge_testing.deliveries, which the staging run uses too."""
 
 from __future__ import annotations
 
-import copy
-import json
-import secrets
 import time
-from pathlib import Path
-from typing import Any
 
-import httpx
-from stripe_bridge.signature import sign_header
-
-FIXTURES = Path(__file__).parent / "fixtures"
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SECRET = "whsec_test_" + "a" * 32
-
-
-def fixture_event(name: str, fresh_id: bool = False) -> dict[str, Any]:
-    """A real Stripe event from tests/fixtures (a copy; optionally with a new id)."""
-    event: dict[str, Any] = json.loads((FIXTURES / f"{name}.json").read_text())
-    if fresh_id:
-        event = copy.deepcopy(event)
-        event["id"] = "evt_" + secrets.token_hex(12)
-    return event
-
-
-def signed_headers(
-    body: bytes, secret: str = SECRET, timestamp: int | None = None
-) -> dict[str, str]:
-    """Headers of a genuine Stripe delivery of ``body``."""
-    return {
-        "Content-Type": "application/json",
-        "Stripe-Signature": sign_header(secret.encode(), body, timestamp),
-    }
-
-
-def post_event(
-    url: str, event: dict[str, Any], secret: str = SECRET, timeout: float = 30.0
-) -> httpx.Response:
-    """POST ``event`` signed with ``secret`` to ``url``."""
-    body = json.dumps(event).encode()
-    return httpx.post(url, content=body, headers=signed_headers(body, secret), timeout=timeout)
-
-
-async def stream_messages(nats_url: str, stream: str = "STRIPE") -> list[Any]:
-    """Every message stored in ``stream``, in order (read by sequence, no consumer)."""
-    import nats
-
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        info = await js.stream_info(stream)
-        out = []
-        for seq in range(info.state.first_seq, info.state.last_seq + 1):
-            if info.state.messages == 0:
-                break
-            out.append(await js.get_msg(stream, seq))
-        return out
-    finally:
-        await nc.close()
+from stripe_bridge_testing.deliveries import FIXTURES as FIXTURES
+from stripe_bridge_testing.deliveries import SECRET as SECRET
+from stripe_bridge_testing.deliveries import fixture_event as fixture_event
+from stripe_bridge_testing.deliveries import post_event as post_event
+from stripe_bridge_testing.deliveries import signed_headers as signed_headers
+from stripe_bridge_testing.deliveries import stream_messages as stream_messages
+from stripe_bridge_testing.repo import REPO_ROOT as REPO_ROOT
 
 
 def now() -> int:

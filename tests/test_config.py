@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from stripe_bridge.config import ConfigError, IdempotencyBackend, LogDeliveries, load_settings
+from pydantic import AliasChoices, AliasPath, Field
+from stripe_bridge.config import (
+    ConfigError,
+    EnvModel,
+    IdempotencyBackend,
+    LogDeliveries,
+    load_model,
+    load_settings,
+)
 
 
 def test_variables_in_any_case_and_keywords_first(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -34,3 +42,53 @@ def test_invalid_values_are_named_by_their_variable(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", "sk_live_not_a_webhook_secret")
     with pytest.raises(ConfigError, match="STRIPE_WEBHOOK_SECRET"):
         load_settings()
+
+
+class Prefixed(EnvModel):
+    """A model like the billing functions' settings: a prefix and one aliased field."""
+
+    env_prefix = "THING_"
+
+    size: int = Field(default=1, ge=1)
+    path: str | None = Field(
+        default=None, validation_alias=AliasChoices("SHARED_PATH", "THING_PATH")
+    )
+
+
+def test_a_prefix_names_the_variables_and_an_alias_skips_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("thing_size", "3")
+    monkeypatch.setenv("SIZE", "9")  # not this model's variable
+    monkeypatch.setenv("THING_PATH", "/second")
+    assert load_model(Prefixed) == Prefixed.model_construct(size=3, path="/second")
+    monkeypatch.setenv("shared_path", "/first")
+    assert load_model(Prefixed).path == "/first"  # the first alias set wins
+    assert load_model(Prefixed, size=5).size == 5
+
+
+def test_the_variables_a_model_reads() -> None:
+    assert Prefixed.variables() == {"THING_SIZE", "SHARED_PATH", "THING_PATH"}
+
+
+def test_a_prefixed_or_aliased_problem_is_named_by_its_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("THING_SIZE", "0")
+    with pytest.raises(ConfigError, match=r"^invalid configuration: THING_SIZE: .*greater"):
+        load_model(Prefixed)
+    monkeypatch.delenv("THING_SIZE")
+
+    class Required(Prefixed):
+        path: str = Field(validation_alias=AliasChoices("SHARED_PATH", "THING_PATH"))
+
+    with pytest.raises(ConfigError, match=r"^invalid configuration: SHARED_PATH: Field required$"):
+        load_model(Required)
+
+
+def test_an_alias_that_is_no_variable_name_is_a_programming_error() -> None:
+    class Nested(EnvModel):
+        value: str = Field(default="", validation_alias=AliasPath("outer", "inner"))
+
+    with pytest.raises(TypeError, match="value: an environment alias must be a plain name"):
+        Nested()

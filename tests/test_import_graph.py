@@ -37,6 +37,10 @@ REQUEST_PATH = tuple(
         "push",
         "server",
         "config",
+        "logsetup",
+        "logjson",
+        "inbox",
+        "redact",
         "registry",
     )
 )

@@ -6,14 +6,15 @@ this model.
 
 from __future__ import annotations
 
-import logging
 import os
 import secrets
 import sys
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import (
+    AliasChoices,
+    AliasPath,
     BaseModel,
     ConfigDict,
     Field,
@@ -25,6 +26,7 @@ from pydantic import (
 
 from .errors import StripeBridgeError
 from .exitcodes import ExitCode
+from .logsetup import LogFormat
 
 #: Pause between nats-py's connection attempts (also bounds how often a dead NATS is retried).
 RECONNECT_WAIT_SECONDS = 0.5
@@ -56,52 +58,59 @@ def report_config_error(program: str, exc: ConfigError) -> int:
     return exc.exit_code
 
 
-class LogFormat(StrEnum):
-    """How log records are written to stderr."""
-
-    TEXT = "text"
-    JSON = "json"
-
-
-def configure_logging(level: str, log_format: LogFormat = LogFormat.TEXT) -> None:
-    """One line per record on stderr (callers never log secrets or bodies).
-
-    Neither format shows the caller, thread or process, so records skip collecting them
-    (the logging HOWTO's "Optimization" section): a webhook's line costs about half as much.
-    """
-    logging._srcfile = None  # no stack walk per record for the caller's file and line
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
-    handler = logging.StreamHandler(sys.stderr)
-    if log_format is LogFormat.JSON:
-        from .logjson import JsonFormatter
-
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    logging.basicConfig(level=level, handlers=[handler])
-
-
 class EnvModel(BaseModel):
     """A flat model read from environment variables named like its fields, in any case.
 
-    Keyword arguments win over the environment; values are validated from their strings as
-    pydantic validates any input (no JSON decoding: a list field splits its own string).
-    This is what pydantic-settings does for such a model, without its import (~70-100 ms)
-    in every function's cold start; the billing consumers' settings still use it.
+    A field's variable is ``env_prefix`` + its name, or, if it has a ``validation_alias``
+    (one name or ``AliasChoices`` of names), the first of those names that is set, without
+    the prefix. Keyword arguments win over the environment; values are validated from their
+    strings as pydantic validates any input (no JSON decoding: a list field splits its own
+    string). This is what pydantic-settings does for such a model, without its import
+    (~30 modules, ~30 ms of CPU on top of pydantic's) in every function's cold start.
     """
 
     model_config = ConfigDict(extra="ignore", validate_default=True)
 
+    #: Put before every field's name (not before an alias) to name its variable.
+    env_prefix: ClassVar[str] = ""
+
     def __init__(self, **values: Any) -> None:
         environ = {key.lower(): value for key, value in os.environ.items()}
-        found = {
-            name: environ[name]
-            for name in type(self).model_fields
-            if name in environ and name not in values
-        }
+        found: dict[str, str] = {}
+        for name, field in type(self).model_fields.items():
+            keys = _env_names(type(self).env_prefix, name, field.validation_alias)
+            if name in values or any(key in values for key in keys):
+                continue
+            # An aliased field is passed under its alias, so pydantic's errors name it.
+            set_keys = [key for key in keys if key.lower() in environ]
+            if set_keys:
+                key = set_keys[0] if field.validation_alias else name
+                found[key] = environ[set_keys[0].lower()]
         super().__init__(**found, **values)
+
+    @classmethod
+    def variables(cls) -> set[str]:
+        """Every environment variable the model reads, upper case (each alias of a field)."""
+        return {
+            key.upper()
+            for name, field in cls.model_fields.items()
+            for key in _env_names(cls.env_prefix, name, field.validation_alias)
+        }
+
+    @classmethod
+    def env_name(cls, field: str) -> str:
+        """The environment variable that sets ``field`` (a name or an alias), upper case."""
+        aliased = field not in cls.model_fields
+        return (field if aliased else cls.env_prefix + field).upper()
+
+
+def _env_names(prefix: str, name: str, alias: str | AliasPath | AliasChoices | None) -> list[str]:
+    if alias is None:
+        return [prefix + name]
+    choices = alias.choices if isinstance(alias, AliasChoices) else [alias]
+    if not all(isinstance(choice, str) for choice in choices):
+        raise TypeError(f"{name}: an environment alias must be a plain name")
+    return [str(choice) for choice in choices]
 
 
 class Settings(EnvModel):
@@ -283,19 +292,10 @@ class Settings(EnvModel):
         return self.instance_id or f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
-SettingsT = TypeVar("SettingsT", bound=BaseModel)
+EnvModelT = TypeVar("EnvModelT", bound=EnvModel)
 
 
-def inbox_prefix(user: str | None) -> str:
-    """The reply-subject prefix of NATS ``user``: nats.conf allows each user only its own.
-
-    A shared ``_INBOX.>`` would let any user (the internet-facing functions' ``publisher``
-    among them) subscribe to every other user's JetStream and KV replies.
-    """
-    return f"_INBOX_{user}" if user else "_INBOX"
-
-
-def load_model(model: type[SettingsT], **overrides: Any) -> SettingsT:
+def load_model(model: type[EnvModelT], **overrides: Any) -> EnvModelT:
     """Build ``model`` from the environment; raise ConfigError with one clear line if invalid.
 
     Problems are named by their environment variable (prefix included), as operators set them.
@@ -303,27 +303,19 @@ def load_model(model: type[SettingsT], **overrides: Any) -> SettingsT:
     try:
         return model(**overrides)
     except ValidationError as exc:
-        prefix = str(model.model_config.get("env_prefix") or "")
         problems = "; ".join(
-            f"{(prefix + '.'.join(str(p) for p in err['loc'])).upper() or 'settings'}: {err['msg']}"
-            for err in exc.errors()
+            f"{_variable(model, err['loc'])}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"invalid configuration: {problems}") from None
+
+
+def _variable(model: type[EnvModel], loc: tuple[int | str, ...]) -> str:
+    # A model validator's error has no location: it is about the settings as a whole.
+    if not loc:
+        return "settings"
+    return model.env_name(str(loc[0])) + "".join(f".{part}" for part in loc[1:]).upper()
 
 
 def load_settings(**overrides: object) -> Settings:
     """The bridge's Settings from the environment (see ``load_model``)."""
     return load_model(Settings, **overrides)
-
-
-def redact_url(url: str) -> str:
-    """``url`` (one URL or a comma-separated list) without credentials, for logs and errors."""
-    return ",".join(_redact_one(part) for part in url.split(","))
-
-
-def _redact_one(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    authority, slash, path = rest.partition("/")
-    if not sep or "@" not in authority:
-        return url
-    return f"{scheme}://***@{authority.rpartition('@')[2]}{slash}{path}"

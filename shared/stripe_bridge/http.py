@@ -34,7 +34,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from .config import ConfigError, Settings, configure_logging, load_settings, report_config_error
+from .config import ConfigError, Settings, load_settings, report_config_error
+from .logsetup import configure_logging
 from .reasons import Reason, Refused
 
 PROBES = ("/healthz", "/readyz", "/metrics")

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from .config import RECONNECT_WAIT_SECONDS, Settings, inbox_prefix
+from .config import RECONNECT_WAIT_SECONDS, Settings
+from .inbox import inbox_prefix
 from .reasons import Reason
 
 log = logging.getLogger(__name__)

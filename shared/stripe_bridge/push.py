@@ -32,9 +32,10 @@ from prometheus_client import (
     generate_latest,
 )
 
-from .config import Settings, redact_url
+from .config import Settings
 from .errors import StripeBridgeError
 from .exitcodes import ExitCode
+from .redact import redact_url
 
 log = logging.getLogger(__name__)
 

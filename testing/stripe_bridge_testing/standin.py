@@ -52,7 +52,7 @@ class HttpStandIn:
     """A stand-in served by a ThreadingHTTPServer on 127.0.0.1 from a daemon thread.
 
     ``host`` is another address to listen on: the staging run serves the OpenMeter stand-in
-    on every address of its container (tests/containers/openmeter_container.py).
+    on every address of its container (openmeter_container.py).
     """
 
     def __init__(self, port: int | None = None, host: str = "127.0.0.1") -> None:

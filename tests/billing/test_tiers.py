@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from functools import reduce
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from stripe_bridge.billing.tiers import (
     apply,
     update_from_event,
 )
+from stripe_bridge.cli import main
 from stripe_bridge.envelope import StripeEvent
 
 from .sequences import (
@@ -222,3 +224,10 @@ def test_reapplying_any_update_changes_nothing() -> None:
         assert apply(state, update, CONFIG) == state
     assert reduce(lambda s, u: apply(s, u, CONFIG), updates(events), state) == state
     assert state.customer_id == CUSTOMER
+
+
+def test_bad_tier_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "tiers.yaml"
+    bad.write_text("tiers: []\n")
+    assert main(["project-tiers", "--tiers-file", str(bad)]) == 2
+    assert "tier config" in capsys.readouterr().err

@@ -20,14 +20,11 @@ from stripe_bridge.ops.natsserver import NatsServer, free_port
 from stripe_bridge.runtime import Runtime
 from stripe_bridge.server import dev_app, load_function
 from stripe_bridge.webhook import WebhookFunction
+from stripe_bridge_testing.deliveries import FIXTURE_OF
 from stripe_bridge_testing.processes import FunctionProcess
 
 from ..helpers import REPO_ROOT, SECRET, fixture_event, post_event, signed_headers
 from .support import stored_event
-from .test_translations import EXPECTED
-
-#: One real payload per registered type (the first fixture of that type).
-FIXTURE_OF = {event_type: name for name, (event_type, _) in sorted(EXPECTED.items(), reverse=True)}
 
 
 async def post(client: httpx.AsyncClient, event: dict[str, Any]) -> httpx.Response:

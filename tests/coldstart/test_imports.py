@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from stripe_bridge import cli
 from stripe_bridge.ops.natsserver import NatsServer
 
@@ -60,6 +61,36 @@ def test_serve_loads_a_function_without_functions_framework_or_flask() -> None:
         print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in heavy)))
         """,
         env={**os.environ, "STRIPE_WEBHOOK_SECRET": "whsec_test"},
+    )
+    assert loaded == []
+
+
+BILLING_ENV = {
+    "STRIPE_API_KEY": "sk_test_x",
+    "CHECKOUT_SUCCESS_URL": "https://app.example.com/done",
+    "OPENMETER_URL": "https://openmeter.example.com",
+    "OPENMETER_API_KEY": "om_x",
+}
+
+
+@pytest.mark.parametrize(
+    "function", ["billing_checkout", "billing_portal", "billing_usage", "billing_entitlements"]
+)
+def test_billing_functions_read_settings_without_pydantic_settings(function: str) -> None:
+    # They scale to zero too: their settings use config.EnvModel, not pydantic-settings'
+    # ~70-100 ms import. The forwarder's settings are checked with them.
+    loaded = fresh_python(
+        f"""
+        import json, sys
+        from pathlib import Path
+        from stripe_bridge.server import function_app
+        from stripe_bridge.billing.openmeter import ForwarderSettings
+        from stripe_bridge.config import load_model
+        function_app(Path("{REPO_ROOT}/functions/{function}/main.py"))
+        load_model(ForwarderSettings)
+        print(json.dumps(sorted(m for m in sys.modules if m.startswith("pydantic_settings"))))
+        """,
+        env={**os.environ, **BILLING_ENV},
     )
     assert loaded == []
 

@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 from stripe_bridge_testing.podman import podman
+from stripe_bridge_testing.staging import NATS_REPLICAS, Staging, http_ok
 
 from ..helpers import fixture_event, post_event, stream_messages
 from ..observability.conftest import pushed_value
-from .staging import NATS_REPLICAS, Staging, http_ok
 
 pytestmark = [pytest.mark.container, pytest.mark.servers, pytest.mark.timeout(300)]
 

@@ -1,6 +1,6 @@
 """The staging run, through scripts/staging as a person runs it: up, test, down.
 
-tests/containers/staging.py says what runs and what ``test`` checks: every served event
+testing/stripe_bridge_testing/staging.py says what runs and what ``test`` checks: every served event
 type exactly once in STRIPE, every usage record exactly once at the OpenMeter stand-in,
 every panel of the bridge and billing dashboards non-empty in the stack's Prometheus, with
 one NATS server stopped (and started again) in the middle of the traffic.

@@ -175,17 +175,12 @@ def test_environments_differ_where_they_should() -> None:
     assert staging.min_scale == production.min_scale == 0
 
 
-def env_names(settings: type[Any]) -> set[str]:
-    prefix = settings.model_config.get("env_prefix", "")
-    return {f"{prefix}{name}".upper() for name in settings.model_fields}
-
-
 SERVE_ENV = {"FUNCTION_SOURCE", "FUNCTION_TARGET"}
 
 
 def test_function_env_matches_settings_the_bridge_reads() -> None:
     """Every variable a Service sets is one the bridge's Settings (or serve) understands."""
-    known = env_names(Settings) | SERVE_ENV
+    known = Settings.variables() | SERVE_ENV
     for manifest in all_services("production"):
         names = {e["name"] for e in manifest["spec"]["template"]["spec"]["containers"][0]["env"]}
         assert names <= known, names - known
@@ -217,8 +212,10 @@ def secret_ref(var: dict[str, Any]) -> tuple[str, str]:
 def test_one_service_per_billing_function_with_what_it_needs(
     env: str, service_validator: jsonschema.Draft7Validator
 ) -> None:
-    known = env_names(Settings) | env_names(UsageSettings) | env_names(StripeSettings) | SERVE_ENV
-    known |= env_names(EntitlementSettings)
+    known = (
+        Settings.variables() | UsageSettings.variables() | StripeSettings.variables() | SERVE_ENV
+    )
+    known |= EntitlementSettings.variables()
     for fn, manifest in zip(BILLING_FUNCTIONS, billing_services(env), strict=True):
         service_validator.validate(manifest)
         assert manifest["metadata"]["name"] == fn.service_name
@@ -351,7 +348,7 @@ def test_consumer_deployments_run_the_commands_as_nats_billing_user(env: str) ->
         variables = container_env(deployment)
         assert variables["NATS_USER"]["value"] == k8s.NATS_BILLING_USER
         assert secret_ref(variables["NATS_PASSWORD"]) == ("nats-auth", "billing-password")
-        assert set(variables) <= env_names(Settings) | env_names(ForwarderSettings)
+        assert set(variables) <= Settings.variables() | ForwarderSettings.variables()
     forwarder = container_env(docs["forward-openmeter"])
     assert secret_ref(forwarder["OPENMETER_URL"]) == (k8s.OPENMETER_SECRET, "url")
     assert secret_ref(forwarder["OPENMETER_API_KEY"]) == (k8s.OPENMETER_SECRET, "api-key")

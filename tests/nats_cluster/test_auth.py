@@ -10,13 +10,13 @@ import pytest
 from stripe_bridge.billing.projector import tiers_bucket
 from stripe_bridge.billing.tiers import TIERS_BUCKET
 from stripe_bridge.billing.usage import provision_usage_streams
-from stripe_bridge.config import inbox_prefix
 from stripe_bridge.deploy.k8s import (
     NATS_BACKUP_USER,
     NATS_BILLING_USER,
     NATS_USAGE_USER,
     NATS_USER,
 )
+from stripe_bridge.inbox import inbox_prefix
 from stripe_bridge.ops.backup_job import export_all, read_manifest
 from stripe_bridge.ops.stream import USAGE_STREAM, dead_letter_spec, provision
 from stripe_bridge_events.deadletter import (

@@ -25,6 +25,7 @@ from stripe_bridge.deploy.alert_model import (
     PROJECTOR_JOB,
 )
 from stripe_bridge.ops.natsserver import NatsServer
+from stripe_bridge_testing.dashboard_queries import assert_every_panel_has_data, scalar
 from stripe_bridge_testing.openmeter_standin import IngestStandIn
 from stripe_bridge_testing.processes import (
     FunctionProcess,
@@ -39,7 +40,6 @@ from ..billing.conftest import API_KEY, ConsumerProcess, ForwarderProcess, publi
 from ..billing.sequences import lifecycle
 from ..billing.test_projector import publish_deliveries
 from ..helpers import REPO_ROOT
-from .test_e2e import assert_every_panel_has_data, scalar
 
 USAGE_EVENTS = 60
 

@@ -6,11 +6,9 @@ every second with ``honor_labels: true`` and loading dashboards/alerts.yml).
 
 from __future__ import annotations
 
-import json
-import math
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 import pytest
@@ -18,6 +16,12 @@ from stripe_bridge import registry
 from stripe_bridge.deploy.alerts import alerts
 from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge.push import JOB
+from stripe_bridge_testing.dashboard_queries import (
+    assert_every_panel_has_data,
+    panel_queries,
+    query,
+    scalar,
+)
 from stripe_bridge_testing.processes import PrometheusServer, PushgatewayServer
 from stripe_bridge_testing.waiting import wait_until
 
@@ -25,24 +29,8 @@ from ..conftest import FunctionFactory
 from ..helpers import REPO_ROOT, fixture_event, post_event
 from .conftest import pushed_value
 
-#: What Grafana would substitute with "All" selected and a short time range.
-VARIABLES = {
-    "$__rate_interval": "5m",
-    "$environment": "production",
-    "$event_type": ".*",
-    "$function": ".*",
-    "$stream": ".*",
-}
 FN = {"function": "invoice_paid"}
 PUBLISH = ["invoice_paid", "checkout_session_completed", "subscription_created", "invoice_paid"]
-
-
-class PrometheusApi(Protocol):
-    """A Prometheus reachable at ``url`` (a PrometheusServer here, a container in staging)."""
-
-    @property
-    def url(self) -> str:
-        """Base URL without a trailing slash."""
 
 
 def prometheus_config(pushgateway: PushgatewayServer) -> str:
@@ -69,73 +57,6 @@ def prometheus(tmp_path: Path, pushgateway: PushgatewayServer) -> Iterator[Prome
         yield server
     finally:
         server.stop()
-
-
-def query(prometheus: PrometheusApi, expr: str) -> dict[str, Any]:
-    response = httpx.get(f"{prometheus.url}/api/v1/query", params={"query": expr}, timeout=5)
-    body: dict[str, Any] = response.json()
-    return body
-
-
-def substitute(expr: str, variables: Mapping[str, str] = VARIABLES) -> str:
-    for variable, value in variables.items():
-        expr = expr.replace(variable, value)
-    assert "$" not in expr, expr
-    return expr
-
-
-def panel_queries(name: str, variables: Mapping[str, str] = VARIABLES) -> dict[str, str]:
-    """Every target of a generated dashboard: ``title/refId`` -> PromQL with variables set."""
-    model = json.loads((REPO_ROOT / "dashboards" / name).read_text())
-    return {
-        f"{panel['title']}/{target['refId']}": substitute(target["expr"], variables)
-        for panel in model["panels"]
-        for target in panel.get("targets", [])
-    }
-
-
-def has_finite_value(result: dict[str, Any]) -> bool:
-    samples = result.get("data", {}).get("result", [])
-    return any(math.isfinite(float(s["value"][1])) for s in samples)
-
-
-def scalar(prometheus: PrometheusServer, expr: str) -> float | None:
-    samples = query(prometheus, expr)["data"]["result"]
-    return float(samples[0]["value"][1]) if samples else None
-
-
-def assert_every_panel_has_data(
-    prometheus: PrometheusApi,
-    dashboard: str,
-    at_least: int,
-    timeout: float,
-    variables: Mapping[str, str] = VARIABLES,
-    skip: Collection[str] = (),
-) -> None:
-    """Every panel query of ``dashboard`` parses and returns a finite value within ``timeout``.
-
-    Panels titled in ``skip`` are left out (a run that does not deploy what they show).
-    """
-    pending = {
-        key: expr
-        for key, expr in panel_queries(dashboard, variables).items()
-        if key.rsplit("/", 1)[0] not in skip
-    }
-    assert len(pending) >= at_least
-    answers: dict[str, dict[str, Any]] = {}
-
-    def all_panels_have_data() -> bool:
-        for key in list(pending):
-            answers[key] = query(prometheus, pending[key])
-            assert answers[key]["status"] == "success", (key, answers[key])
-            if has_finite_value(answers[key]):
-                del pending[key]
-        return not pending
-
-    try:
-        wait_until(all_panels_have_data, timeout, f"data for every panel of {dashboard}")
-    except TimeoutError:
-        pytest.fail(f"panels without data: { {k: answers.get(k) for k in pending} }")
 
 
 def test_every_bridge_panel_returns_data(

@@ -17,15 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ..config import EnvModel
 from .tiers import TierConfig
 
 
-class StripeSettings(BaseSettings):
+class StripeSettings(EnvModel):
     """Settings of the checkout and portal functions (``STRIPE_*``, ``BILLING_*``)."""
-
-    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
 
     stripe_api_key: SecretStr = Field(description="Stripe secret key `sk_...` or `rk_...`.")
     stripe_api_base: str | None = Field(

@@ -22,10 +22,9 @@ from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, Field, SecretStr, TypeAdapter, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.requests import Request
 
-from ..config import ConfigError, Settings, load_model
+from ..config import ConfigError, EnvModel, Settings, load_model
 from ..envelope import MalformedBody, parse_body
 from ..http import HttpFunction, Reply
 from ..jetstream import JetStreamPublisher, PublishError
@@ -55,10 +54,10 @@ Work = Callable[[Request, bytes], Awaitable[tuple[int, Any]]]
 STRIPE_REQUEST_MAX_BYTES = 64 * 1024
 
 
-class UsageSettings(BaseSettings):
+class UsageSettings(EnvModel):
     """Settings of the usage function on top of the bridge's NATS settings."""
 
-    model_config = SettingsConfigDict(env_prefix="USAGE_", case_sensitive=False, extra="ignore")
+    env_prefix = "USAGE_"
 
     api_token: SecretStr | None = Field(
         default=None, description="If set, callers must send `Authorization: Bearer <token>`."

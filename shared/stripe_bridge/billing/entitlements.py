@@ -32,7 +32,6 @@ from typing import Any, TypeVar
 from cachetools import LRUCache
 from prometheus_client import Counter
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.requests import Request
 from stripe_bridge_entitlements.cas import Contention
 from stripe_bridge_entitlements.patience import Patience, Unavailable
@@ -44,7 +43,7 @@ from stripe_bridge_entitlements.reservations import (
     reservations_bucket,
 )
 
-from ..config import ConfigError, Settings, load_model
+from ..config import ConfigError, EnvModel, Settings, load_model
 from ..http import Reply
 from ..jetstream import connect_options, import_nats
 from ..reasons import Reason, Refused
@@ -63,12 +62,10 @@ CHECK_MAX_BYTES = 16 * 1024
 T = TypeVar("T")
 
 
-class EntitlementSettings(BaseSettings):
+class EntitlementSettings(EnvModel):
     """Settings of the entitlements function on top of the bridge's NATS settings."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="ENTITLEMENTS_", case_sensitive=False, extra="ignore"
-    )
+    env_prefix = "ENTITLEMENTS_"
 
     tiers_file: Path | None = Field(
         default=None,

@@ -30,8 +30,8 @@ from typing import Any
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ..config import EnvModel
 from ..errors import StripeBridgeError
 from ..exitcodes import ExitCode
 from ..ops.stream import USAGE_DLQ_SUBJECT_PREFIX as DEAD_LETTER_SUBJECT_PREFIX
@@ -45,10 +45,10 @@ INGEST_PATH = "/api/v1/events"
 BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 
 
-class ForwarderSettings(BaseSettings):
+class ForwarderSettings(EnvModel):
     """Settings of ``forward-openmeter``, from ``OPENMETER_*`` environment variables."""
 
-    model_config = SettingsConfigDict(env_prefix="OPENMETER_", case_sensitive=False, extra="ignore")
+    env_prefix = "OPENMETER_"
 
     url: str = Field(pattern=r"^https?://", description="OpenMeter base URL.")
     api_key: SecretStr = Field(description="OpenMeter API token (sent as Bearer).")

@@ -19,10 +19,12 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 
-from ..config import Settings, configure_logging, redact_url
+from ..config import Settings
 from ..exitcodes import ExitCode
 from ..jetstream import connect_options
+from ..logsetup import configure_logging
 from ..ops.natsfaults import is_transient
+from ..redact import redact_url
 
 log = logging.getLogger(__name__)
 

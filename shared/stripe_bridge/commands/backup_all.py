@@ -10,9 +10,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, configure_logging
+from ..config import ConfigError
 from ..errors import CommandError
 from ..exitcodes import ExitCode
+from ..logsetup import configure_logging
 from ..ops.backup_job import (
     BackupMetrics,
     BackupUnfinished,

@@ -9,11 +9,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..config import ConfigError, Settings, load_settings, redact_url
+from ..config import ConfigError, Settings, load_settings
 from ..errors import CommandError
 from ..exitcodes import ExitCode
 from ..jetstream import connect_options
 from ..ops.backup import since_time
+from ..redact import redact_url
 
 T = TypeVar("T")
 

@@ -13,10 +13,11 @@ import secrets
 from pathlib import Path
 
 from .. import registry
-from ..config import IdempotencyBackend, configure_logging, load_settings
+from ..config import IdempotencyBackend, load_settings
 from ..errors import CommandError
 from ..exitcodes import ExitCode
 from ..http import graceful_shutdown_seconds
+from ..logsetup import configure_logging
 from ..ops import stripecli
 from ..ops.natsserver import NatsServer
 from ..ops.stream import StreamSpec, provision

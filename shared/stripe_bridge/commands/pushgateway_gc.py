@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..config import redact_url
 from ..errors import CommandError
 from ..exitcodes import ExitCode
 from ..ops.backup import parse_duration
 from ..push import PushgatewayError, delete_group, stale_groups
+from ..redact import redact_url
 
 
 def duration(text: str) -> float:

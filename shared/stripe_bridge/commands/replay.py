@@ -10,7 +10,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from ..config import ConfigError, redact_url
+from ..config import ConfigError
 from ..errors import CommandError
 from ..exitcodes import ExitCode
 from ..ingest import Ingested
@@ -23,6 +23,7 @@ from ..ops.replay import (
     fetch_events,
     replay_events,
 )
+from ..redact import redact_url
 from ..runtime import Runtime
 from .common import add_nats_arguments, connect, settings_from, since_option
 

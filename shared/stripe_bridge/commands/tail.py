@@ -8,9 +8,9 @@ import json
 import sys
 from typing import Any
 
-from ..config import redact_url
 from ..errors import CommandError
 from ..exitcodes import ExitCode
+from ..redact import redact_url
 from .common import add_nats_arguments, connect, settings_from
 
 

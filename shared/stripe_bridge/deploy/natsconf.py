@@ -16,7 +16,7 @@ from importlib import resources
 
 import yaml
 
-from ..config import inbox_prefix
+from ..inbox import inbox_prefix
 
 #: Environment variables nats.conf reads the users' passwords from.
 PASSWORD_ENV = {
@@ -163,7 +163,7 @@ def render_nats_conf(params: NatsConfParams) -> str:
         routes="\n".join(f"    {route}" for route in params.routes),
         publish_subjects=", ".join(f'"{subject}"' for subject in params.publish_subjects),
         lame_duck_grace_period=params.lame_duck_grace_period,
-        # Each user may subscribe only to its own reply subjects (see config.inbox_prefix).
+        # Each user may subscribe only to its own reply subjects (see inbox.inbox_prefix).
         **{f"inbox_{user}": inbox_prefix(user) for user in PASSWORD_ENV},
     )
 

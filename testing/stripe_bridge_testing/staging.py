@@ -51,6 +51,7 @@ from stripe_bridge.deploy.natsconf import (
     render_nats_conf,
 )
 from stripe_bridge.ops.natsserver import free_port, nats_server_binary
+
 from stripe_bridge_testing.container_specs import (
     ContainerSpec,
     deployments,
@@ -60,9 +61,9 @@ from stripe_bridge_testing.container_specs import (
 from stripe_bridge_testing.podman import RUN_ID, Container, Stack, scripts_image
 from stripe_bridge_testing.waiting import wait_until
 
-from ..bridge.test_functions import FIXTURE_OF
-from ..helpers import REPO_ROOT, SECRET, fixture_event, signed_headers, stream_messages
-from ..observability.test_e2e import VARIABLES, assert_every_panel_has_data
+from .dashboard_queries import VARIABLES, assert_every_panel_has_data
+from .deliveries import FIXTURE_OF, SECRET, fixture_event, signed_headers, stream_messages
+from .repo import REPO_ROOT
 
 ENVIRONMENT = "staging"
 NATS_REPLICAS = 3
@@ -283,10 +284,9 @@ class Staging:
 
     def start_openmeter(self, image: str) -> Container:
         """The OpenMeter stand-in, run by the image's Python from read-only mounts."""
-        script = Path(__file__).with_name("openmeter_container.py")
-        harness = REPO_ROOT / "testing" / "stripe_bridge_testing"
+        harness = Path(__file__).parent
         key = self.secret("stripe-bridge-openmeter", "api-key")
-        args = ["/standin/openmeter_container.py", key]
+        args = ["-m", "stripe_bridge_testing.openmeter_container", key]
         if self.openmeter_rate_limit is not None:
             args.append(str(self.openmeter_rate_limit))
         return self.stack.run(
@@ -296,7 +296,6 @@ class Staging:
             env={"PYTHONPATH": "/standin"},
             publish={8081: self.publish("openmeter-control")},
             mounts=[
-                f"{script}:/standin/openmeter_container.py:ro",
                 f"{harness}:/standin/stripe_bridge_testing:ro",
             ],
             options=["--entrypoint", "python3", "--read-only"],

@@ -1,7 +1,7 @@
 """The OpenMeter stand-in as a staging container: run by the image's Python, mounted read-only.
 
-``python3 openmeter_container.py API_KEY [RATE_LIMIT]`` (with the test harness, testing/,
-mounted beside it: the image never contains it) serves the harness's IngestStandIn
+``python3 -m stripe_bridge_testing.openmeter_container API_KEY [RATE_LIMIT]`` (the harness
+mounted read-only: the image never contains it) serves the harness's IngestStandIn
 (OpenMeter's documented ingest contract; with RATE_LIMIT, requests per second beyond which
 it answers 429 with Retry-After) on port 8080 of every address, and a control port 8081
 for the staging driver: ``GET /counts`` (every accepted (id, source) and how often),

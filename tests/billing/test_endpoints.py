@@ -1,0 +1,76 @@
+"""endpoints.py alone: the usage function's settings and the pieces every billing request
+passes (strict JSON, ids unique per request, the bearer token), without a server.
+
+The functions themselves are served in tests/billing/test_usage_function.py,
+test_checkout.py and tests/test_http.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import SecretStr
+from starlette.requests import Request
+from stripe_bridge.billing.endpoints import (
+    Refusal,
+    UsageSettings,
+    check_bearer,
+    parse,
+    read_json,
+    unique_ids,
+)
+from stripe_bridge.billing.usage import UsageRecord
+from stripe_bridge.config import ConfigError, load_model
+
+
+def request(authorization: str | None) -> Request:
+    headers = [(b"authorization", authorization.encode())] if authorization else []
+    return Request({"type": "http", "method": "POST", "path": "/", "headers": headers})
+
+
+def test_settings_are_the_usage_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_model(UsageSettings).api_token is None
+    monkeypatch.setenv("USAGE_API_TOKEN", "t0ken")
+    monkeypatch.setenv("usage_max_records", "10")
+    usage = load_model(UsageSettings)
+    assert usage.api_token is not None and usage.api_token.get_secret_value() == "t0ken"
+    assert usage.max_records == 10
+    monkeypatch.setenv("USAGE_MAX_RECORDS", "10001")
+    with pytest.raises(ConfigError, match=r"^invalid configuration: USAGE_MAX_RECORDS:"):
+        load_model(UsageSettings)
+
+
+def test_bodies_are_strict_json() -> None:
+    assert read_json(b'{"a": 1}') == {"a": 1}
+    for bad in (b"{", b'{"a": 1, "a": 2}'):
+        with pytest.raises(Refusal) as refused:
+            read_json(bad)
+        assert (refused.value.status, refused.value.outcome) == (400, "malformed_json")
+
+
+def test_two_records_with_one_id_are_refused_naming_both() -> None:
+    one = {"meter": "tokens", "customer_id": "cus_1", "value": 1, "id": "r1"}
+    unique_ids([UsageRecord.model_validate(one)])
+    with pytest.raises(Refusal) as refused:
+        unique_ids([UsageRecord.model_validate(one), UsageRecord.model_validate(one)])
+    assert (refused.value.status, refused.value.message) == (
+        422,
+        "1.id: duplicates record 0 in this request",
+    )
+
+
+def test_an_invalid_body_is_named_by_field_never_by_value() -> None:
+    with pytest.raises(Refusal) as refused:
+        parse(UsageRecord, {"meter": "tokens", "customer_id": "cus_secret", "value": "5"})
+    assert refused.value.status == 422
+    assert refused.value.message.startswith("value: ")
+    assert "cus_secret" not in refused.value.message
+
+
+def test_the_bearer_token_when_one_is_configured() -> None:
+    check_bearer(request(None), None)
+    token = SecretStr("t0ken")
+    check_bearer(request("Bearer t0ken"), token)
+    for sent in (None, "Bearer wrong", "t0ken", "bearer t0ken"):
+        with pytest.raises(Refusal) as refused:
+            check_bearer(request(sent), token)
+        assert (refused.value.status, refused.value.outcome) == (401, "unauthorized")

@@ -1,0 +1,60 @@
+"""logsetup.py: one line per record on stderr, as text or as one JSON object."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from stripe_bridge.logsetup import LogFormat, configure_logging
+
+
+@pytest.fixture(autouse=True)
+def restored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The root logger and logging's flags as they were, after each test."""
+    monkeypatch.setattr(logging.root, "handlers", [])
+    monkeypatch.setattr(logging.root, "level", logging.root.level)
+    for flag in ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing"):
+        monkeypatch.setattr(logging, flag, getattr(logging, flag))
+
+
+def configure(level: str, log_format: LogFormat = LogFormat.TEXT) -> None:
+    """``configure_logging`` as at a process start: pytest's own capturing handler is on the
+    root logger during a test, and basicConfig does nothing to a root that has handlers."""
+    logging.root.handlers.clear()
+    configure_logging(level, log_format)
+
+
+def test_json_is_one_object_per_line(capsys: pytest.CaptureFixture[str]) -> None:
+    configure("WARNING", LogFormat.JSON)
+    log = logging.getLogger("stripe_bridge.test")
+    log.info("below the level")
+    log.warning("published seq=%d", 7)
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        log.exception("failed")
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2
+    first, second = (json.loads(line) for line in lines)
+    assert set(first) == {"time", "level", "logger", "message"}
+    assert (first["level"], first["logger"], first["message"]) == (
+        "WARNING",
+        "stripe_bridge.test",
+        "published seq=7",
+    )
+    assert "ValueError: boom" in second["exception"]
+
+
+def test_text_is_time_level_logger_message(capsys: pytest.CaptureFixture[str]) -> None:
+    configure("INFO")
+    logging.getLogger("stripe_bridge.test").info("stored id=%s", "evt_1")
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.endswith(" INFO stripe_bridge.test stored id=evt_1")
+
+
+def test_records_skip_the_caller_thread_and_process() -> None:
+    configure("INFO")
+    record = logging.getLogger("x").makeRecord("x", logging.INFO, "f", 1, "m", (), None)
+    assert logging._srcfile is None
+    assert (record.threadName, record.processName) == (None, None)
