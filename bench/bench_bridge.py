@@ -357,12 +357,22 @@ def cold_metric(function: FunctionProcess) -> float:
     raise RuntimeError("stripe_bridge_cold_start_seconds missing from /metrics")
 
 
+def function_process(env: dict[str, str], workdir: Path) -> FunctionProcess:
+    """The bench's function, started as the image starts it: ``stripe_bridge.serve``, or
+    ``stripe-bridge serve`` for a library from before that entrypoint (``--against``)."""
+    library = env.get("PYTHONPATH")
+    if library is None or (Path(library) / "stripe_bridge" / "serve.py").is_file():
+        return FunctionProcess(FUNCTION, env, workdir, REPO_ROOT)
+    source = REPO_ROOT / "functions" / FUNCTION / "main.py"
+    command = [sys.executable, "-m", "stripe_bridge.cli", "serve", "--source", str(source)]
+    return FunctionProcess(FUNCTION, env, workdir, REPO_ROOT, command=command)
+
+
 def cold_starts(nats_url: str, workdir: Path, runs: int, **extra: str) -> ColdStart:
     """Start a fresh function ``runs`` times; time process start -> first 200."""
     result = ColdStart([], [], [])
     for _ in range(runs):
-        env = function_env(nats_url, **extra)
-        function = FunctionProcess(FUNCTION, env, workdir, REPO_ROOT)
+        function = function_process(function_env(nats_url, **extra), workdir)
         try:
             started = time.perf_counter()
             function.spawn()

@@ -1,7 +1,8 @@
 """One cold start, phase by phase, in a fresh interpreter (run by bench_bridge.py).
 
-It repeats what ``stripe-bridge serve`` does before its first acknowledged event, in
-order, timing each step: import the CLI and build its parser, load the function (importlib,
+It repeats what the image's entrypoint (``stripe-bridge-serve``) does before its first
+acknowledged event, in order, timing each step: import it and parse its arguments (the
+CLI's ``serve`` for checkouts from before it, ``--against``), load the function (importlib,
 as functions-framework's ASGI loader does), import uvicorn, then drive the ASGI app directly (no
 HTTP server, so the steps are not blurred by socket timing): ``GET /readyz`` (NATS
 connect and stream lookup, as Knative's readiness probe does first) and the first signed
@@ -75,12 +76,19 @@ def main() -> None:
         phases.append((name, now - mark))
         mark = now
 
-    from stripe_bridge import cli
+    try:
+        from stripe_bridge import serve
+    except ModuleNotFoundError:  # a checkout from before the entrypoint (--against)
+        from stripe_bridge import cli
 
-    # Checkouts older than parser_for built every subcommand (bench_bridge.py --against).
-    parser = cli.parser_for(["serve"]) if hasattr(cli, "parser_for") else cli.build_parser()
-    parser.parse_args(["serve"])
-    done("import stripe_bridge.cli + parse `serve` arguments")
+        # Checkouts older than parser_for built every subcommand.
+        parser = cli.parser_for(["serve"]) if hasattr(cli, "parser_for") else cli.build_parser()
+        parser.parse_args(["serve"])
+    else:
+        import argparse
+
+        serve.add_options(argparse.ArgumentParser())
+    done("import the entrypoint + parse its arguments")
 
     from stripe_bridge.server import function_app
 
