@@ -76,18 +76,21 @@ def main() -> None:
         phases.append((name, now - mark))
         mark = now
 
-    try:
+    import argparse
+    import importlib.util
+
+    if importlib.util.find_spec("stripe_bridge.serve") is not None:
         from stripe_bridge import serve
-    except ModuleNotFoundError:  # a checkout from before the entrypoint (--against)
+
+        parser = argparse.ArgumentParser()
+        serve.add_options(parser)
+        parser.parse_args([])
+    else:  # a checkout from before the entrypoint (--against): the CLI's `serve`
         from stripe_bridge import cli
 
         # Checkouts older than parser_for built every subcommand.
-        parser = cli.parser_for(["serve"]) if hasattr(cli, "parser_for") else cli.build_parser()
-        parser.parse_args(["serve"])
-    else:
-        import argparse
-
-        serve.add_options(argparse.ArgumentParser())
+        old = cli.parser_for(["serve"]) if hasattr(cli, "parser_for") else cli.build_parser()
+        old.parse_args(["serve"])
     done("import the entrypoint + parse its arguments")
 
     from stripe_bridge.server import function_app
