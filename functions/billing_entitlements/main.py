@@ -21,4 +21,4 @@ function = start("billing_entitlements", make_entitlements_function)
 
 async def handle(request: Request) -> Response:
     """The functions-framework target; `stripe-bridge-serve` runs `function` itself."""
-    return await function.handle(request)
+    return await function.handle_starlette(request)

@@ -21,4 +21,4 @@ function = make_function("customer_subscription_updated")
 
 async def handle(request: Request) -> Response:
     """The functions-framework target; `stripe-bridge-serve` runs `function` itself."""
-    return await function.handle(request)
+    return await function.handle_starlette(request)

@@ -21,4 +21,4 @@ function = make_function("invoice_paid")
 
 async def handle(request: Request) -> Response:
     """The functions-framework target; `stripe-bridge-serve` runs `function` itself."""
-    return await function.handle(request)
+    return await function.handle_starlette(request)

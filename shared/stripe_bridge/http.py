@@ -14,14 +14,14 @@
 3. the reply, counted and logged once (``record``), sent as JSON.
 
 The function itself is the ASGI app the server runs (``__call__``: plain ASGI, ``asgi.py``);
-``handle`` answers the same through Starlette's request and response, for
+``handle_starlette`` answers the same through Starlette's request and response, for
 functions-framework's target.
 
 ``start`` builds a function at import time of ``functions/<name>/main.py``: one logging
 setup, and invalid configuration exits 2 with one line. The module keeps it as
 ``function``, which ``server.load_function`` serves directly; its ``handle`` there is a
-plain coroutine function awaiting ``function.handle``, because functions-framework takes
-no method as a target.
+plain coroutine function awaiting ``function.handle_starlette``, because
+functions-framework takes no method as a target.
 """
 
 from __future__ import annotations
@@ -141,19 +141,19 @@ class HttpFunction(ABC, Generic[ReplyT]):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The function as a plain ASGI app: any HTTP request, any path and method."""
-        reply = await self.answer_for(HttpRequest(scope, receive))
+        reply = await self.handle(HttpRequest(scope, receive))
         await reply.send(send)
 
-    async def handle(self, request: Request) -> Response:
-        """functions-framework's target: the same answer, as a Starlette Response."""
+    async def handle_starlette(self, request: Request) -> Response:
+        """``handle`` through Starlette's request and response (functions-framework's target)."""
         from starlette.responses import Response  # only functions-framework needs it
 
-        reply = await self.answer_for(HttpRequest(request.scope, request.receive))
+        reply = await self.handle(HttpRequest(request.scope, request.receive))
         response = Response(reply.body, reply.status)
         response.raw_headers = reply.headers
         return response
 
-    async def answer_for(self, request: HttpRequest) -> Answer:
+    async def handle(self, request: HttpRequest) -> Answer:
         """Probes, then one counted and logged reply per request."""
         path = request.path.rstrip("/")
         if path in PROBES:

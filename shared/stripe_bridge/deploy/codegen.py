@@ -49,7 +49,7 @@ function = make_function("{function_name}")
 
 async def handle(request: Request) -> Response:
     """The functions-framework target; `stripe-bridge-serve` runs `function` itself."""
-    return await function.handle(request)
+    return await function.handle_starlette(request)
 '''
 
 
@@ -78,7 +78,7 @@ function = start("{function.name}", {function.factory})
 
 async def handle(request: Request) -> Response:
     """The functions-framework target; `stripe-bridge-serve` runs `function` itself."""
-    return await function.handle(request)
+    return await function.handle_starlette(request)
 '''
 
 
