@@ -42,6 +42,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
@@ -357,15 +359,65 @@ def cold_metric(function: FunctionProcess) -> float:
     raise RuntimeError("stripe_bridge_cold_start_seconds missing from /metrics")
 
 
-def function_process(env: dict[str, str], workdir: Path) -> FunctionProcess:
-    """The bench's function, started as the image starts it: ``stripe_bridge.serve``, or
+def function_process(
+    env: dict[str, str], workdir: Path, function: str = FUNCTION
+) -> FunctionProcess:
+    """A function started as the image starts it: ``stripe_bridge.serve``, or
     ``stripe-bridge serve`` for a library from before that entrypoint (``--against``)."""
     library = env.get("PYTHONPATH")
     if library is None or (Path(library) / "stripe_bridge" / "serve.py").is_file():
-        return FunctionProcess(FUNCTION, env, workdir, REPO_ROOT)
-    source = REPO_ROOT / "functions" / FUNCTION / "main.py"
+        return FunctionProcess(function, env, workdir, REPO_ROOT)
+    source = REPO_ROOT / "functions" / function / "main.py"
     command = [sys.executable, "-m", "stripe_bridge.cli", "serve", "--source", str(source)]
-    return FunctionProcess(FUNCTION, env, workdir, REPO_ROOT, command=command)
+    return FunctionProcess(function, env, workdir, REPO_ROOT, command=command)
+
+
+#: Billing functions timed from process start to their first ``/readyz`` 200 (what
+#: Knative waits for before routing), with what each needs to start.
+BILLING_COLD = {
+    "billing_checkout": {
+        "STRIPE_API_KEY": "sk_test_bench",
+        "CHECKOUT_SUCCESS_URL": "https://app.example/done",
+    },
+    "billing_entitlements": {},
+    "billing_usage": {},  # ready once NATS answers and the USAGE stream exists
+}
+
+
+def readyz_ok(url: str) -> bool:
+    """Whether ``GET url/readyz`` answers 200 now (False while the port is closed)."""
+    try:
+        with urllib.request.urlopen(url + "readyz", timeout=5) as answer:
+            return bool(answer.status == 200)
+    except (OSError, urllib.error.HTTPError):
+        return False
+
+
+def ready_cold_starts(
+    nats_url: str, workdir: Path, runs: int, libraries: dict[str, dict[str, str]]
+) -> dict[str, dict[str, list[float]]]:
+    """Seconds from spawn to the first ``/readyz`` 200, per library and billing function,
+    ``runs`` of each, in turns."""
+    found: dict[str, dict[str, list[float]]] = {
+        name: {function: [] for function in BILLING_COLD} for name in libraries
+    }
+    for _ in range(runs):
+        for name, extra in libraries.items():
+            for function, needs in BILLING_COLD.items():
+                env = function_env(nats_url, **needs, **extra)
+                process = function_process(env, workdir, function)
+                try:
+                    started = time.perf_counter()
+                    process.spawn()
+                    deadline = started + 30
+                    while not readyz_ok(process.url):
+                        if time.perf_counter() > deadline:
+                            raise TimeoutError(f"{function}: /readyz not 200 within 30 s")
+                        time.sleep(0.002)  # not ready yet: poll again
+                    found[name][function].append(time.perf_counter() - started)
+                finally:
+                    process.stop()
+    return found
 
 
 def cold_starts(nats_url: str, workdir: Path, runs: int, **extra: str) -> ColdStart:
@@ -549,6 +601,8 @@ class Report:
     interpreter_seconds: float = 0.0
     #: Phase breakdown per library: THIS, and "against DIR" if asked for.
     breakdowns: dict[str, Breakdown] = field(default_factory=dict)
+    #: Billing functions: library -> function -> seconds from spawn to /readyz 200.
+    billing_ready: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         """The figures for ``--json`` (latencies as percentiles, not every sample)."""
@@ -691,6 +745,14 @@ class Report:
             "  (own metric: the function's stripe_bridge_cold_start_seconds, from the kernel's "
             "process start time)"
         )
+        if self.billing_ready:
+            print("cold start of the billing functions, process start -> /readyz 200 (median):")
+            for name, functions in self.billing_ready.items():
+                cells = "  ".join(
+                    f"{function} {statistics.median(seconds):.3f} s"
+                    for function, seconds in functions.items()
+                )
+                print(f"  {name:30} {cells}")
         rss = statistics.median(self.cold[THIS].rss_idle_mib)
         print(f"RSS of the function after its first event: {rss:.1f} MiB")
         for name, mib in self.rss_after_load_mib.items():
@@ -741,6 +803,20 @@ async def provision_stream(nats_url: str) -> None:
     nc = await nats.connect(nats_url)
     try:
         await provision(nc.jetstream(), StreamSpec(STREAM, PREFIX))
+    finally:
+        await nc.close()
+
+
+async def provision_usage(nats_url: str) -> None:
+    """Create the USAGE streams, as the billing consumers do at start (billing_usage's
+    readiness needs USAGE)."""
+    from stripe_bridge.billing.usage import provision_usage_streams
+
+    import nats
+
+    nc = await nats.connect(nats_url)
+    try:
+        await provision_usage_streams(nc.jetstream())
     finally:
         await nc.close()
 
@@ -810,6 +886,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             cold_starts(nats_server.url, workdir / "cold", 1, **extra, PYTHONDONTWRITEBYTECODE="")
         report.cold = interleaved_cold_starts(
             nats_server.url, workdir / "cold", cold_runs, variants
+        )
+        asyncio.run(provision_usage(nats_server.url))
+        report.billing_ready = ready_cold_starts(
+            nats_server.url, workdir / "cold", cold_runs, libraries
         )
         report.interpreter_seconds = interpreter_start(cold_runs)
         report.breakdowns = breakdowns(nats_server.url, cold_runs, libraries)
