@@ -75,6 +75,8 @@ BARE_ROW = "bare HTTP -> js.publish"
 BARE_H11_ROW = "bare, h11 + asyncio"
 PEER_ROW = "peer: Starlette + stripe lib"
 BRIDGE_ROW = "bridge (memory idempotency)"
+#: The bridge (memory) on the ``--against`` library: one more row, for before/after.
+AGAINST_ROW = "bridge (memory), --against DIR"
 BASELINE_ROW = "baseline js.publish"
 #: Issue #13's targets, printed beside the figures (never asserted: this is not a test).
 TARGET_RATIO_TO_BARE = 0.8  # bridge events/s over the bare server's, concurrency 32
@@ -720,6 +722,15 @@ class Report:
                     f"  the redis backend adds {median(redis) - median(cpu_us):.0f} us CPU per "
                     f"event ({spread(extra, '.2f')}x the memory backend's events/s)"
                 )
+        before = self._summaries().get((AGAINST_ROW, top))
+        if before is not None:
+            theirs = {load.repeat: load.cpu_per_event for load in before}
+            change = [load.cpu_per_event / theirs[load.repeat] for load in bridge]
+            print(
+                f"  {spread(change, '.2f')}x the CPU per event of {AGAINST_ROW} and "
+                f"{spread(self.ratios(BRIDGE_ROW, AGAINST_ROW, top), '.2f')}x its events/s "
+                "(each taken within a repeat)"
+            )
         for figure, values in (
             ("bridge / bare events/s", self.ratios(BRIDGE_ROW, BARE_ROW, top)),
             ("bridge CPU per event", cpu_us),
@@ -895,7 +906,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.breakdowns = breakdowns(nats_server.url, cold_runs, libraries)
         if not args.cold_only:
             report.loads, report.rss_after_load_mib = run_loads(
-                nats_server, phases, workdir, stack, redis=not args.no_redis
+                nats_server, phases, workdir, stack, not args.no_redis, args.against
             )
     report.print()
     if args.json:
@@ -920,13 +931,15 @@ def run_loads(
     workdir: Path,
     stack: ExitStack,
     redis: bool,
+    against: Path | None = None,
 ) -> tuple[list[Load], dict[str, float]]:
     """Every row at each concurrency, ``phases.repeats`` times in turns; RSS after load.
 
     All servers are started first and stay up; then each repeat runs every row once per
     concurrency (A B C ... A B C ...), starting one row later each repeat, so a burst of
     other work on the machine lands on different rows in different repeats instead of
-    deciding one row's figure. Ratios are taken within a repeat (see Summary).
+    deciding one row's figure. Ratios are taken within a repeat (see Summary). ``against``
+    adds the bridge (memory) on another checkout's library as one more row.
     """
     assert nats_server.process is not None
     nats_pid = nats_server.process.pid
@@ -946,6 +959,10 @@ def run_loads(
         env = function_env(nats_server.url, **extra)
         process = FunctionProcess(FUNCTION, env, workdir / "functions", REPO_ROOT, command=command)
         started[name] = stack.enter_context(process)
+    if against is not None:
+        env = function_env(nats_server.url, PYTHONPATH=str(against.resolve()))
+        process = function_process(env, workdir / "functions")
+        started[AGAINST_ROW] = stack.enter_context(process)
     # The baseline's warm-up rate sizes its phases like the servers' (no HTTP in between).
     warm = asyncio.run(
         baseline(nats_server.url, baseline_payloads(phases.warmup), 8, nats_pid)
