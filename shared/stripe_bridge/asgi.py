@@ -62,10 +62,10 @@ class HttpRequest:
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """What is sent back: status, ASGI header list, body."""
+    """What is sent back: status, ASGI headers, body (immutable: the probes' are shared)."""
 
     status: int
-    headers: list[tuple[bytes, bytes]]
+    headers: tuple[tuple[bytes, bytes], ...]
     body: bytes
 
     async def send(self, send: Send) -> None:
@@ -81,7 +81,7 @@ def answer(
     raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
     raw.append((b"content-length", str(len(body)).encode("latin-1")))
     raw.append((b"content-type", content_type))
-    return Answer(status, raw, body)
+    return Answer(status, tuple(raw), body)
 
 
 def json_answer(status: int, content: Any, headers: Mapping[str, str] | None = None) -> Answer:

@@ -150,7 +150,7 @@ class HttpFunction(ABC, Generic[ReplyT]):
 
         reply = await self.handle(HttpRequest(request.scope, request.receive))
         response = Response(reply.body, reply.status)
-        response.raw_headers = reply.headers
+        response.raw_headers = list(reply.headers)
         return response
 
     async def handle(self, request: HttpRequest) -> Answer:
