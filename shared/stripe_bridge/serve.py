@@ -20,7 +20,7 @@ from .errors import CommandError, exit_code_of
 from .exitcodes import ExitCode
 from .server import HEADER_READ_TIMEOUT_SECONDS, function_app, run
 
-#: What the usage line and every error line of this entrypoint are prefixed with.
+#: What the error lines of ``serve`` start with, whichever way it was started.
 PROGRAM = "stripe-bridge serve"
 
 
@@ -65,7 +65,10 @@ def serve(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``stripe-bridge-serve`` console script; returns the exit code."""
-    parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.split("\n", 1)[0])
+    parser = argparse.ArgumentParser(
+        prog="stripe-bridge-serve",
+        description="Serve one function as Knative runs it (the image's entrypoint).",
+    )
     add_options(parser)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     return exit_code_of(serve, args, "stripe-bridge")
