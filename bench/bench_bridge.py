@@ -42,6 +42,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
@@ -73,6 +75,8 @@ BARE_ROW = "bare HTTP -> js.publish"
 BARE_H11_ROW = "bare, h11 + asyncio"
 PEER_ROW = "peer: Starlette + stripe lib"
 BRIDGE_ROW = "bridge (memory idempotency)"
+#: The bridge (memory) on the ``--against`` library: one more row, for before/after.
+AGAINST_ROW = "bridge (memory), --against DIR"
 BASELINE_ROW = "baseline js.publish"
 #: Issue #13's targets, printed beside the figures (never asserted: this is not a test).
 TARGET_RATIO_TO_BARE = 0.8  # bridge events/s over the bare server's, concurrency 32
@@ -357,12 +361,72 @@ def cold_metric(function: FunctionProcess) -> float:
     raise RuntimeError("stripe_bridge_cold_start_seconds missing from /metrics")
 
 
+def function_process(
+    env: dict[str, str], workdir: Path, function: str = FUNCTION
+) -> FunctionProcess:
+    """A function started as the image starts it: ``stripe_bridge.serve``, or
+    ``stripe-bridge serve`` for a library from before that entrypoint (``--against``)."""
+    library = env.get("PYTHONPATH")
+    if library is None or (Path(library) / "stripe_bridge" / "serve.py").is_file():
+        return FunctionProcess(function, env, workdir, REPO_ROOT)
+    source = REPO_ROOT / "functions" / function / "main.py"
+    command = [sys.executable, "-m", "stripe_bridge.cli", "serve", "--source", str(source)]
+    return FunctionProcess(function, env, workdir, REPO_ROOT, command=command)
+
+
+#: Billing functions timed from process start to their first ``/readyz`` 200 (what
+#: Knative waits for before routing), with what each needs to start.
+BILLING_COLD = {
+    "billing_checkout": {
+        "STRIPE_API_KEY": "sk_test_bench",
+        "CHECKOUT_SUCCESS_URL": "https://app.example/done",
+    },
+    "billing_entitlements": {},
+    "billing_usage": {},  # ready once NATS answers and the USAGE stream exists
+}
+
+
+def readyz_ok(url: str) -> bool:
+    """Whether ``GET url/readyz`` answers 200 now (False while the port is closed)."""
+    try:
+        with urllib.request.urlopen(url + "readyz", timeout=5) as answer:
+            return bool(answer.status == 200)
+    except (OSError, urllib.error.HTTPError):
+        return False
+
+
+def ready_cold_starts(
+    nats_url: str, workdir: Path, runs: int, libraries: dict[str, dict[str, str]]
+) -> dict[str, dict[str, list[float]]]:
+    """Seconds from spawn to the first ``/readyz`` 200, per library and billing function,
+    ``runs`` of each, in turns."""
+    found: dict[str, dict[str, list[float]]] = {
+        name: {function: [] for function in BILLING_COLD} for name in libraries
+    }
+    for _ in range(runs):
+        for name, extra in libraries.items():
+            for function, needs in BILLING_COLD.items():
+                env = function_env(nats_url, **needs, **extra)
+                process = function_process(env, workdir, function)
+                try:
+                    started = time.perf_counter()
+                    process.spawn()
+                    deadline = started + 30
+                    while not readyz_ok(process.url):
+                        if time.perf_counter() > deadline:
+                            raise TimeoutError(f"{function}: /readyz not 200 within 30 s")
+                        time.sleep(0.002)  # not ready yet: poll again
+                    found[name][function].append(time.perf_counter() - started)
+                finally:
+                    process.stop()
+    return found
+
+
 def cold_starts(nats_url: str, workdir: Path, runs: int, **extra: str) -> ColdStart:
     """Start a fresh function ``runs`` times; time process start -> first 200."""
     result = ColdStart([], [], [])
     for _ in range(runs):
-        env = function_env(nats_url, **extra)
-        function = FunctionProcess(FUNCTION, env, workdir, REPO_ROOT)
+        function = function_process(function_env(nats_url, **extra), workdir)
         try:
             started = time.perf_counter()
             function.spawn()
@@ -539,6 +603,8 @@ class Report:
     interpreter_seconds: float = 0.0
     #: Phase breakdown per library: THIS, and "against DIR" if asked for.
     breakdowns: dict[str, Breakdown] = field(default_factory=dict)
+    #: Billing functions: library -> function -> seconds from spawn to /readyz 200.
+    billing_ready: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         """The figures for ``--json`` (latencies as percentiles, not every sample)."""
@@ -656,6 +722,15 @@ class Report:
                     f"  the redis backend adds {median(redis) - median(cpu_us):.0f} us CPU per "
                     f"event ({spread(extra, '.2f')}x the memory backend's events/s)"
                 )
+        before = self._summaries().get((AGAINST_ROW, top))
+        if before is not None:
+            theirs = {load.repeat: load.cpu_per_event for load in before}
+            change = [load.cpu_per_event / theirs[load.repeat] for load in bridge]
+            print(
+                f"  {spread(change, '.2f')}x the CPU per event of {AGAINST_ROW} and "
+                f"{spread(self.ratios(BRIDGE_ROW, AGAINST_ROW, top), '.2f')}x its events/s "
+                "(each taken within a repeat)"
+            )
         for figure, values in (
             ("bridge / bare events/s", self.ratios(BRIDGE_ROW, BARE_ROW, top)),
             ("bridge CPU per event", cpu_us),
@@ -681,6 +756,14 @@ class Report:
             "  (own metric: the function's stripe_bridge_cold_start_seconds, from the kernel's "
             "process start time)"
         )
+        if self.billing_ready:
+            print("cold start of the billing functions, process start -> /readyz 200 (median):")
+            for name, functions in self.billing_ready.items():
+                cells = "  ".join(
+                    f"{function} {statistics.median(seconds):.3f} s"
+                    for function, seconds in functions.items()
+                )
+                print(f"  {name:30} {cells}")
         rss = statistics.median(self.cold[THIS].rss_idle_mib)
         print(f"RSS of the function after its first event: {rss:.1f} MiB")
         for name, mib in self.rss_after_load_mib.items():
@@ -731,6 +814,20 @@ async def provision_stream(nats_url: str) -> None:
     nc = await nats.connect(nats_url)
     try:
         await provision(nc.jetstream(), StreamSpec(STREAM, PREFIX))
+    finally:
+        await nc.close()
+
+
+async def provision_usage(nats_url: str) -> None:
+    """Create the USAGE streams, as the billing consumers do at start (billing_usage's
+    readiness needs USAGE)."""
+    from stripe_bridge.billing.usage import provision_usage_streams
+
+    import nats
+
+    nc = await nats.connect(nats_url)
+    try:
+        await provision_usage_streams(nc.jetstream())
     finally:
         await nc.close()
 
@@ -801,11 +898,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.cold = interleaved_cold_starts(
             nats_server.url, workdir / "cold", cold_runs, variants
         )
+        asyncio.run(provision_usage(nats_server.url))
+        report.billing_ready = ready_cold_starts(
+            nats_server.url, workdir / "cold", cold_runs, libraries
+        )
         report.interpreter_seconds = interpreter_start(cold_runs)
         report.breakdowns = breakdowns(nats_server.url, cold_runs, libraries)
         if not args.cold_only:
             report.loads, report.rss_after_load_mib = run_loads(
-                nats_server, phases, workdir, stack, redis=not args.no_redis
+                nats_server, phases, workdir, stack, not args.no_redis, args.against
             )
     report.print()
     if args.json:
@@ -830,13 +931,15 @@ def run_loads(
     workdir: Path,
     stack: ExitStack,
     redis: bool,
+    against: Path | None = None,
 ) -> tuple[list[Load], dict[str, float]]:
     """Every row at each concurrency, ``phases.repeats`` times in turns; RSS after load.
 
     All servers are started first and stay up; then each repeat runs every row once per
     concurrency (A B C ... A B C ...), starting one row later each repeat, so a burst of
     other work on the machine lands on different rows in different repeats instead of
-    deciding one row's figure. Ratios are taken within a repeat (see Summary).
+    deciding one row's figure. Ratios are taken within a repeat (see Summary). ``against``
+    adds the bridge (memory) on another checkout's library as one more row.
     """
     assert nats_server.process is not None
     nats_pid = nats_server.process.pid
@@ -856,6 +959,10 @@ def run_loads(
         env = function_env(nats_server.url, **extra)
         process = FunctionProcess(FUNCTION, env, workdir / "functions", REPO_ROOT, command=command)
         started[name] = stack.enter_context(process)
+    if against is not None:
+        env = function_env(nats_server.url, PYTHONPATH=str(against.resolve()))
+        process = function_process(env, workdir / "functions")
+        started[AGAINST_ROW] = stack.enter_context(process)
     # The baseline's warm-up rate sizes its phases like the servers' (no HTTP in between).
     warm = asyncio.run(
         baseline(nats_server.url, baseline_payloads(phases.warmup), 8, nats_pid)

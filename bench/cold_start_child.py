@@ -1,7 +1,8 @@
 """One cold start, phase by phase, in a fresh interpreter (run by bench_bridge.py).
 
-It repeats what ``stripe-bridge serve`` does before its first acknowledged event, in
-order, timing each step: import the CLI and build its parser, load the function (importlib,
+It repeats what the image's entrypoint (``stripe-bridge-serve``) does before its first
+acknowledged event, in order, timing each step: import it and parse its arguments (the
+CLI's ``serve`` for checkouts from before it, ``--against``), load the function (importlib,
 as functions-framework's ASGI loader does), import uvicorn, then drive the ASGI app directly (no
 HTTP server, so the steps are not blurred by socket timing): ``GET /readyz`` (NATS
 connect and stream lookup, as Knative's readiness probe does first) and the first signed
@@ -75,12 +76,22 @@ def main() -> None:
         phases.append((name, now - mark))
         mark = now
 
-    from stripe_bridge import cli
+    import argparse
+    import importlib.util
 
-    # Checkouts older than parser_for built every subcommand (bench_bridge.py --against).
-    parser = cli.parser_for(["serve"]) if hasattr(cli, "parser_for") else cli.build_parser()
-    parser.parse_args(["serve"])
-    done("import stripe_bridge.cli + parse `serve` arguments")
+    if importlib.util.find_spec("stripe_bridge.serve") is not None:
+        from stripe_bridge import serve
+
+        parser = argparse.ArgumentParser()
+        serve.add_options(parser)
+        parser.parse_args([])
+    else:  # a checkout from before the entrypoint (--against): the CLI's `serve`
+        from stripe_bridge import cli
+
+        # Checkouts older than parser_for built every subcommand.
+        old = cli.parser_for(["serve"]) if hasattr(cli, "parser_for") else cli.build_parser()
+        old.parse_args(["serve"])
+    done("import the entrypoint + parse its arguments")
 
     from stripe_bridge.server import function_app
 

@@ -29,12 +29,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from stripe_bridge.ops.natsserver import NatsServer
-from stripe_bridge_testing.processes import FunctionProcess
 
 from bench.bench_bridge import (
-    FUNCTION,
-    REPO_ROOT,
     function_env,
+    function_process,
     http_load,
     payloads,
     provision_stream,
@@ -95,7 +93,7 @@ def profile(
     nats_url: str, workdir: Path, events: int, extra: dict[str, str]
 ) -> tuple[Counter[str], float]:
     """Samples per part, and the function's CPU microseconds per event, under load."""
-    function = FunctionProcess(FUNCTION, function_env(nats_url, **extra), workdir, REPO_ROOT)
+    function = function_process(function_env(nats_url, **extra), workdir)
     with function:
         assert function.process is not None
         pid = function.process.pid

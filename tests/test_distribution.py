@@ -37,6 +37,8 @@ def test_the_image_distribution_holds_no_test_code(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         sources = {n: archive.read(n).decode() for n in names if n.endswith(".py")}
+        (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+        scripts = archive.read(entry_points).decode()
     packages = {name.split("/")[0] for name in names}
     assert packages == {"stripe_bridge", wheel.name.split("-py3")[0] + ".dist-info"}
     # The package data the runtime and the deploy wing read is in it...
@@ -48,3 +50,9 @@ def test_the_image_distribution_holds_no_test_code(tmp_path: Path) -> None:
     assert not {Path(name).stem for name in sources} & harness
     importing = re.compile(r"^\s*(from|import)\s+(stripe_bridge_testing|tests)\b", re.M)
     assert [name for name, text in sources.items() if importing.search(text)] == []
+    # The Containerfile's ENTRYPOINT is a console script of this wheel.
+    entrypoint = re.search(
+        r'^ENTRYPOINT \["([^"]+)"', (REPO_ROOT / "Containerfile").read_text(), re.M
+    )
+    assert entrypoint is not None
+    assert re.search(rf"^{re.escape(entrypoint[1])} = stripe_bridge\.", scripts, re.M), scripts

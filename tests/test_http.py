@@ -15,9 +15,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from starlette.requests import Request
 from starlette.types import Message
 from stripe_bridge import registry
+from stripe_bridge.asgi import HttpRequest
 from stripe_bridge.billing.catalog import BILLING_FUNCTIONS
 from stripe_bridge.billing.usage import provision_usage_streams
 from stripe_bridge.http import STOPPING_BODY_GRACE_SECONDS, BodyReader
@@ -157,7 +157,7 @@ async def test_after_sigterm_a_stalled_body_gets_the_configured_grace_not_its_re
         await asyncio.Event().wait()  # a client that sent its headers and then nothing
         raise AssertionError("unreachable")
 
-    request = Request({"type": "http", "method": "POST", "headers": []}, receive)
+    request = HttpRequest({"type": "http", "method": "POST", "path": "/", "headers": []}, receive)
     reading = asyncio.create_task(reader.read(request))
     reader.begin_shutdown()
     done, _ = await asyncio.wait([reading], timeout=60)

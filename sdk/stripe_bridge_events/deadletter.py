@@ -20,6 +20,8 @@ REASON_HEADER = "Stripe-Bridge-Dead-Letter-Reason"
 SOURCE_HEADER = "Stripe-Bridge-Dead-Letter-Source"
 #: The subject ``redrive`` publishes the message to.
 REDRIVE_SUBJECT_HEADER = "Stripe-Bridge-Redrive-Subject"
+#: On redriven messages: ``<dead-letter stream>:<seq>`` they came from.
+REDRIVEN_FROM_HEADER = "Stripe-Bridge-Redriven-From"
 MSG_ID_HEADER = "Nats-Msg-Id"
 _MAX_REASON = 500
 

@@ -8,8 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .errors import StripeBridgeError
-from .exitcodes import ExitCode
+from .errors import exit_code_of
 
 #: Subcommand modules; each has ``register(subparsers)`` that sets ``func`` on its parser.
 COMMANDS = (
@@ -78,14 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     argv = sys.argv[1:] if argv is None else argv
     args = parser_for(argv).parse_args(argv)
-    try:
-        code: int = args.func(args)
-    except StripeBridgeError as exc:
-        print(exc.line("stripe-bridge"), file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return ExitCode.INTERRUPTED
-    return code
+    return exit_code_of(args.func, args, "stripe-bridge")
 
 
 if __name__ == "__main__":

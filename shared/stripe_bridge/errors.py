@@ -1,9 +1,16 @@
 """The one error base: a failure the operator reads as one line, carrying its exit code.
 
-``cli.main`` catches it once, prints ``line`` on stderr and exits ``exit_code``.
+``exit_code_of`` (``cli.main``, ``serve.main``) catches it once, prints ``line`` on stderr
+and exits ``exit_code``.
 """
 
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
 from .exitcodes import ExitCode
+
+ArgsT = TypeVar("ArgsT")
 
 
 class StripeBridgeError(Exception):
@@ -32,3 +39,15 @@ class CommandError(StripeBridgeError):
     def line(self, program: str) -> str:
         """The message as it is: the command wrote the whole line."""
         return str(self)
+
+
+def exit_code_of(command: Callable[[ArgsT], int], args: ArgsT, program: str) -> int:
+    """Run ``command(args)``; a StripeBridgeError becomes its one line on stderr and its
+    exit code, Ctrl-C exit code 130."""
+    try:
+        return command(args)
+    except StripeBridgeError as exc:
+        print(exc.line(program), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return ExitCode.INTERRUPTED

@@ -13,11 +13,15 @@
    ``Refused`` with a ``Reason``, which ``refused`` turns into the function's reply;
 3. the reply, counted and logged once (``record``), sent as JSON.
 
+The function itself is the ASGI app the server runs (``__call__``: plain ASGI, ``asgi.py``);
+``handle_starlette`` answers the same through Starlette's request and response, for
+functions-framework's target.
+
 ``start`` builds a function at import time of ``functions/<name>/main.py``: one logging
 setup, and invalid configuration exits 2 with one line. The module keeps it as
 ``function``, which ``server.load_function`` serves directly; its ``handle`` there is a
-plain coroutine function awaiting ``function.handle``, because functions-framework takes
-no method as a target.
+plain coroutine function awaiting ``function.handle_starlette``, because
+functions-framework takes no method as a target.
 """
 
 from __future__ import annotations
@@ -28,15 +32,19 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
 
+from .asgi import Answer, ClientDisconnected, HttpRequest, answer, json_answer
 from .config import ConfigError, Settings, load_settings, report_config_error
 from .logsetup import configure_logging
 from .reasons import Reason, Refused
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.types import Receive, Scope, Send
 
 PROBES = ("/healthz", "/readyz", "/metrics")
 #: Default of STOPPING_BODY_GRACE_SECONDS: how long a body still arriving at SIGTERM may
@@ -109,10 +117,10 @@ class BodyReader:
             settings.stopping_body_grace_seconds,
         )
 
-    async def read(self, request: Request) -> bytes | None:
+    async def read(self, request: HttpRequest) -> bytes | None:
         """The body, or None once it is known to exceed ``max_bytes``.
 
-        Raises TimeoutError when it takes too long, ClientDisconnect when the client leaves.
+        Raises TimeoutError when it takes too long, ClientDisconnected when the client leaves.
         """
         deadline = asyncio.get_running_loop().time() + self.timeout
         if self.stopping:
@@ -168,12 +176,26 @@ class HttpFunction(ABC, Generic[ReplyT]):
         publish_timeout = self.runtime.settings.publish_timeout
         return graceful_shutdown_seconds(self.reader.stopping_grace, publish_timeout)
 
-    async def handle(self, request: Request) -> Response:
-        """The target: probes, then one counted and logged reply per request."""
-        path = request.url.path.rstrip("/")
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The function as a plain ASGI app: any HTTP request, any path and method."""
+        reply = await self.handle(HttpRequest(scope, receive))
+        await reply.send(send)
+
+    async def handle_starlette(self, request: Request) -> Response:
+        """``handle`` through Starlette's request and response (functions-framework's target)."""
+        from starlette.responses import Response  # only functions-framework needs it
+
+        reply = await self.handle(HttpRequest(request.scope, request.receive))
+        response = Response(reply.body, reply.status)
+        response.raw_headers = list(reply.headers)
+        return response
+
+    async def handle(self, request: HttpRequest) -> Answer:
+        """Probes, then one counted and logged reply per request."""
+        path = request.path.rstrip("/")
         if path in PROBES:
             if request.method not in ("GET", "HEAD"):
-                return _method_not_allowed("GET")
+                return _METHOD_NOT_ALLOWED
             return await self._probe(path)
         started = time.perf_counter()
         try:
@@ -181,10 +203,10 @@ class HttpFunction(ABC, Generic[ReplyT]):
         except Refused as refusal:
             reply = self.refused(refusal)
         self.record(reply, time.perf_counter() - started)
-        return JSONResponse(reply.body, reply.status, headers=reply.headers)
+        return json_answer(reply.status, reply.body, reply.headers)
 
     @abstractmethod
-    async def respond(self, request: Request, path: str) -> ReplyT:
+    async def respond(self, request: HttpRequest, path: str) -> ReplyT:
         """The reply to a request past the probes (``path`` without a trailing ``/``);
         raises Refused to end it early."""
 
@@ -196,13 +218,13 @@ class HttpFunction(ABC, Generic[ReplyT]):
     def record(self, reply: ReplyT, seconds: float) -> None:
         """Count and log one reply (never the body or a secret)."""
 
-    async def post_body(self, request: Request) -> bytes:
+    async def post_body(self, request: HttpRequest) -> bytes:
         """The body of a POST within the size and time limits; raises Refused otherwise."""
         if request.method != "POST":
             raise Refused(Reason.METHOD_NOT_ALLOWED, "use POST", {"Allow": "POST"})
         try:
             body = await self.reader.read(request)
-        except ClientDisconnect:
+        except ClientDisconnected:
             raise Refused(Reason.CLIENT_DISCONNECTED, "the client left mid-body") from None
         except TimeoutError:
             # The unread rest of the body cannot be skipped: close the connection.
@@ -224,24 +246,24 @@ class HttpFunction(ABC, Generic[ReplyT]):
         self.record(reply, seconds)
         return reply
 
-    async def _probe(self, path: str) -> Response:
+    async def _probe(self, path: str) -> Answer:
         if path == "/healthz":
-            return JSONResponse({"status": "alive"})
+            return _ALIVE
         if path == "/metrics":
             metrics = generate_latest(self.runtime.collectors)
-            return Response(metrics, media_type=CONTENT_TYPE_LATEST)
-        if await self.runtime.ready():
-            return JSONResponse({"status": "ready"})
-        return JSONResponse({"status": "not_ready", "error": "nats_or_stream_unavailable"}, 503)
+            return answer(200, metrics, CONTENT_TYPE_LATEST.encode("latin-1"))
+        return _READY if await self.runtime.ready() else _NOT_READY
 
 
-def _method_not_allowed(allow: str) -> Response:
-    return JSONResponse({"error": "method_not_allowed"}, 405, headers={"Allow": allow})
+_METHOD_NOT_ALLOWED = json_answer(405, {"error": "method_not_allowed"}, {"Allow": "GET"})
+_ALIVE = json_answer(200, {"status": "alive"})
+_READY = json_answer(200, {"status": "ready"})
+_NOT_READY = json_answer(503, {"status": "not_ready", "error": "nats_or_stream_unavailable"})
 
 
-async def _read_limited(request: Request, limit: int) -> bytes | None:
+async def _read_limited(request: HttpRequest, limit: int) -> bytes | None:
     """The body, or None as soon as it is known to exceed ``limit`` bytes."""
-    declared = request.headers.get("content-length")
+    declared = request.header("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         return None
     chunks: list[bytes] = []

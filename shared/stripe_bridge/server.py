@@ -22,9 +22,6 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from starlette.requests import Request
-from starlette.types import ASGIApp, Receive, Scope, Send
-
 from . import registry
 from .config import Settings
 from .exitcodes import ExitCode
@@ -52,6 +49,7 @@ HEADER_READ_TIMEOUT_SECONDS = 5.0
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +82,7 @@ class FunctionApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI entry point: HTTP requests and the lifespan (nothing else is served)."""
         if scope["type"] == "http":
-            response = await self.function.handle(Request(scope, receive))
-            await response(scope, receive, send)
+            await self.function(scope, receive, send)
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
 

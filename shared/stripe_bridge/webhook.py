@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from functools import partial
 
 from pydantic import ValidationError
-from starlette.requests import Request
 
 from . import registry
+from .asgi import HttpRequest
 from .config import ConfigError, LogDeliveries, Settings
 from .envelope import AmbiguousBody, MalformedBody, StripeEvent, parse_body
 from .http import BodyReader, HttpFunction, Reply, start
@@ -61,7 +61,7 @@ class WebhookFunction(HttpFunction[Outcome]):
         self.log_successes = settings.log_deliveries is LogDeliveries.ALL
         self.retry_after = {"Retry-After": str(settings.retry_after_seconds)}
 
-    async def respond(self, request: Request, path: str) -> Outcome:
+    async def respond(self, request: HttpRequest, path: str) -> Outcome:
         """One delivery, step by step, counted in flight; a refusal raises Refused."""
         metrics = self.runtime.metrics
         metrics.inflight.inc()
@@ -69,7 +69,7 @@ class WebhookFunction(HttpFunction[Outcome]):
             if path != self.endpoint_path:  # before the method: 404 whatever it is
                 raise Refused(Reason.NOT_FOUND, "Stripe deliveries go to the endpoint URL")
             body = await self.post_body(request)
-            self._verify(request.headers.get(SIGNATURE_HEADER), body)
+            self._verify(request.header(SIGNATURE_HEADER), body)
             event = _parse_event(body)
             if self.serves is not None and event.type not in self.serves:
                 served = ", ".join(sorted(self.serves))

@@ -137,7 +137,7 @@ class RedisServer(ManagedProcess):
 
 
 class FunctionProcess(ManagedProcess):
-    """One bridge function served exactly as the container does (``stripe-bridge serve``)."""
+    """One bridge function served exactly as the container does (``stripe-bridge-serve``)."""
 
     def __init__(
         self,
@@ -154,7 +154,7 @@ class FunctionProcess(ManagedProcess):
         self.source = repo_root / "functions" / function_name / "main.py"
         self.env = {**os.environ, **env, "PORT": str(self.port), "HOST": "127.0.0.1"}
         self.command = command or [
-            sys.executable, "-m", "stripe_bridge.cli", "serve", "--source", str(self.source),
+            sys.executable, "-m", "stripe_bridge.serve", "--source", str(self.source),
         ]  # fmt: skip
 
     @property

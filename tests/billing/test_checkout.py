@@ -44,7 +44,8 @@ def settings_for(api: StripeStandIn, **overrides: Any) -> StripeSettings:
 
 async def client_for(function: BillingEndpoint) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client calling ``function`` in process, as functions-framework would."""
-    app = Starlette(routes=[Route("/{path:path}", function.handle, methods=["GET", "POST", "PUT"])])
+    route = Route("/{path:path}", function.handle_starlette, methods=["GET", "POST", "PUT"])
+    app = Starlette(routes=[route])
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://function"
     ) as client:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pytest
 from pydantic import SecretStr
-from starlette.requests import Request
+from starlette.types import Message
+from stripe_bridge.asgi import HttpRequest
 from stripe_bridge.billing.endpoints import (
     Refusal,
     UsageSettings,
@@ -22,9 +23,15 @@ from stripe_bridge.billing.usage import UsageRecord
 from stripe_bridge.config import ConfigError, load_model
 
 
-def request(authorization: str | None) -> Request:
+async def _no_body() -> Message:
+    raise AssertionError("the bearer check reads no body")
+
+
+def request(authorization: str | None) -> HttpRequest:
     headers = [(b"authorization", authorization.encode())] if authorization else []
-    return Request({"type": "http", "method": "POST", "path": "/", "headers": headers})
+    return HttpRequest(
+        {"type": "http", "method": "POST", "path": "/", "headers": headers}, _no_body
+    )
 
 
 def test_settings_are_the_usage_variables(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -49,6 +49,9 @@ def test_the_smallest_benchmark_measures_everything(tmp_path: Path) -> None:
     assert "the median of 2 interleaved repeats" in result.stdout
     assert set(figures["cold"]) == {"this checkout", "without bytecode (no .pyc)"}
     assert figures["cold"]["this checkout"]["outside"][0] > 0
+    billing = figures["billing_ready"]["this checkout"]
+    assert set(billing) == {"billing_checkout", "billing_entitlements", "billing_usage"}
+    assert all(seconds[0] > 0 for seconds in billing.values())
     phases = dict(figures["breakdowns"]["this checkout"]["phases"])
     assert "GET /readyz: NATS connect + stream lookup" in phases
     assert "cold start, process start -> first acknowledged event" in result.stdout

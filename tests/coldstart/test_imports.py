@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import tomllib
 
 import pytest
 from stripe_bridge import cli
@@ -57,7 +58,10 @@ def test_serve_loads_a_function_without_functions_framework_or_flask() -> None:
         function_app(Path("{REPO_ROOT}/functions/invoice_paid/main.py"))
         heavy = ("functions_framework", "flask", "werkzeug", "jinja2", "gunicorn",
                  # imported on first use, never before the first event (bench/README.md):
-                 "pydantic_settings", "httpx", "cloudevents", "redis")
+                 "pydantic_settings", "httpx", "cloudevents", "redis",
+                 # plain ASGI on the request path (asgi.py); only functions-framework's
+                 # target (``handle``) and the dev server's router use Starlette:
+                 "starlette", "anyio")
         print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in heavy)))
         """,
         env={**os.environ, "STRIPE_WEBHOOK_SECRET": "whsec_test"},
@@ -144,3 +148,70 @@ def test_nats_import_keeps_aiohttp_for_websocket_urls() -> None:
         """
     )
     assert loaded == [True, True]
+
+
+def image_entrypoint() -> tuple[str, list[str]]:
+    """The Containerfile's ENTRYPOINT as ``module:function`` of its console script, and
+    the arguments it passes (pyproject.toml's [project.scripts] names the function)."""
+    containerfile = (REPO_ROOT / "Containerfile").read_text()
+    (line,) = [line for line in containerfile.splitlines() if line.startswith("ENTRYPOINT ")]
+    script, *args = json.loads(line.removeprefix("ENTRYPOINT "))
+    scripts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    return scripts[script], args
+
+
+#: Never in a function's cold start: the command tree and what only commands use.
+NOT_SERVED = (
+    "stripe_bridge.cli",
+    "stripe_bridge.commands",
+    "stripe_bridge.deploy",
+    "stripe_bridge.ops",
+)
+#: Enough configuration for every function to start (none connects before a request).
+FUNCTION_ENV = {
+    "STRIPE_WEBHOOK_SECRET": "whsec_test",
+    "STRIPE_API_KEY": "sk_test_cold",
+    "CHECKOUT_SUCCESS_URL": "https://app.example/done",
+}
+
+
+#: What the billing functions still share with the operations wing: the USAGE stream's
+#: names and spec (billing/usage.py; ``stripe_bridge.ops`` itself is an empty package).
+BILLING_FROM_OPS = ("stripe_bridge.ops", "stripe_bridge.ops.stream")
+
+
+@pytest.mark.parametrize(
+    ("function", "forbidden", "allowed"),
+    [
+        ("invoice_paid", (*NOT_SERVED, "stripe_bridge.billing"), ()),
+        ("stripe_event", (*NOT_SERVED, "stripe_bridge.billing"), ()),
+        ("billing_checkout", NOT_SERVED, BILLING_FROM_OPS),
+        ("billing_entitlements", NOT_SERVED, BILLING_FROM_OPS),
+        ("billing_usage", NOT_SERVED, BILLING_FROM_OPS),
+    ],
+)
+def test_the_image_entrypoint_imports_only_what_a_request_needs(
+    function: str, forbidden: tuple[str, ...], allowed: tuple[str, ...]
+) -> None:
+    # The image's entrypoint runs to the point where uvicorn would serve (its serving loop
+    # replaced, nothing else): everything a request needs is imported by then.
+    target, args = image_entrypoint()
+    source = REPO_ROOT / "functions" / function / "main.py"
+    loaded = fresh_python(
+        f"""
+        import importlib, json, sys
+        import uvicorn
+        uvicorn.Server.run = lambda self, sockets=None: setattr(self, "started", True)
+        module, _, name = {target!r}.partition(":")
+        argv = [*{args!r}, "--source", {str(source)!r}]
+        code = getattr(importlib.import_module(module), name)(argv)
+        ours = sorted(m for m in sys.modules if m.startswith("stripe_bridge"))
+        print(json.dumps([code, ours]))
+        """,
+        env={**os.environ, **FUNCTION_ENV, "PORT": "8080"},
+    )
+    assert isinstance(loaded, list)
+    code, modules = loaded
+    assert code == 0
+    assert "stripe_bridge.server" in modules
+    assert [m for m in modules if m.startswith(forbidden) and m not in allowed] == []

@@ -51,7 +51,7 @@ def test_runs_as_a_non_root_user() -> None:
 
 def test_entrypoint_is_stripe_bridge_serve_in_exec_form() -> None:
     (entrypoint,) = instructions("ENTRYPOINT")
-    assert entrypoint == '["stripe-bridge", "serve"]', "exec form: SIGTERM must reach the server"
+    assert entrypoint == '["stripe-bridge-serve"]', "exec form: SIGTERM must reach the server"
 
 
 def test_port_and_function_defaults() -> None:

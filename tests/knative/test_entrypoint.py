@@ -1,6 +1,6 @@
 """The container entrypoint, started exactly as Knative starts it, stops gracefully.
 
-``stripe-bridge serve`` (the Containerfile's ENTRYPOINT) runs with only environment
+``stripe-bridge-serve`` (the Containerfile's ENTRYPOINT) runs with only environment
 variables, like a Knative revision: PORT, FUNCTION_SOURCE, FUNCTION_TARGET and the
 settings the rendered Service sets. Knative sends SIGTERM when it scales a pod down; a
 webhook still being received must then be stored and answered 200, the NATS connection
@@ -110,7 +110,7 @@ def test_sigterm_finishes_in_flight_webhook_drains_nats_and_pushes_metrics(
         # machine can take longer than the default 2 s grace (tests/test_http.py checks it).
         "STOPPING_BODY_GRACE_SECONDS": "30",
     }
-    entrypoint = [str(Path(sys.executable).parent / "stripe-bridge"), "serve"]
+    entrypoint = [str(Path(sys.executable).parent / "stripe-bridge-serve")]
     fn = FunctionProcess(FUNCTION, env, tmp_path / "fn", REPO_ROOT, command=entrypoint)
     fn.start()
     try:

@@ -27,12 +27,12 @@ from stripe_bridge_events.deadletter import (
     DEAD_LETTER_STREAM,
     REASON_HEADER,
     REDRIVE_SUBJECT_HEADER,
+    REDRIVEN_FROM_HEADER,
     dead_letter,
     redrive_filter,
 )
 
 from ..message import MSG_ID_HEADER
-from ..ops.redrive import REDRIVEN_FROM_HEADER
 from ..ops.stream import USAGE_DLQ_SUBJECT_PREFIX as DEAD_LETTER_SUBJECT_PREFIX
 from ..ops.stream import USAGE_SUBJECT_PREFIX, dead_letter_spec
 

@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, Field, SecretStr, TypeAdapter, ValidationError
-from starlette.requests import Request
 
+from ..asgi import HttpRequest
 from ..config import ConfigError, EnvModel, Settings, load_model
 from ..envelope import MalformedBody, parse_body
 from ..http import HttpFunction, Reply
@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 #: Answers a POST (body within the limit) with (status, JSON body), or raises Refusal.
-Work = Callable[[Request, bytes], Awaitable[tuple[int, Any]]]
+Work = Callable[[HttpRequest, bytes], Awaitable[tuple[int, Any]]]
 #: Checkout and Portal requests are a few fields: a smaller limit than MAX_BODY_BYTES.
 STRIPE_REQUEST_MAX_BYTES = 64 * 1024
 
@@ -164,11 +164,11 @@ def parse(model: type[ModelT], payload: Any) -> ModelT:
         raise Refusal(422, "invalid", _validation_message(exc)) from None
 
 
-def check_bearer(request: Request, token: SecretStr | None) -> None:
+def check_bearer(request: HttpRequest, token: SecretStr | None) -> None:
     """401 unless the request carries ``token`` (when one is configured)."""
     if token is None:
         return
-    sent = request.headers.get("authorization", "")
+    sent = request.header("authorization") or ""
     if not hmac.compare_digest(sent.encode(), f"Bearer {token.get_secret_value()}".encode()):
         raise Refusal(401, "unauthorized", "missing or wrong bearer token")
 
@@ -182,11 +182,11 @@ class BillingEndpoint(HttpFunction[Reply]):
         super().__init__(runtime, max_body_bytes)
         self.work = work
 
-    async def respond(self, request: Request, path: str) -> Reply:
+    async def respond(self, request: HttpRequest, path: str) -> Reply:
         """A POST within the limits (the shell's ``post_body``), answered by ``work``."""
         return await self.answer(request, await self.post_body(request))
 
-    async def answer(self, request: Request, body: bytes) -> Reply:
+    async def answer(self, request: HttpRequest, body: bytes) -> Reply:
         """``work``'s answer, or its refusal."""
         try:
             status, payload = await self.work(request, body)
@@ -230,7 +230,7 @@ def make_usage_function(settings: Settings, usage: UsageSettings | None = None) 
     runtime = BillingRuntime("billing_usage", settings, publisher)
     many = TypeAdapter(list[UsageRecord])
 
-    async def work(request: Request, body: bytes) -> tuple[int, Any]:
+    async def work(request: HttpRequest, body: bytes) -> tuple[int, Any]:
         check_bearer(request, usage.api_token)
         payload = read_json(body)
         if isinstance(payload, list):
@@ -295,7 +295,7 @@ def _stripe_function(
 ) -> BillingEndpoint:
     """A function answering a POST with 200 {id, url} of the session ``create(json)`` made."""
 
-    async def work(_request: Request, payload: bytes) -> tuple[int, Any]:
+    async def work(_request: HttpRequest, payload: bytes) -> tuple[int, Any]:
         try:
             link = await create(read_json(payload))
         except CheckoutError as exc:

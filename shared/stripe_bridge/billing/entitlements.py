@@ -32,7 +32,6 @@ from typing import Any, TypeVar
 from cachetools import LRUCache
 from prometheus_client import Counter
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
-from starlette.requests import Request
 from stripe_bridge_entitlements.cas import Contention
 from stripe_bridge_entitlements.patience import Patience, Unavailable
 from stripe_bridge_entitlements.reservations import (
@@ -43,6 +42,7 @@ from stripe_bridge_entitlements.reservations import (
     reservations_bucket,
 )
 
+from ..asgi import HttpRequest
 from ..config import ConfigError, EnvModel, Settings, load_model
 from ..http import Reply
 from ..jetstream import connect_options, import_nats
@@ -337,7 +337,7 @@ class EntitlementsRuntime(BillingRuntime):
 class EntitlementsFunction(BillingEndpoint):
     """The HTTP shell: GET for the customer view, POST for checks, 404 elsewhere."""
 
-    async def respond(self, request: Request, path: str) -> Reply:
+    async def respond(self, request: HttpRequest, path: str) -> Reply:
         """The customer view takes GET; everything else follows the shell's POST rules
         (405, 413), then ``work`` answers 404 off ``/v1/check``."""
         if CUSTOMER_PATH.fullmatch(path):
@@ -362,14 +362,14 @@ def make_entitlements_function(
     logic = Entitlements(config, settings, own)
     runtime = EntitlementsRuntime(logic, settings)
 
-    async def work(request: Request, body: bytes) -> tuple[int, Any]:
-        match = CUSTOMER_PATH.fullmatch(request.url.path.rstrip("/"))
+    async def work(request: HttpRequest, body: bytes) -> tuple[int, Any]:
+        match = CUSTOMER_PATH.fullmatch(request.path.rstrip("/"))
         if match is not None:
             try:
                 return 200, await logic.view(match[1])
             except NatsUnavailable:
                 raise Refusal(503, "nats_unavailable", "NATS unavailable", 1) from None
-        path = request.url.path.rstrip("/")
+        path = request.path.rstrip("/")
         if path == RELEASE_PATH:
             release = parse(ReleaseRequest, read_json(body))
             try:

@@ -32,19 +32,25 @@ def function_module(function_name: str) -> str:
 {GENERATED_NOTE}
 Serve it only as the image does, which drains NATS and pushes the final metrics on
 SIGTERM (functions-framework would skip both):
-    FUNCTION_SOURCE=<this file> stripe-bridge serve
+    FUNCTION_SOURCE=<this file> stripe-bridge-serve
 """
 
-from starlette.requests import Request
-from starlette.responses import Response
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from stripe_bridge.webhook import make_function
+
+if TYPE_CHECKING:  # the image serves `function` without Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
 
 function = make_function("{function_name}")
 
 
 async def handle(request: Request) -> Response:
-    """The functions-framework target; `stripe-bridge serve` runs `function` itself."""
-    return await function.handle(request)
+    """The functions-framework target; `stripe-bridge-serve` runs `function` itself."""
+    return await function.handle_starlette(request)
 '''
 
 
@@ -54,20 +60,26 @@ def billing_function_module(function: BillingFunction) -> str:
 
 Generated from stripe_bridge.billing.catalog by `stripe-bridge generate`; do not edit.
 Serve it only as the image does, which drains NATS and pushes the final metrics on
-SIGTERM (functions-framework would skip both): stripe-bridge serve --source <this file>
+SIGTERM (functions-framework would skip both): stripe-bridge-serve --source <this file>
 """
 
-from starlette.requests import Request
-from starlette.responses import Response
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from stripe_bridge.billing.{function.module} import {function.factory}
 from stripe_bridge.http import start
+
+if TYPE_CHECKING:  # the image serves `function` without Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
 
 function = start("{function.name}", {function.factory})
 
 
 async def handle(request: Request) -> Response:
-    """The functions-framework target; `stripe-bridge serve` runs `function` itself."""
-    return await function.handle(request)
+    """The functions-framework target; `stripe-bridge-serve` runs `function` itself."""
+    return await function.handle_starlette(request)
 '''
 
 

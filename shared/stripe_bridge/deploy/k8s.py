@@ -160,7 +160,7 @@ def pod_security() -> dict[str, Any]:
 def command_container(
     profile: Profile, name: str, args: list[str], env: list[Any], image: str | None
 ) -> Any:
-    # The image's ENTRYPOINT is `stripe-bridge serve`; consumers run other subcommands.
+    # The image's ENTRYPOINT is `stripe-bridge-serve`; consumers run `stripe-bridge` commands.
     return {
         "name": name,
         "image": image or profile.image,

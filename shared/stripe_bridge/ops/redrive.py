@@ -21,6 +21,7 @@ from stripe_bridge_events.deadletter import (
     DEAD_LETTER_STREAM,
     REASON_HEADER,
     REDRIVE_SUBJECT_HEADER,
+    REDRIVEN_FROM_HEADER,
     SOURCE_HEADER,
 )
 
@@ -30,8 +31,6 @@ from .stream import USAGE_DLQ, USAGE_DLQ_SUBJECT_PREFIX, USAGE_SUBJECT_PREFIX
 
 #: Headers that describe the dead letter, not the message: dropped when redriven.
 _DEAD_LETTER_HEADERS = (REASON_HEADER, SOURCE_HEADER, REDRIVE_SUBJECT_HEADER, MSG_ID_HEADER)
-#: On redriven messages: ``<dead-letter stream>:<seq>`` they came from.
-REDRIVEN_FROM_HEADER = "Stripe-Bridge-Redriven-From"
 
 
 @dataclass(frozen=True)
