@@ -9,6 +9,11 @@ import pytest
 from stripe_bridge.logsetup import LogFormat, configure_logging
 
 
+#: A logger of these tests' own: tests before them in the same worker set levels on
+#: ``stripe_bridge``'s loggers, which would hide an INFO line of a child.
+LOGGER = "logsetup_test"
+
+
 @pytest.fixture(autouse=True)
 def restored(monkeypatch: pytest.MonkeyPatch) -> None:
     """The root logger and logging's flags as they were, after each test."""
@@ -27,7 +32,7 @@ def configure(level: str, log_format: LogFormat = LogFormat.TEXT) -> None:
 
 def test_json_is_one_object_per_line(capsys: pytest.CaptureFixture[str]) -> None:
     configure("WARNING", LogFormat.JSON)
-    log = logging.getLogger("stripe_bridge.test")
+    log = logging.getLogger(LOGGER)
     log.info("below the level")
     log.warning("published seq=%d", 7)
     try:
@@ -40,7 +45,7 @@ def test_json_is_one_object_per_line(capsys: pytest.CaptureFixture[str]) -> None
     assert set(first) == {"time", "level", "logger", "message"}
     assert (first["level"], first["logger"], first["message"]) == (
         "WARNING",
-        "stripe_bridge.test",
+        LOGGER,
         "published seq=7",
     )
     assert "ValueError: boom" in second["exception"]
@@ -48,9 +53,9 @@ def test_json_is_one_object_per_line(capsys: pytest.CaptureFixture[str]) -> None
 
 def test_text_is_time_level_logger_message(capsys: pytest.CaptureFixture[str]) -> None:
     configure("INFO")
-    logging.getLogger("stripe_bridge.test").info("stored id=%s", "evt_1")
+    logging.getLogger(LOGGER).info("stored id=%s", "evt_1")
     (line,) = capsys.readouterr().err.splitlines()
-    assert line.endswith(" INFO stripe_bridge.test stored id=evt_1")
+    assert line.endswith(" INFO logsetup_test stored id=evt_1")
 
 
 def test_records_skip_the_caller_thread_and_process() -> None:

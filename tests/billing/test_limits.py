@@ -4,10 +4,12 @@ checks racing for the last unit, and the entitlements function with NATS up and 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import re
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -192,16 +194,34 @@ async def _make_pro(url: str, customer: str) -> None:
 
 
 async def test_two_records_racing_on_one_count_are_both_added(
-    nats_server: NatsServer, lost_writes: list[str]
+    nats_server: NatsServer, lost_writes: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from stripe_bridge_entitlements import cas
+
     import nats
 
+    # Record 2's write waits for record 1's: whichever lands first is otherwise up to the
+    # event loop, and a count that holds seq 2 rightly skips seq 1 (one ordered reader).
+    first_written = asyncio.Event()
+    write = cas.write
+
+    async def in_stream_order(kv: Any, key: str, value: bytes, revision: int | None) -> bool:
+        seq = json.loads(value)["last_seq"]
+        if seq == 2:
+            await first_written.wait()
+        try:
+            return await write(kv, key, value, revision)
+        finally:
+            if seq == 1:
+                first_written.set()
+
+    monkeypatch.setattr(cas, "write", in_stream_order)
     nc = await nats.connect(nats_server.url)
     try:
         kv = (await usage_buckets(nc.jetstream()))[Window.MONTH]
         key = count_key("cus_race", "tokens", Window.MONTH, NOW)
         # Both read the absent count before either writes: the second write loses, is
-        # read again and adds on top of the first (in stream order: seq 1 wins).
+        # read again and adds on top of the first.
         added = await asyncio.gather(
             apply_record(kv, key, 1, 2.0, "r1"), apply_record(kv, key, 2, 3.0, "r2")
         )
