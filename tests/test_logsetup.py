@@ -8,7 +8,6 @@ import logging
 import pytest
 from stripe_bridge.logsetup import LogFormat, configure_logging
 
-
 #: A logger of these tests' own: tests before them in the same worker set levels on
 #: ``stripe_bridge``'s loggers, which would hide an INFO line of a child.
 LOGGER = "logsetup_test"
