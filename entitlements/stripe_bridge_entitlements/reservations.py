@@ -306,9 +306,9 @@ async def limits_bucket(js: Any, replicas: int = 1) -> Any:
         return await js.create_key_value(config)
 
 
-async def publish_tier_file(js: Any, tier_file: bytes) -> None:
+async def publish_tier_file(js: Any, tier_file: bytes, replicas: int = 1) -> None:
     """Put the tier file (JSON) where clients watch it, unless it is there already."""
-    kv = await limits_bucket(js)
+    kv = await limits_bucket(js, replicas)
     entry = await cas.read(kv, TIER_FILE_KEY)
     if entry.value != tier_file:
         await kv.put(TIER_FILE_KEY, tier_file)

@@ -10,13 +10,14 @@ from typing import Any
 
 import pytest
 from stripe_bridge.billing.projector import TierProjector, project, read_state, tiers_bucket
-from stripe_bridge.billing.tiers import apply
+from stripe_bridge.billing.tiers import TierConfig, apply
 from stripe_bridge.cli import main
 from stripe_bridge.config import Settings
 from stripe_bridge.envelope import StripeEvent
 from stripe_bridge.jetstream import connect_options
 from stripe_bridge.message import build_message
 from stripe_bridge.ops.natsserver import NatsServer
+from stripe_bridge_entitlements.reservations import LIMITS_BUCKET, TIER_FILE_KEY
 from stripe_bridge_testing.waiting import wait_until, wait_until_async
 
 from .conftest import ConsumerProcess
@@ -102,6 +103,23 @@ async def test_shuffled_duplicated_deliveries_end_in_the_newest_state(
         for t in ("customer.subscription.updated", "customer.subscription.created")
     )
     assert updated >= 1
+
+
+async def test_opening_publishes_the_tier_file_for_in_process_clients(
+    nats_server: NatsServer,
+) -> None:
+    """project-tiers never scales to zero: clients find the limits without waiting for the
+    entitlements function's first request (docs/entitlements.md)."""
+    import nats
+
+    nc = await nats.connect(nats_server.url)
+    try:
+        await TierProjector(nc, CONFIG).open()
+        limits = await nc.jetstream().key_value(LIMITS_BUCKET)
+        published = (await limits.get(TIER_FILE_KEY)).value or b""
+    finally:
+        await nc.close()
+    assert TierConfig.model_validate_json(published) == CONFIG
 
 
 async def test_concurrent_writers_compare_and_set(nats_server: NatsServer) -> None:

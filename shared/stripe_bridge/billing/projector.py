@@ -7,6 +7,7 @@ from typing import Any, Unpack
 
 from prometheus_client import CollectorRegistry, Counter
 from stripe_bridge_entitlements import cas
+from stripe_bridge_entitlements.reservations import publish_tier_file
 
 from ..envelope import StripeEvent
 from .stripe_consumer import ConsumerMetrics, ConsumerOptions, StripeConsumer, key_value
@@ -91,8 +92,15 @@ class TierProjector(StripeConsumer[Update, ProjectorMetrics]):
         self.config = config
 
     async def open(self) -> None:
-        """Open (or create) the tiers bucket."""
+        """Open (or create) the tiers bucket and publish the tier file to ``BILLING_LIMITS``.
+
+        project-tiers never scales to zero, so in-process entitlements clients find the
+        limits from the start, not only after the entitlements function's first request.
+        """
         self.kv = await tiers_bucket(self.js, self.bucket_replicas)
+        await publish_tier_file(
+            self.js, self.config.model_dump_json().encode(), self.bucket_replicas
+        )
 
     def item_for(self, event: StripeEvent) -> tuple[str, Update] | None:
         """The update of a projected event; events saying nothing are counted as ignored."""
