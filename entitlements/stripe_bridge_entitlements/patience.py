@@ -46,7 +46,9 @@ class Patience:
         delay = 0.05
         while True:
             try:
-                result = await asyncio.wait_for(attempt(), self.attempt_timeout)
+                # asyncio.timeout, not wait_for: no task per attempt (reserve's hot path).
+                async with asyncio.timeout(self.attempt_timeout):
+                    result = await attempt()
             except kinds as exc:
                 now = time.monotonic()
                 if self.trouble_since is None:
