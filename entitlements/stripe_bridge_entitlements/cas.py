@@ -94,8 +94,12 @@ async def update(
 
     ``known``: the entry and the ``alongside`` result the caller holds already (a watch's
     copy): the first attempt decides by them without reading; a stale copy only costs the
-    lost write. ``stored`` is told the entry written (value and new revision)."""
-    for attempt in range(attempts):
+    lost write. Deciding to write nothing is not checked by the server, so that decision
+    is made again on what a read finds (a stale copy must not refuse what KV allows).
+    ``stored`` is told the entry written (value and new revision)."""
+    # A guess costs no attempt of the caller's.
+    for attempt in range(attempts + (known is not None)):
+        guessed = known is not None
         if known is not None:
             (entry, other), known = known, None
         elif alongside is None:
@@ -104,6 +108,8 @@ async def update(
             entry, other = await asyncio.gather(read(kv, key), alongside())
         value, result = await step(entry, other)
         if value is None:
+            if guessed:
+                continue
             return result
         revision = await write_at(kv, key, value, entry.revision)
         if revision is not None:

@@ -335,15 +335,22 @@ class EntitlementsClient:
     async def _recover(self) -> None:
         """After a reconnect: watch everything again (a restarted server lost the watches'
         consumers, which nats-py notices only after missed heartbeats, ~20 s) and only
-        then report memory current again."""
-        try:
-            for watch in self._watches:
-                await _stop(watch)
-            await asyncio.gather(*(self._follow(watch) for watch in self._watches))
-        except Exception:  # still stale, and says so; the next reconnect tries again
+        then report memory current again. Until that works, again with backoff: the
+        server reconnected to may have no JetStream quorum yet, and no further reconnect
+        need come (the client stayed stale for good, answering by ``when_unavailable``)."""
+        delay = 0.1
+        while not self.nc.is_closed:
+            try:
+                for watch in self._watches:
+                    await _stop(watch)
+                await asyncio.gather(*(self._follow(watch) for watch in self._watches))
+            except Exception:  # still stale, and says so
+                await asyncio.sleep(delay)  # backoff, not synchronisation
+                delay = min(delay * 2, 2.0)
+                continue
+            if self.nc.is_connected:
+                self._lost_at = None
             return
-        if self.nc.is_connected:
-            self._lost_at = None
 
     def _window_start(self, window: Window) -> int:
         """Window starts, recomputed once a second (checks must stay microseconds)."""
@@ -439,7 +446,11 @@ class EntitlementsClient:
         ledger = self._reservations()
         cached = self._cached(customer, meter, key)
         try:
-            if self.staleness > self.unavailable_after:  # lost long ago: no second wait
+            if self.staleness > self.unavailable_after and not self.nc.is_connected:
+                # Lost long ago: no second wait. Still a suspension point, so that a
+                # caller's loop of reservations cannot starve the reconnect. (Connected but
+                # still watching again: KV answers, so ask it.)
+                await asyncio.sleep(0)
                 raise Unavailable("disconnected")
             standing = await self.patience.run(
                 lambda: ledger.reserve(
