@@ -223,10 +223,15 @@ class Reservations:
         self, count_kv: Any, key: str, limit: float | None, quantity: float
     ) -> Standing:
         """The decision on ``quantity`` without holding anything (two reads, together)."""
+        count, ledger = await self.position(count_kv, key)
+        return decide(limit, quantity, count, ledger, time.time())
+
+    async def position(self, count_kv: Any, key: str) -> tuple[CountView, Ledger]:
+        """The count and the ledger of ``key``, read together."""
         count, entry = await asyncio.gather(
             read_count(count_kv, key), cas.read(self.kv, ledger_key(key))
         )
-        return decide(limit, quantity, count, _ledger(entry), time.time())
+        return count, _ledger(entry)
 
     async def reserve(
         self,
