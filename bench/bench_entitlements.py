@@ -163,7 +163,6 @@ async def run(
     await publish_tier_file(js, ROOMY.model_dump_json().encode())
     client = await EntitlementsClient.connect(url, reservation_ttl=3600)
     function.start()  # after the tier file: it publishes its own, the same
-    connections = [await HttpConnection.open(function.port) for _ in range(CONCURRENCY)]
     try:
         await client.serve("cus_bench")
         await client.serve("cus_prop")
@@ -223,23 +222,27 @@ async def run(
 
             return post
 
-        async def function_16() -> dict[str, Any]:
-            posts = [poster(c) for c in connections]
-            return await concurrently(f"function /v1/check x{CONCURRENCY}", ops, posts)
+        async def function_16(name: str = f"function /v1/check x{CONCURRENCY}") -> dict[str, Any]:
+            # Connected for each phase: the server closes keep-alive connections idle for
+            # 5 s (uvicorn), as long as the other rows can take.
+            connections = [await HttpConnection.open(function.port) for _ in range(CONCURRENCY)]
+            try:
+                return await concurrently(name, ops, [poster(c) for c in connections])
+            finally:
+                for connection in connections:
+                    connection.close()
 
         rows: list[Callable[[], Awaitable[dict[str, Any]]]] = [get_phase, check_phase]
         rows += [update_phase, reserve_phase, propagation_phase, raw_get_16, function_16]
         rows += [held_reserve(n) for n in held]
         checks(client, min(count, 10_000))  # warm-up
-        await concurrently("warm-up", CONCURRENCY * 4, [poster(c) for c in connections])
+        await function_16("warm-up")
         results = []
         for repeat in range(repeats):
             for row in rows[repeat % len(rows) :] + rows[: repeat % len(rows)]:
                 results.append(await row() | {"repeat": repeat})
         return results
     finally:
-        for connection in connections:
-            connection.close()
         function.stop()
         await client.close()
         await nc.close()
