@@ -40,6 +40,15 @@ def _logic(url: str, config: TierConfig = ROOMY, ttl: float = 300) -> Entitlemen
     return Entitlements(config, Settings(nats_url=url), own)
 
 
+def _day() -> int:
+    """Today's day window start (the count key's last token)."""
+    from datetime import UTC, datetime
+
+    from stripe_bridge_entitlements.windows import window_start
+
+    return window_start(Window.DAY, datetime.now(UTC))
+
+
 def _reserve(customer: str, quantity: float = 1, rid: str | None = None) -> CheckRequest:
     return CheckRequest(
         customer=customer, meter="api_calls", quantity=quantity, reserve=True, reservation_id=rid
@@ -134,6 +143,19 @@ async def test_16_racing_reservers_never_over_grant(nats_server: NatsServer) -> 
     granted = sum(a["allowed"] for a in answers)
     assert granted == 13  # 13 * 3 = 39 of 40: exactly as many as fit, no more, no fewer
     assert (standing["reserved"], standing["remaining"]) == (39, 1)
+    # A new id's own key is written beside the ledger's compare-and-set; a racer that lost
+    # it and was then refused takes its key back: one key per reservation granted.
+    import nats
+
+    nc = await nats.connect(nats_server.url)
+    try:
+        kv = await reservations_bucket(nc.jetstream())
+        holds = [k for k in await kv.keys() if k.startswith("H.cus_race.")]
+    finally:
+        await nc.close()
+    assert sorted(holds) == sorted(
+        f"H.cus_race.api_calls.{_day()}.{a['reservation_id']}" for a in answers if a["allowed"]
+    )
 
 
 async def test_expired_and_released_reservations_free_their_units(
