@@ -271,11 +271,14 @@ class HttpConnection:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         return cls(reader, writer)
 
-    async def post(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-        """POST ``body`` to ``/``; return status and response body."""
+    async def post(
+        self, body: bytes, headers: dict[str, str], path: str = "/"
+    ) -> tuple[int, bytes]:
+        """POST ``body`` to ``path``; return status and response body."""
         head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         self.writer.write(
-            b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"POST {path} HTTP/1.1\r\n".encode()
+            + b"Host: 127.0.0.1\r\nContent-Type: application/json\r\n"
             + f"{head}Content-Length: {len(body)}\r\n\r\n".encode()
             + body
         )

@@ -1,7 +1,7 @@
 """Benchmark the in-process entitlements client beside raw nats-py KV calls, in one run.
 
-Run: ``.venv/bin/python bench/bench_entitlements.py [--repeats R] [--checks N] [--ops N]
-[--held 0,1000,10000] [--json P]``.
+Run from the repository root: ``.venv/bin/python -m bench.bench_entitlements [--repeats R]
+[--checks N] [--ops N] [--held 0,1000,10000] [--json P]``.
 
 On loopback only it starts its own nats-server, creates the buckets the bridge creates and
 publishes a tier file (the free tier with a limit too high to reach), then measures, in
@@ -15,7 +15,10 @@ than the repeat before):
 * ``client.reserve``: ``EntitlementsClient.reserve``, one at a time (reads the count and
   the ledger, writes the ledger and the reservation's own key);
 * ``propagation``: a count written with ``kv.put`` until ``client.check`` sees it;
-* ``reserve, N held``: ``client.reserve`` on a customer already holding N reservations.
+* ``reserve, N held``: ``client.reserve`` on a customer already holding N reservations;
+* ``raw kv.get x16`` and ``function /v1/check x16``: 16 concurrent raw gets beside 16
+  keep-alive connections POSTing non-reserving checks to the ``billing_entitlements``
+  function, served as the container serves it (its own process, the same tier file).
 
 Every figure printed is the median of the repeats with its lowest and highest. Every loop
 is bounded; everything it started stops at the end. Figures are printed, never asserted.
@@ -43,12 +46,19 @@ from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge_entitlements.client import EntitlementsClient
 from stripe_bridge_entitlements.reservations import publish_tier_file, reservations_bucket
 from stripe_bridge_entitlements.windows import Window
+from stripe_bridge_testing.processes import FunctionProcess
+
+from bench.bench_bridge import HttpConnection
 
 #: The free tier with limits no run reaches: every reservation is granted and held.
 ROOMY = TierConfig.model_validate(
     DEFAULT_TIERS.model_dump() | {"tiers": [{"name": "free", "limits": {"api_calls": 10**12}}]}
 )
 LIMIT = 10**12
+#: Concurrent requests of the function's row and its raw baseline (issue #19's target: the
+#: function at >= 0.5x raw kv.get's rate, p99 < 10 ms).
+CONCURRENCY = 16
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def figures(name: str, latencies: list[float], elapsed: float, unit: float) -> dict[str, Any]:
@@ -72,6 +82,26 @@ async def timed(name: str, count: int, one: Callable[[int], Awaitable[Any]]) -> 
         t = time.perf_counter()
         await one(i)
         latencies.append(time.perf_counter() - t)
+    return figures(name, latencies, time.perf_counter() - started, 1e-3)
+
+
+async def concurrently(
+    name: str, count: int, workers: list[Callable[[], Awaitable[Any]]]
+) -> dict[str, Any]:
+    """``count`` calls shared by ``workers`` running at once (each one its own connection
+    or caller), in milliseconds."""
+    latencies: list[float] = []
+    left = [count]
+
+    async def work(one: Callable[[], Awaitable[Any]]) -> None:
+        while left[0] > 0:
+            left[0] -= 1
+            t = time.perf_counter()
+            await one()
+            latencies.append(time.perf_counter() - t)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(work(one) for one in workers))
     return figures(name, latencies, time.perf_counter() - started, 1e-3)
 
 
@@ -119,7 +149,7 @@ async def hold(client: EntitlementsClient, customer: str, count: int) -> None:
 
 
 async def run(
-    url: str, repeats: int, count: int, ops: int, held: list[int]
+    url: str, repeats: int, count: int, ops: int, held: list[int], function: FunctionProcess
 ) -> list[dict[str, Any]]:
     """Every row ``repeats`` times, interleaved; one dict per row and repeat."""
     import nats
@@ -132,6 +162,7 @@ async def run(
     await reservations_bucket(js)
     await publish_tier_file(js, ROOMY.model_dump_json().encode())
     client = await EntitlementsClient.connect(url, reservation_ttl=3600)
+    function.start()  # after the tier file: it publishes its own, the same
     try:
         await client.serve("cus_bench")
         await client.serve("cus_prop")
@@ -177,16 +208,42 @@ async def run(
         async def propagation_phase() -> dict[str, Any]:
             return await propagation(counts, client, max(20, ops // 5))
 
+        async def raw_get_16() -> dict[str, Any]:
+            gets = [lambda: counts.get(key)] * CONCURRENCY
+            return await concurrently(f"raw kv.get x{CONCURRENCY}", ops, gets)
+
+        check = json.dumps({"customer": "cus_bench", "meter": "api_calls"}).encode()
+
+        def poster(connection: HttpConnection) -> Callable[[], Awaitable[None]]:
+            async def post() -> None:
+                status, answer = await connection.post(check, {}, "/v1/check")
+                if status != 200 or b'"allowed":true' not in answer.replace(b" ", b""):
+                    raise RuntimeError(f"/v1/check: HTTP {status} {answer[:200]!r}")
+
+            return post
+
+        async def function_16(name: str = f"function /v1/check x{CONCURRENCY}") -> dict[str, Any]:
+            # Connected for each phase: the server closes keep-alive connections idle for
+            # 5 s (uvicorn), as long as the other rows can take.
+            connections = [await HttpConnection.open(function.port) for _ in range(CONCURRENCY)]
+            try:
+                return await concurrently(name, ops, [poster(c) for c in connections])
+            finally:
+                for connection in connections:
+                    connection.close()
+
         rows: list[Callable[[], Awaitable[dict[str, Any]]]] = [get_phase, check_phase]
-        rows += [update_phase, reserve_phase, propagation_phase]
+        rows += [update_phase, reserve_phase, propagation_phase, raw_get_16, function_16]
         rows += [held_reserve(n) for n in held]
         checks(client, min(count, 10_000))  # warm-up
+        await function_16("warm-up")
         results = []
         for repeat in range(repeats):
             for row in rows[repeat % len(rows) :] + rows[: repeat % len(rows)]:
                 results.append(await row() | {"repeat": repeat})
         return results
     finally:
+        function.stop()
         await client.close()
         await nc.close()
 
@@ -217,7 +274,11 @@ def main() -> int:
     args = parser.parse_args()
     held = [int(n) for n in args.held.split(",") if n]
     with tempfile.TemporaryDirectory() as tmp, NatsServer(Path(tmp) / "nats") as server:
-        results = asyncio.run(run(server.url, args.repeats, args.checks, args.ops, held))
+        tiers = Path(tmp) / "tiers.json"
+        tiers.write_text(ROOMY.model_dump_json())
+        env = {"NATS_URL": server.url, "ENTITLEMENTS_TIERS_FILE": str(tiers)}
+        function = FunctionProcess("billing_entitlements", env, Path(tmp), REPO_ROOT)
+        results = asyncio.run(run(server.url, args.repeats, args.checks, args.ops, held, function))
     rows = summary(results)
     print(f"median [lowest-highest] of {args.repeats} interleaved repeats, one process:")
     for row in rows:

@@ -110,19 +110,20 @@ def pushgateway(tmp_path: Path) -> Iterator[PushgatewayServer]:
 @pytest.fixture
 def lost_writes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Keys whose compare-and-set write nats-server refused, in order: the real
-    ``cas.write``, watched, so that a test of racing writers can show they raced."""
+    ``cas.write_at`` (which ``cas.write`` and ``cas.update`` call), watched, so that a test
+    of racing writers can show they raced."""
     from stripe_bridge_entitlements import cas
 
-    write = cas.write
+    write_at = cas.write_at
     lost: list[str] = []
 
-    async def watched(kv: Any, key: str, value: bytes, revision: int | None) -> bool:
-        if not await write(kv, key, value, revision):
+    async def watched(kv: Any, key: str, value: bytes, revision: int | None) -> int | None:
+        written = await write_at(kv, key, value, revision)
+        if written is None:
             lost.append(key)
-            return False
-        return True
+        return written
 
-    monkeypatch.setattr(cas, "write", watched)
+    monkeypatch.setattr(cas, "write_at", watched)
     return lost
 
 

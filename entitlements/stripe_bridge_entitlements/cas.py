@@ -47,16 +47,19 @@ async def read(kv: Any, key: str) -> Entry:
 
 async def write(kv: Any, key: str, value: bytes, revision: int | None) -> bool:
     """Write ``value`` if the key is still at ``revision`` (None: still absent)."""
+    return await write_at(kv, key, value, revision) is not None
+
+
+async def write_at(kv: Any, key: str, value: bytes, revision: int | None) -> int | None:
+    """``write``, answering the key's new revision (None: another writer came first)."""
     from nats.js.errors import KeyWrongLastSequenceError
 
     try:
         if revision is None:
-            await kv.create(key, value)
-        else:
-            await kv.update(key, value, last=revision)
+            return int(await kv.create(key, value))
+        return int(await kv.update(key, value, last=revision))
     except KeyWrongLastSequenceError:
-        return False
-    return True
+        return None
 
 
 async def claim(kv: Any, key: str) -> bytes | None:
@@ -86,18 +89,37 @@ async def update(
     attempts: int = CAS_ATTEMPTS,
     alongside: Callable[[], Awaitable[Any]] | None = None,
     on_conflict: Callable[[], object] | None = None,
+    known: tuple[Entry, Any] | None = None,
+    stored: Callable[[Entry], None] | None = None,
 ) -> R:
     """Read ``key`` (and ``alongside()``, concurrently: what ``step`` decides by besides the
     entry), let ``step`` decide, write by compare-and-set; again if someone else wrote
     first, calling ``on_conflict`` (a metric) for each lost write. Raises Contention after
-    ``attempts`` lost writes."""
-    for attempt in range(attempts):
-        if alongside is None:
+    ``attempts`` lost writes.
+
+    ``known``: the entry and the ``alongside`` result the caller holds already (a watch's
+    copy): the first attempt decides by them without reading; a stale copy only costs the
+    lost write. Deciding to write nothing is not checked by the server, so that decision
+    is made again on what a read finds (a stale copy must not refuse what KV allows).
+    ``stored`` is told the entry written (value and new revision)."""
+    # A guess costs no attempt of the caller's.
+    for attempt in range(attempts + (known is not None)):
+        guessed = known is not None
+        if known is not None:
+            (entry, other), known = known, None
+        elif alongside is None:
             entry, other = await read(kv, key), None
         else:
             entry, other = await asyncio.gather(read(kv, key), alongside())
         value, result = await step(entry, other)
-        if value is None or await write(kv, key, value, entry.revision):
+        if value is None:
+            if guessed:
+                continue
+            return result
+        revision = await write_at(kv, key, value, entry.revision)
+        if revision is not None:
+            if stored is not None:
+                stored(Entry(value, revision))
             return result
         if on_conflict is not None:
             on_conflict()

@@ -33,9 +33,11 @@ from .reservations import (
     LIMITS_BUCKET,
     RESERVATIONS_BUCKET,
     TIER_FILE_KEY,
+    Cached,
     CountView,
     Ledger,
     Reservations,
+    ledger_key,
     remaining,
 )
 from .windows import Window, window_start
@@ -137,6 +139,9 @@ class _Customer:
     #: meter -> (window start, entry): the newest window's entry only.
     counts: dict[str, tuple[int, CountView]] = field(default_factory=dict)
     ledgers: dict[str, tuple[int, Ledger]] = field(default_factory=dict)
+    #: ledger key -> the newest entry as stored (value, revision): what ``reserve`` writes
+    #: at without reading first.
+    ledger_entries: dict[str, cas.Entry] = field(default_factory=dict)
     #: meter -> (valid until, remaining, tier name): what checks answer by until the next
     #: update, expiry slot or second (cleared on every update of this customer).
     remaining: dict[str, tuple[float, float, str]] = field(default_factory=dict)
@@ -150,7 +155,7 @@ class _Watch:
 
     kv: Any
     keys: str
-    apply: Callable[[str, bytes | None], None]
+    apply: Callable[[str, bytes | None, int], None]
     watcher: Any = None
     task: asyncio.Task[None] | None = None
 
@@ -172,6 +177,14 @@ def _newest(table: dict[str, tuple[int, Any]], meter: str, key: str, value: Any)
     start = _start(key)
     if held is None or start >= held[0]:
         table[meter] = (start, value)
+
+
+def _store(state: _Customer, key: str, entry: cas.Entry) -> None:
+    """Keep ``entry`` of ledger ``key`` unless memory holds a newer revision (a reservation's
+    own write can arrive before the watch delivers an older one)."""
+    held = state.ledger_entries.get(key)
+    if held is None or (entry.revision or 0) > (held.revision or 0):
+        state.ledger_entries[key] = entry
 
 
 def _start(key: str) -> int:
@@ -259,7 +272,7 @@ class EntitlementsClient:
         if self.tier_file is None and LIMITS_BUCKET in self._buckets:
             await self._watch(self._buckets[LIMITS_BUCKET], TIER_FILE_KEY, self._tier_file)
 
-    def _tier_file(self, _key: str, value: bytes | None) -> None:
+    def _tier_file(self, _key: str, value: bytes | None, _revision: int) -> None:
         if value is not None:
             self.tier_file = TierFile.model_validate_json(value)
             for state in self._customers.values():
@@ -273,20 +286,21 @@ class EntitlementsClient:
         state = self._customers[customer] = _Customer()
         token = customer_token(customer)
 
-        def tier(_key: str, value: bytes | None) -> None:
+        def tier(_key: str, value: bytes | None, _revision: int) -> None:
             state.tier = None if value is None else str(json.loads(value)["tier"])
             state.remaining.clear()
             state.tier_changed.set()
             state.tier_changed = asyncio.Event()
 
-        def count(key: str, value: bytes | None) -> None:
+        def count(key: str, value: bytes | None, _revision: int) -> None:
             view = _NO_COUNT if value is None else CountView.model_validate_json(value)
             _newest(state.counts, key.split(".")[1], key, view)
             state.remaining.clear()
 
-        def ledger(key: str, value: bytes | None) -> None:
+        def ledger(key: str, value: bytes | None, revision: int) -> None:
             view = _NO_LEDGER if value is None else Ledger.model_validate_json(value)
             _newest(state.ledgers, key.split(".")[2], key, view)
+            _store(state, key, cas.Entry(value, revision))
             state.remaining.clear()
 
         if TIERS_BUCKET in self._buckets:
@@ -297,7 +311,9 @@ class EntitlementsClient:
         if RESERVATIONS_BUCKET in self._buckets:
             await self._watch(self._buckets[RESERVATIONS_BUCKET], f"L.{token}.>", ledger)
 
-    async def _watch(self, kv: Any, keys: str, apply: Callable[[str, bytes | None], None]) -> None:
+    async def _watch(
+        self, kv: Any, keys: str, apply: Callable[[str, bytes | None, int], None]
+    ) -> None:
         """Apply every entry under ``keys`` now and as it changes; return once caught up."""
         watch = _Watch(kv, keys, apply)
         self._watches.append(watch)
@@ -314,7 +330,7 @@ class EntitlementsClient:
                     caught_up.set()
                     continue
                 deleted = entry.operation in ("DEL", "PURGE")
-                watch.apply(entry.key, None if deleted else entry.value)
+                watch.apply(entry.key, None if deleted else entry.value, entry.revision)
                 self.metrics.updates += 1
 
         watch.watcher, watch.task = watcher, asyncio.create_task(follow())
@@ -323,15 +339,22 @@ class EntitlementsClient:
     async def _recover(self) -> None:
         """After a reconnect: watch everything again (a restarted server lost the watches'
         consumers, which nats-py notices only after missed heartbeats, ~20 s) and only
-        then report memory current again."""
-        try:
-            for watch in self._watches:
-                await _stop(watch)
-            await asyncio.gather(*(self._follow(watch) for watch in self._watches))
-        except Exception:  # still stale, and says so; the next reconnect tries again
+        then report memory current again. Until that works, again with backoff: the
+        server reconnected to may have no JetStream quorum yet, and no further reconnect
+        need come (the client stayed stale for good, answering by ``when_unavailable``)."""
+        delay = 0.1
+        while not self.nc.is_closed:
+            try:
+                for watch in self._watches:
+                    await _stop(watch)
+                await asyncio.gather(*(self._follow(watch) for watch in self._watches))
+            except Exception:  # still stale, and says so
+                await asyncio.sleep(delay)  # backoff, not synchronisation
+                delay = min(delay * 2, 2.0)
+                continue
+            if self.nc.is_connected:
+                self._lost_at = None
             return
-        if self.nc.is_connected:
-            self._lost_at = None
 
     async def wait_for_tier(self, customer: str, tier: str, timeout: float) -> bool:
         """Wait until checks of ``customer`` answer with ``tier`` (e.g. after a checkout,
@@ -421,6 +444,17 @@ class EntitlementsClient:
         key = count_key(customer, meter, window, datetime.now(UTC))
         return self._buckets[usage_bucket(window)], key, tier.limits.get(meter), tier
 
+    def _cached(self, customer: str, meter: str, key: str) -> Cached | None:
+        """Memory's ledger and count of ``key`` while the watches keep them current (a
+        reservation then writes without reading first); None while they do not."""
+        if self._lost_at is not None:
+            return None
+        state = self._customers[customer]
+        count = state.counts.get(meter)
+        start = _start(key)
+        view = count[1] if count is not None and count[0] == start else _NO_COUNT
+        return Cached(state.ledger_entries.get(ledger_key(key), cas.Entry()), view)
+
     def _reservations(self) -> Reservations:
         return Reservations(self._buckets[RESERVATIONS_BUCKET], self.reservation_ttl)
 
@@ -433,11 +467,18 @@ class EntitlementsClient:
         counts, key, limit, tier = self._where(customer, meter)
         rid = reservation_id or str(uuid.uuid4())
         ledger = self._reservations()
+        cached = self._cached(customer, meter, key)
         try:
-            if self.staleness > self.unavailable_after:  # lost long ago: no second wait
+            if self.staleness > self.unavailable_after and not self.nc.is_connected:
+                # Lost long ago: no second wait. Still a suspension point, so that a
+                # caller's loop of reservations cannot starve the reconnect. (Connected but
+                # still watching again: KV answers, so ask it.)
+                await asyncio.sleep(0)
                 raise Unavailable("disconnected")
             standing = await self.patience.run(
-                lambda: ledger.reserve(counts, key, limit, quantity, rid, reservation_id is None)
+                lambda: ledger.reserve(
+                    counts, key, limit, quantity, rid, reservation_id is None, cached
+                )
             )
         except Unavailable:
             allowed = tier.when_unavailable == "allow"
@@ -451,6 +492,8 @@ class EntitlementsClient:
                 tier=tier.name,
                 reservation_id=standing.reservation_id if standing.allowed else None,
             )
+        if cached is not None:
+            _store(self._customers[customer], ledger_key(key), cached.ledger)
         outcome = _outcome(decision)
         self.metrics.reservations[outcome] = self.metrics.reservations.get(outcome, 0) + 1
         return decision

@@ -25,6 +25,7 @@ import base64
 import math
 import re
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -74,6 +75,9 @@ class Ledger(BaseModel):
     held: dict[int, float] = Field(default_factory=dict)
     consumed: dict[int, float] = Field(default_factory=dict)
     recent: dict[str, int] = Field(default_factory=dict, description="id -> slot, newest last")
+    #: The highest counter ``last_seq`` a write compacted ``consumed`` by: a count read
+    #: older than that no longer sees usage the ledger has dropped, so it is read again.
+    counted: int = 0
 
     def holding(self, now: float, last_seq: int) -> float:
         """What the ledger holds at ``now`` with the counter at ``last_seq``."""
@@ -86,6 +90,7 @@ class Ledger(BaseModel):
             held={s: q for s, q in self.held.items() if s > now},
             consumed={s: q for s, q in self.consumed.items() if s > last_seq},
             recent=self.recent,
+            counted=max(self.counted, last_seq),
         )
 
     def holding_for(self, reservation_id: str, slot: int, quantity: float) -> Ledger:
@@ -179,6 +184,29 @@ def _ledger(entry: cas.Entry) -> Ledger:
     return Ledger() if entry.value is None else Ledger.model_validate_json(entry.value)
 
 
+async def _current(count: CountView, ledger: Ledger, count_kv: Any, key: str) -> CountView:
+    """``count``, or the counter's entry read again if ``ledger`` was compacted by a newer
+    one (else usage it dropped from ``consumed`` would be in neither)."""
+    if count.last_seq >= ledger.counted:
+        return count
+    return await read_count(count_kv, key)
+
+
+@dataclass
+class Cached:
+    """The caller's copy of one ledger entry and its count (the in-process client's
+    watches). ``reserve`` decides by it and writes at its revision without reading first
+    (a stale copy costs one lost compare-and-set, then it reads), and keeps ``ledger``
+    current with what it writes."""
+
+    ledger: cas.Entry
+    count: CountView
+
+    def store(self, entry: cas.Entry) -> None:
+        """The ledger as just written."""
+        self.ledger = entry
+
+
 class Reservations:
     """Reserve, release and consume on the ledger bucket ``kv``; holds last ``ttl`` seconds."""
 
@@ -195,10 +223,15 @@ class Reservations:
         self, count_kv: Any, key: str, limit: float | None, quantity: float
     ) -> Standing:
         """The decision on ``quantity`` without holding anything (two reads, together)."""
+        count, ledger = await self.position(count_kv, key)
+        return decide(limit, quantity, count, ledger, time.time())
+
+    async def position(self, count_kv: Any, key: str) -> tuple[CountView, Ledger]:
+        """The count and the ledger of ``key``, read together."""
         count, entry = await asyncio.gather(
             read_count(count_kv, key), cas.read(self.kv, ledger_key(key))
         )
-        return decide(limit, quantity, count, _ledger(entry), time.time())
+        return count, _ledger(entry)
 
     async def reserve(
         self,
@@ -208,29 +241,36 @@ class Reservations:
         quantity: float,
         reservation_id: str,
         new_id: bool = False,
+        cached: Cached | None = None,
     ) -> Standing:
         """Hold ``quantity`` under ``reservation_id`` if it fits (nothing is held without a
         limit). The same id asked again while held answers allowed and holds nothing more,
         also when the first answer was lost and the call is retried. ``new_id``: the id was
-        made for this call, so it cannot be held already (one read less)."""
+        made for this call, so it cannot be held already (one read less) and nobody else
+        can know it: its own key is written beside the ledger, not after it. ``cached``:
+        decide by the caller's copy of ledger and count first (``Cached``)."""
         if limit is None:
             return await self.standing(count_kv, key, limit, quantity)
         rid = reservation_id
         if not new_id and (await cas.read(self.kv, hold_key(key, rid))).value is not None:
             return await self._again(count_kv, key, limit, rid)
+        slot = self._slot(time.time())
+        beside: list[asyncio.Future[Any]] = []
 
         async def step(
             entry: cas.Entry, count: CountView
         ) -> tuple[bytes | None, tuple[Standing, int | None]]:
             now = time.time()
             ledger = _ledger(entry)
+            count = await _current(count, ledger, count_kv, key)
             if rid in ledger.recent:  # our own write, whose answer was lost
                 return None, (decide(limit, 0, count, ledger, now), ledger.recent[rid])
             decision = decide(limit, quantity, count, ledger, now)
             if not decision.allowed:
                 return None, (decision, None)
-            slot = self._slot(now)
             new = ledger.compacted(now, count.last_seq).holding_for(rid, slot, quantity)
+            if new_id and not beside:  # one round trip for both writes
+                beside.append(asyncio.ensure_future(self._hold(key, rid, quantity, slot, new_id)))
             granted = decision.model_copy(
                 update={
                     "reserved": decision.reserved + quantity,
@@ -239,15 +279,38 @@ class Reservations:
             )
             return new.encode(), (granted, slot)
 
-        decision, slot = await cas.update(
-            self.kv, ledger_key(key), step, self.attempts, lambda: read_count(count_kv, key)
-        )
-        if slot is None:
+        try:
+            decision, held = await cas.update(
+                self.kv,
+                ledger_key(key),
+                step,
+                self.attempts,
+                lambda: read_count(count_kv, key),
+                known=None if cached is None else (cached.ledger, cached.count),
+                stored=None if cached is None else cached.store,
+            )
+        finally:
+            # Never leave the hold's write behind unawaited; its failure is raised below.
+            await asyncio.gather(*beside, return_exceptions=True)
+        if beside:
+            beside[0].result()  # raises what the write raised: the retry finds the id
+            if held is None:  # granted, lost the compare-and-set, then refused: not held
+                await self.kv.delete(hold_key(key, rid))
+        elif held is not None:
+            await self._hold(key, rid, quantity, held, new_id)
+        if held is None:
             return decision
-        hold = Hold(quantity=quantity, slot=slot).model_dump_json().encode()
-        # Absent, or already written by the same id racing itself: held once either way.
-        await cas.write(self.kv, hold_key(key, rid), hold, None)
         return decision.model_copy(update={"allowed": True, "reservation_id": rid})
+
+    async def _hold(self, key: str, rid: str, quantity: float, slot: int, new_id: bool) -> None:
+        """Write reservation ``rid``'s own key: what ``release``/``consume`` take back."""
+        hold = Hold(quantity=quantity, slot=slot).model_dump_json().encode()
+        if new_id:
+            # Nobody else knows the id: the last attempt of this call (its slot) is right.
+            await self.kv.put(hold_key(key, rid), hold)
+        else:
+            # Absent, or already written by the same id racing itself: held once either way.
+            await cas.write(self.kv, hold_key(key, rid), hold, None)
 
     async def _again(self, count_kv: Any, key: str, limit: float, rid: str) -> Standing:
         again = await self.standing(count_kv, key, limit, 0)
@@ -274,14 +337,16 @@ class Reservations:
 
         async def step(entry: cas.Entry, count: CountView) -> tuple[bytes | None, None]:
             now = time.time()
-            ledger = _ledger(entry).compacted(now, count.last_seq)
+            ledger = _ledger(entry)
+            count = await _current(count, ledger, count_kv, key)
+            ledger = ledger.compacted(now, count.last_seq)
             if hold.slot not in ledger.held:  # expired: it holds nothing any more
                 return None, None
             held = _add(ledger.held, hold.slot, -hold.quantity)
             consumed = ledger.consumed
             if seq is not None and seq > count.last_seq:
                 consumed = _add(consumed, seq, hold.quantity)
-            return Ledger(held=held, consumed=consumed).encode(), None
+            return Ledger(held=held, consumed=consumed, counted=ledger.counted).encode(), None
 
         await cas.update(
             self.kv, ledger_key(key), step, self.attempts, lambda: read_count(count_kv, key)

@@ -203,19 +203,19 @@ async def test_two_records_racing_on_one_count_are_both_added(
     # Record 2's write waits for record 1's: whichever lands first is otherwise up to the
     # event loop, and a count that holds seq 2 rightly skips seq 1 (one ordered reader).
     first_written = asyncio.Event()
-    write = cas.write
+    write_at = cas.write_at
 
-    async def in_stream_order(kv: Any, key: str, value: bytes, revision: int | None) -> bool:
+    async def in_stream_order(kv: Any, key: str, value: bytes, revision: int | None) -> int | None:
         seq = json.loads(value)["last_seq"]
         if seq == 2:
             await first_written.wait()
         try:
-            return await write(kv, key, value, revision)
+            return await write_at(kv, key, value, revision)
         finally:
             if seq == 1:
                 first_written.set()
 
-    monkeypatch.setattr(cas, "write", in_stream_order)
+    monkeypatch.setattr(cas, "write_at", in_stream_order)
     nc = await nats.connect(nats_server.url)
     try:
         kv = (await usage_buckets(nc.jetstream()))[Window.MONTH]

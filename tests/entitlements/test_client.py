@@ -260,3 +260,39 @@ async def test_record_usage_carries_agent_and_session_for_openmeter(bridge: Nats
     event = json.loads(stored.data)
     assert (event["id"], event["subject"], event["type"]) == ("r-1", "cus_dims", "tokens")
     assert event["data"] == {"value": 42, "agent_id": "ada", "session_id": "s-1"}
+
+
+async def test_the_collector_exposes_what_the_alerts_and_dashboard_read(
+    bridge: NatsServer,
+) -> None:
+    import re
+
+    from prometheus_client import CollectorRegistry, generate_latest
+    from stripe_bridge.deploy.alerts import alerts
+    from stripe_bridge.deploy.dashboards import dashboard_files
+    from stripe_bridge_entitlements.prometheus import ClientCollector
+
+    from ..helpers import REPO_ROOT
+
+    client = await EntitlementsClient.connect(bridge.url)
+    try:
+        await client.serve("cus_m")
+        assert client.check("cus_m", "api_calls").allowed
+        assert (await client.reserve("cus_m", "api_calls")).allowed
+        registry = CollectorRegistry()
+        registry.register(ClientCollector(client))
+        text = generate_latest(registry).decode()
+    finally:
+        await client.close()
+    answers = "stripe_bridge_entitlements_client_answers_total"
+    assert answers + '{decision="allowed",kind="check"} 1.0' in text
+    assert answers + '{decision="allowed",kind="reserve"} 1.0' in text
+    assert "stripe_bridge_entitlements_client_staleness_seconds 0.0" in text
+    exposed = set(re.findall(r"^(stripe_bridge_entitlements_client_\w+)", text, re.M))
+    read = {
+        name
+        for source in [alert.expr for alert in alerts()]
+        + [str(content) for content in dashboard_files(REPO_ROOT).values()]
+        for name in re.findall(r"stripe_bridge_entitlements_client_\w+", source)
+    }
+    assert read and read <= exposed, read - exposed

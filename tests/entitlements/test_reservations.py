@@ -11,9 +11,20 @@ import httpx
 import pytest
 from stripe_bridge.billing.entitlements import CheckRequest, Entitlements, EntitlementSettings
 from stripe_bridge.billing.tiers import DEFAULT_TIERS, TierConfig
+from stripe_bridge.billing.usage_counter import usage_buckets
 from stripe_bridge.config import Settings
 from stripe_bridge.ops.natsserver import NatsServer
-from stripe_bridge_entitlements.reservations import SLOTS
+from stripe_bridge_entitlements import cas
+from stripe_bridge_entitlements.reservations import (
+    SLOTS,
+    Cached,
+    CountView,
+    Ledger,
+    Reservations,
+    ledger_key,
+    reservations_bucket,
+)
+from stripe_bridge_entitlements.windows import Window
 from stripe_bridge_testing.waiting import wait_until_async
 
 from ..conftest import FunctionFactory
@@ -27,6 +38,15 @@ ROOMY = TierConfig.model_validate(
 def _logic(url: str, config: TierConfig = ROOMY, ttl: float = 300) -> Entitlements:
     own = EntitlementSettings(reservation_ttl=ttl)
     return Entitlements(config, Settings(nats_url=url), own)
+
+
+def _day() -> int:
+    """Today's day window start (the count key's last token)."""
+    from datetime import UTC, datetime
+
+    from stripe_bridge_entitlements.windows import window_start
+
+    return window_start(Window.DAY, datetime.now(UTC))
 
 
 def _reserve(customer: str, quantity: float = 1, rid: str | None = None) -> CheckRequest:
@@ -123,6 +143,19 @@ async def test_16_racing_reservers_never_over_grant(nats_server: NatsServer) -> 
     granted = sum(a["allowed"] for a in answers)
     assert granted == 13  # 13 * 3 = 39 of 40: exactly as many as fit, no more, no fewer
     assert (standing["reserved"], standing["remaining"]) == (39, 1)
+    # A new id's own key is written beside the ledger's compare-and-set; a racer that lost
+    # it and was then refused takes its key back: one key per reservation granted.
+    import nats
+
+    nc = await nats.connect(nats_server.url)
+    try:
+        kv = await reservations_bucket(nc.jetstream())
+        holds = [k for k in await kv.keys() if k.startswith("H.cus_race.")]
+    finally:
+        await nc.close()
+    assert sorted(holds) == sorted(
+        f"H.cus_race.api_calls.{_day()}.{a['reservation_id']}" for a in answers if a["allowed"]
+    )
 
 
 async def test_expired_and_released_reservations_free_their_units(
@@ -177,3 +210,35 @@ async def test_the_function_releases_over_http(
     assert again.json() == {"released": False}
     assert after.json()["allowed"] and after.json()["remaining"] == 0
     assert invalid.status_code == 422
+
+
+async def test_a_count_older_than_the_ledgers_compaction_is_read_again(
+    nats_server: NatsServer,
+) -> None:
+    """Usage recorded against a reservation leaves ``consumed`` once a writer saw it
+    counted; a reserver still holding an older count (a watch behind, or a read served
+    before the counter's write) would then see it in neither place and over-grant."""
+    import nats
+
+    nc = await nats.connect(nats_server.url)
+    try:
+        js = nc.jetstream()
+        counts = (await usage_buckets(js))[Window.TOTAL]
+        kv = await reservations_bucket(js)
+        ledger = Reservations(kv, ttl=300)
+        key = "cus_old.api_calls"
+        # 4 units recorded as usage at sequence 5, which the counter has counted.
+        await kv.put(ledger_key(key), Ledger(consumed={5: 4}).encode())
+        await counts.put(key, CountView(used=4, last_seq=5).model_dump_json().encode())
+        # A writer with the current count compacts sequence 5 away (limit 10: 6 left).
+        first = await ledger.reserve(counts, key, 10, 1, "r-1", new_id=True)
+        assert first.allowed and first.remaining == 5
+        # A reserver whose count predates the counter's write: 5 are left, not 9.
+        entry = await cas.read(kv, ledger_key(key))
+        stale = Cached(entry, CountView())
+        late = await ledger.reserve(counts, key, 10, 6, "r-2", new_id=True, cached=stale)
+        assert not late.allowed and late.remaining == 5
+        fits = await ledger.reserve(counts, key, 10, 5, "r-3", new_id=True, cached=stale)
+        assert fits.allowed and fits.remaining == 0
+    finally:
+        await nc.close()

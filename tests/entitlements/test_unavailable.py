@@ -178,3 +178,43 @@ async def test_killing_the_kv_leader_with_quorum_kept_over_grants_nothing(
     # nats-io/nats-server#8469, #4320). Seen here: up to 3 units either way, at most one
     # in-flight write per worker; 0 in most runs.
     assert abs(allowed - LIMIT) <= WORKERS, allowed
+
+
+async def test_memory_is_current_again_once_quorum_returns_without_a_reconnect(
+    tmp_path: Path,
+) -> None:
+    """The client reconnects to a server without JetStream quorum: watching again fails
+    there. When quorum returns no reconnect follows, so the client must keep trying (it
+    stayed stale for good, every answer by ``when_unavailable``)."""
+    cluster = LocalNatsCluster(tmp_path / "cluster").start()
+    try:
+        admin = await connect(cluster)
+        try:
+            js = admin.jetstream(timeout=30)
+            await usage_buckets(js, replicas=3)
+            await reservations_bucket(js, replicas=3)
+        finally:
+            await admin.close()
+        first, survivor = cluster.servers()[0], cluster.servers()[2]
+        tier_file = TierFile.model_validate_json(OPEN.model_dump_json())
+        client = await EntitlementsClient.connect(
+            [first, survivor],
+            user="admin",
+            password=cluster.passwords["admin"],
+            tier_file=tier_file,
+            dont_randomize=True,  # on node 0 first, then node 2 (the one left running)
+        )
+        try:
+            await client.serve("cus_q")
+            assert client.staleness == 0
+            cluster.kill_node(0)
+            cluster.kill_node(1)
+            await wait_until_async(lambda: client.staleness > 2, 30, "stale on node 2")
+            cluster.start_node(0)
+            cluster.start_node(1)
+            await wait_until_async(lambda: client.staleness == 0, 90, "current again")
+            assert client.check("cus_q", "api_calls").remaining == LIMIT
+        finally:
+            await client.close()
+    finally:
+        cluster.stop()

@@ -36,8 +36,11 @@ from stripe_bridge_entitlements.cas import Contention
 from stripe_bridge_entitlements.patience import Patience, Unavailable
 from stripe_bridge_entitlements.reservations import (
     RESERVATIONS_BUCKET,
+    CountView,
+    Ledger,
     Reservations,
     Standing,
+    decide,
     publish_tier_file,
     reservations_bucket,
 )
@@ -219,27 +222,36 @@ class Entitlements:
             "quantity": request.quantity,
             "degraded": False,
         }
-        tier, known = await self.tier_of(request.customer)
+        now = datetime.now(UTC)
+        key = count_key(request.customer, request.meter, window, now)
+        if request.reserve:
+            tier, known = await self.tier_of(request.customer)
+        else:
+            # Nothing to hold: the tier, the count and the ledger are read at once (one round
+            # trip; the count's key does not depend on the tier).
+            async def position(kv: dict[str, Any]) -> tuple[CountView, Ledger]:
+                return await self._ledger(kv).position(kv[window.value], key)
+
+            (tier, known), (count, ledger) = await asyncio.gather(
+                self.tier_of(request.customer), self._retrying(position)
+            )
         if tier is None:
             return {**base, "allowed": False, "reason": "unknown_customer", "known": False}
         limit = tier.limits.get(request.meter)
-        now = datetime.now(UTC)
         base |= {"tier": tier.name, "known": known, "limit": limit}
         base["reset_at"] = _iso(reset_at(window, now))
-        key = count_key(request.customer, request.meter, window, now)
+        if not request.reserve:
+            return base | decide(limit, request.quantity, count, ledger, time.time()).model_dump()
         # One id for every attempt: a retried reservation finds its own hold.
         rid = request.reservation_id or str(uuid.uuid4())
 
-        async def decide(kv: dict[str, Any]) -> Standing:
-            counts = kv[window.value]
-            if request.reserve:
-                new_id = request.reservation_id is None
-                ledger = self._ledger(kv)
-                return await ledger.reserve(counts, key, limit, request.quantity, rid, new_id)
-            return await self._ledger(kv).standing(counts, key, limit, request.quantity)
+        async def reserve(kv: dict[str, Any]) -> Standing:
+            new_id = request.reservation_id is None
+            ledger = self._ledger(kv)
+            return await ledger.reserve(kv[window.value], key, limit, request.quantity, rid, new_id)
 
         try:
-            standing = await self._retrying(decide)
+            standing = await self._retrying(reserve)
         except Contention:
             raise Refusal(503, "contention", "too many concurrent checks, retry", 1) from None
         return base | standing.model_dump()

@@ -38,15 +38,18 @@ from .alert_model import (
     no_target_up,
 )
 from .backup_alerts import backup_alerts
+from .entitlements_alerts import entitlements_alerts
 
 
 def alerts() -> list[Alert]:
-    """Every alerting rule: the bridge, the NATS cluster, the billing consumers, backups."""
+    """Every alerting rule: the bridge, the NATS cluster, the billing consumers, degraded
+    entitlement answers, backups."""
     return [
         *_bridge_alerts(),
         *_nats_alerts(),
         *_billing_alerts(),
         *_lifecycle_and_counter_alerts(),
+        *entitlements_alerts(),
         *backup_alerts(),
     ]
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from stripe_bridge_entitlements.prometheus import ANSWERS, STALENESS
+
 from ..billing.tiers import DEFAULT_TIERS
 from .backup_alerts import LAST_SUCCESS, SIZE, SUCCESS, USED
+from .entitlements_alerts import FUNCTION_CHECKS
 from .grafana import Panel, Row, rate
 
 #: The billing dashboard's environment filter (its ``environment`` variable).
@@ -34,11 +37,43 @@ def usage_row() -> Row:
             [
                 (
                     "{{decision}}",
-                    f"sum by (decision) ({rate('stripe_bridge_entitlement_checks_total' + _ENV)})",
+                    f"sum by (decision) ({rate(FUNCTION_CHECKS + _ENV)})",
                 )
             ],
             unit="reqps",
             description="POST /v1/check answers; degraded_* while NATS is unreachable.",
+        )
+    )
+    degraded = '{decision=~"degraded_.*"}'
+    panels.append(
+        Panel(
+            "Entitlement answers without NATS (degraded)",
+            [
+                # 0 rather than no data while nothing is degraded (the usual case).
+                (
+                    "function {{decision}}",
+                    f"sum by (decision) ({rate(FUNCTION_CHECKS + degraded[:-1] + ',' + _ENV[1:])})"
+                    " or on () vector(0)",
+                ),
+                # The applications' own scrape jobs carry no environment label.
+                (
+                    "client {{job}}",
+                    f"sum by (job) ({rate(ANSWERS + '_total' + degraded)}) or on () vector(0)",
+                ),
+            ],
+            unit="reqps",
+            description="Answers by when_unavailable: the function's checks and the in-process "
+            "clients' (scraped from the applications; alerts: EntitlementChecksDegraded, "
+            "EntitlementsClientDegraded).",
+        )
+    )
+    panels.append(
+        Panel(
+            "Entitlements client staleness",
+            [("{{job}} {{instance}}", f"max by (job, instance) ({STALENESS})")],
+            unit="s",
+            description="Seconds since a client's memory stopped following KV; answers follow "
+            "when_unavailable past unavailable_after (10 s). Alert: EntitlementsClientStale.",
         )
     )
     panels.append(

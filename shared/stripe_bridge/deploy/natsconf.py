@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 import yaml
+from stripe_bridge_entitlements import permissions as entitlements_client
 
 from ..inbox import inbox_prefix
 
@@ -26,6 +27,7 @@ PASSWORD_ENV = {
     "consumer": "NATS_CONSUMER_PASSWORD",
     "billing": "NATS_BILLING_PASSWORD",
     "backup": "NATS_BACKUP_PASSWORD",
+    "entitlements-client": "NATS_ENTITLEMENTS_CLIENT_PASSWORD",
     "admin": "NATS_ADMIN_PASSWORD",
 }
 #: Subjects the publisher user (the webhook functions) may publish to: Stripe events.
@@ -163,9 +165,23 @@ def render_nats_conf(params: NatsConfParams) -> str:
         routes="\n".join(f"    {route}" for route in params.routes),
         publish_subjects=", ".join(f'"{subject}"' for subject in params.publish_subjects),
         lame_duck_grace_period=params.lame_duck_grace_period,
-        # Each user may subscribe only to its own reply subjects (see inbox.inbox_prefix).
-        **{f"inbox_{user}": inbox_prefix(user) for user in PASSWORD_ENV},
+        entitlements_client_publish=_subjects(
+            # Usage of any meter (one token: not usage.lifecycle.<type>, the lifecycle
+            # projector's), as the client's own permissions module lists them.
+            entitlements_client.publish_allow(["*"])
+        ),
+        entitlements_client_subscribe=_subjects(
+            entitlements_client.subscribe_allow(inbox_prefix("entitlements-client"))
+        ),
+        # Each user may subscribe only to its own reply subjects (see inbox.inbox_prefix);
+        # placeholders are identifiers: entitlements-client's is @inbox_entitlements_client.
+        **{f"inbox_{user.replace('-', '_')}": inbox_prefix(user) for user in PASSWORD_ENV},
     )
+
+
+def _subjects(subjects: list[str]) -> str:
+    """A nats.conf list of quoted subjects, one per line, indented as the template's."""
+    return ",\n              ".join(f'"{subject}"' for subject in subjects)
 
 
 def kubernetes_params(replicas: int = 3) -> NatsConfParams:
