@@ -10,8 +10,8 @@ from stripe_bridge.billing.projector import tiers_bucket
 from stripe_bridge.billing.tiers import DEFAULT_TIERS
 from stripe_bridge.billing.usage import provision_usage_streams
 from stripe_bridge.billing.usage_counter import count_key, usage_buckets
-from stripe_bridge.config import inbox_prefix
 from stripe_bridge.deploy.k8s import NATS_ENTITLEMENTS_CLIENT_USER as USER
+from stripe_bridge.inbox import inbox_prefix
 from stripe_bridge.ops.stream import USAGE_STREAM
 from stripe_bridge_entitlements.client import EntitlementsClient
 from stripe_bridge_entitlements.reservations import publish_tier_file, reservations_bucket
