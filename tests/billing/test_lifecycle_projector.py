@@ -8,9 +8,10 @@ from __future__ import annotations
 import asyncio
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
-from stripe_bridge.billing.lifecycle import Gate, Lifecycle, fact_from_event
+from stripe_bridge.billing.lifecycle import Gate, Lifecycle, LifecycleEvent, fact_from_event
 from stripe_bridge.billing.lifecycle_projector import (
     LIFECYCLE_BUCKET,
     LifecycleProjector,
@@ -75,8 +76,10 @@ async def test_shuffled_deliveries_reach_openmeter_in_rule_order(
 
 
 async def test_two_facts_racing_on_one_gate_are_both_decided_once(
-    nats_server: NatsServer, lost_writes: list[str]
+    nats_server: NatsServer, lost_writes: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from stripe_bridge_entitlements import cas
+
     import nats
 
     facts = [
@@ -86,12 +89,29 @@ async def test_two_facts_racing_on_one_gate_are_both_decided_once(
             ("evt_r2", "customer.subscription.deleted", T0 + 60, SUB_A, "canceled"),
         ]
     ]
+    first, second = (fact for fact in facts if fact)
+    # The first fact passes the gate between the second's read and its write, every time
+    # (two concurrent tasks would race in an order the event loop picks).
+    write_at = cas.write_at
+    sent: list[list[LifecycleEvent]] = []
+    interleaved = False
+
+    async def other_writer_first(
+        kv: Any, key: str, value: bytes, revision: int | None
+    ) -> int | None:
+        nonlocal interleaved
+        if not interleaved:
+            interleaved = True
+            sent.append(await pass_gate(kv, first))
+        return await write_at(kv, key, value, revision)
+
+    monkeypatch.setattr(cas, "write_at", other_writer_first)
     nc = await nats.connect(nats_server.url)
     try:
         kv = await key_value(nc.jetstream(), LIFECYCLE_BUCKET)
-        # Both read the absent gate before either writes: one write loses and is decided
-        # again on the other's gate, so the start is sent once, not by both.
-        sent = await asyncio.gather(*(pass_gate(kv, fact) for fact in facts if fact))
+        # The second read the absent gate: its write loses and it is decided again on the
+        # first's gate, so the start is sent once, not by both.
+        sent.append(await pass_gate(kv, second))
         gate = Gate.model_validate_json((await kv.get(f"sub.{SUB_A}")).value)
     finally:
         await nc.close()
