@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from stripe_bridge.ops.natsserver import PORTS_ENV, NatsServer
 from stripe_bridge.ops.stream import StreamSpec, provision
+from stripe_bridge_testing.deliveries import SECRET
 from stripe_bridge_testing.parallel import FolderScheduling, worker_ports
 from stripe_bridge_testing.processes import FunctionProcess, PushgatewayServer, RedisServer
+from stripe_bridge_testing.repo import REPO_ROOT
 from xdist.remote import Producer
-
-from .helpers import REPO_ROOT, SECRET
 
 #: Folders whose tests run on one xdist worker, and why; every other module is a unit of
 #: its own (``--dist loadfile``, as scripts/test runs), so its module-scoped servers start once.

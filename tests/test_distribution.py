@@ -13,7 +13,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from .helpers import REPO_ROOT
+from stripe_bridge_testing.repo import REPO_ROOT
 
 HARNESS = REPO_ROOT / "testing" / "stripe_bridge_testing"
 

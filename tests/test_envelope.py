@@ -17,8 +17,7 @@ from stripe_bridge.envelope import (
     StripeEvent,
     parse_body,
 )
-
-from .helpers import fixture_event
+from stripe_bridge_testing.deliveries import fixture_event
 
 
 def test_a_stripe_body_parses_to_what_json_reads() -> None:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from stripe_bridge.exitcodes import MEANING, ExitCode, exit_code_table
-
-from .helpers import REPO_ROOT
+from stripe_bridge_testing.repo import REPO_ROOT
 
 
 def test_the_codes_scripts_act_on_do_not_change() -> None:

@@ -23,9 +23,10 @@ from stripe_bridge.billing.usage import provision_usage_streams
 from stripe_bridge.http import STOPPING_BODY_GRACE_SECONDS, BodyReader
 from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge.server import GRACEFUL_SHUTDOWN_SECONDS, load_function
+from stripe_bridge_testing.deliveries import SECRET
+from stripe_bridge_testing.repo import REPO_ROOT
 
 from .conftest import provision_stream
-from .helpers import REPO_ROOT, SECRET
 
 FUNCTIONS = [*registry.function_names(), *(f.name for f in BILLING_FUNCTIONS)]
 LIMIT = 2048

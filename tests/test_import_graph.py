@@ -13,8 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from .helpers import REPO_ROOT
+from stripe_bridge_testing.repo import REPO_ROOT
 
 PACKAGE = "stripe_bridge"
 SOURCE = REPO_ROOT / "shared" / PACKAGE

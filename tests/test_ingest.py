@@ -11,8 +11,7 @@ from stripe_bridge.ingest import Ingested, IngestStatus, ingest
 from stripe_bridge.ops.natsserver import NatsServer, free_port
 from stripe_bridge.reasons import Reason
 from stripe_bridge.runtime import Runtime
-
-from .helpers import fixture_event, stream_messages
+from stripe_bridge_testing.deliveries import fixture_event, stream_messages
 
 
 async def test_published_then_duplicate_then_in_progress(stream: NatsServer) -> None:

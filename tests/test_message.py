@@ -20,8 +20,7 @@ from stripe_bridge import registry
 from stripe_bridge.envelope import StripeEvent, parse_body
 from stripe_bridge.message import build_message
 from stripe_bridge_events.events import CloudEventMessage
-
-from .helpers import FIXTURES
+from stripe_bridge_testing.deliveries import FIXTURES
 
 NAMES = sorted(path.stem for path in FIXTURES.glob("*.json"))
 

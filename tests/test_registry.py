@@ -7,8 +7,7 @@ import re
 import pytest
 from stripe_bridge import registry
 from stripe_bridge.names import MAX_SERVICE_NAME
-
-from .helpers import REPO_ROOT
+from stripe_bridge_testing.repo import REPO_ROOT
 
 
 def test_each_type_once_with_its_function_and_service() -> None:

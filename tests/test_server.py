@@ -11,11 +11,11 @@ import socket
 import time
 
 from stripe_bridge.ops.natsserver import NatsServer
+from stripe_bridge_testing.deliveries import fixture_event, post_event
+from stripe_bridge_testing.function_metrics import metric
 from stripe_bridge_testing.waiting import wait_until
 
-from .bridge.support import metric
 from .conftest import FunctionFactory
-from .helpers import fixture_event, post_event
 
 
 def _closed_by_peer(sock: socket.socket, received: list[bytes]) -> bool:

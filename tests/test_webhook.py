@@ -22,9 +22,9 @@ from stripe_bridge.reasons import UNKNOWN_TYPE, Reason, Refused
 from stripe_bridge.runtime import Runtime
 from stripe_bridge.server import FunctionApp
 from stripe_bridge.webhook import WebhookFunction
+from stripe_bridge_testing.deliveries import SECRET, fixture_event, signed_headers
 
 from .conftest import provision_stream
-from .helpers import SECRET, fixture_event, signed_headers
 
 Client = tuple[httpx.AsyncClient, WebhookFunction]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,11 @@ def _first_fixture_of_each_type(fixtures: Path) -> dict[str, str]:
 FIXTURE_OF = _first_fixture_of_each_type(FIXTURES)
 
 
+def now() -> int:
+    """The current Unix time, whole seconds: a delivery's timestamp, an event's ``created``."""
+    return int(time.time())
+
+
 def signed_headers(
     body: bytes, secret: str = SECRET, timestamp: int | None = None
 ) -> dict[str, str]:
@@ -79,3 +85,36 @@ async def stream_messages(nats_url: str, stream: str = "STRIPE") -> list[Any]:
         return out
     finally:
         await nc.close()
+
+
+async def last_seq(nats_url: str, stream: str = "STRIPE") -> int:
+    """The stream's last sequence number (0 when empty): a cheap "did anything land?"."""
+    import nats
+
+    nc = await nats.connect(nats_url)
+    try:
+        info = await nc.jetstream().stream_info(stream)
+        last: int = info.state.last_seq
+        return last
+    finally:
+        await nc.close()
+
+
+async def stored_ids(nats_url: str) -> list[str]:
+    """The ``Nats-Msg-Id`` of every stored message, in stream order (repeats kept)."""
+    return [msg.headers["Nats-Msg-Id"] for msg in await stream_messages(nats_url)]
+
+
+async def stored_message(nats_url: str, event_id: str) -> Any:
+    """The one stream message stored for ``event_id``; fails if there is not exactly one."""
+    found = [
+        msg for msg in await stream_messages(nats_url) if msg.headers["Nats-Msg-Id"] == event_id
+    ]
+    assert len(found) == 1, f"{len(found)} messages for {event_id}"
+    return found[0]
+
+
+async def stored_event(nats_url: str, event_id: str) -> dict[str, Any]:
+    """The CloudEvent of the one stream message stored for ``event_id``."""
+    event: dict[str, Any] = json.loads((await stored_message(nats_url, event_id)).data)
+    return event

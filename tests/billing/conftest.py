@@ -1,28 +1,23 @@
-"""Fixtures of the billing tests: the USAGE streams, an OpenMeter stand-in, a forwarder."""
+"""Fixtures of the billing tests: the USAGE streams, an OpenMeter stand-in, forwarders."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
-import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from stripe_bridge.billing.openmeter import Forwarder, ForwarderSettings
 from stripe_bridge.billing.usage import (
     UsageRecord,
     encode,
     provision_usage_streams,
 )
-from stripe_bridge.ops.natsserver import NatsServer, free_port
+from stripe_bridge.ops.natsserver import NatsServer
+from stripe_bridge_testing.consumer_processes import ForwarderProcess
 from stripe_bridge_testing.openmeter_standin import IngestStandIn
-from stripe_bridge_testing.processes import ManagedProcess
-from stripe_bridge_testing.waiting import wait_until
 
 API_KEY = "om_test_key"
 
@@ -103,74 +98,6 @@ async def running_forwarder(url: str, settings: ForwarderSettings) -> AsyncItera
             await asyncio.wait_for(task, 10)
         finally:
             await nc.close()
-
-
-class ConsumerProcess(ManagedProcess):
-    """A billing consumer command as its own process, serving /metrics; ready once it does."""
-
-    def __init__(
-        self, command: str, args: list[str], env: dict[str, str], workdir: Path, ready: str
-    ) -> None:
-        super().__init__(workdir / f"{command}-{id(self)}.log")
-        self.metrics_port = free_port()
-        self.command = command
-        self.ready = ready
-        self.args = [sys.executable, "-m", "stripe_bridge.cli", command, *args]
-        self.args += ["--metrics-port", str(self.metrics_port)]
-        self.env = {**os.environ, **env}
-
-    def metric(self, name: str) -> float | None:
-        """An unlabelled sample from the process's /metrics (None if absent or not serving)."""
-        try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=1
-            ) as response:
-                text = response.read().decode()
-        except OSError:
-            return None
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name and not sample.labels:
-                    return float(sample.value)
-        return None
-
-    def start(self, timeout: float = 20.0) -> Self:
-        """Start and wait until its metrics endpoint shows the ``ready`` metric."""
-        self._spawn(self.args, self.env)
-
-        def serving() -> bool:
-            self._check_alive()
-            return self.metric(self.ready) is not None
-
-        wait_until(serving, timeout, self.command)
-        return self
-
-
-class ForwarderProcess(ConsumerProcess):
-    """``stripe-bridge forward-openmeter`` with fast test settings."""
-
-    def __init__(self, nats_url: str, ingest: IngestStandIn, workdir: Path, **env: str) -> None:
-        settings = {
-            "OPENMETER_URL": ingest.url,
-            "OPENMETER_API_KEY": ingest.api_key,
-            "OPENMETER_BATCH_SIZE": "20",
-            "OPENMETER_ACK_WAIT": "1",
-            "OPENMETER_FETCH_WAIT": "0.2",
-            "OPENMETER_MAX_REQUESTS_PER_SECOND": "1000",
-        }
-        super().__init__(
-            "forward-openmeter",
-            ["--nats-url", nats_url],
-            {**settings, **env},
-            workdir,
-            ready="stripe_bridge_openmeter_breaker_state",
-        )
-
-    def crash(self) -> None:
-        """SIGKILL: no drain, no acks, nothing flushed."""
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait(10)
 
 
 @pytest.fixture

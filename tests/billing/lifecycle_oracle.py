@@ -11,7 +11,8 @@ import copy
 import random
 from typing import Any
 
-from ..helpers import fixture_event
+from stripe_bridge_testing.deliveries import fixture_event
+
 from .sequences import CUSTOMER, SUB_A, SUB_B, T0, checkout_event, subscription_event
 
 INV_A = "in_1KJqKBJDPojXS6LNJbvLUgEy"

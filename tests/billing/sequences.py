@@ -11,8 +11,7 @@ import random
 from typing import Any
 
 from stripe_bridge.billing.tiers import TierConfig, TierDefinition
-
-from ..helpers import fixture_event
+from stripe_bridge_testing.deliveries import fixture_event
 
 CUSTOMER = "cus_IhGfebO16cMIGN"
 SUB_A = "sub_JdIzvfy6o5GZRd"

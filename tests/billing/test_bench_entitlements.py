@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from ..helpers import REPO_ROOT
+from stripe_bridge_testing.repo import REPO_ROOT
 
 # The benchmark starts its own nats-server in a subprocess.
 pytestmark = pytest.mark.servers

@@ -7,8 +7,7 @@ import importlib
 import re
 
 from stripe_bridge.billing.catalog import BILLING_FUNCTIONS, Need
-
-from ..helpers import REPO_ROOT
+from stripe_bridge_testing.repo import REPO_ROOT
 
 
 def test_each_function_names_a_factory_of_its_module() -> None:

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 from stripe_bridge.ops.natsserver import NatsServer, free_port
+from stripe_bridge_testing.consumer_processes import READY, StartingConsumer, consumer, log_lines
 from stripe_bridge_testing.waiting import wait_until
-
-from .starting import READY, StartingConsumer, consumer, log_lines
 
 COMMANDS = sorted(READY)
 

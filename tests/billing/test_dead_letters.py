@@ -20,9 +20,9 @@ from stripe_bridge.ops.backup import iter_stream
 from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge.ops.stream import USAGE_STREAM
 from stripe_bridge_events.deadletter import DEAD_LETTER_STREAM, REASON_HEADER, SOURCE_HEADER
+from stripe_bridge_testing.cli_runs import cli
 from stripe_bridge_testing.waiting import wait_until_async
 
-from ..bridge.support import cli
 from .eras import era_event
 from .sequences import CONFIG, T0
 from .test_projector import publish_deliveries

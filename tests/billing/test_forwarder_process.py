@@ -9,10 +9,11 @@ from collections.abc import Callable
 import pytest
 from stripe_bridge.cli import main
 from stripe_bridge.ops.natsserver import NatsServer
+from stripe_bridge_testing.consumer_processes import ForwarderProcess
 from stripe_bridge_testing.openmeter_standin import IngestStandIn
 from stripe_bridge_testing.waiting import wait_until, wait_until_async
 
-from .conftest import ForwarderProcess, publish, records
+from .conftest import publish, records
 
 Start = Callable[..., ForwarderProcess]
 

@@ -15,8 +15,8 @@ from stripe_bridge.billing.lifecycle import (
     fact_from_event,
 )
 from stripe_bridge.envelope import StripeEvent
+from stripe_bridge_testing.deliveries import fixture_event
 
-from ..helpers import fixture_event
 from .lifecycle_oracle import INV_A, check_downstream, invoice_event, random_billing_history
 from .sequences import CUSTOMER, SUB_A, T0, checkout_event, deliveries, subscription_event
 

@@ -21,10 +21,11 @@ from stripe_bridge.billing.stripe_consumer import key_value
 from stripe_bridge.billing.usage import provision_usage_streams
 from stripe_bridge.envelope import StripeEvent
 from stripe_bridge.ops.natsserver import NatsServer
+from stripe_bridge_testing.consumer_processes import ConsumerProcess
 from stripe_bridge_testing.openmeter_standin import IngestStandIn
 from stripe_bridge_testing.waiting import wait_until, wait_until_async
 
-from .conftest import ConsumerProcess, forwarder_settings, running_forwarder
+from .conftest import forwarder_settings, running_forwarder
 from .lifecycle_oracle import check_downstream, random_billing_history
 from .sequences import SUB_A, T0, deliveries, subscription_event
 from .test_lifecycle import downstream, send

@@ -40,10 +40,10 @@ from stripe_bridge.cli import main
 from stripe_bridge.config import Settings
 from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge_entitlements.reservations import Reservations, reservations_bucket
+from stripe_bridge_testing.repo import REPO_ROOT
 from stripe_bridge_testing.waiting import wait_until_async
 
 from ..conftest import FunctionFactory
-from ..helpers import REPO_ROOT
 
 NOW = datetime.now(UTC)
 

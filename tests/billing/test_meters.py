@@ -20,9 +20,8 @@ from stripe_bridge.billing.meters import METERS_FILE, meter_definitions
 from stripe_bridge.billing.tiers import DEFAULT_TIERS, TierConfig
 from stripe_bridge.billing.usage import UsageRecord
 from stripe_bridge.envelope import StripeEvent
+from stripe_bridge_testing.deliveries import fixture_event
 from stripe_bridge_testing.openmeter_standin import validate_event
-
-from ..helpers import fixture_event
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((Path(__file__).parent / "openmeter_meter_create.schema.json").read_text())

@@ -18,9 +18,9 @@ from stripe_bridge.jetstream import connect_options
 from stripe_bridge.message import build_message
 from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge_entitlements.reservations import LIMITS_BUCKET, TIER_FILE_KEY
+from stripe_bridge_testing.consumer_processes import ConsumerProcess
 from stripe_bridge_testing.waiting import wait_until, wait_until_async
 
-from .conftest import ConsumerProcess
 from .sequences import CONFIG, CUSTOMER, SUB_A, deliveries, lifecycle, random_history
 from .test_tiers import fold, updates
 

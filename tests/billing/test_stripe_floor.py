@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
+from stripe_bridge_testing.deliveries import fixture_event
+from stripe_bridge_testing.repo import REPO_ROOT
 from stripe_bridge_testing.stripe_standin import StripeStandIn
-
-from ..helpers import REPO_ROOT, fixture_event
 
 pytestmark = pytest.mark.servers
 
@@ -28,7 +28,8 @@ API_KEY = "sk_test_floor"
 #: The newest release without ``StripeClient.v1`` (stripe-python's CHANGELOG: 12.5.0 adds it).
 BELOW_FLOOR = "12.4.0"
 NAMES = ("invoice_paid", "customer_updated", "charge_succeeded", "product_created")
-PROBE = Path(__file__).with_name("stripe_floor_probe.py")
+#: Run as ``python -m`` in a child whose ``stripe`` is the version under test.
+PROBE = "stripe_bridge_testing.stripe_floor_probe"
 
 
 def declared_floor() -> str:
@@ -61,8 +62,9 @@ def probe(
     target = tmp_path / f"stripe-{version}"
     install(version, target)
     return subprocess.run(
-        [sys.executable, str(PROBE), api.url, API_KEY, event_id],
+        [sys.executable, "-m", PROBE, api.url, API_KEY, event_id],
         env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
+        cwd=tmp_path,  # -m puts the working directory first on sys.path
         capture_output=True,
         text=True,
         timeout=120,

@@ -14,10 +14,9 @@ from typing import Any
 import pytest
 import stripe
 from stripe_bridge.billing.tiers import DEFAULT_TIERS
+from stripe_bridge_testing.deliveries import fixture_event
 from stripe_bridge_testing.stripe_params import Refusal, check, decode_form
 from stripe_bridge_testing.stripe_standin import StripeStandIn
-
-from ..helpers import fixture_event
 
 #: A request made with a client; Any: these send what stripe-python's types refuse.
 Call = Callable[[Any], Any]

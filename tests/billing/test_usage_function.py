@@ -9,11 +9,11 @@ import httpx
 from stripe_bridge.billing.usage import provision_usage_streams
 from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge.ops.stream import USAGE_STREAM
+from stripe_bridge_testing.deliveries import stream_messages
 
 import nats
 
 from ..conftest import FunctionFactory
-from ..helpers import stream_messages
 
 TOKEN = "usage-token-1234567890"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

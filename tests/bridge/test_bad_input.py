@@ -19,12 +19,18 @@ from typing import Any
 import httpx
 import pytest
 from stripe_bridge.ops.natsserver import NatsServer
+from stripe_bridge_testing.deliveries import (
+    fixture_event,
+    last_seq,
+    post_event,
+    signed_headers,
+    stored_ids,
+)
+from stripe_bridge_testing.function_metrics import metric
 from stripe_bridge_testing.processes import FunctionProcess
 from stripe_bridge_testing.waiting import wait_until
 
 from ..conftest import FunctionFactory
-from ..helpers import fixture_event, post_event, signed_headers
-from .support import last_seq, metric, stored_ids
 from .test_http_contract import (
     assert_log_clean,
     encode,
@@ -138,7 +144,7 @@ async def test_published_messages_are_strict_json(
 
 
 async def stored_messages(nats_url: str) -> list[tuple[str, bytes]]:
-    from ..helpers import stream_messages
+    from stripe_bridge_testing.deliveries import stream_messages
 
     return [(m.headers["Nats-Msg-Id"], m.data) for m in await stream_messages(nats_url)]
 

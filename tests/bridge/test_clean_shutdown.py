@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from stripe_bridge.ops.natsserver import NatsServer
+from stripe_bridge_testing.deliveries import fixture_event, post_event
 
 from ..conftest import FunctionFactory
-from ..helpers import fixture_event, post_event
 
 
 def test_sigterm_after_publishing_logs_no_warning(

@@ -15,13 +15,21 @@ import pytest
 from stripe_bridge import registry
 from stripe_bridge.deploy.codegen import generated_files
 from stripe_bridge.ops.natsserver import NatsServer, free_port
+from stripe_bridge_testing.cli_runs import cli, cli_process
+from stripe_bridge_testing.deliveries import (
+    FIXTURES,
+    SECRET,
+    fixture_event,
+    last_seq,
+    post_event,
+    stored_event,
+)
 from stripe_bridge_testing.natscluster import LocalNatsCluster
 from stripe_bridge_testing.processes import FunctionProcess
+from stripe_bridge_testing.repo import REPO_ROOT
 from stripe_bridge_testing.waiting import wait_until
 
 from ..conftest import FunctionFactory
-from ..helpers import FIXTURES, REPO_ROOT, SECRET, fixture_event, post_event
-from .support import cli, cli_process, last_seq, stored_event
 
 
 def test_generated_files_match_the_registry() -> None:

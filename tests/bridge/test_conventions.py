@@ -16,10 +16,11 @@ import pytest
 from stripe_bridge import __version__
 from stripe_bridge.cli import build_parser, main
 from stripe_bridge.ops.natsserver import NatsServer, free_port
+from stripe_bridge_testing.deliveries import fixture_event, post_event
+from stripe_bridge_testing.repo import REPO_ROOT
 from stripe_bridge_testing.waiting import wait_until
 
 from ..conftest import FunctionFactory
-from ..helpers import REPO_ROOT, fixture_event, post_event
 
 #: Every command with --json, and the tests that load its stdout as JSON.
 JSON_COMMANDS = {

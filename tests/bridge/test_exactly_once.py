@@ -9,12 +9,11 @@ from itertools import cycle
 
 import httpx
 from stripe_bridge.ops.natsserver import NatsServer
+from stripe_bridge_testing.deliveries import fixture_event, signed_headers, stored_ids
 from stripe_bridge_testing.processes import FunctionProcess, RedisServer
 from stripe_bridge_testing.waiting import wait_until
 
 from ..conftest import FunctionFactory
-from ..helpers import fixture_event, signed_headers
-from .support import stored_ids
 
 DELIVERIES = 50
 

@@ -18,13 +18,20 @@ from typing import Any
 import httpx
 import pytest
 from stripe_bridge.ops.natsserver import NatsServer
+from stripe_bridge_testing.deliveries import (
+    SECRET,
+    fixture_event,
+    now,
+    post_event,
+    signed_headers,
+    stored_ids,
+)
+from stripe_bridge_testing.function_metrics import metric
 from stripe_bridge_testing.processes import FunctionProcess, RedisServer
 from stripe_bridge_testing.waiting import wait_until
 
 from ..conftest import FunctionFactory, provision_stream
-from ..helpers import SECRET, fixture_event, now, post_event, signed_headers
 from ..nats_cluster.test_failover import redeliver_until_stored
-from .support import metric, stored_ids
 from .test_http_contract import OTHER_SECRET, fresh_invoice, new_log, redis_cli
 
 

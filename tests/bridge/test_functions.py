@@ -20,11 +20,16 @@ from stripe_bridge.ops.natsserver import NatsServer, free_port
 from stripe_bridge.runtime import Runtime
 from stripe_bridge.server import dev_app, load_function
 from stripe_bridge.webhook import WebhookFunction
-from stripe_bridge_testing.deliveries import FIXTURE_OF
+from stripe_bridge_testing.deliveries import (
+    FIXTURE_OF,
+    SECRET,
+    fixture_event,
+    post_event,
+    signed_headers,
+    stored_event,
+)
 from stripe_bridge_testing.processes import FunctionProcess
-
-from ..helpers import REPO_ROOT, SECRET, fixture_event, post_event, signed_headers
-from .support import stored_event
+from stripe_bridge_testing.repo import REPO_ROOT
 
 
 async def post(client: httpx.AsyncClient, event: dict[str, Any]) -> httpx.Response:

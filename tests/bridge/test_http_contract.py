@@ -15,12 +15,21 @@ from typing import Any
 import httpx
 import pytest
 from stripe_bridge.ops.natsserver import NatsServer
+from stripe_bridge_testing.deliveries import (
+    SECRET,
+    fixture_event,
+    last_seq,
+    now,
+    post_event,
+    signed_headers,
+    stored_ids,
+)
+from stripe_bridge_testing.function_metrics import metric
 from stripe_bridge_testing.processes import FunctionProcess, RedisServer
+from stripe_bridge_testing.repo import REPO_ROOT
 from stripe_bridge_testing.waiting import wait_until
 
 from ..conftest import FunctionFactory, provision_stream
-from ..helpers import REPO_ROOT, SECRET, fixture_event, now, post_event, signed_headers
-from .support import last_seq, metric, stored_ids
 
 OTHER_SECRET = "whsec_not_the_configured_one_0123456789"
 

@@ -25,8 +25,7 @@ from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge.runtime import Runtime
 from stripe_bridge.server import dev_app
 from stripe_bridge.signature import compute_signature
-
-from ..helpers import SECRET, fixture_event, now
+from stripe_bridge_testing.deliveries import SECRET, fixture_event, now
 
 MAX_BODY = 8192
 FIXTURES = ["invoice_paid", "subscription_updated_basil", "checkout_session_completed"]

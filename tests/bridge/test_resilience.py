@@ -22,12 +22,12 @@ from stripe_bridge.config import load_settings
 from stripe_bridge.jetstream import JetStreamPublisher, PublishError
 from stripe_bridge.ops.natsserver import NatsServer, free_port
 from stripe_bridge.reasons import Reason
+from stripe_bridge_testing.deliveries import fixture_event, post_event, signed_headers, stored_ids
+from stripe_bridge_testing.function_metrics import metric
 from stripe_bridge_testing.processes import FunctionProcess
 from stripe_bridge_testing.waiting import wait_until
 
 from ..conftest import FunctionFactory, provision_stream
-from ..helpers import fixture_event, post_event, signed_headers
-from .support import metric, stored_ids
 
 
 @contextmanager

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 from stripe_bridge.ops.natsserver import NatsServer
+from stripe_bridge_testing.deliveries import fixture_event, post_event, stream_messages
 
 from ..conftest import FunctionFactory
-from ..helpers import fixture_event, post_event, stream_messages
 
 
 async def test_invoice_paid_lands_once_as_cloudevent(

@@ -18,9 +18,8 @@ from pathlib import Path
 
 from stripe_bridge import registry
 from stripe_bridge.ops.natsserver import free_port
+from stripe_bridge_testing.deliveries import FIXTURES
 from stripe_bridge_testing.waiting import wait_until
-
-from ..helpers import FIXTURES
 
 CLI_SECRET = "whsec_stripe_cli_" + "b" * 24
 

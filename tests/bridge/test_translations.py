@@ -17,11 +17,17 @@ from stripe_bridge import registry
 from stripe_bridge.envelope import StripeEvent
 from stripe_bridge.message import build_message, parse_message
 from stripe_bridge.ops.natsserver import NatsServer
+from stripe_bridge_testing.deliveries import (
+    fixture_event,
+    last_seq,
+    post_event,
+    stored_event,
+    stored_message,
+)
+from stripe_bridge_testing.function_metrics import metric
 from stripe_bridge_testing.processes import FunctionProcess
 
 from ..billing.eras import AMOUNT, ERAS, PRICE, PRODUCT, era_event
-from ..helpers import fixture_event, post_event
-from .support import last_seq, metric, stored_event, stored_message
 
 #: Fixture name -> (event type, fields the typed translation must have).
 EXPECTED: dict[str, tuple[str, dict[str, Any]]] = {

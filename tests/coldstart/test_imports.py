@@ -16,8 +16,7 @@ import tomllib
 import pytest
 from stripe_bridge import cli
 from stripe_bridge.ops.natsserver import NatsServer
-
-from ..helpers import REPO_ROOT
+from stripe_bridge_testing.repo import REPO_ROOT
 
 
 def fresh_python(code: str, env: dict[str, str] | None = None) -> object:

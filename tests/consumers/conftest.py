@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import pytest
 from stripe_bridge.ops.natsserver import NatsServer
+from stripe_bridge_testing.deliveries import FIXTURES, fixture_event, post_event, stream_messages
 
 from ..conftest import function_process, provision_stream
-from ..helpers import FIXTURES, fixture_event, post_event, stream_messages
 
 #: A registered type whose translation fails: an invoice without its required currency.
 BROKEN_INVOICE_ID = "evt_broken_invoice_without_currency"

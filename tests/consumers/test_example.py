@@ -19,10 +19,11 @@ from stripe_bridge.cli import main
 from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge_events import TypedEvent
 from stripe_bridge_events.deadletter import REASON_HEADER, SOURCE_HEADER
+from stripe_bridge_testing.deliveries import fixture_event, post_event, stream_messages
+from stripe_bridge_testing.repo import REPO_ROOT
 from stripe_bridge_testing.waiting import wait_until_async
 
 from ..conftest import FunctionFactory
-from ..helpers import REPO_ROOT, fixture_event, post_event, stream_messages
 
 DOC = REPO_ROOT / "docs" / "consumers.md"
 DURABLE = "example"

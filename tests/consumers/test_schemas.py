@@ -21,8 +21,8 @@ from jsonschema_specifications import REGISTRY as META_SCHEMAS
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7, DRAFT202012
 from stripe_bridge.deploy.schemas import schema_file
+from stripe_bridge_testing.repo import REPO_ROOT
 
-from ..helpers import REPO_ROOT
 from .conftest import BROKEN_INVOICE_ID, Published
 
 SCHEMAS = REPO_ROOT / "schemas"

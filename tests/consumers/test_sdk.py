@@ -23,8 +23,8 @@ from stripe_bridge_events import (
     parse,
     position,
 )
+from stripe_bridge_testing.deliveries import FIXTURES, fixture_event
 
-from ..helpers import FIXTURES, fixture_event
 from .conftest import broken_invoice
 
 

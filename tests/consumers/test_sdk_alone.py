@@ -13,8 +13,8 @@ import subprocess
 from pathlib import Path
 
 from stripe_bridge_events import TypedEvent, parse
+from stripe_bridge_testing.repo import REPO_ROOT
 
-from ..helpers import REPO_ROOT
 from .conftest import Published
 
 UV = REPO_ROOT / ".tools" / "bin" / "uv"

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from stripe_bridge_testing.deliveries import fixture_event, post_event, stream_messages
 from stripe_bridge_testing.podman import podman
 from stripe_bridge_testing.staging import NATS_REPLICAS, Staging, http_ok
 
-from ..helpers import fixture_event, post_event, stream_messages
 from ..observability.conftest import pushed_value
 
 pytestmark = [pytest.mark.container, pytest.mark.servers, pytest.mark.timeout(300)]

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 from stripe_bridge_testing.podman import RUN_ID
-
-from ..helpers import REPO_ROOT
+from stripe_bridge_testing.repo import REPO_ROOT
 
 pytestmark = [pytest.mark.container, pytest.mark.servers, pytest.mark.timeout(900)]
 

@@ -271,8 +271,7 @@ async def test_the_collector_exposes_what_the_alerts_and_dashboard_read(
     from stripe_bridge.deploy.alerts import alerts
     from stripe_bridge.deploy.dashboards import dashboard_files
     from stripe_bridge_entitlements.prometheus import ClientCollector
-
-    from ..helpers import REPO_ROOT
+    from stripe_bridge_testing.repo import REPO_ROOT
 
     client = await EntitlementsClient.connect(bridge.url)
     try:

@@ -21,16 +21,16 @@ import pytest
 from stripe_bridge import registry
 from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge_entitlements.client import EntitlementsClient
+from stripe_bridge_testing.consumer_processes import READY, ConsumerProcess, ForwarderProcess
+from stripe_bridge_testing.deliveries import SECRET
 from stripe_bridge_testing.openmeter_standin import IngestStandIn
+from stripe_bridge_testing.repo import REPO_ROOT
 from stripe_bridge_testing.stripe_standin import StripeStandIn
 from stripe_bridge_testing.waiting import wait_until_async
 
 from examples.agent_town import Refused, Session, Town
 
-from ..billing.conftest import ConsumerProcess, ForwarderProcess
-from ..billing.starting import READY
 from ..conftest import FunctionFactory
-from ..helpers import REPO_ROOT, SECRET
 
 TIERS = REPO_ROOT / "examples" / "agent_town" / "tiers.yaml"
 CUSTOMER = "cus_AgentTown1"

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 from stripe_bridge.cli import main
 from stripe_bridge.ops.natsserver import free_port
-
-from ..helpers import REPO_ROOT
+from stripe_bridge_testing.repo import REPO_ROOT
 
 
 def test_render_writes_then_check_passes_then_detects_drift(

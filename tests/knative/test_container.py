@@ -17,8 +17,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from stripe_bridge.deploy import knative
-
-from ..helpers import REPO_ROOT
+from stripe_bridge_testing.repo import REPO_ROOT
 
 LOCK_FILE = "requirements.lock"
 CONTAINERFILE = (REPO_ROOT / "Containerfile").read_text()

@@ -21,14 +21,20 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 from stripe_bridge.ops.natsserver import NatsServer
+from stripe_bridge_testing.deliveries import (
+    SECRET,
+    fixture_event,
+    post_event,
+    signed_headers,
+    stream_messages,
+)
 from stripe_bridge_testing.processes import (
     FunctionProcess,
     PushgatewayServer,
     RedisServer,
 )
+from stripe_bridge_testing.repo import REPO_ROOT
 from stripe_bridge_testing.waiting import wait_until
-
-from ..helpers import REPO_ROOT, SECRET, fixture_event, post_event, signed_headers, stream_messages
 
 FUNCTION = "invoice_paid"
 INSTANCE = "stripe-invoice-paid-00001-deployment-abc12"

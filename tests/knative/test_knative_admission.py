@@ -17,8 +17,7 @@ import yaml
 from stripe_bridge import names, registry
 from stripe_bridge.deploy import knative, profiles
 from stripe_bridge_testing import knative_rules as rules
-
-from ..helpers import REPO_ROOT
+from stripe_bridge_testing.repo import REPO_ROOT
 
 RENDERED = sorted((REPO_ROOT / "knative").glob("*/*.yaml"))
 

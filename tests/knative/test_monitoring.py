@@ -24,8 +24,8 @@ from stripe_bridge.deploy.alert_model import (
     NATS_JOB,
     PROJECTOR_JOB,
 )
+from stripe_bridge_testing.repo import REPO_ROOT
 
-from ..helpers import REPO_ROOT
 from .test_render import ENVS, KNATIVE_DIR, consumer_docs, documents, strict
 
 SCHEMAS = yaml.safe_load((Path(__file__).parent / "prometheus-operator-v1.schema.yaml").read_text())

@@ -19,11 +19,12 @@ from typing import Any
 import yaml
 from stripe_bridge.deploy import knative
 from stripe_bridge.ops.natsserver import NatsServer
+from stripe_bridge_testing.deliveries import fixture_event, signed_headers
+from stripe_bridge_testing.repo import REPO_ROOT
 from stripe_bridge_testing.rollout import http_probe
 from stripe_bridge_testing.waiting import wait_until
 
 from ..conftest import FunctionFactory
-from ..helpers import REPO_ROOT, fixture_event, signed_headers
 
 FUNCTION = "invoice_paid"
 

@@ -26,8 +26,7 @@ from stripe_bridge.billing.openmeter import ForwarderSettings
 from stripe_bridge.commands import knative as render_command
 from stripe_bridge.config import Settings
 from stripe_bridge.deploy import k8s, knative, profiles, workloads
-
-from ..helpers import REPO_ROOT
+from stripe_bridge_testing.repo import REPO_ROOT
 
 KNATIVE_DIR = REPO_ROOT / "knative"
 SCHEMA_FILE = Path(__file__).parent / "knative-serving-v1-service.schema.yaml"

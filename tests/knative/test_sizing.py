@@ -18,8 +18,7 @@ from stripe_bridge.deploy import alert_model, knative, profiles, workloads
 from stripe_bridge.deploy.kustomize import build
 from stripe_bridge.deploy.natsconf import size_bytes
 from stripe_bridge.deploy.sizing import Column, columns, counter_ceiling, retention_rate
-
-from ..helpers import REPO_ROOT
+from stripe_bridge_testing.repo import REPO_ROOT
 
 ENVS = list(profiles.PROFILES)
 

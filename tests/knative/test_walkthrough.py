@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 from stripe_bridge.deploy import knative, profiles, workloads
 from stripe_bridge.deploy.kustomize import build
-
-from ..helpers import REPO_ROOT
+from stripe_bridge_testing.repo import REPO_ROOT
 
 README = REPO_ROOT / "knative" / "README.md"
 PROFILE = profiles.PROFILES["staging"]

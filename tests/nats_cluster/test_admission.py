@@ -41,8 +41,7 @@ from stripe_bridge.deploy.natsconf import (
 )
 from stripe_bridge.deploy.workloads import consumers
 from stripe_bridge.ops.natsserver import NatsServer, free_port
-
-from ..helpers import REPO_ROOT
+from stripe_bridge_testing.repo import REPO_ROOT
 
 ENVS = ("staging", "production")
 #: ValidateStatefulSetUpdate: the spec fields an update may change.

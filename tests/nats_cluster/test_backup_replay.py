@@ -16,11 +16,11 @@ import pytest
 from stripe_bridge.cli import main
 from stripe_bridge.ops.backup import iter_stream
 from stripe_bridge.ops.natsserver import NatsServer
+from stripe_bridge_testing.deliveries import fixture_event, post_event, stream_messages
 from stripe_bridge_testing.stripe_standin import StripeStandIn
 from stripe_bridge_testing.waiting import wait_until_async
 
 from ..conftest import FunctionFactory, provision_stream
-from ..helpers import fixture_event, post_event, stream_messages
 
 #: Real Stripe payloads: served types, and types no function serves (stored by catch-all rules).
 REPLAYED = (

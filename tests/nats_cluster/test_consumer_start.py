@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from stripe_bridge_testing.consumer_processes import READY, StartingConsumer, log_lines
 from stripe_bridge_testing.natscluster import LocalNatsCluster
-
-from ..billing.starting import READY, StartingConsumer, log_lines
 
 
 @pytest.mark.parametrize("command", sorted(READY))

@@ -14,10 +14,10 @@ from stripe_bridge.exitcodes import ExitCode
 from stripe_bridge.ops import backup
 from stripe_bridge.ops.backup import ExportedMessage, iter_stream
 from stripe_bridge.ops.backup_job import MANIFEST
+from stripe_bridge_testing.deliveries import stream_messages
 from stripe_bridge_testing.natscluster import LocalNatsCluster
 from stripe_bridge_testing.waiting import wait_until
 
-from ..helpers import stream_messages
 from .conftest import STREAM, connect
 
 #: Several pull batches (256 each), so the kill lands mid-export.

@@ -14,12 +14,13 @@ from typing import Any
 from nats.js.errors import ServiceUnavailableError
 from stripe_bridge.deploy.kustomize import build
 from stripe_bridge.ops.natsserver import nats_server_binary
+from stripe_bridge_testing.deliveries import fixture_event, post_event
 from stripe_bridge_testing.natscluster import LocalNatsCluster
 from stripe_bridge_testing.processes import FunctionProcess
+from stripe_bridge_testing.repo import REPO_ROOT
 from stripe_bridge_testing.waiting import wait_until
 
 from ..conftest import FunctionFactory
-from ..helpers import REPO_ROOT, fixture_event, post_event
 from .conftest import STREAM, connect
 from .test_manifests import by_kind
 

@@ -26,8 +26,7 @@ from stripe_bridge.deploy.natsconf import (
 )
 from stripe_bridge.deploy.profiles import PROFILES
 from stripe_bridge.ops.natsserver import nats_server_binary
-
-from ..helpers import REPO_ROOT
+from stripe_bridge_testing.repo import REPO_ROOT
 
 NATS = REPO_ROOT / "nats"
 K8S_VERSION = "1.30"

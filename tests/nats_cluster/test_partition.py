@@ -1,8 +1,8 @@
 """A network partition of one NATS node (it keeps running), under traffic, then healed.
 
-Every node runs in a network namespace of its own (tests/nats_cluster/netns.py); the cut
-blackholes the routes between the stream leader and its peers while the leader keeps its
-clients. One function publishes through the cut-off node only, another through the other
+Every node runs in a network namespace of its own (stripe_bridge_testing.network_namespaces);
+the cut blackholes the routes between the stream leader and its peers while the leader keeps
+its clients. One function publishes through the cut-off node only, another through the other
 two. Answers must stay truthful (200 only with a stored copy; a 503 that says why, never
 ``no_stream`` for a stream that exists), and after healing every event is stored exactly
 once on every replica.
@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 from stripe_bridge_testing.natscluster import LocalNatsCluster
+from stripe_bridge_testing.network_namespaces import NodeNetworks
 from stripe_bridge_testing.processes import FunctionProcess
 from stripe_bridge_testing.waiting import wait_until
 
 from ..conftest import FunctionFactory
 from .conftest import provision_r3
-from .netns import NodeNetworks
 from .test_failover import (
     SteadyTraffic,
     redeliver_until_stored,

@@ -14,9 +14,8 @@ from typing import Any
 import pytest
 from stripe_bridge.cli import main
 from stripe_bridge.ops.natsserver import NatsServer
+from stripe_bridge_testing.deliveries import fixture_event, stream_messages
 from stripe_bridge_testing.stripe_standin import StripeStandIn
-
-from ..helpers import fixture_event, stream_messages
 
 API_KEY = "rk_test_filters"
 NAMES = (

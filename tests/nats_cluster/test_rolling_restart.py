@@ -18,11 +18,11 @@ from nats.js import JetStreamContext
 from nats.js import errors as js_errors
 from stripe_bridge.deploy.kustomize import build
 from stripe_bridge_testing.natscluster import LocalNatsCluster
+from stripe_bridge_testing.repo import REPO_ROOT
 from stripe_bridge_testing.rollout import Probe, Roller, Writes, nats_probes, write_continuously
 
 from nats import errors as nats_errors
 
-from ..helpers import REPO_ROOT
 from .conftest import STREAM, connect
 
 #: Per restarted node; small enough for the suite (bench/bench_rollout.py: 300 MB).

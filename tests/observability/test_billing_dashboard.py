@@ -25,6 +25,7 @@ from stripe_bridge.deploy.alert_model import (
     PROJECTOR_JOB,
 )
 from stripe_bridge.ops.natsserver import NatsServer
+from stripe_bridge_testing.consumer_processes import ConsumerProcess, ForwarderProcess
 from stripe_bridge_testing.dashboard_queries import assert_every_panel_has_data, scalar
 from stripe_bridge_testing.openmeter_standin import IngestStandIn
 from stripe_bridge_testing.processes import (
@@ -34,12 +35,12 @@ from stripe_bridge_testing.processes import (
     PrometheusServer,
     PushgatewayServer,
 )
+from stripe_bridge_testing.repo import REPO_ROOT
 from stripe_bridge_testing.waiting import wait_until
 
-from ..billing.conftest import API_KEY, ConsumerProcess, ForwarderProcess, publish, records
+from ..billing.conftest import API_KEY, publish, records
 from ..billing.sequences import lifecycle
 from ..billing.test_projector import publish_deliveries
-from ..helpers import REPO_ROOT
 
 USAGE_EVENTS = 60
 

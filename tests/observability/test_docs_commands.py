@@ -15,8 +15,7 @@ import pytest
 import yaml
 from stripe_bridge.deploy import access, knative, profiles, workloads
 from stripe_bridge.deploy.kustomize import build
-
-from ..helpers import REPO_ROOT
+from stripe_bridge_testing.repo import REPO_ROOT
 
 DOCS = [REPO_ROOT / "docs" / "runbook.md", REPO_ROOT / "docs" / "observability.md"]
 #: Not deployed by this project (the Pushgateway's chart); only the namespace is checked.

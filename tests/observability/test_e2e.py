@@ -22,11 +22,12 @@ from stripe_bridge_testing.dashboard_queries import (
     query,
     scalar,
 )
+from stripe_bridge_testing.deliveries import fixture_event, post_event
 from stripe_bridge_testing.processes import PrometheusServer, PushgatewayServer
+from stripe_bridge_testing.repo import REPO_ROOT
 from stripe_bridge_testing.waiting import wait_until
 
 from ..conftest import FunctionFactory
-from ..helpers import REPO_ROOT, fixture_event, post_event
 from .conftest import pushed_value
 
 FN = {"function": "invoice_paid"}

@@ -20,8 +20,8 @@ from stripe_bridge.config import Settings
 from stripe_bridge.deploy import k8s, knative, profiles, workloads
 from stripe_bridge.push import list_groups
 from stripe_bridge_testing.processes import PushgatewayServer
+from stripe_bridge_testing.repo import REPO_ROOT
 
-from ..helpers import REPO_ROOT
 from .test_push import make_pusher
 
 

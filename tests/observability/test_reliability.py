@@ -9,11 +9,11 @@ from collections.abc import Iterator
 import pytest
 from stripe_bridge.ops.natsserver import NatsServer, free_port
 from stripe_bridge.push import PUSH_TIMEOUT_SECONDS
+from stripe_bridge_testing.deliveries import fixture_event, post_event
 from stripe_bridge_testing.processes import BlackHoleServer
 from stripe_bridge_testing.waiting import wait_until
 
 from ..conftest import FunctionFactory
-from ..helpers import fixture_event, post_event
 
 DELIVERIES = 12
 #: uvicorn re-raises SIGTERM after its graceful shutdown, so the exit status is -SIGTERM.

@@ -21,8 +21,7 @@ from stripe_bridge.deploy.codegen import observability_doc, replace_section
 from stripe_bridge.deploy.dashboards import bridge_dashboard, dashboard_files
 from stripe_bridge.deploy.promoperator import CONSUMER_JOBS
 from stripe_bridge.metrics import metrics_table
-
-from ..helpers import REPO_ROOT
+from stripe_bridge_testing.repo import REPO_ROOT
 
 DASHBOARDS = REPO_ROOT / "dashboards"
 RUNBOOK = REPO_ROOT / "docs" / "runbook.md"

@@ -1,4 +1,5 @@
-"""Checkout, portal and replay's Stripe calls, run by test_stripe_floor.py in a child process.
+"""Checkout, portal and replay's Stripe calls, run by tests/billing/test_stripe_floor.py
+(``python -m stripe_bridge_testing.stripe_floor_probe``) in a child process.
 
 The child's ``stripe`` is the version under test (an exact pin on ``PYTHONPATH``, ahead of
 the locked one); everything else is the project's environment. Arguments: the stand-in's
