@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +125,33 @@ def lost_writes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(cas, "write_at", watched)
     return lost
+
+
+#: ``write_between(other)``: see the fixture.
+WriteBetween = Callable[[Callable[[Any], Awaitable[object]]], None]
+
+
+@pytest.fixture
+def write_between(monkeypatch: pytest.MonkeyPatch) -> WriteBetween:
+    """A race that happens every time: ``write_between(other)`` runs ``other(kv)``, another
+    writer, to the end between the next compare-and-set's read and its write (two
+    concurrent tasks would race in an order the event loop picks, or not at all)."""
+    from stripe_bridge_entitlements import cas
+
+    def arrange(other: Callable[[Any], Awaitable[object]]) -> None:
+        write_at = cas.write_at
+        pending = [other]
+
+        async def other_writer_first(
+            kv: Any, key: str, value: bytes, revision: int | None
+        ) -> int | None:
+            if pending:
+                await pending.pop()(kv)
+            return await write_at(kv, key, value, revision)
+
+        monkeypatch.setattr(cas, "write_at", other_writer_first)
+
+    return arrange
 
 
 FunctionFactory = Callable[..., FunctionProcess]

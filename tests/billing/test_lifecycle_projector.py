@@ -25,6 +25,7 @@ from stripe_bridge_testing.consumer_processes import ConsumerProcess
 from stripe_bridge_testing.openmeter_standin import IngestStandIn
 from stripe_bridge_testing.waiting import wait_until, wait_until_async
 
+from ..conftest import WriteBetween
 from .conftest import forwarder_settings, running_forwarder
 from .lifecycle_oracle import check_downstream, random_billing_history
 from .sequences import SUB_A, T0, deliveries, subscription_event
@@ -77,10 +78,8 @@ async def test_shuffled_deliveries_reach_openmeter_in_rule_order(
 
 
 async def test_two_facts_racing_on_one_gate_are_both_decided_once(
-    nats_server: NatsServer, lost_writes: list[str], monkeypatch: pytest.MonkeyPatch
+    nats_server: NatsServer, lost_writes: list[str], write_between: WriteBetween
 ) -> None:
-    from stripe_bridge_entitlements import cas
-
     import nats
 
     facts = [
@@ -91,27 +90,18 @@ async def test_two_facts_racing_on_one_gate_are_both_decided_once(
         ]
     ]
     first, second = (fact for fact in facts if fact)
-    # The first fact passes the gate between the second's read and its write, every time
-    # (two concurrent tasks would race in an order the event loop picks).
-    write_at = cas.write_at
     sent: list[list[LifecycleEvent]] = []
-    interleaved = False
 
-    async def other_writer_first(
-        kv: Any, key: str, value: bytes, revision: int | None
-    ) -> int | None:
-        nonlocal interleaved
-        if not interleaved:
-            interleaved = True
-            sent.append(await pass_gate(kv, first))
-        return await write_at(kv, key, value, revision)
+    async def first_passes(kv: Any) -> None:
+        sent.append(await pass_gate(kv, first))
 
-    monkeypatch.setattr(cas, "write_at", other_writer_first)
     nc = await nats.connect(nats_server.url)
     try:
         kv = await key_value(nc.jetstream(), LIFECYCLE_BUCKET)
-        # The second read the absent gate: its write loses and it is decided again on the
-        # first's gate, so the start is sent once, not by both.
+        # The first fact passes between the second's read of the absent gate and its write:
+        # that write loses and is decided again on the first's gate, so the start is sent
+        # once, not by both.
+        write_between(first_passes)
         sent.append(await pass_gate(kv, second))
         gate = Gate.model_validate_json((await kv.get(f"sub.{SUB_A}")).value)
     finally:

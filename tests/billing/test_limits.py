@@ -43,7 +43,7 @@ from stripe_bridge_entitlements.reservations import Reservations, reservations_b
 from stripe_bridge_testing.repo import REPO_ROOT
 from stripe_bridge_testing.waiting import wait_until_async
 
-from ..conftest import FunctionFactory
+from ..conftest import FunctionFactory, WriteBetween
 
 NOW = datetime.now(UTC)
 
@@ -193,32 +193,21 @@ async def _make_pro(url: str, customer: str) -> None:
 
 
 async def test_two_records_racing_on_one_count_are_both_added(
-    nats_server: NatsServer, lost_writes: list[str], monkeypatch: pytest.MonkeyPatch
+    nats_server: NatsServer, lost_writes: list[str], write_between: WriteBetween
 ) -> None:
-    from stripe_bridge_entitlements import cas
-
     import nats
 
-    # Another writer adds record 1 between record 2's read and its write, every time (two
-    # concurrent tasks would race in an order the event loop picks).
-    write_at = cas.write_at
-    interleaved = False
-
-    async def other_writer_first(
-        kv: Any, key: str, value: bytes, revision: int | None
-    ) -> int | None:
-        nonlocal interleaved
-        if not interleaved:
-            interleaved = True
-            assert await apply_record(kv, key, 1, 2.0, "r1")
-        return await write_at(kv, key, value, revision)
-
-    monkeypatch.setattr(cas, "write_at", other_writer_first)
     nc = await nats.connect(nats_server.url)
     try:
         kv = (await usage_buckets(nc.jetstream()))[Window.MONTH]
         key = count_key("cus_race", "tokens", Window.MONTH, NOW)
-        # Record 2 read the absent count: its write loses, is read again and adds on top.
+
+        async def record_1(kv: Any) -> None:
+            assert await apply_record(kv, key, 1, 2.0, "r1")
+
+        # Record 1 is added between record 2's read of the absent count and its write: that
+        # write loses, is read again and adds on top.
+        write_between(record_1)
         added = await apply_record(kv, key, 2, 3.0, "r2")
         count, _ = await read_count(kv, key)
     finally:
