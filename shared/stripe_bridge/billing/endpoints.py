@@ -281,7 +281,7 @@ class StripeParts:
 
     @cached_property
     def client(self) -> Any:
-        """The Stripe client, built on the first request that calls Stripe.
+        """The Stripe client, built on the first request that passes validation.
 
         Not at start: stripe-python imports httpx and ~650 modules (~0.9 s of a cold
         start), and neither loading the function nor ``/readyz`` needs them. Building it
