@@ -32,7 +32,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -323,9 +323,14 @@ class Staging:
         )
         return container
 
-    def start_function(self, image: str, service: str) -> tuple[Container, ContainerSpec]:
-        """A Knative Service of knative/staging/ as its revision's container."""
+    def start_function(
+        self, image: str, service: str, cpus: str | None = None
+    ) -> tuple[Container, ContainerSpec]:
+        """A Knative Service of knative/staging/ as its revision's container (with ``cpus``
+        instead of its CPU limit, if given: bench/bench_container_start.py)."""
         spec = knative_service(ENVIRONMENT, service)
+        if cpus is not None:
+            spec = replace(spec, cpus=cpus)
         env = spec.environment(self.secret_map()) | knative_env(spec) | self.log_override()
         container = self.stack.run(
             service,

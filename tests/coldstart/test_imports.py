@@ -214,3 +214,37 @@ def test_the_image_entrypoint_imports_only_what_a_request_needs(
     assert code == 0
     assert "stripe_bridge.server" in modules
     assert [m for m in modules if m.startswith(forbidden) and m not in allowed] == []
+
+
+@pytest.mark.parametrize("function", ["billing_checkout", "billing_portal"])
+def test_stripe_functions_import_stripe_on_the_first_request_not_at_start(function: str) -> None:
+    # stripe-python, and httpx with it, is ~650 modules (~0.9 s of `-X importtime` on this
+    # machine): built on the first request that calls Stripe, so neither loading the
+    # function nor answering /readyz waits for it (bench/README.md, issue #20).
+    loaded = fresh_python(
+        f"""
+        import asyncio, json, sys
+        from pathlib import Path
+        from stripe_bridge.server import function_app
+
+        async def status(app, path):
+            sent = []
+            async def receive():
+                return {{"type": "http.request", "body": b"", "more_body": False}}
+            async def send(message):
+                sent.append(message)
+            scope = {{"type": "http", "http_version": "1.1", "method": "GET", "scheme": "http",
+                      "path": path, "raw_path": path.encode(), "query_string": b"",
+                      "root_path": "", "headers": [], "client": ("127.0.0.1", 1),
+                      "server": ("127.0.0.1", 8080)}}
+            await app(scope, receive, send)
+            return sent[0]["status"]
+
+        app = function_app(Path("{REPO_ROOT}/functions/{function}/main.py"))
+        ready = asyncio.run(status(app, "/readyz"))
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("stripe", "httpx"))
+        print(json.dumps([ready, heavy]))
+        """,
+        env={**os.environ, **BILLING_ENV},
+    )
+    assert loaded == [200, []]
