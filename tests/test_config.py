@@ -67,6 +67,14 @@ def test_a_prefix_names_the_variables_and_an_alias_skips_it(
     assert load_model(Prefixed, size=5).size == 5
 
 
+def test_an_aliased_field_given_by_its_name_wins_over_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SHARED_PATH", "/from-env")
+    assert load_model(Prefixed, path="/given").path == "/given"
+    assert Prefixed(path="/given").path == "/given"
+
+
 def test_the_variables_a_model_reads() -> None:
     assert Prefixed.variables() == {"THING_SIZE", "SHARED_PATH", "THING_PATH"}
 

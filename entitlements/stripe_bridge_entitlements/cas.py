@@ -94,8 +94,8 @@ async def update(
 ) -> R:
     """Read ``key`` (and ``alongside()``, concurrently: what ``step`` decides by besides the
     entry), let ``step`` decide, write by compare-and-set; again if someone else wrote
-    first, calling ``on_conflict`` (a metric) for each lost write. Raises Contention after
-    ``attempts`` lost writes.
+    first, calling ``on_conflict`` (a metric) for each lost write after a read. Raises
+    Contention after ``attempts`` lost writes.
 
     ``known``: the entry and the ``alongside`` result the caller holds already (a watch's
     copy): the first attempt decides by them without reading; a stale copy only costs the
@@ -121,7 +121,7 @@ async def update(
             if stored is not None:
                 stored(Entry(value, revision))
             return result
-        if on_conflict is not None:
+        if on_conflict is not None and not guessed:  # a stale copy is no contention
             on_conflict()
         # Lost to another writer: a random pause, growing, so that racers spread out
         # instead of all reading and losing again together.

@@ -145,8 +145,15 @@ class _Customer:
     #: meter -> (valid until, remaining, tier name): what checks answer by until the next
     #: update, expiry slot or second (cleared on every update of this customer).
     remaining: dict[str, tuple[float, float, str]] = field(default_factory=dict)
-    #: Set (and replaced) whenever the tier entry changes: what ``wait_for_tier`` waits on.
+    #: Set (and replaced) whenever the tier entry or the tier file changes: what
+    #: ``wait_for_tier`` waits on.
     tier_changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def changed(self) -> None:
+        """The tier or the tier file changed: forget what checks answered by, wake waiters."""
+        self.remaining.clear()
+        self.tier_changed.set()
+        self.tier_changed = asyncio.Event()
 
 
 @dataclass
@@ -276,7 +283,7 @@ class EntitlementsClient:
         if value is not None:
             self.tier_file = TierFile.model_validate_json(value)
             for state in self._customers.values():
-                state.remaining.clear()
+                state.changed()
 
     async def serve(self, customer: str) -> None:
         """Keep ``customer``'s tier, counts and ledgers in memory from now on (returns once
@@ -288,9 +295,7 @@ class EntitlementsClient:
 
         def tier(_key: str, value: bytes | None, _revision: int) -> None:
             state.tier = None if value is None else str(json.loads(value)["tier"])
-            state.remaining.clear()
-            state.tier_changed.set()
-            state.tier_changed = asyncio.Event()
+            state.changed()
 
         def count(key: str, value: bytes | None, _revision: int) -> None:
             view = _NO_COUNT if value is None else CountView.model_validate_json(value)
@@ -347,7 +352,14 @@ class EntitlementsClient:
             try:
                 for watch in self._watches:
                     await _stop(watch)
-                await asyncio.gather(*(self._follow(watch) for watch in self._watches))
+                # Every follow ends before the next attempt stops the watches (one that
+                # started after the stop would keep a second watcher on its key).
+                followed = await asyncio.gather(
+                    *(self._follow(watch) for watch in self._watches), return_exceptions=True
+                )
+                for result in followed:
+                    if isinstance(result, BaseException):
+                        raise result
             except Exception:  # still stale, and says so
                 await asyncio.sleep(delay)  # backoff, not synchronisation
                 delay = min(delay * 2, 2.0)

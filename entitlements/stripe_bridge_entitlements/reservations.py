@@ -306,7 +306,7 @@ class Reservations:
         """Write reservation ``rid``'s own key: what ``release``/``consume`` take back."""
         hold = Hold(quantity=quantity, slot=slot).model_dump_json().encode()
         if new_id:
-            # Nobody else knows the id: the last attempt of this call (its slot) is right.
+            # Nobody else knows the id, and every attempt of this call holds in one slot.
             await self.kv.put(hold_key(key, rid), hold)
         else:
             # Absent, or already written by the same id racing itself: held once either way.
@@ -346,7 +346,8 @@ class Reservations:
             consumed = ledger.consumed
             if seq is not None and seq > count.last_seq:
                 consumed = _add(consumed, seq, hold.quantity)
-            return Ledger(held=held, consumed=consumed, counted=ledger.counted).encode(), None
+            # ``recent`` stays: a new id's retry finds itself only there.
+            return ledger.model_copy(update={"held": held, "consumed": consumed}).encode(), None
 
         await cas.update(
             self.kv, ledger_key(key), step, self.attempts, lambda: read_count(count_kv, key)

@@ -69,7 +69,8 @@ class EnvModel(BaseModel):
     (~30 modules, ~30 ms of CPU on top of pydantic's) in every function's cold start.
     """
 
-    model_config = ConfigDict(extra="ignore", validate_default=True)
+    # populate_by_name: an aliased field given by its name as a keyword is kept, not dropped.
+    model_config = ConfigDict(extra="ignore", validate_default=True, populate_by_name=True)
 
     #: Put before every field's name (not before an alias) to name its variable.
     env_prefix: ClassVar[str] = ""

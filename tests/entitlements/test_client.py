@@ -238,6 +238,33 @@ async def test_wait_for_tier_returns_once_the_projected_tier_reaches_memory(
         await client.close()
 
 
+async def test_wait_for_tier_wakes_when_the_tier_file_gains_the_tier(
+    nats_server: NatsServer,
+) -> None:
+    import nats
+
+    without_teams = DEFAULT_TIERS.model_copy(
+        update={"tiers": [t for t in DEFAULT_TIERS.tiers if t.name != "teams"]}
+    )
+    await provision(nats_server.url, without_teams)
+    await _make(nats_server.url, "cus_file", "teams")  # answered by the first tier for now
+    client = await EntitlementsClient.connect(nats_server.url)
+    try:
+        await client.serve("cus_file")
+        assert not await client.wait_for_tier("cus_file", "teams", 0)
+        waiting = asyncio.create_task(client.wait_for_tier("cus_file", "teams", 300))
+        nc = await nats.connect(nats_server.url)
+        try:
+            await publish_tier_file(nc.jetstream(), DEFAULT_TIERS.model_dump_json().encode())
+        finally:
+            await nc.close()
+        # Woken by the tier file's update, not by its own 300 s deadline.
+        await wait_until_async(waiting.done, 60, "wait_for_tier to see the new tier file")
+        assert waiting.result()
+    finally:
+        await client.close()
+
+
 async def test_record_usage_carries_agent_and_session_for_openmeter(bridge: NatsServer) -> None:
     import json
 

@@ -242,3 +242,27 @@ async def test_a_count_older_than_the_ledgers_compaction_is_read_again(
         assert fits.allowed and fits.remaining == 0
     finally:
         await nc.close()
+
+
+async def test_a_retried_reserve_holds_once_after_another_reservation_is_released(
+    nats_server: NatsServer,
+) -> None:
+    """A new id's retry (its first answer lost) finds itself only in the ledger's
+    ``recent``: releasing another reservation must keep ``recent``, or the retry holds the
+    quantity again and denies units nobody uses until its slot expires."""
+    import nats
+
+    nc = await nats.connect(nats_server.url)
+    try:
+        js = nc.jetstream()
+        counts = (await usage_buckets(js))[Window.TOTAL]
+        ledger = Reservations(await reservations_bucket(js), ttl=300)
+        key = "cus_retry.api_calls"
+        assert (await ledger.reserve(counts, key, 10, 3, "r-a", new_id=True)).allowed
+        assert (await ledger.reserve(counts, key, 10, 2, "r-b", new_id=True)).allowed
+        assert await ledger.release(counts, key, "r-b")
+        retried = await ledger.reserve(counts, key, 10, 3, "r-a", new_id=True)
+    finally:
+        await nc.close()
+    assert retried.allowed and retried.reservation_id == "r-a"
+    assert retried.remaining == 7

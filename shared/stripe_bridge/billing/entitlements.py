@@ -224,19 +224,24 @@ class Entitlements:
         }
         now = datetime.now(UTC)
         key = count_key(request.customer, request.meter, window, now)
-        if request.reserve:
-            tier, known = await self.tier_of(request.customer)
-        else:
+        reading: asyncio.Future[tuple[CountView, Ledger]] | None = None
+        if not request.reserve:
             # Nothing to hold: the tier, the count and the ledger are read at once (one round
             # trip; the count's key does not depend on the tier).
             async def position(kv: dict[str, Any]) -> tuple[CountView, Ledger]:
                 return await self._ledger(kv).position(kv[window.value], key)
 
-            (tier, known), (count, ledger) = await asyncio.gather(
-                self.tier_of(request.customer), self._retrying(position)
-            )
-        if tier is None:
-            return {**base, "allowed": False, "reason": "unknown_customer", "known": False}
+            reading = asyncio.ensure_future(self._retrying(position))
+        try:
+            tier, known = await self.tier_of(request.customer)
+            if tier is None:
+                return {**base, "allowed": False, "reason": "unknown_customer", "known": False}
+            if reading is not None:
+                count, ledger = await reading
+        finally:
+            # No read outlives the request's answer, and none fails unretrieved.
+            if reading is not None and not reading.cancel() and not reading.cancelled():
+                reading.exception()
         limit = tier.limits.get(request.meter)
         base |= {"tier": tier.name, "known": known, "limit": limit}
         base["reset_at"] = _iso(reset_at(window, now))
