@@ -35,14 +35,20 @@ async def visit(nats_url: str, customer: str, tiers: Path, upgrade_wait: float) 
             except Refused as why:
                 print(f"{name} cannot move in: {why}")
                 refused.append(name)
-        session = await town.run_session(NAMES[0])
-        print(f"{session.agent}'s session {session.id}: {session.tokens} tokens")
+        try:
+            session = await town.run_session(NAMES[0])
+            print(f"{session.agent}'s session {session.id}: {session.tokens} tokens")
+        except Refused as why:
+            print(f"{NAMES[0]}'s session was refused: {why}")
         if refused and upgrade_wait > 0:
             print(f"waiting up to {upgrade_wait:g} s for {customer} to be on Teams...")
             if await client.wait_for_tier(customer, "teams", upgrade_wait):
-                town.add_citizen(refused[0])
-                town.share_memory()
-                print(f"Teams: {refused[0]} moved in, memory is shared")
+                try:
+                    town.add_citizen(refused[0])
+                    town.share_memory()
+                    print(f"Teams: {refused[0]} moved in, memory is shared")
+                except Refused as why:
+                    print(f"still refused on Teams: {why}")
     finally:
         await client.close()
 

@@ -10,7 +10,7 @@ from stripe_bridge.billing.projector import tiers_bucket
 from stripe_bridge.billing.tiers import DEFAULT_TIERS
 from stripe_bridge.billing.usage import provision_usage_streams
 from stripe_bridge.billing.usage_counter import count_key, usage_buckets
-from stripe_bridge.deploy.k8s import NATS_ENTITLEMENTS_CLIENT_USER as USER
+from stripe_bridge.deploy.natsconf import ENTITLEMENTS_CLIENT_USER as USER
 from stripe_bridge.inbox import inbox_prefix
 from stripe_bridge.ops.stream import USAGE_STREAM
 from stripe_bridge_entitlements.client import EntitlementsClient

@@ -38,9 +38,6 @@ NATS_USAGE_PASSWORD_KEY = "usage-password"
 #: The nats-backup CronJob logs in as ``backup``: it may read every stream, never write.
 NATS_BACKUP_USER = "backup"
 NATS_BACKUP_PASSWORD_KEY = "backup-password"
-#: Applications embedding the in-process entitlements client log in as
-#: ``entitlements-client``: read-mostly (stripe_bridge_entitlements.permissions).
-NATS_ENTITLEMENTS_CLIENT_USER = "entitlements-client"
 
 #: The billing functions' and consumers' own Secrets.
 BILLING_SECRET = "stripe-bridge-billing"

@@ -19,6 +19,10 @@ from stripe_bridge_entitlements import permissions as entitlements_client
 
 from ..inbox import inbox_prefix
 
+#: Applications embedding the in-process entitlements client log in as this user:
+#: read-mostly (stripe_bridge_entitlements.permissions).
+ENTITLEMENTS_CLIENT_USER = "entitlements-client"
+
 #: Environment variables nats.conf reads the users' passwords from.
 PASSWORD_ENV = {
     "system": "NATS_SYSTEM_PASSWORD",
@@ -27,7 +31,7 @@ PASSWORD_ENV = {
     "consumer": "NATS_CONSUMER_PASSWORD",
     "billing": "NATS_BILLING_PASSWORD",
     "backup": "NATS_BACKUP_PASSWORD",
-    "entitlements-client": "NATS_ENTITLEMENTS_CLIENT_PASSWORD",
+    ENTITLEMENTS_CLIENT_USER: "NATS_ENTITLEMENTS_CLIENT_PASSWORD",
     "admin": "NATS_ADMIN_PASSWORD",
 }
 #: Subjects the publisher user (the webhook functions) may publish to: Stripe events.
@@ -171,7 +175,7 @@ def render_nats_conf(params: NatsConfParams) -> str:
             entitlements_client.publish_allow(["*"])
         ),
         entitlements_client_subscribe=_subjects(
-            entitlements_client.subscribe_allow(inbox_prefix("entitlements-client"))
+            entitlements_client.subscribe_allow(inbox_prefix(ENTITLEMENTS_CLIENT_USER))
         ),
         # Each user may subscribe only to its own reply subjects (see inbox.inbox_prefix);
         # placeholders are identifiers: entitlements-client's is @inbox_entitlements_client.
