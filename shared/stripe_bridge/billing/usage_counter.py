@@ -72,7 +72,8 @@ DEFAULT_DEDUP_HORIZON_DAYS = 32.0
 
 
 class Reservation(BaseModel):
-    """Usage ``/v1/check`` promised, until the record with its id arrives or it expires."""
+    """A reservation of the format before the ledger (``BILLING_RESERVATIONS``), kept in
+    the count until the record with its id arrives or it expires (``CountView``'s legacy)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -88,10 +89,6 @@ class MeterCount(BaseModel):
     used: float = 0
     last_seq: int = 0
     reservations: dict[str, Reservation] = Field(default_factory=dict)
-
-    def reserved(self, now: float) -> float:
-        """What unexpired reservations hold."""
-        return sum(r.quantity for r in self.reservations.values() if r.expires > now)
 
     def pruned(self, now: float) -> dict[str, Reservation]:
         """The reservations that have not expired."""
