@@ -4,13 +4,14 @@ missing or deleted key reads as absent and is created."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge_entitlements import cas
+
+from ..conftest import WriteBetween
 
 KEY = "k"
 
@@ -81,7 +82,9 @@ async def test_a_step_writing_nothing_returns_without_writing(kv: Any) -> None:
     assert await cas.read(kv, KEY) == cas.Entry()
 
 
-async def test_two_writers_racing_on_one_key_both_land(kv: Any) -> None:
+async def test_two_writers_racing_on_one_key_both_land(
+    kv: Any, write_between: WriteBetween
+) -> None:
     conflicts = 0
 
     def conflict() -> None:
@@ -94,11 +97,15 @@ async def test_two_writers_racing_on_one_key_both_land(kv: Any) -> None:
 
         return await cas.update(kv, KEY, step, on_conflict=conflict)
 
-    # Both read the absent key before either writes (one connection, requests in order):
-    # one create loses and is retried on top of the other's.
-    assert list(await asyncio.gather(add(1), add(10))) == [1, 10]
+    async def other_writer(_kv: Any) -> None:
+        assert await add(10) == 10
+
+    # The other writer adds 10 between this one's read of the absent key and its create:
+    # the create loses and is retried on top of the other's.
+    write_between(other_writer)
+    assert await add(1) == 1
     assert _number(await cas.read(kv, KEY)) == 11
-    assert conflicts >= 1
+    assert conflicts == 1
 
 
 @pytest.mark.parametrize("deleted", [False, True])
