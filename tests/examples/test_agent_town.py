@@ -19,8 +19,10 @@ from pathlib import Path
 import httpx
 import pytest
 from stripe_bridge import registry
+from stripe_bridge.billing.tiers import TierConfig
 from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge_entitlements.client import EntitlementsClient
+from stripe_bridge_entitlements.reservations import publish_tier_file
 from stripe_bridge_testing.consumer_processes import READY, ConsumerProcess, ForwarderProcess
 from stripe_bridge_testing.deliveries import SECRET
 from stripe_bridge_testing.openmeter_standin import IngestStandIn
@@ -161,3 +163,41 @@ async def _metered_once(ingest: IngestStandIn, sessions: list[Session]) -> None:
         assert counted["data"]["value"] == 1
         for event in (tokens, interactions, counted):
             assert (event["subject"], event["data"]["agent_id"]) == (CUSTOMER, session.agent)
+
+
+async def test_a_town_that_cannot_reach_nats_says_so_instead_of_selling_an_upgrade(
+    tmp_path: Path,
+) -> None:
+    """Free's rule when NATS is unreachable is ``deny``: the town refuses, but its user is
+    told the plan cannot be checked (nothing to buy), not "upgrade to Teams"."""
+    import nats
+
+    server = NatsServer(tmp_path / "nats").start()
+    try:
+        nc = await nats.connect(server.url)
+        try:
+            tier_file = TierConfig.load(TIERS).model_dump_json().encode()
+            await publish_tier_file(nc.jetstream(), tier_file)
+        finally:
+            await nc.close()
+        client = await EntitlementsClient.connect(server.url, unavailable_after=1)
+        try:
+            town = await Town.open(client, CUSTOMER)
+            await wait_until_async(lambda: client.tier_file is not None, DEADLINE, "tier file")
+            town.add_citizen("ada")
+            with pytest.raises(Refused, match="upgrade to Teams"):
+                town.share_memory()  # the plan's refusal, while NATS is there
+            server.stop()
+            await wait_until_async(
+                lambda: client.check(CUSTOMER, "citizens", 2).degraded, DEADLINE, "degraded"
+            )
+            with pytest.raises(Refused) as refused:
+                town.add_citizen("bob")
+            assert str(refused.value) == (
+                "citizens: the plan cannot be checked right now (nats_unavailable)"
+            )
+            assert "ada" in town.citizens and "bob" not in town.citizens
+        finally:
+            await client.close()
+    finally:
+        server.stop()
