@@ -178,6 +178,8 @@ class BillingEndpoint(HttpFunction[Reply]):
     """A billing function: ``work`` answers, a Refusal is its status and metric outcome."""
 
     runtime: BillingRuntime
+    #: The level of the line of a 2xx answer.
+    success_level = logging.INFO
 
     def __init__(self, runtime: BillingRuntime, work: Work, max_body_bytes: int) -> None:
         super().__init__(runtime, max_body_bytes)
@@ -216,9 +218,17 @@ class BillingEndpoint(HttpFunction[Reply]):
         metrics.count(reply.outcome)
         if self.runtime.pusher is not None:
             self.runtime.pusher.request_done()
-        if self.log_successes or reply.status >= 300:
+        if reply.status >= 500:
+            level = logging.WARNING
+        elif reply.status >= 300:
+            level = logging.INFO
+        elif self.log_successes:
+            level = self.success_level
+        else:
+            return
+        if log.isEnabledFor(level):
             log.log(
-                logging.WARNING if reply.status >= 500 else logging.INFO,
+                level,
                 "%s status=%d outcome=%s ms=%.1f",
                 metrics.function,
                 reply.status,

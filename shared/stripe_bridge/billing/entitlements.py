@@ -26,6 +26,7 @@ customer by this process, else the first tier); the entitlements view answers 50
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
@@ -134,6 +135,18 @@ class NatsUnavailable(Exception):
 
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment is not None else None
+
+
+@functools.lru_cache(maxsize=256)
+def _window_times(window: Window, second: int) -> tuple[int, str | None]:
+    """Start and reset time (ISO) of the window around Unix second ``second``: the same all
+    second long (windows start on whole UTC seconds), worked out once (5% of a check's CPU)."""
+    moment = datetime.fromtimestamp(second, UTC)
+    return window_start(window, moment), _iso(reset_at(window, moment))
+
+
+def _times(window: Window, now: datetime) -> tuple[int, str | None]:
+    return _window_times(window, int(now.timestamp()))
 
 
 class Entitlements:
@@ -278,7 +291,7 @@ class Entitlements:
         """Tier name, count and ledger from memory, or None when memory cannot answer."""
         if self.watched is None:
             return None
-        return self.watched.position(customer, meter, window_start(window, now))
+        return self.watched.position(customer, meter, _times(window, now)[0])
 
     async def _read(
         self, customer: str, window: Window, key: str
@@ -327,7 +340,6 @@ class Entitlements:
             "degraded": False,
         }
         now = datetime.now(UTC)
-        key = count_key(request.customer, request.meter, window, now)
         if request.reserve:
             tier, known = await self.tier_of(request.customer)
         else:
@@ -338,9 +350,10 @@ class Entitlements:
             return {**base, "allowed": False, "reason": "unknown_customer", "known": False}
         limit = tier.limits.get(request.meter)
         base |= {"tier": tier.name, "known": known, "limit": limit}
-        base["reset_at"] = _iso(reset_at(window, now))
+        base["reset_at"] = _times(window, now)[1]
         if not request.reserve:
             return base | decide(limit, request.quantity, count, ledger, time.time()).model_dump()
+        key = count_key(request.customer, request.meter, window, now)
         # One id for every attempt: a retried reservation finds its own hold.
         rid = request.reservation_id or str(uuid.uuid4())
 
@@ -421,7 +434,7 @@ class Entitlements:
                 "used": standing.used,
                 "reserved": standing.reserved,
                 "remaining": standing.remaining,
-                "reset_at": _iso(reset_at(window, now)),
+                "reset_at": _times(window, now)[1],
             }
 
         views = zip(meters, positions, strict=True)
@@ -465,6 +478,10 @@ class EntitlementsRuntime(BillingRuntime):
 
 class EntitlementsFunction(BillingEndpoint):
     """The HTTP shell: GET for the customer view, POST for checks, 404 elsewhere."""
+
+    #: Every check is on its caller's critical path (a line costs 10% of the function's
+    #: CPU); ``stripe_bridge_entitlement_checks`` counts them, LOG_LEVEL=DEBUG shows them.
+    success_level = logging.DEBUG
 
     async def respond(self, request: HttpRequest, path: str) -> Reply:
         """The customer view takes GET; everything else follows the shell's POST rules
