@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -105,6 +106,12 @@ async def concurrently(
     started = time.perf_counter()
     await asyncio.gather(*(work(one) for one in workers))
     return figures(name, latencies, time.perf_counter() - started, 1e-3)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time process ``pid`` has used (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def checks(client: EntitlementsClient, count: int) -> dict[str, Any]:
@@ -237,7 +244,12 @@ async def run(
                 port = function.port
                 connections = [await HttpConnection.open(port) for _ in range(CONCURRENCY)]
                 try:
-                    return await concurrently(name, ops, [poster(c) for c in connections])
+                    # The function's CPU per check: what the load of the machine moves least.
+                    assert function.process is not None
+                    cpu = cpu_seconds(function.process.pid)
+                    found = await concurrently(name, ops, [poster(c) for c in connections])
+                    cpu = cpu_seconds(function.process.pid) - cpu
+                    return found | {"cpu_us": cpu / found["ops"] * 1e6}
                 finally:
                     for connection in connections:
                         connection.close()
@@ -270,8 +282,10 @@ def summary(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for name in names:
         runs = [r for r in results if r["name"] == name]
         row: dict[str, Any] = {"name": name, "unit": runs[0]["unit"], "ops": runs[0]["ops"]}
-        for field in ("rate", "p50", "p99"):
-            values = [r[field] for r in runs]
+        for field in ("rate", "p50", "p99", "cpu_us"):
+            values = [r[field] for r in runs if field in r]
+            if not values:
+                continue
             row[field] = statistics.median(values)
             row[f"{field}_range"] = [min(values), max(values)]
         rows.append(row)
@@ -313,9 +327,13 @@ def main() -> int:
     for row in rows:
         low, high = row["rate_range"]
         unit = row["unit"]
+        cpu = ""
+        if "cpu_us" in row:
+            cpu_low, cpu_high = row["cpu_us_range"]
+            cpu = f"   CPU {row['cpu_us']:.0f} us/check [{cpu_low:.0f}-{cpu_high:.0f}]"
         print(
             f"  {row['name']:<28} {row['rate']:>9.0f}/s [{low:.0f}-{high:.0f}]"
-            f"   p50 {row['p50']:8.2f} {unit}   p99 {row['p99']:8.2f} {unit}"
+            f"   p50 {row['p50']:8.2f} {unit}   p99 {row['p99']:8.2f} {unit}{cpu}"
         )
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "phases": results}, indent=2))
