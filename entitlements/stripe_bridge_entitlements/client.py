@@ -232,6 +232,7 @@ class EntitlementsClient:
         reservation_ttl: float = 300,
         unavailable_after: float = 10,
         nats_timeout: float = 0.5,
+        watch_expiry: float = 30,
     ) -> None:
         self.nc = nc
         self.js = nc.jetstream(timeout=nats_timeout)
@@ -239,6 +240,9 @@ class EntitlementsClient:
         self.reservation_ttl = reservation_ttl
         self.unavailable_after = unavailable_after
         self.patience = Patience(unavailable_after, nats_timeout * 4)
+        #: Seconds a watch's consumer outlives its watcher on the server (nats-py's default
+        #: is 5 minutes): a forgotten customer's six consumers go soon after it.
+        self.watch_expiry = watch_expiry
         self.metrics = ClientMetrics()
         self._customers: dict[str, _Customer] = {}
         self._buckets: dict[str, Any] = {}
@@ -250,13 +254,19 @@ class EntitlementsClient:
     @classmethod
     async def connect(cls, servers: str | list[str], **options: Any) -> EntitlementsClient:
         """Connect to NATS (nats-py ``connect`` options: user, password, inbox_prefix...)
-        and start; ``tier_file``, ``reservation_ttl``, ``unavailable_after`` and
-        ``nats_timeout`` go to the client."""
+        and start; ``tier_file``, ``reservation_ttl``, ``unavailable_after``,
+        ``nats_timeout`` and ``watch_expiry`` go to the client."""
         import nats
 
         own = {
             k: options.pop(k)
-            for k in ("tier_file", "reservation_ttl", "unavailable_after", "nats_timeout")
+            for k in (
+                "tier_file",
+                "reservation_ttl",
+                "unavailable_after",
+                "nats_timeout",
+                "watch_expiry",
+            )
             if k in options
         }
         holder: list[EntitlementsClient] = []
@@ -412,7 +422,7 @@ class EntitlementsClient:
 
     async def _follow(self, watch: _Watch) -> None:
         """Start ``watch``'s watcher; return once the entries it holds are applied."""
-        watcher = await watch.kv.watch(watch.keys)
+        watcher = await watch.kv.watch(watch.keys, inactive_threshold=self.watch_expiry)
         if watch.stopped:  # forgotten while this watcher was being created
             with contextlib.suppress(Exception):
                 await watcher.stop()
