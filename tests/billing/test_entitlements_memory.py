@@ -12,13 +12,14 @@ from typing import Any
 
 import httpx
 import pytest
+from stripe_bridge.billing.endpoints import Refusal
 from stripe_bridge.billing.entitlements import (
     CheckRequest,
     Entitlements,
     EntitlementSettings,
     NatsUnavailable,
 )
-from stripe_bridge.billing.limits import Window, window_start
+from stripe_bridge.billing.limits import UnknownCustomer, Window, window_start
 from stripe_bridge.billing.tiers import DEFAULT_TIERS
 from stripe_bridge.billing.usage_counter import count_key, usage_buckets
 from stripe_bridge.config import Settings
@@ -242,3 +243,23 @@ async def test_the_function_counts_answers_by_source_and_logs_allowed_checks_qui
     line = "status=422 outcome=unknown_meter"
     await wait_until_async(lambda: line in fn.log(), 10, "the refusal's line")
     assert "outcome=ok" not in fn.log()
+
+
+async def test_unknown_customers_denied_by_the_tier_file_are_not_watched(
+    nats_server: NatsServer,
+) -> None:
+    # With unknown_customer: deny the tier decides before any count is read (and a count
+    # that cannot be read does not turn the answer into a degraded one); nor does an id
+    # never projected take a place in memory from the customers who pay.
+    config = DEFAULT_TIERS.model_copy(update={"unknown_customer": UnknownCustomer.DENY})
+    logic = Entitlements(config, Settings(nats_url=nats_server.url), EntitlementSettings())
+    try:
+        for customer in ("cus_nobody", "cus_nobody", "cus_other"):
+            answer = await logic.check(_check(customer))
+            assert (answer["allowed"], answer["reason"]) == (False, "unknown_customer")
+        with pytest.raises(Refusal) as refused:
+            await logic.view("cus_nobody")
+        assert refused.value.status == 404
+        assert logic.watched is not None and not logic.watched.client._customers
+    finally:
+        await logic.close()

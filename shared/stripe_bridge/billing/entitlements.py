@@ -305,6 +305,8 @@ class Entitlements:
         reading = asyncio.ensure_future(self._retrying(position))
         try:
             name = await self._tier_name(customer)
+            if name is None and self.config.unknown_customer is UnknownCustomer.DENY:
+                return None, CountView(), Ledger()  # denied whatever the count (or its read)
             count, ledger = await reading
         finally:
             # No read outlives the answer, and none fails unretrieved.
@@ -406,11 +408,13 @@ class Entitlements:
         remembered = [f for f in found if f is not None]
         from_memory = bool(remembered) and len(remembered) == len(found)
         self.watch_metrics.answered(from_memory)
+        name = remembered[0][0] if from_memory else await self._tier_name(customer)
+        tier, known = self._tier(customer, name)
+        if tier is None:
+            raise Refusal(404, "unknown_customer", "no billing events for this customer")
         if from_memory:
-            name = remembered[0][0]
             positions = [(count, ledger) for _, count, ledger in remembered]
         else:
-            name = await self._tier_name(customer)
             positions = await self._retrying(
                 lambda kv: asyncio.gather(  # every meter's reads at once
                     *(
@@ -421,9 +425,6 @@ class Entitlements:
             )
             if self.watched is not None:
                 self.watched.watch(customer)
-        tier, known = self._tier(customer, name)
-        if tier is None:
-            raise Refusal(404, "unknown_customer", "no billing events for this customer")
 
         def one(meter: str, window: Window, count: CountView, ledger: Ledger) -> dict[str, Any]:
             limit = tier.limits.get(meter)
