@@ -1,7 +1,7 @@
 """Benchmark the in-process entitlements client beside raw nats-py KV calls, in one run.
 
 Run from the repository root: ``.venv/bin/python -m bench.bench_entitlements [--repeats R]
-[--checks N] [--ops N] [--held 0,1000,10000] [--json P]``.
+[--checks N] [--ops N] [--held 0,1000,10000] [--against DIR] [--json P]``.
 
 On loopback only it starts its own nats-server, creates the buckets the bridge creates and
 publishes a tier file (the free tier with a limit too high to reach), then measures, in
@@ -18,7 +18,9 @@ than the repeat before):
 * ``reserve, N held``: ``client.reserve`` on a customer already holding N reservations;
 * ``raw kv.get x16`` and ``function /v1/check x16``: 16 concurrent raw gets beside 16
   keep-alive connections POSTing non-reserving checks to the ``billing_entitlements``
-  function, served as the container serves it (its own process, the same tier file).
+  function, served as the container serves it (its own process, the same tier file);
+  with ``--against DIR`` (a checkout of another revision, e.g. ``git worktree add``) also
+  ``function /v1/check x16 @DIR``: that checkout's function, interleaved with this one's.
 
 Every figure printed is the median of the repeats with its lowest and highest. Every loop
 is bounded; everything it started stops at the end. Figures are printed, never asserted.
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -105,6 +108,12 @@ async def concurrently(
     return figures(name, latencies, time.perf_counter() - started, 1e-3)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time process ``pid`` has used (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def checks(client: EntitlementsClient, count: int) -> dict[str, Any]:
     """``count`` in-memory checks, in microseconds (each one timed on its own)."""
     clock = time.perf_counter
@@ -149,7 +158,12 @@ async def hold(client: EntitlementsClient, customer: str, count: int) -> None:
 
 
 async def run(
-    url: str, repeats: int, count: int, ops: int, held: list[int], function: FunctionProcess
+    url: str,
+    repeats: int,
+    count: int,
+    ops: int,
+    held: list[int],
+    functions: dict[str, FunctionProcess],
 ) -> list[dict[str, Any]]:
     """Every row ``repeats`` times, interleaved; one dict per row and repeat."""
     import nats
@@ -162,7 +176,8 @@ async def run(
     await reservations_bucket(js)
     await publish_tier_file(js, ROOMY.model_dump_json().encode())
     client = await EntitlementsClient.connect(url, reservation_ttl=3600)
-    function.start()  # after the tier file: it publishes its own, the same
+    for function in functions.values():
+        function.start()  # after the tier file: it publishes its own, the same
     try:
         await client.serve("cus_bench")
         await client.serve("cus_prop")
@@ -222,28 +237,40 @@ async def run(
 
             return post
 
-        async def function_16(name: str = f"function /v1/check x{CONCURRENCY}") -> dict[str, Any]:
-            # Connected for each phase: the server closes keep-alive connections idle for
-            # 5 s (uvicorn), as long as the other rows can take.
-            connections = [await HttpConnection.open(function.port) for _ in range(CONCURRENCY)]
-            try:
-                return await concurrently(name, ops, [poster(c) for c in connections])
-            finally:
-                for connection in connections:
-                    connection.close()
+        def function_16(name: str, function: FunctionProcess) -> Callable[[], Awaitable[Any]]:
+            async def phase() -> dict[str, Any]:
+                # Connected for each phase: the server closes keep-alive connections idle
+                # for 5 s (uvicorn), as long as the other rows can take.
+                port = function.port
+                connections = [await HttpConnection.open(port) for _ in range(CONCURRENCY)]
+                try:
+                    # The function's CPU per check: what the load of the machine moves least.
+                    assert function.process is not None
+                    cpu = cpu_seconds(function.process.pid)
+                    found = await concurrently(name, ops, [poster(c) for c in connections])
+                    cpu = cpu_seconds(function.process.pid) - cpu
+                    return found | {"cpu_us": cpu / found["ops"] * 1e6}
+                finally:
+                    for connection in connections:
+                        connection.close()
+
+            return phase
 
         rows: list[Callable[[], Awaitable[dict[str, Any]]]] = [get_phase, check_phase]
-        rows += [update_phase, reserve_phase, propagation_phase, raw_get_16, function_16]
+        rows += [update_phase, reserve_phase, propagation_phase, raw_get_16]
+        rows += [function_16(name, function) for name, function in functions.items()]
         rows += [held_reserve(n) for n in held]
         checks(client, min(count, 10_000))  # warm-up
-        await function_16("warm-up")
+        for function in functions.values():
+            await function_16("warm-up", function)()
         results = []
         for repeat in range(repeats):
             for row in rows[repeat % len(rows) :] + rows[: repeat % len(rows)]:
                 results.append(await row() | {"repeat": repeat})
         return results
     finally:
-        function.stop()
+        for function in functions.values():
+            function.stop()
         await client.close()
         await nc.close()
 
@@ -255,8 +282,10 @@ def summary(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for name in names:
         runs = [r for r in results if r["name"] == name]
         row: dict[str, Any] = {"name": name, "unit": runs[0]["unit"], "ops": runs[0]["ops"]}
-        for field in ("rate", "p50", "p99"):
-            values = [r[field] for r in runs]
+        for field in ("rate", "p50", "p99", "cpu_us"):
+            values = [r[field] for r in runs if field in r]
+            if not values:
+                continue
             row[field] = statistics.median(values)
             row[f"{field}_range"] = [min(values), max(values)]
         rows.append(row)
@@ -270,6 +299,11 @@ def main() -> int:
     parser.add_argument("--checks", type=int, default=200_000, help="checks per phase")
     parser.add_argument("--ops", type=int, default=1000, help="NATS operations per phase")
     parser.add_argument("--held", default="0,1000,10000", help="reservations held, per row")
+    parser.add_argument(
+        "--against",
+        type=Path,
+        help="a checkout of another revision: its function is measured too, interleaved",
+    )
     parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args()
     held = [int(n) for n in args.held.split(",") if n]
@@ -277,16 +311,29 @@ def main() -> int:
         tiers = Path(tmp) / "tiers.json"
         tiers.write_text(ROOMY.model_dump_json())
         env = {"NATS_URL": server.url, "ENTITLEMENTS_TIERS_FILE": str(tiers)}
-        function = FunctionProcess("billing_entitlements", env, Path(tmp), REPO_ROOT)
-        results = asyncio.run(run(server.url, args.repeats, args.checks, args.ops, held, function))
+        name = f"function /v1/check x{CONCURRENCY}"
+        functions = {name: FunctionProcess("billing_entitlements", env, Path(tmp), REPO_ROOT)}
+        if args.against is not None:
+            other = args.against.resolve()
+            # Its packages first on the path (this venv's editable installs come after).
+            path = ":".join(str(other / d) for d in ("shared", "entitlements", "testing"))
+            against = FunctionProcess(
+                "billing_entitlements", env | {"PYTHONPATH": path}, Path(tmp), other
+            )
+            functions[f"{name} @{args.against}"] = against
+        results = asyncio.run(run(server.url, args.repeats, args.checks, args.ops, held, functions))
     rows = summary(results)
     print(f"median [lowest-highest] of {args.repeats} interleaved repeats, one process:")
     for row in rows:
         low, high = row["rate_range"]
         unit = row["unit"]
+        cpu = ""
+        if "cpu_us" in row:
+            cpu_low, cpu_high = row["cpu_us_range"]
+            cpu = f"   CPU {row['cpu_us']:.0f} us/check [{cpu_low:.0f}-{cpu_high:.0f}]"
         print(
             f"  {row['name']:<28} {row['rate']:>9.0f}/s [{low:.0f}-{high:.0f}]"
-            f"   p50 {row['p50']:8.2f} {unit}   p99 {row['p99']:8.2f} {unit}"
+            f"   p50 {row['p50']:8.2f} {unit}   p99 {row['p99']:8.2f} {unit}{cpu}"
         )
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "phases": results}, indent=2))

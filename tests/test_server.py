@@ -7,13 +7,16 @@ like every refusal), without holding up anyone else.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
 import time
 
 from stripe_bridge.ops.natsserver import NatsServer
+from stripe_bridge.server import CoalescingTransport
 from stripe_bridge_testing.deliveries import fixture_event, post_event
 from stripe_bridge_testing.function_metrics import metric
-from stripe_bridge_testing.waiting import wait_until
+from stripe_bridge_testing.waiting import wait_until, wait_until_async
 
 from .conftest import FunctionFactory
 
@@ -82,3 +85,41 @@ def test_keep_alive_requests_are_unaffected(
             assert client.get(fn.url + "healthz").status_code == 200
             count += 1
         assert count > 1
+
+
+async def test_coalescing_transport_sends_one_steps_writes_at_once_and_closes_after() -> None:
+    # Uvicorn writes an answer's head and body apart; the function's protocol joins them
+    # (server.CoalescingTransport): one system call per answer instead of two.
+    loop = asyncio.get_running_loop()
+    ours, theirs = socket.socketpair()
+    theirs.setblocking(False)
+    transport, _ = await loop.create_connection(asyncio.Protocol, sock=ours)
+    sends: list[bytes] = []
+    write = transport.write
+
+    def counted(data: bytes | bytearray | memoryview) -> None:
+        sends.append(bytes(data))
+        write(data)
+
+    transport.write = counted  # type: ignore[method-assign]
+    received = bytearray()
+
+    def everything_received() -> bool:
+        with contextlib.suppress(BlockingIOError):
+            received.extend(theirs.recv(65536))
+        return received.endswith(b"last")
+
+    try:
+        joined = CoalescingTransport(transport, loop)
+        joined.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        joined.write(b"{}")
+        assert sends == []  # not before the step ends
+        await wait_until_async(lambda: sends != [], 5, "the step's writes sent")
+        assert sends == [b"HTTP/1.1 200 OK\r\n\r\n{}"]
+        joined.write(b"last")
+        joined.close()
+        assert sends[-1] == b"last" and transport.is_closing()
+        await wait_until_async(everything_received, 5, "all received")
+    finally:
+        transport.close()
+        theirs.close()

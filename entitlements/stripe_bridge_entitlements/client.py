@@ -148,6 +148,11 @@ class _Customer:
     #: Set (and replaced) whenever the tier entry or the tier file changes: what
     #: ``wait_for_tier`` waits on.
     tier_changed: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The watches keeping this customer current; ``ready`` once all have caught up;
+    #: ``forgotten`` once ``forget`` stopped them (a ``serve`` in flight then stops).
+    watches: list[_Watch] = field(default_factory=list)
+    ready: bool = False
+    forgotten: bool = False
 
     def changed(self) -> None:
         """The tier or the tier file changed: forget what checks answered by, wake waiters."""
@@ -165,6 +170,13 @@ class _Watch:
     apply: Callable[[str, bytes | None, int], None]
     watcher: Any = None
     task: asyncio.Task[None] | None = None
+    #: Stopped for good (its customer forgotten): a recovery in flight must not restart it.
+    stopped: bool = False
+
+    @property
+    def ended(self) -> bool:
+        """Its watcher stopped delivering on its own (not stopped by this client)."""
+        return self.task is not None and self.task.done()
 
 
 async def _stop(watch: _Watch) -> None:
@@ -194,6 +206,16 @@ def _store(state: _Customer, key: str, entry: cas.Entry) -> None:
         state.ledger_entries[key] = entry
 
 
+def _views(state: _Customer, meter: str, start: int) -> tuple[CountView, Ledger]:
+    """Memory's count and ledger of ``meter`` in the window starting at ``start`` (an
+    older window's entries count as nothing: that window is over)."""
+    count = state.counts.get(meter)
+    ledger = state.ledgers.get(meter)
+    count_now = count[1] if count is not None and count[0] == start else _NO_COUNT
+    ledger_now = ledger[1] if ledger is not None and ledger[0] == start else _NO_LEDGER
+    return count_now, ledger_now
+
+
 def _start(key: str) -> int:
     last = key.rsplit(".", 1)[-1]
     return int(last) if last.isdigit() else 0
@@ -210,6 +232,7 @@ class EntitlementsClient:
         reservation_ttl: float = 300,
         unavailable_after: float = 10,
         nats_timeout: float = 0.5,
+        watch_expiry: float = 30,
     ) -> None:
         self.nc = nc
         self.js = nc.jetstream(timeout=nats_timeout)
@@ -217,6 +240,9 @@ class EntitlementsClient:
         self.reservation_ttl = reservation_ttl
         self.unavailable_after = unavailable_after
         self.patience = Patience(unavailable_after, nats_timeout * 4)
+        #: Seconds a watch's consumer outlives its watcher on the server (nats-py's default
+        #: is 5 minutes): a forgotten customer's six consumers go soon after it.
+        self.watch_expiry = watch_expiry
         self.metrics = ClientMetrics()
         self._customers: dict[str, _Customer] = {}
         self._buckets: dict[str, Any] = {}
@@ -228,27 +254,30 @@ class EntitlementsClient:
     @classmethod
     async def connect(cls, servers: str | list[str], **options: Any) -> EntitlementsClient:
         """Connect to NATS (nats-py ``connect`` options: user, password, inbox_prefix...)
-        and start; ``tier_file``, ``reservation_ttl``, ``unavailable_after`` and
-        ``nats_timeout`` go to the client."""
+        and start; ``tier_file``, ``reservation_ttl``, ``unavailable_after``,
+        ``nats_timeout`` and ``watch_expiry`` go to the client."""
         import nats
 
         own = {
             k: options.pop(k)
-            for k in ("tier_file", "reservation_ttl", "unavailable_after", "nats_timeout")
+            for k in (
+                "tier_file",
+                "reservation_ttl",
+                "unavailable_after",
+                "nats_timeout",
+                "watch_expiry",
+            )
             if k in options
         }
         holder: list[EntitlementsClient] = []
 
         async def lost() -> None:
-            if holder and holder[0]._lost_at is None:
-                holder[0]._lost_at = time.monotonic()
+            if holder:
+                await holder[0].disconnected()
 
         async def back() -> None:
             if holder:
-                client = holder[0]
-                if client._recovery is not None:
-                    client._recovery.cancel()
-                client._recovery = asyncio.create_task(client._recover())
+                await holder[0].reconnected()
 
         async def quiet(_exc: Exception) -> None:
             return None  # staleness says it; nats-py would log every reconnect attempt
@@ -264,16 +293,30 @@ class EntitlementsClient:
         await client.start()
         return client
 
+    async def disconnected(self) -> None:
+        """The connection was lost (its ``disconnected_cb``/``closed_cb``): memory is no
+        longer kept current. A host that owns the connection forwards its callbacks here."""
+        if self._lost_at is None:
+            self._lost_at = time.monotonic()
+
+    async def reconnected(self) -> None:
+        """The connection is back (its ``reconnected_cb``): watch everything again."""
+        if self._recovery is not None:
+            self._recovery.cancel()
+        self._recovery = asyncio.create_task(self._recover())
+
     @property
     def staleness(self) -> float:
         """Seconds since memory stopped being kept current (0 while connected)."""
         return 0.0 if self._lost_at is None else time.monotonic() - self._lost_at
 
-    async def start(self) -> None:
-        """Bind the buckets and watch the tier file (when not given one)."""
+    async def start(self, buckets: dict[str, Any] | None = None) -> None:
+        """Bind the buckets and watch the tier file (when not given one). ``buckets``: the
+        ones a host bound already, by name (not looked up again)."""
+        self._buckets |= buckets or {}
         names = [TIERS_BUCKET, RESERVATIONS_BUCKET, LIMITS_BUCKET]
         names += [usage_bucket(w) for w in Window]
-        for name in names:
+        for name in (n for n in names if n not in self._buckets):
             with contextlib.suppress(Exception):  # not there yet: watched once it is
                 self._buckets[name] = await self.js.key_value(name)
         if self.tier_file is None and LIMITS_BUCKET in self._buckets:
@@ -291,6 +334,15 @@ class EntitlementsClient:
         if customer in self._customers:
             return
         state = self._customers[customer] = _Customer()
+        try:
+            await self._serve(customer, state)
+        except BaseException:
+            if self._customers.get(customer) is state:
+                await self.forget(customer)  # served again from scratch by the next call
+            raise
+        state.ready = True
+
+    async def _serve(self, customer: str, state: _Customer) -> None:
         token = customer_token(customer)
 
         def tier(_key: str, value: bytes | None, _revision: int) -> None:
@@ -308,25 +360,73 @@ class EntitlementsClient:
             _store(state, key, cas.Entry(value, revision))
             state.remaining.clear()
 
-        if TIERS_BUCKET in self._buckets:
-            await self._watch(self._buckets[TIERS_BUCKET], customer, tier)
-        for window in Window:
-            if usage_bucket(window) in self._buckets:
-                await self._watch(self._buckets[usage_bucket(window)], f"{token}.>", count)
-        if RESERVATIONS_BUCKET in self._buckets:
-            await self._watch(self._buckets[RESERVATIONS_BUCKET], f"L.{token}.>", ledger)
+        watched: list[tuple[str, str, Callable[[str, bytes | None, int], None]]]
+        watched = [(TIERS_BUCKET, customer, tier)]
+        watched += [(usage_bucket(w), f"{token}.>", count) for w in Window]
+        watched += [(RESERVATIONS_BUCKET, f"L.{token}.>", ledger)]
+        for bucket, keys, apply in watched:
+            if bucket in self._buckets and not state.forgotten:
+                await self._watch(self._buckets[bucket], keys, apply, state.watches)
+
+    async def forget(self, customer: str) -> None:
+        """Stop keeping ``customer`` in memory (stop its watches); ``serve`` starts again.
+        Forgetting a customer not served changes nothing."""
+        state = self._customers.pop(customer, None)
+        if state is None:
+            return
+        state.forgotten = True
+        for watch in state.watches:
+            watch.stopped = True
+            await _stop(watch)
+
+    def position(
+        self, customer: str, meter: str, start: int
+    ) -> tuple[str | None, CountView, Ledger] | None:
+        """Memory's tier name (None: never projected), count and ledger of ``customer``'s
+        ``meter`` in the window starting at ``start`` (0 for ``total``), while every watch
+        of the customer keeps them current; None while not (not served or still catching
+        up, the connection lost and not yet watched again, a watch ended)."""
+        state = self._customers.get(customer)
+        if state is None or not state.ready or self._lost_at is not None:
+            return None
+        if not self.nc.is_connected or any(w.ended for w in state.watches):
+            return None
+        count, ledger = _views(state, meter, start)
+        return state.tier, count, ledger
+
+    def broken(self, customer: str) -> bool:
+        """A watch of served ``customer`` ended while the connection is current (its
+        consumer deleted, its watcher stopped): ``forget`` and ``serve`` it again."""
+        state = self._customers.get(customer)
+        if state is None or not state.ready or self._lost_at is not None:
+            return False
+        return any(w.ended for w in state.watches)
 
     async def _watch(
-        self, kv: Any, keys: str, apply: Callable[[str, bytes | None, int], None]
+        self,
+        kv: Any,
+        keys: str,
+        apply: Callable[[str, bytes | None, int], None],
+        into: list[_Watch] | None = None,
     ) -> None:
-        """Apply every entry under ``keys`` now and as it changes; return once caught up."""
+        """Apply every entry under ``keys`` now and as it changes; return once caught up.
+        The watch is kept in ``into`` (a customer's), else among the client's own."""
         watch = _Watch(kv, keys, apply)
-        self._watches.append(watch)
+        (self._watches if into is None else into).append(watch)
         await self._follow(watch)
+
+    def _all_watches(self) -> list[_Watch]:
+        """The client's own watches and every served customer's."""
+        customers = [w for state in self._customers.values() for w in state.watches]
+        return self._watches + customers
 
     async def _follow(self, watch: _Watch) -> None:
         """Start ``watch``'s watcher; return once the entries it holds are applied."""
-        watcher = await watch.kv.watch(watch.keys)
+        watcher = await watch.kv.watch(watch.keys, inactive_threshold=self.watch_expiry)
+        if watch.stopped:  # forgotten while this watcher was being created
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+            return
         caught_up = asyncio.Event()
 
         async def follow() -> None:
@@ -349,13 +449,14 @@ class EntitlementsClient:
         need come (the client stayed stale for good, answering by ``when_unavailable``)."""
         delay = 0.1
         while not self.nc.is_closed:
+            watches = self._all_watches()
             try:
-                for watch in self._watches:
+                for watch in watches:
                     await _stop(watch)
                 # Every follow ends before the next attempt stops the watches (one that
                 # started after the stop would keep a second watcher on its key).
                 followed = await asyncio.gather(
-                    *(self._follow(watch) for watch in self._watches), return_exceptions=True
+                    *(self._follow(watch) for watch in watches), return_exceptions=True
                 )
                 for result in followed:
                     if isinstance(result, BaseException):
@@ -433,11 +534,7 @@ class EntitlementsClient:
         if limit is None:
             return Decision(allowed=True, tier=tier.name)
         now = time.time()
-        start = self._window_start(window)
-        count = state.counts.get(name)
-        ledger = state.ledgers.get(name)
-        count_now = count[1] if count is not None and count[0] == start else _NO_COUNT
-        ledger_now = ledger[1] if ledger is not None and ledger[0] == start else _NO_LEDGER
+        count_now, ledger_now = _views(state, name, self._window_start(window))
         left = remaining(limit, count_now, ledger_now, now) or 0.0
         # Valid until the next second (a window may start) or the next hold expires.
         until = min([int(now) + 1.0, *(s for s in ledger_now.held if s > now)])
@@ -462,9 +559,7 @@ class EntitlementsClient:
         if self._lost_at is not None:
             return None
         state = self._customers[customer]
-        count = state.counts.get(meter)
-        start = _start(key)
-        view = count[1] if count is not None and count[0] == start else _NO_COUNT
+        view, _ = _views(state, meter, _start(key))
         return Cached(state.ledger_entries.get(ledger_key(key), cas.Entry()), view)
 
     def _reservations(self) -> Reservations:
@@ -562,7 +657,7 @@ class EntitlementsClient:
         """Stop watching and close the connection."""
         if self._recovery is not None:
             self._recovery.cancel()
-        for watch in self._watches:
+        for watch in self._all_watches():
             await _stop(watch)
         # A reconnect loop without end survives close() when NATS is down (nats-py): end it.
         self.nc.options["max_reconnect_attempts"] = 1

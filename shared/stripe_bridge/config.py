@@ -40,7 +40,7 @@ class IdempotencyBackend(StrEnum):
 
 
 class LogDeliveries(StrEnum):
-    """Which answered webhook deliveries get their one log line."""
+    """Which answered webhook deliveries and billing requests get their one log line."""
 
     ALL = "all"
     FAILURES = "failures"  # only answers that are not 2xx
@@ -219,8 +219,9 @@ class Settings(EnvModel):
     )
     log_deliveries: LogDeliveries = Field(
         default=LogDeliveries.ALL,
-        description="`all`: one line per answered webhook delivery (INFO, WARNING for 5xx); "
-        "`failures`: only for answers that are not 2xx (saves ~10 us of CPU per event).",
+        description="`all`: one line per answered webhook delivery or billing request (INFO, "
+        "WARNING for 5xx; the entitlements function's 2xx at DEBUG); `failures`: only for "
+        "answers that are not 2xx (saves ~10 us of CPU per event).",
     )
     log_format: LogFormat = Field(
         default=LogFormat.TEXT,

@@ -7,11 +7,15 @@ test_checkout.py and tests/test_http.py.
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from pydantic import SecretStr
 from starlette.types import Message
 from stripe_bridge.asgi import HttpRequest
 from stripe_bridge.billing.endpoints import (
+    BillingEndpoint,
+    BillingRuntime,
     Refusal,
     UsageSettings,
     check_bearer,
@@ -19,8 +23,10 @@ from stripe_bridge.billing.endpoints import (
     read_json,
     unique_ids,
 )
+from stripe_bridge.billing.entitlements import EntitlementsFunction
 from stripe_bridge.billing.usage import UsageRecord
-from stripe_bridge.config import ConfigError, load_model
+from stripe_bridge.config import ConfigError, Settings, load_model
+from stripe_bridge.http import Reply
 
 
 async def _no_body() -> Message:
@@ -81,3 +87,36 @@ def test_the_bearer_token_when_one_is_configured() -> None:
         with pytest.raises(Refusal) as refused:
             check_bearer(request(sent), token)
         assert (refused.value.status, refused.value.outcome) == (401, "unauthorized")
+
+
+def _logged(caplog: pytest.LogCaptureFixture, endpoint: BillingEndpoint) -> list[str]:
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="stripe_bridge.billing.endpoints"):
+        for status, outcome in ((200, "ok"), (422, "invalid"), (503, "nats_unavailable")):
+            endpoint.record(Reply(status, {}, outcome), 0.001)
+    return [f"{r.levelname} {r.getMessage().split(' ms=')[0]}" for r in caplog.records]
+
+
+async def _no_work(_request: HttpRequest, _body: bytes) -> tuple[int, object]:
+    raise AssertionError("not called")
+
+
+def test_log_deliveries_failures_drops_the_line_of_every_2xx_answer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def endpoint(cls: type[BillingEndpoint], **settings: str) -> BillingEndpoint:
+        runtime = BillingRuntime("billing_usage", Settings(**settings))
+        return cls(runtime, _no_work, 1024)
+
+    refusals = [
+        "INFO billing_usage status=422 outcome=invalid",
+        "WARNING billing_usage status=503 outcome=nats_unavailable",
+    ]
+    assert _logged(caplog, endpoint(BillingEndpoint)) == [
+        "INFO billing_usage status=200 outcome=ok",
+        *refusals,
+    ]
+    quiet = endpoint(BillingEndpoint, log_deliveries="failures")
+    assert _logged(caplog, quiet) == refusals
+    # The entitlements function's answers are on its callers' critical path: DEBUG.
+    assert _logged(caplog, endpoint(EntitlementsFunction))[0].startswith("DEBUG ")

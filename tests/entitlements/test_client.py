@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from stripe_bridge.billing import usage_counter
@@ -322,3 +323,38 @@ async def test_the_collector_exposes_what_the_alerts_and_dashboard_read(
         for name in re.findall(r"stripe_bridge_entitlements_client_\w+", source)
     }
     assert read and read <= exposed, read - exposed
+
+
+async def test_a_forgotten_customer_stops_being_watched_and_leaves_no_consumers(
+    bridge: NatsServer,
+) -> None:
+    import nats
+
+    nc = await nats.connect(bridge.url)
+    client = await EntitlementsClient.connect(bridge.url, watch_expiry=1)
+    js = nc.jetstream()
+    streams = [f"KV_{keys.usage_bucket(w)}" for w in Window] + ["KV_BILLING_TIERS"]
+    streams.append("KV_BILLING_RESERVATIONS")
+
+    async def consumers() -> int:
+        infos = await asyncio.gather(*(js.stream_info(s) for s in streams))
+        return sum(int(info.state.consumer_count or 0) for info in infos)
+
+    try:
+        await client.serve("cus_gone")
+        assert await consumers() == 6  # tier, four windows' counts, ledgers
+        await client.forget("cus_gone")
+        with pytest.raises(KeyError):
+            client.check("cus_gone", "api_calls")
+        assert client.position("cus_gone", "api_calls", 0) is None
+        # The server drops the watches' consumers soon (watch_expiry), not after 5 minutes.
+        await wait_until_async(lambda: _none_left(consumers), 30, "consumers gone")
+        await client.serve("cus_gone")  # and it can be served again
+        assert client.check("cus_gone", "api_calls").allowed
+    finally:
+        await client.close()
+        await nc.close()
+
+
+async def _none_left(count: Any) -> bool:
+    return bool(await count() == 0)

@@ -5,10 +5,12 @@ with nothing more than the entries added for them (each one is needed here)."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 from stripe_bridge.billing.entitlements import CheckRequest, Entitlements, EntitlementSettings
 from stripe_bridge.billing.lifecycle_projector import LifecycleProjector
+from stripe_bridge.billing.limits import Window, window_start
 from stripe_bridge.billing.tiers import DEFAULT_TIERS
 from stripe_bridge.billing.usage import UsageRecord, provision_usage_streams, record_usage
 from stripe_bridge.billing.usage_counter import UsageCounter
@@ -67,10 +69,26 @@ async def test_lifecycle_counter_and_checks_as_billing(cluster: LocalNatsCluster
         try:
             check = CheckRequest(customer=CUSTOMER, meter="tokens", quantity=5, reserve=True)
             answer = await logic.check(check)
+            # A non-reserving check reads KV and watches the customer (the watch entries);
+            # then memory answers, the hold just made included.
+            await logic.check(CheckRequest(customer=CUSTOMER, meter="tokens"))
+            start = window_start(Window.MONTH, datetime.now(UTC))
+
+            def watched() -> bool:
+                memory = logic.watched
+                if memory is None:
+                    return False
+                return memory.client.position(CUSTOMER, "tokens", start) is not None
+
+            await wait_until_async(watched, 30, "the customer watched as billing")
+            remembered = await logic.check(CheckRequest(customer=CUSTOMER, meter="tokens"))
+            failures = logic.watch_metrics.failures
         finally:
             await logic.close()
         assert answer["allowed"] and answer["degraded"] is False
         assert answer["used"] == 50 and answer["reservation_id"]
+        assert (remembered["used"], remembered["reserved"]) == (50, 5)
+        assert _total(failures, "stripe_bridge_entitlement_watch_failures_total") == 0
         # Still no usage of its own beyond lifecycle events: usage.<meter> is refused.
         assert not errors.seen, errors.seen  # nothing above was refused
         js = billing.jetstream(timeout=2)

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, Field, SecretStr, TypeAdapter, ValidationError
 
 from ..asgi import HttpRequest
-from ..config import ConfigError, EnvModel, Settings, load_model
+from ..config import ConfigError, EnvModel, LogDeliveries, Settings, load_model
 from ..envelope import MalformedBody, parse_body
 from ..http import HttpFunction, Reply
 from ..jetstream import JetStreamPublisher, PublishError
@@ -178,10 +178,15 @@ class BillingEndpoint(HttpFunction[Reply]):
     """A billing function: ``work`` answers, a Refusal is its status and metric outcome."""
 
     runtime: BillingRuntime
+    #: The level of the line of a 2xx answer.
+    success_level = logging.INFO
 
     def __init__(self, runtime: BillingRuntime, work: Work, max_body_bytes: int) -> None:
         super().__init__(runtime, max_body_bytes)
         self.work = work
+        # LOG_DELIVERIES=failures: no line per answered request (an entitlement check is
+        # on its caller's critical path), one for every answer that is not 2xx.
+        self.log_successes = runtime.settings.log_deliveries is LogDeliveries.ALL
 
     async def respond(self, request: HttpRequest, path: str) -> Reply:
         """A POST within the limits (the shell's ``post_body``), answered by ``work``."""
@@ -213,14 +218,23 @@ class BillingEndpoint(HttpFunction[Reply]):
         metrics.count(reply.outcome)
         if self.runtime.pusher is not None:
             self.runtime.pusher.request_done()
-        log.log(
-            logging.WARNING if reply.status >= 500 else logging.INFO,
-            "%s status=%d outcome=%s ms=%.1f",
-            metrics.function,
-            reply.status,
-            reply.outcome,
-            seconds * 1000,
-        )
+        if reply.status >= 500:
+            level = logging.WARNING
+        elif reply.status >= 300:
+            level = logging.INFO
+        elif self.log_successes:
+            level = self.success_level
+        else:
+            return
+        if log.isEnabledFor(level):
+            log.log(
+                level,
+                "%s status=%d outcome=%s ms=%.1f",
+                metrics.function,
+                reply.status,
+                reply.outcome,
+                seconds * 1000,
+            )
 
 
 def make_usage_function(settings: Settings, usage: UsageSettings | None = None) -> BillingEndpoint:

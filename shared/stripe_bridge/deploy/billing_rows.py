@@ -6,7 +6,7 @@ from stripe_bridge_entitlements.prometheus import ANSWERS, STALENESS
 
 from ..billing.tiers import DEFAULT_TIERS
 from .backup_alerts import LAST_SUCCESS, SIZE, SUCCESS, USED
-from .entitlements_alerts import FUNCTION_CHECKS
+from .entitlements_alerts import FUNCTION_CHECKS, WATCH_FAILURES
 from .grafana import Panel, Row, rate
 
 #: The billing dashboard's environment filter (its ``environment`` variable).
@@ -65,6 +65,20 @@ def usage_row() -> Row:
             description="Answers by when_unavailable: the function's checks and the in-process "
             "clients' (scraped from the applications; alerts: EntitlementChecksDegraded, "
             "EntitlementsClientDegraded).",
+        )
+    )
+    answers = "stripe_bridge_entitlement_answers_total"
+    panels.append(
+        Panel(
+            "Entitlement function: answers from memory",
+            [
+                ("{{source}}", f"sum by (source) ({rate(answers + _ENV)})"),
+                ("watch failures", f"sum ({rate(WATCH_FAILURES + _ENV)}) or on () vector(0)"),
+            ],
+            unit="reqps",
+            description="Non-reserving checks and views answered from memory (watched "
+            "customers) or KV (a customer's first answer, memory not current). Mostly kv "
+            "with watch failures: alert EntitlementWatchesFailing.",
         )
     )
     panels.append(

@@ -14,6 +14,8 @@ from .alert_model import _PROD, PROD, Alert, Scenario
 
 #: The HTTP function's counter (billing.entitlements.EntitlementsRuntime), as sampled.
 FUNCTION_CHECKS = "stripe_bridge_entitlement_checks_total"
+#: Watches of the customers it answers that could not start or ended (billing.watched).
+WATCH_FAILURES = "stripe_bridge_entitlement_watch_failures_total"
 #: Seconds of client staleness worth a look: past the default ``unavailable_after`` (10 s)
 #: answers follow ``when_unavailable``; a reconnect and re-watch take a few seconds.
 STALE_SECONDS = 30
@@ -21,7 +23,8 @@ _DEGRADED = 'decision=~"degraded_.*"'
 
 
 def entitlements_alerts() -> list[Alert]:
-    """Degraded function checks, degraded client answers, a stale client."""
+    """Degraded function checks, its watches failing, degraded client answers, a stale
+    client."""
     function = f'{{job="billing_entitlements",{_PROD},meter="tokens",decision="degraded_allowed"}}'
     app = '{job="agent-town",instance="app-0:9000",decision="degraded_denied",kind='
     checks, reserves = f'{ANSWERS}_total{app}"check"}}', f'{ANSWERS}_total{app}"reserve"}}'
@@ -42,6 +45,28 @@ def entitlements_alerts() -> list[Alert]:
             firing=Scenario({f"{FUNCTION_CHECKS}{function}": "0+10x20"}, "15m", (PROD,)),
             # One blip (a leader election retried through would not even count) stays quiet.
             quiet=Scenario({f"{FUNCTION_CHECKS}{function}": "0x5 3x15"}, "15m"),
+        ),
+        Alert(
+            name="EntitlementWatchesFailing",
+            expr=f"sum by (environment) (rate({WATCH_FAILURES}[10m])) > 0",
+            duration="15m",
+            severity="warning",
+            summary="The entitlements function cannot keep customers in memory",
+            description=(
+                "Watches of the customers the entitlements function answers fail to start "
+                "or end in {{ $labels.environment }}: its checks read KV instead (correct, "
+                "slower, more NATS load)."
+            ),
+            anchor="entitlement-watches-failing",
+            firing=Scenario(
+                {f'{WATCH_FAILURES}{{job="billing_entitlements",{_PROD}}}': "0+1x30"},
+                "25m",
+                (PROD,),
+            ),
+            # One watch ending (a consumer deleted by hand) is watched again: quiet.
+            quiet=Scenario(
+                {f'{WATCH_FAILURES}{{job="billing_entitlements",{_PROD}}}': "0x5 1x25"}, "25m"
+            ),
         ),
         Alert(
             name="EntitlementsClientDegraded",
