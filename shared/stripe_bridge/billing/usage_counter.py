@@ -405,6 +405,16 @@ class UsageCounter:
         if parked is not None:
             raise parked
 
+    async def open(self) -> None:
+        """Open (create if missing) the buckets the counter writes: ``run`` does it first."""
+        self.buckets = await usage_buckets(self.js, self.bucket_replicas)
+        self.seen = await key_value(
+            self.js, SEEN_BUCKET, self.bucket_replicas, history=1, ttl=self.dedup_horizon
+        )
+        # consume() never reserves: the hold's own slot says when it expires, not this ttl.
+        ledger = await reservations_bucket(self.js, self.bucket_replicas)
+        self.reservations = Reservations(ledger, ttl=1)
+
     async def _consumer(self, start: int) -> Any:
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
@@ -428,13 +438,7 @@ class UsageCounter:
         """Count until ``stop``; any gap or error restarts reading from the checkpoint."""
         from nats import errors as nats_errors
 
-        self.buckets = await usage_buckets(self.js, self.bucket_replicas)
-        self.seen = await key_value(
-            self.js, SEEN_BUCKET, self.bucket_replicas, history=1, ttl=self.dedup_horizon
-        )
-        # consume() never reserves: the hold's own slot says when it expires, not this ttl.
-        ledger = await reservations_bucket(self.js, self.bucket_replicas)
-        self.reservations = Reservations(ledger, ttl=1)
+        await self.open()
         bound = False
         while not stop.is_set():
             try:
