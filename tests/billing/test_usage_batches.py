@@ -10,11 +10,11 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from stripe_bridge.billing.deadletters import DeadLetterFailed
 from stripe_bridge.billing.limits import Window
 from stripe_bridge.billing.tiers import DEFAULT_TIERS
 from stripe_bridge.billing.usage import UsageRecord, encode, provision_usage_streams
 from stripe_bridge.billing.usage_counter import (
-    DeadLetterFailed,
     MeterCount,
     UsageCounter,
     count_key,
