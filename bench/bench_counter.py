@@ -1,12 +1,13 @@
 """Benchmark count-usage: usage records counted per second from a pre-filled USAGE stream.
 
 Run from the repository root: ``.venv/bin/python -m bench.bench_counter [--records N]
-[--repeats R] [--against DIR] [--r3] [--json P]``.
+[--repeats R] [--against DIR] [--r3] [--interleave] [--json P]``.
 
 On loopback only it starts its own nats-server (``--r3``: a 3-node cluster from the shared
 nats.conf, USAGE and the counter's buckets with 3 replicas, as in production), fills
 USAGE with ``--records`` usage records of the month-end shape (1,000 customers, tokens
-counted per month and api_calls per day, 10 records per customer and Stripe event), then
+counted per month and api_calls per day, 10 records per customer and Stripe event;
+``--interleave``: every customer in turn, so that a batch has nothing to merge), then
 runs ``UsageCounter`` from an empty checkpoint until it has read them all, in a process of
 its own (``--child``), ``--repeats`` times. With ``--against DIR`` (another checkout's
 ``shared/``, through ``PYTHONPATH``) both libraries run in turns (A B, B A, ...), so a
@@ -49,8 +50,9 @@ DEADLINE = 600.0
 THIS = "this checkout"
 
 
-async def fill(url: str, records: int, replicas: int) -> None:
-    """Provision USAGE and publish ``records`` usage records into it."""
+async def fill(url: str, records: int, replicas: int, interleave: bool = False) -> None:
+    """Provision USAGE and publish ``records`` usage records into it (``interleave``: each
+    record of another customer than the ones before it, none together)."""
     from stripe_bridge.billing.usage import UsageRecord, encode, provision_usage_streams
 
     import nats
@@ -61,7 +63,8 @@ async def fill(url: str, records: int, replicas: int) -> None:
         await provision_usage_streams(js, replicas)
         pending = []
         for n in range(records):
-            customer = f"cus_{(n // 10) % CUSTOMERS}"  # 10 records of one event together
+            # 10 records of one event together, or (interleave) every customer in turn.
+            customer = f"cus_{(n if interleave else n // 10) % CUSTOMERS}"
             meter = "tokens" if n % 2 else "api_calls"
             record = UsageRecord(meter=meter, customer_id=customer, value=1 + n % 7, id=f"b{n}")
             subject, body, headers = encode(record)
@@ -200,6 +203,12 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5, help="runs per library, in turns")
     parser.add_argument("--against", type=Path, help="another checkout's shared/ to compare")
     parser.add_argument("--r3", action="store_true", help="a 3-node cluster, 3 replicas")
+    parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help="every record of another customer than its neighbours (one record per count "
+        "key in a batch: the least a batch can merge)",
+    )
     parser.add_argument("--json", type=Path, help="write every run's figures here")
     parser.add_argument("--child", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--replicas", type=int, default=1, help=argparse.SUPPRESS)
@@ -223,7 +232,9 @@ def main() -> int:
             assert server.process is not None
             url, replicas, pids = server.url, 1, [server.process.pid]
             target = "one nats-server, R1"
-        asyncio.run(fill(url, args.records, replicas))
+        asyncio.run(fill(url, args.records, replicas, args.interleave))
+        if args.interleave:
+            target += ", customers interleaved"
         runs = measure(url, pids, args.records, args.repeats, replicas, args.against)
     load_after = os.getloadavg()
     print()

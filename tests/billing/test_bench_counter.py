@@ -17,7 +17,7 @@ pytestmark = pytest.mark.servers
 def test_the_counter_benchmark_counts_every_record(tmp_path: Path) -> None:
     out = tmp_path / "figures.json"
     command = [sys.executable, "-m", "bench.bench_counter", "--records", "300", "--repeats", "2"]
-    command += ["--json", str(out)]
+    command += ["--interleave", "--json", str(out)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
     figures = json.loads(out.read_text())
