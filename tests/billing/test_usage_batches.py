@@ -205,3 +205,46 @@ async def test_an_unparked_poisoned_record_holds_the_batch_until_it_is_parked(
         assert outcomes(counter) == {"counted": 2, "already_counted": 2, "invalid": 2}
     finally:
         await nc.close()
+
+
+async def test_a_counter_writes_its_own_entries_again_without_reading_them(
+    nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next batch of a customer writes at the revision the counter wrote last: no read
+    (one round trip of a compare-and-set's two). A second counter writing in between makes
+    that write lose once; it reads then and adds only what the other did not."""
+    import nats
+
+    nc = await nats.connect(nats_server.url)
+    try:
+        js = nc.jetstream()
+        await provision_usage_streams(js)
+        for n in range(1, 6):
+            await publish(js, record(n, "cus_w"))
+        msgs = await fetch_all(js, 5)
+        counter, other = UsageCounter(nc, DEFAULT_TIERS), UsageCounter(nc, DEFAULT_TIERS, "other")
+        await counter.open()
+        await other.open()
+        await counter.apply(msgs[:2])
+        await other.apply(msgs[:3])  # adds record 3 only: 1 and 2 are below last_seq
+
+        key = count_key("cus_w", "tokens", Window.MONTH, WHEN)
+        reads: list[str] = []
+        read = cas.read
+
+        async def counted_read(kv: Any, entry_key: str) -> cas.Entry:
+            reads.append(entry_key)
+            return await read(kv, entry_key)
+
+        monkeypatch.setattr(cas, "read", counted_read)
+        await counter.apply(msgs[2:4])  # its copy of the entry is stale: one read
+        assert reads.count(key) == 1
+        await counter.apply(msgs[4:])  # its own last write: none
+        assert reads.count(key) == 1
+
+        count = await count_of(counter, "cus_w")
+        assert (count.used, count.last_seq) == (1 + 2 + 3 + 4 + 5, 5)
+        assert outcomes(counter) == {"counted": 4, "already_counted": 1}
+        assert outcomes(other) == {"counted": 1, "already_counted": 2}
+    finally:
+        await nc.close()

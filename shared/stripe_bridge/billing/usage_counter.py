@@ -37,6 +37,7 @@ import json
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -81,6 +82,9 @@ SEEN_BUCKET = "BILLING_USAGE_SEEN"
 DEFAULT_DEDUP_HORIZON_DAYS = 32.0
 #: KV round trips of one batch in flight at once (claims, then count writes).
 DEFAULT_CONCURRENCY = 64
+#: Count entries remembered as written (~200 bytes each): a customer's next records are
+#: written without reading the entry first.
+WRITTEN_ENTRIES = 20_000
 
 
 class Reservation(BaseModel):
@@ -155,10 +159,18 @@ class Pending(NamedTuple):
     id: str
 
 
-async def apply_records(kv: Any, key: str, records: Sequence[Pending]) -> list[Pending]:
+async def apply_records(
+    kv: Any,
+    key: str,
+    records: Sequence[Pending],
+    known: cas.Entry | None = None,
+    stored: Callable[[cas.Entry], None] | None = None,
+) -> list[Pending]:
     """Add ``records`` (in stream order) to the count at ``key`` in one compare-and-set,
     each unless applied already (its sequence not above the entry's ``last_seq``); the
-    records added now.
+    records added now. ``known``: the entry as the caller last wrote it, to write at its
+    revision without reading first (stale: one lost write, then a read); ``stored`` is
+    told the entry written.
 
     ``last_seq`` becomes the highest sequence added: a counter re-reading them (a restart,
     a second counter) skips them all, and records of the key read later are all above it.
@@ -181,7 +193,8 @@ async def apply_records(kv: Any, key: str, records: Sequence[Pending]) -> list[P
         new = MeterCount(used=used, last_seq=added[-1].seq, reservations=reservations)
         return new.model_dump_json().encode(), added
 
-    return await cas.update(kv, key, step)
+    guess = None if known is None else (known, None)
+    return await cas.update(kv, key, step, known=guess, stored=stored)
 
 
 class CounterMetrics:
@@ -271,6 +284,9 @@ class UsageCounter:
     ) -> None:
         self.js = nc.jetstream()
         self.concurrency = concurrency
+        #: The count entries this counter wrote last (it is their only writer but for a
+        #: second counter's overlap), newest last: the next write to one needs no read.
+        self.written: OrderedDict[tuple[Window, str], cas.Entry] = OrderedDict()
         self.config = config
         self.name = name
         self.batch_size = batch_size
@@ -368,9 +384,17 @@ class UsageCounter:
     async def _add(self, group: list[_Copy]) -> None:
         """Apply one count key's records of the batch in one compare-and-set."""
         first = group[0]
-        added = await apply_records(
-            self.buckets[first.window], first.key, [c.pending for c in group]
-        )
+        where = (first.window, first.key)
+
+        def remember(entry: cas.Entry) -> None:
+            self.written[where] = entry
+            self.written.move_to_end(where)
+            if len(self.written) > WRITTEN_ENTRIES:
+                self.written.popitem(last=False)
+
+        pending = [c.pending for c in group]
+        kv = self.buckets[first.window]
+        added = await apply_records(kv, first.key, pending, self.written.get(where), remember)
         applied = {r.seq for r in added}
         for copy in group:
             if copy.pending.seq in applied:
