@@ -21,7 +21,9 @@ together (copies within the batch settled in memory: the first in stream order c
 then each claimant's reservation hand-over, then one compare-and-set per count key adding
 all its records above ``last_seq`` in order (``apply_records``). A failure after some keys
 were written restarts from the checkpoint like any other: those keys' ``last_seq`` skips
-them, the others are counted then.
+them, the others are counted then. It remembers the entries it wrote last and writes
+a key again at that revision without reading it first (it is their only writer, but for
+a second counter's overlap: a stale copy costs one lost write, then a read).
 
 A record the counter cannot read is dead-lettered to USAGE_DLQ with the reason (as the
 forwarder does, ``deadletters.usage_dead_letter``) before the checkpoint passes it; if
