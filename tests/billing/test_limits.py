@@ -30,8 +30,9 @@ from stripe_bridge.billing.tiers import (
 )
 from stripe_bridge.billing.usage import UsageRecord, encode, provision_usage_streams
 from stripe_bridge.billing.usage_counter import (
+    Pending,
     UsageCounter,
-    apply_record,
+    apply_records,
     count_key,
     read_count,
     usage_buckets,
@@ -203,12 +204,12 @@ async def test_two_records_racing_on_one_count_are_both_added(
         key = count_key("cus_race", "tokens", Window.MONTH, NOW)
 
         async def record_1(kv: Any) -> None:
-            assert await apply_record(kv, key, 1, 2.0, "r1")
+            assert await apply_records(kv, key, [Pending(1, 2.0, "r1")])
 
         # Record 1 is added between record 2's read of the absent count and its write: that
         # write loses, is read again and adds on top.
         write_between(record_1)
-        added = await apply_record(kv, key, 2, 3.0, "r2")
+        added = await apply_records(kv, key, [Pending(2, 3.0, "r2")])
         count, _ = await read_count(kv, key)
     finally:
         await nc.close()

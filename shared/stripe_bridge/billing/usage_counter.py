@@ -15,6 +15,16 @@ window: the first stream sequence seen for a (source, id) is remembered in
 ``BILLING_USAGE_SEEN`` (an entry per record, expiring after the horizon), and a later copy
 of the same record, a producer's late retry stored again, is ``already_counted``.
 
+It applies what one fetch returns as a batch, its round trips overlapped (``overlap``, at
+most ``concurrency`` in flight): the seen-bucket claims of the batch's distinct records
+together (copies within the batch settled in memory: the first in stream order claims),
+then each claimant's reservation hand-over, then one compare-and-set per count key adding
+all its records above ``last_seq`` in order (``apply_records``). A failure after some keys
+were written restarts from the checkpoint like any other: those keys' ``last_seq`` skips
+them, the others are counted then. It remembers the entries it wrote last and writes
+a key again at that revision without reading it first (it is their only writer, but for
+a second counter's overlap: a stale copy costs one lost write, then a read).
+
 A record the counter cannot read is dead-lettered to USAGE_DLQ with the reason (as the
 forwarder does, ``deadletters.usage_dead_letter``) before the checkpoint passes it; if
 that fails, the counter restarts from its checkpoint rather than skip it.
@@ -29,7 +39,9 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -44,6 +56,7 @@ from stripe_bridge_entitlements.keys import usage_bucket as usage_bucket
 from stripe_bridge_entitlements.reservations import Reservations, reservations_bucket
 
 from ..ops.stream import USAGE_STREAM, USAGE_SUBJECT_PREFIX
+from . import overlap
 from .deadletters import (
     DeadLetterFailed,
     DeadLetters,
@@ -69,6 +82,11 @@ WINDOW_TTL: dict[Window, float] = {
 SEEN_BUCKET = "BILLING_USAGE_SEEN"
 #: How long a record id stays counted once (OpenMeter's example dedupe expiration, 768h).
 DEFAULT_DEDUP_HORIZON_DAYS = 32.0
+#: KV round trips of one batch in flight at once (claims, then count writes).
+DEFAULT_CONCURRENCY = 64
+#: Count entries remembered as written (~200 bytes each): a customer's next records are
+#: written without reading the entry first.
+WRITTEN_ENTRIES = 20_000
 
 
 class Reservation(BaseModel):
@@ -109,20 +127,20 @@ def record_key(source: str, record_id: str) -> str:
     return hashlib.sha256(f"{source}\0{record_id}".encode()).hexdigest()
 
 
-async def first_sighting(kv: Any, key: str, seq: int) -> bool:
-    """Whether the copy at stream sequence ``seq`` is the one of its record that counts.
+async def claimant(kv: Any, key: str, seq: int) -> int:
+    """The stream sequence of the copy of a record that counts: ``seq`` if it is the first
+    copy seen, else the one that claimed the record's key before it.
 
-    The first copy seen claims the record's key with its sequence. Remembering it before
-    the count is safe: a crash in between re-reads the same ``seq`` (still the claimant,
-    so it is counted then), while any other copy, a late retry stored again or a record
-    redriven twice, finds another sequence there.
+    Claiming before the count is safe: a crash in between re-reads the same ``seq`` (still
+    the claimant, so it is counted then), while any other copy, a late retry stored again
+    or a record redriven twice, finds another sequence there.
     """
     if await cas.write(kv, key, str(seq).encode(), None):
-        return True
+        return seq
     # Not cas.read: a claim that expired in between raises (the counter restarts from its
     # checkpoint) rather than reading as absent and dropping the record as a repeat.
     entry = await kv.get(key)
-    return int(entry.value) == seq
+    return int(entry.value)
 
 
 def _count(entry: cas.Entry) -> MeterCount:
@@ -135,24 +153,50 @@ async def read_count(kv: Any, key: str) -> tuple[MeterCount, int | None]:
     return _count(entry), entry.revision
 
 
-async def apply_record(kv: Any, key: str, seq: int, value: float, record_id: str) -> bool:
-    """Add one record (stream sequence ``seq``) unless applied; True if it was added now.
+class Pending(NamedTuple):
+    """A record that counts unless it was applied already: stream sequence, value, id."""
 
-    A reservation under the record's id becomes usage (the check's caller recorded what it
-    reserved), so the quantity is not counted twice. Raises ``cas.Contention`` when other
-    writers keep changing the entry (the counter re-reads from its checkpoint).
+    seq: int
+    value: float
+    id: str
+
+
+async def apply_records(
+    kv: Any,
+    key: str,
+    records: Sequence[Pending],
+    known: cas.Entry | None = None,
+    stored: Callable[[cas.Entry], None] | None = None,
+) -> list[Pending]:
+    """Add ``records`` (in stream order) to the count at ``key`` in one compare-and-set,
+    each unless applied already (its sequence not above the entry's ``last_seq``); the
+    records added now. ``known``: the entry as the caller last wrote it, to write at its
+    revision without reading first (stale: one lost write, then a read); ``stored`` is
+    told the entry written.
+
+    ``last_seq`` becomes the highest sequence added: a counter re-reading them (a restart,
+    a second counter) skips them all, and records of the key read later are all above it.
+    A reservation under a record's id (the legacy format) becomes usage (the check's
+    caller recorded what it reserved), so the quantity is not counted twice. Raises
+    ``cas.Contention`` when other writers keep changing the entry (the counter re-reads
+    from its checkpoint).
     """
 
-    async def step(entry: cas.Entry, _: object) -> tuple[bytes | None, bool]:
+    async def step(entry: cas.Entry, _: object) -> tuple[bytes | None, list[Pending]]:
         count = _count(entry)
-        if count.last_seq >= seq:
-            return None, False
+        added = [r for r in records if r.seq > count.last_seq]
+        if not added:
+            return None, added
         reservations = count.pruned(time.time())
-        reservations.pop(record_id, None)
-        new = MeterCount(used=count.used + value, last_seq=seq, reservations=reservations)
-        return new.model_dump_json().encode(), True
+        used = count.used
+        for record in added:  # one at a time: the sum a record at a time would make
+            used += record.value
+            reservations.pop(record.id, None)
+        new = MeterCount(used=used, last_seq=added[-1].seq, reservations=reservations)
+        return new.model_dump_json().encode(), added
 
-    return await cas.update(kv, key, step)
+    guess = None if known is None else (known, None)
+    return await cas.update(kv, key, step, known=guess, stored=stored)
 
 
 class CounterMetrics:
@@ -206,6 +250,26 @@ def _record(data: bytes) -> Record:
     )  # fmt: skip
 
 
+class _Copy(NamedTuple):
+    """One stored copy of a countable record, as a batch files it."""
+
+    meter: str
+    window: Window
+    #: The count key it adds to, and its record's key in the seen bucket.
+    key: str
+    seen_key: str
+    pending: Pending
+
+
+@dataclass
+class _Batch:
+    """A fetched batch, filed: the copies of each record (by seen key, in stream order)
+    and the messages to dead-letter."""
+
+    copies: dict[str, list[_Copy]] = field(default_factory=dict)
+    unreadable: list[tuple[Any, str, Exception]] = field(default_factory=list)
+
+
 class UsageCounter:
     """Reads ``usage.*`` in order from its checkpoint and keeps the counts in KV."""
 
@@ -218,8 +282,13 @@ class UsageCounter:
         metrics: CounterMetrics | None = None,
         bucket_replicas: int = 1,
         dedup_horizon_days: float = DEFAULT_DEDUP_HORIZON_DAYS,
+        concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         self.js = nc.jetstream()
+        self.concurrency = concurrency
+        #: The count entries this counter wrote last (it is their only writer but for a
+        #: second counter's overlap), newest last: the next write to one needs no read.
+        self.written: OrderedDict[tuple[Window, str], cas.Entry] = OrderedDict()
         self.config = config
         self.name = name
         self.batch_size = batch_size
@@ -260,45 +329,117 @@ class UsageCounter:
         be counted."""
         return _record(data)
 
-    async def apply(self, msg: Any) -> None:
-        """Count one message (already counted or unmetered ones change nothing); one that
-        cannot be read is dead-lettered (DeadLetterFailed if that failed)."""
+    def _sort(self, msg: Any, batch: _Batch) -> None:
+        """File one message of a batch: settled now (already counted, unmetered), to park
+        (unreadable), or a copy of a record to count."""
         seq = msg.metadata.sequence.stream
+        subject_meter = msg.subject.split(".")[-1]
         redriven = redriven_for(msg.headers, self.name)
         if redriven is False:
             # Another consumer's dead letter, handed back to it: counted here the first time.
-            self.metrics.records.labels(msg.subject.split(".")[-1], "already_counted").inc()
+            self.metrics.records.labels(subject_meter, "already_counted").inc()
             return
         try:
             meter, customer, value, when, record_id, source = self.read(msg.data)
         except (ValueError, KeyError, TypeError) as exc:
-            subject_meter = msg.subject.split(".")[-1]
-            self.metrics.records.labels(subject_meter, "invalid").inc()
-            reason = f"unreadable usage record: {reason_of(exc)}"
-            if not await self.dead_letters.park(msg, subject_meter, reason):
-                raise DeadLetterFailed(f"{USAGE_STREAM}:{seq}") from exc
+            batch.unreadable.append((msg, subject_meter, exc))
             return
         window = self.config.meters.get(meter)
         if window is None:
             self.metrics.records.labels(meter, "unmetered").inc()
             return
-        # One copy of a record counts: a late retry stored again after USAGE's duplicate
-        # window, or a record redriven more than once (a forwarder that refuses a redriven
-        # record again copies the counter's mark into its own dead letter), is a repeat.
-        if not await first_sighting(self.seen, record_key(source, record_id), seq):
-            self.metrics.records.labels(meter, "already_counted").inc()
-            return
         key = count_key(customer, meter, window, when)
-        if self.reservations is not None:
+        seen_key = record_key(source, record_id)
+        copy = _Copy(meter, window, key, seen_key, Pending(seq, value, record_id))
+        batch.copies.setdefault(seen_key, []).append(copy)
+
+    async def _park(self, unreadable: list[tuple[Any, str, Exception]]) -> None:
+        """Dead-letter the batch's unreadable messages, in order; DeadLetterFailed if one
+        could not be (the checkpoint must not pass it)."""
+        for msg, meter, exc in unreadable:
+            self.metrics.records.labels(meter, "invalid").inc()
+            reason = f"unreadable usage record: {reason_of(exc)}"
+            if not await self.dead_letters.park(msg, meter, reason):
+                raise DeadLetterFailed(f"{USAGE_STREAM}:{msg.metadata.sequence.stream}") from exc
+
+    async def _claim(self, copies: list[_Copy]) -> _Copy | None:
+        """The copy of one record that counts, if it is in this batch (its reservation, if
+        any, handed over); the others are repeats."""
+        # In stream order: the first copy claims the record, as if read one at a time.
+        winner = await claimant(self.seen, copies[0].seen_key, copies[0].pending.seq)
+        counts = next((c for c in copies if c.pending.seq == winner), None)
+        for copy in copies:
+            if copy is not counts:
+                self.metrics.records.labels(copy.meter, "already_counted").inc()
+        if counts is not None and self.reservations is not None:
             # A reservation under the record's id (a check that reserved, then recorded its
             # usage through billing_usage) becomes this usage rather than holding the same
             # units until it expires (the in-process client hands it over itself; then
-            # this finds nothing). Its ledger keeps it until ``seq`` is counted.
-            await self.reservations.consume(self.buckets[window], key, record_id, seq)
-        added = await apply_record(self.buckets[window], key, seq, value, record_id)
-        self.metrics.records.labels(meter, "counted" if added else "already_counted").inc()
-        if added:
-            self.metrics.quantity.labels(meter).inc(value)
+            # this finds nothing). Its ledger keeps it until ``seq`` is counted: handed
+            # over before the count it feeds is written.
+            pending = counts.pending
+            await self.reservations.consume(
+                self.buckets[counts.window], counts.key, pending.id, pending.seq
+            )
+        return counts
+
+    async def _add(self, group: list[_Copy]) -> None:
+        """Apply one count key's records of the batch in one compare-and-set."""
+        first = group[0]
+        where = (first.window, first.key)
+
+        def remember(entry: cas.Entry) -> None:
+            self.written[where] = entry
+            self.written.move_to_end(where)
+            if len(self.written) > WRITTEN_ENTRIES:
+                self.written.popitem(last=False)
+
+        pending = [c.pending for c in group]
+        kv = self.buckets[first.window]
+        added = await apply_records(kv, first.key, pending, self.written.get(where), remember)
+        applied = {r.seq for r in added}
+        for copy in group:
+            if copy.pending.seq in applied:
+                self.metrics.records.labels(copy.meter, "counted").inc()
+                self.metrics.quantity.labels(copy.meter).inc(copy.pending.value)
+            else:
+                self.metrics.records.labels(copy.meter, "already_counted").inc()
+
+    async def apply(self, msgs: Sequence[Any]) -> None:
+        """Count a fetched batch (already counted or unmetered records change nothing);
+        records that cannot be read are dead-lettered (DeadLetterFailed if that failed).
+
+        The round trips overlap, ``concurrency`` at a time: one claim in the seen bucket
+        per record (copies within the batch settled in memory), then one compare-and-set
+        per count key. Any failure raises once everything started has finished; the
+        counter then re-reads from its checkpoint, and each entry's ``last_seq`` and the
+        seen bucket skip what was applied, whichever keys were written before it failed.
+        """
+        batch = _Batch()
+        for msg in msgs:
+            self._sort(msg, batch)
+        parking = asyncio.ensure_future(self._park(batch.unreadable))
+        try:
+            claimed = await overlap.each(list(batch.copies.values()), self._claim, self.concurrency)
+            groups: dict[str, list[_Copy]] = {}
+            for copy in sorted((c for c in claimed if c is not None), key=lambda c: c.pending.seq):
+                groups.setdefault(f"{copy.window.value}:{copy.key}", []).append(copy)
+            await overlap.each(list(groups.values()), self._add, self.concurrency)
+        finally:
+            await asyncio.wait([parking])
+            parked = parking.exception()  # retrieved also when something else failed first
+        if parked is not None:
+            raise parked
+
+    async def open(self) -> None:
+        """Open (create if missing) the buckets the counter writes: ``run`` does it first."""
+        self.buckets = await usage_buckets(self.js, self.bucket_replicas)
+        self.seen = await key_value(
+            self.js, SEEN_BUCKET, self.bucket_replicas, history=1, ttl=self.dedup_horizon
+        )
+        # consume() never reserves: the hold's own slot says when it expires, not this ttl.
+        ledger = await reservations_bucket(self.js, self.bucket_replicas)
+        self.reservations = Reservations(ledger, ttl=1)
 
     async def _consumer(self, start: int) -> Any:
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -323,13 +464,7 @@ class UsageCounter:
         """Count until ``stop``; any gap or error restarts reading from the checkpoint."""
         from nats import errors as nats_errors
 
-        self.buckets = await usage_buckets(self.js, self.bucket_replicas)
-        self.seen = await key_value(
-            self.js, SEEN_BUCKET, self.bucket_replicas, history=1, ttl=self.dedup_horizon
-        )
-        # consume() never reserves: the hold's own slot says when it expires, not this ttl.
-        ledger = await reservations_bucket(self.js, self.bucket_replicas)
-        self.reservations = Reservations(ledger, ttl=1)
+        await self.open()
         bound = False
         while not stop.is_set():
             try:
@@ -360,9 +495,9 @@ class UsageCounter:
                     if msg.metadata.sequence.consumer != expected:
                         raise nats_errors.Error("ordered read skipped a message")
                     expected += 1
-                    await self.apply(msg)
-                    position = msg.metadata.sequence.stream
                 if msgs:
+                    await self.apply(msgs)
+                    position = msgs[-1].metadata.sequence.stream
                     await self.save_checkpoint(position)
                 self.metrics.lag.set((await sub.consumer_info()).num_pending)
         finally:

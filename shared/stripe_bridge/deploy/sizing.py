@@ -19,9 +19,10 @@ USAGE_BYTES_PER_RECORD = 430
 RECORDS_PER_EVENT = 10
 #: STRIPE's and USAGE's ``max_age``.
 RETENTION_SECONDS = 30 * 86_400
-#: count-usage's CPU per usage record; it reads USAGE with one ordered consumer, so one
-#: process on at most one core is its ceiling.
-COUNTER_SECONDS_PER_RECORD = 0.0005
+#: count-usage's CPU per usage record (bench/bench_counter.py: 180-230 us at R1 and R3 since
+#: it applies a fetched batch at once; 0.5 ms in the month-end load test before). It reads
+#: USAGE with one ordered consumer, so one process on at most one core is its ceiling.
+COUNTER_SECONDS_PER_RECORD = 0.0002
 
 
 @dataclass(frozen=True)
