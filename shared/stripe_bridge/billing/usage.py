@@ -25,7 +25,7 @@ from stripe_bridge_events.deadletter import REASON_HEADER
 
 from ..jetstream import JetStreamPublisher, Stored
 from ..message import CONTENT_TYPE, MSG_ID_HEADER
-from ..ops.stream import (
+from ..streams import (
     USAGE_DLQ,
     USAGE_DLQ_SUBJECT_PREFIX,
     USAGE_STREAM,
