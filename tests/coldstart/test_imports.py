@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -166,6 +167,8 @@ NOT_SERVED = (
     "stripe_bridge.deploy",
     "stripe_bridge.ops",
 )
+#: What ``import uvicorn`` brings that serving does not use: its command line.
+UVICORN_CLI = ("uvicorn.main", "click")
 #: Enough configuration for every function to start (none connects before a request).
 FUNCTION_ENV = {
     "STRIPE_WEBHOOK_SECRET": "whsec_test",
@@ -187,28 +190,53 @@ FUNCTION_ENV = {
 def test_the_image_entrypoint_imports_only_what_a_request_needs(
     function: str, forbidden: tuple[str, ...]
 ) -> None:
-    # The image's entrypoint runs to the point where uvicorn would serve (its serving loop
-    # replaced, nothing else): everything a request needs is imported by then.
+    # The image's entrypoint runs as far as uvicorn binding its port, which another socket
+    # holds: config loaded, lifespan started, everything a request needs imported by then.
     target, args = image_entrypoint()
     source = REPO_ROOT / "functions" / function / "main.py"
-    loaded = fresh_python(
-        f"""
-        import importlib, json, sys
-        import uvicorn
-        uvicorn.Server.run = lambda self, sockets=None: setattr(self, "started", True)
-        module, _, name = {target!r}.partition(":")
-        argv = [*{args!r}, "--source", {str(source)!r}]
-        code = getattr(importlib.import_module(module), name)(argv)
-        ours = sorted(m for m in sys.modules if m.startswith("stripe_bridge"))
-        print(json.dumps([code, ours]))
-        """,
-        env={**os.environ, **FUNCTION_ENV, "PORT": "8080"},
-    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        loaded = fresh_python(
+            f"""
+            import importlib, json, sys
+            module, _, name = {target!r}.partition(":")
+            argv = [*{args!r}, "--source", {str(source)!r}]
+            try:
+                code = getattr(importlib.import_module(module), name)(argv)
+            except SystemExit as exit:
+                code = exit.code
+            ours = sorted(m for m in sys.modules if m.startswith("stripe_bridge"))
+            lifespan = "uvicorn.lifespan.on" in sys.modules
+            print(json.dumps([code, ours, lifespan, [m for m in sys.modules if m in CLI]]))
+            """.replace("CLI", repr(UVICORN_CLI)),
+            env={**os.environ, **FUNCTION_ENV, "HOST": "127.0.0.1", "PORT": str(port)},
+        )
     assert isinstance(loaded, list)
-    code, modules = loaded
-    assert code == 0
+    code, modules, lifespan, cli = loaded
+    assert code != 0 and lifespan, "it must have got as far as binding the port"
     assert "stripe_bridge.server" in modules
     assert [m for m in modules if m.startswith(forbidden)] == []
+    # uvicorn's command line and click (uvicorn/__init__.py imports them): server.import_uvicorn
+    assert cli == []
+
+
+def test_uvicorn_without_its_command_line_still_has_it_on_first_use() -> None:
+    loaded = fresh_python(
+        """
+        import json, sys
+        from stripe_bridge.server import import_uvicorn
+        config, server = import_uvicorn()
+        import uvicorn
+        before = "click" in sys.modules
+        import uvicorn.main
+        whole = [uvicorn.Config is config, uvicorn.Server is server]
+        whole.append(uvicorn.run is uvicorn.main.run)
+        print(json.dumps([before, whole, import_uvicorn() == (config, server)]))
+        """
+    )
+    assert loaded == [False, [True, True, True], True]
 
 
 @pytest.mark.parametrize("function", ["billing_checkout", "billing_portal"])
