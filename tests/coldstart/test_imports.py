@@ -222,6 +222,32 @@ def test_the_image_entrypoint_imports_only_what_a_request_needs(
     assert cli == []
 
 
+def test_loading_a_function_builds_none_of_the_sdks_models() -> None:
+    # The SDK's models are built on first use (defer_build): a webhook function validates
+    # with one translation, on its first event; building all of them cost ~10 ms of CPU of
+    # each cold start (bench/README.md, issue #20).
+    loaded = fresh_python(
+        f"""
+        import json, sys
+        from pathlib import Path
+        from pydantic import BaseModel
+        from stripe_bridge.server import function_app
+        function_app(Path("{REPO_ROOT}/functions/invoice_paid/main.py"))
+        from stripe_bridge_events import events, models
+        built = [
+            name
+            for module in (events, models)
+            for name, value in vars(module).items()
+            if isinstance(value, type) and issubclass(value, BaseModel)
+            and value.__module__ == module.__name__ and value.__pydantic_complete__
+        ]
+        print(json.dumps(built))
+        """,
+        env={**os.environ, "STRIPE_WEBHOOK_SECRET": "whsec_test"},
+    )
+    assert loaded == []
+
+
 def test_uvicorn_without_its_command_line_still_has_it_on_first_use() -> None:
     loaded = fresh_python(
         """
