@@ -99,6 +99,26 @@ def test_billing_functions_read_settings_without_pydantic_settings(function: str
     assert loaded == []
 
 
+@pytest.mark.parametrize(
+    "function", ["billing_checkout", "billing_portal", "billing_usage", "billing_entitlements"]
+)
+def test_billing_functions_import_yaml_and_cloudevents_on_first_use(function: str) -> None:
+    # PyYAML reads a tier file only if one is configured as YAML; the CloudEvents SDK
+    # encodes the first usage record: neither is needed to answer /readyz (~25 modules each).
+    loaded = fresh_python(
+        f"""
+        import json, sys
+        from pathlib import Path
+        from stripe_bridge.server import function_app
+        function_app(Path("{REPO_ROOT}/functions/{function}/main.py"))
+        tops = {{m.split(".")[0] for m in sys.modules}}
+        print(json.dumps(sorted(tops & {{"yaml", "cloudevents"}})))
+        """,
+        env={**os.environ, **BILLING_ENV},
+    )
+    assert loaded == []
+
+
 def test_help_and_unknown_words_get_every_subcommand() -> None:
     every = cli.subcommand_names(cli.build_parser())
     assert {"serve", "dev", "send"} <= every

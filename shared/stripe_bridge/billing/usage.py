@@ -18,8 +18,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from cloudevents.conversion import to_structured
-from cloudevents.http import CloudEvent
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 from stripe_bridge_events.deadletter import REASON_HEADER
 
@@ -163,6 +161,10 @@ def usage_subject(meter: str) -> str:
 
 def encode(record: UsageRecord) -> tuple[str, bytes, dict[str, str]]:
     """Subject, structured CloudEvent body and headers for ``record``."""
+    # Here: the usage function's cold start (/readyz) does not need the CloudEvents SDK.
+    from cloudevents.conversion import to_structured
+    from cloudevents.http import CloudEvent
+
     event = record.cloudevent()
     data = event.pop("data")
     _, body = to_structured(CloudEvent(event, data))
