@@ -40,7 +40,7 @@ from stripe_bridge.envelope import StripeEvent
 from stripe_bridge.message import build_message
 from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge.ops.samples import sample_event
-from stripe_bridge.ops.stream import StreamSpec, provision
+from stripe_bridge.streams import StreamSpec, provision
 from stripe_bridge_testing.openmeter_standin import IngestStandIn
 
 DEADLINE = 300.0

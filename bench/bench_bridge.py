@@ -56,8 +56,8 @@ from stripe_bridge.inbox import inbox_prefix
 from stripe_bridge.message import CONTENT_TYPE, MSG_ID_HEADER, subject_for
 from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge.ops.samples import sample_event
-from stripe_bridge.ops.stream import StreamSpec, provision
 from stripe_bridge.signature import sign_header
+from stripe_bridge.streams import StreamSpec, provision
 from stripe_bridge_testing.processes import FunctionProcess, RedisServer, rss_mib
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

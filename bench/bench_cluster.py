@@ -24,7 +24,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from stripe_bridge.ops.natsserver import NatsServer
-from stripe_bridge.ops.stream import StreamSpec, provision
+from stripe_bridge.streams import StreamSpec, provision
 from stripe_bridge_testing.natscluster import LocalNatsCluster
 from stripe_bridge_testing.processes import FunctionProcess
 

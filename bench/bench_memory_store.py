@@ -31,8 +31,8 @@ import httpx
 from stripe_bridge.idempotency import MemoryStore
 from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge.ops.samples import sample_event
-from stripe_bridge.ops.stream import StreamSpec, provision
 from stripe_bridge.signature import sign_header
+from stripe_bridge.streams import StreamSpec, provision
 from stripe_bridge_testing.processes import FunctionProcess, rss_mib
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

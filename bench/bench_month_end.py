@@ -51,8 +51,8 @@ from typing import Any
 
 from stripe_bridge.billing.lifecycle import LIFECYCLE_SOURCE
 from stripe_bridge.billing.usage import DEFAULT_SOURCE
-from stripe_bridge.ops.stream import USAGE_DLQ, USAGE_STREAM
 from stripe_bridge.signature import sign_header
+from stripe_bridge.streams import USAGE_DLQ, USAGE_STREAM
 from stripe_bridge_events.deadletter import DEAD_LETTER_STREAM
 
 # The container harness (stripe_bridge_testing, its staging stack among it): bench/

@@ -29,7 +29,7 @@ from typing import Any
 
 from stripe_bridge.deploy.kustomize import build
 from stripe_bridge.inbox import inbox_prefix
-from stripe_bridge.ops.stream import StreamSpec, provision
+from stripe_bridge.streams import StreamSpec, provision
 from stripe_bridge_testing.natscluster import LocalNatsCluster
 from stripe_bridge_testing.rollout import (
     Probe,

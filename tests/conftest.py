@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from stripe_bridge.ops.natsserver import PORTS_ENV, NatsServer
-from stripe_bridge.ops.stream import StreamSpec, provision
+from stripe_bridge.streams import StreamSpec, provision
 from stripe_bridge_testing.deliveries import SECRET
 from stripe_bridge_testing.parallel import FolderScheduling, worker_ports
 from stripe_bridge_testing.processes import FunctionProcess, PushgatewayServer, RedisServer

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from stripe_bridge.billing.catalog import BILLING_FUNCTIONS, BillingFunction
 from stripe_bridge_testing.repo import REPO_ROOT
 
 PACKAGE = "stripe_bridge"
@@ -57,6 +58,10 @@ OFF_THE_REQUEST_PATH = tuple(
 #: The operations wing serves billing and the CLI and must not import them (nor deploy).
 OPS = f"{PACKAGE}.ops"
 ABOVE_OPS = tuple(f"{PACKAGE}.{name}" for name in ("billing", "commands", "cli", "deploy"))
+#: Never in a billing function's cold start: the operators' jobs, the CLI, deploy code.
+OFF_THE_BILLING_FUNCTIONS = tuple(
+    f"{PACKAGE}.{name}" for name in ("ops", "commands", "cli", "deploy")
+)
 
 
 def _module_name(path: Path) -> str:
@@ -175,6 +180,21 @@ def test_the_request_path_imports_no_deploy_billing_or_ops_code(entry: str) -> N
         for module, importer in reachable(graph, start).items():
             if _under(module, OFF_THE_REQUEST_PATH):
                 arrows.append(f"{start}: {importer} -> {module}")
+    assert not arrows, "\n".join(arrows)
+
+
+@pytest.mark.parametrize("function", BILLING_FUNCTIONS, ids=lambda fn: fn.name)
+def test_the_billing_functions_import_no_ops_commands_or_deploy_code(
+    function: BillingFunction,
+) -> None:
+    # The USAGE stream's names live in ``streams`` for them and for redrive alike.
+    graph = import_graph()
+    start = f"{PACKAGE}.billing.{function.module}"
+    arrows = [
+        f"{start}: {importer} -> {module}"
+        for module, importer in reachable(graph, start).items()
+        if _under(module, OFF_THE_BILLING_FUNCTIONS)
+    ]
     assert not arrows, "\n".join(arrows)
 
 

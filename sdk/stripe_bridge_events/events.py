@@ -52,7 +52,8 @@ def translation_model(dataschema: str | None) -> type[Translation] | None:
 class CloudEventAttributes(BaseModel):
     """The CloudEvents attributes the bridge sets; attributes added later are kept."""
 
-    model_config = ConfigDict(frozen=True, extra="allow")
+    # Built on first use: the bridge imports this module for its names, not these models.
+    model_config = ConfigDict(frozen=True, extra="allow", defer_build=True)
 
     specversion: Literal["1.0"]
     id: str = Field(
@@ -98,7 +99,7 @@ class CloudEventAttributes(BaseModel):
 class StripeEventJSON(BaseModel):
     """``data.stripe``: the Stripe event exactly as Stripe sent it (every field kept)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     id: str
     object: Literal["event"]
@@ -110,6 +111,8 @@ class StripeEventJSON(BaseModel):
 
 class EventData(BaseModel):
     """``data`` of every message: the translation (or null) and the Stripe event."""
+
+    model_config = ConfigDict(defer_build=True)
 
     translation: dict[str, Any] | None = Field(
         description="The typed translation its data schema names, or null."

@@ -17,10 +17,15 @@ from pydantic import BaseModel, ConfigDict
 SCHEMA_URN_PREFIX = "urn:stripe-bridge:schema:"
 
 
+#: Every model is built on first use, not at import: a bridge function imports this
+#: package for the one translation its event type needs (issue #20, bench/README.md).
+DEFERRED = ConfigDict(frozen=True, defer_build=True)
+
+
 class Translation(BaseModel):
     """Base of every typed translation; ``SCHEMA`` names the versioned data schema."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = DEFERRED
 
     SCHEMA: ClassVar[str]
 
@@ -60,7 +65,7 @@ class CheckoutSessionCompleted(Translation):
 class SubscriptionItem(BaseModel):
     """One priced line of a subscription."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = DEFERRED
 
     item_id: str | None
     price_id: str | None
@@ -102,7 +107,7 @@ class SubscriptionChanged(Translation):
 class InvoiceLine(BaseModel):
     """One line of an invoice, reduced to what billing consumers use."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = DEFERRED
 
     line_id: str | None
     price_id: str | None
@@ -141,7 +146,7 @@ class InvoiceChanged(Translation):
 class Entitlement(BaseModel):
     """One active entitlement (a feature the customer may use)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = DEFERRED
 
     entitlement_id: str | None
     feature_id: str | None

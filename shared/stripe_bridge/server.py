@@ -16,6 +16,7 @@ import inspect
 import json
 import logging
 import signal
+import sys
 import traceback
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -50,6 +51,8 @@ HEADER_READ_TIMEOUT_SECONDS = 5.0
 if TYPE_CHECKING:
     from starlette.applications import Starlette
     from starlette.types import ASGIApp, Receive, Scope, Send
+    from uvicorn.config import Config
+    from uvicorn.server import Server
 
 log = logging.getLogger(__name__)
 
@@ -271,6 +274,36 @@ def header_timeout_protocol(
     return HeaderTimeoutProtocol
 
 
+def import_uvicorn() -> tuple[type[Config], type[Server]]:
+    """uvicorn's ``Config`` and ``Server``, without its command line if none imported it yet.
+
+    ``uvicorn/__init__.py`` imports ``uvicorn.main`` (the ``uvicorn`` command, and click
+    with it) only to re-export ``run`` and ``main``: ~15 % of a function's imports for
+    nothing ``serve`` calls (bench/README.md, issue #20). So the package is set up here
+    without running its ``__init__``: it gets the two names uvicorn's own modules import
+    from it (``lifespan/on.py``: ``from uvicorn import Config``), and any other name (``run``,
+    ``main``) imports ``uvicorn.main`` on first use, as the whole package would have it.
+    """
+    if "uvicorn" in sys.modules:  # already whole (the dev server in a test, a bench)
+        import uvicorn
+
+        return uvicorn.Config, uvicorn.Server
+    spec = importlib.util.find_spec("uvicorn")
+    if spec is None:
+        raise ModuleNotFoundError("uvicorn is not installed", name="uvicorn")
+    package = importlib.util.module_from_spec(spec)
+    package.__getattr__ = lambda name: getattr(importlib.import_module("uvicorn.main"), name)  # type: ignore[method-assign]
+    sys.modules["uvicorn"] = package
+    try:
+        from uvicorn.config import Config
+        from uvicorn.server import Server
+    except BaseException:
+        del sys.modules["uvicorn"]
+        raise
+    package.Config, package.Server = Config, Server  # type: ignore[attr-defined]
+    return Config, Server
+
+
 def run(
     app: ASGIApp,
     host: str,
@@ -290,16 +323,16 @@ def run(
     within ``header_timeout`` seconds; ``function`` counts and logs the 408s
     (``header_timeout_protocol``).
     """
-    import uvicorn
+    config_type, server_type = import_uvicorn()
 
-    class Server(uvicorn.Server):
+    class Server(server_type):  # type: ignore[valid-type,misc]
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             super().handle_exit(sig, frame)
             if reader is not None:
                 reader.begin_shutdown()
 
     server = Server(
-        uvicorn.Config(
+        config_type(
             app,
             host=host,
             port=port,

@@ -18,7 +18,7 @@ from stripe_bridge.billing.usage import provision_usage_streams
 from stripe_bridge.envelope import StripeEvent
 from stripe_bridge.ops.backup import iter_stream
 from stripe_bridge.ops.natsserver import NatsServer
-from stripe_bridge.ops.stream import USAGE_STREAM
+from stripe_bridge.streams import USAGE_STREAM
 from stripe_bridge_events.deadletter import DEAD_LETTER_STREAM, REASON_HEADER, SOURCE_HEADER
 from stripe_bridge_testing.cli_runs import cli
 from stripe_bridge_testing.waiting import wait_until_async

@@ -9,7 +9,7 @@ from stripe_bridge.billing.breaker import BreakerState
 from stripe_bridge.billing.openmeter import Forwarder, OpenMeterAuthError
 from stripe_bridge.billing.usage import DEAD_LETTER_REASON_HEADER, provision_usage_streams
 from stripe_bridge.ops.natsserver import NatsServer
-from stripe_bridge.ops.stream import USAGE_DLQ as DEAD_LETTER_STREAM
+from stripe_bridge.streams import USAGE_DLQ as DEAD_LETTER_STREAM
 from stripe_bridge_testing.deliveries import stream_messages
 from stripe_bridge_testing.openmeter_standin import IngestStandIn
 from stripe_bridge_testing.waiting import wait_until_async

@@ -22,7 +22,7 @@ from stripe_bridge.billing.usage_counter import (
 )
 from stripe_bridge.ops.backup import iter_stream
 from stripe_bridge.ops.natsserver import NatsServer
-from stripe_bridge.ops.stream import USAGE_DLQ
+from stripe_bridge.streams import USAGE_DLQ
 from stripe_bridge_entitlements import cas
 from stripe_bridge_testing.waiting import wait_until_async
 

@@ -15,7 +15,7 @@ from stripe_bridge.billing.usage_counter import Record, UsageCounter, count_key,
 from stripe_bridge.ops.backup import iter_stream
 from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge.ops.redrive import KNOWN, Choice, redrive
-from stripe_bridge.ops.stream import USAGE_DLQ as DEAD_LETTER_STREAM
+from stripe_bridge.streams import USAGE_DLQ as DEAD_LETTER_STREAM
 from stripe_bridge_events.deadletter import REASON_HEADER
 from stripe_bridge_testing.waiting import wait_until_async
 

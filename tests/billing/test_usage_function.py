@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 from stripe_bridge.billing.usage import provision_usage_streams
 from stripe_bridge.ops.natsserver import NatsServer
-from stripe_bridge.ops.stream import USAGE_STREAM
+from stripe_bridge.streams import USAGE_STREAM
 from stripe_bridge_testing.deliveries import stream_messages
 
 import nats

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -98,6 +99,26 @@ def test_billing_functions_read_settings_without_pydantic_settings(function: str
     assert loaded == []
 
 
+@pytest.mark.parametrize(
+    "function", ["billing_checkout", "billing_portal", "billing_usage", "billing_entitlements"]
+)
+def test_billing_functions_import_yaml_and_cloudevents_on_first_use(function: str) -> None:
+    # PyYAML reads a tier file only if one is configured as YAML; the CloudEvents SDK
+    # encodes the first usage record: neither is needed to answer /readyz (~25 modules each).
+    loaded = fresh_python(
+        f"""
+        import json, sys
+        from pathlib import Path
+        from stripe_bridge.server import function_app
+        function_app(Path("{REPO_ROOT}/functions/{function}/main.py"))
+        tops = {{m.split(".")[0] for m in sys.modules}}
+        print(json.dumps(sorted(tops & {{"yaml", "cloudevents"}})))
+        """,
+        env={**os.environ, **BILLING_ENV},
+    )
+    assert loaded == []
+
+
 def test_help_and_unknown_words_get_every_subcommand() -> None:
     every = cli.subcommand_names(cli.build_parser())
     assert {"serve", "dev", "send"} <= every
@@ -166,6 +187,8 @@ NOT_SERVED = (
     "stripe_bridge.deploy",
     "stripe_bridge.ops",
 )
+#: What ``import uvicorn`` brings that serving does not use: its command line.
+UVICORN_CLI = ("uvicorn.main", "click")
 #: Enough configuration for every function to start (none connects before a request).
 FUNCTION_ENV = {
     "STRIPE_WEBHOOK_SECRET": "whsec_test",
@@ -174,46 +197,92 @@ FUNCTION_ENV = {
 }
 
 
-#: What the billing functions still share with the operations wing: the USAGE stream's
-#: names and spec (billing/usage.py; ``stripe_bridge.ops`` itself is an empty package).
-BILLING_FROM_OPS = ("stripe_bridge.ops", "stripe_bridge.ops.stream")
-
-
 @pytest.mark.parametrize(
-    ("function", "forbidden", "allowed"),
+    ("function", "forbidden"),
     [
-        ("invoice_paid", (*NOT_SERVED, "stripe_bridge.billing"), ()),
-        ("stripe_event", (*NOT_SERVED, "stripe_bridge.billing"), ()),
-        ("billing_checkout", NOT_SERVED, BILLING_FROM_OPS),
-        ("billing_entitlements", NOT_SERVED, BILLING_FROM_OPS),
-        ("billing_usage", NOT_SERVED, BILLING_FROM_OPS),
+        ("invoice_paid", (*NOT_SERVED, "stripe_bridge.billing")),
+        ("stripe_event", (*NOT_SERVED, "stripe_bridge.billing")),
+        ("billing_checkout", NOT_SERVED),
+        ("billing_entitlements", NOT_SERVED),
+        ("billing_usage", NOT_SERVED),
     ],
 )
 def test_the_image_entrypoint_imports_only_what_a_request_needs(
-    function: str, forbidden: tuple[str, ...], allowed: tuple[str, ...]
+    function: str, forbidden: tuple[str, ...]
 ) -> None:
-    # The image's entrypoint runs to the point where uvicorn would serve (its serving loop
-    # replaced, nothing else): everything a request needs is imported by then.
+    # The image's entrypoint runs as far as uvicorn binding its port, which another socket
+    # holds: config loaded, lifespan started, everything a request needs imported by then.
     target, args = image_entrypoint()
     source = REPO_ROOT / "functions" / function / "main.py"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        loaded = fresh_python(
+            f"""
+            import importlib, json, sys
+            module, _, name = {target!r}.partition(":")
+            argv = [*{args!r}, "--source", {str(source)!r}]
+            try:
+                code = getattr(importlib.import_module(module), name)(argv)
+            except SystemExit as exit:
+                code = exit.code
+            ours = sorted(m for m in sys.modules if m.startswith("stripe_bridge"))
+            lifespan = "uvicorn.lifespan.on" in sys.modules
+            print(json.dumps([code, ours, lifespan, [m for m in sys.modules if m in CLI]]))
+            """.replace("CLI", repr(UVICORN_CLI)),
+            env={**os.environ, **FUNCTION_ENV, "HOST": "127.0.0.1", "PORT": str(port)},
+        )
+    assert isinstance(loaded, list)
+    code, modules, lifespan, cli = loaded
+    assert code != 0 and lifespan, "it must have got as far as binding the port"
+    assert "stripe_bridge.server" in modules
+    assert [m for m in modules if m.startswith(forbidden)] == []
+    # uvicorn's command line and click (uvicorn/__init__.py imports them): server.import_uvicorn
+    assert cli == []
+
+
+def test_loading_a_function_builds_none_of_the_sdks_models() -> None:
+    # The SDK's models are built on first use (defer_build): a webhook function validates
+    # with one translation, on its first event; building all of them cost ~10 ms of CPU of
+    # each cold start (bench/README.md, issue #20).
     loaded = fresh_python(
         f"""
-        import importlib, json, sys
-        import uvicorn
-        uvicorn.Server.run = lambda self, sockets=None: setattr(self, "started", True)
-        module, _, name = {target!r}.partition(":")
-        argv = [*{args!r}, "--source", {str(source)!r}]
-        code = getattr(importlib.import_module(module), name)(argv)
-        ours = sorted(m for m in sys.modules if m.startswith("stripe_bridge"))
-        print(json.dumps([code, ours]))
+        import json, sys
+        from pathlib import Path
+        from pydantic import BaseModel
+        from stripe_bridge.server import function_app
+        function_app(Path("{REPO_ROOT}/functions/invoice_paid/main.py"))
+        from stripe_bridge_events import events, models
+        built = [
+            name
+            for module in (events, models)
+            for name, value in vars(module).items()
+            if isinstance(value, type) and issubclass(value, BaseModel)
+            and value.__module__ == module.__name__ and value.__pydantic_complete__
+        ]
+        print(json.dumps(built))
         """,
-        env={**os.environ, **FUNCTION_ENV, "PORT": "8080"},
+        env={**os.environ, "STRIPE_WEBHOOK_SECRET": "whsec_test"},
     )
-    assert isinstance(loaded, list)
-    code, modules = loaded
-    assert code == 0
-    assert "stripe_bridge.server" in modules
-    assert [m for m in modules if m.startswith(forbidden) and m not in allowed] == []
+    assert loaded == []
+
+
+def test_uvicorn_without_its_command_line_still_has_it_on_first_use() -> None:
+    loaded = fresh_python(
+        """
+        import json, sys
+        from stripe_bridge.server import import_uvicorn
+        config, server = import_uvicorn()
+        import uvicorn
+        before = "click" in sys.modules
+        import uvicorn.main
+        whole = [uvicorn.Config is config, uvicorn.Server is server]
+        whole.append(uvicorn.run is uvicorn.main.run)
+        print(json.dumps([before, whole, import_uvicorn() == (config, server)]))
+        """
+    )
+    assert loaded == [False, [True, True, True], True]
 
 
 @pytest.mark.parametrize("function", ["billing_checkout", "billing_portal"])

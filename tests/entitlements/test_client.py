@@ -25,7 +25,7 @@ from stripe_bridge.billing.tiers import (
 from stripe_bridge.billing.usage import provision_usage_streams
 from stripe_bridge.billing.usage_counter import UsageCounter, count_key, usage_buckets
 from stripe_bridge.ops.natsserver import NatsServer
-from stripe_bridge.ops.stream import USAGE_STREAM
+from stripe_bridge.streams import USAGE_STREAM
 from stripe_bridge_entitlements import keys
 from stripe_bridge_entitlements.client import EntitlementsClient
 from stripe_bridge_entitlements.reservations import publish_tier_file, reservations_bucket

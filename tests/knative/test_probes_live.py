@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from stripe_bridge.billing.catalog import BILLING_FUNCTIONS
+from stripe_bridge.billing.usage import provision_usage_streams
 from stripe_bridge.deploy import knative
 from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge_testing.deliveries import fixture_event, signed_headers
@@ -27,11 +29,14 @@ from stripe_bridge_testing.waiting import wait_until
 from ..conftest import FunctionFactory
 
 FUNCTION = "invoice_paid"
+#: What the Checkout and Portal functions need to start (they call Stripe per request).
+STRIPE_ENV = {"STRIPE_API_KEY": "sk_test_probe", "CHECKOUT_SUCCESS_URL": "https://app.example/done"}
 
 
 def rendered_probes(function_name: str) -> dict[str, Any]:
-    spec = next(s for s in knative.function_specs() if s.function_name == function_name)
-    path = REPO_ROOT / "knative" / "production" / f"{spec.service_name}.yaml"
+    specs = {s.function_name: s.service_name for s in knative.function_specs()}
+    specs |= {fn.name: fn.service_name for fn in BILLING_FUNCTIONS}
+    path = REPO_ROOT / "knative" / "production" / f"{specs[function_name]}.yaml"
     (service,) = [d for d in yaml.safe_load_all(path.read_text()) if d]
     (container,) = service["spec"]["template"]["spec"]["containers"]
     probes = {kind: container[f"{kind}Probe"] for kind in ("readiness", "liveness")}
@@ -79,3 +84,34 @@ def test_probes_answer_as_documented_with_nats_up_down_and_during_drain(
         sock.sendall(body[-8:])
         assert b" 200 " in sock.recv(4096).split(b"\r\n", 1)[0]
     assert fn.process.wait(timeout=knative.APP_SHUTDOWN_SECONDS) == 0, fn.log()
+
+
+async def test_billing_services_are_ready_only_when_their_function_can_work(
+    nats_server: NatsServer, start_function: FunctionFactory
+) -> None:
+    # A billing pod must take requests only once it can do its work: the usage function
+    # needs NATS and the USAGE stream (docs/configuration.md), which a probe of /healthz
+    # never asked, so a cold pod without them was routed requests it could only refuse.
+    usage = rendered_probes("billing_usage")
+    fn = start_function("billing_usage", NATS_URL=nats_server.url, USAGE_API_TOKEN="token")
+    assert probe(fn.port, usage["liveness"])
+    assert not probe(fn.port, usage["readiness"]), "ready without the USAGE stream"
+    import nats
+
+    nc = await nats.connect(nats_server.url)
+    try:
+        await provision_usage_streams(nc.jetstream())
+    finally:
+        await nc.close()
+    wait_until(lambda: probe(fn.port, usage["readiness"]), 30, "ready with USAGE there")
+    # Checkout and Portal call Stripe per request and the entitlements function answers
+    # degraded without NATS: ready as soon as they serve, under the same probe path.
+    for name, env in (
+        ("billing_checkout", STRIPE_ENV),
+        ("billing_portal", STRIPE_ENV),
+        ("billing_entitlements", {"NATS_URL": "nats://127.0.0.1:1"}),
+    ):
+        probes = rendered_probes(name)
+        assert probes["readiness"] == usage["readiness"], name
+        other = start_function(name, **env)
+        assert probe(other.port, probes["readiness"]), name

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from stripe_bridge.inbox import inbox_prefix
-from stripe_bridge.ops.stream import StreamSpec, provision
+from stripe_bridge.streams import StreamSpec, provision
 from stripe_bridge_testing.natscluster import LocalNatsCluster
 from stripe_bridge_testing.waiting import wait_until_async
 

@@ -18,7 +18,7 @@ from stripe_bridge.deploy.k8s import (
 )
 from stripe_bridge.inbox import inbox_prefix
 from stripe_bridge.ops.backup_job import export_all, read_manifest
-from stripe_bridge.ops.stream import USAGE_STREAM, dead_letter_spec, provision
+from stripe_bridge.streams import USAGE_STREAM, dead_letter_spec, provision
 from stripe_bridge_events.deadletter import (
     DEAD_LETTER_STREAM,
     dead_letter,

@@ -20,8 +20,8 @@ from stripe_bridge.billing.usage import UsageRecord, provision_usage_streams, re
 from stripe_bridge.config import Settings
 from stripe_bridge.deploy.k8s import NATS_BILLING_USER, NATS_USAGE_USER, NATS_USER
 from stripe_bridge.jetstream import JetStreamPublisher
-from stripe_bridge.ops.stream import USAGE_DLQ as DEAD_LETTER_STREAM
-from stripe_bridge.ops.stream import USAGE_STREAM
+from stripe_bridge.streams import USAGE_DLQ as DEAD_LETTER_STREAM
+from stripe_bridge.streams import USAGE_STREAM
 from stripe_bridge_testing.natscluster import LocalNatsCluster
 from stripe_bridge_testing.openmeter_standin import IngestStandIn
 from stripe_bridge_testing.waiting import wait_until_async

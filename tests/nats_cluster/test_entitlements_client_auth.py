@@ -12,7 +12,7 @@ from stripe_bridge.billing.usage import provision_usage_streams
 from stripe_bridge.billing.usage_counter import count_key, usage_buckets
 from stripe_bridge.deploy.natsconf import ENTITLEMENTS_CLIENT_USER as USER
 from stripe_bridge.inbox import inbox_prefix
-from stripe_bridge.ops.stream import USAGE_STREAM
+from stripe_bridge.streams import USAGE_STREAM
 from stripe_bridge_entitlements.client import EntitlementsClient
 from stripe_bridge_entitlements.reservations import publish_tier_file, reservations_bucket
 from stripe_bridge_entitlements.windows import Window

@@ -33,8 +33,8 @@ from stripe_bridge_events.deadletter import (
 )
 
 from ..message import MSG_ID_HEADER
-from ..ops.stream import USAGE_DLQ_SUBJECT_PREFIX as DEAD_LETTER_SUBJECT_PREFIX
-from ..ops.stream import USAGE_SUBJECT_PREFIX, dead_letter_spec
+from ..streams import USAGE_DLQ_SUBJECT_PREFIX as DEAD_LETTER_SUBJECT_PREFIX
+from ..streams import USAGE_SUBJECT_PREFIX, dead_letter_spec
 
 log = logging.getLogger(__name__)
 

@@ -29,9 +29,9 @@ from ..config import ConfigError, EnvModel, LogDeliveries, Settings, load_model
 from ..envelope import MalformedBody, parse_body
 from ..http import HttpFunction, Reply
 from ..jetstream import JetStreamPublisher, PublishError
-from ..ops.stream import USAGE_STREAM
 from ..push import MetricsPusher
 from ..reasons import Refused
+from ..streams import USAGE_STREAM
 from .checkout import (
     CheckoutError,
     CheckoutRequest,

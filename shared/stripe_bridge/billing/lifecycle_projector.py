@@ -22,7 +22,7 @@ from stripe_bridge_entitlements import cas
 
 from ..envelope import StripeEvent
 from ..message import CONTENT_TYPE, MSG_ID_HEADER
-from ..ops.stream import USAGE_SUBJECT_PREFIX
+from ..streams import USAGE_SUBJECT_PREFIX
 from .lifecycle import Fact, Gate, LifecycleEvent, decide, fact_from_event
 from .stripe_consumer import ConsumerMetrics, ConsumerOptions, StripeConsumer, key_value
 

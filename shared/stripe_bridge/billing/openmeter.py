@@ -34,8 +34,8 @@ from pydantic import Field, SecretStr
 from ..config import EnvModel
 from ..errors import StripeBridgeError
 from ..exitcodes import ExitCode
-from ..ops.stream import USAGE_DLQ_SUBJECT_PREFIX as DEAD_LETTER_SUBJECT_PREFIX
-from ..ops.stream import USAGE_STREAM, USAGE_SUBJECT_PREFIX
+from ..streams import USAGE_DLQ_SUBJECT_PREFIX as DEAD_LETTER_SUBJECT_PREFIX
+from ..streams import USAGE_STREAM, USAGE_SUBJECT_PREFIX
 from .breaker import BreakerState, CircuitBreaker
 from .usage import DEAD_LETTER_REASON_HEADER
 

@@ -16,7 +16,6 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..envelope import StripeEvent
@@ -168,7 +167,11 @@ class TierConfig(BaseModel):
         """Read a YAML/JSON tier file; without one, the built-in Free/Pro/Teams tiers."""
         if path is None:
             return DEFAULT_TIERS
-        raw = yaml.safe_load(path.read_text()) if path.suffix in {".yml", ".yaml"} else None
+        raw = None
+        if path.suffix in {".yml", ".yaml"}:
+            import yaml  # here: only a YAML tier file needs it, not a function's cold start
+
+            raw = yaml.safe_load(path.read_text())
         if raw is None:
             raw = json.loads(path.read_text())
         return cls.model_validate(raw)

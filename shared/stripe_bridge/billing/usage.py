@@ -18,14 +18,12 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from cloudevents.conversion import to_structured
-from cloudevents.http import CloudEvent
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 from stripe_bridge_events.deadletter import REASON_HEADER
 
 from ..jetstream import JetStreamPublisher, Stored
 from ..message import CONTENT_TYPE, MSG_ID_HEADER
-from ..ops.stream import (
+from ..streams import (
     USAGE_DLQ,
     USAGE_DLQ_SUBJECT_PREFIX,
     USAGE_STREAM,
@@ -163,6 +161,10 @@ def usage_subject(meter: str) -> str:
 
 def encode(record: UsageRecord) -> tuple[str, bytes, dict[str, str]]:
     """Subject, structured CloudEvent body and headers for ``record``."""
+    # Here: the usage function's cold start (/readyz) does not need the CloudEvents SDK.
+    from cloudevents.conversion import to_structured
+    from cloudevents.http import CloudEvent
+
     event = record.cloudevent()
     data = event.pop("data")
     _, body = to_structured(CloudEvent(event, data))

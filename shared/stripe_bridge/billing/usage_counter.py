@@ -55,7 +55,7 @@ from stripe_bridge_entitlements.keys import customer_token as customer_token
 from stripe_bridge_entitlements.keys import usage_bucket as usage_bucket
 from stripe_bridge_entitlements.reservations import Reservations, reservations_bucket
 
-from ..ops.stream import USAGE_STREAM, USAGE_SUBJECT_PREFIX
+from ..streams import USAGE_STREAM, USAGE_SUBJECT_PREFIX
 from . import overlap
 from .deadletters import (
     DeadLetterFailed,

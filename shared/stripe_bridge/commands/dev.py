@@ -20,9 +20,9 @@ from ..http import graceful_shutdown_seconds
 from ..logsetup import configure_logging
 from ..ops import stripecli
 from ..ops.natsserver import NatsServer
-from ..ops.stream import StreamSpec, provision
 from ..runtime import Runtime
 from ..server import dev_app, run
+from ..streams import StreamSpec, provision
 from .common import connect
 
 DEFAULT_PORT = 8080

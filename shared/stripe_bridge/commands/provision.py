@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from ..exitcodes import ExitCode
-from ..ops.stream import StreamSpec, dead_letter_spec, provision
+from ..streams import StreamSpec, dead_letter_spec, provision
 from .common import add_nats_arguments, max_bytes, on_jetstream, settings_from
 
 

@@ -26,8 +26,8 @@ from stripe_bridge_events.deadletter import (
 )
 
 from ..message import MSG_ID_HEADER
+from ..streams import USAGE_DLQ, USAGE_DLQ_SUBJECT_PREFIX, USAGE_SUBJECT_PREFIX
 from .backup import iter_stream
-from .stream import USAGE_DLQ, USAGE_DLQ_SUBJECT_PREFIX, USAGE_SUBJECT_PREFIX
 
 #: Headers that describe the dead letter, not the message: dropped when redriven.
 _DEAD_LETTER_HEADERS = (REASON_HEADER, SOURCE_HEADER, REDRIVE_SUBJECT_HEADER, MSG_ID_HEADER)

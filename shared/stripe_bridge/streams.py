@@ -1,4 +1,9 @@
-"""Create or update the bridge's JetStream stream idempotently (``stripe-bridge provision``)."""
+"""The JetStream streams' names and shapes, created or updated idempotently (``provision``).
+
+Neither operations nor billing: the billing functions and consumers record into USAGE,
+the operators' redrive moves USAGE_DLQ back, ``stripe-bridge provision`` creates STRIPE;
+each imports this module, none the other's (tests/test_import_graph.py).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,10 @@ from typing import Any
 
 from stripe_bridge_events.deadletter import DEAD_LETTER_PREFIX, DEAD_LETTER_STREAM
 
-from ..config import Settings
+from .config import Settings
 
 #: The USAGE stream billing records usage into (billing/usage.py) and its dead letters
-#: (USAGE_DLQ, filled by the OpenMeter forwarder): named here, in the operations wing,
-#: because redrive moves those dead letters back and ops imports nothing from billing.
+#: (USAGE_DLQ, filled by the OpenMeter forwarder), which ops/redrive.py moves back.
 USAGE_STREAM = "USAGE"
 USAGE_SUBJECT_PREFIX = "usage"
 USAGE_DLQ = "USAGE_DLQ"
