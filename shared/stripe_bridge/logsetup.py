@@ -55,4 +55,4 @@ class TextFormatter(logging.Formatter):
         if second != self._second:
             self._date_time = time.strftime(self.default_time_format, self.converter(second))
             self._second = second
-        return self.default_msec_format % (self._date_time, record.msecs)
+        return f"{self._date_time},{int(record.msecs):03d}"
