@@ -23,6 +23,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from . import registry
+from .asgi import BODY_RECEIVED
 from .config import Settings
 from .exitcodes import ExitCode
 from .http import (
@@ -212,6 +213,12 @@ def header_timeout_protocol(
             self.awaiting_headers = False
             self.stop_header_timer()
             super().on_headers_complete()
+            # The function reads the body without a timer when it is all here already
+            # (``asgi.BODY_RECEIVED``); uvicorn sets ``more_body`` False once it is.
+            cycle = self.cycle
+            if cycle is not None and cycle.scope is self.scope:
+                extensions = self.scope.setdefault("extensions", {})
+                extensions[BODY_RECEIVED] = {"received": lambda: not cycle.more_body}
 
         def connection_lost(self, exc: Exception | None) -> None:
             self.stop_header_timer()
