@@ -17,6 +17,7 @@ import json
 import logging
 import signal
 import traceback
+import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import FrameType
@@ -214,11 +215,18 @@ def header_timeout_protocol(
             self.stop_header_timer()
             super().on_headers_complete()
             # The function reads the body without a timer when it is all here already
-            # (``asgi.BODY_RECEIVED``); uvicorn sets ``more_body`` False once it is.
-            cycle = self.cycle
-            if cycle is not None and cycle.scope is self.scope:
+            # (``asgi.BODY_RECEIVED``); uvicorn sets ``more_body`` False once it is. A weak
+            # reference: the cycle holds the scope, which must not hold the cycle (a
+            # reference cycle per request would be left to the garbage collector).
+            if self.cycle is not None and self.cycle.scope is self.scope:
+                cycle = weakref.ref(self.cycle)
+
+                def received() -> bool:
+                    current = cycle()
+                    return current is not None and not current.more_body
+
                 extensions = self.scope.setdefault("extensions", {})
-                extensions[BODY_RECEIVED] = {"received": lambda: not cycle.more_body}
+                extensions[BODY_RECEIVED] = {"received": received}
 
         def connection_lost(self, exc: Exception | None) -> None:
             self.stop_header_timer()
