@@ -79,6 +79,7 @@ def test_ambiguous_is_a_kind_of_malformed() -> None:
         (b"\xef\xbb\xbf{}", "not JSON"),
         (b'{"a": NaN}', "NaN is not JSON"),
         (b'{"a": 1e400}', "out of range"),
+        (b'{"a": ' + b"1" * 5000 + b"}", "out of range"),  # over int()'s 4300 digits
         (b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1), "nested deeper"),
         (b"[" * 100_000 + b"]" * 100_000, "nested deeper"),
     ],
@@ -138,6 +139,8 @@ def test_stripe_bodies_take_the_fast_path(path: Path, monkeypatch: pytest.Monkey
         b'{"n": 123456789012345678901234567890, "m": -123456789012345678901234567890}',
         b'{"n": 18446744073709551616, "f": 1.7976931348623157e308, "z": -0, "e": 1E5}',
         b"[1e400]",
+        b"[" + b"9" * 5000 + b"]",
+        b"[" + b"9" * 4300 + b"]",
         b"[-1e400]",
         b"[1e-400]",
         b'"\\ud800"',
