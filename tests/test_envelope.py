@@ -7,9 +7,15 @@ No server: what this module alone promises. The webhook path's answers to the sa
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
+from stripe_bridge import envelope
 from stripe_bridge.envelope import (
     MAX_DEPTH,
     AmbiguousBody,
@@ -17,7 +23,7 @@ from stripe_bridge.envelope import (
     StripeEvent,
     parse_body,
 )
-from stripe_bridge_testing.deliveries import fixture_event
+from stripe_bridge_testing.deliveries import FIXTURES, fixture_event
 
 
 def test_a_stripe_body_parses_to_what_json_reads() -> None:
@@ -73,6 +79,7 @@ def test_ambiguous_is_a_kind_of_malformed() -> None:
         (b"\xef\xbb\xbf{}", "not JSON"),
         (b'{"a": NaN}', "NaN is not JSON"),
         (b'{"a": 1e400}', "out of range"),
+        (b'{"a": ' + b"1" * 5000 + b"}", "out of range"),  # over int()'s 4300 digits
         (b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1), "nested deeper"),
         (b"[" * 100_000 + b"]" * 100_000, "nested deeper"),
     ],
@@ -93,3 +100,102 @@ def test_the_envelope_is_validated_without_coercion() -> None:
     for field, value in (("livemode", "false"), ("created", True), ("id", "ch_1")):
         with pytest.raises(ValidationError):
             StripeEvent.model_validate({**event, field: value})
+
+
+# The fast path (one C parse) and the strict one (the standard library, rule by rule) must
+# read every body alike: the same value, or the same refusal.
+
+
+def _outcome(parse: Callable[[bytes], Any], body: bytes) -> tuple[str, Any]:
+    try:
+        return "value", parse(body)
+    except MalformedBody as exc:
+        return type(exc).__name__, str(exc)
+
+
+@pytest.mark.parametrize("path", sorted(FIXTURES.glob("*.json")), ids=lambda p: p.stem)
+def test_stripe_bodies_take_the_fast_path(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    body = path.read_bytes()
+
+    def not_here(_body: bytes) -> Any:
+        raise AssertionError("fell back to the strict parse")
+
+    monkeypatch.setattr(envelope, "parse_body_strictly", not_here)
+    assert parse_body(body) == json.loads(body)
+    assert parse_body(json.dumps(json.loads(body), indent=2).encode()) == json.loads(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a:b": 1, "a\\u003ab": 2}',  # the same key, once with an escaped colon
+        b'{"a:b": 1, "a\\u003Ab": 2}',
+        b'{"k": "\\u003a", "k": 1}',
+        b'{"u": "x:y", "u": "z"}',  # the first value's colon goes with it
+        b'{"a": 1, "a" : 2}',
+        b'{"a" :1,"b":{"c":"::","c":"::"}}',
+        b'{"a": 1, "\\u0061": 2}',
+        b'{"url": "https://x.test/a:b", "n": [1, 2, {"t": "1:2"}]}',
+        b'{"n": 123456789012345678901234567890, "m": -123456789012345678901234567890}',
+        b'{"n": 18446744073709551616, "f": 1.7976931348623157e308, "z": -0, "e": 1E5}',
+        b"[1e400]",
+        b"[" + b"9" * 5000 + b"]",
+        b"[" + b"9" * 4300 + b"]",
+        b"[-1e400]",
+        b"[1e-400]",
+        b'"\\ud800"',
+        b'["\\udc00", "\\ud83d\\ude00"]',
+        b'{"\\ud800": 1}',
+        b'"\xed\xa0\x80"',
+        b'"\xff"',
+        b"[NaN]",
+        b"[-Infinity]",
+        b' {"a": [] } \n',
+        b'{"a": 1,}',
+        b"[01]",
+        b"",
+        b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1),
+        b'{"a":' * (MAX_DEPTH + 1) + b"1" + b"}" * (MAX_DEPTH + 1),
+        b"[" * MAX_DEPTH + b"]" * MAX_DEPTH,
+        b"[" * 2000 + b"]" * 2000,
+    ],
+)
+def test_the_fast_path_reads_as_the_strict_one(body: bytes) -> None:
+    assert _outcome(parse_body, body) == _outcome(envelope.parse_body_strictly, body)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet='{}[]":,. 0123456789eE+-abtrufl\\:', max_size=40))
+def test_the_two_paths_agree_on_any_body(text: str) -> None:
+    body = text.encode()
+    assert _outcome(parse_body, body) == _outcome(envelope.parse_body_strictly, body)
+
+
+_JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(alphabet=st.sampled_from('ab:"\\\u00e9\U0001f600\n')),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.lists(st.tuples(st.sampled_from(["a", "b", "a:b", "é"]), inner), max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+def _dumps(value: Any) -> str:
+    # Lists of pairs become objects, written as they are: duplicates stay duplicates.
+    if isinstance(value, list) and value and all(isinstance(p, tuple) for p in value):
+        return "{" + ", ".join(f"{json.dumps(k)}: {_dumps(v)}" for k, v in value) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_dumps(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_JSON_VALUES)
+def test_the_two_paths_agree_on_any_json(value: Any) -> None:
+    body = _dumps(value).encode()
+    assert _outcome(parse_body, body) == _outcome(envelope.parse_body_strictly, body)

@@ -6,7 +6,7 @@ import json
 import logging
 
 import pytest
-from stripe_bridge.logsetup import LogFormat, configure_logging
+from stripe_bridge.logsetup import TEXT_FORMAT, LogFormat, TextFormatter, configure_logging
 
 #: A logger of these tests' own: tests before them in the same worker set levels on
 #: ``stripe_bridge``'s loggers, which would hide an INFO line of a child.
@@ -62,3 +62,17 @@ def test_records_skip_the_caller_thread_and_process() -> None:
     record = logging.getLogger("x").makeRecord("x", logging.INFO, "f", 1, "m", (), None)
     assert logging._srcfile is None
     assert (record.threadName, record.processName) == (None, None)
+
+
+#: One formatter for every case below, in turns across seconds.
+TEXT = TextFormatter(TEXT_FORMAT)
+
+
+@pytest.mark.parametrize(
+    "created", [1_700_000_000.0, 1_700_000_000.999, 1_700_000_001.5, 1_699_999_999.25, 0.5]
+)
+def test_text_time_is_the_default_formatters(created: float) -> None:
+    # The same formatter in turns across seconds: its once-a-second date is never stale.
+    record = logging.makeLogRecord({"msg": "m", "created": created, "msecs": (created % 1) * 1000})
+    for formatter in (TEXT, TEXT):
+        assert formatter.format(record) == logging.Formatter(TEXT_FORMAT).format(record)

@@ -10,15 +10,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import threading
 import time
+from typing import TYPE_CHECKING
 
-from stripe_bridge.ops.natsserver import NatsServer
-from stripe_bridge.server import CoalescingTransport
+import uvicorn
+from stripe_bridge.asgi import HttpRequest, json_answer
+from stripe_bridge.http import BodyReader
+from stripe_bridge.ops.natsserver import NatsServer, free_port
+from stripe_bridge.server import CoalescingTransport, header_timeout_protocol
 from stripe_bridge_testing.deliveries import fixture_event, post_event
 from stripe_bridge_testing.function_metrics import metric
 from stripe_bridge_testing.waiting import wait_until, wait_until_async
 
 from .conftest import FunctionFactory
+
+if TYPE_CHECKING:
+    from starlette.types import Receive, Scope, Send
 
 
 def _closed_by_peer(sock: socket.socket, received: list[bytes]) -> bool:
@@ -123,3 +131,43 @@ async def test_coalescing_transport_sends_one_steps_writes_at_once_and_closes_af
     finally:
         transport.close()
         theirs.close()
+
+
+def test_the_protocol_tells_the_function_when_the_body_is_all_here() -> None:
+    # A body already buffered when the function starts is read without arming a timer
+    # (asgi.BODY_RECEIVED); one still on its way is read within BodyReader's timeout.
+    seen: list[tuple[bool, bytes]] = []
+    started = threading.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        request = HttpRequest(scope, receive)
+        received = request.body_received()
+        started.set()
+        body = await BodyReader(1000, timeout=30).read(request)
+        seen.append((received, body or b""))
+        await json_answer(200, {"ok": True}).send(send)
+
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, lifespan="off", http=header_timeout_protocol(5)
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, 30, "uvicorn serving")
+        head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(head + b"whole")
+            assert client.recv(4096).startswith(b"HTTP/1.1 200 ")
+            started.clear()
+            client.sendall(head)
+            wait_until(started.is_set, 30, "the function started before its body came")
+            client.sendall(b"later")
+            assert client.recv(4096).startswith(b"HTTP/1.1 200 ")
+    finally:
+        server.should_exit = True
+        thread.join(30)
+    assert seen == [(True, b"whole"), (False, b"later")]

@@ -10,7 +10,7 @@ JSON, UTF-8, the function's headers, then ``content-length``, then ``content-typ
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from starlette.types import Receive, Scope, Send
 
 JSON_CONTENT_TYPE = b"application/json"
+#: ASGI scope extension set by the server's protocol (``server.header_timeout_protocol``):
+#: its ``received`` tells whether the request's whole body is already buffered.
+BODY_RECEIVED = "stripe_bridge.body_received"
 #: One encoder for every answer (``json.dumps`` with options builds one per call).
 _JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
@@ -29,7 +32,7 @@ class ClientDisconnected(Exception):
 class HttpRequest:
     """One HTTP request: method, path, headers by name, the body as it streams in."""
 
-    __slots__ = ("_headers", "_receive", "method", "path")
+    __slots__ = ("_body_received", "_headers", "_receive", "method", "path")
 
     def __init__(self, scope: Scope, receive: Receive) -> None:
         self.method: str = scope["method"]
@@ -37,6 +40,14 @@ class HttpRequest:
         self.path: str = scope["path"]
         self._headers: list[tuple[bytes, bytes]] = scope["headers"]
         self._receive = receive
+        extension = (scope.get("extensions") or {}).get(BODY_RECEIVED)
+        self._body_received: Callable[[], bool] | None = (
+            extension["received"] if extension else None
+        )
+
+    def body_received(self) -> bool:
+        """Whether the whole body is already here (reading it cannot wait); False if unknown."""
+        return self._body_received is not None and self._body_received()
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (any case), or None."""

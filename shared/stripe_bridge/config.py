@@ -168,7 +168,9 @@ class Settings(EnvModel):
         description="How long a stored event is remembered (over Stripe's 3-day retries), s.",
     )
     idempotency_memory_max_entries: int = Field(
-        default=100_000, ge=100, description="Bound of the memory backend (LRU beyond it)."
+        default=100_000,
+        ge=100,
+        description="Bound of the memory backend (beyond it the oldest written goes first).",
     )
     pushgateway_url: str | None = Field(default=None, description="Unset: metrics are not pushed.")
     pushgateway_min_interval: float = Field(

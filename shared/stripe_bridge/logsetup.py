@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from enum import StrEnum
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
 class LogFormat(StrEnum):
@@ -30,5 +33,26 @@ def configure_logging(level: str, log_format: LogFormat = LogFormat.TEXT) -> Non
 
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        handler.setFormatter(TextFormatter(TEXT_FORMAT))
     logging.basicConfig(level=level, handlers=[handler])
+
+
+class TextFormatter(logging.Formatter):
+    """``logging.Formatter`` with its default time, the date and time rendered once a second.
+
+    ``formatTime`` otherwise converts and ``strftime``s every record's time (~1.4 us of a
+    webhook's ~8 us line); the handler's lock serialises calls.
+    """
+
+    _second: int | None = None
+    _date_time = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """``YYYY-MM-DD HH:MM:SS,mmm`` in local time, as the default formatter writes it."""
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        if second != self._second:
+            self._date_time = time.strftime(self.default_time_format, self.converter(second))
+            self._second = second
+        return f"{self._date_time},{int(record.msecs):03d}"

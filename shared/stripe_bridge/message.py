@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from stripe_bridge_events.events import TYPE_PREFIX, data_schema
 
 from . import registry
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 CONTENT_TYPE = "application/cloudevents+json"
 #: Header JetStream deduplicates on within the stream's duplicate window.
 MSG_ID_HEADER = "Nats-Msg-Id"
+#: Compact UTF-8 JSON of the attributes and extensions (a tenth of ``json.dumps``'s time).
+_encode = msgspec.json.Encoder().encode
 
 
 @dataclass(frozen=True)
@@ -92,16 +95,16 @@ def build_message(event: StripeEvent, raw: dict[str, Any] | bytes, prefix: str) 
     if error:
         extensions["translationerror"] = error
     stripe = raw if isinstance(raw, bytes) else json.dumps(raw).encode()
-    # {<attributes>, "data": {"translation": ..., "stripe": ...}, <extensions>}
+    # {<attributes>,"data":{"translation":...,"stripe":...},<extensions>}
     body = b"".join(
         (
-            json.dumps(attributes)[:-1].encode(),
-            b', "data": {"translation": ',
+            _encode(attributes)[:-1],
+            b',"data":{"translation":',
             translation,
-            b', "stripe": ',
+            b',"stripe":',
             stripe,
-            b"}, ",
-            json.dumps(extensions)[1:].encode(),
+            b"},",
+            _encode(extensions)[1:],
         )
     )
     out_headers = {"Content-Type": CONTENT_TYPE, MSG_ID_HEADER: event.id}

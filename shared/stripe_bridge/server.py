@@ -18,12 +18,14 @@ import logging
 import signal
 import sys
 import traceback
+import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, cast
 
 from . import registry
+from .asgi import BODY_RECEIVED
 from .config import Settings
 from .exitcodes import ExitCode
 from .http import (
@@ -253,6 +255,19 @@ def header_timeout_protocol(
             self.awaiting_headers = False
             self.stop_header_timer()
             super().on_headers_complete()
+            # The function reads the body without a timer when it is all here already
+            # (``asgi.BODY_RECEIVED``); uvicorn sets ``more_body`` False once it is. A weak
+            # reference: the cycle holds the scope, which must not hold the cycle (a
+            # reference cycle per request would be left to the garbage collector).
+            if self.cycle is not None and self.cycle.scope is self.scope:
+                cycle = weakref.ref(self.cycle)
+
+                def received() -> bool:
+                    current = cycle()
+                    return current is not None and not current.more_body
+
+                extensions = self.scope.setdefault("extensions", {})
+                extensions[BODY_RECEIVED] = {"received": received}
 
         def connection_lost(self, exc: Exception | None) -> None:
             self.stop_header_timer()

@@ -83,6 +83,8 @@ PARSER_CASES: list[tuple[str, Callable[[], bytes]]] = [
     ("malformed_json", with_value("data.object.amount_due", float("nan"))),
     ("malformed_json", with_value("data.object.amount_due", float("-inf"))),
     ("malformed_json", with_value("data.object.amount_due", None, raw=b"1e400")),
+    # Over CPython's 4300-digit int() limit: a ValueError that escaped as a bare 500.
+    ("malformed_json", with_value("data.object.amount_due", None, raw=b"9" * 5000)),
     # Ambiguous JSON (RFC 8259 sections 4 and 8.2): parsers disagree on which "id" counts or
     # what an unpaired surrogate is; stored, a consumer could read another event than ours.
     ("ambiguous_json", lambda: encode(fresh_invoice())[:-1] + b', "id": "evt_other"}'),
