@@ -38,6 +38,7 @@ from .reservations import (
     Ledger,
     Reservations,
     ledger_key,
+    parse_ledger,
     remaining,
 )
 from .windows import Window, window_start
@@ -303,7 +304,7 @@ class EntitlementsClient:
             state.remaining.clear()
 
         def ledger(key: str, value: bytes | None, revision: int) -> None:
-            view = _NO_LEDGER if value is None else Ledger.model_validate_json(value)
+            view = parse_ledger(value)
             _newest(state.ledgers, key.split(".")[2], key, view)
             _store(state, key, cas.Entry(value, revision))
             state.remaining.clear()

@@ -86,22 +86,52 @@ class Ledger(BaseModel):
 
     def compacted(self, now: float, last_seq: int) -> Ledger:
         """Without expired slots and sequences the counter has counted."""
-        return Ledger(
+        return self.replaced(
             held={s: q for s, q in self.held.items() if s > now},
             consumed={s: q for s, q in self.consumed.items() if s > last_seq},
-            recent=self.recent,
             counted=max(self.counted, last_seq),
         )
 
     def holding_for(self, reservation_id: str, slot: int, quantity: float) -> Ledger:
         """With ``quantity`` more held in ``slot`` for ``reservation_id``."""
-        recent = list({**self.recent, reservation_id: slot}.items())[-RECENT:]
-        held = _add(self.held, slot, quantity)
-        return self.model_copy(update={"held": held, "recent": dict(recent)})
+        recent = dict(list({**self.recent, reservation_id: slot}.items())[-RECENT:])
+        return self.replaced(held=_add(self.held, slot, quantity), recent=recent)
+
+    def replaced(self, **fields: Any) -> Ledger:
+        """A copy with ``fields`` replaced, unvalidated: callers build them from a ledger's
+        own typed fields (validating them again was ~5% of a reservation's CPU)."""
+        return Ledger.model_construct(**(self.__dict__ | fields))
 
     def encode(self) -> bytes:
-        """The stored form."""
-        return self.model_dump_json().encode()
+        """The stored form (remembered as parsed already: ``parse_ledger``)."""
+        value = self.model_dump_json().encode()
+        _remember(value, self)
+        return value
+
+
+#: Ledgers by stored form, oldest first: a reservation decides by the ledger it wrote last
+#: and the watch delivers that same write back; parsing it again each time was ~7% of a
+#: reservation's CPU (py-spy). Ledgers are frozen and never changed in place: shared safely.
+_PARSED: dict[bytes, Ledger] = {}
+_EMPTY = Ledger()
+_PARSED_MAX = 256
+
+
+def _remember(value: bytes, ledger: Ledger) -> None:
+    if len(_PARSED) >= _PARSED_MAX:
+        del _PARSED[next(iter(_PARSED))]
+    _PARSED[value] = ledger
+
+
+def parse_ledger(value: bytes | None) -> Ledger:
+    """The ledger stored as ``value`` (empty when None)."""
+    if value is None:
+        return _EMPTY
+    ledger = _PARSED.get(value)
+    if ledger is None:
+        ledger = Ledger.model_validate_json(value)
+        _remember(value, ledger)
+    return ledger
 
 
 class Hold(BaseModel):
@@ -142,20 +172,21 @@ def hold_key(count_key: str, reservation_id: str) -> str:
     return f"H.{count_key}.{_token(reservation_id)}"
 
 
+def _reserved(count: CountView, ledger: Ledger, now: float) -> float:
+    return ledger.holding(now, count.last_seq) + count.legacy_held(now)
+
+
 def remaining(limit: float | None, count: CountView, ledger: Ledger, now: float) -> float | None:
     """What is left under ``limit`` beside usage and holds (None: no limit)."""
-    if limit is None:
-        return None
-    reserved = ledger.holding(now, count.last_seq) + count.legacy_held(now)
-    return max(0.0, limit - count.used - reserved)
+    return decide(limit, 0, count, ledger, now).remaining
 
 
 def decide(
     limit: float | None, quantity: float, count: CountView, ledger: Ledger, now: float
 ) -> Standing:
     """Allow ``quantity`` if it fits under ``limit`` beside usage and holds (None: no limit)."""
-    reserved = ledger.holding(now, count.last_seq) + count.legacy_held(now)
-    left = remaining(limit, count, ledger, now)
+    reserved = _reserved(count, ledger, now)
+    left = None if limit is None else max(0.0, limit - count.used - reserved)
     allowed = left is None or quantity <= left
     return Standing(allowed=allowed, used=count.used, reserved=reserved, remaining=left)
 
@@ -178,10 +209,6 @@ async def read_count(count_kv: Any, key: str) -> CountView:
     """The usage counter's entry at ``key`` (zero when absent)."""
     entry = await cas.read(count_kv, key)
     return CountView() if entry.value is None else CountView.model_validate_json(entry.value)
-
-
-def _ledger(entry: cas.Entry) -> Ledger:
-    return Ledger() if entry.value is None else Ledger.model_validate_json(entry.value)
 
 
 async def _current(count: CountView, ledger: Ledger, count_kv: Any, key: str) -> CountView:
@@ -231,7 +258,7 @@ class Reservations:
         count, entry = await asyncio.gather(
             read_count(count_kv, key), cas.read(self.kv, ledger_key(key))
         )
-        return count, _ledger(entry)
+        return count, parse_ledger(entry.value)
 
     async def reserve(
         self,
@@ -261,21 +288,28 @@ class Reservations:
             entry: cas.Entry, count: CountView
         ) -> tuple[bytes | None, tuple[Standing, int | None]]:
             now = time.time()
-            ledger = _ledger(entry)
+            ledger = parse_ledger(entry.value)
             count = await _current(count, ledger, count_kv, key)
             if rid in ledger.recent:  # our own write, whose answer was lost
-                return None, (decide(limit, 0, count, ledger, now), ledger.recent[rid])
-            decision = decide(limit, quantity, count, ledger, now)
-            if not decision.allowed:
-                return None, (decision, None)
+                again = decide(limit, 0, count, ledger, now)
+                found = again.model_copy(update={"allowed": True, "reservation_id": rid})
+                return None, (found, ledger.recent[rid])
+            reserved = _reserved(count, ledger, now)
+            left = max(0.0, limit - count.used - reserved)
+            if quantity > left:
+                refused = Standing(
+                    allowed=False, used=count.used, reserved=reserved, remaining=left
+                )
+                return None, (refused, None)
             new = ledger.compacted(now, count.last_seq).holding_for(rid, slot, quantity)
             if new_id and not beside:  # one round trip for both writes
                 beside.append(asyncio.ensure_future(self._hold(key, rid, quantity, slot, new_id)))
-            granted = decision.model_copy(
-                update={
-                    "reserved": decision.reserved + quantity,
-                    "remaining": (decision.remaining or 0.0) - quantity,
-                }
+            granted = Standing(
+                allowed=True,
+                used=count.used,
+                reserved=reserved + quantity,
+                remaining=left - quantity,
+                reservation_id=rid,
             )
             return new.encode(), (granted, slot)
 
@@ -298,9 +332,7 @@ class Reservations:
                 await self.kv.delete(hold_key(key, rid))
         elif held is not None:
             await self._hold(key, rid, quantity, held, new_id)
-        if held is None:
-            return decision
-        return decision.model_copy(update={"allowed": True, "reservation_id": rid})
+        return decision
 
     async def _hold(self, key: str, rid: str, quantity: float, slot: int, new_id: bool) -> None:
         """Write reservation ``rid``'s own key: what ``release``/``consume`` take back."""
@@ -337,7 +369,7 @@ class Reservations:
 
         async def step(entry: cas.Entry, count: CountView) -> tuple[bytes | None, None]:
             now = time.time()
-            ledger = _ledger(entry)
+            ledger = parse_ledger(entry.value)
             count = await _current(count, ledger, count_kv, key)
             ledger = ledger.compacted(now, count.last_seq)
             if hold.slot not in ledger.held:  # expired: it holds nothing any more
@@ -347,7 +379,7 @@ class Reservations:
             if seq is not None and seq > count.last_seq:
                 consumed = _add(consumed, seq, hold.quantity)
             # ``recent`` stays: a new id's retry finds itself only there.
-            return ledger.model_copy(update={"held": held, "consumed": consumed}).encode(), None
+            return ledger.replaced(held=held, consumed=consumed).encode(), None
 
         await cas.update(
             self.kv, ledger_key(key), step, self.attempts, lambda: read_count(count_kv, key)
