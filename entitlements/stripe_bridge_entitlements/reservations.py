@@ -10,6 +10,14 @@ the ``BILLING_RESERVATIONS`` bucket holds:
   both granted; every write drops expired slots and sequences the counter has counted.
 - ``H.<count key>.<reservation id>``: one reservation (quantity, slot), so that the same id
   asked again is not held twice and ``release``/``consume`` know what to take back.
+- ``S.<count key>.<reservation id>``: a *made* reservation was taken back (released or
+  consumed), written then and only once. A made id (``make_id``, the in-process client's
+  own: ``~<slot>~<quantity>~<count key digest>~<random>``) carries what the hold key would
+  say, so reserving under it is one write, the ledger's, as a raw compare-and-set loop is.
+  Only ``settle_made`` (the client's ``release``/``record_usage``, trusted code that may
+  write the ledger anyway) reads it; ``~`` is outside the function's id pattern, and
+  ``release``/``consume`` (HTTP callers, count-usage's hand-over) trust hold keys only, so
+  a forged id frees nothing.
 
 What a customer may still use: ``limit - used - held``, where ``used`` (and the last stream
 sequence counted, ``last_seq``) come from the usage counter's entry. A reservation recorded
@@ -22,9 +30,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import math
 import re
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +53,8 @@ EPSILON = 1e-9
 #: retried finds its own id and holds nothing twice.
 RECENT = 32
 _SAFE = re.compile(r"^[A-Za-z0-9_-]+$")
+#: What starts a made reservation id (never a caller's: see ``make_id``).
+MADE = "~"
 
 
 class CountView(BaseModel):
@@ -162,6 +174,27 @@ def _token(value: str) -> str:
     return "=" + base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
 
 
+def settled_key(count_key: str, reservation_id: str) -> str:
+    """Where made reservation ``reservation_id`` on ``count_key`` is marked taken back."""
+    return f"S.{count_key}.{_token(reservation_id)}"
+
+
+def _digest(count_key: str) -> str:
+    return hashlib.blake2b(count_key.encode(), digest_size=6).hexdigest()
+
+
+def made_hold(count_key: str, reservation_id: str) -> Hold | None:
+    """What made id ``reservation_id`` holds on ``count_key`` (None: not a made id, or made
+    for another customer, meter or window)."""
+    parts = reservation_id.split(MADE)
+    if len(parts) != 5 or parts[0] or parts[3] != _digest(count_key):
+        return None
+    try:
+        return Hold(quantity=float(parts[2]), slot=int(parts[1]))
+    except ValueError:
+        return None
+
+
 def ledger_key(count_key: str) -> str:
     """Where the ledger of ``count_key`` lives."""
     return f"L.{count_key}"
@@ -246,6 +279,12 @@ class Reservations:
     def _slot(self, now: float) -> int:
         return math.ceil((now + self.ttl) / self.width) * self.width
 
+    def make_id(self, key: str, quantity: float) -> str:
+        """A new reservation id for ``quantity`` on count key ``key`` that carries its expiry
+        slot and quantity: ``reserve`` under it writes no hold key (``settle_made``)."""
+        slot = self._slot(time.time())
+        return f"{MADE}{slot}{MADE}{float(quantity)!r}{MADE}{_digest(key)}{MADE}{uuid.uuid4().hex}"
+
     async def standing(
         self, count_kv: Any, key: str, limit: float | None, quantity: float
     ) -> Standing:
@@ -274,14 +313,19 @@ class Reservations:
         limit). The same id asked again while held answers allowed and holds nothing more,
         also when the first answer was lost and the call is retried. ``new_id``: the id was
         made for this call, so it cannot be held already (one read less) and nobody else
-        can know it: its own key is written beside the ledger, not after it. ``cached``:
-        decide by the caller's copy of ledger and count first (``Cached``)."""
+        can know it: its own key is written beside the ledger, not after it, and a made id
+        (``make_id``) needs none. ``cached``: decide by the caller's copy of ledger and
+        count first (``Cached``)."""
         if limit is None:
             return await self.standing(count_kv, key, limit, quantity)
         rid = reservation_id
         if not new_id and (await cas.read(self.kv, hold_key(key, rid))).value is not None:
             return await self._again(count_kv, key, limit, rid)
-        slot = self._slot(time.time())
+        made = made_hold(key, rid) if new_id else None
+        if made is not None and made.quantity != float(quantity):
+            raise ValueError(f"reservation id {rid!r} was made for another quantity")
+        slot = self._slot(time.time()) if made is None else made.slot
+        hold_beside = new_id and made is None
         beside: list[asyncio.Future[Any]] = []
 
         async def step(
@@ -302,7 +346,7 @@ class Reservations:
                 )
                 return None, (refused, None)
             new = ledger.compacted(now, count.last_seq).holding_for(rid, slot, quantity)
-            if new_id and not beside:  # one round trip for both writes
+            if hold_beside and not beside:  # one round trip for both writes
                 beside.append(asyncio.ensure_future(self._hold(key, rid, quantity, slot, new_id)))
             granted = Standing(
                 allowed=True,
@@ -330,7 +374,7 @@ class Reservations:
             beside[0].result()  # raises what the write raised: the retry finds the id
             if held is None:  # granted, lost the compare-and-set, then refused: not held
                 await self.kv.delete(hold_key(key, rid))
-        elif held is not None:
+        elif held is not None and made is None:
             await self._hold(key, rid, quantity, held, new_id)
         return decision
 
@@ -356,6 +400,22 @@ class Reservations:
         """The reservation was recorded as usage at stream sequence ``seq``: hold it until
         the counter has counted ``seq``, then it is usage. False if it is not held."""
         return await self._settle(count_kv, key, reservation_id, seq)
+
+    async def settle_made(
+        self, count_kv: Any, key: str, reservation_id: str, seq: int | None
+    ) -> bool | None:
+        """``release`` (``seq`` None) or ``consume`` made id ``reservation_id``: True if this
+        call took it back, False if it was taken back before, None if it is no made id of
+        ``key`` (then it may have a hold key). Only for trusted callers: the id's slot and
+        quantity are believed (docs/entitlements.md, "One write per reservation")."""
+        hold = made_hold(key, reservation_id)
+        if hold is None:
+            return None
+        # The marker first, by create: of two takers (a release racing a record) one wins.
+        if not await cas.write(self.kv, settled_key(key, reservation_id), b"", None):
+            return False
+        await self._take_back(count_kv, key, hold, seq)
+        return True
 
     async def _settle(self, count_kv: Any, key: str, reservation_id: str, seq: int | None) -> bool:
         value = await cas.claim(self.kv, hold_key(key, reservation_id))
