@@ -27,7 +27,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import cas
-from .keys import TIERS_BUCKET, USAGE_SUBJECT_PREFIX, count_key, customer_token, usage_bucket
+from .keys import TIERS_BUCKET, USAGE_SUBJECT_PREFIX, count_key_at, customer_token, usage_bucket
 from .patience import Patience, Unavailable
 from .reservations import (
     LIMITS_BUCKET,
@@ -455,7 +455,7 @@ class EntitlementsClient:
             raise KeyError(f"meter {meter!r} is not in the tier file")
         window = self.tier_file.meters[meter]
         tier = self.tier_file.tier(state.tier) or self.tier_file.tiers[0]
-        key = count_key(customer, meter, window, datetime.now(UTC))
+        key = count_key_at(customer, meter, window, self._window_start(window))
         return self._buckets[usage_bucket(window)], key, tier.limits.get(meter), tier
 
     def _cached(self, customer: str, meter: str, key: str) -> Cached | None:
