@@ -212,9 +212,13 @@ def _reserved(count: CountView, ledger: Ledger, now: float) -> float:
     return ledger.holding(now, count.last_seq) + count.legacy_held(now)
 
 
+def _left(limit: float | None, count: CountView, reserved: float) -> float | None:
+    return None if limit is None else max(0.0, limit - count.used - reserved)
+
+
 def remaining(limit: float | None, count: CountView, ledger: Ledger, now: float) -> float | None:
     """What is left under ``limit`` beside usage and holds (None: no limit)."""
-    return decide(limit, 0, count, ledger, now).remaining
+    return None if limit is None else _left(limit, count, _reserved(count, ledger, now))
 
 
 def decide(
@@ -222,7 +226,7 @@ def decide(
 ) -> Standing:
     """Allow ``quantity`` if it fits under ``limit`` beside usage and holds (None: no limit)."""
     reserved = _reserved(count, ledger, now)
-    left = None if limit is None else max(0.0, limit - count.used - reserved)
+    left = _left(limit, count, reserved)
     allowed = left is None or quantity <= left
     return Standing(allowed=allowed, used=count.used, reserved=reserved, remaining=left)
 
@@ -344,7 +348,7 @@ class Reservations:
                 found = again.model_copy(update={"allowed": True, "reservation_id": rid})
                 return None, (found, ledger.recent[rid])
             reserved = _reserved(count, ledger, now)
-            left = max(0.0, limit - count.used - reserved)
+            left = _left(limit, count, reserved) or 0.0  # limit is not None here
             if quantity > left:
                 refused = Standing(
                     allowed=False, used=count.used, reserved=reserved, remaining=left
