@@ -157,3 +157,27 @@ async def test_nobody_gives_a_made_id(client: EntitlementsClient) -> None:
         CheckRequest(
             customer="cus_made", meter="api_calls", reserve=True, reservation_id=held.reservation_id
         )
+
+
+async def test_a_made_id_retried_after_a_lost_answer_holds_once(
+    client: EntitlementsClient, nats_server: NatsServer
+) -> None:
+    import nats
+
+    nc = await nats.connect(nats_server.url)
+    try:
+        js = nc.jetstream()
+        counts = (await usage_buckets(js))[Window.DAY]
+        ledger = Reservations(await reservations_bucket(js), ttl=300)
+        rid = ledger.make_id(_key(), 4)
+        # The first answer is lost; the caller asks again with the same made id.
+        for _ in range(2):
+            held = await ledger.reserve(counts, _key(), 100, 4, rid, new_id=True)
+            assert held.allowed and held.reservation_id == rid
+        with pytest.raises(ValueError, match="another quantity"):
+            await ledger.reserve(counts, _key(), 100, 5, rid, new_id=True)
+    finally:
+        await nc.close()
+    await _left(client, 96)
+    assert await client.release("cus_made", "api_calls", rid)
+    await _left(client, 100)
