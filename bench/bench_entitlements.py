@@ -12,8 +12,8 @@ than the repeat before):
 * ``client.check``: ``EntitlementsClient.check`` from memory, one call at a time;
 * ``raw kv.update``: a compare-and-set loop on one key (nats-py), the floor of any exact
   reservation;
-* ``client.reserve``: ``EntitlementsClient.reserve``, one at a time (reads the count and
-  the ledger, writes the ledger and the reservation's own key);
+* ``client.reserve``: ``EntitlementsClient.reserve``, one at a time (decides by the watched
+  count and ledger, compare-and-sets the ledger: one write under the id it makes);
 * ``propagation``: a count written with ``kv.put`` until ``client.check`` sees it;
 * ``reserve, N held``: ``client.reserve`` on a customer already holding N reservations;
 * ``raw kv.get x16`` and ``function /v1/check x16``: 16 concurrent raw gets beside 16

@@ -27,10 +27,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import cas
-from .keys import TIERS_BUCKET, USAGE_SUBJECT_PREFIX, count_key, customer_token, usage_bucket
+from .keys import TIERS_BUCKET, USAGE_SUBJECT_PREFIX, count_key_at, customer_token, usage_bucket
 from .patience import Patience, Unavailable
 from .reservations import (
     LIMITS_BUCKET,
+    MADE,
     RESERVATIONS_BUCKET,
     TIER_FILE_KEY,
     Cached,
@@ -38,6 +39,7 @@ from .reservations import (
     Ledger,
     Reservations,
     ledger_key,
+    parse_ledger,
     remaining,
 )
 from .windows import Window, window_start
@@ -355,7 +357,7 @@ class EntitlementsClient:
             state.remaining.clear()
 
         def ledger(key: str, value: bytes | None, revision: int) -> None:
-            view = _NO_LEDGER if value is None else Ledger.model_validate_json(value)
+            view = parse_ledger(value)
             _newest(state.ledgers, key.split(".")[2], key, view)
             _store(state, key, cas.Entry(value, revision))
             state.remaining.clear()
@@ -550,7 +552,7 @@ class EntitlementsClient:
             raise KeyError(f"meter {meter!r} is not in the tier file")
         window = self.tier_file.meters[meter]
         tier = self.tier_file.tier(state.tier) or self.tier_file.tiers[0]
-        key = count_key(customer, meter, window, datetime.now(UTC))
+        key = count_key_at(customer, meter, window, self._window_start(window))
         return self._buckets[usage_bucket(window)], key, tier.limits.get(meter), tier
 
     def _cached(self, customer: str, meter: str, key: str) -> Cached | None:
@@ -570,10 +572,14 @@ class EntitlementsClient:
     ) -> Decision:
         """Hold ``quantity`` if it fits, exactly (compare-and-set on the ledger in KV); the
         same id asked again holds nothing more. Record the usage with the reservation id
-        (``record_usage``) or ``release`` it; unused, it expires after ``reservation_ttl``."""
+        (``record_usage``) or ``release`` it; unused, it expires after ``reservation_ttl``.
+        Without ``reservation_id`` the id is made here and carries what it holds: one KV
+        write (ids starting with ``~`` are such ids, never a caller's: ValueError)."""
+        if reservation_id is not None and reservation_id.startswith(MADE):
+            raise ValueError(f"reservation ids starting with {MADE!r} are made by reserve")
         counts, key, limit, tier = self._where(customer, meter)
-        rid = reservation_id or str(uuid.uuid4())
         ledger = self._reservations()
+        rid = reservation_id or ledger.make_id(key, quantity)
         cached = self._cached(customer, meter, key)
         try:
             if self.staleness > self.unavailable_after and not self.nc.is_connected:
@@ -607,9 +613,25 @@ class EntitlementsClient:
 
     async def release(self, customer: str, meter: str, reservation_id: str) -> bool:
         """Free what ``reservation_id`` holds; False if it holds nothing."""
+        return await self._settle(customer, meter, reservation_id, None)
+
+    async def _settle(
+        self, customer: str, meter: str, reservation_id: str, seq: int | None
+    ) -> bool:
+        """Release (``seq`` None) or consume ``reservation_id``: by its own marker if this
+        client made it, else by its hold key (a caller's id, or one made before made ids)."""
         counts, key, _, _ = self._where(customer, meter)
         ledger = self._reservations()
-        return await self.patience.run(lambda: ledger.release(counts, key, reservation_id))
+
+        async def settle() -> bool:
+            made = await ledger.settle_made(counts, key, reservation_id, seq)
+            if made is not None:
+                return made
+            if seq is None:
+                return await ledger.release(counts, key, reservation_id)
+            return await ledger.consume(counts, key, reservation_id, seq)
+
+        return await self.patience.run(settle)
 
     async def record_usage(
         self,
@@ -648,9 +670,7 @@ class EntitlementsClient:
         ack = await self.patience.run(lambda: self.js.publish(subject, body, headers=headers))
         self.metrics.usage_records += 1
         if reservation_id is not None:
-            counts, key, _, _ = self._where(customer, meter)
-            ledger = self._reservations()
-            await self.patience.run(lambda: ledger.consume(counts, key, reservation_id, ack.seq))
+            await self._settle(customer, meter, reservation_id, ack.seq)
         return int(ack.seq)
 
     async def close(self) -> None:

@@ -34,5 +34,10 @@ def customer_token(customer_id: str) -> str:
 
 def count_key(customer_id: str, meter: str, window: Window, when: datetime) -> str:
     """``<customer>.<meter>.<window start>`` (``total`` windows have no start)."""
+    return count_key_at(customer_id, meter, window, window_start(window, when))
+
+
+def count_key_at(customer_id: str, meter: str, window: Window, start: int) -> str:
+    """``count_key`` of the window starting at ``start``."""
     key = f"{customer_token(customer_id)}.{meter}"
-    return key if window is Window.TOTAL else f"{key}.{window_start(window, when)}"
+    return key if window is Window.TOTAL else f"{key}.{start}"

@@ -1,8 +1,9 @@
 """The NATS permissions the in-process client needs: nothing more (docs/entitlements.md).
 
 Read-mostly: it watches and reads the billing buckets, writes only the reservation bucket
-(compare-and-set on ledgers, one key per reservation) and publishes usage records for the
-meters it is given. It never writes counts, tiers or the tier file.
+(compare-and-set on ledgers, hold keys of callers' ids, take-back markers of made ids) and
+publishes usage records for the meters it is given. It never writes counts, tiers or the
+tier file.
 """
 
 from __future__ import annotations
