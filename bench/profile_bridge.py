@@ -56,7 +56,9 @@ PARTS = (
     ("stripe_bridge/ingest.py", "bridge: ingest.py"),
     ("stripe_bridge/webhook.py", "bridge: webhook.py (+ envelope validation)"),
     ("stripe_bridge/http.py", "bridge: http.py (body, reply)"),
-    ("stripe_bridge/server.py", "bridge: server.py (ASGI)"),
+    # server.py is the HTTP protocol's own layer (uvicorn's protocol subclass and the
+    # transport that joins an answer's writes): its innermost frames are uvicorn's work.
+    ("stripe_bridge/server.py", "uvicorn (HTTP protocol)"),
     ("starlette/", "Starlette (request, response, routing)"),
     ("uvicorn/", "uvicorn (HTTP protocol)"),
     ("asyncio/", "event loop"),
