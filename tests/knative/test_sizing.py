@@ -149,12 +149,12 @@ def test_count_usage_has_enough_partitions_for_every_rate() -> None:
         assert "cannot keep up" not in table[column.heading]
         assert table[column.heading].startswith(str(partitions))
     assert counter_ceiling() == pytest.approx(500)
-    assert counter_ceiling(3) > 1000 > counter_ceiling(2)
-    assert "keeps up with 3 partitions" in table["override 1,000/s"]
+    assert counter_ceiling(4) > 1000 > counter_ceiling(2)
+    assert "keeps up with 4 partitions" in table["override 1,000/s"]
 
 
 def test_a_partitioned_profile_renders_a_counter_deployment_and_pod_monitor_per_partition() -> None:
-    """The 1,000/s override: count-usage-0..2, each one replica with its --partition, each
+    """The 1,000/s override: count-usage-0..3, each one replica with its --partition, each
     scraped into the usage-counter job; no unpartitioned count-usage beside them."""
     from stripe_bridge.deploy import promoperator
 
@@ -165,11 +165,11 @@ def test_a_partitioned_profile_renders_a_counter_deployment_and_pod_monitor_per_
         for d in workloads.consumers(profile)
         if d["kind"] == "Deployment" and d["metadata"]["name"].startswith("count-usage")
     }
-    assert sorted(counters) == ["count-usage-0", "count-usage-1", "count-usage-2"]
-    for i in range(3):
+    assert sorted(counters) == [f"count-usage-{i}" for i in range(4)]
+    for i in range(4):
         doc = counters[f"count-usage-{i}"]
         args = parser.parse_args(doc["spec"]["template"]["spec"]["containers"][0]["args"])
-        assert (args.partitions, args.partition, doc["spec"]["replicas"]) == (3, i, 1)
+        assert (args.partitions, args.partition, doc["spec"]["replicas"]) == (4, i, 1)
     monitors = {m["metadata"]["name"]: m for m in promoperator.pod_monitors(profile)}
     for name in counters:
         (endpoint,) = monitors[name]["spec"]["podMetricsEndpoints"]
