@@ -155,7 +155,8 @@ async def test_a_scale_out_starts_from_the_unpartitioned_checkpoint_and_again_to
     """One counter counts records 1-30; two partitions then start where it stopped (they
     re-read nothing: no record is even already_counted) and count 31-60; partition 0 moves
     the common checkpoint to the lower of theirs (run_together waits for it), where three
-    partitions start for 61-90, again re-reading nothing."""
+    partitions start for 61-90, and then two again for 91-120 (their own checkpoints,
+    left at 60, are behind the common one), each time re-reading nothing."""
     import nats
 
     nc = await nats.connect(nats_server.url)
@@ -163,7 +164,7 @@ async def test_a_scale_out_starts_from_the_unpartitioned_checkpoint_and_again_to
         js = nc.jetstream()
         await provision_usage_streams(js)
         single = UsageCounter(nc, DEFAULT_TIERS, batch_size=8)
-        layouts: list[list[UsageCounter]] = [[single], partitions(nc, 2), partitions(nc, 3)]
+        layouts = [[single], partitions(nc, 2), partitions(nc, 3), partitions(nc, 2)]
         for step, layout in enumerate(layouts):
             for item in records(30 * step + 1, 30 * step + 30):
                 await publish(js, item)

@@ -32,10 +32,10 @@ that fails, the counter restarts from its checkpoint rather than skip it.
 Partitions (``usage_partitions``, ``--partitions N --partition I``) scale it out: each
 reads all of USAGE from its own checkpoint and counts its customers' records only, the
 others skipped without KV work; partition 0 alone parks unreadable records. A partition
-without a checkpoint of its own starts from the common one (``_position.<name>``, the
-unpartitioned counter's), which partition 0 moves to the lowest checkpoint of its set:
-every customer is counted up to there, so a scale-out (or a change of N) re-reads a
-little, skipped by ``last_seq``, and skips nothing.
+whose own checkpoint is missing or behind the common one (``_position.<name>``, the
+unpartitioned counter's) starts from the common one, which partition 0 moves to the
+lowest checkpoint of its set: every customer is counted up to there, so a scale-out (or
+a change of N) re-reads a little, skipped by ``last_seq``, and skips nothing.
 """
 
 from __future__ import annotations
@@ -326,13 +326,15 @@ class UsageCounter:
         return self.partition.checkpoint_key(self.name)
 
     async def checkpoint(self) -> int:
-        """The last sequence applied (0 before the first run); a partition that has none
-        yet starts from the common checkpoint."""
+        """The last sequence applied (0 before the first run). A partition starts from the
+        common checkpoint when its own is missing or behind it (left by an earlier set of
+        the same size): every customer is counted up to there."""
         total = self.buckets[Window.TOTAL]
-        count, revision = await read_count(total, self.checkpoint_key)
-        if revision is None and self.partition.count > 1:
-            count, _ = await read_count(total, common_checkpoint_key(self.name))
-        return count.last_seq
+        count, _ = await read_count(total, self.checkpoint_key)
+        if self.partition.count == 1:
+            return count.last_seq
+        common, _ = await read_count(total, common_checkpoint_key(self.name))
+        return max(count.last_seq, common.last_seq)
 
     async def save_common_checkpoint(self) -> None:
         """Partition 0 of several: move the common checkpoint to the lowest of the set's
