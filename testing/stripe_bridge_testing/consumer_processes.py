@@ -25,7 +25,7 @@ READY = {
     "forward-openmeter": "stripe_bridge_openmeter_breaker_state",
     "project-tiers": "stripe_bridge_tiers_consumer_lag",
     "project-lifecycle": "stripe_bridge_lifecycle_consumer_lag",
-    "count-usage": "stripe_bridge_usage_counter_lag",
+    "count-usage": "stripe_bridge_usage_counter_partitions",
 }
 #: forward-openmeter needs an OpenMeter to talk to; nothing here reaches it.
 _ENV = {

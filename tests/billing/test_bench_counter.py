@@ -24,3 +24,19 @@ def test_the_counter_benchmark_counts_every_record(tmp_path: Path) -> None:
     (runs,) = figures["runs"].values()
     assert [run["counted"] for run in runs] == [300, 300]
     assert "records/s" in result.stdout and "load average" in result.stdout
+
+
+def test_the_partitions_benchmark_counts_every_record_once_across_partitions(
+    tmp_path: Path,
+) -> None:
+    """``--partitions 2``: the partitions' counted records add up to every record (the
+    bench itself refuses a run whose sum differs)."""
+    out = tmp_path / "figures.json"
+    command = [sys.executable, "-m", "bench.bench_counter", "--records", "300", "--repeats", "2"]
+    command += ["--partitions", "2", "--json", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    runs = json.loads(out.read_text())["runs"]
+    assert sorted(runs) == ["this checkout", "this checkout, 2 partitions"]
+    assert [run["counted"] for figures in runs.values() for run in figures] == [300] * 4
+    assert "2 partitions over one counter" in result.stdout

@@ -130,7 +130,7 @@ async def _run_counter(nc: object, name: str, until: int, drain: bool = True) ->
         return total
 
     try:
-        lag = counter.metrics.lag
+        lag = counter.lag
         await wait_until_async(
             lambda: seen() >= until and (not drain or lag._value.get() == 0),
             30,

@@ -50,7 +50,7 @@ async def run_until(counter: UsageCounter, done: Any, what: str) -> None:
     try:
 
         async def finished() -> bool:
-            return bool(await done()) and counter.metrics.lag._value.get() == 0
+            return bool(await done()) and counter.lag._value.get() == 0
 
         await wait_until_async(finished, 30, what)
     finally:

@@ -84,7 +84,11 @@ def test_the_docs_table_is_what_the_manifests_run(env: str) -> None:
     replicas = {name: consumers[name]["spec"]["replicas"] for name in args}
     assert table["`project-tiers` replicas"] == str(replicas["project-tiers"])
     assert table["`project-lifecycle` replicas"] == str(replicas["project-lifecycle"])
-    assert table["`count-usage` replicas"].split(":")[0] == str(replicas["count-usage"])
+    counters = [a for a in args.values() if a.command == "count-usage"]
+    assert table["`count-usage` partitions (a Deployment each)"].split(":")[0] == str(len(counters))
+    assert {(a.partitions, a.partition) for a in counters} == {
+        (len(counters), i) for i in range(len(counters))
+    }
     forwarder = f"{replicas['forward-openmeter']}, {args['forward-openmeter'].batch_size:,}"
     assert table["`forward-openmeter` replicas, `batch_size`"] == forwarder
 
@@ -134,11 +138,43 @@ def test_every_column_renders(column: Column) -> None:
         parser.parse_args(list(spec.args))
 
 
-def test_count_usage_is_marked_where_one_ordered_reader_cannot_keep_up() -> None:
-    table = doc_table()["`count-usage` replicas"]
+def test_count_usage_has_enough_partitions_for_every_rate() -> None:
+    """Each column's partitions keep up with its rate; the 1,000/s override needs more
+    than one (a single ordered reader tops out near 500 events/s)."""
+    table = doc_table()["`count-usage` partitions (a Deployment each)"]
     for column in columns():
-        behind = (
-            column.events_per_second is not None and column.events_per_second > counter_ceiling()
-        )
-        assert ("cannot keep up" in table[column.heading]) is behind
+        partitions = column.profile.counter_partitions
+        if column.events_per_second is not None:
+            assert counter_ceiling(partitions) >= column.events_per_second
+        assert "cannot keep up" not in table[column.heading]
+        assert table[column.heading].startswith(str(partitions))
     assert counter_ceiling() == pytest.approx(500)
+    assert counter_ceiling(4) > 1000 > counter_ceiling(2)
+    assert "keeps up with 4 partitions" in table["override 1,000/s"]
+
+
+def test_a_partitioned_profile_renders_a_counter_deployment_and_pod_monitor_per_partition() -> None:
+    """The 1,000/s override: count-usage-0..3, each one replica with its --partition, each
+    scraped into the usage-counter job; no unpartitioned count-usage beside them."""
+    from stripe_bridge.deploy import promoperator
+
+    profile = profiles.OVERRIDES[1000]
+    parser = build_parser()
+    counters = {
+        d["metadata"]["name"]: d
+        for d in workloads.consumers(profile)
+        if d["kind"] == "Deployment" and d["metadata"]["name"].startswith("count-usage")
+    }
+    assert sorted(counters) == [f"count-usage-{i}" for i in range(4)]
+    for i in range(4):
+        doc = counters[f"count-usage-{i}"]
+        args = parser.parse_args(doc["spec"]["template"]["spec"]["containers"][0]["args"])
+        assert (args.partitions, args.partition, doc["spec"]["replicas"]) == (4, i, 1)
+    monitors = {m["metadata"]["name"]: m for m in promoperator.pod_monitors(profile)}
+    for name in counters:
+        (endpoint,) = monitors[name]["spec"]["podMetricsEndpoints"]
+        assert {
+            "targetLabel": "job",
+            "replacement": alert_model.COUNTER_JOB,
+            "action": "replace",
+        } in (endpoint["relabelings"])

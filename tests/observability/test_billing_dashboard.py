@@ -108,7 +108,7 @@ def test_every_billing_panel_returns_data(stream: NatsServer, tmp_path: Path) ->
             ["--nats-url", stream.url],
             {},
             tmp_path / "counter",
-            ready="stripe_bridge_usage_counter_lag",
+            ready="stripe_bridge_usage_counter_partitions",
         )
         entitlements = FunctionProcess(
             "billing_entitlements", {"NATS_URL": stream.url}, tmp_path / "fn", REPO_ROOT

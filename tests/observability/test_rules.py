@@ -56,11 +56,11 @@ CONSUMER_METRICS = {
 
 
 def exposed_by(*holders: Any) -> set[str]:
-    return {
-        sample.name
-        for holder in holders
-        for metric in holder.registry.collect()
-        for sample in metric.samples
+    """Sample names, and the names of labelled gauges no child of which is set yet (the
+    counter's lag appears with its partition label once the counter runs)."""
+    families = [metric for holder in holders for metric in holder.registry.collect()]
+    return {sample.name for metric in families for sample in metric.samples} | {
+        metric.name for metric in families if metric.type == "gauge"
     }
 
 

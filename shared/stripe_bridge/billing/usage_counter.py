@@ -28,6 +28,14 @@ a second counter's overlap: a stale copy costs one lost write, then a read).
 A record the counter cannot read is dead-lettered to USAGE_DLQ with the reason (as the
 forwarder does, ``deadletters.usage_dead_letter``) before the checkpoint passes it; if
 that fails, the counter restarts from its checkpoint rather than skip it.
+
+Partitions (``usage_partitions``, ``--partitions N --partition I``) scale it out: each
+reads all of USAGE from its own checkpoint and counts its customers' records only, the
+others skipped without KV work; partition 0 alone parks unreadable records. A partition
+whose own checkpoint is missing or behind the common one (``_position.<name>``, the
+unpartitioned counter's) starts from the common one, which partition 0 moves to the
+lowest checkpoint of its set: every customer is counted up to there, so a scale-out (or
+a change of N) re-reads a little, skipped by ``last_seq``, and skips nothing.
 """
 
 from __future__ import annotations
@@ -68,6 +76,7 @@ from .deadletters import (
 from .limits import Window
 from .stripe_consumer import key_value
 from .tiers import TierConfig
+from .usage_partitions import WHOLE, Partition, common_checkpoint_key
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +229,14 @@ class CounterMetrics:
         )
         self.lag = Gauge(
             "stripe_bridge_usage_counter_lag",
-            "Usage records in the stream after the counter's checkpoint.",
+            "Usage records in the stream after the counter's checkpoint, by partition.",
+            ["partition"],
+            registry=r,
+        )
+        self.partitions = Gauge(
+            "stripe_bridge_usage_counter_partitions",
+            "How many partitions the usage counters split the customers into (--partitions): "
+            "as many lag series should exist.",
             registry=r,
         )
         self.dead_letters = dead_letter_counter(r)
@@ -283,8 +299,10 @@ class UsageCounter:
         bucket_replicas: int = 1,
         dedup_horizon_days: float = DEFAULT_DEDUP_HORIZON_DAYS,
         concurrency: int = DEFAULT_CONCURRENCY,
+        partition: Partition = WHOLE,
     ) -> None:
         self.js = nc.jetstream()
+        self.partition = partition.check()
         self.concurrency = concurrency
         #: The count entries this counter wrote last (it is their only writer but for a
         #: second counter's overlap), newest last: the next write to one needs no read.
@@ -299,19 +317,43 @@ class UsageCounter:
         self.seen: Any = None
         self.reservations: Reservations | None = None
         self.dead_letters = DeadLetters(self.js, name, self.metrics.dead_letters, usage_dead_letter)
+        self.metrics.partitions.set(partition.count)
+        self.lag = self.metrics.lag.labels(str(partition.index))
 
     @property
     def checkpoint_key(self) -> str:
         """Where the counter keeps the last stream sequence it has fully applied."""
-        return f"_position.{self.name}"
+        return self.partition.checkpoint_key(self.name)
 
     async def checkpoint(self) -> int:
-        """The last sequence applied (0 before the first run)."""
-        count, _ = await read_count(self.buckets[Window.TOTAL], self.checkpoint_key)
-        return count.last_seq
+        """The last sequence applied (0 before the first run). A partition starts from the
+        common checkpoint when its own is missing or behind it (left by an earlier set of
+        the same size): every customer is counted up to there."""
+        total = self.buckets[Window.TOTAL]
+        count, _ = await read_count(total, self.checkpoint_key)
+        if self.partition.count == 1:
+            return count.last_seq
+        common, _ = await read_count(total, common_checkpoint_key(self.name))
+        return max(count.last_seq, common.last_seq)
 
-    async def save_checkpoint(self, seq: int) -> None:
-        """Move the checkpoint forward to ``seq`` (never back, whoever else writes it)."""
+    async def save_common_checkpoint(self) -> None:
+        """Partition 0 of several: move the common checkpoint to the lowest of the set's
+        (not before each has one: a partition without one starts from the common one)."""
+        if not self.partition.owner or self.partition.count == 1:
+            return
+        total = self.buckets[Window.TOTAL]
+        lowest = None
+        for sibling in self.partition.siblings():
+            count, revision = await read_count(total, sibling.checkpoint_key(self.name))
+            if revision is None:
+                return
+            lowest = count.last_seq if lowest is None else min(lowest, count.last_seq)
+        if lowest is not None:
+            await self.save_checkpoint(lowest, common_checkpoint_key(self.name))
+
+    async def save_checkpoint(self, seq: int, key: str | None = None) -> None:
+        """Move the checkpoint (``key``: another) forward to ``seq`` (never back, whoever
+        else writes it)."""
 
         async def step(entry: cas.Entry, _: object) -> tuple[bytes | None, None]:
             if _count(entry).last_seq >= seq:
@@ -322,7 +364,7 @@ class UsageCounter:
         # forward: the next batch saves it again, and a restart re-reads from the older
         # position, skipping what was applied (each entry's last_seq).
         with contextlib.suppress(cas.Contention):
-            await cas.update(self.buckets[Window.TOTAL], self.checkpoint_key, step)
+            await cas.update(self.buckets[Window.TOTAL], key or self.checkpoint_key, step)
 
     def read(self, data: bytes) -> Record:
         """The counted fields of a usage record; ValueError/KeyError/TypeError if it cannot
@@ -330,23 +372,30 @@ class UsageCounter:
         return _record(data)
 
     def _sort(self, msg: Any, batch: _Batch) -> None:
-        """File one message of a batch: settled now (already counted, unmetered), to park
-        (unreadable), or a copy of a record to count."""
+        """File one message of a batch: settled now (already counted, unmetered, another
+        partition's), to park (unreadable), or a copy of a record to count. What belongs to
+        no customer is the owner partition's alone."""
         seq = msg.metadata.sequence.stream
         subject_meter = msg.subject.split(".")[-1]
+        owner = self.partition.owner
         redriven = redriven_for(msg.headers, self.name)
         if redriven is False:
             # Another consumer's dead letter, handed back to it: counted here the first time.
-            self.metrics.records.labels(subject_meter, "already_counted").inc()
+            if owner:
+                self.metrics.records.labels(subject_meter, "already_counted").inc()
             return
         try:
             meter, customer, value, when, record_id, source = self.read(msg.data)
         except (ValueError, KeyError, TypeError) as exc:
-            batch.unreadable.append((msg, subject_meter, exc))
+            if owner:
+                batch.unreadable.append((msg, subject_meter, exc))
             return
         window = self.config.meters.get(meter)
         if window is None:
-            self.metrics.records.labels(meter, "unmetered").inc()
+            if owner:
+                self.metrics.records.labels(meter, "unmetered").inc()
+            return
+        if not self.partition.counts(customer):
             return
         key = count_key(customer, meter, window, when)
         seen_key = record_key(source, record_id)
@@ -499,6 +548,7 @@ class UsageCounter:
                     await self.apply(msgs)
                     position = msgs[-1].metadata.sequence.stream
                     await self.save_checkpoint(position)
-                self.metrics.lag.set((await sub.consumer_info()).num_pending)
+                await self.save_common_checkpoint()
+                self.lag.set((await sub.consumer_info()).num_pending)
         finally:
             await sub.unsubscribe()

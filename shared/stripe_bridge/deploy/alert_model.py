@@ -86,6 +86,8 @@ class Alert:
     firing: Scenario
     quiet: Scenario
     labels: Mapping[str, str] = field(default_factory=dict)
+    #: Further ways it must fire (promtool cases "fires (2)", ...).
+    also_firing: tuple[Scenario, ...] = ()
 
     def rule_labels(self) -> dict[str, str]:
         """The labels the rule adds to every alert."""

@@ -595,7 +595,20 @@ def _lifecycle_and_counter_alerts() -> list[Alert]:
     lifecycle_lag = "stripe_bridge_lifecycle_consumer_lag"
     counter_lag = "stripe_bridge_usage_counter_lag"
     lifecycle = f'{{job="{LIFECYCLE_JOB}",{_PROD},instance="lifecycle-0:9090"}}'
-    counter = f'{{job="{COUNTER_JOB}",{_PROD},instance="counter-0:9090"}}'
+    counter_partitions = "stripe_bridge_usage_counter_partitions"
+    # Two count-usage partitions (--partitions 2), each its own scrape target.
+    part = [
+        f'{{job="{COUNTER_JOB}",{_PROD},instance="counter-{i}:9090",partition="{i}"}}'
+        for i in (0, 1)
+    ]
+    pod = [f'{{job="{COUNTER_JOB}",{_PROD},instance="counter-{i}:9090"}}' for i in (0, 1)]
+    # A partition's lag series per partition counted, against how many there should be: a
+    # partition down leaves the others up (its customers are not counted).
+    job = f'{{job="{COUNTER_JOB}"}}'
+    partition_missing = (
+        f"count by (environment) (count by (environment, partition) ({counter_lag}{job})) "
+        f"< max by (environment) ({counter_partitions}{job})"
+    )
     return [
         Alert(
             name="LifecycleProjectorLag",
@@ -629,32 +642,75 @@ def _lifecycle_and_counter_alerts() -> list[Alert]:
         ),
         Alert(
             name="UsageCounterLag",
-            expr=f"max by (environment) ({counter_lag}) > {COUNTER_BACKLOG}",
+            expr=f"max by (environment, partition) ({counter_lag}) > {COUNTER_BACKLOG}",
             duration="10m",
             severity="warning",
-            summary=f"More than {COUNTER_BACKLOG} usage records wait for the usage counter",
+            summary=(
+                f"More than {COUNTER_BACKLOG} usage records wait for usage counter partition "
+                "{{ $labels.partition }}"
+            ),
             description=(
                 "Usage counts in the BILLING_USAGE_* buckets are behind: limit checks "
                 "(POST /v1/check) miss the latest usage and let customers past their limits."
             ),
             anchor="usage-counter-lag",
             # A burst the counter works off within minutes is quiet.
-            firing=Scenario({f"{counter_lag}{counter}": "5000x30"}, "20m", (PROD,)),
-            quiet=Scenario({f"{counter_lag}{counter}": "5000 4000 3000 2000 1000 0x25"}, "20m"),
+            firing=Scenario(
+                {f"{counter_lag}{part[0]}": "5000x30"},
+                "20m",
+                ({**PROD, "partition": "0"},),
+            ),
+            quiet=Scenario(
+                {
+                    f"{counter_lag}{part[0]}": "5000 4000 3000 2000 1000 0x25",
+                    f"{counter_lag}{part[1]}": "5000 4000 3000 2000 1000 0x25",
+                },
+                "20m",
+            ),
+            # One partition of two lagging fires, naming it, while the other keeps up.
+            also_firing=(
+                Scenario(
+                    {f"{counter_lag}{part[0]}": "0x30", f"{counter_lag}{part[1]}": "5000x30"},
+                    "20m",
+                    ({**PROD, "partition": "1"},),
+                ),
+            ),
         ),
         Alert(
             name="UsageCounterDown",
-            expr=no_target_up(COUNTER_JOB),
+            expr=f"{no_target_up(COUNTER_JOB)} or {partition_missing}",
             duration="5m",
             severity="critical",
-            summary="No usage counter is running (no scrape target up)",
+            summary="A usage counter partition is not running (or none is)",
             description=(
                 "Usage is not counted: limit checks read counts that miss every record since, "
                 "so customers can exceed their tier's limits."
             ),
             anchor="usage-counter-down",
-            firing=Scenario({f"up{counter}": "1 1 0 0 0 0 0 0 0 0 0 0"}, "10m", (PROD,)),
-            quiet=Scenario({f"up{counter}": "1x12"}, "10m"),
+            firing=Scenario({f"up{pod[0]}": "1 1 0 0 0 0 0 0 0 0 0 0"}, "10m", (PROD,)),
+            quiet=Scenario(
+                {
+                    **{f"up{p}": "1x12" for p in pod},
+                    **{f"{counter_lag}{p}": "0x12" for p in part},
+                    **{f"{counter_partitions}{p}": "2x12" for p in pod},
+                },
+                "10m",
+            ),
+            # Partition 1 of 2 stops (its series go stale) while partition 0 runs on.
+            also_firing=(
+                Scenario(
+                    {
+                        f"up{pod[0]}": "1x12",
+                        f"up{pod[1]}": "1 1 0x10",
+                        f"{counter_lag}{part[0]}": "0x12",
+                        f"{counter_lag}{part[1]}": "0 0 stale",
+                        f"{counter_partitions}{pod[0]}": "2x12",
+                        f"{counter_partitions}{pod[1]}": "2 2 stale",
+                    },
+                    "10m",
+                    (PROD,),
+                ),
+            ),
         ),
     ]
 
@@ -703,6 +759,8 @@ def alerts_test_yaml() -> str:
     tests = []
     for alert in alerts():
         tests.append(_test_case(alert, alert.firing, "fires"))
+        for n, scenario in enumerate(alert.also_firing, start=2):
+            tests.append(_test_case(alert, scenario, f"fires ({n})"))
         tests.append(_test_case(alert, alert.quiet, "stays quiet"))
     body = {"rule_files": ["alerts.yml"], "evaluation_interval": "1m", "tests": tests}
     return GENERATED + yaml.safe_dump(body, sort_keys=False, width=100)

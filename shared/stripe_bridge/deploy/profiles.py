@@ -56,6 +56,9 @@ class Profile:
     forwarder_batch_size: int = 100
     #: project-tiers replicas (they share the durable consumer; writes are compare-and-set).
     tiers_replicas: int = 1
+    #: count-usage partitions (``--partitions``), a Deployment each (``count-usage-<i>``);
+    #: 1: the single ``count-usage``. Changing it is an operator step (docs/runbook.md).
+    counter_partitions: int = 1
     #: Replicas of the USAGE/USAGE_DLQ streams and the BILLING_TIERS bucket the consumers create.
     stream_replicas: int = 1
     consumer_cpu_request: str = "50m"
@@ -144,6 +147,11 @@ OVERRIDES: dict[int, Profile] = {
         tiers_replicas=4,
         # 11,200 events/s to OpenMeter: 112 requests/s of 100, at most 20/s per replica.
         forwarder_replicas=6,
+        # 10,000 usage records/s at 0.2 ms each: 2 cores of counting, plus each partition
+        # reading (and skipping, 50 us each) the others' records: 3 would be exactly at
+        # their ceiling, with no room for a customer heavier than its share; 4 keep up with
+        # ~1,140 events/s (sizing.counter_ceiling).
+        counter_partitions=4,
         # ~3.7 ms per node per event: with 2 CPUs NATS bounds the intake.
         nats=replace(
             SIZING["production"],

@@ -40,7 +40,8 @@ MONITORING_NAMESPACE = "monitoring"
 #: Labels of the Pushgateway's Service as the prometheus-community Helm chart sets them.
 PUSHGATEWAY_SELECTOR = {"app.kubernetes.io/name": "prometheus-pushgateway"}
 PUSHGATEWAY_PORT = "http"
-#: The consumers' Deployment (``app.kubernetes.io/instance``) -> the scrape job alerts use.
+#: The consumers' command (a Deployment each, or one per count-usage partition) -> the
+#: scrape job alerts use.
 CONSUMER_JOBS = {
     "forward-openmeter": FORWARDER_JOB,
     "project-tiers": PROJECTOR_JOB,
@@ -125,7 +126,7 @@ def pod_monitors(profile: profiles.Profile) -> list[dict[str, Any]]:
     for spec in workloads.consumer_specs(profile):
         selector = {"app.kubernetes.io/instance": spec.name}
         monitors.append(
-            _pod_monitor(profile, spec.name, selector, "metrics", CONSUMER_JOBS[spec.name])
+            _pod_monitor(profile, spec.name, selector, "metrics", CONSUMER_JOBS[spec.args[0]])
         )
     return monitors
 

@@ -21,8 +21,13 @@ RECORDS_PER_EVENT = 10
 RETENTION_SECONDS = 30 * 86_400
 #: count-usage's CPU per usage record (bench/bench_counter.py: 180-230 us at R1 and R3 since
 #: it applies a fetched batch at once; 0.5 ms in the month-end load test before). It reads
-#: USAGE with one ordered consumer, so one process on at most one core is its ceiling.
+#: USAGE with one ordered consumer, so one process on at most one core is a partition's
+#: ceiling.
 COUNTER_SECONDS_PER_RECORD = 0.0002
+#: A partition's CPU per record of another partition it reads and skips (fetch, parse, hash:
+#: 46-52 us, a partition owning none of 20,000 records; bench/README.md, partitions). It
+#: bounds what partitions add: never past 1 / (this * RECORDS_PER_EVENT), 2,000 events/s.
+COUNTER_SKIP_SECONDS_PER_RECORD = 0.00005
 
 
 @dataclass(frozen=True)
@@ -56,9 +61,13 @@ def retention_rate(profile: Profile) -> float:
     )
 
 
-def counter_ceiling() -> float:
-    """Stripe events/s (with their usage records) one count-usage keeps up with."""
-    return 1 / (COUNTER_SECONDS_PER_RECORD * RECORDS_PER_EVENT)
+def counter_ceiling(partitions: int = 1) -> float:
+    """Stripe events/s (with their usage records) ``partitions`` count-usage partitions keep
+    up with, one core each: each counts its share and skips the others'."""
+    share = 1 / partitions
+    per_record = COUNTER_SECONDS_PER_RECORD * share
+    per_record += COUNTER_SKIP_SECONDS_PER_RECORD * (1 - share)
+    return 1 / (per_record * RECORDS_PER_EVENT)
 
 
 def _functions(profile: Profile) -> str:
@@ -70,9 +79,12 @@ def _functions(profile: Profile) -> str:
 
 
 def _counter(column: Column) -> str:
-    ceiling = counter_ceiling()
+    partitions = column.profile.counter_partitions
+    ceiling = counter_ceiling(partitions)
     if column.events_per_second is not None and column.events_per_second > ceiling:
-        return f"1: **cannot keep up** (one ordered reader: ~{ceiling:,.0f} events/s)"
+        return f"{partitions}: **cannot keep up** (~{ceiling:,.0f} events/s)"
+    if partitions > 1:
+        return f"{partitions}: keeps up with {partitions} partitions (~{ceiling:,.0f} events/s)"
     return "1"
 
 
@@ -88,7 +100,7 @@ def _rows(column: Column) -> dict[str, str]:
         ),
         "`project-tiers` replicas": str(p.tiers_replicas),
         "`project-lifecycle` replicas": "1",
-        "`count-usage` replicas": _counter(column),
+        "`count-usage` partitions (a Deployment each)": _counter(column),
         "`forward-openmeter` replicas, `batch_size`": (
             f"{p.forwarder_replicas}, {p.forwarder_batch_size:,}"
         ),

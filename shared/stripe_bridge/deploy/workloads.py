@@ -75,9 +75,7 @@ def consumer_specs(profile: Profile) -> list[ConsumerSpec]:
                 value_env("LOG_LEVEL", profile.log_level),
             ),
         ),
-        # One replica each: compare-and-set makes a rolling update's overlap safe. count-usage
-        # reads USAGE with one ordered consumer: it cannot scale out by replicas, and is the
-        # ceiling docs/deploy.md (Sizing) gives.
+        # One replica each: compare-and-set makes a rolling update's overlap safe.
         ConsumerSpec(
             "project-lifecycle",
             ("project-lifecycle", *metrics, *usage),
@@ -87,12 +85,33 @@ def consumer_specs(profile: Profile) -> list[ConsumerSpec]:
                 value_env("LOG_LEVEL", profile.log_level),
             ),
         ),
-        ConsumerSpec(
-            "count-usage",
-            ("count-usage", *metrics, *usage),
-            1,
-            (*nats, value_env("LOG_LEVEL", profile.log_level)),
+        *counter_specs(
+            profile, (*metrics, *usage), (*nats, value_env("LOG_LEVEL", profile.log_level))
         ),
+    ]
+
+
+def counter_specs(
+    profile: Profile, args: tuple[str, ...], env: tuple[dict[str, Any], ...]
+) -> list[ConsumerSpec]:
+    """count-usage: one Deployment per partition (``count-usage-<i>``), or the single
+    ``count-usage`` when there is one, so an unpartitioned profile renders as before.
+
+    Each reads USAGE with one ordered consumer: it scales out by partitions of the
+    customers, never by replicas (one replica each; compare-and-set makes a rolling
+    update's overlap safe).
+    """
+    count = profile.counter_partitions
+    if count == 1:
+        return [ConsumerSpec("count-usage", ("count-usage", *args), 1, env)]
+    return [
+        ConsumerSpec(
+            f"count-usage-{i}",
+            ("count-usage", *args, "--partitions", str(count), "--partition", str(i)),
+            1,
+            env,
+        )
+        for i in range(count)
     ]
 
 
