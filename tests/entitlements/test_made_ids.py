@@ -57,6 +57,20 @@ async def client(nats_server: NatsServer) -> AsyncIterator[EntitlementsClient]:
     await client.close()
 
 
+@pytest.fixture
+async def direct(
+    client: EntitlementsClient, nats_server: NatsServer
+) -> AsyncIterator[tuple[Any, Reservations]]:
+    """The day's count bucket and the ledger on a connection of the test's own: what the
+    function and count-usage use (hold keys; they take no made id's word)."""
+    import nats
+
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    yield (await usage_buckets(js))[Window.DAY], Reservations(await reservations_bucket(js), 300)
+    await nc.close()
+
+
 def _key() -> str:
     return count_key("cus_made", "api_calls", Window.DAY, datetime.now(UTC))
 
@@ -87,10 +101,8 @@ async def test_a_reservation_under_a_new_id_is_one_kv_write(
 
 
 async def test_made_ids_are_taken_back_once_and_only_by_the_client(
-    client: EntitlementsClient, nats_server: NatsServer
+    client: EntitlementsClient, direct: tuple[Any, Reservations]
 ) -> None:
-    import nats
-
     # free: 100 api_calls a day.
     ids = []
     for quantity in (5, 7, 11):
@@ -106,15 +118,9 @@ async def test_made_ids_are_taken_back_once_and_only_by_the_client(
     await _left(client, 82)  # the recorded 7 stay held until counted
     # What trusts hold keys only (HTTP release, count-usage's hand-over) frees nothing of a
     # made id: its slot and quantity are the caller's word.
-    nc = await nats.connect(nats_server.url)
-    try:
-        js = nc.jetstream()
-        counts = (await usage_buckets(js))[Window.DAY]
-        trusted = Reservations(await reservations_bucket(js), ttl=300)
-        assert not await trusted.release(counts, _key(), kept)
-        assert not await trusted.consume(counts, _key(), kept, 10**9)
-    finally:
-        await nc.close()
+    counts, trusted = direct
+    assert not await trusted.release(counts, _key(), kept)
+    assert not await trusted.consume(counts, _key(), kept, 10**9)
     # Nor does a made id under another count key (window, meter or customer).
     other = count_key("cus_other", "api_calls", Window.DAY, datetime.now(UTC))
     assert made_hold(other, kept) is None and made_hold(_key(), kept) is not None
@@ -123,23 +129,15 @@ async def test_made_ids_are_taken_back_once_and_only_by_the_client(
 
 
 async def test_hold_keys_made_before_made_ids_are_still_taken_back(
-    client: EntitlementsClient, nats_server: NatsServer
+    client: EntitlementsClient, direct: tuple[Any, Reservations]
 ) -> None:
-    import nats
-
     # Reservations as the code before made ids held them (and the function still does):
     # a plain new id and its hold key.
-    nc = await nats.connect(nats_server.url)
-    try:
-        js = nc.jetstream()
-        counts = (await usage_buckets(js))[Window.DAY]
-        before = Reservations(await reservations_bucket(js), ttl=300)
-        ids = [str(uuid.uuid4()) for _ in range(2)]
-        for rid in ids:
-            held = await before.reserve(counts, _key(), 100, 10, rid, new_id=True)
-            assert held.allowed
-    finally:
-        await nc.close()
+    counts, before = direct
+    ids = [str(uuid.uuid4()) for _ in range(2)]
+    for rid in ids:
+        held = await before.reserve(counts, _key(), 100, 10, rid, new_id=True)
+        assert held.allowed
     await _left(client, 80)
     assert await client.release("cus_made", "api_calls", ids[0])
     assert not await client.release("cus_made", "api_calls", ids[0])
@@ -160,24 +158,16 @@ async def test_nobody_gives_a_made_id(client: EntitlementsClient) -> None:
 
 
 async def test_a_made_id_retried_after_a_lost_answer_holds_once(
-    client: EntitlementsClient, nats_server: NatsServer
+    client: EntitlementsClient, direct: tuple[Any, Reservations]
 ) -> None:
-    import nats
-
-    nc = await nats.connect(nats_server.url)
-    try:
-        js = nc.jetstream()
-        counts = (await usage_buckets(js))[Window.DAY]
-        ledger = Reservations(await reservations_bucket(js), ttl=300)
-        rid = ledger.make_id(_key(), 4)
-        # The first answer is lost; the caller asks again with the same made id.
-        for _ in range(2):
-            held = await ledger.reserve(counts, _key(), 100, 4, rid, new_id=True)
-            assert held.allowed and held.reservation_id == rid
-        with pytest.raises(ValueError, match="another quantity"):
-            await ledger.reserve(counts, _key(), 100, 5, rid, new_id=True)
-    finally:
-        await nc.close()
+    counts, ledger = direct
+    rid = ledger.make_id(_key(), 4)
+    # The first answer is lost; the caller asks again with the same made id.
+    for _ in range(2):
+        held = await ledger.reserve(counts, _key(), 100, 4, rid, new_id=True)
+        assert held.allowed and held.reservation_id == rid
+    with pytest.raises(ValueError, match="another quantity"):
+        await ledger.reserve(counts, _key(), 100, 5, rid, new_id=True)
     await _left(client, 96)
     assert await client.release("cus_made", "api_calls", rid)
     await _left(client, 100)
