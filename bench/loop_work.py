@@ -1,7 +1,7 @@
 """What the event loop does per webhook, bridge against the bare server (issue #20).
 
 Run from the repository root: ``.venv/bin/python -m bench.loop_work [--events N]
-[--against DIR] [--no-strace]``.
+[--against DIR] [--no-strace] [--json PATH]``.
 
 Starts a nats-server and, each under ``bench/loop_counting.py`` (a loop that counts its
 Python-level ``call_soon``, timers, tasks and futures), the bridge's function process
@@ -47,7 +47,7 @@ from bench.bench_bridge import (
 CONCURRENCIES = (1, 32)
 COUNTER = [sys.executable, "-m", "bench.loop_counting"]
 #: System calls shown per event (the rest are summed into "other").
-SYSCALLS = ("epoll_wait", "sendto", "write", "writev", "recvfrom", "read", "epoll_ctl")
+SYSCALLS = ("epoll_pwait", "epoll_wait", "read", "write", "writev", "getpid", "getrandom")
 
 
 def servers(nats_url: str, against: Path | None) -> dict[str, tuple[dict[str, str], list[str]]]:
@@ -155,7 +155,8 @@ def print_table(results: dict[str, dict[int, Counter[str]]]) -> None:
     shown = [f"syscall {call}" for call in SYSCALLS]
     print(f"{'syscalls (all)':58}" + cells("syscall"))
     for key in shown:
-        print(f"  {key[8:]:56}" + cells(None, key))
+        if key in keys:
+            print(f"  {key[8:]:56}" + cells(None, key))
     other = [k for k in keys if k.startswith("syscall") and k not in shown]
     for key in other:
         print(f"  {key[8:]:56}" + cells(None, key))
@@ -167,6 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=2000, help="events per phase")
     parser.add_argument("--against", type=Path, metavar="DIR", help="another checkout's shared/")
     parser.add_argument("--no-strace", action="store_true", help="loop counts only")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the counts here")
     args = parser.parse_args(argv)
     results: dict[str, dict[int, Counter[str]]] = {}
     with tempfile.TemporaryDirectory(prefix="stripe-bridge-loop-") as tmp:
@@ -180,6 +182,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Event-loop work per event, {args.events} events per phase", end="")
     print(f" (load average {os.getloadavg()[0]:.1f}):")
     print_table(results)
+    if args.json is not None:
+        per_event = {name: {str(c): row for c, row in per.items()} for name, per in results.items()}
+        args.json.write_text(json.dumps(per_event, indent=1, sort_keys=True))
     return 0
 
 
