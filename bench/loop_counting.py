@@ -4,7 +4,9 @@
 SCRIPT ARGS...`` runs the module or script as ``python`` would, with uvicorn's event loop
 (uvloop, or asyncio's under ``BARE_STACK=h11``) replaced by a subclass that counts, by
 callback or coroutine name: ``call_soon``, timers (``call_later``/``call_at``), tasks and
-futures created. On SIGUSR1 it writes the counts so far to the JSON file named by
+futures created; and the garbage collector's runs per generation, with their time (not
+loop work, but per-request work that a sampling profile charges to whichever frame
+allocated, the loop's and uvicorn's included). On SIGUSR1 it writes the counts so far to the JSON file named by
 ``LOOP_COUNTS`` (atomically: written beside it, then renamed), with a ``dumps`` serial.
 
 Only calls that reach the loop through Python are counted: uvloop's own C code calling
@@ -16,11 +18,13 @@ call costs a Python frame more): never bench a process started this way.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import runpy
 import signal
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +32,18 @@ from types import FrameType
 from typing import Any
 
 COUNTS: Counter[str] = Counter()
+_gc_started = 0.0
+
+
+def _gc_timer(phase: str, info: dict[str, int]) -> None:
+    """Count the garbage collector's runs per generation and their time (us)."""
+    global _gc_started
+    if phase == "start":
+        _gc_started = time.perf_counter()
+        return
+    generation = info["generation"]
+    COUNTS[f"gc generation {generation} collections"] += 1
+    COUNTS[f"gc generation {generation} us"] += round((time.perf_counter() - _gc_started) * 1e6)
 
 
 def _name(callback: Any) -> str:
@@ -102,6 +118,7 @@ def main() -> None:
 
     Config.get_loop_factory = _counting_factory(Config.get_loop_factory)  # type: ignore[method-assign]
     signal.signal(signal.SIGUSR1, _dump)
+    gc.callbacks.append(_gc_timer)
     args = sys.argv[1:]
     if args[0] == "-m":
         sys.argv = [args[1], *args[2:]]

@@ -147,7 +147,7 @@ def print_table(results: dict[str, dict[int, Counter[str]]]) -> None:
             out.append(f" {value:>19.2f}")
         return "".join(out)
 
-    for kind in ("task", "timer", "call_soon", "future"):
+    for kind in ("task", "timer", "call_soon", "future", "gc"):
         print(f"{kind + 's (all)':58}" + cells(kind))
         for key in keys:
             if key.startswith(kind):
