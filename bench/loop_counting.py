@@ -6,8 +6,9 @@ SCRIPT ARGS...`` runs the module or script as ``python`` would, with uvicorn's e
 callback or coroutine name: ``call_soon``, timers (``call_later``/``call_at``), tasks and
 futures created; and the garbage collector's runs per generation, with their time (not
 loop work, but per-request work that a sampling profile charges to whichever frame
-allocated, the loop's and uvicorn's included). On SIGUSR1 it writes the counts so far to the JSON file named by
-``LOOP_COUNTS`` (atomically: written beside it, then renamed), with a ``dumps`` serial.
+allocated, the loop's and uvicorn's included). On SIGUSR1 it writes the counts so far to
+the JSON file named by ``LOOP_COUNTS`` (atomically: written beside it, then renamed), with
+a ``dumps`` serial.
 
 Only calls that reach the loop through Python are counted: uvloop's own C code calling
 its transports' protocols, or its C-level ``call_soon``, are not (strace counts their
