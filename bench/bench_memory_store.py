@@ -1,12 +1,15 @@
 """RSS of the memory idempotency store up to its bound and after it wraps.
 
-Run: ``.venv/bin/python bench/bench_memory_store.py [--quick] [--json out.json]``.
+Run: ``.venv/bin/python bench/bench_memory_store.py [--quick] [--store-only] [--json out.json]``.
 
 Two measurements, each feeding distinct event ids for three times the bound:
 
 * in process: ``MemoryStore`` at the default bound (``IDEMPOTENCY_MEMORY_MAX_ENTRIES``,
   100000), claim then mark done per id, as a delivery does: the bound's memory cost
-  (KiB per remembered event) and the growth after the bound (should be ~0);
+  (KiB per remembered event), the growth after the bound (should be ~0), the garbage
+  collector's own full collections after the bound (none: the store alone allocates no
+  net objects then) and how long one full collection takes with the store at its bound
+  (how much of it the collector scans);
 * a function process (``stripe-bridge serve``, memory backend, a small bound) receiving
   signed distinct deliveries over HTTP from 8 senders, with its own nats-server on loopback:
   the whole process's RSS at each multiple of the bound.
@@ -19,10 +22,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import secrets
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -40,9 +45,19 @@ SECRET = "whsec_bench_" + "m" * 32
 
 
 def in_process(bound: int, rounds: int = 3) -> dict[str, Any]:
-    """RSS (MiB) of this process after each ``bound`` distinct ids stored in a MemoryStore."""
+    """RSS (MiB) of this process after each ``bound`` distinct ids stored in a MemoryStore,
+    and the garbage collector's full collections once the store is at its bound."""
     store = MemoryStore(30.0, 4 * 86400, bound)
     samples = [rss_mib(os.getpid())]
+    full: list[float] = []  # seconds of each full collection after the first round (none)
+    started = 0.0
+
+    def timed(phase: str, info: dict[str, int]) -> None:
+        nonlocal started
+        if phase == "start":
+            started = time.perf_counter()
+        elif info["generation"] == 2 and len(samples) > 1:
+            full.append(time.perf_counter() - started)
 
     async def feed() -> None:
         for _ in range(rounds):
@@ -52,8 +67,20 @@ def in_process(bound: int, rounds: int = 3) -> dict[str, Any]:
                 await store.mark_done(event_id)
             samples.append(rss_mib(os.getpid()))
 
-    asyncio.run(feed())
+    gc.callbacks.append(timed)
+    try:
+        asyncio.run(feed())
+    finally:
+        gc.callbacks.remove(timed)
+    gc.collect()
+    collect_seconds = []
+    for _ in range(5):  # full collections with the store at its bound: what it scans of it
+        collect_started = time.perf_counter()
+        gc.collect()
+        collect_seconds.append(time.perf_counter() - collect_started)
     return {
+        "full_collections_after_bound": len(full),
+        "full_collection_at_bound_ms": 1e3 * sorted(collect_seconds)[2],  # the median
         "bound": bound,
         "rss_mib": samples,
         "kib_per_entry": (samples[1] - samples[0]) * 1024 / bound,
@@ -113,15 +140,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small bounds, a smoke run")
     parser.add_argument("--json", type=Path, help="write every figure here")
+    parser.add_argument("--store-only", action="store_true", help="only the in-process store")
     args = parser.parse_args()
     store = in_process(1000 if args.quick else 100_000)
-    function = through_a_function(200 if args.quick else 5000)
     print(
         f"MemoryStore, bound {store['bound']}: {store['kib_per_entry']:.2f} KiB per entry"
         f" ({store['kib_per_entry'] * store['bound'] / 1024:.1f} MiB at the bound);"
         f" after the bound, 2 x {store['bound']} more ids:"
-        f" {store['growth_after_bound_mib']:+.1f} MiB"
+        f" {store['growth_after_bound_mib']:+.1f} MiB;"
+        f" {store['full_collections_after_bound']} full garbage collections on their own,"
+        f" one full collection at the bound {store['full_collection_at_bound_ms']:.2f} ms"
     )
+    if args.store_only:
+        if args.json:
+            args.json.write_text(json.dumps({"store": store}, indent=2))
+        return
+    function = through_a_function(200 if args.quick else 5000)
     rss = " -> ".join(f"{value:.1f}" for value in function["rss_mib"])
     print(
         f"function process, bound {function['bound']}, RSS MiB at 0/1/2/3 x bound: {rss}"

@@ -1,7 +1,7 @@
 """Where one function process spends its CPU per webhook, sampled by py-spy under load.
 
 Run from the repository root: ``.venv/bin/python -m bench.profile_bridge [--events N]
-[--against DIR] [--env K=V]``.
+[--against DIR] [--env K=V] [--bare] [--detail PART]``.
 
 Starts a nats-server and one function process as bench_bridge.py does (``stripe-bridge
 serve``, memory idempotency, INFO logging), warms it up, then samples it with ``py-spy
@@ -12,7 +12,10 @@ so the rows add up to 100 %; the CPU per event (from /proc) times a row's share 
 its microseconds. Python frames only: time in C extensions (httptools, uvloop, pydantic
 core, hmac, json) shows as the Python function that called them. ``--against DIR`` profiles
 another checkout's ``shared/`` the same way (PYTHONPATH), for before/after summaries
-(bench/README.md). Every process it starts is stopped at the end.
+(bench/README.md); ``--bare`` profiles the bare server (bare_publisher.py: the same
+uvicorn stack and NATS client, none of the bridge's work) too, and ``--detail PART`` splits
+one row (e.g. ``'event loop'``) by innermost frame. Every process it starts is stopped at
+the end.
 """
 
 from __future__ import annotations
@@ -29,8 +32,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from stripe_bridge.ops.natsserver import NatsServer
+from stripe_bridge_testing.processes import FunctionProcess
 
 from bench.bench_bridge import (
+    BARE,
+    FUNCTION,
+    REPO_ROOT,
     function_env,
     function_process,
     http_load,
@@ -76,13 +83,21 @@ def part_of(stack: str) -> str:
     return OTHER
 
 
-def read_samples(raw: str) -> Counter[str]:
-    """Samples per part from py-spy's raw (collapsed stacks) output."""
+def read_samples(raw: str, detail: str | None = None) -> Counter[str]:
+    """Samples per part from py-spy's raw (collapsed stacks) output.
+
+    With ``detail`` (a part's name), that part's samples are split by innermost frame
+    (``part: frame``), to see what it is made of.
+    """
     parts: Counter[str] = Counter()
     for line in raw.splitlines():
         stack, _, count = line.rpartition(" ")
         if stack and count.isdigit():
-            parts[part_of(stack)] += int(count)
+            part = part_of(stack)
+            if part == detail:
+                frame = stack.rsplit(";", 1)[-1]
+                part = f"{part}: {frame.split(':', 1)[0]}"  # without the line number
+            parts[part] += int(count)
     return parts
 
 
@@ -92,17 +107,22 @@ def py_spy() -> str:
 
 
 def profile(
-    nats_url: str, workdir: Path, events: int, extra: dict[str, str]
+    function: FunctionProcess,
+    workdir: Path,
+    events: int,
+    detail: str | None = None,
+    native: bool = False,
 ) -> tuple[Counter[str], float]:
     """Samples per part, and the function's CPU microseconds per event, under load."""
-    function = function_process(function_env(nats_url, **extra), workdir)
     with function:
         assert function.process is not None
         pid = function.process.pid
         pids = {"function": pid}
         asyncio.run(http_load("warm-up", function, payloads(500), 8, pids))
         out = workdir / f"stacks-{pid}.txt"
-        record = ["record", "--pid", str(pid), "--rate", "1000", "--nonblocking"]
+        record = ["record", "--pid", str(pid), "--rate", "1000"]
+        # Native stacks need the process paused while its C stack is read.
+        record += ["--native"] if native else ["--nonblocking"]
         spy = subprocess.Popen(
             [py_spy(), *record, "--format", "raw", "--output", str(out)],
             stdout=subprocess.PIPE,
@@ -117,7 +137,7 @@ def profile(
         said, _ = spy.communicate(timeout=60)
         if not out.exists():
             raise RuntimeError(f"py-spy wrote nothing: {said.decode()[-500:]}")
-        return read_samples(out.read_text()), load.cpu_per_event * 1e6
+        return read_samples(out.read_text(), detail), load.cpu_per_event * 1e6
 
 
 def print_profiles(profiles: dict[str, tuple[Counter[str], float]]) -> None:
@@ -148,6 +168,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--env", action="append", default=[], metavar="K=V", help="extra function environment"
     )
+    parser.add_argument(
+        "--bare", action="store_true", help="profile the bare server (bare_publisher.py) too"
+    )
+    parser.add_argument(
+        "--detail", metavar="PART", help="split PART (e.g. 'event loop') by innermost frame"
+    )
+    parser.add_argument(
+        "--native",
+        action="store_true",
+        help="sample C frames too (py-spy --native): --detail then names the C function",
+    )
     args = parser.parse_args(argv)
     extra = dict(item.split("=", 1) for item in args.env)
     libraries = {"this checkout": extra}
@@ -157,9 +188,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir = Path(tmp)
         with NatsServer(workdir / "nats") as nats_server:
             asyncio.run(provision_stream(nats_server.url))
-            profiles = {
-                name: profile(nats_server.url, workdir, args.events, env)
+            processes = {
+                name: function_process(function_env(nats_server.url, **env), workdir)
                 for name, env in libraries.items()
+            }
+            if args.bare:
+                bare_env = {"NATS_URL": nats_server.url}
+                bare = [sys.executable, str(BARE)]
+                processes["bare server"] = FunctionProcess(
+                    FUNCTION, bare_env, workdir, REPO_ROOT, command=bare
+                )
+            profiles = {
+                name: profile(process, workdir, args.events, args.detail, args.native)
+                for name, process in processes.items()
             }
     print(f"py-spy samples per part of the path (load average {os.getloadavg()[0]:.1f}):")
     print_profiles(profiles)

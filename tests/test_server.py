@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import socket
 import threading
 import time
@@ -18,7 +19,12 @@ import uvicorn
 from stripe_bridge.asgi import HttpRequest, json_answer
 from stripe_bridge.http import BodyReader
 from stripe_bridge.ops.natsserver import NatsServer, free_port
-from stripe_bridge.server import CoalescingTransport, header_timeout_protocol
+from stripe_bridge.server import (
+    SERVING_GC_THRESHOLD,
+    CoalescingTransport,
+    header_timeout_protocol,
+    settle_heap,
+)
 from stripe_bridge_testing.deliveries import fixture_event, post_event
 from stripe_bridge_testing.function_metrics import metric
 from stripe_bridge_testing.waiting import wait_until, wait_until_async
@@ -171,3 +177,20 @@ def test_the_protocol_tells_the_function_when_the_body_is_all_here() -> None:
         server.should_exit = True
         thread.join(30)
     assert seen == [(True, b"whole"), (False, b"later")]
+
+
+def test_serving_keeps_what_was_loaded_out_of_the_collectors_scans() -> None:
+    # Issue #20: the collector ran every ~20 webhooks with 32 in flight and its full
+    # collections rescanned the whole loaded program (bench/README.md).
+    before = gc.get_threshold()
+    try:
+        settle_heap()
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (SERVING_GC_THRESHOLD, *before[1:])
+        cycle: list[object] = []  # cyclic garbage made while serving is still collected
+        cycle.append(cycle)
+        del cycle
+        assert gc.collect() >= 1
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

@@ -63,11 +63,12 @@ class IdempotencyStore(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    done: bool
-    token: str
-    expires: float
+#: A remembered event: (expires, done, its lease's token). A plain tuple of atomic values:
+#: the garbage collector untracks it on its first pass (exact tuples only: not a NamedTuple,
+#: nor a slots dataclass, which stays tracked), so the up to ``max_entries`` remembered
+#: events are never promoted to its oldest generation, where they made full collections
+#: come more often and each scanned them all (bench/README.md, issue #20).
+_Entry = tuple[float, bool, str]
 
 
 class MemoryStore:
@@ -93,19 +94,19 @@ class MemoryStore:
     async def claim(self, event_id: str) -> Claim:
         now = time.monotonic()
         entry = self._entries.get(event_id)
-        if entry is not None and entry.expires > now:
-            return Claim(ClaimState.DONE if entry.done else ClaimState.IN_PROGRESS)
+        if entry is not None and entry[0] > now:
+            return Claim(ClaimState.DONE if entry[1] else ClaimState.IN_PROGRESS)
         token = str(next(self._tokens))
-        self._put(event_id, _Entry(False, token, now + self._lease), now)
+        self._put(event_id, (now + self._lease, False, token), now)
         return Claim(ClaimState.CLAIMED, token)
 
     async def mark_done(self, event_id: str) -> None:
         now = time.monotonic()
-        self._put(event_id, _Entry(True, "", now + self._done_ttl), now)
+        self._put(event_id, (now + self._done_ttl, True, ""), now)
 
     async def release(self, event_id: str, token: str) -> None:
         entry = self._entries.get(event_id)
-        if entry is not None and not entry.done and entry.token == token:
+        if entry is not None and not entry[1] and entry[2] == token:
             del self._entries[event_id]
 
     async def close(self) -> None:
@@ -118,7 +119,7 @@ class MemoryStore:
         if len(entries) > self._max_entries:
             entries.popitem(last=False)
         # Expired entries are never answered (``claim`` compares); this frees their memory.
-        while (oldest := next(iter(entries.values()))).expires <= now and oldest is not entry:
+        while (oldest := next(iter(entries.values())))[0] <= now and oldest is not entry:
             entries.popitem(last=False)
 
 

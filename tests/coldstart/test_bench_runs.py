@@ -75,3 +75,46 @@ def test_the_profile_charges_samples_to_parts_of_the_path() -> None:
     assert int(rows["samples"][0]) > 0
     assert "uvicorn (HTTP protocol)" in rows
     assert "NATS client: publish, PubAck" in rows
+
+
+def test_the_bridge_gives_the_event_loop_no_work_the_bare_server_does_not(
+    tmp_path: Path,
+) -> None:
+    # Issue #20: tasks, timers and futures per webhook, counted by the loop itself. A task,
+    # timer or callback added to the request path shows here (the bare server runs the
+    # same uvicorn stack and NATS client, and none of the bridge's work).
+    out = tmp_path / "loop.json"
+    command = [sys.executable, "-m", "bench.loop_work", "--events", "200", "--no-strace"]
+    result = subprocess.run(
+        [*command, "--json", str(out)], capture_output=True, text=True, timeout=180, cwd=REPO_ROOT
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    counts = json.loads(out.read_text())
+    for name in ("bridge", "bare"):
+        alone = counts[name]["1"]
+        assert alone["task RequestResponseCycle.run_asgi"] == 1.0, name  # one task a request
+    bridge, bare = counts["bridge"]["1"], counts["bare"]["1"]
+    for kind in ("task", "timer", "future"):
+        # At concurrency 1 every request runs alone: the counts are the request's own
+        # (a PubAck timer firing late, or a header timer, may add a hundredth).
+        ours = sum(v for k, v in bridge.items() if k.startswith(kind))
+        theirs = sum(v for k, v in bare.items() if k.startswith(kind))
+        assert ours <= theirs + 0.05, (kind, bridge, bare)
+    # Every call_soon of the bridge's request path is one the bare server makes too.
+    assert {k for k in bridge if k.startswith("call_soon")} <= set(bare), (bridge, bare)
+    # With 32 in flight the collector's young generation no longer runs every ~20
+    # webhooks (``server.settle_heap``): counted runs, not times.
+    loaded = counts["bridge"]["32"]
+    assert loaded.get("gc generation 0 collections", 0.0) < 0.02, loaded
+
+
+def test_the_profile_splits_a_part_and_profiles_the_bare_server() -> None:
+    command = [sys.executable, "-m", "bench.profile_bridge", "--events", "300", "--bare"]
+    command += ["--detail", "event loop"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=180, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert "bare server" in lines[1]
+    samples = next(line for line in lines if line.startswith("samples")).split()[1:]
+    assert len(samples) == 2 and all(int(count) > 0 for count in samples)
+    assert any(line.startswith("event loop: ") for line in lines)
