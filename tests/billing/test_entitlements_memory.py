@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from stripe_bridge.billing import watched
 from stripe_bridge.billing.endpoints import Refusal
 from stripe_bridge.billing.entitlements import (
     CheckRequest,
@@ -61,7 +62,9 @@ def _in_memory(logic: Entitlements, customer: str) -> bool:
 
 
 async def _served(logic: Entitlements, customer: str) -> None:
-    """Check once (KV, starts the watch) and wait until memory answers for ``customer``."""
+    """Check twice (KV; the second starts the watch) and wait until memory answers for
+    ``customer``."""
+    await logic.check(_check(customer))
     await logic.check(_check(customer))
     await wait_until_async(lambda: _in_memory(logic, customer), 15, f"{customer} watched")
 
@@ -88,7 +91,7 @@ async def test_checks_are_answered_from_memory_and_follow_kv_writes(
     logic = _logic(nats_server.url)
     try:
         await _served(logic, "cus_mem")
-        assert _answers(logic, "kv") == 1  # the first check read KV and started the watch
+        assert _answers(logic, "kv") == 2  # both checks read KV; the second started the watch
         before = _answers(logic, "memory")
         await _put_used(nats_server.url, "cus_mem", 40)
         await wait_until_async(
@@ -101,7 +104,7 @@ async def test_checks_are_answered_from_memory_and_follow_kv_writes(
         assert answer["known"] is False and answer["degraded"] is False  # the shape as ever
         view = await logic.view("cus_mem")
         assert view["meters"][METER]["used"] == 40
-        assert _answers(logic, "kv") == 1  # nothing more read KV
+        assert _answers(logic, "kv") == 2  # nothing more read KV
         assert _answers(logic, "memory") > before
     finally:
         await logic.close()
@@ -137,6 +140,7 @@ async def test_least_recently_answered_customers_are_forgotten_and_read_again(
         reads = _answers(logic, "kv")
         assert await _remaining(logic, "cus_b") == 30
         assert _answers(logic, "kv") == reads + 1
+        assert await _remaining(logic, "cus_b") == 30  # its second answer: watched again
         await wait_until_async(lambda: _in_memory(logic, "cus_b"), 15, "cus_b watched again")
         assert set(logic.watched.client._customers) == {"cus_b", "cus_c"}
         assert len(logic.watched.client._customers) <= 2
@@ -261,5 +265,30 @@ async def test_unknown_customers_denied_by_the_tier_file_are_not_watched(
             await logic.view("cus_nobody")
         assert refused.value.status == 404
         assert logic.watched is not None and not logic.watched.client._customers
+    finally:
+        await logic.close()
+
+
+async def test_only_a_second_answer_within_the_window_buys_a_watch(
+    nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Watches cost nats-server six consumers and their heartbeats each: one-off ids (a caller
+    # trying random ids) never buy one, and remembering them stays bounded.
+    logic = _logic(nats_server.url, watched_customers=2)
+    try:
+        for i in range(20):
+            await logic.check(_check(f"cus_once{i}"))
+        assert logic.watched is not None
+        assert not logic.watched.client._customers and not logic.watched._starting
+        assert len(logic.watched._seen) == 2 * watched.SEEN_PER_PLACE
+        await logic.check(_check("cus_once19"))  # answered again within the window
+        await wait_until_async(lambda: _in_memory(logic, "cus_once19"), 15, "watched")
+        assert set(logic.watched.client._customers) == {"cus_once19"}
+        # A second answer after the window is a first again.
+        monkeypatch.setattr(watched, "ADMIT_WITHIN", 0.0)
+        await logic.check(_check("cus_later"))
+        await logic.check(_check("cus_later"))
+        assert "cus_later" not in logic.watched._starting
+        assert set(logic.watched.client._customers) == {"cus_once19"}
     finally:
         await logic.close()

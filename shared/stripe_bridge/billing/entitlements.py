@@ -10,10 +10,10 @@
   reservations expire after ``ENTITLEMENTS_RESERVATION_TTL`` seconds);
 - ``POST /v1/release`` ``{customer, meter, reservation_id}``: free a reservation not used.
 
-Non-reserving checks and the view of a customer answered before come from memory: the
-function keeps the customers it serves watched (``watched.WatchedCustomers``, the in-process
-client's machinery, at most ``ENTITLEMENTS_WATCHED_CUSTOMERS``) and reads KV only for a
-customer's first answer, or while memory is not current (the connection lost and not yet
+Non-reserving checks and the view of a customer answered twice within a minute come from
+memory: the function keeps those customers watched (``watched.WatchedCustomers``, the
+in-process client's machinery, at most ``ENTITLEMENTS_WATCHED_CUSTOMERS``) and reads KV only
+for a customer's first two answers, or while memory is not current (the connection lost and not yet
 watched again, a watch ended). Reserving checks always compare-and-set in KV.
 
 A customer the tier projector never saw gets the first tier's limits (``known: false``),
@@ -100,8 +100,10 @@ class EntitlementSettings(EnvModel):
         ge=0,
         le=100_000,
         description="Customers whose tier, counts and ledgers the function keeps in memory "
-        "by KV watches (six ordered consumers each), least recently answered out; their "
-        "non-reserving checks and views read no KV. 0: every answer reads KV.",
+        "by KV watches (six ordered consumers each on nats-server: pods x this x 6 in "
+        "all), least recently answered out; a customer is watched on its second KV answer "
+        "within 60 s, and then its non-reserving checks and views read no KV. 0: every "
+        "answer reads KV.",
     )
 
 
@@ -297,7 +299,7 @@ class Entitlements:
         self, customer: str, window: Window, key: str
     ) -> tuple[str | None, CountView, Ledger]:
         """Tier name, count and ledger from KV (one round trip: the count's key does not
-        depend on the tier); then the customer is watched, for the next answer."""
+        depend on the tier); a customer's second such read within a minute has it watched."""
 
         async def position(kv: dict[str, Any]) -> tuple[CountView, Ledger]:
             return await self._ledger(kv).position(kv[window.value], key)
