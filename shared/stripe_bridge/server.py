@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http
+import importlib.metadata
 import importlib.util
 import inspect
 import json
@@ -307,6 +308,8 @@ def import_uvicorn() -> tuple[type[Config], type[Server]]:
     if spec is None:
         raise ModuleNotFoundError("uvicorn is not installed", name="uvicorn")
     package = importlib.util.module_from_spec(spec)
+    # The constant ``__init__`` would have set (tools and error reports read it).
+    package.__version__ = importlib.metadata.version("uvicorn")  # type: ignore[attr-defined]
     package.__getattr__ = lambda name: getattr(importlib.import_module("uvicorn.main"), name)  # type: ignore[method-assign]
     sys.modules["uvicorn"] = package
     try:
