@@ -6,6 +6,8 @@ never over-grant. Real nats-server throughout."""
 from __future__ import annotations
 
 import asyncio
+import json
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from stripe_bridge.billing.entitlements import (
 )
 from stripe_bridge.billing.limits import UnknownCustomer, Window, window_start
 from stripe_bridge.billing.tiers import DEFAULT_TIERS
-from stripe_bridge.billing.usage_counter import count_key, usage_buckets
+from stripe_bridge.billing.usage_counter import count_key, usage_bucket, usage_buckets
 from stripe_bridge.config import Settings
 from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge_testing.waiting import wait_until_async
@@ -292,3 +294,32 @@ async def test_only_a_second_answer_within_the_window_buys_a_watch(
         assert set(logic.watched.client._customers) == {"cus_once19"}
     finally:
         await logic.close()
+
+
+async def test_a_connection_that_cannot_bind_the_buckets_is_closed(tmp_path: Path) -> None:
+    # Connected, then refused on a bucket (here a USAGE bucket's stream that is no KV
+    # bucket): the attempt's connection must not stay open beside the next attempt's.
+    import nats
+
+    server = NatsServer(tmp_path / "nats").start()
+    logic = _logic(server.url, unavailable_after=1)  # retried that long, then refused
+
+    def connections() -> int:
+        url = f"http://127.0.0.1:{server.monitor_port}/connz"
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return int(json.load(answer)["num_connections"])
+
+    try:
+        nc = await nats.connect(server.url)
+        try:
+            bucket = usage_bucket(Window.DAY)
+            await nc.jetstream().add_stream(name=f"KV_{bucket}", subjects=[f"$KV.{bucket}.>"])
+        finally:
+            await nc.close()
+        with pytest.raises(NatsUnavailable):
+            await logic.check(_check("cus_nobucket"))
+        await wait_until_async(lambda: connections() == 0, 15, "the attempt's connection closed")
+        assert logic.watched is None
+    finally:
+        await logic.close()
+        server.stop()

@@ -26,6 +26,7 @@ customer by this process, else the first tier); the entitlements view answers 50
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import re
@@ -188,17 +189,22 @@ class Entitlements:
                 return None
 
             # Memory stops being current the moment the connection is lost (the watches'
-            # client is told, as its own connection would tell it).
+            # client is told, as its own connection would tell it). Bound to this
+            # connection's watched customers: a connection's callbacks never act on a later
+            # connection's watches.
+            mine: list[WatchedCustomers] = []
+
             async def lost() -> None:
-                if self.watched is not None:
-                    await self.watched.client.disconnected()
+                for watched in mine:
+                    await watched.client.disconnected()
 
             async def back() -> None:
-                if self.watched is not None:
-                    await self.watched.client.reconnected()
+                for watched in mine:
+                    await watched.client.reconnected()
 
             callbacks = {"disconnected_cb": lost, "closed_cb": lost, "reconnected_cb": back}
             tier_file = self.config.model_dump_json().encode()
+            nc = None
             try:
                 nc = await nats.connect(error_cb=quiet, **callbacks, **options)
                 js = nc.jetstream(timeout=self.own.nats_timeout)
@@ -213,12 +219,16 @@ class Entitlements:
                     buckets[TIERS_BUCKET] = tiers
                 self.watched = await self._watched(nc, TierFile.model_validate_json(tier_file))
                 if self.watched is not None:
+                    mine.append(self.watched)
                     await self.watched.client.start(buckets)
             except Exception as exc:
                 self._failed_at = time.monotonic()
-                if self.watched is not None:  # closes the connection too
+                if self.watched is not None:  # closes its connection too
                     await self.watched.close()
                     self.watched = None
+                if nc is not None:  # connected, then refused: not left open (or reconnecting)
+                    with contextlib.suppress(Exception):
+                        await nc.close()
                 raise NatsUnavailable(type(exc).__name__) from exc
             nc.options["max_reconnect_attempts"] = -1
             self._nc = nc
