@@ -32,6 +32,7 @@ from .patience import Patience, Unavailable
 from .reservations import (
     LIMITS_BUCKET,
     MADE,
+    MAX_RESERVATION_TTL,
     RESERVATIONS_BUCKET,
     TIER_FILE_KEY,
     Cached,
@@ -238,6 +239,11 @@ class EntitlementsClient:
         nats_timeout: float = 0.5,
         watch_expiry: float = 30,
     ) -> None:
+        if not 0 < reservation_ttl <= MAX_RESERVATION_TTL:
+            # Beyond it a hold would outlive its take-back marker (the bucket's max age).
+            raise ValueError(
+                f"reservation_ttl must be in (0, {MAX_RESERVATION_TTL}] s, not {reservation_ttl}"
+            )
         self.nc = nc
         self.js = nc.jetstream(timeout=nats_timeout)
         self.tier_file = tier_file

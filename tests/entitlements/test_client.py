@@ -449,3 +449,20 @@ async def test_forgetting_a_customer_while_recovering_does_not_restart_the_recov
             await client.close()
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("ttl", [0, -1, 86400.5, 10**6])
+async def test_a_reservation_ttl_beyond_the_buckets_age_is_refused(
+    bridge: NatsServer, ttl: float
+) -> None:
+    # A hold lasting longer than the bucket keeps its take-back marker (BUCKET_MAX_AGE) could
+    # be taken back twice; the function caps its setting at 86400 s, the client as well.
+    import nats
+
+    nc = await nats.connect(bridge.url)
+    try:
+        with pytest.raises(ValueError, match="reservation_ttl"):
+            EntitlementsClient(nc, reservation_ttl=ttl)
+        assert EntitlementsClient(nc, reservation_ttl=86400).reservation_ttl == 86400
+    finally:
+        await nc.close()

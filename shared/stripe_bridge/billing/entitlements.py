@@ -45,6 +45,7 @@ from stripe_bridge_entitlements.client import EntitlementsClient, TierFile
 from stripe_bridge_entitlements.keys import usage_bucket
 from stripe_bridge_entitlements.patience import Patience, Unavailable
 from stripe_bridge_entitlements.reservations import (
+    MAX_RESERVATION_TTL,
     RESERVATIONS_BUCKET,
     CountView,
     Ledger,
@@ -86,7 +87,7 @@ class EntitlementSettings(EnvModel):
         validation_alias=AliasChoices("BILLING_TIERS_FILE", "ENTITLEMENTS_TIERS_FILE"),
         description="Tier file (limits, features); default: the built-in tiers.",
     )
-    reservation_ttl: float = Field(default=300, gt=0, le=86400)
+    reservation_ttl: float = Field(default=300, gt=0, le=MAX_RESERVATION_TTL)
     nats_timeout: float = Field(default=0.5, gt=0, le=10, description="Per KV request, s.")
     unavailable_after: float = Field(
         default=10,
