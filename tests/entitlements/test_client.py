@@ -466,3 +466,37 @@ async def test_a_reservation_ttl_beyond_the_buckets_age_is_refused(
         assert EntitlementsClient(nc, reservation_ttl=86400).reservation_ttl == 86400
     finally:
         await nc.close()
+
+
+async def test_evicting_a_customer_still_catching_up_is_no_watch_failure(
+    bridge: NatsServer,
+) -> None:
+    # The function's memory holds one customer; a second evicts the first mid catch-up. That
+    # is no failure: nothing counted, watching not paused for everyone (a false
+    # EntitlementWatchesFailing before).
+    from stripe_bridge.billing.watched import WatchedCustomers, WatchMetrics
+
+    await _fill(bridge.url, "cus_slow", Window.DAY, 3000)
+    client = await EntitlementsClient.connect(bridge.url, nats_timeout=5)
+    metrics = WatchMetrics()
+    watched = WatchedCustomers(client, 1, metrics)
+    try:
+        for customer in ("cus_slow", "cus_slow"):  # the second KV answer starts the watch
+            watched.watch(customer)
+        await wait_until_async(
+            lambda: _catching_up(client, "cus_slow", Window.DAY) or not watched._starting,
+            30,
+            "catching up",
+            interval=0,
+        )
+        assert watched._starting
+        for customer in ("cus_next", "cus_next"):
+            watched.watch(customer)
+        await wait_until_async(lambda: not watched._starting, 10, "both watches settled")
+        assert metrics.failures._value.get() == 0
+        assert set(client._customers) == {"cus_next"}
+        watched.watch("cus_third")
+        watched.watch("cus_third")
+        assert "cus_third" in watched._starting  # watching is not paused
+    finally:
+        await watched.close()
