@@ -75,3 +75,12 @@ def test_the_profile_charges_samples_to_parts_of_the_path() -> None:
     assert int(rows["samples"][0]) > 0
     assert "uvicorn (HTTP protocol)" in rows
     assert "NATS client: publish, PubAck" in rows
+
+
+def test_the_watch_cost_benchmark_measures_both_phases() -> None:
+    command = [sys.executable, "-m", "bench.bench_watch_cost", "--customers", "5"]
+    command += ["--repeats", "2", "--phase-seconds", "0.5"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=180, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("per 1,000 consumers:") == 3
+    assert "watched  server CPU" in result.stdout and "none     server CPU" in result.stdout

@@ -98,7 +98,9 @@ class EntitlementSettings(EnvModel):
     )
     tier_cache_size: int = Field(default=100_000, ge=1)
     watched_customers: int = Field(
-        default=2000,
+        # Idle watches cost the pod ~50-70 ms of CPU per second per 1,000 consumers (their
+        # heartbeats; bench/README.md, "Idle watches"): 200 is ~0.06 cores at most.
+        default=200,
         ge=0,
         le=100_000,
         description="Customers whose tier, counts and ledgers the function keeps in memory "
