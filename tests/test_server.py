@@ -194,3 +194,67 @@ def test_serving_keeps_what_was_loaded_out_of_the_collectors_scans() -> None:
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_an_answer_written_as_the_client_half_closes_is_still_sent() -> None:
+    # The client sends its request and shuts its sending side (HTTP/1.0 style, or a proxy);
+    # the answer is written in the same loop pass as the EOF is read. The EOF closes the
+    # socket (uvicorn keeps no half-open connections): the joined writes must leave first.
+    blocking, client_done = threading.Event(), threading.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        await receive()
+        blocking.set()
+        client_done.wait(30)  # the loop is busy (as with CPU work) while the EOF arrives
+        # Written in this step; the next loop pass reads the EOF before the joined writes'
+        # flush runs (uvloop polls I/O before its ready callbacks).
+        await json_answer(200, {"ok": True}).send(send)
+
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, lifespan="off", http=header_timeout_protocol(5)
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, 30, "uvicorn serving")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            wait_until(blocking.is_set, 30, "the function is answering")
+            client.shutdown(socket.SHUT_WR)
+            client_done.set()
+            received: list[bytes] = []
+            wait_until(lambda: _closed_by_peer(client, received), 30, "closed")
+        assert b"".join(received).startswith(b"HTTP/1.1 200 "), received
+    finally:
+        client_done.set()
+        server.should_exit = True
+        thread.join(30)
+
+
+async def test_coalescing_transport_sends_at_once_above_a_bound() -> None:
+    # A streaming answer written in one step must reach the socket's transport as it grows,
+    # whose flow control (pause_writing) then holds the writer back; joined, it would not.
+    loop = asyncio.get_running_loop()
+    ours, theirs = socket.socketpair()
+    transport, _ = await loop.create_connection(asyncio.Protocol, sock=ours)
+    sent: list[int] = []
+    write = transport.write
+
+    def counted(data: bytes | bytearray | memoryview) -> None:
+        sent.append(len(data))
+        write(data)
+
+    transport.write = counted  # type: ignore[method-assign]
+    try:
+        joined = CoalescingTransport(transport, loop)
+        for _ in range(16):
+            joined.write(b"x" * 16384)
+        assert sent and max(sent) <= 2 * CoalescingTransport.BOUND, sent
+        assert sum(sent) >= 16 * 16384 - CoalescingTransport.BOUND
+    finally:
+        transport.close()
+        theirs.close()

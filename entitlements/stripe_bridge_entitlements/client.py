@@ -32,6 +32,7 @@ from .patience import Patience, Unavailable
 from .reservations import (
     LIMITS_BUCKET,
     MADE,
+    MAX_RESERVATION_TTL,
     RESERVATIONS_BUCKET,
     TIER_FILE_KEY,
     Cached,
@@ -45,6 +46,8 @@ from .reservations import (
 from .windows import Window, window_start
 
 _NO_COUNT = CountView()
+#: Watches followed again at once after a reconnect (each is a consumer to create).
+RECOVERY_CONCURRENCY = 32
 _NO_LEDGER = Ledger()
 
 
@@ -236,6 +239,11 @@ class EntitlementsClient:
         nats_timeout: float = 0.5,
         watch_expiry: float = 30,
     ) -> None:
+        if not 0 < reservation_ttl <= MAX_RESERVATION_TTL:
+            # Beyond it a hold would outlive its take-back marker (the bucket's max age).
+            raise ValueError(
+                f"reservation_ttl must be in (0, {MAX_RESERVATION_TTL}] s, not {reservation_ttl}"
+            )
         self.nc = nc
         self.js = nc.jetstream(timeout=nats_timeout)
         self.tier_file = tier_file
@@ -441,29 +449,56 @@ class EntitlementsClient:
                 self.metrics.updates += 1
 
         watch.watcher, watch.task = watcher, asyncio.create_task(follow())
-        await asyncio.wait_for(caught_up.wait(), self.patience.attempt_timeout * 10)
+        # Caught up, or the follow ended first: stopped (its customer forgotten meanwhile,
+        # done: nothing left to catch up for) or its watcher ended on its own (an error).
+        waiting = asyncio.ensure_future(caught_up.wait())
+        try:
+            await asyncio.wait(
+                [waiting, watch.task],
+                timeout=self.patience.attempt_timeout * 10,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            waiting.cancel()
+        if caught_up.is_set() or watch.stopped:
+            return
+        if watch.task.done():
+            raise RuntimeError(f"the watch of {watch.keys} ended before catching up")
+        raise TimeoutError(f"the watch of {watch.keys} did not catch up")
 
     async def _recover(self) -> None:
         """After a reconnect: watch everything again (a restarted server lost the watches'
         consumers, which nats-py notices only after missed heartbeats, ~20 s) and only
         then report memory current again. Until that works, again with backoff: the
         server reconnected to may have no JetStream quorum yet, and no further reconnect
-        need come (the client stayed stale for good, answering by ``when_unavailable``)."""
+        need come (the client stayed stale for good, answering by ``when_unavailable``).
+        A retry follows again only the watches that failed (one customer's trouble does not
+        restart everyone's), never a stopped one (forgotten meanwhile, e.g. evicted), and
+        at most ``RECOVERY_CONCURRENCY`` at once (thousands of watches must not open
+        thousands of consumers in one burst)."""
         delay = 0.1
+        pending = self._all_watches()
+        bound = asyncio.Semaphore(RECOVERY_CONCURRENCY)
+
+        async def again(watch: _Watch) -> None:
+            async with bound:
+                await _stop(watch)
+                if not watch.stopped:
+                    await self._follow(watch)
+
         while not self.nc.is_closed:
-            watches = self._all_watches()
-            try:
-                for watch in watches:
-                    await _stop(watch)
-                # Every follow ends before the next attempt stops the watches (one that
-                # started after the stop would keep a second watcher on its key).
-                followed = await asyncio.gather(
-                    *(self._follow(watch) for watch in watches), return_exceptions=True
-                )
-                for result in followed:
-                    if isinstance(result, BaseException):
-                        raise result
-            except Exception:  # still stale, and says so
+            pending = [watch for watch in pending if not watch.stopped]
+            # Every follow ends before the next attempt stops the watches (one that
+            # started after the stop would keep a second watcher on its key).
+            followed = await asyncio.gather(
+                *(again(watch) for watch in pending), return_exceptions=True
+            )
+            pending = [
+                watch
+                for watch, result in zip(pending, followed, strict=True)
+                if isinstance(result, BaseException)
+            ]
+            if pending:  # still stale, and says so
                 await asyncio.sleep(delay)  # backoff, not synchronisation
                 delay = min(delay * 2, 2.0)
                 continue

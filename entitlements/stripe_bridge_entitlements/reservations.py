@@ -44,8 +44,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from . import cas
 
 RESERVATIONS_BUCKET = "BILLING_RESERVATIONS"
-#: Entries outlive the longest reservation TTL (1 day) and a counter that lags an hour.
-BUCKET_MAX_AGE = 86400 + 3600
+#: The longest reservation TTL, s (the function's and the in-process client's bound).
+MAX_RESERVATION_TTL = 86400
+#: Entries (the ``S.`` take-back markers too) outlive the longest reservation TTL plus its
+#: slot and a counter that lags an hour.
+BUCKET_MAX_AGE = MAX_RESERVATION_TTL + 3600
 #: Expiry slots per TTL: the ledger's size bound; a hold lasts up to ttl/SLOTS longer.
 SLOTS = 60
 #: Quantities below this are rounding residue of float sums, not holds.

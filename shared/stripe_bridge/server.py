@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import gc
 import http
+import importlib.metadata
 import importlib.util
 import inspect
 import json
@@ -188,26 +189,37 @@ class CoalescingTransport:
 
     Uvicorn writes an answer's head and its body apart: two system calls per answer, a third
     of the entitlements function's CPU per check in py-spy (issue #19). The writes are
-    joined and sent at the end of the step (``call_soon``); ``close`` sends them first.
+    joined and sent at the end of the step (``call_soon``), or at once beyond ``BOUND``
+    bytes (a streaming answer must reach the socket's transport, whose flow control then
+    pauses the writer). ``close`` and ``write_eof`` send them first, and so must the
+    protocol before anything closes the socket's transport itself (its ``eof_received``).
     Everything else is the wrapped transport's.
     """
+
+    #: Bytes joined at most (asyncio's default high-water mark of a socket transport).
+    BOUND = 64 * 1024
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
         self._loop = loop
         self._pending: list[bytes] = []
+        self._size = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Send ``data`` with the step's other writes."""
+        """Send ``data`` with the step's other writes (at once beyond ``BOUND``)."""
         if not self._pending:
             self._loop.call_soon(self.flush)
         self._pending.append(bytes(data))
+        self._size += len(data)
+        if self._size > self.BOUND:
+            self.flush()
 
     def flush(self) -> None:
         """Send what was written (nothing once the connection is closing)."""
         if self._pending:
             data = b"".join(self._pending)
             self._pending.clear()
+            self._size = 0
             if not self._transport.is_closing():
                 self._transport.write(data)
 
@@ -215,6 +227,11 @@ class CoalescingTransport:
         """Send what was written, then close."""
         self.flush()
         self._transport.close()
+
+    def write_eof(self) -> None:
+        """Send what was written, then half-close."""
+        self.flush()
+        self._transport.write_eof()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
@@ -248,6 +265,12 @@ def header_timeout_protocol(
             super().connection_made(transport)
             self.transport = cast(asyncio.Transport, CoalescingTransport(transport, self.loop))
             self.header_timer = self.loop.call_later(seconds, self.headers_late)
+
+        def eof_received(self) -> None:
+            # The socket's transport closes itself after this (uvicorn keeps no half-open
+            # connection): what was written in this loop pass must leave first.
+            cast(CoalescingTransport, self.transport).flush()
+            super().eof_received()
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
@@ -314,6 +337,8 @@ def import_uvicorn() -> tuple[type[Config], type[Server]]:
     if spec is None:
         raise ModuleNotFoundError("uvicorn is not installed", name="uvicorn")
     package = importlib.util.module_from_spec(spec)
+    # The constant ``__init__`` would have set (tools and error reports read it).
+    package.__version__ = importlib.metadata.version("uvicorn")  # type: ignore[attr-defined]
     package.__getattr__ = lambda name: getattr(importlib.import_module("uvicorn.main"), name)  # type: ignore[method-assign]
     sys.modules["uvicorn"] = package
     try:

@@ -6,12 +6,15 @@ never over-grant. Real nats-server throughout."""
 from __future__ import annotations
 
 import asyncio
+import json
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from stripe_bridge.billing import watched
 from stripe_bridge.billing.endpoints import Refusal
 from stripe_bridge.billing.entitlements import (
     CheckRequest,
@@ -21,7 +24,7 @@ from stripe_bridge.billing.entitlements import (
 )
 from stripe_bridge.billing.limits import UnknownCustomer, Window, window_start
 from stripe_bridge.billing.tiers import DEFAULT_TIERS
-from stripe_bridge.billing.usage_counter import count_key, usage_buckets
+from stripe_bridge.billing.usage_counter import count_key, usage_bucket, usage_buckets
 from stripe_bridge.config import Settings
 from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge_testing.waiting import wait_until_async
@@ -61,7 +64,9 @@ def _in_memory(logic: Entitlements, customer: str) -> bool:
 
 
 async def _served(logic: Entitlements, customer: str) -> None:
-    """Check once (KV, starts the watch) and wait until memory answers for ``customer``."""
+    """Check twice (KV; the second starts the watch) and wait until memory answers for
+    ``customer``."""
+    await logic.check(_check(customer))
     await logic.check(_check(customer))
     await wait_until_async(lambda: _in_memory(logic, customer), 15, f"{customer} watched")
 
@@ -88,7 +93,7 @@ async def test_checks_are_answered_from_memory_and_follow_kv_writes(
     logic = _logic(nats_server.url)
     try:
         await _served(logic, "cus_mem")
-        assert _answers(logic, "kv") == 1  # the first check read KV and started the watch
+        assert _answers(logic, "kv") == 2  # both checks read KV; the second started the watch
         before = _answers(logic, "memory")
         await _put_used(nats_server.url, "cus_mem", 40)
         await wait_until_async(
@@ -101,7 +106,7 @@ async def test_checks_are_answered_from_memory_and_follow_kv_writes(
         assert answer["known"] is False and answer["degraded"] is False  # the shape as ever
         view = await logic.view("cus_mem")
         assert view["meters"][METER]["used"] == 40
-        assert _answers(logic, "kv") == 1  # nothing more read KV
+        assert _answers(logic, "kv") == 2  # nothing more read KV
         assert _answers(logic, "memory") > before
     finally:
         await logic.close()
@@ -137,6 +142,7 @@ async def test_least_recently_answered_customers_are_forgotten_and_read_again(
         reads = _answers(logic, "kv")
         assert await _remaining(logic, "cus_b") == 30
         assert _answers(logic, "kv") == reads + 1
+        assert await _remaining(logic, "cus_b") == 30  # its second answer: watched again
         await wait_until_async(lambda: _in_memory(logic, "cus_b"), 15, "cus_b watched again")
         assert set(logic.watched.client._customers) == {"cus_b", "cus_c"}
         assert len(logic.watched.client._customers) <= 2
@@ -263,3 +269,57 @@ async def test_unknown_customers_denied_by_the_tier_file_are_not_watched(
         assert logic.watched is not None and not logic.watched.client._customers
     finally:
         await logic.close()
+
+
+async def test_only_a_second_answer_within_the_window_buys_a_watch(
+    nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Watches cost nats-server six consumers and their heartbeats each: one-off ids (a caller
+    # trying random ids) never buy one, and remembering them stays bounded.
+    logic = _logic(nats_server.url, watched_customers=2)
+    try:
+        for i in range(20):
+            await logic.check(_check(f"cus_once{i}"))
+        assert logic.watched is not None
+        assert not logic.watched.client._customers and not logic.watched._starting
+        assert len(logic.watched._seen) == 2 * watched.SEEN_PER_PLACE
+        await logic.check(_check("cus_once19"))  # answered again within the window
+        await wait_until_async(lambda: _in_memory(logic, "cus_once19"), 15, "watched")
+        assert set(logic.watched.client._customers) == {"cus_once19"}
+        # A second answer after the window is a first again.
+        monkeypatch.setattr(watched, "ADMIT_WITHIN", 0.0)
+        await logic.check(_check("cus_later"))
+        await logic.check(_check("cus_later"))
+        assert "cus_later" not in logic.watched._starting
+        assert set(logic.watched.client._customers) == {"cus_once19"}
+    finally:
+        await logic.close()
+
+
+async def test_a_connection_that_cannot_bind_the_buckets_is_closed(tmp_path: Path) -> None:
+    # Connected, then refused on a bucket (here a USAGE bucket's stream that is no KV
+    # bucket): the attempt's connection must not stay open beside the next attempt's.
+    import nats
+
+    server = NatsServer(tmp_path / "nats").start()
+    logic = _logic(server.url, unavailable_after=1)  # retried that long, then refused
+
+    def connections() -> int:
+        url = f"http://127.0.0.1:{server.monitor_port}/connz"
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return int(json.load(answer)["num_connections"])
+
+    try:
+        nc = await nats.connect(server.url)
+        try:
+            bucket = usage_bucket(Window.DAY)
+            await nc.jetstream().add_stream(name=f"KV_{bucket}", subjects=[f"$KV.{bucket}.>"])
+        finally:
+            await nc.close()
+        with pytest.raises(NatsUnavailable):
+            await logic.check(_check("cus_nobucket"))
+        await wait_until_async(lambda: connections() == 0, 15, "the attempt's connection closed")
+        assert logic.watched is None
+    finally:
+        await logic.close()
+        server.stop()

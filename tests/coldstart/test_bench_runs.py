@@ -118,3 +118,12 @@ def test_the_profile_splits_a_part_and_profiles_the_bare_server() -> None:
     samples = next(line for line in lines if line.startswith("samples")).split()[1:]
     assert len(samples) == 2 and all(int(count) > 0 for count in samples)
     assert any(line.startswith("event loop: ") for line in lines)
+
+
+def test_the_watch_cost_benchmark_measures_both_phases() -> None:
+    command = [sys.executable, "-m", "bench.bench_watch_cost", "--customers", "5"]
+    command += ["--repeats", "2", "--phase-seconds", "0.5"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=180, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("per 1,000 consumers:") == 3
+    assert "watched  server CPU" in result.stdout and "none     server CPU" in result.stdout

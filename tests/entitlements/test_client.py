@@ -358,3 +358,145 @@ async def test_a_forgotten_customer_stops_being_watched_and_leaves_no_consumers(
 
 async def _none_left(count: Any) -> bool:
     return bool(await count() == 0)
+
+
+async def _fill(url: str, customer: str, window: Window, meters: int) -> None:
+    """``meters`` counts of ``customer`` in ``window``: a watch of them takes a while to
+    catch up (the window in which a customer can be forgotten mid catch-up)."""
+    import nats
+
+    nc = await nats.connect(url)
+    try:
+        kv = (await usage_buckets(nc.jetstream()))[window]
+        body = b'{"used": 1}'
+        for start in range(0, meters, 500):
+            chunk = range(start, min(start + 500, meters))
+            await asyncio.gather(
+                *(kv.put(count_key(customer, f"m{i}", window, NOW), body) for i in chunk)
+            )
+    finally:
+        await nc.close()
+
+
+def _catching_up(client: EntitlementsClient, customer: str, window: Window) -> bool:
+    """``customer``'s watch of ``window``'s counts has started and is delivering."""
+    state = client._customers.get(customer)
+    index = 1 + list(Window).index(window)  # the tier's watch comes first
+    return (
+        state is not None and len(state.watches) > index and state.watches[index].task is not None
+    )
+
+
+async def test_forgetting_a_customer_still_catching_up_ends_its_serve_at_once(
+    bridge: NatsServer,
+) -> None:
+    await _fill(bridge.url, "cus_slow", Window.DAY, 3000)
+    # attempt_timeout * 10 = 50 s: the old wait for a catch-up that never came.
+    client = await EntitlementsClient.connect(bridge.url, nats_timeout=5)
+    try:
+        serving = asyncio.create_task(client.serve("cus_slow"))
+        await wait_until_async(
+            lambda: _catching_up(client, "cus_slow", Window.DAY) or serving.done(),
+            30,
+            "catching up",
+            interval=0,  # every loop pass: catch-up of 3000 counts takes a few passes
+        )
+        assert not serving.done()
+        await client.forget("cus_slow")
+        await asyncio.wait_for(serving, 10)  # returns (nothing to keep), neither hangs nor raises
+        assert client.position("cus_slow", "m1", 0) is None
+        await client.serve("cus_slow")  # served again from scratch
+        assert client.check("cus_slow", "api_calls").allowed
+    finally:
+        await client.close()
+
+
+async def test_forgetting_a_customer_while_recovering_does_not_restart_the_recovery(
+    tmp_path: Path,
+) -> None:
+    server = NatsServer(tmp_path / "nats").start()
+    try:
+        await provision(server.url)
+        await _fill(server.url, "cus_slow", Window.DAY, 3000)
+        client = await EntitlementsClient.connect(server.url, nats_timeout=5)
+        try:
+            await client.serve("cus_slow")
+            await client.serve("cus_other")
+            before = client._customers["cus_slow"].watches[1 + list(Window).index(Window.DAY)]
+            old = before.task
+            server.stop()
+            await wait_until_async(lambda: client.staleness > 0, 30, "connection lost")
+            server.start()
+            # The recovery follows the slow watch again: forget its customer mid catch-up.
+            await wait_until_async(
+                lambda: before.task not in (None, old) or client.staleness == 0,
+                30,
+                "following again",
+                interval=0,
+            )
+            assert client.staleness > 0
+            await client.forget("cus_slow")
+            # Current again at once (the old recovery waited 50 s for that catch-up, then
+            # failed and started over with every watch).
+            await wait_until_async(lambda: client.staleness == 0, 10, "current again")
+            await _put_count(server.url, "cus_other", "api_calls", Window.DAY, 90)
+            await wait_until_async(
+                lambda: client.check("cus_other", "api_calls").remaining == 10,
+                10,
+                "the other customer's memory follows KV",
+            )
+        finally:
+            await client.close()
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("ttl", [0, -1, 86400.5, 10**6])
+async def test_a_reservation_ttl_beyond_the_buckets_age_is_refused(
+    bridge: NatsServer, ttl: float
+) -> None:
+    # A hold lasting longer than the bucket keeps its take-back marker (BUCKET_MAX_AGE) could
+    # be taken back twice; the function caps its setting at 86400 s, the client as well.
+    import nats
+
+    nc = await nats.connect(bridge.url)
+    try:
+        with pytest.raises(ValueError, match="reservation_ttl"):
+            EntitlementsClient(nc, reservation_ttl=ttl)
+        assert EntitlementsClient(nc, reservation_ttl=86400).reservation_ttl == 86400
+    finally:
+        await nc.close()
+
+
+async def test_evicting_a_customer_still_catching_up_is_no_watch_failure(
+    bridge: NatsServer,
+) -> None:
+    # The function's memory holds one customer; a second evicts the first mid catch-up. That
+    # is no failure: nothing counted, watching not paused for everyone (a false
+    # EntitlementWatchesFailing before).
+    from stripe_bridge.billing.watched import WatchedCustomers, WatchMetrics
+
+    await _fill(bridge.url, "cus_slow", Window.DAY, 3000)
+    client = await EntitlementsClient.connect(bridge.url, nats_timeout=5)
+    metrics = WatchMetrics()
+    watched = WatchedCustomers(client, 1, metrics)
+    try:
+        for customer in ("cus_slow", "cus_slow"):  # the second KV answer starts the watch
+            watched.watch(customer)
+        await wait_until_async(
+            lambda: _catching_up(client, "cus_slow", Window.DAY) or not watched._starting,
+            30,
+            "catching up",
+            interval=0,
+        )
+        assert watched._starting
+        for customer in ("cus_next", "cus_next"):
+            watched.watch(customer)
+        await wait_until_async(lambda: not watched._starting, 10, "both watches settled")
+        assert metrics.failures._value.get() == 0
+        assert set(client._customers) == {"cus_next"}
+        watched.watch("cus_third")
+        watched.watch("cus_third")
+        assert "cus_third" in watched._starting  # watching is not paused
+    finally:
+        await watched.close()

@@ -16,6 +16,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 from stripe_bridge.billing.catalog import BILLING_FUNCTIONS
 from stripe_bridge.billing.usage import provision_usage_streams
@@ -30,6 +31,8 @@ from ..conftest import FunctionFactory
 
 FUNCTION = "invoice_paid"
 #: What the Checkout and Portal functions need to start (they call Stripe per request).
+#: One usage record (docs/billing.md, the usage function's body).
+RECORD = {"meter": "tokens", "customer_id": "cus_probe", "value": 1, "id": "probe-1"}
 STRIPE_ENV = {"STRIPE_API_KEY": "sk_test_probe", "CHECKOUT_SUCCESS_URL": "https://app.example/done"}
 
 
@@ -86,32 +89,48 @@ def test_probes_answer_as_documented_with_nats_up_down_and_during_drain(
     assert fn.process.wait(timeout=knative.APP_SHUTDOWN_SECONDS) == 0, fn.log()
 
 
-async def test_billing_services_are_ready_only_when_their_function_can_work(
-    nats_server: NatsServer, start_function: FunctionFactory
+async def test_billing_services_stay_ready_and_refuse_quickly_while_nats_is_down(
+    tmp_path: Path, start_function: FunctionFactory
 ) -> None:
-    # A billing pod must take requests only once it can do its work: the usage function
-    # needs NATS and the USAGE stream (docs/configuration.md), which a probe of /healthz
-    # never asked, so a cold pod without them was routed requests it could only refuse.
-    usage = rendered_probes("billing_usage")
-    fn = start_function("billing_usage", NATS_URL=nats_server.url, USAGE_API_TOKEN="token")
-    assert probe(fn.port, usage["liveness"])
-    assert not probe(fn.port, usage["readiness"]), "ready without the USAGE stream"
-    import nats
-
-    nc = await nats.connect(nats_server.url)
+    # A usage pod answers its own 503 + Retry-After without NATS (docs/billing.md): were it
+    # unready then, every usage pod would leave the route in an outage and callers would
+    # wait in Knative's activator until their timeout instead of being told to retry.
+    server = NatsServer(tmp_path / "nats").start()
     try:
-        await provision_usage_streams(nc.jetstream())
+        import nats
+
+        nc = await nats.connect(server.url)
+        try:
+            await provision_usage_streams(nc.jetstream())
+        finally:
+            await nc.close()
+        usage = rendered_probes("billing_usage")
+        fn = start_function(
+            "billing_usage", NATS_URL=server.url, PUBLISH_TIMEOUT="1", RETRY_AFTER_SECONDS="7"
+        )
+        wait_until(lambda: http_probe("127.0.0.1", fn.port, "/readyz", 1.0), 30, "NATS up")
+        server.stop()
+        # The function knows NATS is down (its own /readyz says so)...
+        wait_until(
+            lambda: not http_probe("127.0.0.1", fn.port, "/readyz", 1.0), 60, "NATS down seen"
+        )
+        # ...and the Service still routes to it: ready, alive, refusing with Retry-After.
+        assert probe(fn.port, usage["readiness"]), "unready with NATS down: callers would hang"
+        assert probe(fn.port, usage["liveness"])
+        async with httpx.AsyncClient(base_url=fn.url, timeout=15) as client:
+            response = await client.post("/", json=RECORD)
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "7"
     finally:
-        await nc.close()
-    wait_until(lambda: probe(fn.port, usage["readiness"]), 30, "ready with USAGE there")
-    # Checkout and Portal call Stripe per request and the entitlements function answers
-    # degraded without NATS: ready as soon as they serve, under the same probe path.
+        server.stop()
+    # Every billing Service probes the same paths (Checkout and Portal call Stripe per
+    # request, the entitlements function answers degraded without NATS): ready once serving.
     for name, env in (
         ("billing_checkout", STRIPE_ENV),
         ("billing_portal", STRIPE_ENV),
         ("billing_entitlements", {"NATS_URL": "nats://127.0.0.1:1"}),
     ):
         probes = rendered_probes(name)
-        assert probes["readiness"] == usage["readiness"], name
+        assert probes == usage, name
         other = start_function(name, **env)
         assert probe(other.port, probes["readiness"]), name

@@ -227,8 +227,9 @@ def test_one_service_per_billing_function_with_what_it_needs(
         assert container_env(manifest)["ENVIRONMENT"]["value"] == env
         assert "PUSHGATEWAY_URL" in container_env(manifest)
         (container,) = template["spec"]["containers"]
-        # Ready when the function can work (usage: NATS and USAGE; test_probes_live.py).
-        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        # Ready while alive: usage answers its own 503 + Retry-After without NATS
+        # (test_probes_live.py), where an unready pod would hold callers in the activator.
+        assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
         variables = container_env(manifest)

@@ -10,10 +10,10 @@
   reservations expire after ``ENTITLEMENTS_RESERVATION_TTL`` seconds);
 - ``POST /v1/release`` ``{customer, meter, reservation_id}``: free a reservation not used.
 
-Non-reserving checks and the view of a customer answered before come from memory: the
-function keeps the customers it serves watched (``watched.WatchedCustomers``, the in-process
-client's machinery, at most ``ENTITLEMENTS_WATCHED_CUSTOMERS``) and reads KV only for a
-customer's first answer, or while memory is not current (the connection lost and not yet
+Non-reserving checks and the view of a customer answered twice within a minute come from
+memory: the function keeps those customers watched (``watched.WatchedCustomers``, the
+in-process client's machinery, at most ``ENTITLEMENTS_WATCHED_CUSTOMERS``) and reads KV only
+for a customer's first two answers, or while memory is not current (the connection lost and not yet
 watched again, a watch ended). Reserving checks always compare-and-set in KV.
 
 A customer the tier projector never saw gets the first tier's limits (``known: false``),
@@ -26,6 +26,7 @@ customer by this process, else the first tier); the entitlements view answers 50
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import re
@@ -44,6 +45,7 @@ from stripe_bridge_entitlements.client import EntitlementsClient, TierFile
 from stripe_bridge_entitlements.keys import usage_bucket
 from stripe_bridge_entitlements.patience import Patience, Unavailable
 from stripe_bridge_entitlements.reservations import (
+    MAX_RESERVATION_TTL,
     RESERVATIONS_BUCKET,
     CountView,
     Ledger,
@@ -85,7 +87,7 @@ class EntitlementSettings(EnvModel):
         validation_alias=AliasChoices("BILLING_TIERS_FILE", "ENTITLEMENTS_TIERS_FILE"),
         description="Tier file (limits, features); default: the built-in tiers.",
     )
-    reservation_ttl: float = Field(default=300, gt=0, le=86400)
+    reservation_ttl: float = Field(default=300, gt=0, le=MAX_RESERVATION_TTL)
     nats_timeout: float = Field(default=0.5, gt=0, le=10, description="Per KV request, s.")
     unavailable_after: float = Field(
         default=10,
@@ -96,12 +98,16 @@ class EntitlementSettings(EnvModel):
     )
     tier_cache_size: int = Field(default=100_000, ge=1)
     watched_customers: int = Field(
-        default=2000,
+        # Idle watches cost the pod ~50-70 ms of CPU per second per 1,000 consumers (their
+        # heartbeats; bench/README.md, "Idle watches"): 200 is ~0.06 cores at most.
+        default=200,
         ge=0,
         le=100_000,
         description="Customers whose tier, counts and ledgers the function keeps in memory "
-        "by KV watches (six ordered consumers each), least recently answered out; their "
-        "non-reserving checks and views read no KV. 0: every answer reads KV.",
+        "by KV watches (six ordered consumers each on nats-server: pods x this x 6 in "
+        "all), least recently answered out; a customer is watched on its second KV answer "
+        "within 60 s, and then its non-reserving checks and views read no KV. 0: every "
+        "answer reads KV.",
     )
 
 
@@ -186,17 +192,22 @@ class Entitlements:
                 return None
 
             # Memory stops being current the moment the connection is lost (the watches'
-            # client is told, as its own connection would tell it).
+            # client is told, as its own connection would tell it). Bound to this
+            # connection's watched customers: a connection's callbacks never act on a later
+            # connection's watches.
+            mine: list[WatchedCustomers] = []
+
             async def lost() -> None:
-                if self.watched is not None:
-                    await self.watched.client.disconnected()
+                for watched in mine:
+                    await watched.client.disconnected()
 
             async def back() -> None:
-                if self.watched is not None:
-                    await self.watched.client.reconnected()
+                for watched in mine:
+                    await watched.client.reconnected()
 
             callbacks = {"disconnected_cb": lost, "closed_cb": lost, "reconnected_cb": back}
             tier_file = self.config.model_dump_json().encode()
+            nc = None
             try:
                 nc = await nats.connect(error_cb=quiet, **callbacks, **options)
                 js = nc.jetstream(timeout=self.own.nats_timeout)
@@ -211,12 +222,16 @@ class Entitlements:
                     buckets[TIERS_BUCKET] = tiers
                 self.watched = await self._watched(nc, TierFile.model_validate_json(tier_file))
                 if self.watched is not None:
+                    mine.append(self.watched)
                     await self.watched.client.start(buckets)
             except Exception as exc:
                 self._failed_at = time.monotonic()
-                if self.watched is not None:  # closes the connection too
+                if self.watched is not None:  # closes its connection too
                     await self.watched.close()
                     self.watched = None
+                if nc is not None:  # connected, then refused: not left open (or reconnecting)
+                    with contextlib.suppress(Exception):
+                        await nc.close()
                 raise NatsUnavailable(type(exc).__name__) from exc
             nc.options["max_reconnect_attempts"] = -1
             self._nc = nc
@@ -297,7 +312,7 @@ class Entitlements:
         self, customer: str, window: Window, key: str
     ) -> tuple[str | None, CountView, Ledger]:
         """Tier name, count and ledger from KV (one round trip: the count's key does not
-        depend on the tier); then the customer is watched, for the next answer."""
+        depend on the tier); a customer's second such read within a minute has it watched."""
 
         async def position(kv: dict[str, Any]) -> tuple[CountView, Ledger]:
             return await self._ledger(kv).position(kv[window.value], key)

@@ -5,7 +5,10 @@ in-process client's machinery (``EntitlementsClient.serve``: its tier, counts an
 by KV watches); once caught up, its non-reserving checks and its view are answered from
 memory while the client says memory is current (``EntitlementsClient.position``). At most
 ``ENTITLEMENTS_WATCHED_CUSTOMERS`` are watched (six ordered consumers each on nats-server):
-watching one more forgets the least recently answered (its watches stop).
+watching one more forgets the least recently answered (its watches stop). A customer is
+watched only on its second KV answer within ``ADMIT_WITHIN`` seconds: watches cost
+nats-server consumers and heartbeats, which one-off ids (and a caller trying random ids)
+must not buy.
 """
 
 from __future__ import annotations
@@ -25,6 +28,12 @@ log = logging.getLogger(__name__)
 #: Seconds without starting new watches after one failed (a NATS user without the watch
 #: permissions would otherwise try again on every check).
 RETRY_AFTER = 5.0
+#: Seconds within which a customer's second KV answer starts its watch (an active
+#: customer checks again within it; a one-off id never costs six consumers).
+ADMIT_WITHIN = 60.0
+#: Customers answered once remembered, per watched place (a flood of one-off ids pushes
+#: out the oldest, never memory).
+SEEN_PER_PLACE = 4
 
 
 class WatchMetrics:
@@ -74,6 +83,8 @@ class WatchedCustomers:
         #: Watched (or being watched) customers, least recently answered first.
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._starting: dict[str, asyncio.Task[None]] = {}
+        #: Customers answered from KV once and not watched, oldest first: when.
+        self._seen: OrderedDict[str, float] = OrderedDict()
         self._quiet_until = float("-inf")
 
     def position(
@@ -87,16 +98,31 @@ class WatchedCustomers:
         return found
 
     def watch(self, customer: str) -> None:
-        """Start watching ``customer`` in the background, unless it is watched already or
-        being watched; a customer whose watch ended is watched again."""
-        if customer in self._starting or time.monotonic() < self._quiet_until:
+        """``customer`` was answered from KV: start watching it in the background if this
+        is its second such answer within ``ADMIT_WITHIN`` s, unless it is watched already
+        or being watched; a customer whose watch ended is watched again."""
+        now = time.monotonic()
+        if customer in self._starting or now < self._quiet_until:
             return
         if customer in self._recent:
             if not self.client.broken(customer):
                 return
             self.metrics.failures.inc()
             log.warning("a customer's KV watch ended: watching it again")
+        elif not self._admitted(customer, now):
+            return
         self._starting[customer] = asyncio.create_task(self._serve(customer))
+
+    def _admitted(self, customer: str, now: float) -> bool:
+        """Whether ``customer``, answered from KV now, was answered within ADMIT_WITHIN s
+        before; otherwise remember this answer (boundedly)."""
+        seen = self._seen.pop(customer, None)
+        if seen is not None and now - seen <= ADMIT_WITHIN:
+            return True
+        self._seen[customer] = now
+        while len(self._seen) > self.size * SEEN_PER_PLACE:
+            self._seen.popitem(last=False)
+        return False
 
     async def _serve(self, customer: str) -> None:
         try:

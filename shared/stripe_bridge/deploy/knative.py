@@ -242,11 +242,13 @@ def billing_service(
     }
     if Need.NATS in fn.needs or Need.KV in fn.needs:
         labels[LABEL_NATS_CLIENT] = "true"
-    # They push metrics like the webhook functions. Readiness is /readyz, as each function
-    # serves it: the usage function's waits for NATS and the USAGE stream (a cold pod takes
-    # records only once it can store them), the others' answer 200 once they serve.
+    # They push metrics like the webhook functions. Readiness is /healthz, not /readyz:
+    # while NATS is down the usage function answers 503 with Retry-After itself, whereas
+    # unready usage pods would leave the route and hold callers in Knative's activator
+    # until their timeout; the other billing functions' /readyz is /healthz (ready once
+    # serving), and one path for all keeps that true if a /readyz changes.
     manifest = _knative_service(
-        profile, fn.service_name, labels, {}, _billing_env(profile, fn), "/readyz", image
+        profile, fn.service_name, labels, {}, _billing_env(profile, fn), "/healthz", image
     )
     if Need.STRIPE in fn.needs or Need.CLUSTER_LOCAL in fn.needs:
         # Checkout/Portal have no caller authentication of their own (anyone reaching them
