@@ -257,13 +257,14 @@ async def test_unknown_user_and_wrong_password_are_refused(cluster: LocalNatsClu
             )
 
 
-async def stored_once_ready(js: Any, subject: str) -> None:
-    """Publish to a stream just created: its interest may not have reached every node yet."""
+async def stored_once_ready(js: Any, subject: str, payload: bytes = b"{}") -> None:
+    """Publish to a stream just created: its interest may not have reached every node yet
+    (a KV bucket's too: a put is a publish on ``$KV.<bucket>.<key>``)."""
     from nats.js.errors import NoStreamResponseError
 
     async def published() -> bool:
         try:
-            await js.publish(subject, b"{}", headers={"Nats-Msg-Id": subject})
+            await js.publish(subject, payload, headers={"Nats-Msg-Id": subject})
         except NoStreamResponseError:
             return False
         return True
@@ -284,7 +285,8 @@ async def _everything_stored(cluster: LocalNatsCluster) -> dict[str, int]:
         await stored_once_ready(ajs, "usage.tokens")
         await provision(ajs, dead_letter_spec())
         await stored_once_ready(ajs, dead_letter_subject("downstream", "stripe.test.e0"))
-        await (await tiers_bucket(ajs)).put("cus_1", b'{"tier": "pro"}')
+        await tiers_bucket(ajs)
+        await stored_once_ready(ajs, f"$KV.{TIERS_BUCKET}.cus_1", b'{"tier": "pro"}')
         # project-tiers' durable: a backup must not be able to touch it.
         tiers = ConsumerConfig(durable_name="tiers", ack_policy=AckPolicy.EXPLICIT)
         await ajs.add_consumer(STREAM, tiers)
