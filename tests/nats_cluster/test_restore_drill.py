@@ -11,16 +11,18 @@ from typing import Any
 from stripe_bridge.billing.lifecycle_projector import LIFECYCLE_BUCKET
 from stripe_bridge.billing.projector import project, tiers_bucket
 from stripe_bridge.billing.stripe_consumer import key_value
+from stripe_bridge.billing.tiers import TIERS_BUCKET
 from stripe_bridge.billing.usage import UsageRecord, encode, provision_usage_streams
 from stripe_bridge.cli import main
 from stripe_bridge.ops.backup import iter_stream
 from stripe_bridge.ops.backup_job import import_all, read_manifest
+from stripe_bridge.streams import USAGE_STREAM
 from stripe_bridge_testing.natscluster import LocalNatsCluster
 
 from ..billing.sequences import CONFIG, lifecycle
 from ..billing.test_projector import publish_deliveries
 from ..billing.test_tiers import updates
-from .conftest import connect, provision_r3
+from .conftest import connect, provision_r3, settled
 
 
 async def populate(cluster: LocalNatsCluster) -> None:
@@ -30,14 +32,17 @@ async def populate(cluster: LocalNatsCluster) -> None:
     try:
         js = nc.jetstream()
         await provision_usage_streams(js, replicas=3)
+        await settled(js, USAGE_STREAM)  # a new R3 group may still be electing
         for i in range(40):
             record = UsageRecord(meter="tokens", customer_id=f"cus_{i % 3}", value=i, id=f"u-{i}")
             subject, body, headers = encode(record)
             await js.publish(subject, body, headers=headers)
         tiers = await tiers_bucket(js, replicas=3)
+        await settled(js, f"KV_{TIERS_BUCKET}")
         for update in updates(lifecycle()):
             await project(tiers, update, CONFIG)
         gates = await key_value(js, LIFECYCLE_BUCKET, 3, history=1)
+        await settled(js, f"KV_{LIFECYCLE_BUCKET}")
         await gates.put("sub.sub_kept", b'{"started":true}')
         await gates.put("sub.sub_gone", b"{}")
         await gates.delete("sub.sub_gone")
