@@ -13,6 +13,7 @@ import gc
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import uvicorn
@@ -32,7 +33,7 @@ from stripe_bridge_testing.waiting import wait_until, wait_until_async
 from .conftest import FunctionFactory
 
 if TYPE_CHECKING:
-    from starlette.types import Receive, Scope, Send
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
 
 def _closed_by_peer(sock: socket.socket, received: list[bytes]) -> bool:
@@ -43,6 +44,24 @@ def _closed_by_peer(sock: socket.socket, received: list[bytes]) -> bool:
         return False
     received.append(chunk)
     return chunk == b""
+
+
+@contextlib.contextmanager
+def _serving(app: ASGIApp) -> Iterator[int]:
+    """``app`` under uvicorn with the functions' protocol, in a thread; yields its port."""
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, lifespan="off", http=header_timeout_protocol(5)
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, 30, "uvicorn serving")
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(30)
 
 
 def test_half_sent_headers_get_408_and_the_connection_closed(
@@ -155,27 +174,15 @@ def test_the_protocol_tells_the_function_when_the_body_is_all_here() -> None:
         seen.append((received, body or b""))
         await json_answer(200, {"ok": True}).send(send)
 
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, lifespan="off", http=header_timeout_protocol(5)
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: server.started, 30, "uvicorn serving")
-        head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n"
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
-            client.sendall(head + b"whole")
-            assert client.recv(4096).startswith(b"HTTP/1.1 200 ")
-            started.clear()
-            client.sendall(head)
-            wait_until(started.is_set, 30, "the function started before its body came")
-            client.sendall(b"later")
-            assert client.recv(4096).startswith(b"HTTP/1.1 200 ")
-    finally:
-        server.should_exit = True
-        thread.join(30)
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n"
+    with _serving(app) as port, socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(head + b"whole")
+        assert client.recv(4096).startswith(b"HTTP/1.1 200 ")
+        started.clear()
+        client.sendall(head)
+        wait_until(started.is_set, 30, "the function started before its body came")
+        client.sendall(b"later")
+        assert client.recv(4096).startswith(b"HTTP/1.1 200 ")
     assert seen == [(True, b"whole"), (False, b"later")]
 
 
@@ -212,27 +219,18 @@ def test_an_answer_written_as_the_client_half_closes_is_still_sent() -> None:
         # flush runs (uvloop polls I/O before its ready callbacks).
         await json_answer(200, {"ok": True}).send(send)
 
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, lifespan="off", http=header_timeout_protocol(5)
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: server.started, 30, "uvicorn serving")
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
-            client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            wait_until(blocking.is_set, 30, "the function is answering")
-            client.shutdown(socket.SHUT_WR)
-            client_done.set()
-            received: list[bytes] = []
-            wait_until(lambda: _closed_by_peer(client, received), 30, "closed")
-        assert b"".join(received).startswith(b"HTTP/1.1 200 "), received
-    finally:
-        client_done.set()
-        server.should_exit = True
-        thread.join(30)
+    received: list[bytes] = []
+    with _serving(app) as port:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+                client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                wait_until(blocking.is_set, 30, "the function is answering")
+                client.shutdown(socket.SHUT_WR)
+                client_done.set()
+                wait_until(lambda: _closed_by_peer(client, received), 30, "closed")
+        finally:
+            client_done.set()  # before the server stops: a failed wait leaves the app blocked
+    assert b"".join(received).startswith(b"HTTP/1.1 200 "), received
 
 
 async def test_coalescing_transport_sends_at_once_above_a_bound() -> None:
