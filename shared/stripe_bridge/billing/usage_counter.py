@@ -47,12 +47,12 @@ import json
 import logging
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
+from cachetools import LRUCache
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -305,8 +305,9 @@ class UsageCounter:
         self.partition = partition.check()
         self.concurrency = concurrency
         #: The count entries this counter wrote last (it is their only writer but for a
-        #: second counter's overlap), newest last: the next write to one needs no read.
-        self.written: OrderedDict[tuple[Window, str], cas.Entry] = OrderedDict()
+        #: second counter's overlap), least recently used out: the next write to one needs
+        #: no read.
+        self.written: LRUCache[tuple[Window, str], cas.Entry] = LRUCache(WRITTEN_ENTRIES)
         self.config = config
         self.name = name
         self.batch_size = batch_size
@@ -439,9 +440,6 @@ class UsageCounter:
 
         def remember(entry: cas.Entry) -> None:
             self.written[where] = entry
-            self.written.move_to_end(where)
-            if len(self.written) > WRITTEN_ENTRIES:
-                self.written.popitem(last=False)
 
         pending = [c.pending for c in group]
         kv = self.buckets[first.window]

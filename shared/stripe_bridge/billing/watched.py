@@ -19,6 +19,7 @@ import time
 from collections import OrderedDict
 from typing import Any
 
+from cachetools import LRUCache
 from prometheus_client import Counter, Gauge
 from stripe_bridge_entitlements.client import EntitlementsClient
 from stripe_bridge_entitlements.reservations import CountView, Ledger
@@ -83,8 +84,8 @@ class WatchedCustomers:
         #: Watched (or being watched) customers, least recently answered first.
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._starting: dict[str, asyncio.Task[None]] = {}
-        #: Customers answered from KV once and not watched, oldest first: when.
-        self._seen: OrderedDict[str, float] = OrderedDict()
+        #: Customers answered from KV once and not watched: when.
+        self._seen: LRUCache[str, float] = LRUCache(size * SEEN_PER_PLACE)
         self._quiet_until = float("-inf")
 
     def position(
@@ -120,8 +121,6 @@ class WatchedCustomers:
         if seen is not None and now - seen <= ADMIT_WITHIN:
             return True
         self._seen[customer] = now
-        while len(self._seen) > self.size * SEEN_PER_PLACE:
-            self._seen.popitem(last=False)
         return False
 
     async def _serve(self, customer: str) -> None:
