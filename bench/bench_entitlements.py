@@ -41,14 +41,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from stripe_bridge.billing.projector import tiers_bucket
 from stripe_bridge.billing.tiers import DEFAULT_TIERS, TierConfig
-from stripe_bridge.billing.usage import provision_usage_streams
-from stripe_bridge.billing.usage_counter import count_key, usage_buckets
+from stripe_bridge.billing.usage_counter import count_key
 from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge_entitlements.client import EntitlementsClient
-from stripe_bridge_entitlements.reservations import publish_tier_file, reservations_bucket
 from stripe_bridge_entitlements.windows import Window
+from stripe_bridge_testing.entitlements_bridge import provision_for_clients
 from stripe_bridge_testing.processes import FunctionProcess
 
 from bench.bench_bridge import HttpConnection
@@ -170,11 +168,7 @@ async def run(
 
     nc = await nats.connect(url)
     js = nc.jetstream()
-    await provision_usage_streams(js)
-    counts = (await usage_buckets(js))[Window.DAY]
-    await tiers_bucket(js)
-    await reservations_bucket(js)
-    await publish_tier_file(js, ROOMY.model_dump_json().encode())
+    counts = (await provision_for_clients(js, ROOMY.model_dump_json().encode()))[Window.DAY]
     client = await EntitlementsClient.connect(url, reservation_ttl=3600)
     for function in functions.values():
         function.start()  # after the tier file: it publishes its own, the same

@@ -27,15 +27,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stripe_bridge.billing.projector import tiers_bucket
 from stripe_bridge.billing.tiers import DEFAULT_TIERS
-from stripe_bridge.billing.usage import provision_usage_streams
-from stripe_bridge.billing.usage_counter import usage_buckets
 from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge_entitlements import keys
 from stripe_bridge_entitlements.client import EntitlementsClient
-from stripe_bridge_entitlements.reservations import publish_tier_file, reservations_bucket
 from stripe_bridge_entitlements.windows import Window
+from stripe_bridge_testing.entitlements_bridge import provision_for_clients
 from stripe_bridge_testing.waiting import wait_until_async
 
 from bench.bench_bridge import cpu_seconds, spread
@@ -82,11 +79,7 @@ async def run(customers: int, repeats: int, seconds: float) -> None:
             pid = server.process.pid
             nc = await nats.connect(server.url)
             js = nc.jetstream()
-            await provision_usage_streams(js)
-            await usage_buckets(js)
-            await tiers_bucket(js)
-            await reservations_bucket(js)
-            await publish_tier_file(js, DEFAULT_TIERS.model_dump_json().encode())
+            await provision_for_clients(js, DEFAULT_TIERS.model_dump_json().encode())
             client = await EntitlementsClient.connect(server.url, watch_expiry=1)
             names = [f"cus_{i}" for i in range(customers)]
             rows: dict[str, list[dict[str, float]]] = {"none": [], "watched": []}

@@ -22,14 +22,14 @@ from stripe_bridge.billing.tiers import (
     Update,
     Version,
 )
-from stripe_bridge.billing.usage import provision_usage_streams
 from stripe_bridge.billing.usage_counter import UsageCounter, count_key, usage_buckets
 from stripe_bridge.ops.natsserver import NatsServer
 from stripe_bridge.streams import USAGE_STREAM
 from stripe_bridge_entitlements import keys
 from stripe_bridge_entitlements.client import EntitlementsClient
-from stripe_bridge_entitlements.reservations import publish_tier_file, reservations_bucket
+from stripe_bridge_entitlements.reservations import publish_tier_file
 from stripe_bridge_entitlements.windows import Window
+from stripe_bridge_testing.entitlements_bridge import provision_for_clients
 from stripe_bridge_testing.waiting import wait_until_async
 
 NOW = datetime.now(UTC)
@@ -48,12 +48,7 @@ async def provision(url: str, config: TierConfig = DEFAULT_TIERS) -> None:
 
     nc = await nats.connect(url)
     try:
-        js = nc.jetstream()
-        await provision_usage_streams(js)
-        await usage_buckets(js)
-        await tiers_bucket(js)
-        await reservations_bucket(js)
-        await publish_tier_file(js, config.model_dump_json().encode())
+        await provision_for_clients(nc.jetstream(), config.model_dump_json().encode())
     finally:
         await nc.close()
 

@@ -6,16 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from stripe_bridge.billing.projector import tiers_bucket
 from stripe_bridge.billing.tiers import DEFAULT_TIERS
-from stripe_bridge.billing.usage import provision_usage_streams
 from stripe_bridge.billing.usage_counter import count_key, usage_buckets
 from stripe_bridge.deploy.natsconf import ENTITLEMENTS_CLIENT_USER as USER
 from stripe_bridge.inbox import inbox_prefix
 from stripe_bridge.streams import USAGE_STREAM
 from stripe_bridge_entitlements.client import EntitlementsClient
-from stripe_bridge_entitlements.reservations import publish_tier_file, reservations_bucket
 from stripe_bridge_entitlements.windows import Window
+from stripe_bridge_testing.entitlements_bridge import provision_for_clients
 from stripe_bridge_testing.natscluster import LocalNatsCluster
 from stripe_bridge_testing.waiting import wait_until_async
 
@@ -28,11 +26,7 @@ async def _provision(cluster: LocalNatsCluster) -> Any:
     """What the bridge creates (as admin); returns the admin's connection."""
     admin = await connect(cluster)
     js = admin.jetstream(timeout=ADMIN_TIMEOUT)
-    await provision_usage_streams(js)
-    await usage_buckets(js)
-    await tiers_bucket(js)
-    await reservations_bucket(js)
-    await publish_tier_file(js, DEFAULT_TIERS.model_dump_json().encode())
+    await provision_for_clients(js, DEFAULT_TIERS.model_dump_json().encode())
     return admin
 
 
