@@ -13,7 +13,7 @@ import gc
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
 import uvicorn
@@ -62,6 +62,30 @@ def _serving(app: ASGIApp) -> Iterator[int]:
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+@contextlib.asynccontextmanager
+async def _recorded_transport() -> AsyncIterator[
+    tuple[asyncio.Transport, socket.socket, list[bytes]]
+]:
+    """A socket transport whose writes are recorded, its peer socket, and the record."""
+    loop = asyncio.get_running_loop()
+    ours, theirs = socket.socketpair()
+    theirs.setblocking(False)
+    transport, _ = await loop.create_connection(asyncio.Protocol, sock=ours)
+    sends: list[bytes] = []
+    write = transport.write
+
+    def recorded(data: bytes | bytearray | memoryview) -> None:
+        sends.append(bytes(data))
+        write(data)
+
+    transport.write = recorded  # type: ignore[method-assign]
+    try:
+        yield transport, theirs, sends
+    finally:
+        transport.close()
+        theirs.close()
 
 
 def test_half_sent_headers_get_408_and_the_connection_closed(
@@ -123,27 +147,15 @@ def test_keep_alive_requests_are_unaffected(
 async def test_coalescing_transport_sends_one_steps_writes_at_once_and_closes_after() -> None:
     # Uvicorn writes an answer's head and body apart; the function's protocol joins them
     # (server.CoalescingTransport): one system call per answer instead of two.
-    loop = asyncio.get_running_loop()
-    ours, theirs = socket.socketpair()
-    theirs.setblocking(False)
-    transport, _ = await loop.create_connection(asyncio.Protocol, sock=ours)
-    sends: list[bytes] = []
-    write = transport.write
-
-    def counted(data: bytes | bytearray | memoryview) -> None:
-        sends.append(bytes(data))
-        write(data)
-
-    transport.write = counted  # type: ignore[method-assign]
     received = bytearray()
+    async with _recorded_transport() as (transport, theirs, sends):
 
-    def everything_received() -> bool:
-        with contextlib.suppress(BlockingIOError):
-            received.extend(theirs.recv(65536))
-        return received.endswith(b"last")
+        def everything_received() -> bool:
+            with contextlib.suppress(BlockingIOError):
+                received.extend(theirs.recv(65536))
+            return received.endswith(b"last")
 
-    try:
-        joined = CoalescingTransport(transport, loop)
+        joined = CoalescingTransport(transport, asyncio.get_running_loop())
         joined.write(b"HTTP/1.1 200 OK\r\n\r\n")
         joined.write(b"{}")
         assert sends == []  # not before the step ends
@@ -153,9 +165,6 @@ async def test_coalescing_transport_sends_one_steps_writes_at_once_and_closes_af
         joined.close()
         assert sends[-1] == b"last" and transport.is_closing()
         await wait_until_async(everything_received, 5, "all received")
-    finally:
-        transport.close()
-        theirs.close()
 
 
 def test_the_protocol_tells_the_function_when_the_body_is_all_here() -> None:
@@ -236,23 +245,10 @@ def test_an_answer_written_as_the_client_half_closes_is_still_sent() -> None:
 async def test_coalescing_transport_sends_at_once_above_a_bound() -> None:
     # A streaming answer written in one step must reach the socket's transport as it grows,
     # whose flow control (pause_writing) then holds the writer back; joined, it would not.
-    loop = asyncio.get_running_loop()
-    ours, theirs = socket.socketpair()
-    transport, _ = await loop.create_connection(asyncio.Protocol, sock=ours)
-    sent: list[int] = []
-    write = transport.write
-
-    def counted(data: bytes | bytearray | memoryview) -> None:
-        sent.append(len(data))
-        write(data)
-
-    transport.write = counted  # type: ignore[method-assign]
-    try:
-        joined = CoalescingTransport(transport, loop)
+    async with _recorded_transport() as (transport, _theirs, sends):
+        joined = CoalescingTransport(transport, asyncio.get_running_loop())
         for _ in range(16):
             joined.write(b"x" * 16384)
+        sent = [len(data) for data in sends]
         assert sent and max(sent) <= 2 * CoalescingTransport.BOUND, sent
         assert sum(sent) >= 16 * 16384 - CoalescingTransport.BOUND
-    finally:
-        transport.close()
-        theirs.close()
